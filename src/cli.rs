@@ -1,0 +1,449 @@
+//! Command-line interface: raw arguments (clap) → a command on the library → exit code.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use dirsync::config::{self, Config};
+use dirsync::exit;
+use dirsync::lock::LockError;
+use dirsync::plan::Mode;
+use dirsync::store::{AuditQuery, Store};
+use dirsync::sync::{self, Outcome, SyncError};
+
+/// Keep SaaS admin API users and groups in step with a company directory.
+#[derive(Debug, Parser)]
+#[command(name = "dirsync", version, about, long_about = None)]
+struct Cli {
+    /// Config file [default: $DIRSYNC_CONFIG, else /etc/dirsync/dirsync.toml]
+    #[arg(long, short, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level (overridden by RUST_LOG).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Push what changed since the last confirmed push.
+    Sync(RunArgs),
+    /// Ignore the snapshot: push every mapped group and user, then rebuild the snapshot.
+    Resync(RunArgs),
+    /// Validate the config and read the source; push nothing.
+    Check,
+    /// Show the audit log, newest first.
+    Audit(AuditArgs),
+    /// Show the last runs and the operations still pending.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Print the plan; send nothing and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Only this target.
+    #[arg(long, value_name = "NAME")]
+    target: Option<String>,
+    /// Allow, for this run only, removals over the safety limits.
+    #[arg(long)]
+    allow_removals: bool,
+    /// Wait for a running sync to finish instead of exiting with code 7.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// Only this run id.
+    #[arg(long)]
+    run: Option<String>,
+    /// Only this target.
+    #[arg(long)]
+    target: Option<String>,
+    /// Only this entity (target id or name).
+    #[arg(long)]
+    entity: Option<String>,
+    /// Only rows since a time: RFC 3339 (2026-11-24T08:00:00Z) or an age (2h, 3d).
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            });
+        }
+    };
+    init_logging(cli.log_format, &cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    ExitCode::from(runtime.block_on(dispatch(cli)))
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, u8> {
+    let path = config::resolve_path(path);
+    match config::load(&path) {
+        Ok(c) => {
+            for w in &c.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(c)
+        }
+        Err(e) => {
+            report_error(&e);
+            Err(exit::CONFIG)
+        }
+    }
+}
+
+fn report_error(e: &dyn std::error::Error) {
+    tracing::error!("{e}");
+    // Logs may go to a journal; a person at a terminal also sees the error plainly.
+    if std::io::stderr().is_terminal() {
+        eprintln!("error: {e}");
+    }
+}
+
+async fn dispatch(cli: Cli) -> u8 {
+    let config = match load(cli.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match cli.command {
+        Command::Sync(args) => run(&config, Mode::Sync, args).await,
+        Command::Resync(args) => run(&config, Mode::Resync, args).await,
+        Command::Check => check(&config).await,
+        Command::Audit(args) => audit(&config, args).await,
+        Command::Status { json } => status(&config, json).await,
+    }
+}
+
+async fn run(config: &Config, mode: Mode, args: RunArgs) -> u8 {
+    let opts = sync::Options {
+        mode,
+        dry_run: args.dry_run,
+        target: args.target,
+        allow_removals: args.allow_removals,
+        wait: args.wait,
+    };
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if shutdown_signal().await.is_ok() {
+            tracing::warn!("Stopping: no new operations start; those under way finish and are recorded.");
+            on_signal.cancel();
+        }
+    });
+    let mut stdout = std::io::stdout();
+    match sync::run(config, &opts, &cancel, &mut stdout).await {
+        Ok(report) => {
+            let _ = stdout.flush();
+            let outcome = report.outcome();
+            if !opts.dry_run {
+                let total = |f: fn(&sync::TargetReport) -> usize| report.targets.iter().map(f).sum::<usize>();
+                tracing::info!(
+                    outcome = ?outcome,
+                    pushed = total(|t| t.succeeded),
+                    failed = total(|t| t.failed),
+                    not_started = total(|t| t.not_started),
+                    unmapped = total(|t| t.unmapped_users),
+                    refused = report.targets.iter().filter(|t| t.refused.is_some()).count(),
+                    "Run finished."
+                );
+            }
+            match outcome {
+                Outcome::Success => exit::SUCCESS,
+                Outcome::Partial => exit::PARTIAL,
+                Outcome::Refused => exit::REFUSED,
+            }
+        }
+        Err(e) => {
+            report_error(&e);
+            match e {
+                SyncError::Lock(LockError::Held { .. }) => exit::LOCKED,
+                SyncError::Source(_) => exit::SOURCE,
+                SyncError::Mapping { .. } | SyncError::UnknownTarget(_) | SyncError::Target(_) => {
+                    exit::CONFIG
+                }
+                SyncError::Lock(_) | SyncError::Store(_) => exit::FAILURE,
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+async fn check(config: &Config) -> u8 {
+    println!(
+        "config {}: valid; state database {}",
+        config.path.display(),
+        config.state_db.display()
+    );
+    let dir = match dirsync::source::read(&config.source).await {
+        Ok(d) => d,
+        Err(e) => {
+            report_error(&e);
+            return exit::SOURCE;
+        }
+    };
+    println!(
+        "source: {} users, {} groups, {} memberships",
+        dir.users.len(),
+        dir.groups.len(),
+        dir.membership_count()
+    );
+    let mut code = exit::SUCCESS;
+    for t in &config.targets {
+        match dirsync::mapping::desired_state(&dir, &t.groups, &t.users, &t.templates, false) {
+            Ok(d) => println!(
+                "target {}: {} mapped group(s), {} mapped user(s), {} unmapped; {}",
+                t.name,
+                d.groups.len(),
+                d.users.len(),
+                d.unmapped.len(),
+                reach(&t.spec.base_url, t.spec.timeout).await
+            ),
+            Err(e) => {
+                println!("target {}: {e}", t.name);
+                code = exit::CONFIG;
+            }
+        }
+    }
+    code
+}
+
+/// Whether the target's host answers HTTP at all (any status counts).
+async fn reach(url: &reqwest::Url, timeout: std::time::Duration) -> String {
+    let client = match reqwest::Client::builder().timeout(timeout).build() {
+        Ok(c) => c,
+        Err(e) => return format!("cannot create an HTTP client: {e}"),
+    };
+    match client.head(url.clone()).send().await {
+        Ok(r) => format!("{} answers (HTTP {})", url, r.status().as_u16()),
+        Err(e) if e.is_timeout() => format!("{url} does not answer within {}s", timeout.as_secs()),
+        Err(_) => format!("{url} cannot be reached"),
+    }
+}
+
+async fn open_existing(config: &Config) -> Result<Store, u8> {
+    if !config.state_db.exists() {
+        eprintln!(
+            "no state database at {} yet: no run has happened",
+            config.state_db.display()
+        );
+        return Err(exit::SUCCESS);
+    }
+    Store::open(&config.state_db).await.map_err(|e| {
+        report_error(&e);
+        exit::FAILURE
+    })
+}
+
+async fn audit(config: &Config, args: AuditArgs) -> u8 {
+    let since = match args.since.as_deref().map(parse_since).transpose() {
+        Ok(s) => s,
+        Err(msg) => {
+            eprintln!("error: --since: {msg}");
+            return exit::USAGE;
+        }
+    };
+    let store = match open_existing(config).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let q = AuditQuery {
+        run_id: args.run,
+        target: args.target,
+        entity: args.entity,
+        since,
+        limit: args.limit,
+    };
+    let rows = match store.audit(&q).await {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(&e);
+            return exit::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for r in &rows {
+            let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
+        }
+        return exit::SUCCESS;
+    }
+    let _ = writeln!(
+        out,
+        "{:<24} {:<8} {:<12} {:<15} {:<30} {:<8} {:>4} {:>3}  detail",
+        "at", "run", "target", "operation", "entity", "outcome", "http", "try"
+    );
+    for r in &rows {
+        let detail = match (&r.error, &r.summary) {
+            (Some(e), _) => e.clone(),
+            (None, Some(s)) => {
+                let n = |k: &str| s.get(k).and_then(|v| v.as_array()).map_or(0, Vec::len);
+                let mut d = format!("+{} -{}", n("added"), n("removed"));
+                if r.drift.is_some() {
+                    d.push_str(" drift");
+                }
+                d
+            }
+            _ => String::new(),
+        };
+        let entity = format!("{} ({})", r.entity_name, r.entity_id);
+        let _ = writeln!(
+            out,
+            "{:<24} {:<8} {:<12} {:<15} {:<30} {:<8} {:>4} {:>3}  {}",
+            r.at,
+            r.run_id.get(..8).unwrap_or(&r.run_id),
+            r.target,
+            r.operation,
+            entity,
+            r.outcome,
+            r.http_status.map(|s| s.to_string()).unwrap_or_default(),
+            r.attempts,
+            detail
+        );
+    }
+    exit::SUCCESS
+}
+
+/// `--since` as RFC 3339, or an age before now.
+fn parse_since(value: &str) -> Result<String, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(t
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    }
+    let age = humantime::parse_duration(value)
+        .map_err(|_| format!("`{value}` is neither RFC 3339 nor an age like 2h"))?;
+    let age = chrono::Duration::from_std(age).map_err(|e| e.to_string())?;
+    Ok((chrono::Utc::now() - age).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+async fn status(config: &Config, json: bool) -> u8 {
+    let store = match open_existing(config).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let (runs, pending, counts) = match (
+        store.runs(10).await,
+        store.pending().await,
+        store.snapshot_counts().await,
+    ) {
+        (Ok(r), Ok(p), Ok(c)) => (r, p, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            report_error(&e);
+            return exit::FAILURE;
+        }
+    };
+    if json {
+        let v = serde_json::json!({ "runs": runs, "pending": pending, "snapshot": counts });
+        println!("{v:#}");
+        return exit::SUCCESS;
+    }
+    println!("last runs:");
+    for r in &runs {
+        let counts = r
+            .summary
+            .as_ref()
+            .and_then(|s| s.get("targets"))
+            .and_then(|t| t.as_array())
+            .map(|ts| {
+                let sum = |k: &str| {
+                    ts.iter()
+                        .filter_map(|t| t.get(k).and_then(|v| v.as_u64()))
+                        .sum::<u64>()
+                };
+                format!(
+                    "pushed {}, failed {}, not started {}",
+                    sum("succeeded"),
+                    sum("failed"),
+                    sum("not_started")
+                )
+            });
+        println!(
+            "  {} {:<6} {:<24} {:<8} {}",
+            r.id,
+            r.command,
+            r.started_at,
+            r.outcome.as_deref().unwrap_or("unfinished"),
+            counts.unwrap_or_default()
+        );
+    }
+    println!("snapshot:");
+    for (target, (groups, users)) in &counts {
+        println!("  {target}: {groups} group(s), {users} user(s) confirmed");
+    }
+    println!("pending (last attempt failed):");
+    if pending.is_empty() {
+        println!("  none");
+    }
+    for p in &pending {
+        println!(
+            "  {} {} {} ({}) since {}: {}",
+            p.target,
+            p.entity_kind,
+            p.entity_name,
+            p.entity_id,
+            p.at,
+            p.error.as_deref().unwrap_or("")
+        );
+    }
+    exit::SUCCESS
+}

@@ -1,0 +1,668 @@
+//! Configuration: one TOML file, read in two steps.
+//!
+//! `raw` is the file's shape (serde, unknown keys rejected with their line); `load`
+//! then validates it into the typed `Config`: presets merged, templates compiled,
+//! regexes built, secrets and id maps read. `dirsync check` runs exactly this, so a
+//! config that loads is a config the run can use. Errors name the file and the key.
+
+mod raw;
+mod secret;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+
+pub use raw::{RawAuth, RawConfig, RawCsv, RawEndpoint, RawSafety, RawTarget};
+pub use secret::{Secret, SecretSource};
+
+use crate::mapping::{ExplicitGroup, GroupMapping, GroupRule, UserIdSource};
+use crate::plan::{RemovedGroups, RemovedUsers};
+use crate::safety::Limits;
+use crate::source::csv::CsvConfig;
+use crate::source::ldap::LdapConfig;
+use crate::target::spec::{
+    Auth, BodyFormat, Condition, Endpoint, EndpointKind, ResponseMembers, Retry, Spec, SuccessRule,
+};
+use crate::template::{Kind, Templates};
+
+/// Where the config is read from when neither `--config` nor `DIRSYNC_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/dirsync/dirsync.toml";
+
+/// The config could not be used. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    pub state_db: PathBuf,
+    pub source: SourceConfig,
+    /// By name, sorted.
+    pub targets: Vec<TargetConfig>,
+    /// Things worth a warning at start (inline secrets, say), already worded.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum SourceConfig {
+    Csv(Box<CsvConfig>),
+    Ldap(Box<LdapConfig>),
+}
+
+/// One target, ready to plan and push.
+#[derive(Debug)]
+pub struct TargetConfig {
+    pub name: String,
+    pub preset: Option<String>,
+    pub spec: Spec,
+    /// Mapping and request templates, compiled.
+    pub templates: Arc<Templates>,
+    pub groups: GroupMapping,
+    pub removed_groups: RemovedGroups,
+    pub users: UserIdSource,
+    pub removed_users: RemovedUsers,
+    pub limits: Limits,
+    /// Whether a source with no users or no groups may still be planned.
+    pub allow_empty_source: bool,
+}
+
+/// The config path: the flag, else `DIRSYNC_CONFIG`, else the default.
+pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("DIRSYNC_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+/// Reads and validates the config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config text; `path` names it in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let ctx = Ctx {
+        path: path.to_owned(),
+        base: path.parent().map(Path::to_owned).unwrap_or_default(),
+        warnings: Default::default(),
+    };
+    ctx.build(raw)
+}
+
+/// Validation state: where relative paths start, and warnings collected on the way.
+struct Ctx {
+    path: PathBuf,
+    base: PathBuf,
+    warnings: std::cell::RefCell<Vec<String>>,
+}
+
+impl Ctx {
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A path from the config, relative to the config file's directory.
+    pub fn file(&self, p: &Path) -> PathBuf {
+        self.base.join(p)
+    }
+
+    fn build(self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let state_db = match raw.state_db {
+            Some(p) => self.file(&p),
+            None => std::env::var_os("STATE_DIRECTORY")
+                .map(|d| PathBuf::from(d).join("state.db"))
+                .unwrap_or_else(|| PathBuf::from("/var/lib/dirsync/state.db")),
+        };
+        let source = match raw.source {
+            None => return Err(self.invalid("source", "missing: say where users and groups come from")),
+            Some(raw::RawSource::Csv(csv)) => SourceConfig::Csv(Box::new(
+                CsvConfig::from_raw(*csv, &self.base)
+                    .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
+            )),
+            Some(raw::RawSource::Ldap(ldap)) => SourceConfig::Ldap(Box::new(
+                LdapConfig::from_raw(ldap, &self.base)
+                    .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
+            )),
+        };
+        if raw.targets.is_empty() {
+            return Err(self.invalid("targets", "no target is configured"));
+        }
+        let mut targets = Vec::new();
+        for (name, target) in raw.targets {
+            targets.push(self.target(&name, target, &raw.safety)?);
+        }
+        Ok(Config {
+            path: self.path.clone(),
+            state_db,
+            source,
+            targets,
+            warnings: self.warnings.into_inner(),
+        })
+    }
+
+    fn target(&self, name: &str, raw: RawTarget, safety: &RawSafety) -> Result<TargetConfig, ConfigError> {
+        let key = |k: &str| format!("targets.{name}.{k}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.invalid(
+                format!("targets.{name}"),
+                "a target name uses only letters, digits, `-` and `_`",
+            ));
+        }
+        let preset = raw.preset.clone();
+        let raw = match &preset {
+            None => raw,
+            Some(p) => {
+                let text = crate::target::presets::get(p).ok_or_else(|| {
+                    self.invalid(
+                        key("preset"),
+                        format!(
+                            "unknown preset `{p}`; known: {}",
+                            crate::target::presets::NAMES.join(", ")
+                        ),
+                    )
+                })?;
+                let base: RawTarget = toml::from_str(text)
+                    .map_err(|e| self.invalid(key("preset"), format!("preset `{p}` is invalid: {e}")))?;
+                raw.merge(base)
+            }
+        };
+
+        let base_url = raw
+            .base_url
+            .ok_or_else(|| self.invalid(key("base_url"), "missing"))?;
+        let base_url = reqwest::Url::parse(&base_url)
+            .map_err(|e| self.invalid(key("base_url"), format!("not a URL: {e}")))?;
+        if !matches!(base_url.scheme(), "http" | "https") {
+            return Err(self.invalid(key("base_url"), "must start with http:// or https://"));
+        }
+        let timeout = self.duration(&key("timeout"), raw.timeout.as_deref(), Duration::from_secs(30))?;
+        let concurrency = raw.concurrency.unwrap_or(4);
+        if concurrency == 0 {
+            return Err(self.invalid(key("concurrency"), "must be at least 1"));
+        }
+        let retry = self.retry(&key("retry"), raw.retry.unwrap_or_default())?;
+        let auth = self.auth(&key("auth"), raw.auth.unwrap_or_default())?;
+        let secrets = self.template_secrets(&key("secrets"), raw.secrets.unwrap_or_default())?;
+        let vars = match serde_json::to_value(raw.vars.unwrap_or_default()) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(self.invalid(key("vars"), "must be a table of plain values")),
+        };
+
+        let mut templates = Templates::new();
+        let mut endpoints = BTreeMap::new();
+        let raw_endpoints = raw.endpoints.unwrap_or_default();
+        for (kind, ep) in [
+            (EndpointKind::GroupMembers, raw_endpoints.group_members),
+            (EndpointKind::UpdateUser, raw_endpoints.update_user),
+        ] {
+            let Some(ep) = ep else { continue };
+            if ep.enabled == Some(false) {
+                continue;
+            }
+            let ep = self.endpoint(
+                &key(&format!("endpoints.{}", kind.key())),
+                kind,
+                ep,
+                &mut templates,
+            )?;
+            endpoints.insert(kind, ep);
+        }
+        if endpoints.is_empty() {
+            return Err(self.invalid(
+                key("endpoints"),
+                "the target offers no endpoint (group_members or update_user)",
+            ));
+        }
+
+        let raw_groups = raw.groups.unwrap_or_default();
+        let mut groups = GroupMapping::default();
+        for (i, g) in raw_groups.map.into_iter().enumerate() {
+            if g.target_id.trim().is_empty() {
+                return Err(self.invalid(key(&format!("groups.map[{i}].target_id")), "is empty"));
+            }
+            groups.explicit.push(ExplicitGroup {
+                source: g.source,
+                target_id: g.target_id,
+                name: g.name,
+            });
+        }
+        for (i, r) in raw_groups.rules.into_iter().enumerate() {
+            let pattern = Regex::new(&r.pattern).map_err(|e| {
+                self.invalid(
+                    key(&format!("groups.rules[{i}].match")),
+                    format!("invalid regex: {e}"),
+                )
+            })?;
+            let tname = format!("groups.rules.{i}");
+            templates
+                .add(&tname, Kind::Text, &r.target_id)
+                .map_err(|e| self.invalid(key(&format!("groups.rules[{i}].target_id")), e.message))?;
+            groups.rules.push(GroupRule {
+                pattern,
+                target_id_template: tname,
+            });
+        }
+        if groups.explicit.is_empty()
+            && groups.rules.is_empty()
+            && endpoints.contains_key(&EndpointKind::GroupMembers)
+        {
+            return Err(self.invalid(
+                key("groups"),
+                "no group is mapped: add [[…groups.map]] or [[…groups.rules]]",
+            ));
+        }
+        let removed_groups = match raw_groups.removed.as_deref() {
+            None | Some("keep") => RemovedGroups::Keep,
+            Some("empty") => RemovedGroups::Empty,
+            Some(other) => {
+                return Err(self.invalid(
+                    key("groups.removed"),
+                    format!("`{other}`: expected `keep` or `empty`"),
+                ));
+            }
+        };
+
+        let raw_users = raw.users.unwrap_or_default();
+        let given = [
+            raw_users.id_attribute.is_some(),
+            raw_users.id_template.is_some(),
+            raw_users.id_map_file.is_some(),
+        ];
+        if given.iter().filter(|b| **b).count() > 1 {
+            return Err(self.invalid(
+                key("users"),
+                "give only one of `id_attribute`, `id_template`, `id_map_file`",
+            ));
+        }
+        let users = if let Some(t) = raw_users.id_template {
+            templates
+                .add("users.id", Kind::Text, &t)
+                .map_err(|e| self.invalid(key("users.id_template"), e.message))?;
+            UserIdSource::Template("users.id".into())
+        } else if let Some(file) = raw_users.id_map_file {
+            let map = self.id_map(&key("users.id_map_file"), &self.file(&file))?;
+            UserIdSource::IdMap {
+                key_attribute: raw_users.id_map_key.unwrap_or_else(|| "id".into()),
+                map,
+            }
+        } else {
+            UserIdSource::Attribute(raw_users.id_attribute.unwrap_or_else(|| "id".into()))
+        };
+        let removed_users = match raw_users.removed.as_deref() {
+            None | Some("ignore") => RemovedUsers::Ignore,
+            Some("disable") => RemovedUsers::Disable,
+            Some(other) => {
+                return Err(self.invalid(
+                    key("users.removed"),
+                    format!("`{other}`: expected `ignore` or `disable`"),
+                ));
+            }
+        };
+
+        let safety = raw.safety.unwrap_or_default().or(safety);
+        for (k, v) in [
+            (
+                "max_removed_memberships_percent",
+                safety.max_removed_memberships_percent,
+            ),
+            ("max_disabled_users_percent", safety.max_disabled_users_percent),
+        ] {
+            if v.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+                return Err(self.invalid(format!("safety.{k}"), "a percentage between 0 and 100"));
+            }
+        }
+        let limits = Limits {
+            max_removed_memberships: safety.max_removed_memberships,
+            max_removed_memberships_percent: safety.max_removed_memberships_percent,
+            max_disabled_users: safety.max_disabled_users,
+            max_disabled_users_percent: safety.max_disabled_users_percent,
+        };
+
+        Ok(TargetConfig {
+            name: name.to_owned(),
+            preset,
+            spec: Spec {
+                base_url,
+                timeout,
+                concurrency,
+                retry,
+                auth,
+                secrets,
+                vars,
+                endpoints,
+            },
+            templates: Arc::new(templates),
+            groups,
+            removed_groups,
+            users,
+            removed_users,
+            limits,
+            allow_empty_source: safety.allow_empty_source.unwrap_or(false),
+        })
+    }
+
+    fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v).map_err(|e| {
+                self.invalid(
+                    key,
+                    format!("`{v}` is not a duration like \"30s\" or \"2m\": {e}"),
+                )
+            }),
+        }
+    }
+
+    fn retry(&self, key: &str, raw: raw::RawRetry) -> Result<Retry, ConfigError> {
+        let d = Retry::default();
+        let retry = Retry {
+            max_attempts: raw.max_attempts.unwrap_or(d.max_attempts),
+            initial_delay: self.duration(
+                &format!("{key}.initial_delay"),
+                raw.initial_delay.as_deref(),
+                d.initial_delay,
+            )?,
+            max_delay: self.duration(&format!("{key}.max_delay"), raw.max_delay.as_deref(), d.max_delay)?,
+            max_retry_after: self.duration(
+                &format!("{key}.max_retry_after"),
+                raw.max_retry_after.as_deref(),
+                d.max_retry_after,
+            )?,
+        };
+        if retry.max_attempts == 0 {
+            return Err(self.invalid(format!("{key}.max_attempts"), "must be at least 1"));
+        }
+        Ok(retry)
+    }
+
+    fn secret(&self, key: &str, source: Option<SecretSource>) -> Result<Option<Secret>, ConfigError> {
+        let Some(source) = source else { return Ok(None) };
+        if matches!(source, SecretSource::Inline(_)) {
+            self.warnings.borrow_mut().push(format!(
+                "{}: `{key}` holds a secret inline; prefer `{key}_file`, `{key}_env` or `{key}_credential`",
+                self.path.display()
+            ));
+        }
+        source
+            .resolve(&self.base)
+            .map(Some)
+            .map_err(|m| self.invalid(key, m))
+    }
+
+    fn auth(&self, key: &str, raw: RawAuth) -> Result<Auth, ConfigError> {
+        let k = |f: &str| format!("{key}.{f}");
+        let token = SecretSource::one_of(
+            &k("token"),
+            raw.token,
+            raw.token_file,
+            raw.token_env,
+            raw.token_credential,
+        )
+        .map_err(|m| self.invalid(k("token"), m))?;
+        let password = SecretSource::one_of(
+            &k("password"),
+            raw.password,
+            raw.password_file,
+            raw.password_env,
+            raw.password_credential,
+        )
+        .map_err(|m| self.invalid(k("password"), m))?;
+        let value = SecretSource::one_of(
+            &k("value"),
+            raw.value,
+            raw.value_file,
+            raw.value_env,
+            raw.value_credential,
+        )
+        .map_err(|m| self.invalid(k("value"), m))?;
+        let kind = raw.kind.as_deref().unwrap_or("none");
+        // Keys that do not belong to the kind are mistakes, not things to ignore.
+        let allowed: &[&str] = match kind {
+            "none" => &[],
+            "bearer" => &["token"],
+            "basic" => &["username", "password"],
+            "header" | "cookie" | "query" => &["name", "value"],
+            other => {
+                return Err(self.invalid(
+                    k("kind"),
+                    format!("`{other}`: expected none, bearer, basic, header, cookie or query"),
+                ));
+            }
+        };
+        for (field, present) in [
+            ("name", raw.name.is_some()),
+            ("username", raw.username.is_some()),
+            ("token", token.is_some()),
+            ("password", password.is_some()),
+            ("value", value.is_some()),
+        ] {
+            if present && !allowed.contains(&field) {
+                return Err(self.invalid(k(field), format!("not used with kind = \"{kind}\"")));
+            }
+        }
+        let need = |s: Option<SecretSource>, f: &str| -> Result<Secret, ConfigError> {
+            self.secret(&k(f), s)?.ok_or_else(|| {
+                self.invalid(
+                    k(f),
+                    format!("missing: set `{f}_file`, `{f}_env` or `{f}_credential`"),
+                )
+            })
+        };
+        let name = |n: Option<String>| {
+            n.filter(|n| !n.is_empty())
+                .ok_or_else(|| self.invalid(k("name"), "missing"))
+        };
+        Ok(match kind {
+            "bearer" => Auth::Bearer(need(token, "token")?),
+            "basic" => Auth::Basic {
+                username: raw
+                    .username
+                    .ok_or_else(|| self.invalid(k("username"), "missing"))?,
+                password: need(password, "password")?,
+            },
+            "header" => Auth::Header {
+                name: name(raw.name)?,
+                value: need(value, "value")?,
+            },
+            "cookie" => Auth::Cookie {
+                name: name(raw.name)?,
+                value: need(value, "value")?,
+            },
+            "query" => Auth::Query {
+                name: name(raw.name)?,
+                value: need(value, "value")?,
+            },
+            _ => Auth::None,
+        })
+    }
+
+    /// `secrets` table: `NAME`, `NAME_file`, `NAME_env` or `NAME_credential` each.
+    fn template_secrets(
+        &self,
+        key: &str,
+        raw: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, Secret>, ConfigError> {
+        let mut by_name: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for (k, v) in raw {
+            let (name, how) = ["_file", "_env", "_credential"]
+                .iter()
+                .find_map(|s| k.strip_suffix(s).map(|n| (n.to_owned(), s.to_string())))
+                .unwrap_or((k.clone(), String::new()));
+            by_name.entry(name).or_default().push((how, v));
+        }
+        let mut out = BTreeMap::new();
+        for (name, ways) in by_name {
+            let mut inline = None;
+            let mut file = None;
+            let mut env = None;
+            let mut cred = None;
+            for (how, v) in ways {
+                match how.as_str() {
+                    "_file" => file = Some(PathBuf::from(v)),
+                    "_env" => env = Some(v),
+                    "_credential" => cred = Some(v),
+                    _ => inline = Some(v),
+                }
+            }
+            let k = format!("{key}.{name}");
+            let source =
+                SecretSource::one_of(&k, inline, file, env, cred).map_err(|m| self.invalid(&k, m))?;
+            if let Some(secret) = self.secret(&k, source)? {
+                out.insert(name, secret);
+            }
+        }
+        Ok(out)
+    }
+
+    fn endpoint(
+        &self,
+        key: &str,
+        kind: EndpointKind,
+        raw: RawEndpoint,
+        templates: &mut Templates,
+    ) -> Result<Endpoint, ConfigError> {
+        let k = |f: &str| format!("{key}.{f}");
+        let method = raw.method.as_deref().unwrap_or("PUT");
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| self.invalid(k("method"), format!("`{method}` is not an HTTP method")))?;
+        let format = match raw.format.as_deref() {
+            None | Some("json") => BodyFormat::Json,
+            Some("xml") => BodyFormat::Xml,
+            Some(other) => {
+                return Err(self.invalid(k("format"), format!("`{other}`: expected `json` or `xml`")));
+            }
+        };
+        let path = raw.path.ok_or_else(|| self.invalid(k("path"), "missing"))?;
+        let body = raw.body.ok_or_else(|| self.invalid(k("body"), "missing"))?;
+        let prefix = kind.key();
+        let add = |templates: &mut Templates, part: &str, tkind: Kind, src: &str, field: String| {
+            templates
+                .add(&format!("{prefix}.{part}"), tkind, src)
+                .map_err(|e| self.invalid(field, e.message))
+        };
+        add(templates, "path", Kind::Url, &path, k("path"))?;
+        add(templates, "body", format.template_kind(), &body, k("body"))?;
+        let mut query = Vec::new();
+        for (name, value) in raw.query.unwrap_or_default() {
+            add(
+                templates,
+                &format!("query.{name}"),
+                Kind::Text,
+                &value,
+                k(&format!("query.{name}")),
+            )?;
+            query.push(name);
+        }
+        let mut headers = Vec::new();
+        for (name, value) in raw.headers.unwrap_or_default() {
+            reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| self.invalid(k(&format!("headers.{name}")), "not a valid header name"))?;
+            add(
+                templates,
+                &format!("header.{name}"),
+                Kind::Text,
+                &value,
+                k(&format!("headers.{name}")),
+            )?;
+            headers.push(name);
+        }
+        let success = raw.success.unwrap_or_default();
+        let [lo, hi] = success.status.unwrap_or([200, 299]);
+        if lo > hi || lo < 100 || hi > 599 {
+            return Err(self.invalid(k("success.status"), "an inclusive range like [200, 299]"));
+        }
+        let mut conditions = Vec::new();
+        for (i, c) in success.json.unwrap_or_default().into_iter().enumerate() {
+            let ck = k(&format!("success.json[{i}]"));
+            if !c.pointer.is_empty() && !c.pointer.starts_with('/') {
+                return Err(self.invalid(format!("{ck}.pointer"), "a JSON pointer starts with `/`"));
+            }
+            conditions.push(match (c.equals, c.empty) {
+                (Some(v), None) => Condition::Equals {
+                    pointer: c.pointer,
+                    value: serde_json::to_value(v)
+                        .map_err(|e| self.invalid(format!("{ck}.equals"), e.to_string()))?,
+                },
+                (None, Some(true)) => Condition::Empty { pointer: c.pointer },
+                _ => return Err(self.invalid(ck, "give either `equals = …` or `empty = true`")),
+            });
+        }
+        let uses_member_users = body.contains("member_users");
+        Ok(Endpoint {
+            kind,
+            method,
+            query,
+            headers,
+            format,
+            content_type: raw.content_type.unwrap_or_else(|| match format {
+                BodyFormat::Json => "application/json".into(),
+                BodyFormat::Xml => "application/xml".into(),
+            }),
+            accept: raw.accept,
+            success: SuccessRule {
+                status: lo..=hi,
+                conditions,
+            },
+            error_message: raw.error_message.unwrap_or_default(),
+            response_members: raw.response_members.map(|r| ResponseMembers {
+                pointer: r.pointer,
+                id_field: r.id_field,
+            }),
+            uses_member_users,
+        })
+    }
+
+    /// An id map: CSV with a header, first column the key, second the target id.
+    fn id_map(&self, key: &str, path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .from_path(path)
+            .map_err(|e| self.invalid(key, format!("{}: {e}", path.display())))?;
+        let mut map = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for (i, row) in reader.records().enumerate() {
+            let line = i + 2;
+            let row = row.map_err(|e| self.invalid(key, format!("{}: line {line}: {e}", path.display())))?;
+            let (Some(from), Some(to)) = (row.get(0), row.get(1)) else {
+                return Err(self.invalid(key, format!("{}: line {line}: needs two columns", path.display())));
+            };
+            if !seen.insert(from.to_owned()) {
+                return Err(self.invalid(
+                    key,
+                    format!("{}: line {line}: `{from}` appears twice", path.display()),
+                ));
+            }
+            map.insert(from.to_owned(), to.to_owned());
+        }
+        Ok(map)
+    }
+}

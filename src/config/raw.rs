@@ -1,0 +1,339 @@
+//! The config file's shape, as serde reads it: every key optional where a default or a
+//! preset can fill it, unknown keys rejected. `config::load` validates these into the
+//! typed config; presets are merged in here, key by key, before validation.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub state_db: Option<PathBuf>,
+    pub source: Option<RawSource>,
+    #[serde(default)]
+    pub targets: BTreeMap<String, RawTarget>,
+    #[serde(default)]
+    pub safety: RawSafety,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawSource {
+    Csv(Box<RawCsv>),
+    Ldap(crate::source::ldap::RawLdap),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCsv {
+    pub users: PathBuf,
+    pub groups: PathBuf,
+    pub memberships: Option<PathBuf>,
+    pub delimiter: Option<String>,
+    pub member_separator: Option<String>,
+    pub unknown_members: Option<String>,
+    #[serde(default)]
+    pub user_columns: RawUserColumns,
+    #[serde(default)]
+    pub group_columns: RawGroupColumns,
+    #[serde(default)]
+    pub membership_columns: RawMembershipColumns,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUserColumns {
+    pub id: Option<String>,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+    pub enabled: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroupColumns {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub members: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMembershipColumns {
+    pub group: Option<String>,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawSafety {
+    pub max_removed_memberships: Option<usize>,
+    pub max_removed_memberships_percent: Option<f64>,
+    pub max_disabled_users: Option<usize>,
+    pub max_disabled_users_percent: Option<f64>,
+    pub allow_empty_source: Option<bool>,
+}
+
+impl RawSafety {
+    /// A target's own limits, each falling back to the global one.
+    pub fn or(self, global: &RawSafety) -> RawSafety {
+        RawSafety {
+            max_removed_memberships: self.max_removed_memberships.or(global.max_removed_memberships),
+            max_removed_memberships_percent: self
+                .max_removed_memberships_percent
+                .or(global.max_removed_memberships_percent),
+            max_disabled_users: self.max_disabled_users.or(global.max_disabled_users),
+            max_disabled_users_percent: self
+                .max_disabled_users_percent
+                .or(global.max_disabled_users_percent),
+            allow_empty_source: self.allow_empty_source.or(global.allow_empty_source),
+        }
+    }
+}
+
+/// One target. With `preset`, the preset's table is the base and every key given here
+/// overrides it (`Merge`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub preset: Option<String>,
+    pub base_url: Option<String>,
+    pub timeout: Option<String>,
+    pub concurrency: Option<usize>,
+    pub retry: Option<RawRetry>,
+    pub auth: Option<RawAuth>,
+    /// Secrets for templates, `NAME` / `NAME_file` / `NAME_env` / `NAME_credential`.
+    pub secrets: Option<BTreeMap<String, String>>,
+    /// Plain values for templates (defaults of required fields and the like).
+    pub vars: Option<toml::Table>,
+    pub groups: Option<RawGroups>,
+    pub users: Option<RawUsers>,
+    pub endpoints: Option<RawEndpoints>,
+    pub safety: Option<RawSafety>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub max_attempts: Option<u32>,
+    pub initial_delay: Option<String>,
+    pub max_delay: Option<String>,
+    pub max_retry_after: Option<String>,
+}
+
+/// Auth, flat so that a preset's defaults (say, the cookie name) merge with the
+/// operator's secret; validation rejects keys that do not belong to the `kind`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub kind: Option<String>,
+    /// Header, cookie or query parameter name.
+    pub name: Option<String>,
+    pub username: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    pub token_credential: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub password_credential: Option<String>,
+    pub value: Option<String>,
+    pub value_file: Option<PathBuf>,
+    pub value_env: Option<String>,
+    pub value_credential: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroups {
+    #[serde(default)]
+    pub map: Vec<RawExplicitGroup>,
+    #[serde(default)]
+    pub rules: Vec<RawGroupRule>,
+    /// `keep` (default) or `empty`.
+    pub removed: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExplicitGroup {
+    pub source: String,
+    pub target_id: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroupRule {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub target_id: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsers {
+    pub id_attribute: Option<String>,
+    pub id_template: Option<String>,
+    pub id_map_file: Option<PathBuf>,
+    pub id_map_key: Option<String>,
+    /// `ignore` (default) or `disable`.
+    pub removed: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoints {
+    pub group_members: Option<RawEndpoint>,
+    pub update_user: Option<RawEndpoint>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// `false` turns off an endpoint a preset offers.
+    pub enabled: Option<bool>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub query: Option<BTreeMap<String, String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `json` or `xml`.
+    pub format: Option<String>,
+    pub content_type: Option<String>,
+    pub accept: Option<String>,
+    pub body: Option<String>,
+    pub success: Option<RawSuccess>,
+    /// JSON pointers tried in order for the error message of a failed response.
+    pub error_message: Option<Vec<String>>,
+    pub response_members: Option<RawResponseMembers>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawSuccess {
+    /// Inclusive range of success statuses, `[200, 299]` by default.
+    pub status: Option<[u16; 2]>,
+    pub json: Option<Vec<RawCondition>>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    pub pointer: String,
+    pub equals: Option<toml::Value>,
+    /// `true`: the value must be absent, null or "" (an error code field, say).
+    pub empty: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponseMembers {
+    pub pointer: String,
+    /// For a list of objects: the field holding the member id.
+    pub id_field: Option<String>,
+}
+
+impl RawTarget {
+    /// Fills every key not given here from the preset.
+    pub fn merge(self, preset: RawTarget) -> RawTarget {
+        let auth = match (self.auth, preset.auth) {
+            (Some(mine), Some(base)) if mine.kind.is_none() || mine.kind == base.kind => {
+                Some(mine.merge(base))
+            }
+            (mine, base) => mine.or(base),
+        };
+        RawTarget {
+            preset: self.preset,
+            base_url: self.base_url.or(preset.base_url),
+            timeout: self.timeout.or(preset.timeout),
+            concurrency: self.concurrency.or(preset.concurrency),
+            retry: self.retry.or(preset.retry),
+            auth,
+            secrets: merge_maps(self.secrets, preset.secrets),
+            vars: match (self.vars, preset.vars) {
+                (Some(mut mine), Some(base)) => {
+                    for (k, v) in base {
+                        mine.entry(k).or_insert(v);
+                    }
+                    Some(mine)
+                }
+                (mine, base) => mine.or(base),
+            },
+            groups: self.groups.or(preset.groups),
+            users: self.users.or(preset.users),
+            endpoints: match (self.endpoints, preset.endpoints) {
+                (Some(mine), Some(base)) => Some(RawEndpoints {
+                    group_members: merge_endpoint(mine.group_members, base.group_members),
+                    update_user: merge_endpoint(mine.update_user, base.update_user),
+                }),
+                (mine, base) => mine.or(base),
+            },
+            safety: self.safety.or(preset.safety),
+        }
+    }
+}
+
+impl RawAuth {
+    fn merge(self, base: RawAuth) -> RawAuth {
+        RawAuth {
+            kind: self.kind.or(base.kind),
+            name: self.name.or(base.name),
+            username: self.username.or(base.username),
+            token: self.token.or(base.token),
+            token_file: self.token_file.or(base.token_file),
+            token_env: self.token_env.or(base.token_env),
+            token_credential: self.token_credential.or(base.token_credential),
+            password: self.password.or(base.password),
+            password_file: self.password_file.or(base.password_file),
+            password_env: self.password_env.or(base.password_env),
+            password_credential: self.password_credential.or(base.password_credential),
+            value: self.value.or(base.value),
+            value_file: self.value_file.or(base.value_file),
+            value_env: self.value_env.or(base.value_env),
+            value_credential: self.value_credential.or(base.value_credential),
+        }
+    }
+}
+
+fn merge_maps(
+    mine: Option<BTreeMap<String, String>>,
+    base: Option<BTreeMap<String, String>>,
+) -> Option<BTreeMap<String, String>> {
+    match (mine, base) {
+        (Some(mut mine), Some(base)) => {
+            for (k, v) in base {
+                mine.entry(k).or_insert(v);
+            }
+            Some(mine)
+        }
+        (mine, base) => mine.or(base),
+    }
+}
+
+fn merge_endpoint(mine: Option<RawEndpoint>, base: Option<RawEndpoint>) -> Option<RawEndpoint> {
+    let (mine, base) = match (mine, base) {
+        (Some(mine), Some(base)) => (mine, base),
+        (mine, base) => return mine.or(base),
+    };
+    Some(RawEndpoint {
+        enabled: mine.enabled.or(base.enabled),
+        method: mine.method.or(base.method),
+        path: mine.path.or(base.path),
+        query: merge_maps(mine.query, base.query),
+        headers: merge_maps(mine.headers, base.headers),
+        format: mine.format.or(base.format),
+        content_type: mine.content_type.or(base.content_type),
+        accept: mine.accept.or(base.accept),
+        body: mine.body.or(base.body),
+        success: mine.success.or(base.success),
+        error_message: mine.error_message.or(base.error_message),
+        response_members: mine.response_members.or(base.response_members),
+    })
+}

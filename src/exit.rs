@@ -1,0 +1,18 @@
+//! Process exit codes. Scripts and systemd tell outcomes apart by these alone.
+
+/// Everything planned was confirmed by the targets.
+pub const SUCCESS: u8 = 0;
+/// An unexpected internal error (a bug, or the state database failing).
+pub const FAILURE: u8 = 1;
+/// Command-line usage error (from the argument parser).
+pub const USAGE: u8 = 2;
+/// Some operations failed or were left for the next run; the rest were confirmed.
+pub const PARTIAL: u8 = 3;
+/// A safety limit refused a target's plan; nothing was pushed to that target.
+pub const REFUSED: u8 = 4;
+/// The config file is missing or invalid.
+pub const CONFIG: u8 = 5;
+/// The source could not be read completely; nothing was pushed.
+pub const SOURCE: u8 = 6;
+/// Another sync holds the lock on the state database.
+pub const LOCKED: u8 = 7;

@@ -1,0 +1,30 @@
+//! dirsync keeps the users and groups of SaaS admin APIs in step with a directory.
+//!
+//! A map of the crate, in the order data flows:
+//!
+//! - [`config`]: the TOML file, read into raw shapes and validated into typed config.
+//! - [`source`]: adapters that read a complete [`model::Directory`] (CSV, LDAP).
+//! - [`model`]: the normalized directory: users, groups with flattened members.
+//! - [`mapping`]: pure; directory + a target's mapping rules → desired state.
+//! - [`plan`]: pure; desired state diffed against the target's snapshot → operations.
+//! - [`safety`]: pure; refuses plans that remove more than the limits allow.
+//! - [`target`]: a target described as data (`spec`), requests built and answers
+//!   judged purely (`request`), sent over HTTP with retries (`http`), and presets.
+//! - [`template`]: minijinja with escaping chosen by the output format.
+//! - [`store`]: the SQLite state database: snapshots, runs, audit log.
+//! - [`lock`]: one run at a time per state database.
+//! - [`sync`]: wires one run together; the only module that sequences I/O.
+//! - [`exit`]: the process exit codes.
+
+pub mod config;
+pub mod exit;
+pub mod lock;
+pub mod mapping;
+pub mod model;
+pub mod plan;
+pub mod safety;
+pub mod source;
+pub mod store;
+pub mod sync;
+pub mod target;
+pub mod template;

@@ -1,0 +1,456 @@
+//! Per-target mapping: from the normalized directory to the state a target should have.
+//!
+//! Pure: takes the directory and a target's mapping rules, returns the desired groups
+//! (keyed by target group id, members as target user ids) and users, plus the users
+//! that could not be mapped. No I/O; id-map files are loaded by the config layer.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use regex::Regex;
+use serde::Serialize;
+
+use crate::model::{Directory, Group, User};
+use crate::template::{Kind, Templates};
+
+/// How source groups become target groups. Only mapped groups are synced.
+#[derive(Debug, Default)]
+pub struct GroupMapping {
+    /// One source group (by id or name) to one target group id.
+    pub explicit: Vec<ExplicitGroup>,
+    /// Every source group whose name matches, with the target id from a template.
+    pub rules: Vec<GroupRule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExplicitGroup {
+    /// Source group id, or its name.
+    pub source: String,
+    pub target_id: String,
+    /// Name sent to the target; the source name when absent.
+    pub name: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct GroupRule {
+    pub pattern: Regex,
+    /// Name of the `Text` template (in the target's `Templates`) giving the target id.
+    pub target_id_template: String,
+}
+
+/// How a source user's target id is found.
+#[derive(Debug)]
+pub enum UserIdSource {
+    /// A user attribute (`id`, `username`, `email` or an extra attribute).
+    Attribute(String),
+    /// A `Text` template over `user`, by its name in the target's `Templates`.
+    Template(String),
+    /// An id-map file: the value of `key_attribute` → target id.
+    IdMap {
+        key_attribute: String,
+        map: BTreeMap<String, String>,
+    },
+}
+
+/// A group as the target should have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredGroup {
+    /// Target group id: the key of the snapshot row and the `{id}` of the request.
+    pub id: String,
+    pub name: String,
+    /// The source group it comes from.
+    pub source_id: String,
+    pub source_name: String,
+    /// Target user ids, sorted.
+    pub members: BTreeSet<String>,
+}
+
+/// A user as the target should have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredUser {
+    /// Target user id.
+    pub id: String,
+    pub user: User,
+}
+
+/// A source user that has no target id and so is left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unmapped {
+    pub source_id: String,
+    pub username: String,
+    pub reason: String,
+}
+
+/// What one target should look like, derived from the directory.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredState {
+    pub groups: BTreeMap<String, DesiredGroup>,
+    /// Every mapped user (for targets that update users, and for member details).
+    pub users: BTreeMap<String, DesiredUser>,
+    /// Users in scope without a target id, by source id.
+    pub unmapped: BTreeMap<String, Unmapped>,
+}
+
+/// The mapping could not be applied; the run stops before planning.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MappingError {
+    #[error("source groups `{first}` and `{second}` both map to target group `{target_id}`")]
+    DuplicateTarget {
+        target_id: String,
+        first: String,
+        second: String,
+    },
+    #[error("source users `{first}` and `{second}` both map to target user `{target_id}`")]
+    DuplicateUser {
+        target_id: String,
+        first: String,
+        second: String,
+    },
+    #[error("group `{group}`: {message}")]
+    GroupTemplate { group: String, message: String },
+    #[error("explicit group mapping `{group}`: {message}")]
+    Explicit { group: String, message: String },
+}
+
+/// Applies one target's mapping to the directory.
+///
+/// `all_users` asks for every mapped user in `DesiredState::users` (targets with a
+/// user endpoint); otherwise only members of mapped groups are mapped.
+pub fn desired_state(
+    dir: &Directory,
+    groups: &GroupMapping,
+    users: &UserIdSource,
+    templates: &Templates,
+    all_users: bool,
+) -> Result<DesiredState, MappingError> {
+    let mut state = DesiredState::default();
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    let mut user_ids: BTreeMap<String, Option<String>> = BTreeMap::new();
+
+    let mut map_user = |user: &User, state: &mut DesiredState| -> Result<Option<String>, MappingError> {
+        if let Some(cached) = user_ids.get(&user.id) {
+            return Ok(cached.clone());
+        }
+        let id = match target_user_id(user, users, templates) {
+            Ok(id) => {
+                if let Some(other) = state.users.get(&id) {
+                    return Err(MappingError::DuplicateUser {
+                        target_id: id,
+                        first: other.user.id.clone(),
+                        second: user.id.clone(),
+                    });
+                }
+                state.users.insert(
+                    id.clone(),
+                    DesiredUser {
+                        id: id.clone(),
+                        user: user.clone(),
+                    },
+                );
+                Some(id)
+            }
+            Err(reason) => {
+                state.unmapped.insert(
+                    user.id.clone(),
+                    Unmapped {
+                        source_id: user.id.clone(),
+                        username: user.username.clone(),
+                        reason,
+                    },
+                );
+                None
+            }
+        };
+        user_ids.insert(user.id.clone(), id.clone());
+        Ok(id)
+    };
+
+    for (group, target_id, name) in mapped_groups(dir, groups, templates)? {
+        if let Some(first) = owner.get(&target_id) {
+            return Err(MappingError::DuplicateTarget {
+                target_id,
+                first: first.clone(),
+                second: group.id.clone(),
+            });
+        }
+        owner.insert(target_id.clone(), group.id.clone());
+        let mut members = BTreeSet::new();
+        for member in &group.members {
+            // Sources guarantee members exist; a dangling id is simply not mapped.
+            let Some(user) = dir.users.get(member) else {
+                continue;
+            };
+            if let Some(id) = map_user(user, &mut state)? {
+                members.insert(id);
+            }
+        }
+        state.groups.insert(
+            target_id.clone(),
+            DesiredGroup {
+                id: target_id,
+                name,
+                source_id: group.id.clone(),
+                source_name: group.name.clone(),
+                members,
+            },
+        );
+    }
+
+    if all_users {
+        for user in dir.users.values() {
+            map_user(user, &mut state)?;
+        }
+    }
+    Ok(state)
+}
+
+/// Source groups that are mapped, with their target id and name, in source id order.
+fn mapped_groups<'d>(
+    dir: &'d Directory,
+    mapping: &GroupMapping,
+    templates: &Templates,
+) -> Result<Vec<(&'d Group, String, String)>, MappingError> {
+    let mut out = Vec::new();
+    let mut taken: BTreeSet<&str> = BTreeSet::new();
+    for explicit in &mapping.explicit {
+        let group = match dir.groups.get(&explicit.source) {
+            Some(g) => g,
+            None => {
+                let mut by_name = dir.groups.values().filter(|g| g.name == explicit.source);
+                match (by_name.next(), by_name.next()) {
+                    (Some(g), None) => g,
+                    (Some(_), Some(_)) => {
+                        return Err(MappingError::Explicit {
+                            group: explicit.source.clone(),
+                            message: "several source groups have this name; use the group id".into(),
+                        });
+                    }
+                    // A mapped group missing from the source is not synced this run; a
+                    // removal would need the group to disappear from the snapshot too.
+                    (None, _) => continue,
+                }
+            }
+        };
+        taken.insert(&group.id);
+        let name = explicit.name.clone().unwrap_or_else(|| group.name.clone());
+        out.push((group, explicit.target_id.clone(), name));
+    }
+    for group in dir.groups.values() {
+        if taken.contains(group.id.as_str()) {
+            continue;
+        }
+        let Some(rule) = mapping.rules.iter().find(|r| r.pattern.is_match(&group.name)) else {
+            continue;
+        };
+        let ctx = serde_json::json!({ "group": group });
+        let target_id = templates
+            .render(&rule.target_id_template, Kind::Text, &ctx)
+            .map_err(|e| MappingError::GroupTemplate {
+                group: group.name.clone(),
+                message: e.message,
+            })?;
+        let target_id = target_id.trim().to_owned();
+        if target_id.is_empty() {
+            return Err(MappingError::GroupTemplate {
+                group: group.name.clone(),
+                message: "the target id template rendered an empty id".into(),
+            });
+        }
+        out.push((group, target_id, group.name.clone()));
+    }
+    Ok(out)
+}
+
+/// The user's target id, or why there is none.
+fn target_user_id(user: &User, source: &UserIdSource, templates: &Templates) -> Result<String, String> {
+    let id = match source {
+        UserIdSource::Attribute(attr) => user
+            .attr(attr)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no `{attr}` attribute"))?,
+        UserIdSource::Template(name) => templates
+            .render(name, Kind::Text, &serde_json::json!({ "user": user }))
+            .map_err(|e| e.message)?,
+        UserIdSource::IdMap { key_attribute, map } => {
+            let key = user
+                .attr(key_attribute)
+                .ok_or_else(|| format!("no `{key_attribute}` attribute"))?;
+            map.get(key)
+                .cloned()
+                .ok_or_else(|| format!("`{key}` is not in the id map"))?
+        }
+    };
+    let id = id.trim();
+    if id.is_empty() {
+        return Err("empty target id".into());
+    }
+    Ok(id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> Directory {
+        let mut d = Directory::default();
+        for (id, name, office) in [
+            ("u1", "ann", Some("o-1")),
+            ("u2", "bob", Some("o-2")),
+            ("u3", "cid", None),
+        ] {
+            let mut u = User::new(id, name);
+            if let Some(o) = office {
+                u.attrs.insert("office_id".into(), o.into());
+            }
+            d.users.insert(id.into(), u);
+        }
+        for (id, name, members) in [
+            ("g1", "Engineering", vec!["u1", "u2", "u3"]),
+            ("g2", "team-red", vec!["u2"]),
+            ("g3", "team-blue", vec![]),
+            ("g4", "Sales", vec!["u1"]),
+        ] {
+            let mut g = Group::new(id, name);
+            g.members = members.into_iter().map(String::from).collect();
+            g.attrs.insert("code".into(), format!("T-{id}"));
+            d.groups.insert(id.into(), g);
+        }
+        d
+    }
+
+    fn templates() -> Templates {
+        let mut t = Templates::new();
+        t.add("rule0", Kind::Text, "{{ group.attrs.code }}")
+            .expect("compiles");
+        t.add("uid", Kind::Text, "{{ user.username }}@x")
+            .expect("compiles");
+        t
+    }
+
+    fn mapping(explicit: &[(&str, &str)], rules: &[&str]) -> GroupMapping {
+        GroupMapping {
+            explicit: explicit
+                .iter()
+                .map(|(s, t)| ExplicitGroup {
+                    source: (*s).into(),
+                    target_id: (*t).into(),
+                    name: None,
+                })
+                .collect(),
+            rules: rules
+                .iter()
+                .map(|p| GroupRule {
+                    pattern: Regex::new(p).expect("valid"),
+                    target_id_template: "rule0".into(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Target group id → sorted members, and the unmapped source ids.
+    fn check(groups: GroupMapping, users: UserIdSource, expected: &[(&str, &[&str])], unmapped: &[&str]) {
+        let state = desired_state(&dir(), &groups, &users, &templates(), false).expect("maps");
+        let got: Vec<(String, Vec<String>)> = state
+            .groups
+            .values()
+            .map(|g| (g.id.clone(), g.members.iter().cloned().collect()))
+            .collect();
+        let want: Vec<(String, Vec<String>)> = expected
+            .iter()
+            .map(|(id, m)| ((*id).into(), m.iter().map(|s| (*s).into()).collect()))
+            .collect();
+        assert_eq!(got, want);
+        let got_unmapped: Vec<&str> = state.unmapped.keys().map(String::as_str).collect();
+        assert_eq!(got_unmapped, unmapped);
+    }
+
+    #[test]
+    fn explicit_by_name_and_id() {
+        check(
+            mapping(&[("Engineering", "T-ENG"), ("g4", "T-SALES")], &[]),
+            UserIdSource::Attribute("office_id".into()),
+            &[("T-ENG", &["o-1", "o-2"]), ("T-SALES", &["o-1"])],
+            &["u3"],
+        );
+    }
+
+    #[test]
+    fn rules_take_id_from_template_and_skip_unmatched() {
+        check(
+            mapping(&[], &["^team-"]),
+            UserIdSource::Attribute("username".into()),
+            &[("T-g2", &["bob"]), ("T-g3", &[])],
+            &[],
+        );
+    }
+
+    #[test]
+    fn explicit_wins_over_rule() {
+        check(
+            mapping(&[("team-red", "RED")], &["^team-"]),
+            UserIdSource::Template("uid".into()),
+            &[("RED", &["bob@x"]), ("T-g3", &[])],
+            &[],
+        );
+    }
+
+    #[test]
+    fn id_map_file() {
+        let map = [("ann", "100"), ("cid", "300")]
+            .into_iter()
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        check(
+            mapping(&[("g1", "E")], &[]),
+            UserIdSource::IdMap {
+                key_attribute: "username".into(),
+                map,
+            },
+            &[("E", &["100", "300"])],
+            &["u2"],
+        );
+    }
+
+    #[test]
+    fn missing_explicit_group_is_skipped() {
+        check(
+            mapping(&[("Nope", "X")], &[]),
+            UserIdSource::Attribute("id".into()),
+            &[],
+            &[],
+        );
+    }
+
+    #[test]
+    fn two_groups_on_one_target_is_an_error() {
+        let err = desired_state(
+            &dir(),
+            &mapping(&[("g1", "SAME"), ("g4", "SAME")], &[]),
+            &UserIdSource::Attribute("id".into()),
+            &templates(),
+            false,
+        )
+        .expect_err("conflict");
+        assert_eq!(
+            err,
+            MappingError::DuplicateTarget {
+                target_id: "SAME".into(),
+                first: "g1".into(),
+                second: "g4".into()
+            }
+        );
+    }
+
+    #[test]
+    fn all_users_maps_users_outside_groups() {
+        let state = desired_state(
+            &dir(),
+            &mapping(&[], &[]),
+            &UserIdSource::Attribute("office_id".into()),
+            &templates(),
+            true,
+        )
+        .expect("maps");
+        assert_eq!(state.users.keys().collect::<Vec<_>>(), ["o-1", "o-2"]);
+        assert_eq!(state.unmapped.keys().collect::<Vec<_>>(), ["u3"]);
+    }
+}

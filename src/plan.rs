@@ -1,0 +1,458 @@
+//! The plan: the diff of a target's desired state against its snapshot.
+//!
+//! Pure. The snapshot is what the target last *confirmed*; every difference becomes one
+//! operation, and an unchanged directory yields an empty plan. Each desired entity
+//! carries the fingerprint of the request that would be sent for it (computed by the
+//! target's request builder with secrets masked), so a change anywhere in what would be
+//! sent, and only such a change, is pushed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::mapping::{DesiredGroup, DesiredState, DesiredUser, Unmapped};
+use crate::model::User;
+
+/// What a target last confirmed, as stored in the state database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub groups: BTreeMap<String, SnapshotGroup>,
+    pub users: BTreeMap<String, SnapshotUser>,
+}
+
+impl Snapshot {
+    pub fn membership_count(&self) -> usize {
+        self.groups.values().map(|g| g.members.len()).sum()
+    }
+
+    pub fn enabled_users(&self) -> usize {
+        self.users.values().filter(|u| u.enabled).count()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotGroup {
+    pub name: String,
+    pub members: BTreeSet<String>,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotUser {
+    pub name: String,
+    pub fingerprint: String,
+    pub enabled: bool,
+    /// The user as last pushed, so that a user who left can still be disabled.
+    pub user: Option<User>,
+}
+
+/// Whether the snapshot is trusted (`sync`) or ignored (`resync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Sync,
+    Resync,
+}
+
+/// What happens to a target group that was pushed before but is no longer mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RemovedGroups {
+    /// Leave it as it is on the target (the safe default).
+    #[default]
+    Keep,
+    /// Push it with no members.
+    Empty,
+}
+
+/// What happens to a user who was pushed before but left the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RemovedUsers {
+    #[default]
+    Ignore,
+    /// Push the user once more with `enabled = false`.
+    Disable,
+}
+
+/// Why an operation is in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    /// Never confirmed by the target.
+    New,
+    /// What would be sent differs from what was confirmed.
+    Changed,
+    /// The source no longer has it (emptied group, disabled user).
+    Removed,
+    /// `resync` pushes everything.
+    Resync,
+}
+
+/// One request's worth of change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    ReplaceMembers(GroupOp),
+    UpdateUser(UserOp),
+}
+
+impl Operation {
+    pub fn entity_id(&self) -> &str {
+        match self {
+            Operation::ReplaceMembers(g) => &g.group.id,
+            Operation::UpdateUser(u) => &u.user.id,
+        }
+    }
+
+    pub fn entity_name(&self) -> &str {
+        match self {
+            Operation::ReplaceMembers(g) => &g.group.name,
+            Operation::UpdateUser(u) => &u.user.user.username,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Operation::ReplaceMembers(_) => "replace_members",
+            Operation::UpdateUser(_) => "update_user",
+        }
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        match self {
+            Operation::ReplaceMembers(g) => &g.fingerprint,
+            Operation::UpdateUser(u) => &u.fingerprint,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupOp {
+    pub group: DesiredGroup,
+    pub fingerprint: String,
+    pub reason: Reason,
+    /// Members the target gains, relative to the snapshot.
+    pub added: BTreeSet<String>,
+    /// Members the target loses, relative to the snapshot.
+    pub removed: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserOp {
+    pub user: DesiredUser,
+    pub fingerprint: String,
+    pub reason: Reason,
+    /// True when this push turns an enabled user into a disabled one.
+    pub disables: bool,
+}
+
+/// Everything one target needs to converge, in a stable order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub ops: Vec<Operation>,
+    pub unchanged_groups: usize,
+    pub unchanged_users: usize,
+    pub unmapped: Vec<Unmapped>,
+}
+
+impl Plan {
+    pub fn removed_memberships(&self) -> usize {
+        self.group_ops().map(|g| g.removed.len()).sum()
+    }
+
+    pub fn added_memberships(&self) -> usize {
+        self.group_ops().map(|g| g.added.len()).sum()
+    }
+
+    pub fn disabled_users(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|op| matches!(op, Operation::UpdateUser(u) if u.disables))
+            .count()
+    }
+
+    pub fn group_ops(&self) -> impl Iterator<Item = &GroupOp> {
+        self.ops.iter().filter_map(|op| match op {
+            Operation::ReplaceMembers(g) => Some(g),
+            Operation::UpdateUser(_) => None,
+        })
+    }
+}
+
+/// Adds to `desired` what the removal policies ask for: previously pushed groups that
+/// are no longer mapped (pushed empty) and users who left (pushed disabled).
+///
+/// Runs before fingerprinting, so that these entities are diffed like any other.
+pub fn add_removals(
+    desired: &mut DesiredState,
+    snapshot: &Snapshot,
+    groups: RemovedGroups,
+    users: RemovedUsers,
+) {
+    if groups == RemovedGroups::Empty {
+        for (id, snap) in &snapshot.groups {
+            if !desired.groups.contains_key(id) {
+                desired.groups.insert(
+                    id.clone(),
+                    DesiredGroup {
+                        id: id.clone(),
+                        name: snap.name.clone(),
+                        source_id: String::new(),
+                        source_name: String::new(),
+                        members: BTreeSet::new(),
+                    },
+                );
+            }
+        }
+    }
+    if users == RemovedUsers::Disable {
+        for (id, snap) in &snapshot.users {
+            if desired.users.contains_key(id) {
+                continue;
+            }
+            if let Some(last) = &snap.user {
+                let mut user = last.clone();
+                user.enabled = false;
+                desired
+                    .users
+                    .insert(id.clone(), DesiredUser { id: id.clone(), user });
+            }
+        }
+    }
+}
+
+/// Diffs fingerprinted desired entities against the snapshot.
+///
+/// `groups` and `users` pair each desired entity with the fingerprint of its request;
+/// `user_updates` is false for targets without a user endpoint.
+pub fn diff(
+    groups: Vec<(DesiredGroup, String)>,
+    users: Vec<(DesiredUser, String)>,
+    unmapped: Vec<Unmapped>,
+    snapshot: &Snapshot,
+    mode: Mode,
+) -> Plan {
+    let mut plan = Plan {
+        unmapped,
+        ..Plan::default()
+    };
+    for (group, fingerprint) in groups {
+        let snap = snapshot.groups.get(&group.id);
+        let reason = match (snap, mode) {
+            (_, Mode::Resync) => Reason::Resync,
+            (None, Mode::Sync) => Reason::New,
+            (Some(s), Mode::Sync) if s.fingerprint == fingerprint => {
+                plan.unchanged_groups += 1;
+                continue;
+            }
+            (Some(_), Mode::Sync) if group.source_id.is_empty() => Reason::Removed,
+            (Some(_), Mode::Sync) => Reason::Changed,
+        };
+        let empty = BTreeSet::new();
+        let before = snap.map_or(&empty, |s| &s.members);
+        let added = group.members.difference(before).cloned().collect();
+        let removed = before.difference(&group.members).cloned().collect();
+        plan.ops.push(Operation::ReplaceMembers(GroupOp {
+            group,
+            fingerprint,
+            reason,
+            added,
+            removed,
+        }));
+    }
+    for (user, fingerprint) in users {
+        let snap = snapshot.users.get(&user.id);
+        let reason = match (snap, mode) {
+            (_, Mode::Resync) => Reason::Resync,
+            (None, Mode::Sync) => Reason::New,
+            (Some(s), Mode::Sync) if s.fingerprint == fingerprint => {
+                plan.unchanged_users += 1;
+                continue;
+            }
+            (Some(s), Mode::Sync) if s.enabled && !user.user.enabled => Reason::Removed,
+            (Some(_), Mode::Sync) => Reason::Changed,
+        };
+        let disables = !user.user.enabled && snap.is_some_and(|s| s.enabled);
+        plan.ops.push(Operation::UpdateUser(UserOp {
+            user,
+            fingerprint,
+            reason,
+            disables,
+        }));
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(id: &str, members: &[&str]) -> DesiredGroup {
+        DesiredGroup {
+            id: id.into(),
+            name: format!("name-{id}"),
+            source_id: format!("src-{id}"),
+            source_name: format!("name-{id}"),
+            members: members.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// The fingerprint stands in for the rendered request: here, the member list.
+    fn fp(g: &DesiredGroup) -> String {
+        g.members.iter().cloned().collect::<Vec<_>>().join(",")
+    }
+
+    fn snapshot(groups: &[(&str, &[&str])]) -> Snapshot {
+        let mut s = Snapshot::default();
+        for (id, members) in groups {
+            let g = group(id, members);
+            s.groups.insert(
+                g.id.clone(),
+                SnapshotGroup {
+                    name: g.name.clone(),
+                    fingerprint: fp(&g),
+                    members: g.members,
+                },
+            );
+        }
+        s
+    }
+
+    /// (group id, reason, added, removed) for every operation.
+    type Row = (
+        &'static str,
+        Reason,
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+
+    fn check(desired: &[(&str, &[&str])], snap: &[(&str, &[&str])], mode: Mode, expected: &[Row]) {
+        let groups = desired
+            .iter()
+            .map(|(id, m)| {
+                let g = group(id, m);
+                let f = fp(&g);
+                (g, f)
+            })
+            .collect();
+        let plan = diff(groups, vec![], vec![], &snapshot(snap), mode);
+        let got: Vec<(String, Reason, Vec<String>, Vec<String>)> = plan
+            .group_ops()
+            .map(|g| {
+                (
+                    g.group.id.clone(),
+                    g.reason,
+                    g.added.iter().cloned().collect(),
+                    g.removed.iter().cloned().collect(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, Reason, Vec<String>, Vec<String>)> = expected
+            .iter()
+            .map(|(id, r, a, d)| {
+                (
+                    (*id).to_owned(),
+                    *r,
+                    a.iter().map(|s| (*s).to_owned()).collect(),
+                    d.iter().map(|s| (*s).to_owned()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn first_sync_pushes_every_group() {
+        check(
+            &[("a", &["1", "2"]), ("b", &[])],
+            &[],
+            Mode::Sync,
+            &[("a", Reason::New, &["1", "2"], &[]), ("b", Reason::New, &[], &[])],
+        );
+    }
+
+    #[test]
+    fn unchanged_directory_pushes_nothing() {
+        check(&[("a", &["1", "2"])], &[("a", &["1", "2"])], Mode::Sync, &[]);
+    }
+
+    #[test]
+    fn one_membership_change_is_one_operation() {
+        check(
+            &[("a", &["1", "3"]), ("b", &["2"])],
+            &[("a", &["1", "2"]), ("b", &["2"])],
+            Mode::Sync,
+            &[("a", Reason::Changed, &["3"], &["2"])],
+        );
+    }
+
+    #[test]
+    fn resync_pushes_everything() {
+        check(
+            &[("a", &["1"]), ("b", &["2"])],
+            &[("a", &["1"])],
+            Mode::Resync,
+            &[
+                ("a", Reason::Resync, &[], &[]),
+                ("b", Reason::Resync, &["2"], &[]),
+            ],
+        );
+    }
+
+    #[test]
+    fn unmapped_group_is_kept_by_default() {
+        let mut desired = DesiredState::default();
+        let snap = snapshot(&[("gone", &["1"])]);
+        add_removals(&mut desired, &snap, RemovedGroups::Keep, RemovedUsers::Ignore);
+        assert!(desired.groups.is_empty());
+    }
+
+    #[test]
+    fn unmapped_group_is_emptied_when_asked() {
+        let mut desired = DesiredState::default();
+        let snap = snapshot(&[("gone", &["1", "2"])]);
+        add_removals(&mut desired, &snap, RemovedGroups::Empty, RemovedUsers::Ignore);
+        let groups = desired
+            .groups
+            .into_values()
+            .map(|g| {
+                let f = fp(&g);
+                (g, f)
+            })
+            .collect();
+        let plan = diff(groups, vec![], vec![], &snap, Mode::Sync);
+        assert_eq!(plan.removed_memberships(), 2);
+        assert_eq!(plan.group_ops().next().map(|g| g.reason), Some(Reason::Removed));
+    }
+
+    #[test]
+    fn user_who_left_is_disabled_once() {
+        let mut snap = Snapshot::default();
+        let user = User::new("src-1", "ann");
+        snap.users.insert(
+            "t-1".into(),
+            SnapshotUser {
+                name: "ann".into(),
+                fingerprint: "enabled".into(),
+                enabled: true,
+                user: Some(user),
+            },
+        );
+        let mut desired = DesiredState::default();
+        add_removals(&mut desired, &snap, RemovedGroups::Keep, RemovedUsers::Disable);
+        let users: Vec<_> = desired
+            .users
+            .into_values()
+            .map(|u| (u, "disabled".to_owned()))
+            .collect();
+        let plan = diff(vec![], users.clone(), vec![], &snap, Mode::Sync);
+        assert_eq!(plan.disabled_users(), 1);
+
+        // Once the disable is confirmed, the next run has nothing to do.
+        if let Some(s) = snap.users.get_mut("t-1") {
+            s.enabled = false;
+            s.fingerprint = "disabled".into();
+        }
+        let plan = diff(vec![], users, vec![], &snap, Mode::Sync);
+        assert!(plan.ops.is_empty());
+    }
+}

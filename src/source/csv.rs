@@ -1,0 +1,523 @@
+//! CSV source: a users file, a groups file, and optionally a membership file.
+//!
+//! Strict by design: a file that is not exactly what the config says (a missing
+//! column, a duplicate id, a member nobody knows, a broken quote, invalid UTF-8, an
+//! empty file) stops the run with an error naming the file, line and column. A
+//! directory that was half understood must never be pushed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::config::RawCsv;
+use crate::model::{Directory, Group, User};
+
+/// Validated CSV source settings. Paths are absolute or relative to the working dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvConfig {
+    pub users: PathBuf,
+    pub groups: PathBuf,
+    pub memberships: Option<PathBuf>,
+    pub delimiter: u8,
+    pub member_separator: char,
+    /// Skip (with a warning) members that name no known user, instead of failing.
+    pub skip_unknown_members: bool,
+    pub user_columns: UserColumns,
+    pub group_columns: GroupColumns,
+    pub membership_columns: (String, String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserColumns {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub display_name: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub phone: String,
+    pub enabled: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupColumns {
+    pub id: String,
+    pub name: String,
+    pub members: String,
+}
+
+impl CsvConfig {
+    /// Validates the raw table; errors are `(key, message)` for the config layer.
+    pub fn from_raw(raw: RawCsv, base: &Path) -> Result<CsvConfig, (String, String)> {
+        let delimiter = match raw.delimiter.as_deref() {
+            None => b',',
+            Some("\\t") | Some("\t") => b'\t',
+            Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" => d.as_bytes()[0],
+            Some(d) => {
+                return Err((
+                    "delimiter".into(),
+                    format!("`{d}`: one ASCII character other than `\"`"),
+                ));
+            }
+        };
+        let member_separator = match raw.member_separator.as_deref() {
+            None => ';',
+            Some(s) if s.chars().count() == 1 => s.chars().next().unwrap_or(';'),
+            Some(s) => return Err(("member_separator".into(), format!("`{s}`: one character"))),
+        };
+        if member_separator as u32 == delimiter as u32 {
+            return Err(("member_separator".into(), "must differ from the delimiter".into()));
+        }
+        let skip_unknown_members = match raw.unknown_members.as_deref() {
+            None | Some("error") => false,
+            Some("skip") => true,
+            Some(o) => {
+                return Err((
+                    "unknown_members".into(),
+                    format!("`{o}`: expected `error` or `skip`"),
+                ));
+            }
+        };
+        let u = raw.user_columns;
+        let g = raw.group_columns;
+        let m = raw.membership_columns;
+        let or = |v: Option<String>, d: &str| v.unwrap_or_else(|| d.to_owned());
+        Ok(CsvConfig {
+            users: base.join(raw.users),
+            groups: base.join(raw.groups),
+            memberships: raw.memberships.map(|p| base.join(p)),
+            delimiter,
+            member_separator,
+            skip_unknown_members,
+            user_columns: UserColumns {
+                id: or(u.id, "id"),
+                username: or(u.username, "username"),
+                email: or(u.email, "email"),
+                display_name: or(u.display_name, "display_name"),
+                first_name: or(u.first_name, "first_name"),
+                last_name: or(u.last_name, "last_name"),
+                phone: or(u.phone, "phone"),
+                enabled: or(u.enabled, "enabled"),
+            },
+            group_columns: GroupColumns {
+                id: or(g.id, "id"),
+                name: or(g.name, "name"),
+                members: or(g.members, "members"),
+            },
+            membership_columns: (or(m.group, "group"), or(m.user, "user")),
+        })
+    }
+}
+
+/// A CSV file is not usable. Names the file, and the line and column when known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct CsvError {
+    pub file: PathBuf,
+    pub line: Option<u64>,
+    pub column: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for CsvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ": line {line}")?;
+        }
+        if let Some(column) = &self.column {
+            write!(f, ", column `{column}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl CsvError {
+    pub(crate) fn internal(message: String) -> Self {
+        CsvError {
+            file: PathBuf::new(),
+            line: None,
+            column: None,
+            message,
+        }
+    }
+}
+
+/// One parsed file: header and rows, each row with the line it starts on.
+struct Table {
+    file: PathBuf,
+    header: Vec<String>,
+    rows: Vec<(u64, Vec<String>)>,
+}
+
+impl Table {
+    fn error(&self, line: Option<u64>, column: Option<&str>, message: impl Into<String>) -> CsvError {
+        CsvError {
+            file: self.file.clone(),
+            line,
+            column: column.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    fn column(&self, name: &str) -> Option<usize> {
+        self.header.iter().position(|h| h == name)
+    }
+
+    fn required(&self, name: &str, key: &str) -> Result<usize, CsvError> {
+        self.column(name).ok_or_else(|| {
+            self.error(
+                Some(1),
+                None,
+                format!(
+                    "missing column `{name}` (set `source.{key}` if it has another name); \
+                     the header has: {}",
+                    self.header.join(", ")
+                ),
+            )
+        })
+    }
+}
+
+/// Reads the files named in the config into a directory.
+pub fn read(config: &CsvConfig) -> Result<Directory, CsvError> {
+    let mut dir = Directory::default();
+    let users = parse(&config.users, config.delimiter)?;
+    if users.rows.is_empty() {
+        return Err(users.error(None, None, "no users: the file has only a header"));
+    }
+    read_users(&users, &config.user_columns, &mut dir)?;
+
+    let groups = parse(&config.groups, config.delimiter)?;
+    if groups.rows.is_empty() {
+        return Err(groups.error(None, None, "no groups: the file has only a header"));
+    }
+    let c = &config.group_columns;
+    let id_col = groups.required(&c.id, "group_columns.id")?;
+    let name_col = groups.required(&c.name, "group_columns.name")?;
+    let members_col = match &config.memberships {
+        Some(_) => None,
+        None => Some(groups.required(&c.members, "group_columns.members")?),
+    };
+    let mut first_line: BTreeMap<String, u64> = BTreeMap::new();
+    for (line, row) in &groups.rows {
+        let id = non_empty(&groups, *line, &c.id, &row[id_col])?;
+        if let Some(first) = first_line.insert(id.to_owned(), *line) {
+            return Err(groups.error(
+                Some(*line),
+                Some(&c.id),
+                format!("duplicate group id `{id}` (first on line {first})"),
+            ));
+        }
+        let mut group = Group::new(id, row[name_col].trim());
+        for (i, value) in row.iter().enumerate() {
+            if i != id_col && i != name_col && Some(i) != members_col && !value.is_empty() {
+                group.attrs.insert(groups.header[i].clone(), value.clone());
+            }
+        }
+        if let Some(col) = members_col {
+            for member in row[col]
+                .split(config.member_separator)
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+            {
+                add_member(
+                    &dir.users,
+                    &mut group,
+                    member,
+                    config.skip_unknown_members,
+                    || groups.error(Some(*line), Some(&c.members), format!("unknown user `{member}`")),
+                )?;
+            }
+        }
+        dir.groups.insert(group.id.clone(), group);
+    }
+
+    if let Some(path) = &config.memberships {
+        let table = parse(path, config.delimiter)?;
+        let (gname, uname) = &config.membership_columns;
+        let gcol = table.required(gname, "membership_columns.group")?;
+        let ucol = table.required(uname, "membership_columns.user")?;
+        for (line, row) in &table.rows {
+            let gid = non_empty(&table, *line, gname, &row[gcol])?;
+            let uid = non_empty(&table, *line, uname, &row[ucol])?;
+            let users = &dir.users;
+            let Some(group) = dir.groups.get_mut(gid) else {
+                return Err(table.error(Some(*line), Some(gname), format!("unknown group `{gid}`")));
+            };
+            add_member(users, group, uid, config.skip_unknown_members, || {
+                table.error(Some(*line), Some(uname), format!("unknown user `{uid}`"))
+            })?;
+        }
+    }
+    Ok(dir)
+}
+
+fn add_member(
+    users: &BTreeMap<String, User>,
+    group: &mut Group,
+    member: &str,
+    skip_unknown: bool,
+    error: impl FnOnce() -> CsvError,
+) -> Result<(), CsvError> {
+    if users.contains_key(member) {
+        group.members.insert(member.to_owned());
+    } else if skip_unknown {
+        tracing::warn!(group = %group.name, member, "Skipped a member that names no known user: {}", error());
+    } else {
+        return Err(error());
+    }
+    Ok(())
+}
+
+fn read_users(table: &Table, c: &UserColumns, dir: &mut Directory) -> Result<(), CsvError> {
+    let id_col = table.required(&c.id, "user_columns.id")?;
+    let username_col = table.required(&c.username, "user_columns.username")?;
+    let optional = |name: &str| table.column(name);
+    let email = optional(&c.email);
+    let display_name = optional(&c.display_name);
+    let first_name = optional(&c.first_name);
+    let last_name = optional(&c.last_name);
+    let phone = optional(&c.phone);
+    let enabled = optional(&c.enabled);
+    let known: BTreeSet<usize> = [
+        Some(id_col),
+        Some(username_col),
+        email,
+        display_name,
+        first_name,
+        last_name,
+        phone,
+        enabled,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut first_line: BTreeMap<String, u64> = BTreeMap::new();
+    for (line, row) in &table.rows {
+        let id = non_empty(table, *line, &c.id, &row[id_col])?;
+        if let Some(first) = first_line.insert(id.to_owned(), *line) {
+            return Err(table.error(
+                Some(*line),
+                Some(&c.id),
+                format!("duplicate user id `{id}` (first on line {first})"),
+            ));
+        }
+        let username = non_empty(table, *line, &c.username, &row[username_col])?;
+        let get = |col: Option<usize>| {
+            col.map(|i| row[i].trim())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let mut user = User::new(id, username);
+        user.email = get(email);
+        user.display_name = get(display_name);
+        user.first_name = get(first_name);
+        user.last_name = get(last_name);
+        user.phone = get(phone);
+        if let Some(value) = get(enabled) {
+            user.enabled = match value.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "y" => true,
+                "false" | "0" | "no" | "n" => false,
+                _ => {
+                    return Err(table.error(
+                        Some(*line),
+                        Some(&c.enabled),
+                        format!("`{value}` is not a boolean (true/false, 1/0, yes/no)"),
+                    ));
+                }
+            };
+        }
+        for (i, value) in row.iter().enumerate() {
+            if !known.contains(&i) && !value.is_empty() {
+                user.attrs.insert(table.header[i].clone(), value.clone());
+            }
+        }
+        dir.users.insert(user.id.clone(), user);
+    }
+    Ok(())
+}
+
+fn non_empty<'a>(table: &Table, line: u64, column: &str, value: &'a str) -> Result<&'a str, CsvError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(table.error(Some(line), Some(column), "is empty"));
+    }
+    Ok(v)
+}
+
+/// Reads one file: BOM stripped, quoting checked, every field valid UTF-8, every row
+/// as long as the header.
+fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
+    let err = |line: Option<u64>, column: Option<String>, message: String| CsvError {
+        file: path.to_owned(),
+        line,
+        column,
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(None, None, format!("cannot read: {e}")))?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(err(
+            None,
+            None,
+            "the file is empty (expected a header line)".into(),
+        ));
+    }
+    check_quoting(bytes, delimiter).map_err(|(line, msg)| err(Some(line), None, msg))?;
+
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut records = reader.byte_records();
+    let header_record = match records.next() {
+        Some(Ok(h)) => h,
+        Some(Err(e)) => return Err(err(Some(1), None, e.to_string())),
+        None => {
+            return Err(err(
+                None,
+                None,
+                "the file is empty (expected a header line)".into(),
+            ));
+        }
+    };
+    let mut header = Vec::with_capacity(header_record.len());
+    for (i, field) in header_record.iter().enumerate() {
+        let name = std::str::from_utf8(field).map_err(|_| {
+            err(
+                Some(1),
+                Some(format!("#{}", i + 1)),
+                "invalid UTF-8 in the header".into(),
+            )
+        })?;
+        let name = name.trim().to_owned();
+        if header.contains(&name) {
+            return Err(err(
+                Some(1),
+                Some(name),
+                "the header names this column twice".into(),
+            ));
+        }
+        header.push(name);
+    }
+    let mut rows = Vec::new();
+    for record in records {
+        let record = record.map_err(|e| {
+            let line = e.position().map(|p| p.line());
+            err(line, None, e.to_string())
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() == 1
+            && record
+                .get(0)
+                .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
+        {
+            continue; // a blank line
+        }
+        if record.len() != header.len() {
+            return Err(err(
+                Some(line),
+                None,
+                format!(
+                    "expected {} fields as in the header, found {} (check the delimiter and quoting)",
+                    header.len(),
+                    record.len()
+                ),
+            ));
+        }
+        let mut row = Vec::with_capacity(record.len());
+        for (i, field) in record.iter().enumerate() {
+            let value = std::str::from_utf8(field).map_err(|_| {
+                err(
+                    Some(line),
+                    Some(header[i].clone()),
+                    "invalid UTF-8 (the file must be UTF-8)".into(),
+                )
+            })?;
+            row.push(value.to_owned());
+        }
+        rows.push((line, row));
+    }
+    Ok(Table {
+        file: path.to_owned(),
+        header,
+        rows,
+    })
+}
+
+/// RFC 4180 quoting: a quote may only open a field, and a quoted field must close
+/// before a delimiter or line end. The csv crate accepts both mistakes silently, so
+/// they are caught here, with the line they are on.
+fn check_quoting(bytes: &[u8], delimiter: u8) -> Result<(), (u64, String)> {
+    let mut line = 1u64;
+    let mut open_line = 0u64;
+    let mut in_quotes = false;
+    let mut at_field_start = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quotes {
+            if b == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    in_quotes = false;
+                    match bytes.get(i + 1) {
+                        None | Some(b'\n') | Some(b'\r') => {}
+                        Some(&d) if d == delimiter => {}
+                        Some(_) => return Err((
+                            line,
+                            "text after a closing quote (a quote inside a quoted field is written as \"\")"
+                                .into(),
+                        )),
+                    }
+                }
+            } else if b == b'\n' {
+                line += 1;
+            }
+        } else if b == b'"' {
+            if !at_field_start {
+                return Err((
+                    line,
+                    "a quote inside an unquoted field (quote the whole field and double the quote)".into(),
+                ));
+            }
+            in_quotes = true;
+            open_line = line;
+        } else if b == b'\n' {
+            line += 1;
+            at_field_start = true;
+            i += 1;
+            continue;
+        }
+        at_field_start = !in_quotes && (b == delimiter || b == b'\r');
+        i += 1;
+    }
+    if in_quotes {
+        return Err((open_line, "a quoted field is never closed".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("a,b\n1,2\n", None),
+            ("a,b\n\"1,x\",\"say \"\"hi\"\"\"\n", None),
+            ("a,b\n\"multi\nline\",2\n", None),
+            ("a,b\r\n\"1\",\"2\"\r\n", None),
+            ("a,b\n1,2\"x\n", Some(2)),
+            ("a,b\n1,\"2\"x\n", Some(2)),
+            ("a,b\n1,2\n3,\"open\n4,5\n", Some(3)),
+        ];
+        for (text, want) in cases {
+            let got = check_quoting(text.as_bytes(), b',').err().map(|(l, _)| l);
+            assert_eq!(got, *want, "{text:?}");
+        }
+    }
+}

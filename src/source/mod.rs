@@ -1,0 +1,33 @@
+//! Sources: where the directory is read from. Each adapter returns a complete
+//! `Directory` or an error; a partial read is never returned, so a failed read can
+//! never look like "these users left".
+
+pub mod csv;
+pub mod ldap;
+
+use crate::config::SourceConfig;
+use crate::model::Directory;
+
+/// The directory could not be read completely. Nothing is planned or pushed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Csv(#[from] csv::CsvError),
+    #[error(transparent)]
+    Ldap(#[from] ldap::LdapError),
+}
+
+/// Reads the whole directory from the configured source.
+pub async fn read(config: &SourceConfig) -> Result<Directory, SourceError> {
+    match config {
+        SourceConfig::Csv(c) => {
+            let c = (**c).clone();
+            // Parsing 100k rows is CPU work; keep it off the async workers.
+            let dir = tokio::task::spawn_blocking(move || csv::read(&c))
+                .await
+                .map_err(|e| csv::CsvError::internal(e.to_string()))??;
+            Ok(dir)
+        }
+        SourceConfig::Ldap(c) => Ok(ldap::read(c).await?),
+    }
+}

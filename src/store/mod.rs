@@ -1,0 +1,517 @@
+//! The state database (SQLite through sqlx): per-target snapshots of what each target
+//! confirmed, the runs, and the audit log.
+//!
+//! Architecture Invariant: a snapshot row changes only in the same transaction as the
+//! audit row of the confirmed operation that changed it. A failed, interrupted or
+//! killed push leaves the snapshot as it was, so the next run plans it again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::mapping::Unmapped;
+use crate::plan::{Operation, Snapshot, SnapshotGroup, SnapshotUser};
+
+/// The state database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("state database {path}: migration failed: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("state database: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("state database: corrupt row for `{id}`: {message}")]
+    Corrupt { id: String, message: String },
+}
+
+/// Now, as stored: RFC 3339 UTC with milliseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An open state database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// The outcome of one pushed operation, as recorded.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    pub run_id: &'a str,
+    pub target: &'a str,
+    pub op: &'a Operation,
+    pub success: bool,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    pub drift: Option<serde_json::Value>,
+    /// Already free of secrets.
+    pub error: Option<String>,
+}
+
+/// One audit row, as `dirsync audit` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub run_id: String,
+    pub at: String,
+    pub target: String,
+    pub operation: String,
+    pub entity_kind: String,
+    pub entity_id: String,
+    pub entity_name: String,
+    pub outcome: String,
+    pub http_status: Option<i64>,
+    pub attempts: i64,
+    pub summary: Option<serde_json::Value>,
+    pub drift: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+/// Filters for `dirsync audit`; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub run_id: Option<String>,
+    pub target: Option<String>,
+    pub entity: Option<String>,
+    pub since: Option<String>,
+    pub limit: i64,
+}
+
+/// One run, as `dirsync status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunRow {
+    pub id: String,
+    pub command: String,
+    pub dry_run: bool,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<String>,
+    pub summary: Option<serde_json::Value>,
+}
+
+/// The latest audit row of an entity whose last attempt failed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Pending {
+    pub target: String,
+    pub entity_kind: String,
+    pub entity_id: String,
+    pub entity_name: String,
+    pub at: String,
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(open_err)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode survives a killed process; a power loss may drop the
+            // last commits, which only makes the next run push those groups again.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Store { pool })
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// What `target` last confirmed.
+    pub async fn load_snapshot(&self, target: &str) -> Result<Snapshot, StoreError> {
+        let mut snapshot = Snapshot::default();
+        let rows = sqlx::query("SELECT id, name, members, fingerprint FROM snapshot_groups WHERE target = ?")
+            .bind(target)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let members: String = row.try_get("members")?;
+            let members: BTreeSet<String> =
+                serde_json::from_str(&members).map_err(|e| StoreError::Corrupt {
+                    id: id.clone(),
+                    message: e.to_string(),
+                })?;
+            snapshot.groups.insert(
+                id,
+                SnapshotGroup {
+                    name: row.try_get("name")?,
+                    members,
+                    fingerprint: row.try_get("fingerprint")?,
+                },
+            );
+        }
+        let rows =
+            sqlx::query("SELECT id, name, enabled, data, fingerprint FROM snapshot_users WHERE target = ?")
+                .bind(target)
+                .fetch_all(&self.pool)
+                .await?;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let data: String = row.try_get("data")?;
+            snapshot.users.insert(
+                id,
+                SnapshotUser {
+                    name: row.try_get("name")?,
+                    fingerprint: row.try_get("fingerprint")?,
+                    enabled: row.try_get("enabled")?,
+                    user: serde_json::from_str(&data).ok(),
+                },
+            );
+        }
+        Ok(snapshot)
+    }
+
+    pub async fn start_run(&self, id: &str, command: &str, dry_run: bool) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO runs (id, command, dry_run, started_at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(command)
+            .bind(dry_run)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn finish_run(
+        &self,
+        id: &str,
+        outcome: &str,
+        summary: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET finished_at = ?, outcome = ?, summary = ? WHERE id = ?")
+            .bind(now())
+            .bind(outcome)
+            .bind(summary.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records one pushed operation: on success its snapshot row and audit row in one
+    /// transaction; on failure the audit row alone.
+    pub async fn record(&self, rec: &Record<'_>) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        if rec.success {
+            match rec.op {
+                Operation::ReplaceMembers(g) => {
+                    let members = serde_json::to_string(&g.group.members).unwrap_or_default();
+                    sqlx::query(
+                        "INSERT INTO snapshot_groups (target, id, name, members, fingerprint, run_id, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (target, id) DO UPDATE SET name = excluded.name, members = excluded.members,
+                           fingerprint = excluded.fingerprint, run_id = excluded.run_id, updated_at = excluded.updated_at",
+                    )
+                    .bind(rec.target)
+                    .bind(&g.group.id)
+                    .bind(&g.group.name)
+                    .bind(members)
+                    .bind(&g.fingerprint)
+                    .bind(rec.run_id)
+                    .bind(&at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Operation::UpdateUser(u) => {
+                    let data = serde_json::to_string(&u.user.user).unwrap_or_default();
+                    sqlx::query(
+                        "INSERT INTO snapshot_users (target, id, name, enabled, data, fingerprint, run_id, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (target, id) DO UPDATE SET name = excluded.name, enabled = excluded.enabled,
+                           data = excluded.data, fingerprint = excluded.fingerprint, run_id = excluded.run_id,
+                           updated_at = excluded.updated_at",
+                    )
+                    .bind(rec.target)
+                    .bind(&u.user.id)
+                    .bind(&u.user.user.username)
+                    .bind(u.user.user.enabled)
+                    .bind(data)
+                    .bind(&u.fingerprint)
+                    .bind(rec.run_id)
+                    .bind(&at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        let (kind, summary) = match rec.op {
+            Operation::ReplaceMembers(g) => (
+                "group",
+                serde_json::json!({ "reason": g.reason, "members": g.group.members.len(), "added": g.added, "removed": g.removed }),
+            ),
+            Operation::UpdateUser(u) => (
+                "user",
+                serde_json::json!({ "reason": u.reason, "enabled": u.user.user.enabled, "disables": u.disables }),
+            ),
+        };
+        insert_audit(
+            &mut tx,
+            AuditInsert {
+                run_id: rec.run_id,
+                at: &at,
+                target: rec.target,
+                operation: rec.op.kind(),
+                entity_kind: kind,
+                entity_id: rec.op.entity_id(),
+                entity_name: rec.op.entity_name(),
+                outcome: if rec.success { "success" } else { "failed" },
+                http_status: rec.http_status,
+                attempts: rec.attempts,
+                summary: Some(summary.to_string()),
+                drift: rec.drift.as_ref().map(|d| d.to_string()),
+                error: rec.error.as_deref(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the users left out of a target's member lists, one audit row each.
+    pub async fn record_unmapped(
+        &self,
+        run_id: &str,
+        target: &str,
+        unmapped: &[Unmapped],
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        for u in unmapped {
+            insert_audit(
+                &mut tx,
+                AuditInsert {
+                    run_id,
+                    at: &at,
+                    target,
+                    operation: "unmapped",
+                    entity_kind: "user",
+                    entity_id: &u.source_id,
+                    entity_name: &u.username,
+                    outcome: "skipped",
+                    http_status: None,
+                    attempts: 0,
+                    summary: None,
+                    drift: None,
+                    error: Some(&u.reason),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// After a complete resync: forgets snapshot rows of entities no longer desired.
+    pub async fn retain(
+        &self,
+        target: &str,
+        groups: &BTreeSet<String>,
+        users: &BTreeSet<String>,
+    ) -> Result<u64, StoreError> {
+        let snapshot = self.load_snapshot(target).await?;
+        let mut tx = self.pool.begin().await?;
+        let mut removed = 0;
+        for id in snapshot.groups.keys().filter(|id| !groups.contains(*id)) {
+            removed += sqlx::query("DELETE FROM snapshot_groups WHERE target = ? AND id = ?")
+                .bind(target)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        for id in snapshot.users.keys().filter(|id| !users.contains(*id)) {
+            removed += sqlx::query("DELETE FROM snapshot_users WHERE target = ? AND id = ?")
+                .bind(target)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Audit rows, newest first.
+    pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, at, target, operation, entity_kind, entity_id, entity_name, outcome,
+                    http_status, attempts, summary, drift, error
+             FROM audit
+             WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR target = ?2)
+               AND (?3 IS NULL OR entity_id = ?3 OR entity_name = ?3) AND (?4 IS NULL OR at >= ?4)
+             ORDER BY id DESC LIMIT ?5",
+        )
+        .bind(&q.run_id)
+        .bind(&q.target)
+        .bind(&q.entity)
+        .bind(&q.since)
+        .bind(q.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+        rows.into_iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get("id")?,
+                    run_id: r.try_get("run_id")?,
+                    at: r.try_get("at")?,
+                    target: r.try_get("target")?,
+                    operation: r.try_get("operation")?,
+                    entity_kind: r.try_get("entity_kind")?,
+                    entity_id: r.try_get("entity_id")?,
+                    entity_name: r.try_get("entity_name")?,
+                    outcome: r.try_get("outcome")?,
+                    http_status: r.try_get("http_status")?,
+                    attempts: r.try_get("attempts")?,
+                    summary: json(r.try_get("summary")?),
+                    drift: json(r.try_get("drift")?),
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The latest runs, newest first.
+    pub async fn runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, command, dry_run, started_at, finished_at, outcome, summary FROM runs ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let summary: Option<String> = r.try_get("summary")?;
+                Ok(RunRow {
+                    id: r.try_get("id")?,
+                    command: r.try_get("command")?,
+                    dry_run: r.try_get("dry_run")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    outcome: r.try_get("outcome")?,
+                    summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
+                })
+            })
+            .collect()
+    }
+
+    /// Entities whose latest push attempt failed and that no later success covered.
+    pub async fn pending(&self) -> Result<Vec<Pending>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.target, a.entity_kind, a.entity_id, a.entity_name, a.at, a.error
+             FROM audit a
+             JOIN (SELECT target, entity_kind, entity_id, MAX(id) AS last FROM audit
+                   WHERE operation != 'unmapped' GROUP BY target, entity_kind, entity_id) l ON a.id = l.last
+             WHERE a.outcome = 'failed'
+             ORDER BY a.target, a.entity_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Pending {
+                    target: r.try_get("target")?,
+                    entity_kind: r.try_get("entity_kind")?,
+                    entity_id: r.try_get("entity_id")?,
+                    entity_name: r.try_get("entity_name")?,
+                    at: r.try_get("at")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Row counts of the snapshot, per target: (groups, users).
+    pub async fn snapshot_counts(&self) -> Result<BTreeMap<String, (i64, i64)>, StoreError> {
+        let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for row in sqlx::query("SELECT target, COUNT(*) AS n FROM snapshot_groups GROUP BY target")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            out.entry(row.try_get("target")?).or_default().0 = row.try_get("n")?;
+        }
+        for row in sqlx::query("SELECT target, COUNT(*) AS n FROM snapshot_users GROUP BY target")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            out.entry(row.try_get("target")?).or_default().1 = row.try_get("n")?;
+        }
+        Ok(out)
+    }
+}
+
+struct AuditInsert<'a> {
+    run_id: &'a str,
+    at: &'a str,
+    target: &'a str,
+    operation: &'a str,
+    entity_kind: &'a str,
+    entity_id: &'a str,
+    entity_name: &'a str,
+    outcome: &'a str,
+    http_status: Option<u16>,
+    attempts: u32,
+    summary: Option<String>,
+    drift: Option<String>,
+    error: Option<&'a str>,
+}
+
+async fn insert_audit(tx: &mut sqlx::SqliteConnection, a: AuditInsert<'_>) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (run_id, at, target, operation, entity_kind, entity_id, entity_name, outcome,
+                            http_status, attempts, summary, drift, error)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(a.run_id)
+    .bind(a.at)
+    .bind(a.target)
+    .bind(a.operation)
+    .bind(a.entity_kind)
+    .bind(a.entity_id)
+    .bind(a.entity_name)
+    .bind(a.outcome)
+    .bind(a.http_status.map(i64::from))
+    .bind(i64::from(a.attempts))
+    .bind(a.summary)
+    .bind(a.drift)
+    .bind(a.error)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,524 @@
+//! One run, wired together: lock → read the source → for each target: load its
+//! snapshot → map → fingerprint → plan → check safety → push → record.
+//!
+//! Everything that decides *what* to do is in the pure core (`mapping`, `plan`,
+//! `safety`, `target::request`); this module only sequences I/O around it.
+//!
+//! Architecture Invariant: nothing is pushed before the whole source was read and
+//! every target's plan was built; a source error ends the run with zero requests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, TargetConfig};
+use crate::lock::{LockError, RunLock};
+use crate::mapping::{self, DesiredUser, MappingError};
+use crate::model::Directory;
+use crate::plan::{self, Mode, Operation, Plan, Snapshot};
+use crate::safety;
+use crate::source::{self, SourceError};
+use crate::store::{Record, Store, StoreError};
+use crate::target::request::{self, Secrets};
+use crate::target::spec::EndpointKind;
+use crate::target::{HttpTarget, TargetError};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    /// Print the plan, send nothing, write nothing.
+    pub dry_run: bool,
+    /// Only this target.
+    pub target: Option<String>,
+    /// Allow, for this run, removals over the safety limits.
+    pub allow_removals: bool,
+    /// Wait for another run's lock instead of failing.
+    pub wait: bool,
+}
+
+/// The run could not go ahead at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    #[error("target `{target}`: {source}")]
+    Mapping { target: String, source: MappingError },
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("no target is named `{0}`")]
+    UnknownTarget(String),
+}
+
+/// What happened to one target in a run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TargetReport {
+    pub name: String,
+    pub planned: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Planned but not started (stopped by an auth failure or shutdown).
+    pub not_started: usize,
+    pub unchanged_groups: usize,
+    pub unchanged_users: usize,
+    pub added_memberships: usize,
+    pub removed_memberships: usize,
+    pub disabled_users: usize,
+    pub unmapped_users: usize,
+    /// Entities whose request could not be built (skipped, reported).
+    pub invalid: usize,
+    pub drift: usize,
+    /// Why the safety limits refused this target's plan.
+    pub refused: Option<String>,
+    /// Set when the target stopped early because it refused the credentials.
+    pub auth_error: Option<String>,
+}
+
+/// A run's result.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Report {
+    pub run_id: Option<String>,
+    pub mode: Option<Mode>,
+    pub source_users: usize,
+    pub source_groups: usize,
+    pub targets: Vec<TargetReport>,
+}
+
+/// How a run ended, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    /// Some operations failed or were left for the next run.
+    Partial,
+    /// A safety limit refused at least one target's plan.
+    Refused,
+}
+
+impl Report {
+    pub fn outcome(&self) -> Outcome {
+        if self
+            .targets
+            .iter()
+            .any(|t| t.failed + t.not_started + t.invalid > 0)
+        {
+            Outcome::Partial
+        } else if self.targets.iter().any(|t| t.refused.is_some()) {
+            Outcome::Refused
+        } else {
+            Outcome::Success
+        }
+    }
+}
+
+/// A target's plan with everything needed to push it.
+struct Prepared<'c> {
+    config: &'c TargetConfig,
+    target: HttpTarget,
+    snapshot: Snapshot,
+    plan: Plan,
+    users: Arc<BTreeMap<String, DesiredUser>>,
+    desired_ids: (BTreeSet<String>, BTreeSet<String>),
+    invalid: Vec<(String, String, String)>,
+}
+
+/// Runs one sync or resync. `out` receives the dry-run plan.
+pub async fn run(
+    config: &Config,
+    opts: &Options,
+    cancel: &CancellationToken,
+    out: &mut (dyn Write + Send),
+) -> Result<Report, SyncError> {
+    let targets: Vec<&TargetConfig> = match &opts.target {
+        None => config.targets.iter().collect(),
+        Some(name) => vec![
+            config
+                .targets
+                .iter()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| SyncError::UnknownTarget(name.clone()))?,
+        ],
+    };
+    // A dry run writes nothing, so it needs no lock and does not create the database.
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(RunLock::acquire(&config.state_db, opts.wait).await?)
+    };
+    let store = if opts.dry_run && !config.state_db.exists() {
+        None
+    } else {
+        Some(Store::open(&config.state_db).await?)
+    };
+
+    let dir = source::read(&config.source).await?;
+    tracing::info!(
+        users = dir.users.len(),
+        groups = dir.groups.len(),
+        memberships = dir.membership_count(),
+        "Read the source."
+    );
+    let mut report = Report {
+        run_id: None,
+        mode: Some(opts.mode),
+        source_users: dir.users.len(),
+        source_groups: dir.groups.len(),
+        targets: Vec::new(),
+    };
+
+    let mut prepared = Vec::new();
+    for tc in targets {
+        let snapshot = match &store {
+            Some(s) => s.load_snapshot(&tc.name).await?,
+            None => Snapshot::default(),
+        };
+        prepared.push(prepare(tc, &dir, snapshot, opts.mode)?);
+    }
+    drop(dir);
+
+    if opts.dry_run {
+        for p in &prepared {
+            let mut tr = summarize(p);
+            tr.refused = refusal(p, opts, &report);
+            print_plan(out, p, &tr).map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+            report.targets.push(tr);
+        }
+        return Ok(report);
+    }
+
+    let Some(store) = store else {
+        unreachable!("a real run always opens the store")
+    };
+    let run_id = uuid::Uuid::now_v7().to_string();
+    store.start_run(&run_id, mode_name(opts.mode), false).await?;
+    report.run_id = Some(run_id.clone());
+    tracing::info!(run_id, mode = mode_name(opts.mode), "Started a run.");
+
+    for p in prepared {
+        let mut tr = summarize(&p);
+        if let Some(why) = refusal(&p, opts, &report) {
+            tracing::error!(target_name = %p.config.name, "Refused the plan: {why}");
+            tr.refused = Some(why);
+            report.targets.push(tr);
+            continue;
+        }
+        store
+            .record_unmapped(&run_id, &p.config.name, &p.plan.unmapped)
+            .await?;
+        for (kind, id, why) in &p.invalid {
+            tracing::warn!(target_name = %p.config.name, kind, id, "Skipped an entity whose request cannot be built: {why}");
+        }
+        push(&store, &run_id, &p, cancel, &mut tr).await?;
+        if opts.mode == Mode::Resync && tr.failed + tr.not_started + tr.invalid == 0 {
+            let forgotten = store
+                .retain(&p.config.name, &p.desired_ids.0, &p.desired_ids.1)
+                .await?;
+            if forgotten > 0 {
+                tracing::info!(target_name = %p.config.name, forgotten, "Dropped snapshot rows of entities no longer mapped.");
+            }
+        }
+        tracing::info!(
+            target_name = %tr.name, succeeded = tr.succeeded, failed = tr.failed, not_started = tr.not_started,
+            unchanged = tr.unchanged_groups + tr.unchanged_users, unmapped = tr.unmapped_users,
+            "Finished the target."
+        );
+        report.targets.push(tr);
+    }
+    let outcome = report.outcome();
+    let summary = serde_json::to_value(&report).unwrap_or_default();
+    store
+        .finish_run(
+            &run_id,
+            serde_json::to_value(outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .as_deref()
+                .unwrap_or("failed"),
+            &summary,
+        )
+        .await?;
+    store.close().await;
+    Ok(report)
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Sync => "sync",
+        Mode::Resync => "resync",
+    }
+}
+
+/// Maps, fingerprints and plans one target. Pure but for the HTTP client it builds.
+fn prepare<'c>(
+    config: &'c TargetConfig,
+    dir: &Directory,
+    snapshot: Snapshot,
+    mode: Mode,
+) -> Result<Prepared<'c>, SyncError> {
+    let target = HttpTarget::new(config)?;
+    let updates_users = target.offers(EndpointKind::UpdateUser);
+    let mut desired = mapping::desired_state(
+        dir,
+        &config.groups,
+        &config.users,
+        &config.templates,
+        updates_users,
+    )
+    .map_err(|source| SyncError::Mapping {
+        target: config.name.clone(),
+        source,
+    })?;
+    plan::add_removals(
+        &mut desired,
+        &snapshot,
+        config.removed_groups,
+        config.removed_users,
+    );
+
+    let mut invalid = Vec::new();
+    let desired_ids = (
+        desired.groups.keys().cloned().collect(),
+        desired.users.keys().cloned().collect(),
+    );
+    let users = Arc::new(std::mem::take(&mut desired.users));
+    let mut groups = Vec::new();
+    if target.offers(EndpointKind::GroupMembers) {
+        for group in std::mem::take(&mut desired.groups).into_values() {
+            match target.group_request(&group, &users, Secrets::Masked) {
+                Ok(req) => groups.push((group, request::fingerprint(&req))),
+                Err(e) => invalid.push(("group".to_owned(), group.id.clone(), target.redact(&e.0))),
+            }
+        }
+    }
+    let mut user_items = Vec::new();
+    if updates_users {
+        for user in users.values() {
+            match target.user_request(user, Secrets::Masked) {
+                Ok(req) => user_items.push((user.clone(), request::fingerprint(&req))),
+                Err(e) => invalid.push(("user".to_owned(), user.id.clone(), target.redact(&e.0))),
+            }
+        }
+    }
+    let unmapped = desired.unmapped.into_values().collect();
+    let plan = plan::diff(groups, user_items, unmapped, &snapshot, mode);
+    Ok(Prepared {
+        config,
+        target,
+        snapshot,
+        plan,
+        users,
+        desired_ids,
+        invalid,
+    })
+}
+
+fn summarize(p: &Prepared<'_>) -> TargetReport {
+    TargetReport {
+        name: p.config.name.clone(),
+        planned: p.plan.ops.len(),
+        unchanged_groups: p.plan.unchanged_groups,
+        unchanged_users: p.plan.unchanged_users,
+        added_memberships: p.plan.added_memberships(),
+        removed_memberships: p.plan.removed_memberships(),
+        disabled_users: p.plan.disabled_users(),
+        unmapped_users: p.plan.unmapped.len(),
+        invalid: p.invalid.len(),
+        ..TargetReport::default()
+    }
+}
+
+/// Why the plan may not go ahead, if it may not.
+fn refusal(p: &Prepared<'_>, opts: &Options, report: &Report) -> Option<String> {
+    let removes = p.plan.removed_memberships() + p.plan.disabled_users() > 0;
+    if removes && !p.config.allow_empty_source && (report.source_users == 0 || report.source_groups == 0) {
+        return Some(format!(
+            "the source returned {} users and {} groups; an empty source never removes anything \
+             unless `safety.allow_empty_source = true`",
+            report.source_users, report.source_groups
+        ));
+    }
+    if opts.allow_removals {
+        return None;
+    }
+    safety::check(&p.plan, &p.snapshot, &p.config.limits)
+        .err()
+        .map(|r| r.to_string())
+}
+
+/// Pushes a target's plan, recording each operation as it completes.
+async fn push(
+    store: &Store,
+    run_id: &str,
+    p: &Prepared<'_>,
+    cancel: &CancellationToken,
+    tr: &mut TargetReport,
+) -> Result<(), StoreError> {
+    let stop = AtomicBool::new(false);
+    let name = p.config.name.as_str();
+    let results = futures_util::stream::iter(p.plan.ops.iter())
+        .map(|op| {
+            let stop = &stop;
+            let users = &p.users;
+            async move {
+                if cancel.is_cancelled() || stop.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                let outcome = p.target.push(op, users).await;
+                if matches!(&outcome.result, Err(e) if e.is_auth()) {
+                    // More requests with credentials the target refuses only lock accounts.
+                    stop.store(true, Ordering::Relaxed);
+                }
+                let drift = outcome
+                    .result
+                    .as_ref()
+                    .ok()
+                    .and_then(|d| d.as_ref())
+                    .map(|d| serde_json::json!(d));
+                let error = outcome.result.as_ref().err().map(ToString::to_string);
+                log_outcome(name, op, &outcome, drift.as_ref());
+                store
+                    .record(&Record {
+                        run_id,
+                        target: name,
+                        op,
+                        success: outcome.result.is_ok(),
+                        http_status: outcome.status,
+                        attempts: outcome.attempts,
+                        drift: drift.clone(),
+                        error,
+                    })
+                    .await?;
+                Ok::<_, StoreError>(Some(outcome))
+            }
+        })
+        .buffer_unordered(p.target.spec().concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    for r in results {
+        match r? {
+            None => tr.not_started += 1,
+            Some(o) => match o.result {
+                Ok(drift) => {
+                    tr.succeeded += 1;
+                    tr.drift += usize::from(drift.is_some());
+                }
+                Err(e) => {
+                    tr.failed += 1;
+                    if e.is_auth() {
+                        tr.auth_error = Some(e.to_string());
+                    }
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+fn log_outcome(
+    target: &str,
+    op: &Operation,
+    outcome: &crate::target::PushOutcome,
+    drift: Option<&serde_json::Value>,
+) {
+    let (kind, id, name) = (op.kind(), op.entity_id(), op.entity_name());
+    match &outcome.result {
+        Ok(_) => tracing::info!(
+            target_name = target,
+            kind,
+            id,
+            name,
+            status = outcome.status,
+            attempts = outcome.attempts,
+            "Pushed."
+        ),
+        Err(e) => tracing::warn!(
+            target_name = target,
+            kind,
+            id,
+            name,
+            status = outcome.status,
+            attempts = outcome.attempts,
+            "Push failed: {e}"
+        ),
+    }
+    if let Some(d) = drift {
+        tracing::warn!(target_name = target, kind, id, name, drift = %d, "The target's answer differs from what was sent.");
+    }
+}
+
+/// The dry-run view of one target's plan.
+fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport) -> std::io::Result<()> {
+    let preset = p
+        .config
+        .preset
+        .as_deref()
+        .map(|s| format!(" (preset {s})"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "target {}{preset}: {} operation(s); {} group(s) and {} user(s) unchanged; {} unmapped user(s)",
+        tr.name, tr.planned, tr.unchanged_groups, tr.unchanged_users, tr.unmapped_users
+    )?;
+    for op in &p.plan.ops {
+        match op {
+            Operation::ReplaceMembers(g) => {
+                writeln!(
+                    out,
+                    "  replace members of group {:?} ({}): {} member(s), +{} -{} [{:?}]",
+                    g.group.name,
+                    g.group.id,
+                    g.group.members.len(),
+                    g.added.len(),
+                    g.removed.len(),
+                    g.reason
+                )?;
+                if !g.added.is_empty() {
+                    writeln!(out, "      + {}", join(&g.added))?;
+                }
+                if !g.removed.is_empty() {
+                    writeln!(out, "      - {}", join(&g.removed))?;
+                }
+            }
+            Operation::UpdateUser(u) => {
+                let what = if u.disables { "disable" } else { "update" };
+                writeln!(
+                    out,
+                    "  {what} user {:?} ({}) [{:?}]",
+                    u.user.user.username, u.user.id, u.reason
+                )?;
+            }
+        }
+    }
+    for (kind, id, why) in &p.invalid {
+        writeln!(out, "  invalid {kind} {id}: {why}")?;
+    }
+    for u in &p.plan.unmapped {
+        writeln!(
+            out,
+            "  unmapped user {:?} ({}): {}",
+            u.username, u.source_id, u.reason
+        )?;
+    }
+    if let Some(why) = &tr.refused {
+        writeln!(out, "  REFUSED: {why}")?;
+    }
+    Ok(())
+}
+
+fn join(ids: &BTreeSet<String>) -> String {
+    const SHOWN: usize = 20;
+    let mut s = ids.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if ids.len() > SHOWN {
+        s.push_str(&format!(", … {} more", ids.len() - SHOWN));
+    }
+    s
+}

@@ -1,0 +1,206 @@
+//! Request and mapping templates, rendered with minijinja.
+//!
+//! The escaping of every `{{ value }}` is chosen by the template's kind, never by the
+//! template author, so that data can not break the document it lands in:
+//! - `Json`: each value is written as a JSON literal (`"a \"b\""`, `["x","y"]`, `true`);
+//! - `Xml`: strings are XML-escaped, booleans are `true`/`false`, none is empty;
+//! - `Url`: values are percent-encoded as one path segment or query value;
+//! - `Text`: values are written as they are (ids, names in mappings).
+//!
+//! Undefined variables are errors, so a typo in a template fails `dirsync check`
+//! instead of sending an empty field.
+
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
+
+/// How values are escaped in one template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Json,
+    Xml,
+    Url,
+    Text,
+}
+
+impl Kind {
+    fn suffix(self) -> &'static str {
+        match self {
+            Kind::Json => ".json",
+            Kind::Xml => ".xml",
+            Kind::Url => ".url",
+            Kind::Text => ".txt",
+        }
+    }
+}
+
+/// A template failed to compile or render.
+#[derive(Debug, thiserror::Error)]
+#[error("template `{name}`: {message}")]
+pub struct TemplateError {
+    pub name: String,
+    pub message: String,
+}
+
+/// Characters left alone in a percent-encoded segment (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A set of named, compiled templates sharing one environment.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".json") {
+                AutoEscape::Json
+            } else if name.ends_with(".xml") {
+                AutoEscape::Custom("xml".into())
+            } else if name.ends_with(".url") {
+                AutoEscape::Custom("url".into())
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_formatter(|out, state, value| match state.auto_escape() {
+            AutoEscape::Custom(kind) if kind == "xml" => {
+                out.write_str(&xml_text(value)).map_err(minijinja::Error::from)
+            }
+            AutoEscape::Custom(kind) if kind == "url" => {
+                let text = plain_text(value);
+                write!(out, "{}", utf8_percent_encode(&text, SEGMENT)).map_err(minijinja::Error::from)
+            }
+            _ => minijinja::escape_formatter(out, state, value),
+        });
+        Templates { env }
+    }
+
+    /// Compiles `source` under `name`; the kind decides how values are escaped.
+    pub fn add(&mut self, name: &str, kind: Kind, source: &str) -> Result<(), TemplateError> {
+        let full = format!("{name}{}", kind.suffix());
+        self.env
+            .add_template_owned(full, source.to_owned())
+            .map_err(|e| TemplateError {
+                name: name.to_owned(),
+                message: describe(&e),
+            })
+    }
+
+    /// Renders the template added as `name` with `kind`.
+    pub fn render<C: Serialize>(&self, name: &str, kind: Kind, ctx: &C) -> Result<String, TemplateError> {
+        let full = format!("{name}{}", kind.suffix());
+        let err = |e: minijinja::Error| TemplateError {
+            name: name.to_owned(),
+            message: describe(&e),
+        };
+        let tmpl = self.env.get_template(&full).map_err(err)?;
+        tmpl.render(Value::from(minijinja::value::Serde(ctx)))
+            .map_err(err)
+    }
+}
+
+/// One line: what went wrong and where, without the template's data.
+fn describe(e: &minijinja::Error) -> String {
+    let mut msg = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        msg.push_str(": ");
+        msg.push_str(detail);
+    }
+    if let Some(line) = e.line() {
+        msg.push_str(&format!(" (line {line})"));
+    }
+    msg
+}
+
+fn plain_text(value: &Value) -> String {
+    if value.is_none() || value.is_undefined() {
+        String::new()
+    } else if let Some(s) = value.as_str() {
+        s.to_owned()
+    } else if value.kind() == minijinja::value::ValueKind::Bool {
+        value.is_true().to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+fn xml_text(value: &Value) -> String {
+    let text = plain_text(value);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(kind: Kind, source: &str, ctx: serde_json::Value, expected: &str) {
+        let mut t = Templates::new();
+        t.add("t", kind, source).expect("compiles");
+        assert_eq!(t.render("t", kind, &ctx).expect("renders"), expected);
+    }
+
+    #[test]
+    fn json_values_are_literals() {
+        check(
+            Kind::Json,
+            r#"{"name": {{ name }}, "members": {{ members }}, "on": {{ on }}}"#,
+            json!({"name": "a \"q\" <b> & c\nd", "members": ["x", "y"], "on": true}),
+            r#"{"name": "a \"q\" <b> & c\nd", "members": ["x","y"], "on": true}"#,
+        );
+    }
+
+    #[test]
+    fn xml_values_are_escaped() {
+        check(
+            Kind::Xml,
+            "<Name>{{ name }}</Name><On>{{ on }}</On><N>{{ none }}</N>",
+            json!({"name": "a \"q\" <b> & c", "on": false, "none": null}),
+            "<Name>a &quot;q&quot; &lt;b&gt; &amp; c</Name><On>false</On><N></N>",
+        );
+    }
+
+    #[test]
+    fn url_values_are_one_segment() {
+        check(
+            Kind::Url,
+            "/group/{{ id }}/members",
+            json!({"id": "a/b c?d"}),
+            "/group/a%2Fb%20c%3Fd/members",
+        );
+    }
+
+    #[test]
+    fn undefined_is_an_error() {
+        let mut t = Templates::new();
+        t.add("t", Kind::Text, "{{ missing.field }}").expect("compiles");
+        let err = t.render("t", Kind::Text, &json!({})).expect_err("undefined");
+        assert!(err.to_string().starts_with("template `t`:"), "{err}");
+    }
+}
