@@ -1,0 +1,222 @@
+//! Shared test support: a temporary dirsync setup (config, CSV files, state database),
+//! a way to run the real binary against it, and HTTP mocks of the seed APIs that
+//! enforce each document's contract and keep state.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod seed004;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use sqlx::Row;
+
+/// A deterministic UUID for test entity `n` (users and groups in different ranges).
+pub fn uuid(n: u64) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+/// A directory for one test: config file, CSV files and the state database.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.path(name), content).expect("write test file");
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("dirsync.toml")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("state.db")
+    }
+
+    /// Runs `dirsync --config <this config> ARGS…` to completion.
+    pub async fn dirsync(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().await.expect("run dirsync");
+        Run::from(output)
+    }
+
+    /// The command, for tests that need to start and stop it themselves.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dirsync"));
+        cmd.arg("--config").arg(self.config()).args(args);
+        cmd.env_remove("DIRSYNC_CONFIG")
+            .env("RUST_LOG", "info")
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// The snapshot's groups: (target, group id) → members.
+    pub async fn snapshot(&self) -> BTreeMap<(String, String), BTreeSet<String>> {
+        if !self.db().exists() {
+            return BTreeMap::new();
+        }
+        let pool = sqlite(&self.db()).await;
+        let rows = sqlx::query("SELECT target, id, members FROM snapshot_groups")
+            .fetch_all(&pool)
+            .await
+            .expect("query snapshot");
+        let out = rows
+            .into_iter()
+            .map(|r| {
+                let members: String = r.get("members");
+                (
+                    (r.get("target"), r.get("id")),
+                    serde_json::from_str(&members).expect("members json"),
+                )
+            })
+            .collect();
+        pool.close().await;
+        out
+    }
+
+    /// Every audit row as (operation, entity id, outcome), in insertion order.
+    pub async fn audit(&self) -> Vec<(String, String, String)> {
+        let pool = sqlite(&self.db()).await;
+        let rows = sqlx::query("SELECT operation, entity_id, outcome FROM audit ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("query audit");
+        pool.close().await;
+        rows.into_iter()
+            .map(|r| (r.get("operation"), r.get("entity_id"), r.get("outcome")))
+            .collect()
+    }
+
+    /// Every audit row's text columns joined, to search for leaked secrets.
+    pub async fn audit_text(&self) -> String {
+        let pool = sqlite(&self.db()).await;
+        let rows = sqlx::query(
+            "SELECT run_id || target || operation || entity_id || entity_name || outcome
+                    || COALESCE(summary, '') || COALESCE(drift, '') || COALESCE(error, '') AS t FROM audit",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("query audit");
+        pool.close().await;
+        rows.into_iter()
+            .map(|r| r.get::<String, _>("t"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+async fn sqlite(path: &Path) -> sqlx::SqlitePool {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true);
+    sqlx::SqlitePool::connect_with(opts).await.expect("open state db")
+}
+
+/// A finished run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Asserts the exit code, showing the output when it differs.
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Users 1..=n as CSV, each with a target id column `tid` (a UUID).
+pub fn users_csv(n: u64) -> String {
+    let mut s = String::from("id,username,email,tid\n");
+    for i in 1..=n {
+        s.push_str(&format!("u{i},user{i},user{i}@example.com,{}\n", uuid(i)));
+    }
+    s
+}
+
+/// Groups as CSV from (name, member numbers); group `k` maps to `uuid(1_000_000 + k)`.
+pub fn groups_csv(groups: &[(&str, &[u64])]) -> String {
+    let mut s = String::from("id,name,members,tid\n");
+    for (k, (name, members)) in groups.iter().enumerate() {
+        let m: Vec<String> = members.iter().map(|i| format!("u{i}")).collect();
+        s.push_str(&format!("g{k},{name},{},{}\n", m.join(";"), group_uuid(k as u64)));
+    }
+    s
+}
+
+pub fn group_uuid(k: u64) -> String {
+    uuid(1_000_000 + k)
+}
+
+/// Expected target state for `groups_csv(groups)`: group uuid → member uuids.
+pub fn expected_state(groups: &[(&str, &[u64])]) -> BTreeMap<String, BTreeSet<String>> {
+    groups
+        .iter()
+        .enumerate()
+        .map(|(k, (_, members))| (group_uuid(k as u64), members.iter().map(|i| uuid(*i)).collect()))
+        .collect()
+}
+
+/// A config for the CSV files `users.csv` and `groups.csv` and one seed-004 target.
+pub fn config_004(base_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+state_db = "state.db"
+
+[source]
+kind = "csv"
+users = "users.csv"
+groups = "groups.csv"
+
+[targets.office]
+preset = "onlyoffice-group-members"
+base_url = "{base_url}"
+timeout = "5s"
+concurrency = 4
+
+[targets.office.auth]
+value_env = "TEST_OFFICE_KEY"
+
+[targets.office.retry]
+max_attempts = 2
+initial_delay = "10ms"
+max_delay = "50ms"
+
+[[targets.office.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.attrs.tid }}}}"
+
+[targets.office.users]
+id_attribute = "tid"
+{extra}
+"#
+    )
+}
