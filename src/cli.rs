@@ -1,7 +1,7 @@
 //! Command-line interface: raw arguments (clap) → a command on the library → exit code.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -154,6 +154,22 @@ fn report_error(e: &dyn std::error::Error) {
 }
 
 async fn dispatch(cli: Cli) -> u8 {
+    // Reading the state needs only its path, not the secrets a run needs.
+    if let Command::Audit(_) | Command::Status { .. } = cli.command {
+        let path = config::resolve_path(cli.config);
+        let state_db = match config::load_state_db(&path) {
+            Ok(p) => p,
+            Err(e) => {
+                report_error(&e);
+                return exit::CONFIG;
+            }
+        };
+        return match cli.command {
+            Command::Audit(args) => audit(&state_db, args).await,
+            Command::Status { json } => status(&state_db, json).await,
+            _ => unreachable!("matched above"),
+        };
+    }
     let config = match load(cli.config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -162,8 +178,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Sync(args) => run(&config, Mode::Sync, args).await,
         Command::Resync(args) => run(&config, Mode::Resync, args).await,
         Command::Check => check(&config).await,
-        Command::Audit(args) => audit(&config, args).await,
-        Command::Status { json } => status(&config, json).await,
+        Command::Audit(_) | Command::Status { .. } => unreachable!("handled above"),
     }
 }
 
@@ -280,21 +295,21 @@ async fn reach(url: &reqwest::Url, timeout: std::time::Duration) -> String {
     }
 }
 
-async fn open_existing(config: &Config) -> Result<Store, u8> {
-    if !config.state_db.exists() {
+async fn open_existing(state_db: &Path) -> Result<Store, u8> {
+    if !state_db.exists() {
         eprintln!(
             "no state database at {} yet: no run has happened",
-            config.state_db.display()
+            state_db.display()
         );
         return Err(exit::SUCCESS);
     }
-    Store::open(&config.state_db).await.map_err(|e| {
+    Store::open(state_db).await.map_err(|e| {
         report_error(&e);
         exit::FAILURE
     })
 }
 
-async fn audit(config: &Config, args: AuditArgs) -> u8 {
+async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
     let since = match args.since.as_deref().map(parse_since).transpose() {
         Ok(s) => s,
         Err(msg) => {
@@ -302,7 +317,7 @@ async fn audit(config: &Config, args: AuditArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let store = match open_existing(config).await {
+    let store = match open_existing(state_db).await {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -376,8 +391,8 @@ fn parse_since(value: &str) -> Result<String, String> {
     Ok((chrono::Utc::now() - age).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
-async fn status(config: &Config, json: bool) -> u8 {
-    let store = match open_existing(config).await {
+async fn status(state_db: &Path, json: bool) -> u8 {
+    let store = match open_existing(state_db).await {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -363,19 +363,38 @@ async fn push(
     tr: &mut TargetReport,
 ) -> Result<(), StoreError> {
     let stop = AtomicBool::new(false);
+    let consecutive_failures = AtomicUsize::new(0);
+    let max_failures = p.target.spec().max_consecutive_failures;
     let name = p.config.name.as_str();
     let results = futures_util::stream::iter(p.plan.ops.iter())
         .map(|op| {
             let stop = &stop;
+            let consecutive_failures = &consecutive_failures;
             let users = &p.users;
             async move {
                 if cancel.is_cancelled() || stop.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
                 let outcome = p.target.push(op, users).await;
-                if matches!(&outcome.result, Err(e) if e.is_auth()) {
-                    // More requests with credentials the target refuses only lock accounts.
-                    stop.store(true, Ordering::Relaxed);
+                let failures = match &outcome.result {
+                    Ok(_) => {
+                        consecutive_failures.store(0, Ordering::Relaxed);
+                        0
+                    }
+                    Err(_) => consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1,
+                };
+                let auth = matches!(&outcome.result, Err(e) if e.is_auth());
+                // More requests with credentials the target refuses only lock accounts;
+                // more requests to a target that is down only prolong the outage.
+                if (auth || outcome.stop_target || failures >= max_failures) && !stop.swap(true, Ordering::Relaxed) {
+                    let why = if auth {
+                        "it refused the credentials".to_owned()
+                    } else if outcome.stop_target {
+                        "it asked to wait longer than retry.max_retry_after".to_owned()
+                    } else {
+                        format!("{failures} operations failed in a row")
+                    };
+                    tracing::error!(target_name = name, "Stopped pushing to the target because {why}; the remaining operations are left for the next run.");
                 }
                 let drift = outcome
                     .result

@@ -99,6 +99,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config text; `path` names it in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let (raw, ctx) = parse_raw(text, path)?;
+    ctx.build(raw)
+}
+
+/// Only the state database's path: for `audit` and `status`, which read the state
+/// and must work without the secrets (or the network) a run needs.
+pub fn load_state_db(path: &Path) -> Result<PathBuf, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (raw, ctx) = parse_raw(&text, path)?;
+    Ok(ctx.state_db(raw.state_db))
+}
+
+fn parse_raw(text: &str, path: &Path) -> Result<(RawConfig, Ctx), ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
@@ -108,7 +124,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         base: path.parent().map(Path::to_owned).unwrap_or_default(),
         warnings: Default::default(),
     };
-    ctx.build(raw)
+    Ok((raw, ctx))
 }
 
 /// Validation state: where relative paths start, and warnings collected on the way.
@@ -132,13 +148,17 @@ impl Ctx {
         self.base.join(p)
     }
 
-    fn build(self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let state_db = match raw.state_db {
+    fn state_db(&self, configured: Option<PathBuf>) -> PathBuf {
+        match configured {
             Some(p) => self.file(&p),
             None => std::env::var_os("STATE_DIRECTORY")
                 .map(|d| PathBuf::from(d).join("state.db"))
                 .unwrap_or_else(|| PathBuf::from("/var/lib/dirsync/state.db")),
-        };
+        }
+    }
+
+    fn build(self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let state_db = self.state_db(raw.state_db);
         let source = match raw.source {
             None => return Err(self.invalid("source", "missing: say where users and groups come from")),
             Some(raw::RawSource::Csv(csv)) => SourceConfig::Csv(Box::new(
@@ -209,6 +229,15 @@ impl Ctx {
         let concurrency = raw.concurrency.unwrap_or(4);
         if concurrency == 0 {
             return Err(self.invalid(key("concurrency"), "must be at least 1"));
+        }
+        let rate_limit = match raw.rate_limit {
+            None => None,
+            Some(r) if r.is_finite() && r > 0.0 => Some(r),
+            Some(_) => return Err(self.invalid(key("rate_limit"), "requests per second, above 0")),
+        };
+        let max_consecutive_failures = raw.max_consecutive_failures.unwrap_or(10);
+        if max_consecutive_failures == 0 {
+            return Err(self.invalid(key("max_consecutive_failures"), "must be at least 1"));
         }
         let retry = self.retry(&key("retry"), raw.retry.unwrap_or_default())?;
         let auth = self.auth(&key("auth"), raw.auth.unwrap_or_default())?;
@@ -355,6 +384,8 @@ impl Ctx {
                 base_url,
                 timeout,
                 concurrency,
+                rate_limit,
+                max_consecutive_failures,
                 retry,
                 auth,
                 secrets,

@@ -106,6 +106,10 @@ pub struct RawTarget {
     pub base_url: Option<String>,
     pub timeout: Option<String>,
     pub concurrency: Option<usize>,
+    /// Requests per second at most (no limit when absent).
+    pub rate_limit: Option<f64>,
+    /// Stop the target's run after this many failed operations in a row.
+    pub max_consecutive_failures: Option<usize>,
     pub retry: Option<RawRetry>,
     pub auth: Option<RawAuth>,
     /// Secrets for templates, `NAME` / `NAME_file` / `NAME_env` / `NAME_credential`.
@@ -254,6 +258,8 @@ impl RawTarget {
             base_url: self.base_url.or(preset.base_url),
             timeout: self.timeout.or(preset.timeout),
             concurrency: self.concurrency.or(preset.concurrency),
+            rate_limit: self.rate_limit.or(preset.rate_limit),
+            max_consecutive_failures: self.max_consecutive_failures.or(preset.max_consecutive_failures),
             retry: self.retry.or(preset.retry),
             auth,
             secrets: merge_maps(self.secrets, preset.secrets),

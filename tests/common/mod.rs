@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod faults;
 pub mod seed004;
 
 use std::collections::{BTreeMap, BTreeSet};

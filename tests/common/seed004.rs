@@ -3,9 +3,11 @@
 //! Bearer token), a JSON content type, a body `{"members": [uuid, …]}`. It answers as
 //! documented: 200 with the group and its members as objects, 401 otherwise.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
 
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -27,6 +29,31 @@ pub struct State {
     pub ignore_members: BTreeSet<String>,
     /// Delay before each answer, to keep requests in flight.
     pub delay: Duration,
+    /// Faults for the next requests, one each, in order (after the auth check).
+    pub faults: VecDeque<Fault>,
+    /// Fail this share of requests with 503, drawn from a seeded generator.
+    pub random_failures: Option<(rand::rngs::StdRng, f64)>,
+    /// When each request arrived (every request, whatever its answer).
+    pub arrivals: Vec<Instant>,
+    /// When each 429 was answered.
+    pub throttled_at: Vec<Instant>,
+}
+
+/// A way to answer one request instead of serving it.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// This status, state unchanged.
+    Status(u16),
+    /// 429 with `Retry-After: N` (seconds).
+    RetryAfter(u64),
+    /// Answer only after this long (past the client's timeout).
+    Hang(Duration),
+}
+
+impl State {
+    pub fn fail_randomly(&mut self, seed: u64, share: f64) {
+        self.random_failures = Some((rand::rngs::StdRng::seed_from_u64(seed), share));
+    }
 }
 
 #[derive(Clone)]
@@ -89,6 +116,7 @@ fn is_uuid(s: &str) -> bool {
 impl Respond for Responder {
     fn respond(&self, req: &Request) -> ResponseTemplate {
         let mut state = self.state.lock().expect("mock state");
+        state.arrivals.push(Instant::now());
         let delay = state.delay;
         let mut refuse = |status: u16, why: String| {
             state
@@ -141,6 +169,22 @@ impl Respond for Responder {
                     ids.insert(s.to_owned());
                 }
                 _ => return refuse(400, format!("member {m} is not a uuid string")),
+            }
+        }
+        if let Some(fault) = state.faults.pop_front() {
+            return match fault {
+                Fault::Status(s) => ResponseTemplate::new(s).set_body_string("fault injected"),
+                Fault::RetryAfter(secs) => {
+                    state.throttled_at.push(Instant::now());
+                    ResponseTemplate::new(429).insert_header("Retry-After", secs.to_string().as_str())
+                }
+                Fault::Hang(d) => ResponseTemplate::new(503).set_delay(d),
+            };
+        }
+        if let Some((rng, share)) = state.random_failures.as_mut() {
+            let share = *share;
+            if rng.random_bool(share) {
+                return ResponseTemplate::new(503).set_body_string("random failure");
             }
         }
         if state.fail.contains(id) {
