@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use dirsync::config::{self, Config};
@@ -39,12 +39,19 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run as a service: sync on the configured schedule until stopped (SIGTERM),
+    /// reloading the config on SIGHUP.
+    Run,
     /// Push what changed since the last confirmed push.
     Sync(RunArgs),
     /// Ignore the snapshot: push every mapped group and user, then rebuild the snapshot.
     Resync(RunArgs),
-    /// Validate the config and read the source; push nothing.
-    Check,
+    /// Validate the config, read the source, try to reach every target; push nothing.
+    Check {
+        /// Only validate the config (secrets and files included); no network, no source.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Show the audit log, newest first.
     Audit(AuditArgs),
     /// Show the last runs and the operations still pending.
@@ -53,6 +60,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -123,9 +137,12 @@ fn init_logging(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    // Under systemd the journal stamps every line; a second timestamp is noise.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, journal) {
+        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).init(),
+        (LogFormat::Text, false) => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
@@ -154,6 +171,22 @@ fn report_error(e: &dyn std::error::Error) {
 }
 
 async fn dispatch(cli: Cli) -> u8 {
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "dirsync", &mut std::io::stdout());
+            return exit::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => exit::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     // Reading the state needs only its path, not the secrets a run needs.
     if let Command::Audit(_) | Command::Status { .. } = cli.command {
         let path = config::resolve_path(cli.config);
@@ -170,15 +203,23 @@ async fn dispatch(cli: Cli) -> u8 {
             _ => unreachable!("matched above"),
         };
     }
+    let config_path = config::resolve_path(cli.config.clone());
     let config = match load(cli.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     match cli.command {
+        Command::Run => daemon(&config_path, config).await,
+        Command::Check { offline: true } => {
+            println!("config {}: valid", config.path.display());
+            exit::SUCCESS
+        }
+        Command::Check { offline: false } => check(&config).await,
         Command::Sync(args) => run(&config, Mode::Sync, args).await,
         Command::Resync(args) => run(&config, Mode::Resync, args).await,
-        Command::Check => check(&config).await,
-        Command::Audit(_) | Command::Status { .. } => unreachable!("handled above"),
+        Command::Audit(_) | Command::Status { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -199,7 +240,12 @@ async fn run(config: &Config, mode: Mode, args: RunArgs) -> u8 {
         }
     });
     let mut stdout = std::io::stdout();
-    match sync::run(config, &opts, &cancel, &mut stdout).await {
+    // A bar only for a person watching: not under systemd, cron or a pipe.
+    let interactive =
+        std::io::stderr().is_terminal() && !opts.dry_run && std::env::var_os("JOURNAL_STREAM").is_none();
+    let bar = Bar::default();
+    let progress: &dyn sync::Progress = if interactive { &bar } else { &sync::NoProgress };
+    match sync::run(config, &opts, &cancel, progress, &mut stdout).await {
         Ok(report) => {
             let _ = stdout.flush();
             let outcome = report.outcome();
@@ -231,6 +277,73 @@ async fn run(config: &Config, mode: Mode, args: RunArgs) -> u8 {
                 }
                 SyncError::Lock(_) | SyncError::Store(_) => exit::FAILURE,
             }
+        }
+    }
+}
+
+/// An indicatif progress bar per target.
+#[derive(Default)]
+struct Bar {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl sync::Progress for Bar {
+    fn start(&self, target: &str, total: usize) {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {elapsed} eta {eta}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(target.to_owned());
+        *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+    }
+
+    fn advance(&self) {
+        if let Some(bar) = &*self.bar.lock().unwrap_or_else(|e| e.into_inner()) {
+            bar.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+async fn daemon(path: &Path, config: Config) -> u8 {
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    let on_stop = shutdown.clone();
+    tokio::spawn(async move {
+        if shutdown_signal().await.is_ok() {
+            tracing::info!("Received a stop signal.");
+            on_stop.cancel();
+        }
+    });
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("Received SIGHUP: reloading the configuration.");
+                    if reload_tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("Cannot listen for SIGHUP; reload is unavailable: {e}"),
+    }
+    let signals = dirsync::daemon::Signals {
+        shutdown,
+        reload: reload_rx,
+    };
+    match dirsync::daemon::run(path, config, signals).await {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            report_error(&e);
+            exit::FAILURE
         }
     }
 }

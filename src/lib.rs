@@ -14,12 +14,16 @@
 //! - [`store`]: the SQLite state database: snapshots, runs, audit log.
 //! - [`lock`]: one run at a time per state database.
 //! - [`sync`]: wires one run together; the only module that sequences I/O.
+//! - [`daemon`]: `dirsync run`: schedules, reload, graceful stop, systemd, health
+//!   and [`metrics`].
 //! - [`exit`]: the process exit codes.
 
 pub mod config;
+pub mod daemon;
 pub mod exit;
 pub mod lock;
 pub mod mapping;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod safety;

@@ -81,6 +81,38 @@ pub struct TargetReport {
     pub refused: Option<String>,
     /// Set when the target stopped early because it refused the credentials.
     pub auth_error: Option<String>,
+    /// Attempts beyond the first, over all operations.
+    pub retries: usize,
+    /// 429 answers.
+    pub throttled: usize,
+    /// Finished operations by kind (`replace_members`, `update_user`) and outcome.
+    pub by_kind: BTreeMap<String, KindCounts>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct KindCounts {
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+/// Progress of the pushes, for a progress bar. Calls come from the run's task.
+pub trait Progress: Send + Sync {
+    /// A target starts pushing `total` operations.
+    fn start(&self, target: &str, total: usize);
+    /// One more operation finished (or was skipped).
+    fn advance(&self);
+    /// The target is done.
+    fn finish(&self);
+}
+
+/// No progress display (daemon, cron, tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: &str, _: usize) {}
+    fn advance(&self) {}
+    fn finish(&self) {}
 }
 
 /// A run's result.
@@ -136,6 +168,7 @@ pub async fn run(
     config: &Config,
     opts: &Options,
     cancel: &CancellationToken,
+    progress: &dyn Progress,
     out: &mut (dyn Write + Send),
 ) -> Result<Report, SyncError> {
     let targets: Vec<&TargetConfig> = match &opts.target {
@@ -217,7 +250,9 @@ pub async fn run(
         for (kind, id, why) in &p.invalid {
             tracing::warn!(target_name = %p.config.name, kind, id, "Skipped an entity whose request cannot be built: {why}");
         }
-        push(&store, &run_id, &p, cancel, &mut tr).await?;
+        progress.start(&p.config.name, p.plan.ops.len());
+        push(&store, &run_id, &p, cancel, progress, &mut tr).await?;
+        progress.finish();
         if opts.mode == Mode::Resync && tr.failed + tr.not_started + tr.invalid == 0 {
             let forgotten = store
                 .retain(&p.config.name, &p.desired_ids.0, &p.desired_ids.1)
@@ -360,6 +395,7 @@ async fn push(
     run_id: &str,
     p: &Prepared<'_>,
     cancel: &CancellationToken,
+    progress: &dyn Progress,
     tr: &mut TargetReport,
 ) -> Result<(), StoreError> {
     let stop = AtomicBool::new(false);
@@ -373,7 +409,8 @@ async fn push(
             let users = &p.users;
             async move {
                 if cancel.is_cancelled() || stop.load(Ordering::Relaxed) {
-                    return Ok(None);
+                    progress.advance();
+                    return Ok((op.kind(), None));
                 }
                 let outcome = p.target.push(op, users).await;
                 let failures = match &outcome.result {
@@ -416,27 +453,35 @@ async fn push(
                         error,
                     })
                     .await?;
-                Ok::<_, StoreError>(Some(outcome))
+                progress.advance();
+                Ok::<_, StoreError>((op.kind(), Some(outcome)))
             }
         })
         .buffer_unordered(p.target.spec().concurrency)
         .collect::<Vec<_>>()
         .await;
     for r in results {
-        match r? {
-            None => tr.not_started += 1,
-            Some(o) => match o.result {
-                Ok(drift) => {
-                    tr.succeeded += 1;
-                    tr.drift += usize::from(drift.is_some());
+        let (kind, outcome) = r?;
+        let Some(o) = outcome else {
+            tr.not_started += 1;
+            continue;
+        };
+        tr.retries += o.attempts.saturating_sub(1) as usize;
+        tr.throttled += o.throttled as usize;
+        let counts = tr.by_kind.entry(kind.to_owned()).or_default();
+        match o.result {
+            Ok(drift) => {
+                tr.succeeded += 1;
+                counts.succeeded += 1;
+                tr.drift += usize::from(drift.is_some());
+            }
+            Err(e) => {
+                tr.failed += 1;
+                counts.failed += 1;
+                if e.is_auth() {
+                    tr.auth_error = Some(e.to_string());
                 }
-                Err(e) => {
-                    tr.failed += 1;
-                    if e.is_auth() {
-                        tr.auth_error = Some(e.to_string());
-                    }
-                }
-            },
+            }
         }
     }
     Ok(())
@@ -450,7 +495,7 @@ fn log_outcome(
 ) {
     let (kind, id, name) = (op.kind(), op.entity_id(), op.entity_name());
     match &outcome.result {
-        Ok(_) => tracing::info!(
+        Ok(_) => tracing::debug!(
             target_name = target,
             kind,
             id,

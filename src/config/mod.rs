@@ -55,8 +55,21 @@ pub struct Config {
     pub source: SourceConfig,
     /// By name, sorted.
     pub targets: Vec<TargetConfig>,
+    pub daemon: DaemonConfig,
     /// Things worth a warning at start (inline secrets, say), already worded.
     pub warnings: Vec<String>,
+}
+
+/// Settings of `dirsync run`.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub schedule: Option<cron::Schedule>,
+    pub resync_schedule: Option<cron::Schedule>,
+    pub run_at_start: bool,
+    pub shutdown_grace: Duration,
+    /// Where /healthz and /metrics are served; loopback only.
+    pub listen: Option<std::net::SocketAddr>,
+    pub healthy_within: Duration,
 }
 
 #[derive(Debug)]
@@ -177,11 +190,13 @@ impl Ctx {
         for (name, target) in raw.targets {
             targets.push(self.target(&name, target, &raw.safety)?);
         }
+        let daemon = self.daemon(raw.daemon)?;
         Ok(Config {
             path: self.path.clone(),
             state_db,
             source,
             targets,
+            daemon,
             warnings: self.warnings.into_inner(),
         })
     }
@@ -399,6 +414,47 @@ impl Ctx {
             removed_users,
             limits,
             allow_empty_source: safety.allow_empty_source.unwrap_or(false),
+        })
+    }
+
+    fn daemon(&self, raw: raw::RawDaemon) -> Result<DaemonConfig, ConfigError> {
+        let schedule = |key: &str, expr: Option<String>| {
+            expr.map(|e| crate::daemon::schedule::parse(&e).map_err(|m| self.invalid(key, m)))
+                .transpose()
+        };
+        let listen = match raw.listen {
+            None => None,
+            Some(l) => {
+                let addr: std::net::SocketAddr = l.parse().map_err(|_| {
+                    self.invalid(
+                        "daemon.listen",
+                        format!("`{l}` is not an address like 127.0.0.1:9187"),
+                    )
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(self.invalid(
+                        "daemon.listen",
+                        "health and metrics are served on a loopback address only (127.0.0.1 or [::1])",
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        Ok(DaemonConfig {
+            schedule: schedule("daemon.schedule", raw.schedule)?,
+            resync_schedule: schedule("daemon.resync_schedule", raw.resync_schedule)?,
+            run_at_start: raw.run_at_start.unwrap_or(false),
+            shutdown_grace: self.duration(
+                "daemon.shutdown_grace",
+                raw.shutdown_grace.as_deref(),
+                Duration::from_secs(30),
+            )?,
+            listen,
+            healthy_within: self.duration(
+                "daemon.healthy_within",
+                raw.healthy_within.as_deref(),
+                Duration::from_secs(3600),
+            )?,
         })
     }
 

@@ -16,6 +16,25 @@ pub struct RawConfig {
     pub targets: BTreeMap<String, RawTarget>,
     #[serde(default)]
     pub safety: RawSafety,
+    #[serde(default)]
+    pub daemon: RawDaemon,
+}
+
+/// `dirsync run`: schedules, shutdown, observability.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// Cron expression for syncs (5 fields, or 6-7 with seconds).
+    pub schedule: Option<String>,
+    /// Cron expression for full resyncs.
+    pub resync_schedule: Option<String>,
+    pub run_at_start: Option<bool>,
+    /// How long in-flight requests may take to finish on SIGTERM.
+    pub shutdown_grace: Option<String>,
+    /// `127.0.0.1:9187` serves /healthz and /metrics (off when absent).
+    pub listen: Option<String>,
+    /// /healthz stays healthy this long after the last successful run.
+    pub healthy_within: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,320 @@
+//! `dirsync run`: the long-running service.
+//!
+//! Runs syncs (and resyncs) on the configured cron schedules, one at a time; reloads
+//! the config on request (validated first: an invalid one is logged and the old one
+//! kept); stops gracefully: no new operations, in-flight requests get
+//! `shutdown_grace` to finish and be recorded. Signals arrive as injected values
+//! (`Signals`), so tests drive the loop without sending real signals.
+//!
+//! Talks to systemd through `notify` (READY, STATUS, WATCHDOG, RELOADING, STOPPING)
+//! and serves /healthz and /metrics on a loopback address when configured.
+
+pub mod notify;
+pub mod schedule;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Local;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+use crate::lock::LockError;
+use crate::metrics::Metrics;
+use crate::plan::Mode;
+use crate::store::Store;
+use crate::sync::{self, NoProgress, Outcome, SyncError};
+
+/// What the outside world asks of the daemon.
+#[derive(Debug)]
+pub struct Signals {
+    /// Stop: no new operations, finish in-flight ones within the grace period.
+    pub shutdown: CancellationToken,
+    /// Reload the config from its file.
+    pub reload: mpsc::UnboundedReceiver<()>,
+}
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot serve health and metrics on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What /healthz and STATUS= report.
+#[derive(Debug)]
+pub struct Health {
+    pub started: Instant,
+    pub last_run: Option<(Instant, String)>,
+    pub last_success: Option<Instant>,
+    /// /healthz stays healthy this long after the last success (and after start).
+    pub healthy_within: Duration,
+}
+
+impl Health {
+    /// Healthy while the last run succeeded, or the last success (or the start, before
+    /// any success) is recent enough.
+    pub fn check(&self, now: Instant) -> Result<String, String> {
+        let recent = |t: Instant| now.saturating_duration_since(t) <= self.healthy_within;
+        match (&self.last_run, self.last_success) {
+            (Some((_, outcome)), _) if outcome == "success" => Ok("ok: the last run succeeded".into()),
+            (_, Some(t)) if recent(t) => Ok(format!(
+                "ok: the last success was {}s ago",
+                now.duration_since(t).as_secs()
+            )),
+            (None, None) if recent(self.started) => Ok("ok: starting, no run yet".into()),
+            (Some((_, outcome)), _) => Err(format!(
+                "unhealthy: the last run ended `{outcome}` and no run succeeded recently"
+            )),
+            (None, _) => Err("unhealthy: no run succeeded since start".into()),
+        }
+    }
+}
+
+/// Shared between the loop and the HTTP server.
+#[derive(Debug)]
+pub struct Shared {
+    pub health: Mutex<Health>,
+    pub metrics: Metrics,
+}
+
+/// Runs the service until `signals.shutdown` fires.
+pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Result<(), DaemonError> {
+    let mut config = Arc::new(config);
+    // READY means the config is valid and the state database usable.
+    Store::open(&config.state_db).await?.close().await;
+    let shared = Arc::new(Shared {
+        health: Mutex::new(Health {
+            started: Instant::now(),
+            last_run: None,
+            last_success: None,
+            healthy_within: config.daemon.healthy_within,
+        }),
+        metrics: Metrics::new(),
+    });
+    if let Some(addr) = config.daemon.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        tracing::info!(%addr, "Serving /healthz and /metrics.");
+        tokio::spawn(server::serve(
+            listener,
+            Arc::clone(&shared),
+            signals.shutdown.clone(),
+        ));
+    }
+    if let Some(every) = notify::watchdog_interval() {
+        let stop = signals.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => notify::watchdog(),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+    notify::ready("waiting for the first scheduled run");
+    tracing::info!(config = %config_path.display(), "The daemon is ready.");
+
+    let mut run_now = config.daemon.run_at_start;
+    loop {
+        let mode = if run_now {
+            run_now = false;
+            Mode::Sync
+        } else {
+            let now = Local::now();
+            let next = schedule::next(
+                config.daemon.schedule.as_ref(),
+                config.daemon.resync_schedule.as_ref(),
+                &now,
+            );
+            let wait = next
+                .as_ref()
+                .map(|(at, _)| (*at - now).to_std().unwrap_or_default());
+            if next.is_none() {
+                tracing::warn!(
+                    "No schedule is configured ([daemon] schedule); idle until stopped or reloaded."
+                );
+            }
+            tokio::select! {
+                _ = sleep_or_forever(wait) => next.map_or(Mode::Sync, |(_, m)| m),
+                _ = signals.shutdown.cancelled() => break,
+                Some(()) = signals.reload.recv() => {
+                    config = reload(config_path, config);
+                    continue;
+                }
+            }
+        };
+        let started_wall = Local::now();
+        let started = Instant::now();
+        let outcome = run_once(&config, mode, &signals.shutdown, &shared).await;
+        let elapsed = started.elapsed();
+        {
+            let mut health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
+            health.last_run = Some((Instant::now(), outcome.clone()));
+            if outcome == "success" {
+                health.last_success = Some(Instant::now());
+            }
+        }
+        notify::status(&format!(
+            "last run: {outcome} at {} ({:.1}s)",
+            started_wall.format("%Y-%m-%d %H:%M:%S"),
+            elapsed.as_secs_f64()
+        ));
+        if signals.shutdown.is_cancelled() {
+            break;
+        }
+        let end = Local::now();
+        for (name, sched) in [
+            ("schedule", &config.daemon.schedule),
+            ("resync_schedule", &config.daemon.resync_schedule),
+        ] {
+            if let Some(s) = sched {
+                let skipped = schedule::missed(s, &started_wall, &end);
+                if skipped > 0 {
+                    tracing::warn!(
+                        skipped,
+                        schedule = name,
+                        "The run overran; skipped the ticks that fell inside it."
+                    );
+                }
+            }
+        }
+    }
+    notify::stopping();
+    tracing::info!("The daemon stopped.");
+    Ok(())
+}
+
+async fn sleep_or_forever(wait: Option<Duration>) {
+    match wait {
+        Some(w) => tokio::time::sleep(w).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One scheduled run; returns its outcome word.
+async fn run_once(config: &Config, mode: Mode, shutdown: &CancellationToken, shared: &Shared) -> String {
+    let opts = sync::Options {
+        mode,
+        dry_run: false,
+        target: None,
+        allow_removals: false,
+        wait: false,
+    };
+    let cancel = CancellationToken::new();
+    let mut sink = std::io::sink();
+    let started = Instant::now();
+    let run = sync::run(config, &opts, &cancel, &NoProgress, &mut sink);
+    tokio::pin!(run);
+    let result = tokio::select! {
+        r = &mut run => r,
+        _ = shutdown.cancelled() => {
+            tracing::info!(grace_s = config.daemon.shutdown_grace.as_secs(), "Stopping: no new operations start; waiting for those in flight.");
+            cancel.cancel();
+            match tokio::time::timeout(config.daemon.shutdown_grace, &mut run).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("The grace period ended with requests in flight; they are not recorded and the next run repeats them.");
+                    shared.metrics.observe_error("interrupted", started.elapsed());
+                    return "interrupted".into();
+                }
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    match result {
+        Ok(report) => {
+            let outcome = match report.outcome() {
+                Outcome::Success => "success",
+                Outcome::Partial => "partial",
+                Outcome::Refused => "refused",
+            };
+            shared.metrics.observe(&report, outcome, elapsed);
+            tracing::info!(outcome, mode = ?mode, elapsed_ms = elapsed.as_millis() as u64, "Scheduled run finished.");
+            outcome.into()
+        }
+        Err(SyncError::Lock(LockError::Held { .. })) => {
+            tracing::warn!(
+                "Skipped the scheduled run: another sync (cron, a timer or a person) holds the lock."
+            );
+            shared.metrics.observe_error("skipped", elapsed);
+            "skipped".into()
+        }
+        Err(e) => {
+            tracing::error!("Scheduled run failed: {e}");
+            let outcome = if matches!(e, SyncError::Source(_)) {
+                "source_error"
+            } else {
+                "error"
+            };
+            shared.metrics.observe_error(outcome, elapsed);
+            outcome.into()
+        }
+    }
+}
+
+/// Loads the config again; keeps the old one if the new one is invalid.
+fn reload(path: &Path, old: Arc<Config>) -> Arc<Config> {
+    notify::reloading();
+    let new = match config::load(path) {
+        Ok(new) => {
+            for w in &new.warnings {
+                tracing::warn!("{w}");
+            }
+            if new.daemon.listen != old.daemon.listen || new.state_db != old.state_db {
+                tracing::warn!("`daemon.listen` and `state_db` take effect only after a restart.");
+            }
+            tracing::info!("Reloaded the configuration.");
+            Arc::new(new)
+        }
+        Err(e) => {
+            tracing::error!("Kept the running configuration; the new one is invalid: {e}");
+            old
+        }
+    };
+    notify::ready("configuration reloaded");
+    new
+}
+
+/// The path the daemon reloads from.
+pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    config::resolve_path(flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health() {
+        let t0 = Instant::now();
+        let h = |last_run: Option<&str>, success_ago: Option<u64>, now_after: u64| {
+            let now = t0 + Duration::from_secs(now_after);
+            Health {
+                started: t0,
+                last_run: last_run.map(|o| (now, o.to_owned())),
+                last_success: success_ago.map(|a| now - Duration::from_secs(a)),
+                healthy_within: Duration::from_secs(600),
+            }
+            .check(now)
+            .is_ok()
+        };
+        assert!(h(None, None, 10), "starting");
+        assert!(!h(None, None, 700), "never ran");
+        assert!(h(Some("success"), Some(0), 5000));
+        assert!(h(Some("partial"), Some(300), 5000), "within the grace period");
+        assert!(!h(Some("partial"), Some(900), 5000));
+        assert!(!h(Some("source_error"), None, 5000));
+    }
+}

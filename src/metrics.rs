@@ -1,0 +1,185 @@
+//! Prometheus metrics of the daemon, derived from each run's report.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::sync::Report;
+
+type Labels = Vec<(String, String)>;
+
+/// The metrics `/metrics` serves.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<Labels, Counter>,
+    operations: Family<Labels, Counter>,
+    retries: Family<Labels, Counter>,
+    throttled: Family<Labels, Counter>,
+    last_success: Gauge<f64, AtomicU64>,
+    run_duration: Histogram,
+    source_objects: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("dirsync");
+        let runs = Family::<Labels, Counter>::default();
+        let operations = Family::<Labels, Counter>::default();
+        let retries = Family::<Labels, Counter>::default();
+        let throttled = Family::<Labels, Counter>::default();
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        let run_duration = Histogram::new(exponential_buckets(0.05, 2.0, 16));
+        let source_objects = Family::<Labels, Gauge>::default();
+        registry.register("runs", "Runs by outcome", runs.clone());
+        registry.register(
+            "operations",
+            "Finished operations by target, kind and outcome",
+            operations.clone(),
+        );
+        registry.register(
+            "retries",
+            "Request attempts beyond the first, by target",
+            retries.clone(),
+        );
+        registry.register(
+            "throttled",
+            "429 Too Many Requests answers, by target",
+            throttled.clone(),
+        );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the end of the last successful run",
+            last_success.clone(),
+        );
+        registry.register("run_duration_seconds", "Duration of runs", run_duration.clone());
+        registry.register(
+            "source_objects",
+            "Users and groups read from the source in the last run",
+            source_objects.clone(),
+        );
+        Metrics {
+            registry,
+            runs,
+            operations,
+            retries,
+            throttled,
+            last_success,
+            run_duration,
+            source_objects,
+        }
+    }
+
+    /// Counts a finished run.
+    pub fn observe(&self, report: &Report, outcome: &str, duration: Duration) {
+        self.runs.get_or_create(&labels(&[("outcome", outcome)])).inc();
+        self.run_duration.observe(duration.as_secs_f64());
+        if outcome == "success" {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.last_success.set(now.as_secs_f64());
+        }
+        self.source_objects
+            .get_or_create(&labels(&[("kind", "users")]))
+            .set(report.source_users as i64);
+        self.source_objects
+            .get_or_create(&labels(&[("kind", "groups")]))
+            .set(report.source_groups as i64);
+        for t in &report.targets {
+            for (kind, counts) in &t.by_kind {
+                for (result, n) in [("success", counts.succeeded), ("failed", counts.failed)] {
+                    if n > 0 {
+                        self.operations
+                            .get_or_create(&labels(&[
+                                ("target", &t.name),
+                                ("kind", kind),
+                                ("outcome", result),
+                            ]))
+                            .inc_by(n as u64);
+                    }
+                }
+            }
+            self.retries
+                .get_or_create(&labels(&[("target", &t.name)]))
+                .inc_by(t.retries as u64);
+            self.throttled
+                .get_or_create(&labels(&[("target", &t.name)]))
+                .inc_by(t.throttled as u64);
+        }
+    }
+
+    /// Counts a run that could not go ahead (source error, lock held, …).
+    pub fn observe_error(&self, outcome: &str, duration: Duration) {
+        self.runs.get_or_create(&labels(&[("outcome", outcome)])).inc();
+        self.run_duration.observe(duration.as_secs_f64());
+    }
+
+    /// The text exposition format (OpenMetrics, which Prometheus reads).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::{KindCounts, TargetReport};
+
+    #[test]
+    fn counts_come_from_the_report() {
+        let m = Metrics::new();
+        let mut t = TargetReport {
+            name: "office".into(),
+            retries: 2,
+            throttled: 1,
+            ..TargetReport::default()
+        };
+        t.by_kind.insert(
+            "replace_members".into(),
+            KindCounts {
+                succeeded: 3,
+                failed: 1,
+            },
+        );
+        let report = Report {
+            source_users: 5,
+            source_groups: 2,
+            targets: vec![t],
+            ..Report::default()
+        };
+        m.observe(&report, "partial", Duration::from_millis(300));
+        let text = m.encode();
+        for line in [
+            "dirsync_runs_total{outcome=\"partial\"} 1",
+            "dirsync_operations_total{target=\"office\",kind=\"replace_members\",outcome=\"success\"} 3",
+            "dirsync_operations_total{target=\"office\",kind=\"replace_members\",outcome=\"failed\"} 1",
+            "dirsync_retries_total{target=\"office\"} 2",
+            "dirsync_throttled_total{target=\"office\"} 1",
+            "dirsync_source_objects{kind=\"users\"} 5",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
+    }
+}
