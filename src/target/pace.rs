@@ -1,0 +1,130 @@
+//! Pacing of one target's requests: a requests-per-second limit, and a pause that every
+//! worker honours while the target has asked us (with `Retry-After`) to wait.
+//!
+//! Time is tokio's, so tests run it paused. Slots are handed out in order, one every
+//! `1 / rate` seconds (no bursts), so the rate is never exceeded even at the start.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+#[derive(Debug)]
+pub struct Pacer {
+    /// Time between two requests; zero without a rate limit.
+    interval: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The earliest time the next request may start.
+    next_slot: Instant,
+    /// No request starts before this (the latest `Retry-After`).
+    paused_until: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(rate_limit: Option<f64>) -> Pacer {
+        let interval = rate_limit.map_or(Duration::ZERO, |r| Duration::from_secs_f64(1.0 / r));
+        Pacer {
+            interval,
+            state: Mutex::new(State {
+                next_slot: Instant::now(),
+                paused_until: None,
+            }),
+        }
+    }
+
+    /// Waits until this request may start.
+    pub async fn wait_turn(&self) {
+        loop {
+            let slot = {
+                let mut s = self.state.lock().await;
+                let now = Instant::now();
+                match s.paused_until {
+                    Some(until) if until > now => Err(until),
+                    _ => {
+                        let slot = s.next_slot.max(now);
+                        s.next_slot = slot + self.interval;
+                        Ok(slot)
+                    }
+                }
+            };
+            match slot {
+                Err(until) => tokio::time::sleep_until(until).await,
+                Ok(slot) => {
+                    tokio::time::sleep_until(slot).await;
+                    // A pause asked for while this request waited for its slot wins.
+                    let s = self.state.lock().await;
+                    if s.paused_until.is_none_or(|until| until <= Instant::now()) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Holds every request to this target for `wait`.
+    pub async fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut s = self.state.lock().await;
+        s.paused_until = Some(s.paused_until.map_or(until, |u| u.max(until)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Start times, relative to the test's start, of `n` requests from `workers` tasks.
+    async fn starts(pacer: Arc<Pacer>, n: usize, workers: usize, pause_at: Option<(usize, u64)>) -> Vec<u64> {
+        let t0 = Instant::now();
+        let times = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..workers {
+            let (pacer, times, next) = (Arc::clone(&pacer), Arc::clone(&times), Arc::clone(&next));
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    pacer.wait_turn().await;
+                    times.lock().expect("lock").push(t0.elapsed().as_millis() as u64);
+                    if let Some((at, secs)) = pause_at
+                        && i == at
+                    {
+                        pacer.pause(Duration::from_secs(secs)).await;
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let mut v = times.lock().expect("lock").clone();
+        v.sort_unstable();
+        v
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_is_never_exceeded() {
+        let got = starts(Arc::new(Pacer::new(Some(4.0))), 6, 3, None).await;
+        assert_eq!(got, [0, 250, 500, 750, 1000, 1250]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_request_starts_during_a_pause() {
+        let got = starts(Arc::new(Pacer::new(None)), 4, 2, Some((1, 2))).await;
+        assert_eq!(got, [0, 0, 2000, 2000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_without_a_rate() {
+        let got = starts(Arc::new(Pacer::new(None)), 3, 3, None).await;
+        assert_eq!(got, [0, 0, 0]);
+    }
+}
