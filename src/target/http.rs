@@ -1,0 +1,360 @@
+//! The HTTP target: sends what `request` builds, with auth, timeouts and retries.
+//!
+//! One engine for every API: a preset is only a `Spec`. Auth is added here, on the
+//! wire, so it is never part of a fingerprint, a log line or an audit row; anything a
+//! server echoes back is scrubbed of every configured secret before it is kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderValue, RETRY_AFTER};
+
+use crate::config::TargetConfig;
+use crate::mapping::{DesiredGroup, DesiredUser};
+use crate::plan::Operation;
+use crate::target::request::{self, Failure, Request, Secrets, Verdict};
+use crate::target::spec::{Auth, Endpoint, EndpointKind, Retry, Spec};
+use crate::template::Templates;
+
+/// What happened to one operation, after every attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushOutcome {
+    pub result: Result<Option<request::Drift>, PushError>,
+    /// Last HTTP status seen, if any answer came.
+    pub status: Option<u16>,
+    pub attempts: u32,
+}
+
+/// Why an operation failed. Messages are free of secrets.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PushError {
+    #[error("target `{target}` refused the credentials: {message}")]
+    Auth { target: String, message: String },
+    #[error("{0}")]
+    Rejected(String),
+    #[error("{0}")]
+    Transient(String),
+    #[error("cannot build the request: {0}")]
+    Build(String),
+}
+
+impl PushError {
+    pub fn is_auth(&self) -> bool {
+        matches!(self, PushError::Auth { .. })
+    }
+}
+
+/// A target could not be set up (the HTTP client, say).
+#[derive(Debug, thiserror::Error)]
+#[error("target `{target}`: {message}")]
+pub struct TargetError {
+    pub target: String,
+    pub message: String,
+}
+
+/// One configured HTTP target.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    pub name: String,
+    spec: Arc<Spec>,
+    templates: Arc<Templates>,
+    client: reqwest::Client,
+}
+
+impl HttpTarget {
+    pub fn new(config: &TargetConfig) -> Result<HttpTarget, TargetError> {
+        let client = reqwest::Client::builder()
+            .timeout(config.spec.timeout)
+            .connect_timeout(config.spec.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("dirsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TargetError {
+                target: config.name.clone(),
+                message: format!("cannot create the HTTP client: {e}"),
+            })?;
+        Ok(HttpTarget {
+            name: config.name.clone(),
+            spec: Arc::new(config.spec.clone()),
+            templates: Arc::clone(&config.templates),
+            client,
+        })
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    pub fn offers(&self, kind: EndpointKind) -> bool {
+        self.spec.endpoints.contains_key(&kind)
+    }
+
+    fn endpoint(&self, kind: EndpointKind) -> Result<&Endpoint, request::BuildError> {
+        self.spec.endpoints.get(&kind).ok_or_else(|| {
+            request::BuildError(format!("target `{}` has no `{}` endpoint", self.name, kind.key()))
+        })
+    }
+
+    /// The request for a group, as it would be sent.
+    pub fn group_request(
+        &self,
+        group: &DesiredGroup,
+        users: &BTreeMap<String, DesiredUser>,
+        secrets: Secrets,
+    ) -> Result<Request, request::BuildError> {
+        let ep = self.endpoint(EndpointKind::GroupMembers)?;
+        let ctx = request::group_context(&self.spec, ep, &self.name, group, users, secrets);
+        request::build(&self.templates, ep, &ctx)
+    }
+
+    /// The request for a user, as it would be sent.
+    pub fn user_request(&self, user: &DesiredUser, secrets: Secrets) -> Result<Request, request::BuildError> {
+        let ep = self.endpoint(EndpointKind::UpdateUser)?;
+        let ctx = request::user_context(&self.spec, &self.name, user, secrets);
+        request::build(&self.templates, ep, &ctx)
+    }
+
+    /// Sends one operation, retrying what is worth retrying.
+    pub async fn push(&self, op: &Operation, users: &BTreeMap<String, DesiredUser>) -> PushOutcome {
+        let (kind, built, sent) = match op {
+            Operation::ReplaceMembers(g) => (
+                EndpointKind::GroupMembers,
+                self.group_request(&g.group, users, Secrets::Real),
+                Some(&g.group.members),
+            ),
+            Operation::UpdateUser(u) => (
+                EndpointKind::UpdateUser,
+                self.user_request(&u.user, Secrets::Real),
+                None,
+            ),
+        };
+        let (ep, req) = match (self.endpoint(kind), built) {
+            (Ok(ep), Ok(req)) => (ep, req),
+            (Err(e), _) | (_, Err(e)) => {
+                return PushOutcome {
+                    result: Err(PushError::Build(self.redact(&e.0))),
+                    status: None,
+                    attempts: 0,
+                };
+            }
+        };
+        self.send_with_retries(ep, &req, sent).await
+    }
+
+    async fn send_with_retries(
+        &self,
+        ep: &Endpoint,
+        req: &Request,
+        sent: Option<&BTreeSet<String>>,
+    ) -> PushOutcome {
+        let retry = &self.spec.retry;
+        let mut attempts = 0;
+        let mut status = None;
+        loop {
+            attempts += 1;
+            let (verdict, retry_after) = match self.send_once(req).await {
+                Ok((code, headers, body)) => {
+                    status = Some(code);
+                    let after = headers
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                    (request::judge(ep, code, &body, sent), after)
+                }
+                Err(message) => (
+                    Verdict::Failure {
+                        kind: Failure::Retryable,
+                        message,
+                    },
+                    None,
+                ),
+            };
+            let (kind, message) = match verdict {
+                Verdict::Success { drift } => {
+                    return PushOutcome {
+                        result: Ok(drift),
+                        status,
+                        attempts,
+                    };
+                }
+                Verdict::Failure { kind, message } => (kind, self.redact(&message)),
+            };
+            let error = match kind {
+                Failure::Auth => PushError::Auth {
+                    target: self.name.clone(),
+                    message,
+                },
+                Failure::Rejected => PushError::Rejected(message),
+                Failure::Retryable => PushError::Transient(message),
+            };
+            if kind != Failure::Retryable || attempts >= retry.max_attempts {
+                return PushOutcome {
+                    result: Err(error),
+                    status,
+                    attempts,
+                };
+            }
+            let delay = match retry_after {
+                Some(after) if after > retry.max_retry_after => {
+                    return PushOutcome {
+                        result: Err(PushError::Transient(format!(
+                            "{error}; the target asked to wait {}s, longer than retry.max_retry_after",
+                            after.as_secs()
+                        ))),
+                        status,
+                        attempts,
+                    };
+                }
+                Some(after) => after,
+                None => backoff(retry, attempts, rand::random::<f64>()),
+            };
+            tracing::debug!(target_name = %self.name, attempts, delay_ms = delay.as_millis() as u64, %error, "Retrying after a transient failure.");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One HTTP exchange: status, headers and body, or a transport error message.
+    async fn send_once(&self, req: &Request) -> Result<(u16, reqwest::header::HeaderMap, String), String> {
+        // The base URL's own path is kept: `https://host/api` + `/x` is `https://host/api/x`.
+        let base = self.spec.base_url.as_str().trim_end_matches('/');
+        let url = reqwest::Url::parse(&format!("{base}{}", req.path_and_query))
+            .map_err(|e| format!("invalid request URL: {e}"))?;
+        let mut builder = self
+            .client
+            .request(req.method.clone(), url)
+            .header(CONTENT_TYPE, &req.content_type)
+            .body(req.body.clone());
+        if let Some(accept) = &req.accept {
+            builder = builder.header(ACCEPT, accept);
+        }
+        for (name, value) in &req.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder = match &self.spec.auth {
+            Auth::None => builder,
+            Auth::Bearer(token) => {
+                builder.header(AUTHORIZATION, sensitive(&format!("Bearer {}", token.expose()))?)
+            }
+            Auth::Basic { username, password } => builder.basic_auth(username, Some(password.expose())),
+            Auth::Header { name, value } => builder.header(name.as_str(), sensitive(value.expose())?),
+            Auth::Cookie { name, value } => {
+                builder.header(COOKIE, sensitive(&format!("{name}={}", value.expose()))?)
+            }
+            Auth::Query { name, value } => builder.query(&[(name.as_str(), value.expose())]),
+        };
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| self.redact(&describe_transport(&e)))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.redact(&describe_transport(&e)))?;
+        Ok((status, headers, body))
+    }
+
+    /// Replaces every configured secret in `text` with `***`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        let secrets = self
+            .spec
+            .auth
+            .secrets()
+            .into_iter()
+            .chain(self.spec.secrets.values());
+        for s in secrets {
+            if !s.expose().is_empty() {
+                out = out.replace(s.expose(), "***");
+            }
+        }
+        out
+    }
+}
+
+fn sensitive(value: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| "a credential holds characters not allowed in a header".to_owned())?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+fn describe_transport(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "transport error"
+    };
+    // The URL is left out: it may carry a query-parameter credential.
+    let mut msg = kind.to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Exponential backoff with full jitter: a uniform wait in `[0, min(cap, base·2ⁿ)]`.
+/// `fraction` is the random draw in `[0, 1)`, a parameter so that tests pin it.
+pub fn backoff(retry: &Retry, attempt: u32, fraction: f64) -> Duration {
+    let exp = retry
+        .initial_delay
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let ceiling = exp.min(retry.max_delay);
+    ceiling.mul_f64(fraction.clamp(0.0, 1.0))
+}
+
+/// `Retry-After` as seconds or an HTTP date, relative to `now`.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let at: std::time::SystemTime = at.with_timezone(&chrono::Utc).into();
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_full_jitter() {
+        let r = Retry {
+            max_attempts: 10,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            max_retry_after: Duration::from_secs(60),
+        };
+        let cases = [
+            (1, 1.0, 100),
+            (2, 1.0, 200),
+            (3, 0.5, 200),
+            (5, 1.0, 1000),
+            (30, 1.0, 1000),
+            (4, 0.0, 0),
+        ];
+        for (attempt, f, ms) in cases {
+            assert_eq!(
+                backoff(&r, attempt, f),
+                Duration::from_millis(ms),
+                "attempt {attempt} fraction {f}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        let later = chrono::DateTime::<chrono::Utc>::from(now + Duration::from_secs(30)).to_rfc2822();
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

@@ -1,0 +1,12 @@
+//! Targets: the admin APIs dirsync pushes to.
+//!
+//! `spec` describes a target as data, `request` builds requests and judges answers
+//! (pure), `http` sends them, `presets` holds the built-in specs for the seed APIs as
+//! TOML in the same shape an operator writes.
+
+pub mod http;
+pub mod presets;
+pub mod request;
+pub mod spec;
+
+pub use http::{HttpTarget, PushError, PushOutcome, TargetError};

@@ -1,0 +1,532 @@
+//! Building requests and judging responses: the pure half of the HTTP target.
+//!
+//! Given an endpoint's spec, its compiled templates and an operation, `build` returns
+//! the exact request to send. `fingerprint` hashes it with secrets masked, which is
+//! what the snapshot compares. `judge` reads a response into a verdict. Nothing here
+//! touches the network, so every rule is tested with plain values.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::mapping::{DesiredGroup, DesiredUser};
+use crate::model::User;
+use crate::target::spec::{BodyFormat, Condition, Endpoint, Spec};
+use crate::template::{Kind, Templates};
+
+/// A request, ready to send, without the auth (added on the wire only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: reqwest::Method,
+    /// Path and query relative to the base URL, already encoded.
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub content_type: String,
+    pub accept: Option<String>,
+    pub body: String,
+}
+
+/// Whether templates see the real secrets (to send) or placeholders (to fingerprint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    Real,
+    Masked,
+}
+
+/// The request could not be built: a template failed, or rendered an invalid body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+/// What a template sees of a user.
+pub fn user_view(target_id: &str, user: &User) -> Value {
+    json!({
+        "id": target_id,
+        "source_id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "display_name": user.display_name,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "phone": user.phone,
+        "enabled": user.enabled,
+        "attrs": user.attrs,
+    })
+}
+
+fn common(spec: &Spec, target: &str, secrets: Secrets) -> serde_json::Map<String, Value> {
+    let secrets: serde_json::Map<String, Value> = spec
+        .secrets
+        .iter()
+        .map(|(name, s)| {
+            let v = match secrets {
+                Secrets::Real => s.expose().to_owned(),
+                Secrets::Masked => format!("<secret:{name}>"),
+            };
+            (name.clone(), Value::String(v))
+        })
+        .collect();
+    let mut ctx = serde_json::Map::new();
+    ctx.insert("vars".into(), Value::Object(spec.vars.clone()));
+    ctx.insert("secrets".into(), Value::Object(secrets));
+    ctx.insert("target".into(), json!({ "name": target }));
+    ctx
+}
+
+/// Template context of a group-members request.
+pub fn group_context(
+    spec: &Spec,
+    ep: &Endpoint,
+    target: &str,
+    group: &DesiredGroup,
+    users: &BTreeMap<String, DesiredUser>,
+    secrets: Secrets,
+) -> Value {
+    let mut ctx = common(spec, target, secrets);
+    ctx.insert(
+        "group".into(),
+        json!({ "id": group.id, "name": group.name, "source_id": group.source_id, "source_name": group.source_name }),
+    );
+    ctx.insert("members".into(), json!(group.members));
+    if ep.uses_member_users {
+        let views: Vec<Value> = group
+            .members
+            .iter()
+            .filter_map(|id| users.get(id).map(|u| user_view(id, &u.user)))
+            .collect();
+        ctx.insert("member_users".into(), Value::Array(views));
+    }
+    Value::Object(ctx)
+}
+
+/// Template context of an update-user request.
+pub fn user_context(spec: &Spec, target: &str, user: &DesiredUser, secrets: Secrets) -> Value {
+    let mut ctx = common(spec, target, secrets);
+    ctx.insert("user".into(), user_view(&user.id, &user.user));
+    Value::Object(ctx)
+}
+
+/// Renders the endpoint's templates with `ctx` into a request.
+pub fn build(templates: &Templates, ep: &Endpoint, ctx: &Value) -> Result<Request, BuildError> {
+    let render = |part: &str, kind: Kind| {
+        templates
+            .render(&ep.template(part), kind, ctx)
+            .map_err(|e| BuildError(e.to_string()))
+    };
+    let mut path_and_query = render("path", Kind::Url)?;
+    if !path_and_query.starts_with('/') {
+        path_and_query.insert(0, '/');
+    }
+    let mut query = Vec::new();
+    for name in &ep.query {
+        query.push((name.clone(), render(&format!("query.{name}"), Kind::Text)?));
+    }
+    if !query.is_empty() {
+        let encoded = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        path_and_query.push(if path_and_query.contains('?') { '&' } else { '?' });
+        path_and_query.push_str(&encoded);
+    }
+    let mut headers = Vec::new();
+    for name in &ep.headers {
+        headers.push((name.clone(), render(&format!("header.{name}"), Kind::Text)?));
+    }
+    let body = render("body", ep.format.template_kind())?;
+    match ep.format {
+        BodyFormat::Json => {
+            serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|e| {
+                BuildError(format!(
+                    "template `{}` rendered invalid JSON: {e}",
+                    ep.template("body")
+                ))
+            })?;
+        }
+        BodyFormat::Xml => check_xml(&body).map_err(|e| {
+            BuildError(format!(
+                "template `{}` rendered invalid XML: {e}",
+                ep.template("body")
+            ))
+        })?,
+    }
+    Ok(Request {
+        method: ep.method.clone(),
+        path_and_query,
+        headers,
+        content_type: ep.content_type.clone(),
+        accept: ep.accept.clone(),
+        body,
+    })
+}
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Well-formedness of an XML body: tags balanced and properly nested.
+fn check_xml(body: &str) -> Result<(), String> {
+    let mut reader = quick_xml::Reader::from_str(body);
+    reader.config_mut().check_end_names = true;
+    let mut depth = 0usize;
+    let mut roots = 0usize;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Start(_)) => {
+                if depth == 0 {
+                    roots += 1;
+                }
+                depth += 1;
+            }
+            Ok(quick_xml::events::Event::Empty(_)) if depth == 0 => roots += 1,
+            Ok(quick_xml::events::Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if depth != 0 || roots != 1 {
+        return Err("expected exactly one root element".into());
+    }
+    Ok(())
+}
+
+/// The hash the snapshot keeps: method, path, query and body, secrets masked.
+pub fn fingerprint(req: &Request) -> String {
+    let mut h = Sha256::new();
+    h.update(req.method.as_str().as_bytes());
+    h.update(b" ");
+    h.update(req.path_and_query.as_bytes());
+    h.update(b"\n");
+    h.update(req.body.as_bytes());
+    let digest = h.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How a failed response is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Failure {
+    /// 401/403: credentials are wrong; retrying does not help.
+    Auth,
+    /// 408, 429, 5xx but 501, or a transport error: worth another attempt.
+    Retryable,
+    /// Anything else: the target refused this request as it is.
+    Rejected,
+}
+
+/// What a response means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Success { drift: Option<Drift> },
+    Failure { kind: Failure, message: String },
+}
+
+/// Members the answer shows differently from what was sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Drift {
+    /// Sent, but not in the target's answer (silently skipped).
+    pub missing: BTreeSet<String>,
+    /// In the target's answer, but not sent.
+    pub unexpected: BTreeSet<String>,
+}
+
+/// Classifies a status outside the success range.
+pub fn classify(status: u16) -> Failure {
+    match status {
+        401 | 403 => Failure::Auth,
+        408 | 429 => Failure::Retryable,
+        501 => Failure::Rejected,
+        500..=599 => Failure::Retryable,
+        _ => Failure::Rejected,
+    }
+}
+
+/// Judges a response. `sent` is the member list sent, for drift detection.
+pub fn judge(ep: &Endpoint, status: u16, body: &str, sent: Option<&BTreeSet<String>>) -> Verdict {
+    let parsed = parse_body(body);
+    if !ep.success.status.contains(&status) {
+        let detail = error_message(ep, parsed.as_ref()).unwrap_or_else(|| excerpt(body));
+        let message = if detail.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status}: {detail}")
+        };
+        return Verdict::Failure {
+            kind: classify(status),
+            message,
+        };
+    }
+    for cond in &ep.success.conditions {
+        let (ok, pointer) = match cond {
+            Condition::Equals { pointer, value } => (
+                parsed.as_ref().and_then(|p| p.pointer(pointer)) == Some(value),
+                pointer,
+            ),
+            Condition::Empty { pointer } => (
+                match parsed.as_ref().map(|p| p.pointer(pointer)) {
+                    None => true,
+                    Some(None) | Some(Some(Value::Null)) => true,
+                    Some(Some(Value::String(s))) => s.is_empty(),
+                    Some(Some(_)) => false,
+                },
+                pointer,
+            ),
+        };
+        if !ok {
+            let detail = error_message(ep, parsed.as_ref()).unwrap_or_else(|| excerpt(body));
+            return Verdict::Failure {
+                kind: Failure::Rejected,
+                message: format!("HTTP {status} but `{pointer}` says it failed: {detail}"),
+            };
+        }
+    }
+    let drift = match (&ep.response_members, sent, parsed.as_ref()) {
+        (Some(rm), Some(sent), Some(doc)) => {
+            doc.pointer(&rm.pointer).and_then(|v| v.as_array()).map(|items| {
+                let got: BTreeSet<String> = items
+                    .iter()
+                    .filter_map(|item| match (&rm.id_field, item) {
+                        (Some(f), Value::Object(o)) => o.get(f).and_then(scalar),
+                        (None, v) => scalar(v),
+                        _ => None,
+                    })
+                    .collect();
+                Drift {
+                    missing: sent.difference(&got).cloned().collect(),
+                    unexpected: got.difference(sent).cloned().collect(),
+                }
+            })
+        }
+        _ => None,
+    };
+    let drift = drift.filter(|d| !d.missing.is_empty() || !d.unexpected.is_empty());
+    Verdict::Success { drift }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A JSON body as JSON; an XML body as JSON of its elements (`<A><B>x</B></A>` is
+/// `{"A": {"B": "x"}}`), so that one pointer syntax serves both formats.
+pub fn parse_body(body: &str) -> Option<Value> {
+    let trimmed = body.trim_start();
+    if trimmed.starts_with('<') {
+        xml_to_json(trimmed)
+    } else if trimmed.is_empty() {
+        None
+    } else {
+        serde_json::from_str(trimmed).ok()
+    }
+}
+
+fn xml_to_json(body: &str) -> Option<Value> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(body);
+    // Stack of (element name, children object, text).
+    let mut stack: Vec<(String, serde_json::Map<String, Value>, String)> =
+        vec![(String::new(), serde_json::Map::new(), String::new())];
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) => {
+                let name = e.local_name().as_ref().to_owned();
+                stack.push((name, serde_json::Map::new(), String::new()));
+            }
+            Event::Empty(e) => {
+                let name = e.local_name().as_ref().to_owned();
+                insert_child(&mut stack.last_mut()?.1, name, Value::Null);
+            }
+            Event::Text(t) => {
+                stack.last_mut()?.2.push_str(&t.html_content());
+            }
+            Event::GeneralRef(r) => {
+                let text = match r.resolve_char_ref().ok()? {
+                    Some(c) => c.to_string(),
+                    None => quick_xml::escape::resolve_predefined_entity(&r.html_content())?.to_owned(),
+                };
+                stack.last_mut()?.2.push_str(&text);
+            }
+            Event::CData(c) => {
+                stack.last_mut()?.2.push_str(&c.html_content());
+            }
+            Event::End(_) => {
+                let (name, children, text) = stack.pop()?;
+                let value = if children.is_empty() {
+                    Value::String(text.trim().to_owned())
+                } else {
+                    Value::Object(children)
+                };
+                insert_child(&mut stack.last_mut()?.1, name, value);
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let (_, root, _) = stack.pop()?;
+    Some(Value::Object(root))
+}
+
+/// Repeated elements become an array.
+fn insert_child(map: &mut serde_json::Map<String, Value>, name: String, value: Value) {
+    match map.get_mut(&name) {
+        None => {
+            map.insert(name, value);
+        }
+        Some(Value::Array(items)) => items.push(value),
+        Some(existing) => {
+            let first = existing.take();
+            *existing = Value::Array(vec![first, value]);
+        }
+    }
+}
+
+fn error_message(ep: &Endpoint, parsed: Option<&Value>) -> Option<String> {
+    let doc = parsed?;
+    let parts: Vec<String> = ep
+        .error_message
+        .iter()
+        .filter_map(|p| doc.pointer(p))
+        .filter_map(|v| match v {
+            Value::Null => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(": "))
+}
+
+/// The start of a response body, on one line, for error messages.
+pub fn excerpt(body: &str) -> String {
+    let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::spec::{EndpointKind, ResponseMembers, SuccessRule};
+
+    fn endpoint(conditions: Vec<Condition>, errors: &[&str]) -> Endpoint {
+        Endpoint {
+            kind: EndpointKind::GroupMembers,
+            method: reqwest::Method::POST,
+            query: vec![],
+            headers: vec![],
+            format: BodyFormat::Json,
+            content_type: "application/json".into(),
+            accept: None,
+            success: SuccessRule {
+                status: 200..=299,
+                conditions,
+            },
+            error_message: errors.iter().map(|s| (*s).to_owned()).collect(),
+            response_members: Some(ResponseMembers {
+                pointer: "/members".into(),
+                id_field: Some("id".into()),
+            }),
+            uses_member_users: false,
+        }
+    }
+
+    fn check(ep: &Endpoint, status: u16, body: &str, expected: &str) {
+        let sent: BTreeSet<String> = ["a", "b"].into_iter().map(String::from).collect();
+        let got = match judge(ep, status, body, Some(&sent)) {
+            Verdict::Success { drift: None } => "ok".to_owned(),
+            Verdict::Success { drift: Some(d) } => format!("drift -{:?} +{:?}", d.missing, d.unexpected),
+            Verdict::Failure { kind, message } => format!("{kind:?}: {message}"),
+        };
+        assert_eq!(got, expected, "status {status} body {body}");
+    }
+
+    #[test]
+    fn statuses() {
+        let ep = endpoint(vec![], &["/message"]);
+        check(&ep, 200, "", "ok");
+        check(&ep, 204, "", "ok");
+        check(&ep, 401, "", "Auth: HTTP 401");
+        check(&ep, 403, r#"{"message":"no"}"#, "Auth: HTTP 403: no");
+        check(&ep, 429, "slow down", "Retryable: HTTP 429: slow down");
+        check(&ep, 503, "", "Retryable: HTTP 503");
+        check(&ep, 501, "", "Rejected: HTTP 501");
+        check(&ep, 400, r#"{"message":"bad id"}"#, "Rejected: HTTP 400: bad id");
+        check(&ep, 408, "", "Retryable: HTTP 408");
+    }
+
+    #[test]
+    fn application_errors_in_a_200() {
+        let ep = endpoint(
+            vec![Condition::Equals {
+                pointer: "/IsSuccess".into(),
+                value: json!(true),
+            }],
+            &["/Code", "/ErrorMessage"],
+        );
+        check(&ep, 200, r#"{"IsSuccess":true}"#, "ok");
+        check(
+            &ep,
+            200,
+            r#"{"IsSuccess":false,"ErrorMessage":"locked","Code":"E42"}"#,
+            "Rejected: HTTP 200 but `/IsSuccess` says it failed: E42: locked",
+        );
+        let ep = endpoint(
+            vec![Condition::Empty {
+                pointer: "/Error/ErrorCode".into(),
+            }],
+            &["/Error/ErrorCode", "/Error/ErrorReason"],
+        );
+        check(&ep, 200, r#"{"Error":null}"#, "ok");
+        check(&ep, 200, r#"{"Error":{"ErrorCode":""}}"#, "ok");
+        check(
+            &ep,
+            200,
+            r#"{"Error":{"ErrorCode":"E1","ErrorReason":"no such user"}}"#,
+            "Rejected: HTTP 200 but `/Error/ErrorCode` says it failed: E1: no such user",
+        );
+        check(
+            &ep,
+            200,
+            "<ResponseOfUser><Error><ErrorCode>E2</ErrorCode><ErrorReason>bad &amp; worse</ErrorReason></Error></ResponseOfUser>",
+            "ok",
+        );
+    }
+
+    #[test]
+    fn drift_from_echoed_members() {
+        let ep = endpoint(vec![], &[]);
+        check(&ep, 200, r#"{"members":[{"id":"a"},{"id":"b"}]}"#, "ok");
+        check(
+            &ep,
+            200,
+            r#"{"members":[{"id":"a"},{"id":"c"}]}"#,
+            r#"drift -{"b"} +{"c"}"#,
+        );
+        check(&ep, 200, r#"{"name":"no members echoed"}"#, "ok");
+    }
+
+    #[test]
+    fn xml_pointers() {
+        let doc = parse_body(
+            "<R xmlns:i=\"x\"><Error><ErrorCode>E2</ErrorCode></Error><L><I>1</I><I>2</I></L></R>",
+        )
+        .expect("parses");
+        assert_eq!(doc.pointer("/R/Error/ErrorCode"), Some(&json!("E2")));
+        assert_eq!(doc.pointer("/R/L/I"), Some(&json!(["1", "2"])));
+    }
+
+    #[test]
+    fn excerpt_is_short_and_one_line() {
+        assert_eq!(excerpt("a\n  b\tc"), "a b c");
+        assert_eq!(excerpt(&"x".repeat(300)).chars().count(), 201);
+    }
+}

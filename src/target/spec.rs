@@ -1,0 +1,153 @@
+//! A target described as data: its endpoints, how each request is built, and how its
+//! answer is judged. Presets and operator-described APIs are both values of this type,
+//! built by the config layer; `target::request` and `target::http` interpret it.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::config::Secret;
+use crate::template::Kind;
+
+/// Which of the two operations an endpoint serves. Also the template name prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EndpointKind {
+    GroupMembers,
+    UpdateUser,
+}
+
+impl EndpointKind {
+    pub fn key(self) -> &'static str {
+        match self {
+            EndpointKind::GroupMembers => "group_members",
+            EndpointKind::UpdateUser => "update_user",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Xml,
+}
+
+impl BodyFormat {
+    pub fn template_kind(self) -> Kind {
+        match self {
+            BodyFormat::Json => Kind::Json,
+            BodyFormat::Xml => Kind::Xml,
+        }
+    }
+}
+
+/// One endpoint. Templates are compiled into the target's `Templates` under
+/// `<kind>.path`, `<kind>.body`, `<kind>.query.<name>`, `<kind>.header.<name>`.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub kind: EndpointKind,
+    pub method: reqwest::Method,
+    pub query: Vec<String>,
+    pub headers: Vec<String>,
+    pub format: BodyFormat,
+    pub content_type: String,
+    pub accept: Option<String>,
+    pub success: SuccessRule,
+    /// JSON pointers (or XML element paths) tried in order for a failure's message.
+    pub error_message: Vec<String>,
+    /// Where the answer echoes the resulting members, for drift detection.
+    pub response_members: Option<ResponseMembers>,
+    /// Whether the body template reads `member_users` (so it is built only if needed).
+    pub uses_member_users: bool,
+}
+
+impl Endpoint {
+    pub fn template(&self, part: &str) -> String {
+        format!("{}.{part}", self.kind.key())
+    }
+}
+
+/// How a response is told to be a success.
+#[derive(Debug, Clone)]
+pub struct SuccessRule {
+    pub status: RangeInclusive<u16>,
+    pub conditions: Vec<Condition>,
+}
+
+/// A condition on the parsed response body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    Equals {
+        pointer: String,
+        value: serde_json::Value,
+    },
+    Empty {
+        pointer: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ResponseMembers {
+    pub pointer: String,
+    pub id_field: Option<String>,
+}
+
+/// How requests prove who they are.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Bearer(Secret),
+    Basic { username: String, password: Secret },
+    Header { name: String, value: Secret },
+    Cookie { name: String, value: Secret },
+    Query { name: String, value: Secret },
+}
+
+impl Auth {
+    /// The secret values this auth sends, for redaction.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        match self {
+            Auth::None => vec![],
+            Auth::Bearer(s) => vec![s],
+            Auth::Basic { password, .. } => vec![password],
+            Auth::Header { value, .. } | Auth::Cookie { value, .. } | Auth::Query { value, .. } => {
+                vec![value]
+            }
+        }
+    }
+}
+
+/// Retry policy for one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    /// The longest `Retry-After` honoured; longer waits end the attempt as failed.
+    pub max_retry_after: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_attempts: 3,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Everything needed to talk to one target, secrets included.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub base_url: reqwest::Url,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub retry: Retry,
+    pub auth: Auth,
+    /// Secrets for templates, exposed as `secrets.NAME`.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Plain values for templates, exposed as `vars.NAME`.
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    pub endpoints: BTreeMap<EndpointKind, Endpoint>,
+}
