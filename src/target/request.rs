@@ -236,6 +236,13 @@ fn resolve<'a>(doc: &'a Value, pointer: &str) -> Vec<(String, Option<&'a Value>)
     current
 }
 
+/// The first value a pointer (with `*` segments, see `resolve`) designates. Answer
+/// pointers use it, so that `/*/UserGroup` reads an XML answer whose root element's
+/// name the document does not give.
+pub fn find<'a>(doc: &'a Value, pointer: &str) -> Option<&'a Value> {
+    resolve(doc, pointer).into_iter().find_map(|(_, v)| v)
+}
+
 /// A value as text: strings as they are, null as "", anything else as JSON.
 fn text(v: &Value) -> String {
     match v {
@@ -372,11 +379,11 @@ pub fn judge(ep: &Endpoint, status: u16, body: &str, sent: Sent<'_>) -> Verdict 
     for cond in &ep.success.conditions {
         let (ok, pointer) = match cond {
             Condition::Equals { pointer, value } => (
-                parsed.as_ref().and_then(|p| p.pointer(pointer)) == Some(value),
+                parsed.as_ref().and_then(|p| find(p, pointer)) == Some(value),
                 pointer,
             ),
             Condition::Empty { pointer } => (
-                match parsed.as_ref().map(|p| p.pointer(pointer)) {
+                match parsed.as_ref().map(|p| find(p, pointer)) {
                     None => true,
                     Some(None) | Some(Some(Value::Null)) => true,
                     Some(Some(Value::String(s))) => s.is_empty(),
@@ -415,7 +422,7 @@ fn answered_members(rm: &ResponseMembers, doc: &Value) -> Option<BTreeSet<String
         (None, v) => scalar(v),
         _ => None,
     };
-    match doc.pointer(&rm.pointer)? {
+    match find(doc, &rm.pointer)? {
         Value::Array(items) => Some(items.iter().filter_map(id).collect()),
         Value::Null => Some(BTreeSet::new()),
         // XML makes a list of one a plain element.
@@ -429,8 +436,8 @@ fn echo_drift(echo: &ResponseEcho, sent_body: &str, answer: &Value) -> BTreeMap<
     let mut out = BTreeMap::new();
     let sent_doc = parse_body(sent_body);
     let (Some(sent), Some(got)) = (
-        sent_doc.as_ref().and_then(|d| d.pointer(&echo.request_pointer)),
-        answer.pointer(&echo.pointer),
+        sent_doc.as_ref().and_then(|d| find(d, &echo.request_pointer)),
+        find(answer, &echo.pointer),
     ) else {
         return out;
     };
@@ -536,7 +543,7 @@ fn error_message(ep: &Endpoint, parsed: Option<&Value>) -> Option<String> {
     let parts: Vec<String> = ep
         .error_message
         .iter()
-        .filter_map(|p| doc.pointer(p))
+        .filter_map(|p| find(doc, p))
         .filter_map(|v| match v {
             Value::Null => None,
             Value::String(s) if s.is_empty() => None,
@@ -789,6 +796,14 @@ mod tests {
             }
         );
         assert_eq!(judge_with(r#"{"Data": null}"#), None);
+    }
+
+    #[test]
+    fn answer_pointers_take_wildcards() {
+        let doc = parse_body("<AnyRoot><UserGroup><Name>n</Name></UserGroup></AnyRoot>").expect("parses");
+        assert_eq!(find(&doc, "/*/UserGroup/Name"), Some(&json!("n")));
+        assert_eq!(find(&doc, "/*/Nope"), None);
+        assert_eq!(find(&doc, ""), Some(&doc));
     }
 
     #[test]
