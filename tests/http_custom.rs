@@ -151,6 +151,9 @@ async fn a_custom_target_sends_exactly_what_the_preset_sends() {
     assert_no_leak(TOKEN, &custom.everything_visible(GOOD).await);
 }
 
+/// Narrows a mock to requests that carry one kind of credential.
+type Matcher = Box<dyn Fn(wiremock::MockBuilder) -> wiremock::MockBuilder>;
+
 /// Each auth kind of a custom target, against a server that wants exactly it.
 #[tokio::test]
 async fn every_auth_kind_reaches_a_server_that_wants_it() {
@@ -158,11 +161,7 @@ async fn every_auth_kind_reaches_a_server_that_wants_it() {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     let secret = "c0ffee-secret-5a5a";
-    let kinds: Vec<(
-        &str,
-        String,
-        Box<dyn Fn(wiremock::MockBuilder) -> wiremock::MockBuilder>,
-    )> = vec![
+    let kinds: Vec<(&str, String, Matcher)> = vec![
         (
             "bearer",
             "kind = \"bearer\"\ntoken_env = \"TEST_SECRET\"".into(),

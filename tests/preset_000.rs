@@ -40,9 +40,9 @@ async fn first_sync_converges_then_nothing_then_one_request_per_change() {
         let state = mock.lock();
         let member = &state.groups[&group_uuid(0)][&uuid(2)];
         assert_eq!(member.user_name, "user2");
-        assert_eq!(member.booleans["CanLogIn"], true);
-        assert_eq!(member.booleans["IsActive"], true);
-        assert_eq!(member.booleans["Locked"], false);
+        assert!(member.booleans["CanLogIn"]);
+        assert!(member.booleans["IsActive"]);
+        assert!(!member.booleans["Locked"]);
     }
 
     env.run(&["sync"], GOOD).await.expect_code(0);
@@ -158,9 +158,9 @@ async fn required_booleans_and_user_name_are_configurable() {
     let state = mock.lock();
     let eng = &state.groups[&group_uuid(0)];
     assert_eq!(eng[&uuid(1)].user_name, "user1@example.com");
-    assert_eq!(eng[&uuid(1)].booleans["Locked"], true);
-    assert_eq!(eng[&uuid(1)].booleans["IsActive"], true);
-    assert_eq!(eng[&uuid(3)].booleans["IsActive"], false);
+    assert!(eng[&uuid(1)].booleans["Locked"]);
+    assert!(eng[&uuid(1)].booleans["IsActive"]);
+    assert!(!eng[&uuid(3)].booleans["IsActive"]);
 }
 
 #[tokio::test]

@@ -223,9 +223,8 @@ mod tests {
             );
         }
         let err = crate::config::parse(
-            &format!(
-                "[source]\nkind = \"csv\"\nusers = \"u\"\ngroups = \"g\"\n[targets.t]\npreset = \"admin-user\"\nbase_url = \"http://127.0.0.1:1\"\n[targets.t.auth]\ntoken = \"x\""
-            ),
+            "[source]\nkind = \"csv\"\nusers = \"u\"\ngroups = \"g\"\n[targets.t]\npreset = \"admin-user\"\n\
+             base_url = \"http://127.0.0.1:1\"\n[targets.t.auth]\ntoken = \"x\"",
             Path::new("/x/dirsync.toml"),
         )
         .expect_err("language_id is required");
