@@ -54,7 +54,12 @@ fn parse_args() -> Result<Args, String> {
 
 /// A UUID made from a kind and an index: stable across runs and seeds.
 fn uuid(kind: u8, i: usize) -> String {
-    format!("{:08x}-0000-4000-8{:03x}-{:012x}", kind as u32, kind as u32 & 0xfff, i)
+    format!(
+        "{:08x}-0000-4000-8{:03x}-{:012x}",
+        kind as u32,
+        kind as u32 & 0xfff,
+        i
+    )
 }
 
 struct Dir {
@@ -96,7 +101,11 @@ fn generate(args: &Args) -> Dir {
         }
         nested.push(sub);
     }
-    let mut dir = Dir { mail_gen: vec![0; n], members, nested };
+    let mut dir = Dir {
+        mail_gen: vec![0; n],
+        members,
+        nested,
+    };
     if args.change_percent > 0.0 {
         let mut rng = StdRng::seed_from_u64(args.seed ^ 0x5eed);
         let users_changed = ((n as f64) * args.change_percent / 100.0).ceil() as usize;
@@ -151,11 +160,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "dn: {b}\nobjectClass: top\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: {}\n\n\
          dn: ou=people,{b}\nobjectClass: organizationalUnit\nou: people\n\n\
          dn: ou=groups,{b}\nobjectClass: organizationalUnit\nou: groups\n\n",
-        b.split(',').next().and_then(|d| d.strip_prefix("dc=")).unwrap_or("example")
+        b.split(',')
+            .next()
+            .and_then(|d| d.strip_prefix("dc="))
+            .unwrap_or("example")
     );
     for (i, mail_gen) in dir.mail_gen.iter().enumerate() {
         let uid = format!("user{i:06}");
-        let mail = if *mail_gen == 0 { format!("{uid}@example.com") } else { format!("{uid}.v{mail_gen}@example.com") };
+        let mail = if *mail_gen == 0 {
+            format!("{uid}@example.com")
+        } else {
+            format!("{uid}.v{mail_gen}@example.com")
+        };
         let id = uuid(1, i);
         writeln!(users, "{id},{uid},{mail},First{i},Last{i},User {i}")?;
         write!(
@@ -172,7 +188,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let flat = flattened(&dir, g, &mut memo);
         let list: Vec<String> = flat.iter().map(|u| uuid(1, *u)).collect();
         writeln!(groups, "{id},{name},{}", list.join(";"))?;
-        write!(ldif, "dn: cn={name},ou=groups,{b}\nobjectClass: groupOfNames\ncn: {name}\nentryUUID: {id}\n")?;
+        write!(
+            ldif,
+            "dn: cn={name},ou=groups,{b}\nobjectClass: groupOfNames\ncn: {name}\nentryUUID: {id}\n"
+        )?;
         for u in &dir.members[g] {
             writeln!(ldif, "member: uid=user{u:06},ou=people,{b}")?;
         }
@@ -184,7 +203,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write(args.out.join("users.csv"), &users)?;
     write(args.out.join("groups.csv"), &groups)?;
     write(args.out.join("directory.ldif"), &ldif)?;
-    let memberships: usize = (0..dir.members.len()).map(|g| memo[g].as_ref().map_or(0, BTreeSet::len)).sum();
+    let memberships: usize = (0..dir.members.len())
+        .map(|g| memo[g].as_ref().map_or(0, BTreeSet::len))
+        .sum();
     eprintln!(
         "wrote {} users, {} groups, {memberships} memberships (flattened) to {}",
         dir.mail_gen.len(),

@@ -40,8 +40,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    let shared = Shared { latency: Duration::from_millis(latency_ms), count: Arc::new(AtomicU64::new(0)) };
-    let app = Router::new().route("/count", get(count)).fallback(any(accept)).with_state(shared);
+    let shared = Shared {
+        latency: Duration::from_millis(latency_ms),
+        count: Arc::new(AtomicU64::new(0)),
+    };
+    let app = Router::new()
+        .route("/count", get(count))
+        .fallback(any(accept))
+        .with_state(shared);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     axum::serve(listener, app).await?;
     Ok(())

@@ -62,6 +62,8 @@ pub struct DesiredGroup {
     pub source_name: String,
     /// Target user ids, sorted.
     pub members: BTreeSet<String>,
+    /// The source group's extra attributes, for templates (`group.attrs.NAME`).
+    pub attrs: BTreeMap<String, String>,
 }
 
 /// A user as the target should have it.
@@ -191,6 +193,7 @@ pub fn desired_state(
                 source_id: group.id.clone(),
                 source_name: group.name.clone(),
                 members,
+                attrs: group.attrs.clone(),
             },
         );
     }

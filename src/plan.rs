@@ -199,6 +199,7 @@ pub fn add_removals(
                         source_id: String::new(),
                         source_name: String::new(),
                         members: BTreeSet::new(),
+                        attrs: BTreeMap::new(),
                     },
                 );
             }
@@ -293,6 +294,7 @@ mod tests {
             source_id: format!("src-{id}"),
             source_name: format!("name-{id}"),
             members: members.iter().map(|s| (*s).to_owned()).collect(),
+            attrs: BTreeMap::new(),
         }
     }
 

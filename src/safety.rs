@@ -116,6 +116,7 @@ mod tests {
             source_id: "g".into(),
             source_name: "g".into(),
             members: BTreeSet::new(),
+            attrs: Default::default(),
         };
         let plan = Plan {
             ops: vec![Operation::ReplaceMembers(GroupOp {

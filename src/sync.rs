@@ -23,7 +23,7 @@ use crate::model::Directory;
 use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::safety;
 use crate::source::{self, SourceError};
-use crate::store::{Record, Store, StoreError};
+use crate::store::{Record, Skipped, Store, StoreError};
 use crate::target::request::{self, Secrets};
 use crate::target::spec::EndpointKind;
 use crate::target::{HttpTarget, TargetError};
@@ -160,7 +160,7 @@ struct Prepared<'c> {
     plan: Plan,
     users: Arc<BTreeMap<String, DesiredUser>>,
     desired_ids: (BTreeSet<String>, BTreeSet<String>),
-    invalid: Vec<(String, String, String)>,
+    invalid: Vec<Skipped>,
 }
 
 /// Runs one sync or resync. `out` receives the dry-run plan.
@@ -247,9 +247,10 @@ pub async fn run(
         store
             .record_unmapped(&run_id, &p.config.name, &p.plan.unmapped)
             .await?;
-        for (kind, id, why) in &p.invalid {
-            tracing::warn!(target_name = %p.config.name, kind, id, "Skipped an entity whose request cannot be built: {why}");
+        for s in &p.invalid {
+            tracing::warn!(target_name = %p.config.name, kind = s.kind, id = s.id, name = s.name, "Skipped an entity whose request cannot be built: {}", s.reason);
         }
+        store.record_skipped(&run_id, &p.config.name, &p.invalid).await?;
         progress.start(&p.config.name, p.plan.ops.len());
         push(&store, &run_id, &p, cancel, progress, &mut tr).await?;
         progress.finish();
@@ -330,7 +331,12 @@ fn prepare<'c>(
         for group in std::mem::take(&mut desired.groups).into_values() {
             match target.group_request(&group, &users, Secrets::Masked) {
                 Ok(req) => groups.push((group, request::fingerprint(&req))),
-                Err(e) => invalid.push(("group".to_owned(), group.id.clone(), target.redact(&e.0))),
+                Err(e) => invalid.push(Skipped {
+                    kind: "group",
+                    id: group.id.clone(),
+                    name: group.name.clone(),
+                    reason: target.redact(&e.0),
+                }),
             }
         }
     }
@@ -339,7 +345,12 @@ fn prepare<'c>(
         for user in users.values() {
             match target.user_request(user, Secrets::Masked) {
                 Ok(req) => user_items.push((user.clone(), request::fingerprint(&req))),
-                Err(e) => invalid.push(("user".to_owned(), user.id.clone(), target.redact(&e.0))),
+                Err(e) => invalid.push(Skipped {
+                    kind: "user",
+                    id: user.id.clone(),
+                    name: user.user.username.clone(),
+                    reason: target.redact(&e.0),
+                }),
             }
         }
     }
@@ -562,8 +573,8 @@ fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport)
             }
         }
     }
-    for (kind, id, why) in &p.invalid {
-        writeln!(out, "  invalid {kind} {id}: {why}")?;
+    for s in &p.invalid {
+        writeln!(out, "  skipped {} {:?} ({}): {}", s.kind, s.name, s.id, s.reason)?;
     }
     for u in &p.plan.unmapped {
         writeln!(

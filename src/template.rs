@@ -9,9 +9,18 @@
 //!
 //! Undefined variables are errors, so a typo in a template fails `dirsync check`
 //! instead of sending an empty field.
+//!
+//! Two filters serve the presets and any operator template:
+//! - `guid`: a GUID in its canonical form (lowercase, hyphenated); anything else is an
+//!   error, so the entity is reported and skipped instead of sent with a bad id;
+//! - `field(name)`: a field of a user or group view by the name a mapping uses (`email`,
+//!   `source_id`, …), else its extra attribute `attrs.NAME`, else none. It lets a preset
+//!   take "which attribute holds X" from `vars` instead of hard-coding it.
+
+use std::collections::BTreeSet;
 
 use minijinja::value::Value;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
@@ -87,7 +96,26 @@ impl Templates {
             }
             _ => minijinja::escape_formatter(out, state, value),
         });
+        env.add_filter("guid", guid);
+        env.add_filter("field", field);
         Templates { env }
+    }
+
+    /// The variables the template added as `name` reads from its context, with nested
+    /// attribute lookups spelled out (`vars.scope_id`), for validating a config before
+    /// anything is rendered.
+    pub fn undeclared(&self, name: &str, kind: Kind) -> BTreeSet<String> {
+        let full = format!("{name}{}", kind.suffix());
+        self.env
+            .get_template(&full)
+            .map(|t| t.undeclared_variables(true))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|v| {
+                let top = v.split('.').next().unwrap_or(v);
+                !self.env.globals().any(|(g, _)| g == top)
+            })
+            .collect()
     }
 
     /// Compiles `source` under `name`; the kind decides how values are escaped.
@@ -125,6 +153,31 @@ fn describe(e: &minijinja::Error) -> String {
         msg.push_str(&format!(" (line {line})"));
     }
     msg
+}
+
+/// The `guid` filter: the canonical form of a GUID, or an error naming the value.
+fn guid(value: Value) -> Result<String, minijinja::Error> {
+    let text = plain_text(&value);
+    uuid::Uuid::parse_str(text.trim())
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| minijinja::Error::new(ErrorKind::InvalidOperation, format!("`{text}` is not a GUID")))
+}
+
+/// The `field(name)` filter: `value.name` if set, else `value.attrs.name`, else none.
+fn field(value: Value, name: &str) -> Result<Value, minijinja::Error> {
+    let set = |v: &Value| !v.is_undefined() && !v.is_none();
+    let direct = value.get_attr(name)?;
+    if set(&direct) {
+        return Ok(direct);
+    }
+    let attrs = value.get_attr("attrs")?;
+    if set(&attrs) {
+        let v = attrs.get_attr(name)?;
+        if set(&v) {
+            return Ok(v);
+        }
+    }
+    Ok(Value::from(()))
 }
 
 fn plain_text(value: &Value) -> String {
@@ -194,6 +247,45 @@ mod tests {
             json!({"id": "a/b c?d"}),
             "/group/a%2Fb%20c%3Fd/members",
         );
+    }
+
+    #[test]
+    fn guid_filter_canonicalizes_or_fails() {
+        check(
+            Kind::Json,
+            "{{ a | guid }}",
+            json!({"a": "{4A6008E9-C171-4DCB-BB8D-9912DE902DC3}"}),
+            r#""4a6008e9-c171-4dcb-bb8d-9912de902dc3""#,
+        );
+        let mut t = Templates::new();
+        t.add("t", Kind::Json, "{{ a | guid }}").expect("compiles");
+        let err = t
+            .render("t", Kind::Json, &json!({"a": "nope"}))
+            .expect_err("not a guid");
+        assert!(err.to_string().contains("`nope` is not a GUID"), "{err}");
+    }
+
+    #[test]
+    fn field_filter_reads_fields_then_attrs() {
+        let ctx = json!({"u": {"email": "a@x", "phone": null, "attrs": {"phone": "1", "tz": "UTC"}}});
+        check(Kind::Json, r#"{{ u | field("email") }}"#, ctx.clone(), r#""a@x""#);
+        check(Kind::Json, r#"{{ u | field("phone") }}"#, ctx.clone(), r#""1""#);
+        check(Kind::Json, r#"{{ u | field("tz") }}"#, ctx.clone(), r#""UTC""#);
+        check(Kind::Json, r#"{{ u | field("nope") }}"#, ctx, "null");
+    }
+
+    #[test]
+    fn undeclared_lists_nested_lookups() {
+        let mut t = Templates::new();
+        t.add(
+            "t",
+            Kind::Json,
+            "{% for u in member_users %}{% if not loop.first %},{% endif %}{{ u.id }}{% endfor %}\
+             {{ vars.a }}{{ secrets.b | guid }}{{ range(2) }}",
+        )
+        .expect("compiles");
+        let got: Vec<String> = t.undeclared("t", Kind::Json).into_iter().collect();
+        assert_eq!(got, ["member_users", "secrets.b", "vars.a"]);
     }
 
     #[test]

@@ -24,7 +24,8 @@ use crate::safety::Limits;
 use crate::source::csv::CsvConfig;
 use crate::source::ldap::LdapConfig;
 use crate::target::spec::{
-    Auth, BodyFormat, Condition, Endpoint, EndpointKind, ResponseMembers, Retry, Spec, SuccessRule,
+    Auth, BodyFormat, Condition, Endpoint, EndpointKind, ResponseEcho, ResponseMembers, Retry, Spec,
+    SuccessRule, Validation,
 };
 use crate::template::{Kind, Templates};
 
@@ -279,6 +280,7 @@ impl Ctx {
                 ep,
                 &mut templates,
             )?;
+            self.check_references(name, &ep, &templates, &vars, &secrets)?;
             endpoints.insert(kind, ep);
         }
         if endpoints.is_empty() {
@@ -639,6 +641,8 @@ impl Ctx {
         templates: &mut Templates,
     ) -> Result<Endpoint, ConfigError> {
         let k = |f: &str| format!("{key}.{f}");
+        let format = raw.format.clone();
+        let raw = raw.select(format.as_deref());
         let method = raw.method.as_deref().unwrap_or("PUT");
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| self.invalid(k("method"), format!("`{method}` is not an HTTP method")))?;
@@ -704,6 +708,37 @@ impl Ctx {
                 _ => return Err(self.invalid(ck, "give either `equals = …` or `empty = true`")),
             });
         }
+        let mut validations = Vec::new();
+        for (i, v) in raw.validate.unwrap_or_default().into_iter().enumerate() {
+            let vk = k(&format!("validate[{i}]"));
+            if !v.pointer.is_empty() && !v.pointer.starts_with('/') {
+                return Err(self.invalid(format!("{vk}.pointer"), "a JSON pointer starts with `/`"));
+            }
+            let pattern = fancy_regex::Regex::new(&v.pattern)
+                .map_err(|e| self.invalid(format!("{vk}.pattern"), format!("invalid regex: {e}")))?;
+            validations.push(Validation {
+                pointer: v.pointer,
+                pattern,
+                message: v.message,
+            });
+        }
+        let response_echo = match raw.response_echo {
+            None => None,
+            Some(r) => {
+                for (f, p) in [("pointer", &r.pointer), ("request_pointer", &r.request_pointer)] {
+                    if !p.is_empty() && !p.starts_with('/') {
+                        return Err(
+                            self.invalid(k(&format!("response_echo.{f}")), "a JSON pointer starts with `/`")
+                        );
+                    }
+                }
+                Some(ResponseEcho {
+                    pointer: r.pointer,
+                    request_pointer: r.request_pointer,
+                    fields: r.fields,
+                })
+            }
+        };
         let uses_member_users = body.contains("member_users");
         Ok(Endpoint {
             kind,
@@ -725,8 +760,81 @@ impl Ctx {
                 pointer: r.pointer,
                 id_field: r.id_field,
             }),
+            response_echo,
+            validations,
             uses_member_users,
         })
+    }
+
+    /// Every name an endpoint's templates read must exist: `vars.X` and `secrets.X` in
+    /// the target's tables, anything else in the endpoint's context. A preset's
+    /// required value the operator has not given (`vars.scope_id`, say) is reported
+    /// here, naming the key to set, instead of failing every request of every run.
+    fn check_references(
+        &self,
+        target: &str,
+        ep: &Endpoint,
+        templates: &Templates,
+        vars: &serde_json::Map<String, serde_json::Value>,
+        secrets: &BTreeMap<String, Secret>,
+    ) -> Result<(), ConfigError> {
+        let context: &[&str] = match ep.kind {
+            EndpointKind::GroupMembers => &["group", "members", "member_users"],
+            EndpointKind::UpdateUser => &["user"],
+        };
+        // (template part, its key in the config, how it is rendered)
+        let mut parts = vec![
+            ("path".to_owned(), "path".to_owned(), Kind::Url),
+            ("body".to_owned(), "body".to_owned(), ep.format.template_kind()),
+        ];
+        parts.extend(
+            ep.query
+                .iter()
+                .map(|n| (format!("query.{n}"), format!("query.{n}"), Kind::Text)),
+        );
+        parts.extend(
+            ep.headers
+                .iter()
+                .map(|n| (format!("header.{n}"), format!("headers.{n}"), Kind::Text)),
+        );
+        for (part, config_key, kind) in parts {
+            let config_key = format!("endpoints.{}.{config_key}", ep.kind.key());
+            let used_by = format!("`{config_key}`");
+            for name in templates.undeclared(&ep.template(&part), kind) {
+                let mut segments = name.split('.');
+                let top = segments.next().unwrap_or_default();
+                let field = segments.next();
+                match (top, field) {
+                    ("vars", Some(f)) if !vars.contains_key(f) => {
+                        return Err(self.invalid(
+                            format!("targets.{target}.vars.{f}"),
+                            format!("missing: {used_by} uses it"),
+                        ));
+                    }
+                    ("secrets", Some(f)) if !secrets.contains_key(f) => {
+                        return Err(self.invalid(
+                            format!("targets.{target}.secrets.{f}"),
+                            format!(
+                                "missing: {used_by} uses it; set `{f}_file`, `{f}_env` or `{f}_credential`"
+                            ),
+                        ));
+                    }
+                    ("vars" | "secrets" | "target", _) => {}
+                    (other, _) if context.contains(&other) => {}
+                    (other, _) => {
+                        return Err(self.invalid(
+                            format!("targets.{target}.{config_key}"),
+                            format!(
+                                "unknown variable `{other}`; a {} template sees vars, secrets, target, {}",
+                                ep.kind.key(),
+                                context.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// An id map: CSV with a header, first column the key, second the target id.

@@ -236,6 +236,76 @@ pub struct RawEndpoint {
     /// JSON pointers tried in order for the error message of a failed response.
     pub error_message: Option<Vec<String>>,
     pub response_members: Option<RawResponseMembers>,
+    pub response_echo: Option<RawResponseEcho>,
+    /// Checks on the rendered body; a list given here replaces the preset's list.
+    pub validate: Option<Vec<RawValidation>>,
+    /// Keys that apply only when `format = "json"` (`[….json]`) or `"xml"` (`[….xml]`),
+    /// so that one `format` key switches body, content type, query and answer pointers.
+    pub json: Option<RawFormatVariant>,
+    pub xml: Option<RawFormatVariant>,
+}
+
+/// The keys of an endpoint that may differ between its JSON and XML forms.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawFormatVariant {
+    pub query: Option<BTreeMap<String, String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub content_type: Option<String>,
+    pub accept: Option<String>,
+    pub body: Option<String>,
+    pub success: Option<RawSuccess>,
+    pub error_message: Option<Vec<String>>,
+    pub response_members: Option<RawResponseMembers>,
+    pub response_echo: Option<RawResponseEcho>,
+    pub validate: Option<Vec<RawValidation>>,
+}
+
+impl RawEndpoint {
+    /// Applies the variant of the chosen format (`json` when none is chosen) over the
+    /// endpoint's own keys, and drops both variants. Idempotent.
+    pub fn select(mut self, format: Option<&str>) -> RawEndpoint {
+        let variant = match format.unwrap_or("json") {
+            "json" => self.json.take(),
+            "xml" => self.xml.take(),
+            _ => None,
+        };
+        self.json = None;
+        self.xml = None;
+        let Some(v) = variant else { return self };
+        RawEndpoint {
+            query: merge_maps(v.query, self.query),
+            headers: merge_maps(v.headers, self.headers),
+            content_type: v.content_type.or(self.content_type),
+            accept: v.accept.or(self.accept),
+            body: v.body.or(self.body),
+            success: v.success.or(self.success),
+            error_message: v.error_message.or(self.error_message),
+            response_members: v.response_members.or(self.response_members),
+            response_echo: v.response_echo.or(self.response_echo),
+            validate: v.validate.or(self.validate),
+            ..self
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponseEcho {
+    /// Where the answer holds the echoed object.
+    pub pointer: String,
+    /// Where the body sent holds the same object ("" for the whole body).
+    #[serde(default)]
+    pub request_pointer: String,
+    pub fields: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidation {
+    pub pointer: String,
+    pub pattern: String,
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -347,6 +417,10 @@ fn merge_endpoint(mine: Option<RawEndpoint>, base: Option<RawEndpoint>) -> Optio
         (Some(mine), Some(base)) => (mine, base),
         (mine, base) => return mine.or(base),
     };
+    // Each side's variant of the chosen format is applied before the sides are merged,
+    // so that the operator's own `body` beats the preset's `[….xml] body`.
+    let format = mine.format.clone().or_else(|| base.format.clone());
+    let (mine, base) = (mine.select(format.as_deref()), base.select(format.as_deref()));
     Some(RawEndpoint {
         enabled: mine.enabled.or(base.enabled),
         method: mine.method.or(base.method),
@@ -360,5 +434,55 @@ fn merge_endpoint(mine: Option<RawEndpoint>, base: Option<RawEndpoint>) -> Optio
         success: mine.success.or(base.success),
         error_message: mine.error_message.or(base.error_message),
         response_members: mine.response_members.or(base.response_members),
+        response_echo: mine.response_echo.or(base.response_echo),
+        validate: mine.validate.or(base.validate),
+        json: None,
+        xml: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(text: &str) -> RawEndpoint {
+        toml::from_str(text).expect("parses")
+    }
+
+    #[test]
+    fn format_variant_is_applied_per_side_before_merging() {
+        let preset = endpoint(
+            r#"
+            body = "json body"
+            content_type = "application/json"
+            query = { format = "json", keep = "k" }
+            [xml]
+            body = "xml body"
+            content_type = "application/xml"
+            query = { format = "xml" }
+            "#,
+        );
+        let check = |mine: &str, body: &str, ctype: &str, format: &str| {
+            let merged = merge_endpoint(Some(endpoint(mine)), Some(preset.clone())).expect("merged");
+            assert_eq!(merged.body.as_deref(), Some(body), "{mine}");
+            assert_eq!(merged.content_type.as_deref(), Some(ctype), "{mine}");
+            let query = merged.query.unwrap_or_default();
+            assert_eq!(query.get("format").map(String::as_str), Some(format), "{mine}");
+            assert_eq!(query.get("keep").map(String::as_str), Some("k"), "{mine}");
+        };
+        check("", "json body", "application/json", "json");
+        check(r#"format = "xml""#, "xml body", "application/xml", "xml");
+        check(
+            "format = \"xml\"\nbody = \"mine\"",
+            "mine",
+            "application/xml",
+            "xml",
+        );
+        check(
+            "format = \"xml\"\n[xml]\nbody = \"my xml\"",
+            "my xml",
+            "application/xml",
+            "xml",
+        );
+    }
 }

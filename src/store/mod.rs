@@ -60,6 +60,18 @@ pub struct Record<'a> {
     pub error: Option<String>,
 }
 
+/// An entity left out of a run because its request cannot be built (a template
+/// error, or a value the endpoint's validations refuse). Reported, never sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// `group` or `user`.
+    pub kind: &'static str,
+    pub id: String,
+    pub name: String,
+    /// Already free of secrets.
+    pub reason: String,
+}
+
 /// One audit row, as `dirsync audit` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AuditRow {
@@ -337,6 +349,45 @@ impl Store {
         Ok(())
     }
 
+    /// Records the entities skipped because their request cannot be built, one audit
+    /// row each (outcome `skipped`), so that `audit` and `status` show them.
+    pub async fn record_skipped(
+        &self,
+        run_id: &str,
+        target: &str,
+        skipped: &[Skipped],
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        for s in skipped {
+            insert_audit(
+                &mut tx,
+                AuditInsert {
+                    run_id,
+                    at: &at,
+                    target,
+                    operation: if s.kind == "group" {
+                        "replace_members"
+                    } else {
+                        "update_user"
+                    },
+                    entity_kind: s.kind,
+                    entity_id: &s.id,
+                    entity_name: &s.name,
+                    outcome: "skipped",
+                    http_status: None,
+                    attempts: 0,
+                    summary: None,
+                    drift: None,
+                    error: Some(&s.reason),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// After a complete resync: forgets snapshot rows of entities no longer desired.
     pub async fn retain(
         &self,
@@ -431,14 +482,15 @@ impl Store {
             .collect()
     }
 
-    /// Entities whose latest push attempt failed and that no later success covered.
+    /// Entities whose latest push attempt failed, or that were last skipped as invalid,
+    /// and that no later success covered.
     pub async fn pending(&self) -> Result<Vec<Pending>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.target, a.entity_kind, a.entity_id, a.entity_name, a.at, a.error
              FROM audit a
              JOIN (SELECT target, entity_kind, entity_id, MAX(id) AS last FROM audit
                    WHERE operation != 'unmapped' GROUP BY target, entity_kind, entity_id) l ON a.id = l.last
-             WHERE a.outcome = 'failed'
+             WHERE a.outcome IN ('failed', 'skipped')
              ORDER BY a.target, a.entity_id",
         )
         .fetch_all(&self.pool)

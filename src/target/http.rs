@@ -4,7 +4,7 @@
 //! wire, so it is never part of a fingerprint, a log line or an audit row; anything a
 //! server echoes back is scrubbed of every configured secret before it is kept.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,15 +148,29 @@ impl HttpTarget {
                 };
             }
         };
-        self.send_with_retries(ep, &req, sent).await
+        // Echoed fields are compared with the masked body, so a drift row never holds
+        // a secret that was sent; what the answer says is redacted below.
+        let masked = match (&ep.response_echo, op) {
+            (None, _) => None,
+            (Some(_), Operation::ReplaceMembers(g)) => {
+                self.group_request(&g.group, users, Secrets::Masked).ok()
+            }
+            (Some(_), Operation::UpdateUser(u)) => self.user_request(&u.user, Secrets::Masked).ok(),
+        };
+        let sent = request::Sent {
+            members: sent,
+            body: masked.as_ref().map(|r| r.body.as_str()),
+        };
+        let mut outcome = self.send_with_retries(ep, &req, sent).await;
+        if let Ok(Some(drift)) = &mut outcome.result {
+            for f in drift.fields.values_mut() {
+                f.answered = self.redact(&f.answered);
+            }
+        }
+        outcome
     }
 
-    async fn send_with_retries(
-        &self,
-        ep: &Endpoint,
-        req: &Request,
-        sent: Option<&BTreeSet<String>>,
-    ) -> PushOutcome {
+    async fn send_with_retries(&self, ep: &Endpoint, req: &Request, sent: request::Sent<'_>) -> PushOutcome {
         let retry = &self.spec.retry;
         let mut attempts = 0;
         let mut status = None;

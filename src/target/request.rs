@@ -2,8 +2,11 @@
 //!
 //! Given an endpoint's spec, its compiled templates and an operation, `build` returns
 //! the exact request to send. `fingerprint` hashes it with secrets masked, which is
-//! what the snapshot compares. `judge` reads a response into a verdict. Nothing here
-//! touches the network, so every rule is tested with plain values.
+//! what the snapshot compares. `build` also applies the endpoint's validations, so an
+//! entity whose request the target would refuse is reported and skipped before
+//! anything is sent. `judge` reads a response into a verdict, with any drift between
+//! what was sent and what the answer shows. Nothing here touches the network, so every
+//! rule is tested with plain values.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::mapping::{DesiredGroup, DesiredUser};
 use crate::model::User;
-use crate::target::spec::{BodyFormat, Condition, Endpoint, Spec};
+use crate::target::spec::{BodyFormat, Condition, Endpoint, ResponseEcho, ResponseMembers, Spec, Validation};
 use crate::template::{Kind, Templates};
 
 /// A request, ready to send, without the auth (added on the wire only).
@@ -86,7 +89,13 @@ pub fn group_context(
     let mut ctx = common(spec, target, secrets);
     ctx.insert(
         "group".into(),
-        json!({ "id": group.id, "name": group.name, "source_id": group.source_id, "source_name": group.source_name }),
+        json!({
+            "id": group.id,
+            "name": group.name,
+            "source_id": group.source_id,
+            "source_name": group.source_name,
+            "attrs": group.attrs,
+        }),
     );
     ctx.insert("members".into(), json!(group.members));
     if ep.uses_member_users {
@@ -120,7 +129,12 @@ pub fn build(templates: &Templates, ep: &Endpoint, ctx: &Value) -> Result<Reques
     }
     let mut query = Vec::new();
     for name in &ep.query {
-        query.push((name.clone(), render(&format!("query.{name}"), Kind::Text)?));
+        // A parameter that renders empty is left out: optional parameters (001's
+        // `responseFields`) are set by giving their var a value.
+        let value = render(&format!("query.{name}"), Kind::Text)?;
+        if !value.is_empty() {
+            query.push((name.clone(), value));
+        }
     }
     if !query.is_empty() {
         let encoded = query
@@ -152,6 +166,12 @@ pub fn build(templates: &Templates, ep: &Endpoint, ctx: &Value) -> Result<Reques
             ))
         })?,
     }
+    if !ep.validations.is_empty() {
+        let doc = parse_body(&body).unwrap_or(Value::Null);
+        for v in &ep.validations {
+            validate(v, &doc).map_err(BuildError)?;
+        }
+    }
     Ok(Request {
         method: ep.method.clone(),
         path_and_query,
@@ -160,6 +180,76 @@ pub fn build(templates: &Templates, ep: &Endpoint, ctx: &Value) -> Result<Reques
         accept: ep.accept.clone(),
         body,
     })
+}
+
+/// Checks every value `v.pointer` designates in the rendered body.
+fn validate(v: &Validation, doc: &Value) -> Result<(), String> {
+    for (path, value) in resolve(doc, &v.pointer) {
+        let text = value.map(text).unwrap_or_default();
+        // The regex engine gives up on pathological backtracking: that is a failure too.
+        if v.pattern.is_match(&text).unwrap_or(false) {
+            continue;
+        }
+        let what = if text.is_empty() {
+            "missing".to_owned()
+        } else {
+            format!("{text:?}")
+        };
+        return Err(match &v.message {
+            Some(m) => format!("{m} (`{path}` is {what})"),
+            None => format!(
+                "`{path}` is {what}, which does not match `{}`",
+                v.pattern.as_str()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The values a pointer designates, each with its concrete path; a `*` segment
+/// stands for every item of an array (or value of an object). A path that leads
+/// nowhere yields `None`, so that a required value that is absent is still checked.
+fn resolve<'a>(doc: &'a Value, pointer: &str) -> Vec<(String, Option<&'a Value>)> {
+    let mut current = vec![(String::new(), Some(doc))];
+    for seg in pointer.split('/').skip(1) {
+        let mut next = Vec::new();
+        for (path, value) in current {
+            match (seg, value) {
+                ("*", Some(Value::Array(items))) => next.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| (format!("{path}/{i}"), Some(item))),
+                ),
+                ("*", Some(Value::Object(map))) => {
+                    next.extend(map.iter().map(|(k, item)| (format!("{path}/{k}"), Some(item))))
+                }
+                // XML makes a single repeated element a plain value, not a list.
+                ("*", Some(Value::Null)) => {}
+                ("*", Some(item)) => next.push((path, Some(item))),
+                (_, Some(v)) => next.push((format!("{path}/{seg}"), v.pointer(&format!("/{seg}")))),
+                (_, None) => next.push((format!("{path}/{seg}"), None)),
+            }
+        }
+        current = next;
+    }
+    current
+}
+
+/// The first value a pointer (with `*` segments, see `resolve`) designates. Answer
+/// pointers use it, so that `/*/UserGroup` reads an XML answer whose root element's
+/// name the document does not give.
+pub fn find<'a>(doc: &'a Value, pointer: &str) -> Option<&'a Value> {
+    resolve(doc, pointer).into_iter().find_map(|(_, v)| v)
+}
+
+/// A value as text: strings as they are, null as "", anything else as JSON.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn encode(s: &str) -> String {
@@ -224,13 +314,40 @@ pub enum Verdict {
     Failure { kind: Failure, message: String },
 }
 
-/// Members the answer shows differently from what was sent.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// What the answer shows differently from what was sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Drift {
-    /// Sent, but not in the target's answer (silently skipped).
+    /// Members sent, but not in the target's answer (silently skipped).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub missing: BTreeSet<String>,
-    /// In the target's answer, but not sent.
+    /// Members in the target's answer, but not sent.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub unexpected: BTreeSet<String>,
+    /// Echoed fields whose value differs from the one sent.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, FieldDrift>,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.fields.is_empty()
+    }
+}
+
+/// One echoed field that differs: the value sent and the value answered, as text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldDrift {
+    pub sent: String,
+    pub answered: String,
+}
+
+/// What was sent, as far as judging the answer needs it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sent<'a> {
+    /// The member ids sent (group requests), for `response_members`.
+    pub members: Option<&'a BTreeSet<String>>,
+    /// The body sent, secrets masked, for `response_echo`.
+    pub body: Option<&'a str>,
 }
 
 /// Classifies a status outside the success range.
@@ -244,8 +361,8 @@ pub fn classify(status: u16) -> Failure {
     }
 }
 
-/// Judges a response. `sent` is the member list sent, for drift detection.
-pub fn judge(ep: &Endpoint, status: u16, body: &str, sent: Option<&BTreeSet<String>>) -> Verdict {
+/// Judges a response. `sent` is what was sent, for drift detection.
+pub fn judge(ep: &Endpoint, status: u16, body: &str, sent: Sent<'_>) -> Verdict {
     let parsed = parse_body(body);
     if !ep.success.status.contains(&status) {
         let detail = error_message(ep, parsed.as_ref()).unwrap_or_else(|| excerpt(body));
@@ -262,11 +379,11 @@ pub fn judge(ep: &Endpoint, status: u16, body: &str, sent: Option<&BTreeSet<Stri
     for cond in &ep.success.conditions {
         let (ok, pointer) = match cond {
             Condition::Equals { pointer, value } => (
-                parsed.as_ref().and_then(|p| p.pointer(pointer)) == Some(value),
+                parsed.as_ref().and_then(|p| find(p, pointer)) == Some(value),
                 pointer,
             ),
             Condition::Empty { pointer } => (
-                match parsed.as_ref().map(|p| p.pointer(pointer)) {
+                match parsed.as_ref().map(|p| find(p, pointer)) {
                     None => true,
                     Some(None) | Some(Some(Value::Null)) => true,
                     Some(Some(Value::String(s))) => s.is_empty(),
@@ -283,27 +400,61 @@ pub fn judge(ep: &Endpoint, status: u16, body: &str, sent: Option<&BTreeSet<Stri
             };
         }
     }
-    let drift = match (&ep.response_members, sent, parsed.as_ref()) {
-        (Some(rm), Some(sent), Some(doc)) => {
-            doc.pointer(&rm.pointer).and_then(|v| v.as_array()).map(|items| {
-                let got: BTreeSet<String> = items
-                    .iter()
-                    .filter_map(|item| match (&rm.id_field, item) {
-                        (Some(f), Value::Object(o)) => o.get(f).and_then(scalar),
-                        (None, v) => scalar(v),
-                        _ => None,
-                    })
-                    .collect();
-                Drift {
-                    missing: sent.difference(&got).cloned().collect(),
-                    unexpected: got.difference(sent).cloned().collect(),
-                }
-            })
-        }
+    let mut drift = Drift::default();
+    if let (Some(rm), Some(sent), Some(doc)) = (&ep.response_members, sent.members, parsed.as_ref())
+        && let Some(got) = answered_members(rm, doc)
+    {
+        drift.missing = sent.difference(&got).cloned().collect();
+        drift.unexpected = got.difference(sent).cloned().collect();
+    }
+    if let (Some(echo), Some(sent), Some(doc)) = (&ep.response_echo, sent.body, parsed.as_ref()) {
+        drift.fields = echo_drift(echo, sent, doc);
+    }
+    Verdict::Success {
+        drift: (!drift.is_empty()).then_some(drift),
+    }
+}
+
+/// The member ids an answer shows, or `None` when it does not show them.
+fn answered_members(rm: &ResponseMembers, doc: &Value) -> Option<BTreeSet<String>> {
+    let id = |item: &Value| match (&rm.id_field, item) {
+        (Some(f), Value::Object(o)) => o.get(f).and_then(scalar),
+        (None, v) => scalar(v),
         _ => None,
     };
-    let drift = drift.filter(|d| !d.missing.is_empty() || !d.unexpected.is_empty());
-    Verdict::Success { drift }
+    match find(doc, &rm.pointer)? {
+        Value::Array(items) => Some(items.iter().filter_map(id).collect()),
+        Value::Null => Some(BTreeSet::new()),
+        // XML makes a list of one a plain element.
+        single => id(single).map(|m| BTreeSet::from([m])),
+    }
+}
+
+/// Echoed fields whose answered value differs from the sent one. A field the answer
+/// leaves out is not drift: the answer just does not say.
+fn echo_drift(echo: &ResponseEcho, sent_body: &str, answer: &Value) -> BTreeMap<String, FieldDrift> {
+    let mut out = BTreeMap::new();
+    let sent_doc = parse_body(sent_body);
+    let (Some(sent), Some(got)) = (
+        sent_doc.as_ref().and_then(|d| find(d, &echo.request_pointer)),
+        find(answer, &echo.pointer),
+    ) else {
+        return out;
+    };
+    for field in &echo.fields {
+        let (Some(s), Some(g)) = (sent.get(field), got.get(field)) else {
+            continue;
+        };
+        let (s, g) = (text(s), text(g));
+        let same_guid = matches!(
+            (uuid::Uuid::parse_str(&s), uuid::Uuid::parse_str(&g)),
+            (Ok(a), Ok(b)) if a == b
+        );
+        if s != g && !same_guid {
+            out.insert(field.clone(), FieldDrift { sent: s, answered: g });
+        }
+    }
+    out
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -392,7 +543,7 @@ fn error_message(ep: &Endpoint, parsed: Option<&Value>) -> Option<String> {
     let parts: Vec<String> = ep
         .error_message
         .iter()
-        .filter_map(|p| doc.pointer(p))
+        .filter_map(|p| find(doc, p))
         .filter_map(|v| match v {
             Value::Null => None,
             Value::String(s) if s.is_empty() => None,
@@ -415,7 +566,7 @@ pub fn excerpt(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::spec::{EndpointKind, ResponseMembers, SuccessRule};
+    use crate::target::spec::{EndpointKind, SuccessRule};
 
     fn endpoint(conditions: Vec<Condition>, errors: &[&str]) -> Endpoint {
         Endpoint {
@@ -435,13 +586,19 @@ mod tests {
                 pointer: "/members".into(),
                 id_field: Some("id".into()),
             }),
+            response_echo: None,
+            validations: vec![],
             uses_member_users: false,
         }
     }
 
     fn check(ep: &Endpoint, status: u16, body: &str, expected: &str) {
         let sent: BTreeSet<String> = ["a", "b"].into_iter().map(String::from).collect();
-        let got = match judge(ep, status, body, Some(&sent)) {
+        let sent = Sent {
+            members: Some(&sent),
+            body: None,
+        };
+        let got = match judge(ep, status, body, sent) {
             Verdict::Success { drift: None } => "ok".to_owned(),
             Verdict::Success { drift: Some(d) } => format!("drift -{:?} +{:?}", d.missing, d.unexpected),
             Verdict::Failure { kind, message } => format!("{kind:?}: {message}"),
@@ -522,6 +679,131 @@ mod tests {
         .expect("parses");
         assert_eq!(doc.pointer("/R/Error/ErrorCode"), Some(&json!("E2")));
         assert_eq!(doc.pointer("/R/L/I"), Some(&json!(["1", "2"])));
+    }
+
+    #[test]
+    fn members_echoed_in_xml_or_as_null() {
+        let mut ep = endpoint(vec![], &[]);
+        ep.response_members = Some(ResponseMembers {
+            pointer: "/G/Ids/string".into(),
+            id_field: None,
+        });
+        check(
+            &ep,
+            200,
+            "<G><Ids><string>a</string><string>b</string></Ids></G>",
+            "ok",
+        );
+        check(
+            &ep,
+            200,
+            "<G><Ids><string>a</string></Ids></G>",
+            r#"drift -{"b"} +{}"#,
+        );
+        check(&ep, 200, "<G><Ids/></G>", "ok");
+        ep.response_members = Some(ResponseMembers {
+            pointer: "/members".into(),
+            id_field: None,
+        });
+        check(&ep, 200, r#"{"members": null}"#, r#"drift -{"a", "b"} +{}"#);
+    }
+
+    /// (pointer, pattern, body, expected error or "ok")
+    #[test]
+    fn validations() {
+        let phone = r"^(?=.*?\d.*?\d.*?\d.*?\d.*?\d)([+]?)([\d\s\(\)-]{5,20})$";
+        let cases = [
+            ("/P", phone, r#"{"P": "+1 (555) 123-45"}"#, "ok"),
+            ("/P", phone, r#"{"P": "12345"}"#, "ok"),
+            (
+                "/P",
+                phone,
+                r#"{"P": "1234"}"#,
+                "`/P` is \"1234\", which does not match",
+            ),
+            ("/P", phone, r#"{"P": "(((( ))))-"}"#, "`/P` is \"(((( ))))-\""),
+            ("/P", phone, r#"{"P": "12345a"}"#, "which does not match"),
+            (
+                "/P",
+                phone,
+                r#"{"P": "123456789012345678901"}"#,
+                "which does not match",
+            ),
+            ("/P", phone, r#"{"P": null}"#, "`/P` is missing"),
+            ("/P", phone, r#"{}"#, "`/P` is missing"),
+            ("/U/P", phone, "<U><P>+44 20 7946 0000</P></U>", "ok"),
+            ("/*/N", r"\S", r#"[{"N": "a"}, {"N": "b"}]"#, "ok"),
+            ("/*/N", r"\S", r#"[{"N": "a"}, {"N": ""}]"#, "`/1/N` is missing"),
+            ("/*/N", r"\S", r#"[]"#, "ok"),
+            ("/0/N", r".", r#"[]"#, "`/0/N` is missing"),
+        ];
+        for (pointer, pattern, body, expected) in cases {
+            let v = Validation {
+                pointer: pointer.into(),
+                pattern: fancy_regex::Regex::new(pattern).expect("valid"),
+                message: None,
+            };
+            let doc = parse_body(body).unwrap_or(Value::Null);
+            match validate(&v, &doc) {
+                Ok(()) => assert_eq!(expected, "ok", "{pointer} {body}"),
+                Err(e) => assert!(e.contains(expected) && expected != "ok", "{pointer} {body}: {e}"),
+            }
+        }
+        let v = Validation {
+            pointer: "/0/G".into(),
+            pattern: fancy_regex::Regex::new(".").expect("valid"),
+            message: Some("an empty group cannot be sent".into()),
+        };
+        assert_eq!(
+            validate(&v, &json!([])),
+            Err("an empty group cannot be sent (`/0/G` is missing)".into())
+        );
+    }
+
+    #[test]
+    fn drift_of_echoed_fields() {
+        let mut ep = endpoint(vec![], &[]);
+        ep.response_members = None;
+        ep.response_echo = Some(ResponseEcho {
+            pointer: "/Data/Detail".into(),
+            request_pointer: String::new(),
+            fields: vec!["Name".into(), "On".into(), "Id".into(), "Gone".into()],
+        });
+        let sent = r#"{"Name": "a", "On": true, "Id": "4a6008e9-c171-4dcb-bb8d-9912de902dc3", "Gone": 1}"#;
+        let judge_with = |answer: &str| {
+            let sent = Sent {
+                members: None,
+                body: Some(sent),
+            };
+            match judge(&ep, 200, answer, sent) {
+                Verdict::Success { drift } => drift.map(|d| d.fields),
+                other => panic!("{other:?}"),
+            }
+        };
+        let same = r#"{"Data": {"Detail": {"Name": "a", "On": true, "Id": "4A6008E9-C171-4DCB-BB8D-9912DE902DC3"}}}"#;
+        assert_eq!(judge_with(same), None);
+        let differs = r#"{"Data": {"Detail": {"Name": "b", "On": false}}}"#;
+        let fields = judge_with(differs).expect("drift");
+        assert_eq!(
+            fields.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["Name", "On"]
+        );
+        assert_eq!(
+            fields["On"],
+            FieldDrift {
+                sent: "true".into(),
+                answered: "false".into()
+            }
+        );
+        assert_eq!(judge_with(r#"{"Data": null}"#), None);
+    }
+
+    #[test]
+    fn answer_pointers_take_wildcards() {
+        let doc = parse_body("<AnyRoot><UserGroup><Name>n</Name></UserGroup></AnyRoot>").expect("parses");
+        assert_eq!(find(&doc, "/*/UserGroup/Name"), Some(&json!("n")));
+        assert_eq!(find(&doc, "/*/Nope"), None);
+        assert_eq!(find(&doc, ""), Some(&doc));
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct Endpoint {
     pub error_message: Vec<String>,
     /// Where the answer echoes the resulting members, for drift detection.
     pub response_members: Option<ResponseMembers>,
+    /// Where the answer echoes fields of what was sent (a user's details), for drift.
+    pub response_echo: Option<ResponseEcho>,
+    /// Checks on the rendered body; an entity that fails one is reported and skipped.
+    pub validations: Vec<Validation>,
     /// Whether the body template reads `member_users` (so it is built only if needed).
     pub uses_member_users: bool,
 }
@@ -89,6 +93,27 @@ pub enum Condition {
 pub struct ResponseMembers {
     pub pointer: String,
     pub id_field: Option<String>,
+}
+
+/// Fields the answer echoes: `fields` of the object at `pointer` in the answer are
+/// compared with the same fields of the object at `request_pointer` in the body sent.
+#[derive(Debug, Clone)]
+pub struct ResponseEcho {
+    pub pointer: String,
+    pub request_pointer: String,
+    pub fields: Vec<String>,
+}
+
+/// A check on the rendered body, before anything is sent: every value at `pointer`
+/// (JSON pointer into the body, XML parsed like answers; a `*` segment means every
+/// item) must match `pattern`. A missing or null value is checked as "".
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub pointer: String,
+    /// `fancy_regex`, so a document's pattern with look-around can be used verbatim.
+    pub pattern: fancy_regex::Regex,
+    /// Says why, in the report of a skipped entity.
+    pub message: Option<String>,
 }
 
 /// How requests prove who they are.

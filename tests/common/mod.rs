@@ -5,7 +5,13 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod faults;
+pub mod mock;
+pub mod seed000;
+pub mod seed001;
+pub mod seed002;
+pub mod seed003;
 pub mod seed004;
+pub mod xml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -50,6 +56,56 @@ impl Env {
     pub async fn dirsync(&self, args: &[&str]) -> Run {
         let output = self.command(args).output().await.expect("run dirsync");
         Run::from(output)
+    }
+
+    /// Runs `dirsync --config <this config> ARGS…` with extra environment variables.
+    pub async fn run(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        cmd.envs(vars.iter().copied());
+        Run::from(cmd.output().await.expect("run dirsync"))
+    }
+
+    /// Everything an operator can see, each with where it came from: the dry run,
+    /// a sync and a resync with debug logs (text, then JSON), `audit` and `status`
+    /// (JSON and table), and the audit rows themselves. For leak checks.
+    pub async fn everything_visible(&self, vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut debug: Vec<(&str, &str)> = vars.to_vec();
+        debug.push(("RUST_LOG", "debug"));
+        let mut out = Vec::new();
+        for (label, args) in [
+            ("dry run", &["sync", "--dry-run"][..]),
+            ("sync", &["sync"][..]),
+            ("resync, JSON logs", &["--log-format", "json", "resync"][..]),
+            ("audit --json", &["audit", "--json"][..]),
+            ("audit", &["audit"][..]),
+            ("status --json", &["status", "--json"][..]),
+        ] {
+            let run = self.run(args, &debug).await;
+            out.push((format!("{label}: stdout"), run.stdout));
+            out.push((format!("{label}: stderr"), run.stderr));
+        }
+        out.push(("audit rows".into(), self.audit_text().await));
+        out
+    }
+
+    /// Every audit row as (operation, entity id, outcome, error), in insertion order.
+    pub async fn audit_rows(&self) -> Vec<(String, String, String, Option<String>)> {
+        let pool = sqlite(&self.db()).await;
+        let rows = sqlx::query("SELECT operation, entity_id, outcome, error FROM audit ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("query audit");
+        pool.close().await;
+        rows.into_iter()
+            .map(|r| {
+                (
+                    r.get("operation"),
+                    r.get("entity_id"),
+                    r.get("outcome"),
+                    r.get("error"),
+                )
+            })
+            .collect()
     }
 
     /// The command, for tests that need to start and stop it themselves.
@@ -152,6 +208,57 @@ impl Run {
         );
         self
     }
+}
+
+/// Asserts that `secret` appears in none of `texts` (labelled), naming where it did.
+pub fn assert_no_leak(secret: &str, texts: &[(String, String)]) {
+    assert!(!texts.is_empty());
+    for (label, text) in texts {
+        assert!(!text.contains(secret), "the secret leaked into {label}:\n{text}");
+    }
+}
+
+/// A config with the CSV source `users.csv` + `groups.csv` and the given targets.
+pub fn config_csv(targets: &str) -> String {
+    format!(
+        r#"
+state_db = "state.db"
+
+[source]
+kind = "csv"
+users = "users.csv"
+groups = "groups.csv"
+
+{targets}
+"#
+    )
+}
+
+/// The usual target keys for tests: `head` (say, `preset = "…"`), base URL, short
+/// timeouts and retries, every source group mapped to its `tid` column, users by
+/// their `tid` column.
+pub fn target_common(name: &str, head: &str, base_url: &str) -> String {
+    format!(
+        r#"
+[targets.{name}]
+{head}
+base_url = "{base_url}"
+timeout = "5s"
+concurrency = 4
+
+[targets.{name}.retry]
+max_attempts = 2
+initial_delay = "10ms"
+max_delay = "50ms"
+
+[[targets.{name}.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.attrs.tid }}}}"
+
+[targets.{name}.users]
+id_attribute = "tid"
+"#
+    )
 }
 
 /// Users 1..=n as CSV, each with a target id column `tid` (a UUID).

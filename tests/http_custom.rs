@@ -1,0 +1,257 @@
+//! The configurable `http` target: an API described in TOML alone. One test
+//! reproduces the seed-002 preset without `preset =` and checks that both send the
+//! same requests to the same mock; another exercises every auth kind.
+
+mod common;
+
+use common::seed002::{Seed002, TOKEN};
+use common::{Env, assert_no_leak, config_csv, groups_csv, target_common, uuid};
+
+/// Seed 002 described from scratch: what `preset = "admin-user"` gives, in TOML.
+const CUSTOM_002: &str = r#"
+[targets.custom.auth]
+kind = "bearer"
+token_env = "TEST_TOKEN"
+
+[targets.custom.vars]
+language_id = "c2fd9942-2548-483b-875c-a724b208dcaa"
+time_zone = "UTC"
+
+[targets.custom.endpoints.update_user]
+method = "PUT"
+path = "/api/v1/admin/users/{{ user.id | guid }}"
+format = "json"
+content_type = "application/json"
+accept = "application/json"
+body = '''
+{
+  "ID": {{ user.id | guid }},
+  "DisplayName": {{ user.display_name or user.username }},
+  "EmailAddress": {{ user.email }},
+  "Enabled": {{ user.enabled }},
+  "LanguageID": {{ ((user | field("language_id")) or vars.language_id) | guid }},
+  "MobilePhone": {{ user.phone }},
+  "TimeZone": {{ (user | field("time_zone")) or vars.time_zone }},
+  "Username": {{ user.username }}
+}
+'''
+error_message = ["/Error/ErrorCode", "/Error/ErrorReason"]
+
+[[targets.custom.endpoints.update_user.success.json]]
+pointer = "/Error/ErrorCode"
+empty = true
+
+[[targets.custom.endpoints.update_user.validate]]
+pointer = "/MobilePhone"
+pattern = '^(?=.*?\d.*?\d.*?\d.*?\d.*?\d)([+]?)([\d\s\(\)-]{5,20})$'
+
+[targets.custom.endpoints.update_user.response_echo]
+pointer = "/ResponseData/Detail"
+fields = ["DisplayName", "EmailAddress", "Enabled", "LanguageID", "MobilePhone", "TimeZone", "Username"]
+"#;
+
+const PRESET_002: &str = r#"
+[targets.custom.auth]
+token_env = "TEST_TOKEN"
+
+[targets.custom.vars]
+language_id = "c2fd9942-2548-483b-875c-a724b208dcaa"
+time_zone = "UTC"
+"#;
+
+const USERS: &str = "id,username,email,display_name,phone,enabled,tid\n\
+    u1,ann,Ann@Example.com,\"Ann \"\"A\"\" <Archer> & Co\",+1 555 0101,true,00000000-0000-4000-8000-000000000001\n\
+    u2,bob,bob@example.com,,0044 20 7946 0002,false,00000000-0000-4000-8000-000000000002\n\
+    u3,cid,cid@example.com,Cid,12-34,true,00000000-0000-4000-8000-000000000003\n";
+
+fn setup(mock: &Seed002, head: &str, target: &str) -> Env {
+    let env = Env::new();
+    env.write("users.csv", USERS);
+    env.write("groups.csv", &groups_csv(&[("all", &[1])]));
+    let common = target_common("custom", head, &mock.uri());
+    env.write("dirsync.toml", &config_csv(&format!("{common}{target}")));
+    env
+}
+
+/// What a request says, comparable across mocks: method, path and query, content
+/// type, accept, authorization and the body as JSON.
+async fn seen(mock: &Seed002) -> Vec<(String, String, String, String, String, serde_json::Value)> {
+    let header = |r: &wiremock::Request, n: &str| {
+        r.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut out: Vec<_> = mock
+        .requests()
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r.method.to_string(),
+                format!("{}?{}", r.url.path(), r.url.query().unwrap_or("")),
+                header(r, "content-type"),
+                header(r, "accept"),
+                header(r, "authorization"),
+                serde_json::from_slice(&r.body).unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
+const GOOD: &[(&str, &str)] = &[("TEST_TOKEN", TOKEN)];
+
+#[tokio::test]
+async fn a_custom_target_sends_exactly_what_the_preset_sends() {
+    let by_preset = Seed002::start().await;
+    let preset = setup(&by_preset, "preset = \"admin-user\"", PRESET_002);
+    let by_toml = Seed002::start().await;
+    let custom = setup(&by_toml, "", CUSTOM_002);
+    assert!(
+        !std::fs::read_to_string(custom.config())
+            .expect("config")
+            .contains("preset")
+    );
+
+    // u3's phone fails the document's pattern: both skip it.
+    preset.run(&["sync"], GOOD).await.expect_code(3);
+    custom.run(&["sync"], GOOD).await.expect_code(3);
+    by_preset.assert_no_violations();
+    by_toml.assert_no_violations();
+    let sent = seen(&by_toml).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent, seen(&by_preset).await);
+    assert_eq!(by_toml.lock().users, by_preset.lock().users);
+    assert_eq!(
+        by_toml.lock().users[&uuid(1)]["DisplayName"],
+        "Ann \"A\" <Archer> & Co"
+    );
+
+    // Same plan logic: nothing changed, nothing sent.
+    custom.run(&["sync"], GOOD).await.expect_code(3);
+    assert_eq!(by_toml.request_count().await, 2);
+
+    // Same success rule: Error.ErrorCode in a 200 is a failure, retried next run.
+    by_toml.lock().refuse.insert(uuid(3));
+    custom.write("users.csv", &USERS.replace("12-34", "+49 30 1234567"));
+    custom.run(&["sync"], GOOD).await.expect_code(3);
+    let rows = custom.audit_rows().await;
+    assert!(
+        rows.iter().any(|r| r.1 == uuid(3)
+            && r.2 == "failed"
+            && r.3.as_deref().unwrap_or_default().contains("USR-LOCKED")),
+        "{rows:?}"
+    );
+    by_toml.lock().refuse.clear();
+    custom.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(by_toml.lock().users.len(), 3);
+    assert_no_leak(TOKEN, &custom.everything_visible(GOOD).await);
+}
+
+/// Narrows a mock to requests that carry one kind of credential.
+type Matcher = Box<dyn Fn(wiremock::MockBuilder) -> wiremock::MockBuilder>;
+
+/// Each auth kind of a custom target, against a server that wants exactly it.
+#[tokio::test]
+async fn every_auth_kind_reaches_a_server_that_wants_it() {
+    use wiremock::matchers::{body_json, header, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let secret = "c0ffee-secret-5a5a";
+    let kinds: Vec<(&str, String, Matcher)> = vec![
+        (
+            "bearer",
+            "kind = \"bearer\"\ntoken_env = \"TEST_SECRET\"".into(),
+            Box::new(move |m| m.and(header("authorization", format!("Bearer {secret}").as_str()))),
+        ),
+        (
+            "basic",
+            "kind = \"basic\"\nusername = \"svc\"\npassword_env = \"TEST_SECRET\"".into(),
+            Box::new(move |m| m.and(wiremock::matchers::basic_auth("svc", secret))),
+        ),
+        (
+            "header",
+            "kind = \"header\"\nname = \"X-Api-Key\"\nvalue_env = \"TEST_SECRET\"".into(),
+            Box::new(move |m| m.and(header("x-api-key", secret))),
+        ),
+        (
+            "cookie",
+            "kind = \"cookie\"\nname = \"sid\"\nvalue_env = \"TEST_SECRET\"".into(),
+            Box::new(move |m| m.and(header("cookie", format!("sid={secret}").as_str()))),
+        ),
+        (
+            "query",
+            "kind = \"query\"\nname = \"api_key\"\nvalue_env = \"TEST_SECRET\"".into(),
+            Box::new(move |m| m.and(query_param("api_key", secret))),
+        ),
+        (
+            "body field",
+            "kind = \"none\"\n[targets.t.secrets]\nkey_env = \"TEST_SECRET\"".into(),
+            Box::new(move |m| {
+                m.and(body_json(
+                    serde_json::json!({"members": [uuid(1)], "key": secret}),
+                ))
+            }),
+        ),
+    ];
+    for (kind, auth, matcher) in kinds {
+        let server = MockServer::start().await;
+        let base = Mock::given(method("PUT")).and(path(format!("/groups/{}", uuid(100))));
+        matcher(base)
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        // Anything else is refused, quoting the request, as careless servers do.
+        Mock::given(wiremock::matchers::any())
+            .respond_with(|r: &wiremock::Request| {
+                ResponseTemplate::new(401).set_body_string(format!("denied: {} {:?}", r.url, r.headers))
+            })
+            .mount(&server)
+            .await;
+        let body = if kind == "body field" {
+            r#"{"members": {{ members }}, "key": {{ secrets.key }}}"#
+        } else {
+            r#"{"members": {{ members }}}"#
+        };
+        let target = format!(
+            r#"
+[targets.t]
+base_url = "{}/"
+[targets.t.endpoints.group_members]
+path = "/groups/{{{{ group.id }}}}"
+body = '{body}'
+[[targets.t.groups.map]]
+source = "g0"
+target_id = "{}"
+[targets.t.users]
+id_attribute = "tid"
+[targets.t.auth]
+{auth}
+"#,
+            server.uri(),
+            uuid(100)
+        );
+        let env = Env::new();
+        env.write("users.csv", USERS);
+        env.write("groups.csv", &groups_csv(&[("one", &[1])]));
+        env.write("dirsync.toml", &config_csv(&target));
+        // Exit 0 means the one request got the 204, so it carried the credential.
+        let run = env.run(&["sync"], &[("TEST_SECRET", secret)]).await;
+        assert_eq!(run.code, 0, "{kind}: {}", run.stderr);
+        assert_eq!(server.received_requests().await.map(|r| r.len()), Some(1));
+
+        let wrong = "wrong-secret-0000";
+        let run = env.run(&["resync"], &[("TEST_SECRET", wrong)]).await;
+        assert_eq!(run.code, 3, "{kind}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("target `t` refused the credentials"),
+            "{kind}: {}",
+            run.stderr
+        );
+        assert_no_leak(wrong, &env.everything_visible(&[("TEST_SECRET", wrong)]).await);
+        assert_no_leak(secret, &env.everything_visible(&[("TEST_SECRET", secret)]).await);
+    }
+}

@@ -1,0 +1,186 @@
+//! Seed 001 (`adminuser-group`): the real binary against a mock that enforces the
+//! document's contract and keeps the groups and their users.
+
+mod common;
+
+use common::seed001::{Seed001, TOKEN};
+use common::{Env, assert_no_leak, config_csv, expected_state, group_uuid, target_common, users_csv, uuid};
+
+const GROUPS: &[(&str, &[u64])] = &[("eng", &[1, 2, 3]), ("ops", &[2, 4]), ("empty", &[])];
+
+/// Groups CSV with a `description` column; `name` may need CSV quoting.
+fn groups_csv(groups: &[(&str, &[u64])]) -> String {
+    let mut s = String::from("id,name,members,tid,description\n");
+    for (k, (name, members)) in groups.iter().enumerate() {
+        let m: Vec<String> = members.iter().map(|i| format!("u{i}")).collect();
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        s.push_str(&format!(
+            "g{k},{quoted},{},{},The {k} team\n",
+            m.join(";"),
+            group_uuid(k as u64)
+        ));
+    }
+    s
+}
+
+fn setup(mock: &Seed001, groups: &[(&str, &[u64])], extra: &str) -> Env {
+    let target = target_common("platform", "preset = \"adminuser-group\"", &mock.uri());
+    let env = Env::new();
+    env.write("users.csv", &users_csv(5));
+    env.write("groups.csv", &groups_csv(groups));
+    env.write(
+        "dirsync.toml",
+        &config_csv(&format!(
+            "{target}\n[targets.platform.auth]\ntoken_env = \"TEST_JWT\"\n\
+             [targets.platform.vars]\nscope_type_id = 3\nscope_id = 42\n{extra}"
+        )),
+    );
+    env
+}
+
+const GOOD: &[(&str, &str)] = &[("TEST_JWT", TOKEN)];
+
+#[tokio::test]
+async fn first_sync_converges_then_nothing_then_one_request_per_change() {
+    let mock = Seed001::start().await;
+    let env = setup(&mock, GROUPS, "");
+
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    mock.assert_no_violations();
+    assert_eq!(mock.request_count().await, GROUPS.len());
+    assert_eq!(mock.lock().members(), expected_state(GROUPS));
+    {
+        let state = mock.lock();
+        let eng = &state.groups[&group_uuid(0)];
+        assert_eq!((eng.scope_type_id, eng.scope_id), (3, 42));
+        assert_eq!(eng.name.as_deref(), Some("eng"));
+        assert_eq!(eng.description.as_deref(), Some("The 0 team"));
+        let user = &eng.users[&uuid(1)];
+        assert_eq!(user["userName"], "user1");
+        assert_eq!(user["emailAddress"], "user1@example.com");
+        assert_eq!(user["isActive"], true);
+        assert_eq!(
+            state.response_fields,
+            vec![None; GROUPS.len()],
+            "no responseFields unless asked"
+        );
+    }
+
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(
+        mock.request_count().await,
+        GROUPS.len(),
+        "unchanged: nothing sent"
+    );
+
+    let changed: &[(&str, &[u64])] = &[("eng", &[1, 2, 3]), ("ops", &[2, 4]), ("empty", &[5])];
+    env.write("groups.csv", &groups_csv(changed));
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(
+        mock.request_count().await,
+        GROUPS.len() + 1,
+        "one change, one request"
+    );
+    assert_eq!(mock.lock().members(), expected_state(changed));
+    mock.assert_no_violations();
+}
+
+#[tokio::test]
+async fn names_that_break_json_arrive_intact() {
+    let mock = Seed001::start().await;
+    let nasty = "R&D \"core\" <team>\nsecond line";
+    let env = setup(&mock, &[(nasty, &[1])], "");
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    mock.assert_no_violations();
+    assert_eq!(mock.lock().groups[&group_uuid(0)].name.as_deref(), Some(nasty));
+}
+
+#[tokio::test]
+async fn response_fields_and_drift_from_the_users_answered() {
+    let mock = Seed001::start().await;
+    mock.lock().ignore_users.insert(uuid(3));
+    let env = setup(&mock, GROUPS, "");
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("differs from what was sent"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        env.audit_text()
+            .await
+            .contains(&format!("\"missing\":[\"{}\"]", uuid(3)))
+    );
+
+    // An answer limited to `groupCode` says nothing about users: no drift.
+    let mock = Seed001::start().await;
+    mock.lock().ignore_users.insert(uuid(3));
+    let env = setup(&mock, GROUPS, "response_fields = \"groupCode\"\n");
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(0);
+    assert!(
+        !run.stderr.contains("differs from what was sent"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        mock.lock().response_fields,
+        vec![Some("groupCode".to_owned()); GROUPS.len()]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_group_is_retried_next_run() {
+    let mock = Seed001::start().await;
+    mock.lock().fail.insert(group_uuid(1));
+    let env = setup(&mock, GROUPS, "");
+    env.run(&["sync"], GOOD).await.expect_code(3);
+    mock.lock().fail.clear();
+    let before = mock.request_count().await;
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(mock.request_count().await, before + 1);
+    assert_eq!(mock.lock().members(), expected_state(GROUPS));
+}
+
+#[tokio::test]
+async fn missing_scope_is_a_config_error_naming_the_key() {
+    let mock = Seed001::start().await;
+    let env = setup(&mock, GROUPS, "");
+    let text = std::fs::read_to_string(env.config())
+        .expect("config")
+        .replace("scope_id = 42\n", "");
+    env.write("dirsync.toml", &text);
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(5);
+    assert!(
+        run.stderr.contains("`targets.platform.vars.scope_id`: missing"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.request_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_an_auth_error_naming_the_target() {
+    let mock = Seed001::start().await;
+    let env = setup(&mock, GROUPS, "");
+    let run = env.run(&["sync"], &[("TEST_JWT", "eyJ.wrong.token")]).await;
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("target `platform` refused the credentials"),
+        "{}",
+        run.stderr
+    );
+    assert!(mock.request_count().await <= 4);
+    assert!(env.snapshot().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_token_never_leaks() {
+    let mock = Seed001::start().await;
+    mock.lock().fail.insert(group_uuid(0));
+    let env = setup(&mock, GROUPS, "");
+    assert_no_leak(TOKEN, &env.everything_visible(GOOD).await);
+    assert!(!mock.lock().accepted.is_empty());
+}

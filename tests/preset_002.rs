@@ -1,0 +1,302 @@
+//! Seed 002 (`admin-user`): user updates by the real binary against a mock that
+//! enforces the document's contract (Required fields, the MobilePhone pattern, the
+//! XML form) and keeps the users.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::seed002::{Seed002, TOKEN};
+use common::{Env, assert_no_leak, config_csv, groups_csv, target_common, uuid};
+
+const LANGUAGE: &str = "c2fd9942-2548-483b-875c-a724b208dcaa";
+
+/// (n, display name, phone, enabled)
+type Row = (u64, &'static str, &'static str, bool);
+
+const USERS: &[Row] = &[
+    (1, "Ann Archer", "+1 (555) 010-1001", true),
+    (2, "Bob \"B\" <Baker> & Sons", "0044 20 7946 0002", true),
+    (3, "Cid Cole", "555-0103-77", false),
+    (4, "Dee Dunn", "(0)6 12345678", true),
+];
+
+fn users_csv(rows: &[Row]) -> String {
+    let mut s = String::from("id,username,email,display_name,first_name,phone,enabled,tid\n");
+    for (n, name, phone, enabled) in rows {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        s.push_str(&format!(
+            "u{n},user{n},User{n}@Example.com,{quoted},First{n},{phone},{enabled},{}\n",
+            uuid(*n)
+        ));
+    }
+    s
+}
+
+/// Expected mock state: user id → (Username, Enabled).
+fn expected(rows: &[Row]) -> BTreeMap<String, (String, bool)> {
+    rows.iter()
+        .map(|(n, _, _, enabled)| (uuid(*n), (format!("user{n}"), *enabled)))
+        .collect()
+}
+
+/// `users` goes into `[targets.admin.users]`, `extra` after everything else.
+fn setup(mock: &Seed002, rows: &[Row], users: &str, extra: &str) -> Env {
+    let target = target_common("admin", "preset = \"admin-user\"", &mock.uri());
+    let env = Env::new();
+    env.write("users.csv", &users_csv(rows));
+    env.write("groups.csv", &groups_csv(&[("all", &[1])]));
+    env.write(
+        "dirsync.toml",
+        &config_csv(&format!(
+            "{target}{users}\n[targets.admin.auth]\ntoken_env = \"TEST_ADMIN_TOKEN\"\n\
+             [targets.admin.vars]\nlanguage_id = \"{LANGUAGE}\"\ntime_zone = \"W. Europe Standard Time\"\n{extra}"
+        )),
+    );
+    env
+}
+
+const GOOD: &[(&str, &str)] = &[("TEST_ADMIN_TOKEN", TOKEN)];
+const XML: &str = "[targets.admin.endpoints.update_user]\nformat = \"xml\"\n";
+
+#[tokio::test]
+async fn first_sync_converges_then_nothing_then_one_request_per_change() {
+    let mock = Seed002::start().await;
+    let env = setup(&mock, USERS, "", "");
+
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    mock.assert_no_violations();
+    assert_eq!(mock.request_count().await, USERS.len());
+    assert_eq!(mock.lock().summary(), expected(USERS));
+    {
+        let state = mock.lock();
+        let bob = &state.users[&uuid(2)];
+        assert_eq!(bob["DisplayName"], USERS[1].1);
+        assert_eq!(bob["LanguageID"], LANGUAGE);
+        assert_eq!(bob["TimeZone"], "W. Europe Standard Time");
+        assert_eq!(bob["MobilePhone"], "0044 20 7946 0002");
+    }
+
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(mock.request_count().await, USERS.len(), "unchanged: nothing sent");
+
+    // A source attribute the body does not carry changes: nothing to send.
+    env.write("users.csv", &users_csv(USERS).replace("First2", "Robert"));
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(mock.request_count().await, USERS.len(), "first_name is not sent");
+
+    let mut changed = USERS.to_vec();
+    changed[3].1 = "Dee Dunn-Smith";
+    env.write("users.csv", &users_csv(&changed));
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(
+        mock.request_count().await,
+        USERS.len() + 1,
+        "one change, one request"
+    );
+    assert_eq!(mock.lock().users[&uuid(4)]["DisplayName"], "Dee Dunn-Smith");
+    mock.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_phone_that_fails_the_pattern_is_reported_and_skipped() {
+    let mock = Seed002::start().await;
+    let mut rows = USERS.to_vec();
+    rows[2].2 = "12-34";
+    let env = setup(&mock, &rows, "", "");
+
+    let dry = env.run(&["sync", "--dry-run"], GOOD).await;
+    let line = format!(
+        "skipped user \"user3\" ({}): `/MobilePhone` is \"12-34\"",
+        uuid(3)
+    );
+    assert!(dry.stdout.contains(&line), "{}", dry.stdout);
+    assert_eq!(mock.request_count().await, 0);
+
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(3);
+    assert!(run.stderr.contains("MobilePhone"), "{}", run.stderr);
+    assert_eq!(
+        mock.request_count().await,
+        USERS.len() - 1,
+        "the user is not sent"
+    );
+    mock.assert_no_violations();
+    let rows_audit = env.audit_rows().await;
+    let skipped: Vec<_> = rows_audit.iter().filter(|r| r.2 == "skipped").collect();
+    assert_eq!(skipped.len(), 1, "{rows_audit:?}");
+    assert_eq!(
+        (skipped[0].0.as_str(), skipped[0].1.as_str()),
+        ("update_user", uuid(3).as_str())
+    );
+    assert!(
+        skipped[0]
+            .3
+            .as_deref()
+            .unwrap_or_default()
+            .contains("does not match")
+    );
+    let status = env.run(&["status"], GOOD).await;
+    assert!(
+        status.stdout.contains(&uuid(3)),
+        "pending in status: {}",
+        status.stdout
+    );
+
+    env.write("users.csv", &users_csv(USERS));
+    let before = mock.request_count().await;
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(mock.request_count().await, before + 1);
+    assert_eq!(mock.lock().summary(), expected(USERS));
+}
+
+#[tokio::test]
+async fn error_code_in_a_200_is_a_failure_and_retried() {
+    let mock = Seed002::start().await;
+    mock.lock().refuse.insert(uuid(2));
+    let env = setup(&mock, USERS, "", "");
+    env.run(&["sync"], GOOD).await.expect_code(3);
+    let rows = env.audit_rows().await;
+    let failed: Vec<_> = rows.iter().filter(|r| r.2 == "failed").collect();
+    assert_eq!(failed.len(), 1, "{rows:?}");
+    let error = failed[0].3.clone().unwrap_or_default();
+    assert!(
+        error.contains("USR-LOCKED") && error.contains("The user is locked for editing"),
+        "{error}"
+    );
+    assert!(!mock.lock().users.contains_key(&uuid(2)));
+
+    mock.lock().refuse.clear();
+    let before = mock.request_count().await;
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(
+        mock.request_count().await,
+        before + 1,
+        "only the failed user again"
+    );
+    assert_eq!(mock.lock().summary(), expected(USERS));
+}
+
+#[tokio::test]
+async fn xml_is_one_key_away_and_behaves_the_same() {
+    let mock = Seed002::start().await;
+    let env = setup(&mock, USERS, "", XML);
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    mock.assert_no_violations();
+    assert_eq!(mock.lock().summary(), expected(USERS));
+    assert!(mock.lock().accepted.iter().all(|(_, f)| f == "xml"));
+    assert_eq!(mock.lock().users[&uuid(2)]["DisplayName"], USERS[1].1);
+
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(mock.request_count().await, USERS.len());
+
+    let mut changed = USERS.to_vec();
+    changed[0].2 = "+1 (555) 010-9999";
+    changed[1].2 = "bad";
+    env.write("users.csv", &users_csv(&changed));
+    mock.lock().refuse.insert(uuid(1));
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(3);
+    assert_eq!(
+        mock.request_count().await,
+        USERS.len() + 1,
+        "user2 skipped, user1 sent"
+    );
+    let rows = env.audit_rows().await;
+    assert!(
+        rows.iter().any(|r| r.1 == uuid(1)
+            && r.2 == "failed"
+            && r.3.as_deref().unwrap_or_default().contains("USR-LOCKED")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r.1 == uuid(2)
+            && r.2 == "skipped"
+            && r.3.as_deref().unwrap_or_default().contains("/User/MobilePhone")),
+        "{rows:?}"
+    );
+    mock.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_user_who_leaves_is_disabled_once_within_the_safety_limits() {
+    let mock = Seed002::start().await;
+    let env = setup(
+        &mock,
+        USERS,
+        "removed = \"disable\"\n",
+        "[targets.admin.safety]\nmax_disabled_users = 0\n",
+    );
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    let before = mock.request_count().await;
+
+    env.write("users.csv", &users_csv(&USERS[..3]));
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(4);
+    assert_eq!(mock.request_count().await, before, "refused: nothing sent");
+
+    env.run(&["sync", "--allow-removals"], GOOD).await.expect_code(0);
+    assert_eq!(mock.request_count().await, before + 1, "exactly the one disable");
+    let mut want = expected(USERS);
+    want.insert(uuid(4), ("user4".into(), false));
+    assert_eq!(mock.lock().summary(), want);
+
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(mock.request_count().await, before + 1, "disabled once");
+}
+
+#[tokio::test]
+async fn a_user_who_leaves_is_left_alone_by_default() {
+    let mock = Seed002::start().await;
+    let env = setup(&mock, USERS, "", "");
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    env.write("users.csv", &users_csv(&USERS[..3]));
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(mock.request_count().await, USERS.len());
+    assert_eq!(mock.lock().summary(), expected(USERS));
+}
+
+#[tokio::test]
+async fn echoed_fields_that_differ_are_drift() {
+    let mock = Seed002::start().await;
+    mock.lock().lowercase_email = true;
+    let env = setup(&mock, USERS, "", "");
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("differs from what was sent"),
+        "{}",
+        run.stderr
+    );
+    let audit = env.audit_text().await;
+    assert!(
+        audit.contains(r#""EmailAddress":{"answered":"user1@example.com","sent":"User1@Example.com"}"#),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_an_auth_error_naming_the_target() {
+    let mock = Seed002::start().await;
+    let env = setup(&mock, USERS, "", "");
+    let run = env.run(&["sync"], &[("TEST_ADMIN_TOKEN", "nope-0000")]).await;
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("target `admin` refused the credentials"),
+        "{}",
+        run.stderr
+    );
+    assert!(mock.request_count().await <= 4);
+    assert!(mock.lock().users.is_empty());
+}
+
+#[tokio::test]
+async fn the_token_never_leaks() {
+    let mock = Seed002::start().await;
+    mock.lock().refuse.insert(uuid(1));
+    let mut rows = USERS.to_vec();
+    rows[3].2 = "x";
+    let env = setup(&mock, &rows, "", "");
+    assert_no_leak(TOKEN, &env.everything_visible(GOOD).await);
+    assert!(!mock.lock().accepted.is_empty());
+}
