@@ -193,7 +193,21 @@ pub async fn run(
         Some(Store::open(&config.state_db).await?)
     };
 
-    let dir = source::read(&config.source).await?;
+    // The snapshots load while the source is read: both are I/O-bound and independent.
+    let t0 = std::time::Instant::now();
+    let load_snapshots = async {
+        let mut snapshots = Vec::new();
+        for tc in &targets {
+            snapshots.push(match &store {
+                Some(s) => s.load_snapshot(&tc.name).await?,
+                None => Snapshot::default(),
+            });
+        }
+        Ok::<_, StoreError>(snapshots)
+    };
+    let (dir, snapshots) = tokio::join!(source::read(&config.source), load_snapshots);
+    let (dir, snapshots) = (dir?, snapshots?);
+    tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "Read the source and the snapshots.");
     tracing::info!(
         users = dir.users.len(),
         groups = dir.groups.len(),
@@ -209,12 +223,10 @@ pub async fn run(
     };
 
     let mut prepared = Vec::new();
-    for tc in targets {
-        let snapshot = match &store {
-            Some(s) => s.load_snapshot(&tc.name).await?,
-            None => Snapshot::default(),
-        };
+    for (tc, snapshot) in targets.into_iter().zip(snapshots) {
+        let t = std::time::Instant::now();
         prepared.push(prepare(tc, &dir, snapshot, opts.mode)?);
+        tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
     }
     drop(dir);
 
@@ -320,6 +332,7 @@ fn prepare<'c>(
         config.removed_users,
     );
 
+    let t = std::time::Instant::now();
     let mut invalid = Vec::new();
     let desired_ids = (
         desired.groups.keys().cloned().collect(),
@@ -354,6 +367,7 @@ fn prepare<'c>(
             }
         }
     }
+    tracing::debug!(target_name = %config.name, elapsed_ms = t.elapsed().as_millis() as u64, "Built and hashed every request.");
     let unmapped = desired.unmapped.into_values().collect();
     let plan = plan::diff(groups, user_items, unmapped, &snapshot, mode);
     Ok(Prepared {
