@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod seed004;
+pub mod slapd;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -27,7 +27,7 @@ pub struct Conn {
     url: String,
     timeout: Duration,
     /// The task that drives the socket; its error explains a lost connection.
-    driver: JoinHandle<ldap3::result::Result<()>>,
+    driver: Option<JoinHandle<ldap3::result::Result<()>>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -70,7 +70,7 @@ impl Conn {
         let (conn, ldap) = LdapConnAsync::with_settings(settings, &c.url)
             .await
             .map_err(|e| connect_error(c, e))?;
-        let driver = tokio::spawn(conn.drive());
+        let driver = Some(tokio::spawn(conn.drive()));
         Ok(Conn {
             ldap,
             url: c.url.clone(),
@@ -99,7 +99,7 @@ impl Conn {
             .await;
         let res = match result {
             Ok(res) => res,
-            Err(e) => return Err(fail(self.operation_error(e, 0).await)),
+            Err(e) => return Err(fail(self.operation_error(e, None).await)),
         };
         match res.rc {
             0 => Ok(()),
@@ -169,13 +169,13 @@ impl Conn {
                 .await;
             let mut stream = match started {
                 Ok(s) => s,
-                Err(e) => return Err(fail(self.operation_error(e, stats.entries).await)),
+                Err(e) => return Err(fail(self.operation_error(e, Some(stats.entries)).await)),
             };
             loop {
                 let item = match stream.next().await {
                     Ok(Some(item)) => item,
                     Ok(None) => break,
-                    Err(e) => return Err(fail(self.operation_error(e, stats.entries).await)),
+                    Err(e) => return Err(fail(self.operation_error(e, Some(stats.entries)).await)),
                 };
                 if item.is_intermediate() {
                     continue;
@@ -251,28 +251,31 @@ impl Conn {
     /// Ends the session politely; a failure here changes nothing that was read.
     pub async fn close(mut self) {
         let _ = self.ldap.with_timeout(self.timeout).unbind().await;
-        self.driver.abort();
+        if let Some(driver) = self.driver.take() {
+            driver.abort();
+        }
     }
 
     /// Words an error from an operation: a timeout, or a lost connection with the
     /// reason the socket task saw.
-    async fn operation_error(&mut self, e: ldap3::LdapError, entries: usize) -> String {
+    async fn operation_error(&mut self, e: ldap3::LdapError, entries: Option<usize>) -> String {
         use ldap3::LdapError as E;
+        let after = entries.map(|n| format!(" after {n} entries")).unwrap_or_default();
         match e {
             E::Timeout { .. } => format!(
-                "no answer within {} (`timeout`) after {entries} entries",
+                "no answer within {} (`timeout`){after}",
                 humantime::format_duration(self.timeout)
             ),
             E::EndOfStream | E::OpSend { .. } | E::ResultRecv { .. } | E::IdScrubSend { .. } => {
-                let why = if self.driver.is_finished() {
-                    match (&mut self.driver).await {
-                        Ok(Err(e)) => e.to_string(),
+                // The socket task is ending; its error, if it had one, says why.
+                let why = match self.driver.take() {
+                    Some(driver) => match tokio::time::timeout(Duration::from_secs(1), driver).await {
+                        Ok(Ok(Err(e))) => format!("the server closed it ({e})"),
                         _ => "the server closed it".to_owned(),
-                    }
-                } else {
-                    "the server closed it".to_owned()
+                    },
+                    None => "the server closed it".to_owned(),
                 };
-                format!("the connection was lost after {entries} entries: {why}")
+                format!("the connection was lost{after}: {why}")
             }
             E::FilterParsing => "the filter is not valid".to_owned(),
             other => other.to_string(),
