@@ -311,3 +311,29 @@ async fn a_missing_base_dn_is_named() {
     assert!(msg.contains("search of `ou=nowhere,dc=example,dc=com`"), "{msg}");
     assert!(msg.contains("noSuchObject (32)"), "{msg}");
 }
+
+#[tokio::test]
+async fn a_referral_ends_the_read_instead_of_skipping_part_of_the_tree() {
+    let mut ldif = people_ldif(3);
+    ldif.push_str(
+        "dn: ou=partners,ou=people,dc=example,dc=com\nobjectClass: referral\n\
+         objectClass: extensibleObject\nou: partners\n\
+         ref: ldap://127.0.0.1:9/ou=partners,dc=example,dc=com\n",
+    );
+    let server = Slapd::start(&ldif, Options::default());
+    // Searching the subtree that holds the referral: a continuation reference.
+    let msg = read_err(&config(&server, &server.url(), "")).await.to_string();
+    assert!(
+        msg.contains("returned a referral to ldap://127.0.0.1:9/ou=partners,dc=example,dc=com"),
+        "{msg}"
+    );
+    // Searching at the referral itself: a referral result.
+    let c = config(
+        &server,
+        &server.url(),
+        "[users]\nbase_dn = \"ou=partners,ou=people,dc=example,dc=com\"",
+    );
+    let msg = read_err(&c).await.to_string();
+    assert!(msg.contains("referral (10)"), "{msg}");
+    assert!(msg.contains("does not follow referrals"), "{msg}");
+}

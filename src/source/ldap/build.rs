@@ -352,11 +352,17 @@ impl<'c> Groups<'c> {
                 return Err(duplicate("user", &first.id, &first.attrs, dn));
             }
         }
-        let cycles = flat
+        // By name, so that logs and `check` say the same thing every run.
+        let mut cycles: Vec<Vec<String>> = flat
             .cycles
             .iter()
-            .map(|c| c.iter().map(|&g| groups[g as usize].name.clone()).collect())
+            .map(|c| {
+                let mut names: Vec<String> = c.iter().map(|&g| groups[g as usize].name.clone()).collect();
+                names.sort();
+                names
+            })
             .collect();
+        cycles.sort();
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
         for (mut group, members) in groups.into_iter().zip(flat.members) {
             group.members = members.iter().map(|&u| ids[u as usize].clone()).collect();
