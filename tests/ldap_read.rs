@@ -337,3 +337,27 @@ async fn a_referral_ends_the_read_instead_of_skipping_part_of_the_tree() {
     assert!(msg.contains("referral (10)"), "{msg}");
     assert!(msg.contains("does not follow referrals"), "{msg}");
 }
+
+#[test]
+fn the_example_configs_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = slapd::make_ca(dir.path(), "example", false);
+    for name in ["ldap-ca.pem", "corp-root-ca.pem"] {
+        std::fs::copy(&ca, dir.path().join(name)).expect("copy ca");
+    }
+    for name in ["ldap.password", "ad.password", "office.key"] {
+        std::fs::write(dir.path().join(name), "example-secret\n").expect("write secret");
+    }
+    for example in ["ldap-openldap.toml", "ldap-active-directory.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(example);
+        let text = std::fs::read_to_string(&path)
+            .expect("read example")
+            .replace("/etc/dirsync/", &format!("{}/", dir.path().display()));
+        let config = dirsync::config::parse(&text, &path).unwrap_or_else(|e| panic!("{example}: {e}"));
+        let dirsync::config::SourceConfig::Ldap(ldap) = &config.source else {
+            panic!("{example}: not an LDAP source");
+        };
+        assert!(ldap.warnings().is_empty(), "{example}: {:?}", ldap.warnings());
+        assert_eq!(ldap.page_size, 500);
+    }
+}
