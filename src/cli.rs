@@ -362,7 +362,23 @@ async fn check(config: &Config) -> u8 {
         config.path.display(),
         config.state_db.display()
     );
-    let dir = match dirsync::source::read(&config.source).await {
+    // An LDAP source also says how it connected and what looks wrong.
+    let mut problems: Option<Vec<String>> = None;
+    let read = match &config.source {
+        config::SourceConfig::Ldap(ldap) => dirsync::source::ldap::read_with_report(ldap)
+            .await
+            .map(|(dir, report)| {
+                println!(
+                    "source {}: connected ({}), bound as {}",
+                    ldap.url, report.transport, report.bound_as
+                );
+                problems = Some(report.problems());
+                dir
+            })
+            .map_err(dirsync::source::SourceError::from),
+        _ => dirsync::source::read(&config.source).await,
+    };
+    let dir = match read {
         Ok(d) => d,
         Err(e) => {
             report_error(&e);
@@ -375,6 +391,15 @@ async fn check(config: &Config) -> u8 {
         dir.groups.len(),
         dir.membership_count()
     );
+    match problems {
+        Some(p) if p.is_empty() => println!("source: no problems found"),
+        Some(p) => {
+            for problem in p.iter().take(10) {
+                println!("source problem: {problem}");
+            }
+        }
+        None => {}
+    }
     let mut code = exit::SUCCESS;
     for t in &config.targets {
         match dirsync::mapping::desired_state(&dir, &t.groups, &t.users, &t.templates, false) {

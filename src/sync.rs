@@ -207,7 +207,10 @@ pub async fn run(
     };
     let (dir, snapshots) = tokio::join!(source::read(&config.source), load_snapshots);
     let (dir, snapshots) = (dir?, snapshots?);
-    tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "Read the source and the snapshots.");
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "Read the source and the snapshots."
+    );
     tracing::info!(
         users = dir.users.len(),
         groups = dir.groups.len(),

@@ -11,6 +11,7 @@ pub mod seed001;
 pub mod seed002;
 pub mod seed003;
 pub mod seed004;
+pub mod slapd;
 pub mod xml;
 
 use std::collections::{BTreeMap, BTreeSet};

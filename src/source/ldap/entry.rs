@@ -1,0 +1,204 @@
+//! One search result entry: its DN and raw attribute values, read from the protocol
+//! structure without panicking on anything a server might send, and the rules for
+//! turning values into text (binary attributes decoded, anything else strict UTF-8).
+
+use ldap3::asn1::{PL, StructureTag};
+
+use super::ad;
+
+/// An entry as the server sent it. Values stay bytes until a field asks for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub dn: String,
+    /// Attribute descriptions as returned (`cn`, `member;range=0-1499`) and values.
+    pub attrs: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+/// A value could not be used. Names the entry and the attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueError {
+    pub dn: String,
+    pub attribute: String,
+    pub message: String,
+}
+
+impl Entry {
+    /// Values of `attribute` (an exact description, compared without case).
+    pub fn values(&self, attribute: &str) -> Option<&[Vec<u8>]> {
+        self.attrs
+            .iter()
+            .find(|(desc, _)| desc.eq_ignore_ascii_case(attribute))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn error(&self, attribute: &str, message: impl Into<String>) -> ValueError {
+        ValueError {
+            dn: self.dn.clone(),
+            attribute: attribute.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The first value of `attribute` as text, `None` when the entry lacks it.
+    pub fn first_text(&self, attribute: &str) -> Result<Option<String>, ValueError> {
+        match self.values(attribute).and_then(|v| v.first()) {
+            None => Ok(None),
+            Some(bytes) => self.text(attribute, bytes).map(Some),
+        }
+    }
+
+    /// Every value of `attribute` as text.
+    pub fn all_text(&self, attribute: &str) -> Result<Vec<String>, ValueError> {
+        self.values(attribute)
+            .unwrap_or_default()
+            .iter()
+            .map(|b| self.text(attribute, b))
+            .collect()
+    }
+
+    /// One value as text: known binary attributes (objectGUID, objectSid) rendered,
+    /// everything else must be UTF-8.
+    pub fn text(&self, attribute: &str, bytes: &[u8]) -> Result<String, ValueError> {
+        let base = attribute.split(';').next().unwrap_or(attribute);
+        if let Some(kind) = ad::binary_kind(base) {
+            return kind.render(bytes).map_err(|m| self.error(attribute, m));
+        }
+        std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| {
+            self.error(
+                attribute,
+                format!(
+                    "the value is not valid UTF-8 (byte {} of {}); only objectGUID and \
+                     objectSid are decoded as binary, so leave this attribute out of the mapping",
+                    e.valid_up_to(),
+                    bytes.len()
+                ),
+            )
+        })
+    }
+}
+
+/// A `SearchResultEntry` (application tag 4) as an [`Entry`]; `None` if the
+/// structure is not one.
+pub fn parse_entry(tag: StructureTag) -> Option<Entry> {
+    if tag.id != 4 {
+        return None;
+    }
+    let mut parts = tag.expect_constructed()?.into_iter();
+    let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
+    let mut attrs = Vec::new();
+    for attr in parts.next()?.expect_constructed()? {
+        let mut a = attr.expect_constructed()?.into_iter();
+        let desc = String::from_utf8(a.next()?.expect_primitive()?).ok()?;
+        let values = a
+            .next()?
+            .expect_constructed()?
+            .into_iter()
+            .map(StructureTag::expect_primitive)
+            .collect::<Option<Vec<_>>>()?;
+        attrs.push((desc, values));
+    }
+    Some(Entry { dn, attrs })
+}
+
+/// The URLs of a `SearchResultReference` (application tag 19).
+pub fn parse_reference(tag: StructureTag) -> Vec<String> {
+    match tag.payload {
+        PL::C(parts) => parts
+            .into_iter()
+            .filter_map(StructureTag::expect_primitive)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect(),
+        PL::P(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use ldap3::asn1::TagClass;
+
+    /// An entry with text values, for tests.
+    pub fn entry(dn: &str, attrs: &[(&str, &[&str])]) -> Entry {
+        Entry {
+            dn: dn.to_owned(),
+            attrs: attrs
+                .iter()
+                .map(|(a, vs)| (a.to_string(), vs.iter().map(|v| v.as_bytes().to_vec()).collect()))
+                .collect(),
+        }
+    }
+
+    fn prim(bytes: &[u8]) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id: 4,
+            payload: PL::P(bytes.to_vec()),
+        }
+    }
+
+    fn cons(id: u64, class: TagClass, inner: Vec<StructureTag>) -> StructureTag {
+        StructureTag {
+            class,
+            id,
+            payload: PL::C(inner),
+        }
+    }
+
+    #[test]
+    fn parses_an_entry_and_refuses_garbage() {
+        let tag = cons(
+            4,
+            TagClass::Application,
+            vec![
+                prim(b"cn=a,dc=x"),
+                cons(
+                    16,
+                    TagClass::Universal,
+                    vec![cons(
+                        16,
+                        TagClass::Universal,
+                        vec![
+                            prim(b"cn"),
+                            cons(17, TagClass::Universal, vec![prim(b"a"), prim(b"b")]),
+                        ],
+                    )],
+                ),
+            ],
+        );
+        let e = parse_entry(tag).expect("an entry");
+        assert_eq!(e, entry("cn=a,dc=x", &[("cn", &["a", "b"])]));
+        assert_eq!(e.values("CN").map(<[_]>::len), Some(2));
+
+        assert_eq!(parse_entry(prim(b"x")), None);
+        assert_eq!(parse_entry(cons(4, TagClass::Application, vec![])), None);
+        assert_eq!(
+            parse_entry(cons(4, TagClass::Application, vec![prim(&[0xff])])),
+            None
+        );
+    }
+
+    #[test]
+    fn text_values() {
+        let mut e = entry("uid=bob,dc=x", &[("mail", &["bob@x"])]);
+        e.attrs.push(("audio".into(), vec![vec![0xff, 0x00]]));
+        e.attrs.push((
+            "objectGUID".into(),
+            vec![vec![
+                0x67, 0x45, 0x23, 0x01, 0xab, 0x89, 0xef, 0xcd, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd,
+                0xef,
+            ]],
+        ));
+        assert_eq!(e.first_text("mail"), Ok(Some("bob@x".into())));
+        assert_eq!(e.first_text("telephoneNumber"), Ok(None));
+        assert_eq!(
+            e.first_text("objectguid"),
+            Ok(Some("01234567-89ab-cdef-0123-456789abcdef".into()))
+        );
+        let err = e.first_text("audio").expect_err("binary");
+        assert_eq!(
+            (err.dn.as_str(), err.attribute.as_str()),
+            ("uid=bob,dc=x", "audio")
+        );
+        assert!(err.message.contains("not valid UTF-8"), "{}", err.message);
+    }
+}

@@ -1,0 +1,180 @@
+//! End to end: an OpenLDAP directory (a real slapd) synced by the real binary to a
+//! mock of seed 004, a read cut short by killing slapd, and `dirsync check`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::seed004::{KEY, Seed004};
+use common::slapd::{BASE, Options, Proxy, READER_DN, Slapd, fixture, people_ldif};
+use common::{Env, group_uuid, uuid};
+
+/// A config reading `url` as `cn=reader`, pushing every group to `mock` by entryUUID.
+fn config(url: &str, mock: &Seed004, page_size: u32) -> String {
+    format!(
+        r#"
+state_db = "state.db"
+
+[source]
+kind = "ldap"
+preset = "openldap"
+url = "{url}"
+base_dn = "{BASE}"
+bind_dn = "{READER_DN}"
+bind_password_file = "reader.pw"
+page_size = {page_size}
+timeout = "20s"
+
+[targets.office]
+preset = "onlyoffice-group-members"
+base_url = "{}"
+timeout = "5s"
+
+[targets.office.auth]
+value_env = "TEST_OFFICE_KEY"
+
+[[targets.office.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.id }}}}"
+
+[targets.office.users]
+id_attribute = "id"
+"#,
+        mock.uri()
+    )
+}
+
+fn setup(server: &Slapd, mock: &Seed004, page_size: u32) -> Env {
+    let env = Env::new();
+    std::fs::copy(server.password_file(), env.path("reader.pw")).expect("copy password");
+    env.write("dirsync.toml", &config(&server.url(), mock, page_size));
+    env
+}
+
+async fn dirsync(env: &Env, args: &[&str]) -> common::Run {
+    let mut cmd = env.command(args);
+    cmd.env("TEST_OFFICE_KEY", KEY);
+    common::Run::from(cmd.output().await.expect("run dirsync"))
+}
+
+/// tests/fixtures/ldap-groups.ldif, flattened: group id → member ids.
+fn fixture_state() -> BTreeMap<String, BTreeSet<String>> {
+    let groups: [(u64, &[u64]); 8] = [
+        (0, &[1, 2, 3, 4, 5, 10]),
+        (1, &[1, 2, 3, 4, 5]),
+        (2, &[3, 4, 5]),
+        (3, &[4, 5]),
+        (4, &[6, 7]),
+        (5, &[8, 9]),
+        (6, &[8, 9]),
+        (7, &[1]),
+    ];
+    groups
+        .iter()
+        .map(|(k, m)| (group_uuid(*k), m.iter().map(|n| uuid(*n)).collect()))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_openldap_directory_reaches_seed_004_and_stays_there() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), Options::default());
+    let mock = Seed004::start().await;
+    let env = setup(&server, &mock, 3);
+
+    let run = dirsync(&env, &["sync"]).await;
+    run.expect_code(0);
+    assert_eq!(mock.groups(), fixture_state(), "the target holds the directory");
+    assert_eq!(mock.request_count().await, 8, "one request per group");
+    mock.assert_no_violations();
+    assert!(
+        run.stderr.contains("ring-a, ring-b"),
+        "the cycle is logged: {}",
+        run.stderr
+    );
+
+    // Stable ids: an unchanged directory sends nothing.
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    assert_eq!(mock.request_count().await, 8);
+}
+
+#[tokio::test]
+async fn slapd_killed_in_the_middle_of_a_read_aborts_the_run_before_any_request() {
+    let mut ldif = people_ldif(2500);
+    ldif.push_str("dn: cn=everyone,ou=groups,dc=example,dc=com\nobjectClass: groupOfNames\ncn: everyone\n");
+    for i in 1..=2500 {
+        ldif.push_str(&format!("member: uid=user{i},ou=people,dc=example,dc=com\n"));
+    }
+    ldif.push_str(&format!("entryUUID: {}\n", group_uuid(0)));
+    let mut server = Slapd::start(&ldif, Options::default());
+    let mock = Seed004::start().await;
+    let env = setup(&server, &mock, 50);
+
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    assert_eq!(mock.groups()[&group_uuid(0)].len(), 2500);
+    let requests = mock.request_count().await;
+    let snapshot = env.snapshot().await;
+    assert_eq!(snapshot.len(), 1);
+
+    // The next run reads through a proxy that stops passing slapd's answers after
+    // 20,000 bytes: inside the second page of users (about 10 kB a page).
+    let mut proxy = Proxy::start(server.port, 20_000).await;
+    env.write(
+        "dirsync.toml",
+        &config(&format!("ldap://127.0.0.1:{}", proxy.port), &mock, 50),
+    );
+    let child = env
+        .command(&["sync"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dirsync");
+    proxy.paused().await;
+    server.kill();
+    proxy.release();
+    let run = common::Run::from(child.wait_with_output().await.expect("dirsync ends"));
+
+    run.expect_code(6);
+    assert!(
+        run.stderr.contains("the connection was lost after"),
+        "a clear error: {}",
+        run.stderr
+    );
+    assert_eq!(mock.request_count().await, requests, "zero requests");
+    assert_eq!(env.snapshot().await, snapshot, "snapshot unchanged");
+}
+
+#[tokio::test]
+async fn check_reports_the_bind_the_counts_and_the_first_problems() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), Options::default());
+    let mock = Seed004::start().await;
+    let env = setup(&server, &mock, 500);
+
+    let run = dirsync(&env, &["check"]).await;
+    run.expect_code(0);
+    let out = &run.stdout;
+    assert!(
+        out.contains(&format!("connected (plain), bound as {READER_DN}")),
+        "{out}"
+    );
+    assert!(out.contains("source: 10 users, 8 groups"), "{out}");
+    assert!(
+        out.contains("source problem: nested groups contain each other: ring-a ⊃ ring-b"),
+        "{out}"
+    );
+    assert!(out.contains("member value(s) name no user or group"), "{out}");
+    assert!(
+        out.contains("unencrypted"),
+        "a cleartext bind is a problem: {out}"
+    );
+
+    std::fs::write(env.path("reader.pw"), "wrong\n").expect("write");
+    let run = dirsync(&env, &["check"]).await;
+    run.expect_code(6);
+    assert!(
+        run.stderr.contains("failed: invalidCredentials (49)"),
+        "{}",
+        run.stderr
+    );
+    assert!(mock.accepted().is_empty(), "check pushes nothing");
+}
