@@ -4,7 +4,7 @@
 //! (keyed by target group id, members as target user ids) and users, plus the users
 //! that could not be mapped. No I/O; id-map files are loaded by the config layer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use regex::Regex;
 use serde::Serialize;
@@ -115,8 +115,10 @@ pub enum MappingError {
 
 /// Applies one target's mapping to the directory.
 ///
-/// `all_users` asks for every mapped user in `DesiredState::users` (targets with a
-/// user endpoint); otherwise only members of mapped groups are mapped.
+/// `all_users` asks for every mapped user (targets with a user endpoint); otherwise
+/// only members of mapped groups are mapped. `DesiredState::users` is filled only with
+/// `all_users` or `keep_users` (a body that reads member details): a target that only
+/// needs member ids does not pay for a copy of every user.
 pub fn desired_state(
     dir: &Directory,
     groups: &GroupMapping,
@@ -124,30 +126,46 @@ pub fn desired_state(
     templates: &Templates,
     all_users: bool,
 ) -> Result<DesiredState, MappingError> {
+    desired_state_with(dir, groups, users, templates, all_users, true)
+}
+
+/// `desired_state`, saying whether `DesiredState::users` is needed.
+pub fn desired_state_with(
+    dir: &Directory,
+    groups: &GroupMapping,
+    users: &UserIdSource,
+    templates: &Templates,
+    all_users: bool,
+    keep_users: bool,
+) -> Result<DesiredState, MappingError> {
+    let keep_users = keep_users || all_users;
     let mut state = DesiredState::default();
     let mut owner: BTreeMap<String, String> = BTreeMap::new();
-    let mut user_ids: BTreeMap<String, Option<String>> = BTreeMap::new();
+    // Each user's target id is resolved once. Hash maps: these lookups run once per
+    // membership, and their order never reaches the output.
+    let mut user_ids: HashMap<&str, Option<String>> = HashMap::with_capacity(dir.users.len());
+    let mut taken: HashMap<String, String> = HashMap::new();
 
     let mut map_user = |user: &User, state: &mut DesiredState| -> Result<Option<String>, MappingError> {
-        if let Some(cached) = user_ids.get(&user.id) {
-            return Ok(cached.clone());
-        }
         let id = match target_user_id(user, users, templates) {
             Ok(id) => {
-                if let Some(other) = state.users.get(&id) {
+                if let Some(first) = taken.get(&id) {
                     return Err(MappingError::DuplicateUser {
                         target_id: id,
-                        first: other.user.id.clone(),
+                        first: first.clone(),
                         second: user.id.clone(),
                     });
                 }
-                state.users.insert(
-                    id.clone(),
-                    DesiredUser {
-                        id: id.clone(),
-                        user: user.clone(),
-                    },
-                );
+                taken.insert(id.clone(), user.id.clone());
+                if keep_users {
+                    state.users.insert(
+                        id.clone(),
+                        DesiredUser {
+                            id: id.clone(),
+                            user: user.clone(),
+                        },
+                    );
+                }
                 Some(id)
             }
             Err(reason) => {
@@ -162,7 +180,6 @@ pub fn desired_state(
                 None
             }
         };
-        user_ids.insert(user.id.clone(), id.clone());
         Ok(id)
     };
 
@@ -177,11 +194,19 @@ pub fn desired_state(
         owner.insert(target_id.clone(), group.id.clone());
         let mut members = BTreeSet::new();
         for member in &group.members {
-            // Sources guarantee members exist; a dangling id is simply not mapped.
-            let Some(user) = dir.users.get(member) else {
-                continue;
+            let id = match user_ids.get(member.as_str()) {
+                Some(cached) => cached.clone(),
+                None => {
+                    // Sources guarantee members exist; a dangling id is simply not mapped.
+                    let Some(user) = dir.users.get(member) else {
+                        continue;
+                    };
+                    let id = map_user(user, &mut state)?;
+                    user_ids.insert(&user.id, id.clone());
+                    id
+                }
             };
-            if let Some(id) = map_user(user, &mut state)? {
+            if let Some(id) = id {
                 members.insert(id);
             }
         }
@@ -200,7 +225,10 @@ pub fn desired_state(
 
     if all_users {
         for user in dir.users.values() {
-            map_user(user, &mut state)?;
+            if !user_ids.contains_key(user.id.as_str()) {
+                let id = map_user(user, &mut state)?;
+                user_ids.insert(&user.id, id);
+            }
         }
     }
     Ok(state)
@@ -244,7 +272,11 @@ fn mapped_groups<'d>(
         let Some(rule) = mapping.rules.iter().find(|r| r.pattern.is_match(&group.name)) else {
             continue;
         };
-        let ctx = serde_json::json!({ "group": group });
+        // The members are left out: a target id never depends on them, and copying a
+        // 20,000-member list into every template context was most of a run's cost.
+        let ctx = serde_json::json!({
+            "group": { "id": group.id, "name": group.name, "attrs": group.attrs }
+        });
         let target_id = templates
             .render(&rule.target_id_template, Kind::Text, &ctx)
             .map_err(|e| MappingError::GroupTemplate {

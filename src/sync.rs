@@ -317,12 +317,14 @@ fn prepare<'c>(
 ) -> Result<Prepared<'c>, SyncError> {
     let target = HttpTarget::new(config)?;
     let updates_users = target.offers(EndpointKind::UpdateUser);
-    let mut desired = mapping::desired_state(
+    let needs_member_users = target.spec().endpoints.values().any(|e| e.uses_member_users);
+    let mut desired = mapping::desired_state_with(
         dir,
         &config.groups,
         &config.users,
         &config.templates,
         updates_users,
+        needs_member_users,
     )
     .map_err(|source| SyncError::Mapping {
         target: config.name.clone(),

@@ -186,6 +186,8 @@ pub fn read(config: &CsvConfig) -> Result<Directory, CsvError> {
         return Err(users.error(None, None, "no users: the file has only a header"));
     }
     read_users(&users, &config.user_columns, &mut dir)?;
+    // The raw rows are copied into the directory; free them before the next file.
+    drop(users);
 
     let groups = parse(&config.groups, config.delimiter)?;
     if groups.rows.is_empty() {
@@ -231,6 +233,7 @@ pub fn read(config: &CsvConfig) -> Result<Directory, CsvError> {
         }
         dir.groups.insert(group.id.clone(), group);
     }
+    drop(groups);
 
     if let Some(path) = &config.memberships {
         let table = parse(path, config.delimiter)?;
