@@ -432,15 +432,35 @@ async fn push(
     let consecutive_failures = AtomicUsize::new(0);
     let max_failures = p.target.spec().max_consecutive_failures;
     let name = p.config.name.as_str();
-    let results = futures_util::stream::iter(p.plan.ops.iter())
-        .map(|op| {
-            let stop = &stop;
-            let consecutive_failures = &consecutive_failures;
-            let users = &p.users;
+    // Outcomes go to one writer that commits them in batches, so a request slot is
+    // free again as soon as its answer is in, not after a database commit.
+    let (records, mut pending) = tokio::sync::mpsc::channel::<Record<'_>>(1024);
+    let writer = async move {
+        let mut batch = Vec::with_capacity(256);
+        while let Some(first) = pending.recv().await {
+            batch.push(first);
+            while batch.len() < 256 {
+                match pending.try_recv() {
+                    Ok(rec) => batch.push(rec),
+                    Err(_) => break,
+                }
+            }
+            store.record_batch(&batch).await?;
+            for _ in 0..batch.len() {
+                progress.advance();
+            }
+            batch.clear();
+        }
+        Ok::<_, StoreError>(())
+    };
+    let (stop, consecutive_failures, users) = (&stop, &consecutive_failures, &p.users);
+    let pushes = futures_util::stream::iter(p.plan.ops.iter())
+        .map(move |op| {
+            let records = records.clone();
             async move {
                 if cancel.is_cancelled() || stop.load(Ordering::Relaxed) {
                     progress.advance();
-                    return Ok((op.kind(), None));
+                    return (op.kind(), None);
                 }
                 let outcome = p.target.push(op, users).await;
                 let failures = match &outcome.result {
@@ -471,27 +491,27 @@ async fn push(
                     .map(|d| serde_json::json!(d));
                 let error = outcome.result.as_ref().err().map(ToString::to_string);
                 log_outcome(name, op, &outcome, drift.as_ref());
-                store
-                    .record(&Record {
-                        run_id,
-                        target: name,
-                        op,
-                        success: outcome.result.is_ok(),
-                        http_status: outcome.status,
-                        attempts: outcome.attempts,
-                        drift: drift.clone(),
-                        error,
-                    })
-                    .await?;
-                progress.advance();
-                Ok::<_, StoreError>((op.kind(), Some(outcome)))
+                let record = Record {
+                    run_id,
+                    target: name,
+                    op,
+                    success: outcome.result.is_ok(),
+                    http_status: outcome.status,
+                    attempts: outcome.attempts,
+                    drift,
+                    error,
+                };
+                // A closed channel means the writer failed; its error is returned below.
+                let _ = records.send(record).await;
+                (op.kind(), Some(outcome))
             }
         })
         .buffer_unordered(p.target.spec().concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    for r in results {
-        let (kind, outcome) = r?;
+        .collect::<Vec<_>>();
+    // The stream owns the last sender: once every push is done, the writer drains and ends.
+    let (results, written) = tokio::join!(pushes, writer);
+    written?;
+    for (kind, outcome) in results {
         let Some(o) = outcome else {
             tr.not_started += 1;
             continue;

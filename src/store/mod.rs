@@ -238,13 +238,30 @@ impl Store {
     /// Records one pushed operation: on success its snapshot row and audit row in one
     /// transaction; on failure the audit row alone.
     pub async fn record(&self, rec: &Record<'_>) -> Result<(), StoreError> {
+        self.record_batch(std::slice::from_ref(rec)).await
+    }
+
+    /// Records several pushed operations in one transaction (each as `record` would):
+    /// one commit per batch instead of per operation keeps the push at the target's
+    /// pace. A batch is all or nothing, so a crash loses at most confirmations not yet
+    /// written, and those operations are simply pushed again by the next run.
+    pub async fn record_batch(&self, recs: &[Record<'_>]) -> Result<(), StoreError> {
         let at = now();
         let mut tx = self.pool.begin().await?;
-        if rec.success {
-            match rec.op {
-                Operation::ReplaceMembers(g) => {
-                    let members = serde_json::to_string(&g.group.members).unwrap_or_default();
-                    sqlx::query(
+        for rec in recs {
+            record_in(&mut tx, rec, &at).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) -> Result<(), StoreError> {
+    if rec.success {
+        match rec.op {
+            Operation::ReplaceMembers(g) => {
+                let members = serde_json::to_string(&g.group.members).unwrap_or_default();
+                sqlx::query(
                         "INSERT INTO snapshot_groups (target, id, name, members, fingerprint, run_id, updated_at)
                          VALUES (?, ?, ?, ?, ?, ?, ?)
                          ON CONFLICT (target, id) DO UPDATE SET name = excluded.name, members = excluded.members,
@@ -256,13 +273,13 @@ impl Store {
                     .bind(members)
                     .bind(&g.fingerprint)
                     .bind(rec.run_id)
-                    .bind(&at)
+                    .bind(at)
                     .execute(&mut *tx)
                     .await?;
-                }
-                Operation::UpdateUser(u) => {
-                    let data = serde_json::to_string(&u.user.user).unwrap_or_default();
-                    sqlx::query(
+            }
+            Operation::UpdateUser(u) => {
+                let data = serde_json::to_string(&u.user.user).unwrap_or_default();
+                sqlx::query(
                         "INSERT INTO snapshot_users (target, id, name, enabled, data, fingerprint, run_id, updated_at)
                          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                          ON CONFLICT (target, id) DO UPDATE SET name = excluded.name, enabled = excluded.enabled,
@@ -276,45 +293,45 @@ impl Store {
                     .bind(data)
                     .bind(&u.fingerprint)
                     .bind(rec.run_id)
-                    .bind(&at)
+                    .bind(at)
                     .execute(&mut *tx)
                     .await?;
-                }
             }
         }
-        let (kind, summary) = match rec.op {
-            Operation::ReplaceMembers(g) => (
-                "group",
-                serde_json::json!({ "reason": g.reason, "members": g.group.members.len(), "added": g.added, "removed": g.removed }),
-            ),
-            Operation::UpdateUser(u) => (
-                "user",
-                serde_json::json!({ "reason": u.reason, "enabled": u.user.user.enabled, "disables": u.disables }),
-            ),
-        };
-        insert_audit(
-            &mut tx,
-            AuditInsert {
-                run_id: rec.run_id,
-                at: &at,
-                target: rec.target,
-                operation: rec.op.kind(),
-                entity_kind: kind,
-                entity_id: rec.op.entity_id(),
-                entity_name: rec.op.entity_name(),
-                outcome: if rec.success { "success" } else { "failed" },
-                http_status: rec.http_status,
-                attempts: rec.attempts,
-                summary: Some(summary.to_string()),
-                drift: rec.drift.as_ref().map(|d| d.to_string()),
-                error: rec.error.as_deref(),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
+    let (kind, summary) = match rec.op {
+        Operation::ReplaceMembers(g) => (
+            "group",
+            serde_json::json!({ "reason": g.reason, "members": g.group.members.len(), "added": g.added, "removed": g.removed }),
+        ),
+        Operation::UpdateUser(u) => (
+            "user",
+            serde_json::json!({ "reason": u.reason, "enabled": u.user.user.enabled, "disables": u.disables }),
+        ),
+    };
+    insert_audit(
+        tx,
+        AuditInsert {
+            run_id: rec.run_id,
+            at,
+            target: rec.target,
+            operation: rec.op.kind(),
+            entity_kind: kind,
+            entity_id: rec.op.entity_id(),
+            entity_name: rec.op.entity_name(),
+            outcome: if rec.success { "success" } else { "failed" },
+            http_status: rec.http_status,
+            attempts: rec.attempts,
+            summary: Some(summary.to_string()),
+            drift: rec.drift.as_ref().map(|d| d.to_string()),
+            error: rec.error.as_deref(),
+        },
+    )
+    .await?;
+    Ok(())
+}
 
+impl Store {
     /// Records the users left out of a target's member lists, one audit row each.
     pub async fn record_unmapped(
         &self,

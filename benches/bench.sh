@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# dirsync end-to-end benchmark: a generated directory in a private slapd, a local
+# HTTP target with a fixed latency, and dirsync's main jobs timed as whole processes
+# (wall time and peak RSS from /usr/bin/time), beside the floor: an `ldapsearch`
+# paged dump of the same entries to /dev/null. Prints a Markdown table of medians.
+#
+#   benches/bench.sh [--users N] [--groups M] [--runs R] [--latency-ms L]
+#                    [--concurrency C] [--debug] [--keep DIR]
+#
+# Defaults: 100,000 users, 10,000 groups, 3 runs, 20 ms latency, concurrency 16,
+# release build. `--users 5000 --groups 500 --runs 1 --latency-ms 0 --debug` is the
+# smoke version CI runs so the harness never rots. Only loopback addresses are used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+users=100000 groups=10000 runs=3 latency=20 concurrency=16 profile=release keep=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --users) users=$2; shift 2 ;;
+    --groups) groups=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --latency-ms) latency=$2; shift 2 ;;
+    --concurrency) concurrency=$2; shift 2 ;;
+    --debug) profile=debug; shift ;;
+    --keep) keep=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+scripts/install-test-deps
+[ -x /usr/bin/time ] || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
+if [ "$profile" = release ]; then
+  cargo build -q --release --bin dirsync --example gendir --example mock_target
+else
+  cargo build -q --bin dirsync --example gendir --example mock_target
+fi
+bin="${CARGO_TARGET_DIR:-target}/$profile"
+
+work=${keep:-$(mktemp -d)}
+mkdir -p "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "$keep" ] || rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+"$bin/examples/gendir" --users "$users" --groups "$groups" --seed 1 --out "$work/base" 2>"$work/gen.log"
+"$bin/examples/gendir" --users "$users" --groups "$groups" --seed 1 --change-percent 1 --out "$work/changed" 2>>"$work/gen.log"
+memberships=$(sed -n 's/.* groups, \([0-9]*\) memberships.*/\1/p' "$work/gen.log" | head -1)
+
+base_dn="dc=example,dc=com"
+# One slapd database per directory version; the server is restarted on the other one
+# for the "1% changed" scenario.
+for v in base changed; do
+  mkdir -p "$work/slapd-$v/db"
+  cat > "$work/slapd-$v/slapd.conf" <<CONF
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+pidfile $work/slapd-$v/slapd.pid
+argsfile $work/slapd-$v/slapd.args
+modulepath /usr/lib/ldap
+moduleload back_mdb
+sizelimit 500
+database mdb
+maxsize 4294967296
+suffix "$base_dn"
+rootdn "cn=admin,$base_dn"
+rootpw bench-secret
+directory $work/slapd-$v/db
+access to * by * read
+CONF
+  slapadd -q -f "$work/slapd-$v/slapd.conf" -l "$work/$v/directory.ldif"
+done
+
+ldap_port=$(free_port)
+slapd_pid=""
+start_slapd() {
+  [ -z "$slapd_pid" ] || { kill "$slapd_pid"; wait "$slapd_pid" 2>/dev/null || true; }
+  slapd -f "$work/slapd-$1/slapd.conf" -h "ldap://127.0.0.1:$ldap_port/" -d 0 >"$work/slapd-$1.log" 2>&1 &
+  slapd_pid=$!
+  pids+=("$slapd_pid")
+  for _ in $(seq 100); do
+    ldapsearch -x -H "ldap://127.0.0.1:$ldap_port" -b "" -s base >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "slapd did not start" >&2; cat "$work/slapd-$1.log" >&2; exit 1
+}
+
+target_port=$(free_port)
+"$bin/examples/mock_target" --port "$target_port" --latency-ms "$latency" &
+pids+=($!)
+count() { python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$target_port/count').read().decode().strip())"; }
+for _ in $(seq 100); do count >/dev/null 2>&1 && break; sleep 0.05; done
+
+write_config() { # $1 = config path, $2 = source block
+  cat > "$1" <<CONF
+state_db = "state.db"
+$2
+[safety]
+max_removed_memberships_percent = 100.0
+max_disabled_users_percent = 100.0
+[targets.bench]
+preset = "onlyoffice-group-members"
+base_url = "http://127.0.0.1:$target_port"
+concurrency = $concurrency
+timeout = "30s"
+[targets.bench.auth]
+value = "bench-key"
+[[targets.bench.groups.rules]]
+match = ".*"
+target_id = "{{ group.id }}"
+[targets.bench.users]
+id_attribute = "id"
+CONF
+}
+write_config "$work/ldap.toml" "[source]
+kind = \"ldap\"
+preset = \"openldap\"
+url = \"ldap://127.0.0.1:$ldap_port\"
+bind_dn = \"cn=admin,$base_dn\"
+bind_password = \"bench-secret\"
+page_size = 500
+base_dn = \"$base_dn\"
+[source.users]
+base_dn = \"ou=people,$base_dn\"
+[source.groups]
+base_dn = \"ou=groups,$base_dn\""
+write_config "$work/csv.toml" "[source]
+kind = \"csv\"
+users = \"base/users.csv\"
+groups = \"base/groups.csv\""
+
+# Runs a command under /usr/bin/time; appends "wall_s rss_mb requests" to $1.
+measure() {
+  local out=$1; shift
+  local before after
+  before=$(count)
+  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >"$work/cmd.log" 2>&1 || {
+    local rc=$?
+    # 3 = partial, 4 = refused: still results, but worth a look.
+    if [ $rc -ne 3 ] && [ $rc -ne 4 ]; then echo "command failed ($rc): $*" >&2; tail -20 "$work/cmd.log" >&2; exit 1; fi
+  }
+  after=$(count)
+  read -r wall rss < <(tail -1 "$work/time.txt")
+  echo "$wall $((rss / 1024)) $((after - before))" >> "$out"
+}
+col() { awk -v c="$1" '{print $c}' "$2" | median; }
+
+cd "$work"
+rm -f floor.txt first.txt nochange.txt change.txt resync.txt csv.txt
+start_slapd base
+for _ in $(seq "$runs"); do
+  measure floor.txt ldapsearch -x -LLL -H "ldap://127.0.0.1:$ldap_port" -D "cn=admin,$base_dn" -w bench-secret \
+    -b "$base_dn" -E pr=500/noprompt "(|(objectClass=inetOrgPerson)(objectClass=groupOfNames))" \
+    entryUUID uid mail cn givenName sn telephoneNumber member uniqueMember memberUid
+done
+for _ in $(seq "$runs"); do
+  rm -f state.db state.db-wal state.db-shm
+  measure first.txt "$OLDPWD/$bin/dirsync" -c ldap.toml sync
+done
+cp state.db state-base.db
+for _ in $(seq "$runs"); do measure nochange.txt "$OLDPWD/$bin/dirsync" -c ldap.toml sync; done
+start_slapd changed
+for _ in $(seq "$runs"); do
+  cp state-base.db state.db; rm -f state.db-wal state.db-shm
+  measure change.txt "$OLDPWD/$bin/dirsync" -c ldap.toml sync
+done
+start_slapd base
+for _ in $(seq "$runs"); do
+  cp state-base.db state.db; rm -f state.db-wal state.db-shm
+  measure resync.txt "$OLDPWD/$bin/dirsync" -c ldap.toml resync
+done
+rm -f state.db state.db-wal state.db-shm
+"$OLDPWD/$bin/dirsync" -c csv.toml sync >/dev/null 2>&1
+for _ in $(seq "$runs"); do measure csv.txt "$OLDPWD/$bin/dirsync" -c csv.toml sync; done
+
+floor=$(col 1 floor.txt)
+ratio() { awk -v a="$1" -v b="$floor" 'BEGIN { printf "%.2f", a / b }'; }
+nochange_wall=$(col 1 nochange.txt)
+first_wall=$(col 1 first.txt)
+first_req=$(col 3 first.txt)
+# The push phase is the first sync less the read and plan a no-change sync also does.
+push_rate=$(awk -v r="$first_req" -v f="$first_wall" -v n="$nochange_wall" 'BEGIN { p = f - n; printf "%.0f", (p > 0 ? r / p : 0) }')
+allowed=$(awk -v c="$concurrency" -v l="$latency" 'BEGIN { if (l > 0) printf "%.0f", c * 1000 / l; else print "unbounded" }')
+
+echo
+echo "$users users, $groups groups, $memberships memberships; $runs run(s), medians; target latency ${latency} ms, concurrency $concurrency; $profile build"
+echo
+echo "| job | wall s | × floor | peak RSS MB | requests |"
+echo "|---|---|---|---|---|"
+echo "| floor: ldapsearch paged dump to /dev/null | $floor | 1.00 | $(col 2 floor.txt) | - |"
+for row in "first sync:first.txt" "no-change sync:nochange.txt" "sync after 1% change:change.txt" "resync:resync.txt" "CSV no-change sync:csv.txt"; do
+  name=${row%%:*} file=${row#*:}
+  w=$(col 1 "$file")
+  echo "| $name | $w | $(ratio "$w") | $(col 2 "$file") | $(col 3 "$file") |"
+done
+echo
+echo "Push rate of the first sync: $push_rate requests/s against an allowed $allowed (concurrency ÷ latency)."
+
+# The harness checks itself: a broken run must not produce a plausible table.
+[ "$(col 3 first.txt)" -eq "$groups" ] || { echo "first sync sent $(col 3 first.txt) requests, expected $groups" >&2; exit 1; }
+[ "$(col 3 nochange.txt)" -eq 0 ] || { echo "no-change sync sent requests" >&2; exit 1; }
+[ "$(col 3 csv.txt)" -eq 0 ] || { echo "CSV no-change sync sent requests" >&2; exit 1; }
+[ "$(col 3 change.txt)" -gt 0 ] || { echo "the 1% change sent nothing" >&2; exit 1; }
