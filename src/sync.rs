@@ -267,7 +267,9 @@ pub async fn run(
         }
         store.record_skipped(&run_id, &p.config.name, &p.invalid).await?;
         progress.start(&p.config.name, p.plan.ops.len());
+        let pushing = std::time::Instant::now();
         push(&store, &run_id, &p, cancel, progress, &mut tr).await?;
+        let push_ms = pushing.elapsed().as_millis() as u64;
         progress.finish();
         if opts.mode == Mode::Resync && tr.failed + tr.not_started + tr.invalid == 0 {
             let forgotten = store
@@ -280,6 +282,7 @@ pub async fn run(
         tracing::info!(
             target_name = %tr.name, succeeded = tr.succeeded, failed = tr.failed, not_started = tr.not_started,
             unchanged = tr.unchanged_groups + tr.unchanged_users, unmapped = tr.unmapped_users,
+            push_ms,
             "Finished the target."
         );
         report.targets.push(tr);
@@ -315,7 +318,12 @@ fn prepare<'c>(
     snapshot: Snapshot,
     mode: Mode,
 ) -> Result<Prepared<'c>, SyncError> {
+    let t = std::time::Instant::now();
     let target = HttpTarget::new(config)?;
+    tracing::debug!(
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        "Built the HTTP client."
+    );
     let updates_users = target.offers(EndpointKind::UpdateUser);
     let needs_member_users = target.spec().endpoints.values().any(|e| e.uses_member_users);
     let mut desired = mapping::desired_state_with(
@@ -337,6 +345,10 @@ fn prepare<'c>(
         config.removed_users,
     );
 
+    tracing::debug!(
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        "Mapped the directory."
+    );
     let t = std::time::Instant::now();
     let mut invalid = Vec::new();
     let desired_ids = (
