@@ -34,7 +34,7 @@ if [ "$profile" = release ]; then
 else
   cargo build -q --bin dirsync --example gendir --example mock_target
 fi
-bin="${CARGO_TARGET_DIR:-target}/$profile"
+bin=$(realpath "${CARGO_TARGET_DIR:-target}/$profile")
 
 work=${keep:-$(mktemp -d)}
 mkdir -p "$work"
@@ -162,23 +162,23 @@ for _ in $(seq "$runs"); do
 done
 for _ in $(seq "$runs"); do
   rm -f state.db state.db-wal state.db-shm
-  measure first.txt "$OLDPWD/$bin/dirsync" -c ldap.toml sync
+  measure first.txt "$bin/dirsync" -c ldap.toml sync
 done
 cp state.db state-base.db
-for _ in $(seq "$runs"); do measure nochange.txt "$OLDPWD/$bin/dirsync" -c ldap.toml sync; done
+for _ in $(seq "$runs"); do measure nochange.txt "$bin/dirsync" -c ldap.toml sync; done
 start_slapd changed
 for _ in $(seq "$runs"); do
   cp state-base.db state.db; rm -f state.db-wal state.db-shm
-  measure change.txt "$OLDPWD/$bin/dirsync" -c ldap.toml sync
+  measure change.txt "$bin/dirsync" -c ldap.toml sync
 done
 start_slapd base
 for _ in $(seq "$runs"); do
   cp state-base.db state.db; rm -f state.db-wal state.db-shm
-  measure resync.txt "$OLDPWD/$bin/dirsync" -c ldap.toml resync
+  measure resync.txt "$bin/dirsync" -c ldap.toml resync
 done
 rm -f state.db state.db-wal state.db-shm
-"$OLDPWD/$bin/dirsync" -c csv.toml sync >/dev/null 2>&1
-for _ in $(seq "$runs"); do measure csv.txt "$OLDPWD/$bin/dirsync" -c csv.toml sync; done
+"$bin/dirsync" -c csv.toml sync >/dev/null 2>&1
+for _ in $(seq "$runs"); do measure csv.txt "$bin/dirsync" -c csv.toml sync; done
 
 floor=$(col 1 floor.txt)
 ratio() { awk -v a="$1" -v b="$floor" 'BEGIN { printf "%.2f", a / b }'; }

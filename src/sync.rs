@@ -445,13 +445,17 @@ async fn push(
     let max_failures = p.target.spec().max_consecutive_failures;
     let name = p.config.name.as_str();
     // Outcomes go to one writer that commits them in batches, so a request slot is
-    // free again as soon as its answer is in, not after a database commit.
-    let (records, mut pending) = tokio::sync::mpsc::channel::<Record<'_>>(1024);
+    // free again as soon as its answer is in, not after a database commit. The queue
+    // and a batch hold at most `concurrency` outcomes each: a crash can lose at most
+    // three times `concurrency` confirmations (in flight, queued, being written),
+    // which the next run pushes again.
+    let concurrency = p.target.spec().concurrency;
+    let (records, mut pending) = tokio::sync::mpsc::channel::<Record<'_>>(concurrency);
     let writer = async move {
-        let mut batch = Vec::with_capacity(256);
+        let mut batch = Vec::with_capacity(concurrency);
         while let Some(first) = pending.recv().await {
             batch.push(first);
-            while batch.len() < 256 {
+            while batch.len() < concurrency {
                 match pending.try_recv() {
                     Ok(rec) => batch.push(rec),
                     Err(_) => break,
@@ -518,7 +522,7 @@ async fn push(
                 (op.kind(), Some(outcome))
             }
         })
-        .buffer_unordered(p.target.spec().concurrency)
+        .buffer_unordered(concurrency)
         .collect::<Vec<_>>();
     // The stream owns the last sender: once every push is done, the writer drains and ends.
     let (results, written) = tokio::join!(pushes, writer);

@@ -143,10 +143,11 @@ async fn sigkill_during_a_run_loses_nothing() {
     mock.lock().delay = Duration::ZERO;
     env.sync(&["sync"]).await.expect_code(0);
     assert_eq!(mock.groups(), expected_state(&groups));
-    // Groups confirmed before the kill were not pushed again (at most the in-flight ones).
+    // Groups confirmed and recorded before the kill were not pushed again: only those
+    // in flight, queued for the writer or in its batch (each at most `concurrency`).
     let pushed_twice = mock.accepted().len() - groups.len();
     assert!(
-        pushed_twice <= 4,
+        pushed_twice <= 3 * 4,
         "{pushed_twice} groups were pushed twice; concurrency is 4"
     );
 }

@@ -339,31 +339,16 @@ impl Store {
         target: &str,
         unmapped: &[Unmapped],
     ) -> Result<(), StoreError> {
-        let at = now();
-        let mut tx = self.pool.begin().await?;
-        for u in unmapped {
-            insert_audit(
-                &mut tx,
-                AuditInsert {
-                    run_id,
-                    at: &at,
-                    target,
-                    operation: "unmapped",
-                    entity_kind: "user",
-                    entity_id: &u.source_id,
-                    entity_name: &u.username,
-                    outcome: "skipped",
-                    http_status: None,
-                    attempts: 0,
-                    summary: None,
-                    drift: None,
-                    error: Some(&u.reason),
-                },
+        let rows = unmapped.iter().map(|u| {
+            (
+                "unmapped",
+                "user",
+                u.source_id.as_str(),
+                u.username.as_str(),
+                u.reason.as_str(),
             )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        });
+        self.record_not_sent(run_id, target, rows).await
     }
 
     /// Records the entities skipped because their request cannot be built, one audit
@@ -374,29 +359,50 @@ impl Store {
         target: &str,
         skipped: &[Skipped],
     ) -> Result<(), StoreError> {
+        let rows = skipped.iter().map(|s| {
+            let operation = if s.kind == "group" {
+                "replace_members"
+            } else {
+                "update_user"
+            };
+            (
+                operation,
+                s.kind,
+                s.id.as_str(),
+                s.name.as_str(),
+                s.reason.as_str(),
+            )
+        });
+        self.record_not_sent(run_id, target, rows).await
+    }
+
+    /// `skipped` audit rows, one per (operation, entity kind, id, name, reason), in
+    /// one transaction: entities that were deliberately not sent.
+    async fn record_not_sent<'r>(
+        &self,
+        run_id: &str,
+        target: &str,
+        rows: impl Iterator<Item = (&'r str, &'r str, &'r str, &'r str, &'r str)>,
+    ) -> Result<(), StoreError> {
         let at = now();
         let mut tx = self.pool.begin().await?;
-        for s in skipped {
+        for (operation, entity_kind, entity_id, entity_name, reason) in rows {
             insert_audit(
                 &mut tx,
                 AuditInsert {
                     run_id,
                     at: &at,
                     target,
-                    operation: if s.kind == "group" {
-                        "replace_members"
-                    } else {
-                        "update_user"
-                    },
-                    entity_kind: s.kind,
-                    entity_id: &s.id,
-                    entity_name: &s.name,
+                    operation,
+                    entity_kind,
+                    entity_id,
+                    entity_name,
                     outcome: "skipped",
                     http_status: None,
                     attempts: 0,
                     summary: None,
                     drift: None,
-                    error: Some(&s.reason),
+                    error: Some(reason),
                 },
             )
             .await?;
