@@ -28,7 +28,6 @@ while [ $# -gt 0 ]; do
 done
 
 scripts/install-test-deps
-[ -x /usr/bin/time ] || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
 if [ "$profile" = release ]; then
   cargo build -q --release --bin dirsync --example gendir --example mock_target
 else
