@@ -137,7 +137,7 @@ measure() {
   local out=$1; shift
   local before after
   before=$(count)
-  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >"$work/cmd.log" 2>&1 || {
+  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >/dev/null 2>"$work/cmd.log" || {
     local rc=$?
     # 3 = partial, 4 = refused: still results, but worth a look.
     if [ $rc -ne 3 ] && [ $rc -ne 4 ]; then echo "command failed ($rc): $*" >&2; tail -20 "$work/cmd.log" >&2; exit 1; fi

@@ -106,7 +106,7 @@ mod tests {
             "g".into(),
             SnapshotGroup {
                 name: "g".into(),
-                members: ids(base),
+                members: ids(base).into(),
                 fingerprint: String::new(),
             },
         );

@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 
 use crate::mapping::Unmapped;
-use crate::plan::{Operation, Snapshot, SnapshotGroup, SnapshotUser};
+use crate::plan::{Members, Operation, Snapshot, SnapshotGroup, SnapshotUser};
 
 /// The state database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -166,23 +166,25 @@ impl Store {
     /// What `target` last confirmed.
     pub async fn load_snapshot(&self, target: &str) -> Result<Snapshot, StoreError> {
         let mut snapshot = Snapshot::default();
-        let rows = sqlx::query("SELECT id, name, members, fingerprint FROM snapshot_groups WHERE target = ?")
+        let rows = sqlx::query("SELECT id, name, members, json_array_length(members) AS n, fingerprint FROM snapshot_groups WHERE target = ?")
             .bind(target)
             .fetch_all(&self.pool)
             .await?;
         for row in rows {
             let id: String = row.try_get("id")?;
-            let members: String = row.try_get("members")?;
-            let members: BTreeSet<String> =
-                serde_json::from_str(&members).map_err(|e| StoreError::Corrupt {
+            let text: String = row.try_get("members")?;
+            let count: Option<i64> = row.try_get("n")?;
+            let count = count
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| StoreError::Corrupt {
                     id: id.clone(),
-                    message: e.to_string(),
+                    message: "the member list is not a JSON array".into(),
                 })?;
             snapshot.groups.insert(
                 id,
                 SnapshotGroup {
                     name: row.try_get("name")?,
-                    members,
+                    members: Members::Json { text, count },
                     fingerprint: row.try_get("fingerprint")?,
                 },
             );
