@@ -275,7 +275,7 @@ async fn run(config: &Config, mode: Mode, args: RunArgs) -> u8 {
                 SyncError::Mapping { .. } | SyncError::UnknownTarget(_) | SyncError::Target(_) => {
                     exit::CONFIG
                 }
-                SyncError::Lock(_) | SyncError::Store(_) => exit::FAILURE,
+                SyncError::Lock(_) | SyncError::Store(_) | SyncError::Output(_) => exit::FAILURE,
             }
         }
     }

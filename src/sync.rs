@@ -57,6 +57,8 @@ pub enum SyncError {
     Target(#[from] TargetError),
     #[error("no target is named `{0}`")]
     UnknownTarget(String),
+    #[error("cannot write the plan: {0}")]
+    Output(std::io::Error),
 }
 
 /// What happened to one target in a run.
@@ -134,6 +136,17 @@ pub enum Outcome {
     Partial,
     /// A safety limit refused at least one target's plan.
     Refused,
+}
+
+impl Outcome {
+    /// The word stored in the runs table and used as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Partial => "partial",
+            Outcome::Refused => "refused",
+        }
+    }
 }
 
 impl Report {
@@ -237,7 +250,7 @@ pub async fn run(
         for p in &prepared {
             let mut tr = summarize(p);
             tr.refused = refusal(p, opts, &report);
-            print_plan(out, p, &tr).map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+            print_plan(out, p, &tr).map_err(SyncError::Output)?;
             report.targets.push(tr);
         }
         return Ok(report);
@@ -289,17 +302,7 @@ pub async fn run(
     }
     let outcome = report.outcome();
     let summary = serde_json::to_value(&report).unwrap_or_default();
-    store
-        .finish_run(
-            &run_id,
-            serde_json::to_value(outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .as_deref()
-                .unwrap_or("failed"),
-            &summary,
-        )
-        .await?;
+    store.finish_run(&run_id, outcome.as_str(), &summary).await?;
     store.close().await;
     Ok(report)
 }

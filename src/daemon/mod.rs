@@ -26,7 +26,7 @@ use crate::lock::LockError;
 use crate::metrics::Metrics;
 use crate::plan::Mode;
 use crate::store::Store;
-use crate::sync::{self, NoProgress, Outcome, SyncError};
+use crate::sync::{self, NoProgress, SyncError};
 
 /// What the outside world asks of the daemon.
 #[derive(Debug)]
@@ -235,11 +235,7 @@ async fn run_once(config: &Config, mode: Mode, shutdown: &CancellationToken, sha
     let elapsed = started.elapsed();
     match result {
         Ok(report) => {
-            let outcome = match report.outcome() {
-                Outcome::Success => "success",
-                Outcome::Partial => "partial",
-                Outcome::Refused => "refused",
-            };
+            let outcome = report.outcome().as_str();
             shared.metrics.observe(&report, outcome, elapsed);
             tracing::info!(outcome, mode = ?mode, elapsed_ms = elapsed.as_millis() as u64, "Scheduled run finished.");
             outcome.into()
