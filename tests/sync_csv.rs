@@ -497,3 +497,27 @@ async fn config_errors_name_the_key() {
     }
     assert_eq!(mock.request_count().await, 0);
 }
+
+#[tokio::test]
+async fn unknown_members_can_be_skipped_with_a_warning() {
+    let mock = Seed004::start().await;
+    let env = setup(&mock, "");
+    let config = std::fs::read_to_string(env.config()).expect("config").replace(
+        "groups = \"groups.csv\"",
+        "groups = \"groups.csv\"\nunknown_members = \"skip\"",
+    );
+    env.write("dirsync.toml", &config);
+    env.write(
+        "groups.csv",
+        &groups_csv(GROUPS).replace("u1;u2;u3,", "u1;u2;u3;u99,"),
+    );
+    let run = env.sync(&["sync"]).await;
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("Skipped a member that names no known user"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("unknown user `u99`"), "{}", run.stderr);
+    assert_eq!(mock.groups(), expected_state(GROUPS));
+}
