@@ -89,7 +89,7 @@ impl<'c> Users<'c> {
 
 fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
     let required = |attr: &str, key: &str| -> Result<String, DataError> {
-        match e.first_text(attr)? {
+        match e.first_text_ref(attr)? {
             Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
             _ => Err(DataError {
                 dn: e.dn.clone(),
@@ -105,7 +105,7 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
         match attr {
             None => Ok(None),
             Some(a) => Ok(e
-                .first_text(a)?
+                .first_text_ref(a)?
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())),
         }
@@ -129,7 +129,7 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
 }
 
 fn enabled(e: &Entry, attr: &str, rule: EnabledRule) -> Result<bool, DataError> {
-    let value = e.first_text(attr)?;
+    let value = e.first_text_ref(attr)?;
     let err = |message: String| DataError {
         dn: e.dn.clone(),
         attribute: Some(attr.to_owned()),
@@ -177,6 +177,8 @@ pub struct Groups<'c> {
     drafts: Vec<Draft>,
     by_dn: HashMap<String, u32>,
     ignored: Ignored,
+    /// A member value's normalized DN, reused from one value to the next.
+    scratch: String,
 }
 
 /// Member values that named no user or group the searches returned.
@@ -202,6 +204,7 @@ impl<'c> Groups<'c> {
             drafts: Vec::new(),
             by_dn: HashMap::new(),
             ignored: Ignored::default(),
+            scratch: String::new(),
         }
     }
 
@@ -210,7 +213,7 @@ impl<'c> Groups<'c> {
     pub fn add(&mut self, e: Entry, users: &Users<'_>) -> Result<Vec<PendingRange>, DataError> {
         let c = self.config;
         let required = |attr: &str, key: &str| -> Result<String, DataError> {
-            match e.first_text(attr)? {
+            match e.first_text_ref(attr)? {
                 Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
                 _ => Err(DataError {
                     dn: e.dn.clone(),
@@ -243,7 +246,7 @@ impl<'c> Groups<'c> {
                     continue;
                 }
                 for v in values {
-                    let v = e.text(desc, v)?;
+                    let v = e.text_ref(desc, v)?;
                     self.add_member_dn(index, &v, users);
                 }
                 if let Some(request) = range.and_then(|r| r.next_request(attr)) {
@@ -279,11 +282,13 @@ impl<'c> Groups<'c> {
     }
 
     fn add_member_dn(&mut self, index: usize, value: &str, users: &Users<'_>) {
-        let normalized = dn::normalize(dn::strip_optional_uid(value));
+        // Normalized into a reused buffer: most members are users, looked up only.
+        let normalized = &mut self.scratch;
+        dn::normalize_into(dn::strip_optional_uid(value), normalized);
         let draft = &mut self.drafts[index];
-        match users.by_dn.get(&normalized) {
+        match users.by_dn.get(normalized.as_str()) {
             Some(&u) => draft.users.push(u),
-            None => draft.other_dns.push(normalized),
+            None => draft.other_dns.push(normalized.clone()),
         }
     }
 
@@ -309,7 +314,7 @@ impl<'c> Groups<'c> {
             .ok_or_else(|| missing("the answer holds no ranged values"))?;
         let (desc, range) = desc;
         for v in values {
-            let v = e.text(desc, v)?;
+            let v = e.text_ref(desc, v)?;
             self.add_member_dn(pending.group, &v, users);
         }
         Ok(range
