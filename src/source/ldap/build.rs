@@ -6,7 +6,7 @@
 //! once mapped; nothing here knows about the network. Active Directory's ranged
 //! `member;range=…` values come in through the same door as the first part.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
 
 use super::ad;
 use super::config::{EnabledRule, GroupSearch, UserSearch};
@@ -82,6 +82,8 @@ impl<'c> Users<'c> {
             }
         }
         self.by_dn.insert(dn::normalize(&e.dn), index);
+        let mut user = user;
+        user.attrs.insert("dn".into(), e.dn);
         self.list.push(user);
         Ok(())
     }
@@ -124,7 +126,7 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
             user.attrs.insert(attr.clone(), v);
         }
     }
-    user.attrs.insert("dn".into(), e.dn.clone());
+    // The entry's DN is moved in by the caller, once nothing else needs the entry.
     Ok(user)
 }
 
@@ -349,12 +351,23 @@ impl<'c> Groups<'c> {
         }
         let flat = graph.flatten();
 
+        // Members are named by the users' ids, borrowed before the users move.
+        let members: Vec<BTreeSet<String>> = flat
+            .members
+            .iter()
+            .map(|m| m.iter().map(|&u| users.list[u as usize].id.clone()).collect())
+            .collect();
         let mut dir = Directory::default();
-        let ids: Vec<String> = users.list.iter().map(|u| u.id.clone()).collect();
         for user in users.list {
-            let dn = user.attrs.get("dn").cloned().unwrap_or_default();
-            if let Some(first) = dir.users.insert(user.id.clone(), user) {
-                return Err(duplicate("user", &first.id, &first.attrs, dn));
+            match dir.users.entry(user.id.clone()) {
+                btree_map::Entry::Occupied(first) => {
+                    let dn = user.attrs.get("dn").cloned().unwrap_or_default();
+                    let first = first.get();
+                    return Err(duplicate("user", &first.id, &first.attrs, dn));
+                }
+                btree_map::Entry::Vacant(slot) => {
+                    slot.insert(user);
+                }
             }
         }
         // By name, so that logs and `check` say the same thing every run.
@@ -369,12 +382,18 @@ impl<'c> Groups<'c> {
             .collect();
         cycles.sort();
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
-        for (mut group, members) in groups.into_iter().zip(flat.members) {
-            group.members = members.iter().map(|&u| ids[u as usize].clone()).collect();
+        for (mut group, members) in groups.into_iter().zip(members) {
+            group.members = members;
             *names.entry(group.name.clone()).or_default() += 1;
-            let dn = group.attrs.get("dn").cloned().unwrap_or_default();
-            if let Some(first) = dir.groups.insert(group.id.clone(), group) {
-                return Err(duplicate("group", &first.id, &first.attrs, dn));
+            match dir.groups.entry(group.id.clone()) {
+                btree_map::Entry::Occupied(first) => {
+                    let dn = group.attrs.get("dn").cloned().unwrap_or_default();
+                    let first = first.get();
+                    return Err(duplicate("group", &first.id, &first.attrs, dn));
+                }
+                btree_map::Entry::Vacant(slot) => {
+                    slot.insert(group);
+                }
             }
         }
         let duplicate_names = names
@@ -636,6 +655,14 @@ mod tests {
         let gc = openldap_groups();
         let err = Groups::new(&gc).finish(users).expect_err("duplicate id");
         assert!(err.message.contains("same user id"), "{}", err.message);
+        // Both DNs named: the second as the error's, the first in the message.
+        assert_eq!(err.dn, "CN=User 1,OU=Staff,DC=corp,DC=example,DC=com");
+        assert!(
+            err.message
+                .ends_with("as `CN=User 1,OU=Staff,DC=corp,DC=example,DC=com`; ids must be unique"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
