@@ -6,7 +6,7 @@
 //! once mapped; nothing here knows about the network. Active Directory's ranged
 //! `member;range=…` values come in through the same door as the first part.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
 
 use super::ad;
 use super::config::{EnabledRule, GroupSearch, UserSearch};
@@ -82,6 +82,8 @@ impl<'c> Users<'c> {
             }
         }
         self.by_dn.insert(dn::normalize(&e.dn), index);
+        let mut user = user;
+        user.attrs.insert("dn".into(), e.dn);
         self.list.push(user);
         Ok(())
     }
@@ -89,7 +91,7 @@ impl<'c> Users<'c> {
 
 fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
     let required = |attr: &str, key: &str| -> Result<String, DataError> {
-        match e.first_text(attr)? {
+        match e.first_text_ref(attr)? {
             Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
             _ => Err(DataError {
                 dn: e.dn.clone(),
@@ -105,7 +107,7 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
         match attr {
             None => Ok(None),
             Some(a) => Ok(e
-                .first_text(a)?
+                .first_text_ref(a)?
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())),
         }
@@ -124,12 +126,12 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
             user.attrs.insert(attr.clone(), v);
         }
     }
-    user.attrs.insert("dn".into(), e.dn.clone());
+    // The entry's DN is moved in by the caller, once nothing else needs the entry.
     Ok(user)
 }
 
 fn enabled(e: &Entry, attr: &str, rule: EnabledRule) -> Result<bool, DataError> {
-    let value = e.first_text(attr)?;
+    let value = e.first_text_ref(attr)?;
     let err = |message: String| DataError {
         dn: e.dn.clone(),
         attribute: Some(attr.to_owned()),
@@ -177,6 +179,8 @@ pub struct Groups<'c> {
     drafts: Vec<Draft>,
     by_dn: HashMap<String, u32>,
     ignored: Ignored,
+    /// A member value's normalized DN, reused from one value to the next.
+    scratch: String,
 }
 
 /// Member values that named no user or group the searches returned.
@@ -202,6 +206,7 @@ impl<'c> Groups<'c> {
             drafts: Vec::new(),
             by_dn: HashMap::new(),
             ignored: Ignored::default(),
+            scratch: String::new(),
         }
     }
 
@@ -210,7 +215,7 @@ impl<'c> Groups<'c> {
     pub fn add(&mut self, e: Entry, users: &Users<'_>) -> Result<Vec<PendingRange>, DataError> {
         let c = self.config;
         let required = |attr: &str, key: &str| -> Result<String, DataError> {
-            match e.first_text(attr)? {
+            match e.first_text_ref(attr)? {
                 Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
                 _ => Err(DataError {
                     dn: e.dn.clone(),
@@ -243,7 +248,7 @@ impl<'c> Groups<'c> {
                     continue;
                 }
                 for v in values {
-                    let v = e.text(desc, v)?;
+                    let v = e.text_ref(desc, v)?;
                     self.add_member_dn(index, &v, users);
                 }
                 if let Some(request) = range.and_then(|r| r.next_request(attr)) {
@@ -279,11 +284,13 @@ impl<'c> Groups<'c> {
     }
 
     fn add_member_dn(&mut self, index: usize, value: &str, users: &Users<'_>) {
-        let normalized = dn::normalize(dn::strip_optional_uid(value));
+        // Normalized into a reused buffer: most members are users, looked up only.
+        let normalized = &mut self.scratch;
+        dn::normalize_into(dn::strip_optional_uid(value), normalized);
         let draft = &mut self.drafts[index];
-        match users.by_dn.get(&normalized) {
+        match users.by_dn.get(normalized.as_str()) {
             Some(&u) => draft.users.push(u),
-            None => draft.other_dns.push(normalized),
+            None => draft.other_dns.push(normalized.clone()),
         }
     }
 
@@ -309,7 +316,7 @@ impl<'c> Groups<'c> {
             .ok_or_else(|| missing("the answer holds no ranged values"))?;
         let (desc, range) = desc;
         for v in values {
-            let v = e.text(desc, v)?;
+            let v = e.text_ref(desc, v)?;
             self.add_member_dn(pending.group, &v, users);
         }
         Ok(range
@@ -344,12 +351,23 @@ impl<'c> Groups<'c> {
         }
         let flat = graph.flatten();
 
+        // Members are named by the users' ids, borrowed before the users move.
+        let members: Vec<BTreeSet<String>> = flat
+            .members
+            .iter()
+            .map(|m| m.iter().map(|&u| users.list[u as usize].id.clone()).collect())
+            .collect();
         let mut dir = Directory::default();
-        let ids: Vec<String> = users.list.iter().map(|u| u.id.clone()).collect();
         for user in users.list {
-            let dn = user.attrs.get("dn").cloned().unwrap_or_default();
-            if let Some(first) = dir.users.insert(user.id.clone(), user) {
-                return Err(duplicate("user", &first.id, &first.attrs, dn));
+            match dir.users.entry(user.id.clone()) {
+                btree_map::Entry::Occupied(first) => {
+                    let dn = user.attrs.get("dn").cloned().unwrap_or_default();
+                    let first = first.get();
+                    return Err(duplicate("user", &first.id, &first.attrs, dn));
+                }
+                btree_map::Entry::Vacant(slot) => {
+                    slot.insert(user);
+                }
             }
         }
         // By name, so that logs and `check` say the same thing every run.
@@ -364,12 +382,18 @@ impl<'c> Groups<'c> {
             .collect();
         cycles.sort();
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
-        for (mut group, members) in groups.into_iter().zip(flat.members) {
-            group.members = members.iter().map(|&u| ids[u as usize].clone()).collect();
+        for (mut group, members) in groups.into_iter().zip(members) {
+            group.members = members;
             *names.entry(group.name.clone()).or_default() += 1;
-            let dn = group.attrs.get("dn").cloned().unwrap_or_default();
-            if let Some(first) = dir.groups.insert(group.id.clone(), group) {
-                return Err(duplicate("group", &first.id, &first.attrs, dn));
+            match dir.groups.entry(group.id.clone()) {
+                btree_map::Entry::Occupied(first) => {
+                    let dn = group.attrs.get("dn").cloned().unwrap_or_default();
+                    let first = first.get();
+                    return Err(duplicate("group", &first.id, &first.attrs, dn));
+                }
+                btree_map::Entry::Vacant(slot) => {
+                    slot.insert(group);
+                }
             }
         }
         let duplicate_names = names
@@ -631,6 +655,14 @@ mod tests {
         let gc = openldap_groups();
         let err = Groups::new(&gc).finish(users).expect_err("duplicate id");
         assert!(err.message.contains("same user id"), "{}", err.message);
+        // Both DNs named: the second as the error's, the first in the message.
+        assert_eq!(err.dn, "CN=User 1,OU=Staff,DC=corp,DC=example,DC=com");
+        assert!(
+            err.message
+                .ends_with("as `CN=User 1,OU=Staff,DC=corp,DC=example,DC=com`; ids must be unique"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
