@@ -11,17 +11,7 @@ const GROUPS: &[(&str, &[u64])] = &[("eng", &[1, 2, 3]), ("ops", &[2, 4]), ("emp
 
 /// Groups CSV whose names may need quoting.
 fn groups_csv(groups: &[(&str, &[u64])]) -> String {
-    let mut s = String::from("id,name,members,tid\n");
-    for (k, (name, members)) in groups.iter().enumerate() {
-        let m: Vec<String> = members.iter().map(|i| format!("u{i}")).collect();
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        s.push_str(&format!(
-            "g{k},{quoted},{},{}\n",
-            m.join(";"),
-            group_uuid(k as u64)
-        ));
-    }
-    s
+    common::groups_csv_quoted(groups, None)
 }
 
 fn setup(mock: &Seed003, groups: &[(&str, &[u64])], extra: &str) -> Env {

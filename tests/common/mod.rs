@@ -281,6 +281,31 @@ pub fn groups_csv(groups: &[(&str, &[u64])]) -> String {
     s
 }
 
+/// An extra CSV column: its header, and its value for group `k`.
+pub type ExtraColumn<'a> = (&'a str, fn(usize) -> String);
+
+/// Groups CSV like `groups_csv`, with every name quoted (names may hold `"`, `,` or a
+/// newline) and, when given, one more column whose value is `extra.1(k)` for group `k`.
+pub fn groups_csv_quoted(groups: &[(&str, &[u64])], extra: Option<ExtraColumn<'_>>) -> String {
+    let mut s = String::from("id,name,members,tid");
+    if let Some((header, _)) = extra {
+        s.push(',');
+        s.push_str(header);
+    }
+    s.push('\n');
+    for (k, (name, members)) in groups.iter().enumerate() {
+        let m: Vec<String> = members.iter().map(|i| format!("u{i}")).collect();
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        s.push_str(&format!("g{k},{quoted},{},{}", m.join(";"), group_uuid(k as u64)));
+        if let Some((_, value)) = extra {
+            s.push(',');
+            s.push_str(&value(k));
+        }
+        s.push('\n');
+    }
+    s
+}
+
 pub fn group_uuid(k: u64) -> String {
     uuid(1_000_000 + k)
 }
