@@ -1,6 +1,11 @@
 //! A minimal HTTP target for benchmarks: accepts every POST/PUT after a fixed
 //! latency, answers 200 `{}`, and counts requests (`GET /count`). Loopback only.
 //!
+//! The latency is held on a blocking thread (`std::thread::sleep`, accurate to tens of
+//! microseconds) rather than with `tokio::time::sleep`, whose millisecond timer wheel
+//! rounds every sleep up: 20 ms became 21.6 ms per request, and the benchmark's
+//! "allowed rate" (concurrency ÷ latency) would have been one no client can reach.
+//!
 //! cargo run --release --example mock_target -- --port 18080 --latency-ms 20
 
 use std::sync::Arc;
@@ -19,7 +24,11 @@ struct Shared {
 
 async fn accept(State(s): State<Shared>) -> &'static str {
     s.count.fetch_add(1, Ordering::Relaxed);
-    tokio::time::sleep(s.latency).await;
+    if !s.latency.is_zero() {
+        let latency = s.latency;
+        // Cannot fail: the closure does not panic.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(latency)).await;
+    }
     "{}"
 }
 

@@ -5,6 +5,8 @@ mod cli;
 
 /// mimalloc instead of the system allocator: a run allocates millions of small strings
 /// from several threads, where glibc's malloc spent a third of the time (see BENCHMARKS.md).
+/// The `system-alloc` feature leaves it out, for heap profilers that only see malloc.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

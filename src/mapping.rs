@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use regex::Regex;
 use serde::Serialize;
 
-use crate::model::{Directory, Group, User};
+use crate::model::{Attrs, Directory, Group, User};
 use crate::template::{Kind, Templates};
 
 /// How source groups become target groups. Only mapped groups are synced.
@@ -63,7 +63,7 @@ pub struct DesiredGroup {
     /// Target user ids, sorted.
     pub members: BTreeSet<String>,
     /// The source group's extra attributes, for templates (`group.attrs.NAME`).
-    pub attrs: BTreeMap<String, String>,
+    pub attrs: Attrs,
 }
 
 /// A user as the target should have it.

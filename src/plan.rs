@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::mapping::{DesiredGroup, DesiredState, DesiredUser, Unmapped};
-use crate::model::User;
+use crate::model::{Attrs, User};
 
 /// What a target last confirmed, as stored in the state database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -242,7 +242,7 @@ pub fn add_removals(
                         source_id: String::new(),
                         source_name: String::new(),
                         members: BTreeSet::new(),
-                        attrs: BTreeMap::new(),
+                        attrs: Attrs::new(),
                     },
                 );
             }
@@ -336,7 +336,7 @@ mod tests {
             source_id: format!("src-{id}"),
             source_name: format!("name-{id}"),
             members: members.iter().map(|s| (*s).to_owned()).collect(),
-            attrs: BTreeMap::new(),
+            attrs: Attrs::new(),
         }
     }
 

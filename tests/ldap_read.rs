@@ -121,7 +121,7 @@ async fn every_member_style_nesting_and_a_cycle() {
     assert_eq!(alice.display_name.as_deref(), Some("Alice Example"));
     assert_eq!(alice.first_name.as_deref(), Some("Alice"));
     assert_eq!(alice.last_name.as_deref(), Some("Example"));
-    assert_eq!(alice.attrs["dn"], "uid=alice,ou=people,dc=example,dc=com");
+    assert_eq!(&alice.attrs["dn"], "uid=alice,ou=people,dc=example,dc=com");
     assert_eq!(dir.groups[&group_uuid(4)].name, "admins");
 
     assert_eq!(report.cycles, [["ring-a", "ring-b"]]);

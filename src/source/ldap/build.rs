@@ -13,7 +13,7 @@ use super::config::{EnabledRule, GroupSearch, UserSearch};
 use super::dn;
 use super::entry::{Entry, ValueError};
 use super::nested::Graph;
-use crate::model::{Directory, Group, User};
+use crate::model::{Attrs, Directory, Group, User};
 
 /// How many examples of each kind of problem are kept for the log and `check`.
 const EXAMPLES: usize = 5;
@@ -361,7 +361,7 @@ impl<'c> Groups<'c> {
         for user in users.list {
             match dir.users.entry(user.id.clone()) {
                 btree_map::Entry::Occupied(first) => {
-                    let dn = user.attrs.get("dn").cloned().unwrap_or_default();
+                    let dn = user.attrs.get("dn").unwrap_or_default().to_owned();
                     let first = first.get();
                     return Err(duplicate("user", &first.id, &first.attrs, dn));
                 }
@@ -387,7 +387,7 @@ impl<'c> Groups<'c> {
             *names.entry(group.name.clone()).or_default() += 1;
             match dir.groups.entry(group.id.clone()) {
                 btree_map::Entry::Occupied(first) => {
-                    let dn = group.attrs.get("dn").cloned().unwrap_or_default();
+                    let dn = group.attrs.get("dn").unwrap_or_default().to_owned();
                     let first = first.get();
                     return Err(duplicate("group", &first.id, &first.attrs, dn));
                 }
@@ -413,13 +413,13 @@ impl<'c> Groups<'c> {
     }
 }
 
-fn duplicate(kind: &str, id: &str, first: &BTreeMap<String, String>, dn: String) -> DataError {
+fn duplicate(kind: &str, id: &str, first: &Attrs, dn: String) -> DataError {
     DataError {
         dn,
         attribute: None,
         message: format!(
             "has the same {kind} id `{id}` as `{}`; ids must be unique",
-            first.get("dn").map_or("", String::as_str)
+            first.get("dn").unwrap_or_default()
         ),
     }
 }
@@ -565,7 +565,7 @@ mod tests {
         assert_eq!(members("g6"), ["u4"]);
         assert_eq!(res.cycles, vec![vec!["a".to_owned(), "b".to_owned()]]);
         assert_eq!(res.ignored_members, 2);
-        assert_eq!(dir.users["u1"].attrs["dn"], "uid=alice,ou=people,dc=x");
+        assert_eq!(&dir.users["u1"].attrs["dn"], "uid=alice,ou=people,dc=x");
         assert_eq!(dir.users["u1"].display_name.as_deref(), Some("ALICE"));
     }
 
@@ -624,8 +624,8 @@ mod tests {
         let u1 = &dir.users["01234567-89ab-cdef-0123-456789abcd01"];
         assert_eq!(u1.username, "user1");
         assert!(u1.enabled);
-        assert_eq!(u1.attrs["userPrincipalName"], "user1@corp.example.com");
-        assert_eq!(u1.attrs["objectSid"], "S-1-5-21-1-2-3-1001");
+        assert_eq!(&u1.attrs["userPrincipalName"], "user1@corp.example.com");
+        assert_eq!(&u1.attrs["objectSid"], "S-1-5-21-1-2-3-1001");
         assert!(!dir.users["01234567-89ab-cdef-0123-456789abcd02"].enabled);
     }
 

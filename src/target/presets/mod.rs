@@ -97,7 +97,7 @@ mod tests {
             source_id: NASTY.into(),
             source_name: NASTY.into(),
             members: members.iter().map(|s| (*s).to_owned()).collect(),
-            attrs: BTreeMap::from([("description".into(), NASTY.into())]),
+            attrs: crate::model::Attrs::from([("description", NASTY)]),
         }
     }
 
