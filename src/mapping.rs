@@ -4,7 +4,9 @@
 //! (keyed by target group id, members as target user ids) and users, plus the users
 //! that could not be mapped. No I/O; id-map files are loaded by the config layer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt};
 
 use regex::Regex;
 use serde::Serialize;

@@ -6,7 +6,9 @@
 //! once mapped; nothing here knows about the network. Active Directory's ranged
 //! `member;range=…` values come in through the same door as the first part.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
+
+use foldhash::{HashMap, HashMapExt};
 
 use super::ad;
 use super::config::{EnabledRule, GroupSearch, UserSearch};
