@@ -353,12 +353,12 @@ impl<'c> Groups<'c> {
         }
         let flat = graph.flatten();
 
-        // Members are named by the users' ids, borrowed before the users move.
-        let members: Vec<BTreeSet<String>> = flat
-            .members
-            .iter()
-            .map(|m| m.iter().map(|&u| users.list[u as usize].id.clone()).collect())
-            .collect();
+        // Members are named by the users' ids, borrowed before the users move. The
+        // server is done by now: the copies are made on every core.
+        let list = &users.list;
+        let members: Vec<BTreeSet<String>> = crate::par::map(&flat.members, |m| {
+            m.iter().map(|&u| list[u as usize].id.clone()).collect()
+        });
         let mut dir = Directory::default();
         for user in users.list {
             match dir.users.entry(user.id.clone()) {
