@@ -10,7 +10,8 @@ use std::num::NonZeroUsize;
 const MIN_CHUNK: usize = 256;
 
 /// `items.iter().map(f).collect()`, computed on up to one thread per core. The
-/// result is in the order of `items`; a panic in `f` propagates.
+/// result is in the order of `items`; a panic in `f` propagates. A thread the system
+/// refuses to start leaves its share to the calling thread.
 pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let chunks = cores.min(items.len() / MIN_CHUNK).max(1);
@@ -23,14 +24,21 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
         let mut parts = items.chunks(size);
         let first = parts.next().unwrap_or_default();
         let rest: Vec<_> = parts
-            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .map(|part| {
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || part.iter().map(f).collect::<Vec<R>>())
+                    .map_err(|_| part)
+            })
             .collect();
         let mut out: Vec<R> = Vec::with_capacity(items.len());
         out.extend(first.iter().map(f));
-        for handle in rest {
-            match handle.join() {
-                Ok(part) => out.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
+        for started in rest {
+            match started {
+                Ok(handle) => match handle.join() {
+                    Ok(part) => out.extend(part),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(part) => out.extend(part.iter().map(f)),
             }
         }
         out

@@ -245,8 +245,11 @@ pub async fn run(
         tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
     }
     // Freeing a large directory (millions of small allocations) takes tens of
-    // milliseconds; nothing below needs it, so it is freed beside the push.
-    std::thread::spawn(move || drop(dir));
+    // milliseconds; nothing below needs it, so it is freed beside the push. If no
+    // thread can be started, the closure, and the directory with it, is dropped here.
+    let _ = std::thread::Builder::new()
+        .name("free-directory".into())
+        .spawn(move || drop(dir));
 
     if opts.dry_run {
         for p in &prepared {
