@@ -509,14 +509,23 @@ mod tests {
         )
     }
 
+    /// The users read from `person` entries, in this order: (uid, entryUUID).
+    fn people<'c>(uc: &'c UserSearch, read: &[(&str, &str)]) -> Users<'c> {
+        let mut users = Users::new(uc, Some("uid"));
+        for (uid, id) in read {
+            users.add(person(uid, id)).expect("user");
+        }
+        users
+    }
+
     #[test]
     fn two_users_with_one_id_are_an_error_naming_both() {
         let uc = openldap_users();
         let gc = openldap_groups();
-        let mut users = Users::new(&uc, Some("uid"));
-        for (uid, id) in [("bob", "u2"), ("alice", "u1"), ("carol", "u2"), ("dave", "u1")] {
-            users.add(person(uid, id)).expect("user");
-        }
+        let users = people(
+            &uc,
+            &[("bob", "u2"), ("alice", "u1"), ("carol", "u2"), ("dave", "u1")],
+        );
         let err = Groups::new(&gc).finish(users).expect_err("duplicate ids");
         // In read order, carol is the first to repeat an id: bob's.
         assert_eq!(err.dn, "uid=carol,ou=people,dc=x");
@@ -530,10 +539,10 @@ mod tests {
     fn member_styles_nesting_and_a_cycle() {
         let uc = openldap_users();
         let gc = openldap_groups();
-        let mut users = Users::new(&uc, Some("uid"));
-        for (uid, id) in [("alice", "u1"), ("bob", "u2"), ("carol", "u3"), ("dave", "u4")] {
-            users.add(person(uid, id)).expect("user");
-        }
+        let users = people(
+            &uc,
+            &[("alice", "u1"), ("bob", "u2"), ("carol", "u3"), ("dave", "u4")],
+        );
         let mut groups = Groups::new(&gc);
         let g = |dn: &str, id: &str, attrs: &[(&str, &[&str])]| {
             let mut all: Vec<(&str, &[&str])> = vec![("entryUUID", std::slice::from_ref(&id))];
