@@ -4,6 +4,7 @@
 //! (keyed by target group id, members as target user ids) and users, plus the users
 //! that could not be mapped. No I/O; id-map files are loaded by the config layer.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::{HashMap, HashMapExt};
@@ -309,27 +310,22 @@ fn mapped_groups<'d>(
 
 /// The user's target id, or why there is none.
 fn target_user_id(user: &User, source: &UserIdSource, templates: &Templates) -> Result<String, String> {
-    let id = match source {
-        UserIdSource::Attribute(attr) => {
-            // The common case, and one per user: trimmed before the one copy.
-            let id = user
-                .attr(attr)
-                .ok_or_else(|| format!("no `{attr}` attribute"))?
-                .trim();
-            if id.is_empty() {
-                return Err("empty target id".into());
-            }
-            return Ok(id.to_owned());
-        }
+    // Borrowed where it can be: an attribute or id-map id is copied once, trimmed.
+    let id: Cow<'_, str> = match source {
+        UserIdSource::Attribute(attr) => user
+            .attr(attr)
+            .map(Cow::Borrowed)
+            .ok_or_else(|| format!("no `{attr}` attribute"))?,
         UserIdSource::Template(name) => templates
             .render(name, Kind::Text, &serde_json::json!({ "user": user }))
+            .map(Cow::Owned)
             .map_err(|e| e.message)?,
         UserIdSource::IdMap { key_attribute, map } => {
             let key = user
                 .attr(key_attribute)
                 .ok_or_else(|| format!("no `{key_attribute}` attribute"))?;
             map.get(key)
-                .cloned()
+                .map(|id| Cow::Borrowed(id.as_str()))
                 .ok_or_else(|| format!("`{key}` is not in the id map"))?
         }
     };

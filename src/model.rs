@@ -111,7 +111,7 @@ impl Directory {
 /// (often one, the LDAP `dn`), and a B-tree allocates a node for eleven on the first
 /// insert: 54 MB for 100,000 users with only their DN (see BENCHMARKS.md). Lookups are
 /// binary searches; it serializes as a map, in the same order a `BTreeMap` would.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attrs(Vec<(String, String)>);
 
 impl Attrs {
@@ -138,10 +138,6 @@ impl Attrs {
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.position(name).ok().map(|i| self.0[i].1.as_str())
-    }
-
-    pub fn contains_key(&self, name: &str) -> bool {
-        self.position(name).is_ok()
     }
 
     pub fn len(&self) -> usize {

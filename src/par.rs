@@ -1,8 +1,8 @@
 //! Pure CPU work spread over the machine's cores, in order.
 //!
-//! Planning runs after the source is read, when the directory server is idle: the
-//! per-group work (building and hashing each request, translating members) is
-//! independent from group to group and splits into one contiguous chunk per core.
+//! Used once the directory server is done: the per-group work (copying the LDAP
+//! directory's member ids, building and hashing each request) is independent from
+//! group to group and splits into one contiguous chunk per core.
 
 use std::num::NonZeroUsize;
 
