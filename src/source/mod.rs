@@ -28,6 +28,20 @@ pub async fn read(config: &SourceConfig) -> Result<Directory, SourceError> {
                 .map_err(|e| csv::CsvError::internal(e.to_string()))??;
             Ok(dir)
         }
-        SourceConfig::Ldap(c) => Ok(ldap::read(c).await?),
+        SourceConfig::Ldap(c) => {
+            // On a worker thread, the task that waits for the socket is the one the
+            // I/O driver wakes: no hand-off to the thread that called `block_on` for
+            // each of the ~10,000 waits of a large read (half the context switches).
+            let (c, url) = ((**c).clone(), c.url.clone());
+            match tokio::spawn(async move { ldap::read(&c).await }).await {
+                Ok(read) => Ok(read?),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(ldap::LdapError::Connect {
+                    url,
+                    message: format!("the read was cancelled: {e}"),
+                }
+                .into()),
+            }
+        }
     }
 }

@@ -220,16 +220,6 @@ pub enum Scope {
     Sub,
 }
 
-impl Scope {
-    pub fn to_ldap3(self) -> ldap3::Scope {
-        match self {
-            Scope::Base => ldap3::Scope::Base,
-            Scope::One => ldap3::Scope::OneLevel,
-            Scope::Sub => ldap3::Scope::Subtree,
-        }
-    }
-}
-
 /// How an attribute says whether a user is enabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnabledRule {

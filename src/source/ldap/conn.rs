@@ -1,33 +1,107 @@
 //! The connection: TCP, TLS (ldaps:// or StartTLS, rustls), the simple bind, and
 //! paged searches (RFC 2696) that hand each entry to the caller as it arrives.
 //!
+//! One request is in flight at a time, so the socket is read in the caller's own
+//! task: answers are framed and decoded ([`proto`]) straight from the read buffer,
+//! with no task, channel or copy between the socket and the entry.
+//!
 //! Every way a read can end early is an error here: a lost connection, a timeout,
 //! a size or time limit, a referral, a server that refuses paging. A search either
 //! delivered every entry or it failed; there is no third outcome.
 
-use std::sync::Arc;
+use std::io;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use ldap3::controls::{MakeCritical, PagedResults, RawControl};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult};
-use rustls::pki_types::CertificateDer;
-use tokio::task::JoinHandle;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
 
 use super::LdapError;
 use super::config::{Bind, LdapConfig, Scope, Search, TlsVerify};
-use super::entry::{Entry, parse_entry, parse_reference};
+use super::entry::Entry;
+use super::proto::{self, Control, Frame, LdapResult, Message, Op, SearchScope};
 
-const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
-/// LDAP_SERVER_DOMAIN_SCOPE_OID: no continuation references to other partitions.
-const DOMAIN_SCOPE_OID: &str = "1.2.840.113556.1.4.1339";
+/// How much is read from the socket at a time, at least.
+const READ_CHUNK: usize = 256 << 10;
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Messages over a byte stream: requests written whole, answers framed from a
+/// buffer that is refilled as they are consumed.
+struct Wire<S> {
+    io: S,
+    buf: Vec<u8>,
+    /// Where the next unread message starts in `buf`.
+    start: usize,
+}
+
+/// Why no answer came.
+#[derive(Debug)]
+enum WireError {
+    Closed,
+    Io(io::Error),
+    Malformed(proto::Malformed),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Closed => f.write_str("the server closed it"),
+            WireError::Io(e) => write!(f, "{e}"),
+            WireError::Malformed(m) => write!(f, "the server sent {m}"),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
+    fn new(io: S) -> Self {
+        Wire {
+            io,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    async fn send(&mut self, request: &[u8]) -> Result<(), WireError> {
+        self.io.write_all(request).await.map_err(WireError::Io)?;
+        self.io.flush().await.map_err(WireError::Io)
+    }
+
+    /// The next answer, read as far as it needs.
+    async fn receive(&mut self) -> Result<Message, WireError> {
+        loop {
+            let total = match proto::frame(&self.buf[self.start..]).map_err(WireError::Malformed)? {
+                Frame::Whole(n) => {
+                    let message = &self.buf[self.start..self.start + n];
+                    self.start += n;
+                    return proto::decode(message).map_err(WireError::Malformed);
+                }
+                Frame::Partial(total) => total.unwrap_or(0),
+            };
+            // Keep only the unread part, then make room for the rest of the message
+            // and at least one more chunk.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            let want = total.max(self.buf.len() + READ_CHUNK);
+            self.buf.reserve(want - self.buf.len());
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) => return Err(WireError::Closed),
+                Ok(_) => {}
+                Err(e) => return Err(WireError::Io(e)),
+            }
+        }
+    }
+}
 
 /// An open, bound connection.
 pub struct Conn {
-    ldap: Ldap,
+    wire: Wire<Box<dyn Stream>>,
+    last_id: i32,
     url: String,
     timeout: Duration,
-    /// The task that drives the socket; its error explains a lost connection.
-    driver: Option<JoinHandle<ldap3::result::Result<()>>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -52,31 +126,124 @@ pub struct SearchMode {
 }
 
 impl Conn {
-    /// Connects (TLS as configured) within `connect_timeout`.
+    /// Connects, with TLS and StartTLS as configured, within `connect_timeout`.
     pub async fn open(c: &LdapConfig) -> Result<Conn, LdapError> {
-        let mut settings = LdapConnSettings::new()
-            .set_conn_timeout(c.connect_timeout)
-            .set_starttls(c.starttls);
-        match &c.tls {
-            TlsVerify::System => {}
-            TlsVerify::CaFile { certs, .. } => {
-                settings = settings.set_config(client_config(certs).map_err(|message| LdapError::Tls {
-                    url: c.url.clone(),
-                    message,
-                })?);
+        let connect = |message: String| LdapError::Connect {
+            url: c.url.clone(),
+            message,
+        };
+        let tls_error = |message: String| LdapError::Tls {
+            url: c.url.clone(),
+            message,
+        };
+        let url = reqwest::Url::parse(&c.url).map_err(|e| connect(format!("not a valid URL: {e}")))?;
+        let ldaps = url.scheme() == "ldaps";
+        let host = url
+            .host()
+            .ok_or_else(|| connect("the URL names no host".to_owned()))?;
+        let port = url.port().unwrap_or(if ldaps { 636 } else { 389 });
+        let server_name = match &host {
+            url::Host::Domain(d) => ServerName::try_from(d.to_string())
+                .map_err(|e| tls_error(format!("the host is not a valid TLS server name: {e}"))),
+            url::Host::Ipv4(ip) => Ok(ServerName::IpAddress((*ip).into())),
+            url::Host::Ipv6(ip) => Ok(ServerName::IpAddress((*ip).into())),
+        };
+        let opened = timeout(c.connect_timeout, async {
+            let tcp = match &host {
+                url::Host::Domain(d) => TcpStream::connect((*d, port)).await,
+                url::Host::Ipv4(ip) => TcpStream::connect((*ip, port)).await,
+                url::Host::Ipv6(ip) => TcpStream::connect((*ip, port)).await,
             }
-            TlsVerify::Skip => settings = settings.set_no_tls_verify(true),
-        }
-        let (conn, ldap) = LdapConnAsync::with_settings(settings, &c.url)
-            .await
-            .map_err(|e| connect_error(c, e))?;
-        let driver = Some(tokio::spawn(conn.drive()));
+            .map_err(|e| connect(e.to_string()))?;
+            // Requests are written whole; nothing gains from Nagle's delay.
+            let _ = tcp.set_nodelay(true);
+            if !ldaps && !c.starttls {
+                return Ok(Box::new(tcp) as Box<dyn Stream>);
+            }
+            let mut wire = Wire::new(tcp);
+            if c.starttls {
+                start_tls(&mut wire).await.map_err(|m| match m {
+                    StartTls::Refused(m) => tls_error(m),
+                    StartTls::Wire(e) => {
+                        tls_error(format!("the server closed the connection during StartTLS: {e}"))
+                    }
+                })?;
+            }
+            let config = client_config(&c.tls).map_err(tls_error)?;
+            let name = server_name?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, wire.io)
+                .await
+                .map_err(|e| handshake_error(c, e))?;
+            Ok(Box::new(tls) as Box<dyn Stream>)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(connect(format!(
+                "no connection within {} (`connect_timeout`)",
+                humantime::format_duration(c.connect_timeout)
+            )))
+        })?;
         Ok(Conn {
-            ldap,
+            wire: Wire::new(opened),
+            last_id: 0,
             url: c.url.clone(),
             timeout: c.timeout,
-            driver,
         })
+    }
+
+    fn next_id(&mut self) -> i32 {
+        self.last_id = if self.last_id == i32::MAX {
+            1
+        } else {
+            self.last_id + 1
+        };
+        self.last_id
+    }
+
+    /// Sends a request and waits for its next answer, each within `timeout`.
+    async fn call(&mut self, request: &[u8]) -> Result<(), Failure> {
+        match timeout(self.timeout, self.wire.send(request)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure::Wire(e)),
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
+    /// The next answer to request `id` within `timeout`; a notice of disconnection
+    /// or an answer to another request is a failure.
+    async fn answer(&mut self, id: i32) -> Result<Op, Failure> {
+        let msg = match timeout(self.timeout, self.wire.receive()).await {
+            Ok(Ok(msg)) => msg,
+            Ok(Err(e)) => return Err(Failure::Wire(e)),
+            Err(_) => return Err(Failure::Timeout),
+        };
+        match msg {
+            Message { id: got, op } if got == id => Ok(op),
+            Message {
+                id: 0,
+                op: Op::Extended(res),
+            } => Err(Failure::Notice(describe(&res))),
+            Message { id: got, .. } => Err(Failure::Wire(WireError::Io(io::Error::other(format!(
+                "the server answered message {got}, which dirsync did not send"
+            ))))),
+        }
+    }
+
+    /// Words a failure, with how far a search got.
+    fn failure(&self, f: Failure, entries: Option<usize>) -> String {
+        let after = entries.map(|n| format!(" after {n} entries")).unwrap_or_default();
+        match f {
+            Failure::Timeout => format!(
+                "no answer within {} (`timeout`){after}",
+                humantime::format_duration(self.timeout)
+            ),
+            Failure::Wire(WireError::Malformed(m)) => format!("the server sent {m}{after}"),
+            Failure::Wire(e) => format!("the connection was lost{after}: {e}"),
+            Failure::Notice(text) => {
+                format!("the connection was lost{after}: the server ended the session: {text}")
+            }
+        }
     }
 
     /// Binds as configured; anonymous is an empty DN and password.
@@ -92,14 +259,15 @@ impl Conn {
             dn: shown.to_owned(),
             message,
         };
-        let result = self
-            .ldap
-            .with_timeout(self.timeout)
-            .simple_bind(dn, password)
-            .await;
-        let res = match result {
-            Ok(res) => res,
-            Err(e) => return Err(fail(self.operation_error(e, None).await)),
+        let id = self.next_id();
+        let answer = match self.call(&proto::bind_request(id, dn, password)).await {
+            Ok(()) => self.answer(id).await,
+            Err(f) => Err(f),
+        };
+        let res = match answer {
+            Ok(Op::Bind(res)) => res,
+            Ok(other) => return Err(fail(format!("the server answered the bind with {other:?}"))),
+            Err(f) => return Err(fail(self.failure(f, None))),
         };
         match res.rc {
             0 => Ok(()),
@@ -131,74 +299,57 @@ impl Conn {
             filter: search.filter.clone(),
             message,
         };
+        let scope = match search.scope {
+            Scope::Base => SearchScope::Base,
+            Scope::One => SearchScope::OneLevel,
+            Scope::Sub => SearchScope::Subtree,
+        };
         let mut stats = SearchStats::default();
         let mut cookie: Vec<u8> = Vec::new();
         loop {
-            let mut controls: Vec<RawControl> = Vec::new();
+            let mut controls = Vec::new();
             if mode.page_size > 0 {
-                // Critical: a server that cannot page must say so, not silently
-                // return a truncated first page.
-                controls.push(
-                    PagedResults {
-                        size: i32::try_from(mode.page_size).unwrap_or(i32::MAX),
-                        cookie: std::mem::take(&mut cookie),
-                    }
-                    .critical()
-                    .into(),
-                );
+                controls.push(Control::paged(mode.page_size, std::mem::take(&mut cookie)));
             }
             if mode.domain_scope {
-                controls.push(RawControl {
-                    ctype: DOMAIN_SCOPE_OID.to_owned(),
-                    crit: false,
-                    val: None,
-                });
+                controls.push(Control::domain_scope());
             }
-            let mut ldap = self.ldap.clone();
-            ldap.with_timeout(self.timeout);
-            if !controls.is_empty() {
-                ldap.with_controls(controls);
+            let id = self.next_id();
+            let request = proto::search_request(id, &search.base_dn, scope, &search.filter, attrs, &controls)
+                .map_err(|_| fail("the filter is not valid".to_owned()))?;
+            if let Err(f) = self.call(&request).await {
+                return Err(fail(self.failure(f, Some(stats.entries))));
             }
-            let started = ldap
-                .streaming_search(
-                    &search.base_dn,
-                    search.scope.to_ldap3(),
-                    &search.filter,
-                    attrs.to_vec(),
-                )
-                .await;
-            let mut stream = match started {
-                Ok(s) => s,
-                Err(e) => return Err(fail(self.operation_error(e, Some(stats.entries)).await)),
+            let res = loop {
+                match self.answer(id).await {
+                    Ok(Op::Entry(entry)) => {
+                        each(entry)?;
+                        stats.entries += 1;
+                    }
+                    Ok(Op::SearchDone(res)) => break res,
+                    Ok(Op::Intermediate) => {}
+                    Ok(Op::Reference(urls)) => {
+                        return Err(fail(format!(
+                            "the server returned a referral to {} instead of entries; dirsync does \
+                             not follow referrals: narrow `base_dn`, or point `url` at the server \
+                             that holds them{}",
+                            urls.join(", "),
+                            if mode.domain_scope {
+                                ""
+                            } else {
+                                " (Active Directory: `domain_scope = true`)"
+                            }
+                        )));
+                    }
+                    Ok(other) => {
+                        return Err(fail(format!(
+                            "the server answered the search with {other:?}{}",
+                            format_args!(" after {} entries", stats.entries)
+                        )));
+                    }
+                    Err(f) => return Err(fail(self.failure(f, Some(stats.entries)))),
+                }
             };
-            loop {
-                let item = match stream.next().await {
-                    Ok(Some(item)) => item,
-                    Ok(None) => break,
-                    Err(e) => return Err(fail(self.operation_error(e, Some(stats.entries)).await)),
-                };
-                if item.is_intermediate() {
-                    continue;
-                }
-                if item.is_ref() {
-                    return Err(fail(format!(
-                        "the server returned a referral to {} instead of entries; dirsync does \
-                         not follow referrals: narrow `base_dn`, or point `url` at the server \
-                         that holds them{}",
-                        parse_reference(item.0).join(", "),
-                        if mode.domain_scope {
-                            ""
-                        } else {
-                            " (Active Directory: `domain_scope = true`)"
-                        }
-                    )));
-                }
-                let entry = parse_entry(item.0)
-                    .ok_or_else(|| fail("the server sent an entry dirsync cannot parse".to_owned()))?;
-                each(entry)?;
-                stats.entries += 1;
-            }
-            let res = stream.finish().await;
             stats.pages += 1;
             if res.rc != 0 {
                 return Err(fail(search_result_error(&res, mode, stats.pages == 1)));
@@ -206,10 +357,10 @@ impl Conn {
             if mode.page_size == 0 {
                 return Ok(stats);
             }
-            match paged_cookie(&res) {
+            match res.paged_cookie() {
                 // The server ignored the control and answered in one go, complete.
                 None => return Ok(stats),
-                Some(Err(())) => {
+                Some(Err(_)) => {
                     return Err(fail(
                         "the server's paged results control cannot be parsed".to_owned(),
                     ));
@@ -250,85 +401,153 @@ impl Conn {
 
     /// Ends the session politely; a failure here changes nothing that was read.
     pub async fn close(mut self) {
-        let _ = self.ldap.with_timeout(self.timeout).unbind().await;
-        if let Some(driver) = self.driver.take() {
-            driver.abort();
-        }
-    }
-
-    /// Words an error from an operation: a timeout, or a lost connection with the
-    /// reason the socket task saw.
-    async fn operation_error(&mut self, e: ldap3::LdapError, entries: Option<usize>) -> String {
-        use ldap3::LdapError as E;
-        let after = entries.map(|n| format!(" after {n} entries")).unwrap_or_default();
-        match e {
-            E::Timeout { .. } => format!(
-                "no answer within {} (`timeout`){after}",
-                humantime::format_duration(self.timeout)
-            ),
-            E::EndOfStream | E::OpSend { .. } | E::ResultRecv { .. } | E::IdScrubSend { .. } => {
-                // The socket task is ending; its error, if it had one, says why.
-                let why = match self.driver.take() {
-                    Some(driver) => match tokio::time::timeout(Duration::from_secs(1), driver).await {
-                        Ok(Ok(Err(e))) => format!("the server closed it ({e})"),
-                        _ => "the server closed it".to_owned(),
-                    },
-                    None => "the server closed it".to_owned(),
-                };
-                format!("the connection was lost{after}: {why}")
-            }
-            E::FilterParsing => "the filter is not valid".to_owned(),
-            other => other.to_string(),
-        }
+        let id = self.next_id();
+        let bye = proto::unbind_request(id);
+        let _ = timeout(self.timeout, async {
+            let _ = self.wire.send(&bye).await;
+            let _ = self.wire.io.shutdown().await;
+        })
+        .await;
     }
 }
 
-/// A rustls client config that trusts only the given CAs.
-fn client_config(certs: &[CertificateDer<'static>]) -> Result<Arc<rustls::ClientConfig>, String> {
+/// A request that got no usable answer.
+#[derive(Debug)]
+enum Failure {
+    Timeout,
+    Wire(WireError),
+    /// The server's notice of disconnection, described.
+    Notice(String),
+}
+
+enum StartTls {
+    Refused(String),
+    Wire(WireError),
+}
+
+/// The StartTLS exchange (RFC 4511 §4.14) on a plain connection; TLS starts next.
+async fn start_tls(wire: &mut Wire<TcpStream>) -> Result<(), StartTls> {
+    wire.send(&proto::start_tls_request(1))
+        .await
+        .map_err(StartTls::Wire)?;
+    let msg = wire.receive().await.map_err(StartTls::Wire)?;
+    match msg.op {
+        Op::Extended(res) if res.rc == 0 && msg.id == 1 => {
+            if wire.start < wire.buf.len() {
+                return Err(StartTls::Refused(
+                    "the server sent more after accepting StartTLS".to_owned(),
+                ));
+            }
+            Ok(())
+        }
+        Op::Extended(res) => Err(StartTls::Refused(format!(
+            "the server refused StartTLS: {}",
+            describe(&res)
+        ))),
+        other => Err(StartTls::Refused(format!(
+            "the server answered StartTLS with {other:?}"
+        ))),
+    }
+}
+
+/// The rustls client config for `tls`: the system's roots, only the given CAs, or
+/// no verification of the certificate (signatures are still checked).
+fn client_config(tls: &TlsVerify) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let config = match tls {
+        TlsVerify::System => builder
+            .with_root_certificates(SYSTEM_ROOTS.clone())
+            .with_no_client_auth(),
+        TlsVerify::CaFile { certs, .. } => builder
+            .with_root_certificates(roots(certs)?)
+            .with_no_client_auth(),
+        TlsVerify::Skip => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The system's trusted CAs, loaded once; unreadable ones are left out.
+static SYSTEM_ROOTS: LazyLock<Arc<rustls::RootCertStore>> = LazyLock::new(|| {
+    let mut store = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    let (added, ignored) = store.add_parsable_certificates(found.certs);
+    tracing::debug!(
+        added,
+        ignored,
+        errors = found.errors.len(),
+        "Loaded the system's CA certificates."
+    );
+    Arc::new(store)
+});
+
+fn roots(certs: &[CertificateDer<'static>]) -> Result<Arc<rustls::RootCertStore>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in certs {
         roots
             .add(cert.clone())
             .map_err(|e| format!("`ca_file` holds a certificate rustls refuses: {e}"))?;
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(Arc::new(roots))
 }
 
-/// A failed connect as a connect error or a TLS error, with a hint where one helps.
-fn connect_error(c: &LdapConfig, e: ldap3::LdapError) -> LdapError {
-    use ldap3::LdapError as E;
-    let url = c.url.clone();
-    let connect = |message: String| LdapError::Connect {
-        url: url.clone(),
-        message,
+/// `tls_verify = false`: any certificate is accepted, but the handshake's
+/// signatures are still verified, so the session is at least bound to that key.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A failed TLS handshake, with a hint where one helps.
+fn handshake_error(c: &LdapConfig, e: io::Error) -> LdapError {
+    let message = match e.get_ref().and_then(|s| s.downcast_ref::<rustls::Error>()) {
+        Some(err) => tls_message(err, c),
+        None if e.kind() == io::ErrorKind::UnexpectedEof => {
+            format!("the server closed the connection during the handshake: {e}")
+        }
+        None => format!("handshake failed: {e}"),
     };
-    let tls = |message: String| LdapError::Tls {
-        url: url.clone(),
+    LdapError::Tls {
+        url: c.url.clone(),
         message,
-    };
-    match e {
-        E::Timeout { .. } => connect(format!(
-            "no connection within {} (`connect_timeout`)",
-            humantime::format_duration(c.connect_timeout)
-        )),
-        E::Io { source } => match source.get_ref().and_then(|s| s.downcast_ref::<rustls::Error>()) {
-            Some(err) => tls(tls_message(err, c)),
-            None if c.starttls && source.kind() == std::io::ErrorKind::UnexpectedEof => tls(format!(
-                "the server closed the connection during StartTLS: {source}"
-            )),
-            None => connect(source.to_string()),
-        },
-        E::LdapResult { result } => tls(format!("the server refused StartTLS: {}", describe(&result))),
-        E::DNSName { source } => tls(format!("the host is not a valid TLS server name: {source}")),
-        E::Rustls { source } => tls(tls_message(&source, c)),
-        E::UrlParsing { source } => connect(format!("not a valid URL: {source}")),
-        other => connect(other.to_string()),
     }
 }
 
@@ -433,25 +652,6 @@ pub fn describe(res: &LdapResult) -> String {
     }
 }
 
-/// The cookie of the paged results response control: `None` without the control,
-/// `Some(Err)` when its value does not parse.
-fn paged_cookie(res: &LdapResult) -> Option<Result<Vec<u8>, ()>> {
-    let raw = res
-        .ctrls
-        .iter()
-        .map(|c| &c.1)
-        .find(|raw| raw.ctype == PAGED_RESULTS_OID)?;
-    Some(parse_paged_value(raw.val.as_deref().unwrap_or_default()))
-}
-
-/// `realSearchControlValue ::= SEQUENCE { size INTEGER, cookie OCTET STRING }`.
-fn parse_paged_value(val: &[u8]) -> Result<Vec<u8>, ()> {
-    let (_, tag) = ldap3::asn1::parse_tag(val).map_err(|_| ())?;
-    let mut parts = tag.expect_constructed().ok_or(())?.into_iter();
-    let _size = parts.next().ok_or(())?;
-    parts.next().ok_or(())?.expect_primitive().ok_or(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,21 +664,6 @@ mod tests {
             refs: vec![],
             ctrls: vec![],
         }
-    }
-
-    #[test]
-    fn paged_control_round_trip_and_garbage() {
-        let raw: RawControl = PagedResults {
-            size: 0,
-            cookie: b"abc".to_vec(),
-        }
-        .into();
-        assert_eq!(
-            parse_paged_value(raw.val.as_deref().unwrap_or_default()),
-            Ok(b"abc".to_vec())
-        );
-        assert_eq!(parse_paged_value(b""), Err(()));
-        assert_eq!(parse_paged_value(&[0x30, 0x03, 0x02, 0x01, 0x00]), Err(()));
     }
 
     #[test]

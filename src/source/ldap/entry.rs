@@ -4,8 +4,6 @@
 
 use std::borrow::Cow;
 
-use ldap3::asn1::{PL, StructureTag};
-
 use super::ad;
 
 /// An entry as the server sent it. Values stay bytes until a field asks for one.
@@ -97,45 +95,9 @@ impl Entry {
     }
 }
 
-/// A `SearchResultEntry` (application tag 4) as an [`Entry`]; `None` if the
-/// structure is not one.
-pub fn parse_entry(tag: StructureTag) -> Option<Entry> {
-    if tag.id != 4 {
-        return None;
-    }
-    let mut parts = tag.expect_constructed()?.into_iter();
-    let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
-    let mut attrs = Vec::new();
-    for attr in parts.next()?.expect_constructed()? {
-        let mut a = attr.expect_constructed()?.into_iter();
-        let desc = String::from_utf8(a.next()?.expect_primitive()?).ok()?;
-        let values = a
-            .next()?
-            .expect_constructed()?
-            .into_iter()
-            .map(StructureTag::expect_primitive)
-            .collect::<Option<Vec<_>>>()?;
-        attrs.push((desc, values));
-    }
-    Some(Entry { dn, attrs })
-}
-
-/// The URLs of a `SearchResultReference` (application tag 19).
-pub fn parse_reference(tag: StructureTag) -> Vec<String> {
-    match tag.payload {
-        PL::C(parts) => parts
-            .into_iter()
-            .filter_map(StructureTag::expect_primitive)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .collect(),
-        PL::P(_) => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use ldap3::asn1::TagClass;
 
     /// An entry with text values, for tests.
     pub fn entry(dn: &str, attrs: &[(&str, &[&str])]) -> Entry {
@@ -146,55 +108,6 @@ pub(crate) mod tests {
                 .map(|(a, vs)| (a.to_string(), vs.iter().map(|v| v.as_bytes().to_vec()).collect()))
                 .collect(),
         }
-    }
-
-    fn prim(bytes: &[u8]) -> StructureTag {
-        StructureTag {
-            class: TagClass::Universal,
-            id: 4,
-            payload: PL::P(bytes.to_vec()),
-        }
-    }
-
-    fn cons(id: u64, class: TagClass, inner: Vec<StructureTag>) -> StructureTag {
-        StructureTag {
-            class,
-            id,
-            payload: PL::C(inner),
-        }
-    }
-
-    #[test]
-    fn parses_an_entry_and_refuses_garbage() {
-        let tag = cons(
-            4,
-            TagClass::Application,
-            vec![
-                prim(b"cn=a,dc=x"),
-                cons(
-                    16,
-                    TagClass::Universal,
-                    vec![cons(
-                        16,
-                        TagClass::Universal,
-                        vec![
-                            prim(b"cn"),
-                            cons(17, TagClass::Universal, vec![prim(b"a"), prim(b"b")]),
-                        ],
-                    )],
-                ),
-            ],
-        );
-        let e = parse_entry(tag).expect("an entry");
-        assert_eq!(e, entry("cn=a,dc=x", &[("cn", &["a", "b"])]));
-        assert_eq!(e.values("CN").map(<[_]>::len), Some(2));
-
-        assert_eq!(parse_entry(prim(b"x")), None);
-        assert_eq!(parse_entry(cons(4, TagClass::Application, vec![])), None);
-        assert_eq!(
-            parse_entry(cons(4, TagClass::Application, vec![prim(&[0xff])])),
-            None
-        );
     }
 
     #[test]

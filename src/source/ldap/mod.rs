@@ -7,6 +7,7 @@
 //!
 //! - `config`: the `[source]` table, presets, validation (no network).
 //! - `conn`: connection, TLS, bind, paged search; every early end is an error.
+//! - `proto`: pure; requests encoded, answers framed and decoded from bytes.
 //! - `entry`: entries parsed from the protocol without panics; binary attributes.
 //! - `build`: pure; entries → users and groups, members resolved, groups flattened.
 //! - `nested`: pure; cycle-safe flattening of nested groups.
@@ -26,6 +27,7 @@ pub mod dn;
 mod entry;
 pub mod filter;
 pub mod nested;
+mod proto;
 
 use crate::model::Directory;
 
@@ -175,6 +177,7 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
         warnings: config.warnings(),
         ..ReadReport::default()
     };
+    let started = std::time::Instant::now();
     let mut conn = Conn::open(config).await?;
     conn.bind(&config.bind).await?;
 
@@ -193,6 +196,7 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
         )
         .await?;
     report.user_pages = stats.pages;
+    let users_read = started.elapsed();
 
     let mut groups = Groups::new(&config.groups);
     let mut pending = Vec::new();
@@ -218,7 +222,14 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     }
     conn.close().await;
 
+    let entries_read = started.elapsed();
     let (dir, resolution) = groups.finish(users).map_err(|e| LdapError::data(url, e))?;
+    tracing::debug!(
+        users_ms = users_read.as_millis(),
+        groups_ms = (entries_read - users_read).as_millis(),
+        finish_ms = (started.elapsed() - entries_read).as_millis(),
+        "Read the entries and resolved the members."
+    );
     report.ignored_members = resolution.ignored_members;
     report.ignored_examples = resolution.ignored_examples;
     report.cycles = resolution.cycles;
