@@ -143,28 +143,46 @@ pub fn desired_state_with<'d>(
 ) -> Result<DesiredState, MappingError> {
     let keep_users = keep_users || all_users;
     let mut state = DesiredState::default();
-    let mut owner: BTreeMap<String, String> = BTreeMap::new();
-    // Each user's target id is resolved once, when a mapped group first names the
-    // user. Every user is indexed up front in one pass over the sorted map: a hash
-    // lookup per membership instead of a B-tree search per user. Their order never
-    // reaches the output.
-    let mut user_ids: HashMap<&str, Resolved<'d>> = HashMap::with_capacity(dir.users.len());
-    for user in dir.users.values() {
-        user_ids.insert(&user.id, Resolved::Not(user));
-    }
-    let mut taken: HashMap<String, &str> = HashMap::with_capacity(dir.users.len());
+    let mapped = mapped_groups(dir, groups, templates)?;
 
-    let mut map_user = |user: &'d User, state: &mut DesiredState| -> Result<Option<String>, MappingError> {
-        let id = match target_user_id(user, users, templates) {
+    // The pure parts run on every core: each user's target id (most users are a
+    // member somewhere), and each mapped group's members as indexes into the users.
+    let all: Vec<&'d User> = dir.users.values().collect();
+    let mut index: HashMap<&str, u32> = HashMap::with_capacity(all.len());
+    for (i, user) in all.iter().enumerate() {
+        // The directory holds far fewer than 4 billion users.
+        index.insert(&user.id, i as u32);
+    }
+    let resolved = crate::par::map(&all, |user| target_user_id(user, users, templates));
+    let member_indexes = crate::par::map(&mapped, |(group, _, _)| {
+        // Sources guarantee members exist; a dangling id is simply not mapped.
+        group
+            .members
+            .iter()
+            .filter_map(|m| index.get(m.as_str()).map(|&i| i as usize))
+            .collect::<Vec<_>>()
+    });
+
+    // Then in order, as before: groups in source order, each user taken when a mapped
+    // group first names them, so which of two clashing ids is "first" never depends
+    // on threads. Only users taken here are checked for clashes or reported unmapped.
+    let mut owner: HashMap<&str, &str> = HashMap::with_capacity(mapped.len());
+    let mut taken: HashMap<&str, &str> = HashMap::with_capacity(all.len());
+    let mut seen = vec![false; all.len()];
+    let mut take = |i: usize, state: &mut DesiredState| -> Result<(), MappingError> {
+        if std::mem::replace(&mut seen[i], true) {
+            return Ok(());
+        }
+        let user = all[i];
+        match &resolved[i] {
             Ok(id) => {
-                if let Some(first) = taken.get(&id) {
+                if let Some(first) = taken.insert(id, &user.id) {
                     return Err(MappingError::DuplicateUser {
-                        target_id: id,
-                        first: (*first).to_owned(),
+                        target_id: id.clone(),
+                        first: first.to_owned(),
                         second: user.id.clone(),
                     });
                 }
-                taken.insert(id.clone(), &user.id);
                 if keep_users {
                     state.users.insert(
                         id.clone(),
@@ -174,7 +192,6 @@ pub fn desired_state_with<'d>(
                         },
                     );
                 }
-                Some(id)
             }
             Err(reason) => {
                 state.unmapped.insert(
@@ -182,40 +199,40 @@ pub fn desired_state_with<'d>(
                     Unmapped {
                         source_id: user.id.clone(),
                         username: user.username.clone(),
-                        reason,
+                        reason: reason.clone(),
                     },
                 );
-                None
             }
-        };
-        Ok(id)
+        }
+        Ok(())
     };
-
-    for (group, target_id, name) in mapped_groups(dir, groups, templates)? {
-        if let Some(first) = owner.get(&target_id) {
+    for ((group, target_id, _), members) in mapped.iter().zip(&member_indexes) {
+        if let Some(first) = owner.insert(target_id, &group.id) {
             return Err(MappingError::DuplicateTarget {
-                target_id,
-                first: first.clone(),
+                target_id: target_id.clone(),
+                first: first.to_owned(),
                 second: group.id.clone(),
             });
         }
-        owner.insert(target_id.clone(), group.id.clone());
-        // Collected, then built in one go: a set built from a sorted list has full
-        // nodes, one built by inserts about half-full nodes (and twice the compares).
-        let mut members = Vec::with_capacity(group.members.len());
-        for member in &group.members {
-            // Sources guarantee members exist; a dangling id is simply not mapped.
-            let Some(slot) = user_ids.get_mut(member.as_str()) else {
-                continue;
-            };
-            if let Resolved::Not(user) = *slot {
-                *slot = Resolved::To(map_user(user, &mut state)?);
-            }
-            if let Resolved::To(Some(id)) = slot {
-                members.push(id.clone());
-            }
+        for &i in members {
+            take(i, &mut state)?;
         }
-        let members: BTreeSet<String> = members.into_iter().collect();
+    }
+    if all_users {
+        for i in 0..all.len() {
+            take(i, &mut state)?;
+        }
+    }
+
+    // Member sets, on every core. A set built from a list (sorted inside `collect`)
+    // has full nodes; one built by inserts about half-full nodes.
+    let member_sets = crate::par::map(&member_indexes, |members| {
+        members
+            .iter()
+            .filter_map(|&i| resolved[i].as_ref().ok().cloned())
+            .collect::<BTreeSet<String>>()
+    });
+    for ((group, target_id, name), members) in mapped.into_iter().zip(member_sets) {
         state.groups.insert(
             target_id.clone(),
             DesiredGroup {
@@ -228,23 +245,7 @@ pub fn desired_state_with<'d>(
             },
         );
     }
-
-    if all_users {
-        for user in dir.users.values() {
-            if matches!(user_ids.get(user.id.as_str()), Some(Resolved::Not(_))) {
-                map_user(user, &mut state)?;
-            }
-        }
-    }
     Ok(state)
-}
-
-/// A user's target id in the mapping's cache.
-enum Resolved<'d> {
-    /// Not needed yet.
-    Not(&'d User),
-    /// Mapped: the target id, or `None` when the user is unmapped.
-    To(Option<String>),
 }
 
 /// Source groups that are mapped, with their target id and name, in source id order.
@@ -502,5 +503,60 @@ mod tests {
         .expect("maps");
         assert_eq!(state.users.keys().collect::<Vec<_>>(), ["o-1", "o-2"]);
         assert_eq!(state.unmapped.keys().collect::<Vec<_>>(), ["u3"]);
+    }
+
+    /// 1,000 users and 600 groups: enough for the parallel parts to split. The
+    /// result, and which clashing user is "first", are those of a walk in group order.
+    #[test]
+    fn large_directories_map_as_in_group_order() {
+        let mut d = Directory::default();
+        for i in 0..1000 {
+            let id = format!("u{i:04}");
+            let mut u = User::new(id.clone(), format!("n{i}"));
+            // Every 7th user has no office, so is unmapped if a group names them.
+            if i % 7 != 0 {
+                u.attrs.insert("office_id".into(), format!("o-{i}"));
+            }
+            d.users.insert(id, u);
+        }
+        for g in 0..600 {
+            let mut group = Group::new(format!("g{g:03}"), format!("team-{g}"));
+            // Users 0..300 only: the others are never named, so never reported.
+            group.members = (0..5)
+                .map(|k| format!("u{:04}", (g * 13 + k * 61) % 300))
+                .collect();
+            group.attrs.insert("code".into(), format!("T-g{g:03}"));
+            d.groups.insert(group.id.clone(), group);
+        }
+        let users = UserIdSource::Attribute("office_id".into());
+        let state = desired_state(&d, &mapping(&[], &["^team-"]), &users, &templates(), false).expect("maps");
+        assert_eq!(state.groups.len(), 600);
+        let first = &state.groups["T-g000"];
+        let want: BTreeSet<String> = (0..5)
+            .map(|k| k * 61 % 300)
+            .filter(|i| i % 7 != 0)
+            .map(|i| format!("o-{i}"))
+            .collect();
+        assert_eq!(first.members, want);
+        assert_eq!(state.unmapped.len(), (0..300).filter(|i| i % 7 == 0).count());
+        assert!(state.unmapped.keys().all(|id| id.as_str() < "u0300"));
+
+        // u0244 (named by g000) and u0013 (named by g001) share an office: u0244 is
+        // taken first, though u0013 comes first by id.
+        d.users
+            .get_mut("u0013")
+            .expect("user")
+            .attrs
+            .insert("office_id".into(), "o-244".into());
+        let err = desired_state(&d, &mapping(&[], &["^team-"]), &users, &templates(), false)
+            .expect_err("two users, one target id");
+        assert_eq!(
+            err,
+            MappingError::DuplicateUser {
+                target_id: "o-244".into(),
+                first: "u0244".into(),
+                second: "u0013".into(),
+            }
+        );
     }
 }
