@@ -127,7 +127,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    ExitCode::from(runtime.block_on(dispatch(cli)))
+    let code = runtime.block_on(dispatch(cli));
+    // Everything the command started has finished; dropping the runtime would only
+    // join its worker threads, and with them free their allocator heaps (30 ms after
+    // a 100k-user run) just before the process exits.
+    runtime.shutdown_background();
+    ExitCode::from(code)
 }
 
 fn init_logging(format: LogFormat, level: &str) {

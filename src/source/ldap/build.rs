@@ -63,6 +63,12 @@ impl<'c> Users<'c> {
         }
     }
 
+    /// The users read, for [`sort_users`]; the DN and uid indexes stay, for the
+    /// group search.
+    pub fn take_list(&mut self) -> Vec<User> {
+        std::mem::take(&mut self.list)
+    }
+
     /// Maps one entry of the user search.
     pub fn add(&mut self, e: Entry) -> Result<(), DataError> {
         let c = self.config;
@@ -330,7 +336,14 @@ impl<'c> Groups<'c> {
     }
 
     /// Resolves nested groups and builds the directory.
-    pub fn finish(self, users: Users<'_>) -> Result<(Directory, Resolution), DataError> {
+    #[cfg(test)]
+    pub fn finish(self, mut users: Users<'_>) -> Result<(Directory, Resolution), DataError> {
+        self.finish_sorted(sort_users(users.take_list())?)
+    }
+
+    /// Resolves nested groups and builds the directory from the users
+    /// [`sort_users`] sorted.
+    pub fn finish_sorted(self, users: SortedUsers) -> Result<(Directory, Resolution), DataError> {
         let Groups {
             drafts,
             by_dn,
@@ -353,14 +366,18 @@ impl<'c> Groups<'c> {
         }
         let flat = graph.flatten();
 
-        // Members are named by the users' ids, borrowed before the users move. The
-        // server is done by now: the copies are made on every core.
-        let list = &users.list;
+        // Members are named by the users' ids, found through their place in the sorted
+        // map. The server is done by now: the copies are made on every core.
+        let SortedUsers { map, rank } = users;
+        let sorted: Vec<&User> = map.values().collect();
         let members: Vec<BTreeSet<String>> = crate::par::map(&flat.members, |m| {
-            m.iter().map(|&u| list[u as usize].id.clone()).collect()
+            m.iter()
+                .map(|&u| sorted[rank[u as usize] as usize].id.clone())
+                .collect()
         });
+        drop(sorted);
         let mut dir = Directory {
-            users: users_by_id(users.list)?,
+            users: map,
             ..Directory::default()
         };
         // By name, so that logs and `check` say the same thing every run.
@@ -406,13 +423,23 @@ impl<'c> Groups<'c> {
     }
 }
 
+/// The users keyed by id, and where each user (by read index) sits in the map.
+#[derive(Debug)]
+pub struct SortedUsers {
+    map: BTreeMap<String, User>,
+    /// `rank[read index]` is the user's position in `map`.
+    rank: Vec<u32>,
+}
+
 /// The users keyed by id, built in one go from a sorted list: full B-tree nodes
 /// (100,000 random-order inserts left them half-empty: 35 MB of nodes instead of
 /// 22) and no `User` moved within a node on every insert.
 ///
 /// Two users with one id are an error naming the pair an in-order insert meets
 /// first: the earliest-read second user, and the first user read with that id.
-fn users_by_id(list: Vec<User>) -> Result<BTreeMap<String, User>, DataError> {
+///
+/// Needs only the user search: the reader runs it beside the group search.
+pub fn sort_users(list: Vec<User>) -> Result<SortedUsers, DataError> {
     let mut order: Vec<u32> = (0..list.len() as u32).collect();
     // Stable: among equal ids, read order.
     order.sort_by(|&a, &b| list[a as usize].id.cmp(&list[b as usize].id));
@@ -426,12 +453,17 @@ fn users_by_id(list: Vec<User>) -> Result<BTreeMap<String, User>, DataError> {
         let dn = second.attrs.get("dn").unwrap_or_default().to_owned();
         return Err(duplicate("user", &first.id, &first.attrs, dn));
     }
+    let mut rank = vec![0u32; list.len()];
+    for (position, &i) in order.iter().enumerate() {
+        rank[i as usize] = position as u32;
+    }
     let mut slots: Vec<Option<User>> = list.into_iter().map(Some).collect();
-    Ok(order
+    let map = order
         .into_iter()
         .filter_map(|i| slots[i as usize].take())
         .map(|u| (u.id.clone(), u))
-        .collect())
+        .collect();
+    Ok(SortedUsers { map, rank })
 }
 
 fn duplicate(kind: &str, id: &str, first: &Attrs, dn: String) -> DataError {

@@ -197,6 +197,10 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
         .await?;
     report.user_pages = stats.pages;
     let users_read = started.elapsed();
+    // Sorting the users into the directory's map needs only the user search: it
+    // runs on a blocking thread while the server answers the group search.
+    let list = users.take_list();
+    let sorting = tokio::task::spawn_blocking(move || build::sort_users(list));
 
     let mut groups = Groups::new(&config.groups);
     let mut pending = Vec::new();
@@ -223,7 +227,21 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     conn.close().await;
 
     let entries_read = started.elapsed();
-    let (dir, resolution) = groups.finish(users).map_err(|e| LdapError::data(url, e))?;
+    let sorted = match sorting.await {
+        Ok(sorted) => sorted.map_err(|e| LdapError::data(url, e))?,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => {
+            return Err(LdapError::Data {
+                url: url.to_owned(),
+                dn: config.users.search.base_dn.clone(),
+                attribute: None,
+                message: format!("sorting the users was cancelled: {e}"),
+            });
+        }
+    };
+    let (dir, resolution) = groups
+        .finish_sorted(sorted)
+        .map_err(|e| LdapError::data(url, e))?;
     tracing::debug!(
         users_ms = users_read.as_millis(),
         groups_ms = (entries_read - users_read).as_millis(),
