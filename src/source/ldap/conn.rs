@@ -655,6 +655,124 @@ pub fn describe(res: &LdapResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::ldap::config::RawLdap;
+    use crate::source::ldap::proto::tests::{done_message, entry_message, result_message};
+    use tokio::net::TcpListener;
+
+    /// A server that answers each request it reads with the next scripted answer,
+    /// written in `chunk`-byte pieces: enough to reach what slapd never sends.
+    /// With `hold`, the connection then stays open; without, the server closes it.
+    async fn scripted(answers: Vec<Vec<u8>>, chunk: usize, hold: bool) -> LdapConfig {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0; 65536];
+            for answer in answers {
+                if matches!(sock.read(&mut buf).await, Ok(0) | Err(_)) {
+                    return;
+                }
+                for piece in answer.chunks(chunk) {
+                    if sock.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    let _ = sock.flush().await;
+                }
+            }
+            if hold {
+                // Silent until the client goes.
+                let _ = sock.read(&mut buf).await;
+            }
+        });
+        let raw: RawLdap = toml::from_str(&format!(
+            "preset = \"openldap\"\nurl = \"ldap://127.0.0.1:{port}\"\nbase_dn = \"dc=x\"\nanonymous = true\ntimeout = \"500ms\"\n"
+        ))
+        .expect("toml");
+        LdapConfig::from_raw(raw, std::path::Path::new("/nonexistent")).expect("valid")
+    }
+
+    /// Binds anonymously and runs one unpaged search; the entries' DNs or the error.
+    async fn search_once(config: &LdapConfig) -> Result<Vec<String>, String> {
+        let mut conn = Conn::open(config).await.map_err(|e| e.to_string())?;
+        conn.bind(&Bind::Anonymous).await.map_err(|e| e.to_string())?;
+        let mut dns = Vec::new();
+        let mode = SearchMode {
+            page_size: 0,
+            domain_scope: false,
+        };
+        conn.search(&config.users.search, &[], mode, |e| {
+            dns.push(e.dn);
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        conn.close().await;
+        Ok(dns)
+    }
+
+    fn bind_ok() -> Vec<u8> {
+        result_message(1, 1, 0, "", &[], &[])
+    }
+
+    #[tokio::test]
+    async fn answers_split_into_small_pieces_are_reassembled() {
+        let mut answer = entry_message(2, "uid=a,dc=x", &[("uid", &[b"a"])]);
+        answer.extend(entry_message(2, "uid=b,dc=x", &[("uid", &[b"b"])]));
+        answer.extend(done_message(2, 0, "", &[], &[]));
+        let config = scripted(vec![bind_ok(), answer], 3, true).await;
+        assert_eq!(
+            search_once(&config).await,
+            Ok(vec!["uid=a,dc=x".to_owned(), "uid=b,dc=x".to_owned()])
+        );
+    }
+
+    #[tokio::test]
+    async fn what_slapd_never_sends_is_a_clear_error() {
+        let mut one_entry = entry_message(2, "uid=a,dc=x", &[("uid", &[b"a"])]);
+        let notice = result_message(0, 24, 52, "server shutting down", &[], &[]);
+        one_entry.extend(notice.clone());
+        let cases = [
+            (
+                one_entry,
+                "the connection was lost after 1 entries: the server ended the session: unavailable (52): server shutting down",
+            ),
+            (
+                vec![0x04, 0x00],
+                "the server sent a message that is not an LDAPMessage SEQUENCE after 0 entries",
+            ),
+            (
+                done_message(7, 0, "", &[], &[]),
+                "the server answered message 7, which dirsync did not send",
+            ),
+            (
+                result_message(2, 1, 0, "", &[], &[]),
+                "the server answered the search with Bind",
+            ),
+        ];
+        for (answer, want) in cases {
+            let config = scripted(vec![bind_ok(), answer], 64, true).await;
+            let err = search_once(&config).await.expect_err("fails");
+            assert!(err.contains(want), "{err}\nwanted: {want}");
+            assert!(err.contains("search of `dc=x`"), "{err}");
+        }
+        // A server that closes mid-message, and one that stays silent.
+        let mut cut = entry_message(2, "uid=a,dc=x", &[("uid", &[b"a"])]);
+        cut.truncate(cut.len() - 3);
+        let config = scripted(vec![bind_ok(), cut], 64, false).await;
+        let err = search_once(&config).await.expect_err("fails");
+        assert!(
+            err.contains("the connection was lost after 0 entries: the server closed it"),
+            "{err}"
+        );
+        let config = scripted(vec![bind_ok(), Vec::new()], 64, true).await;
+        let err = search_once(&config).await.expect_err("fails");
+        assert!(
+            err.contains("no answer within 500ms (`timeout`) after 0 entries"),
+            "{err}"
+        );
+    }
 
     fn result(rc: u32, text: &str) -> LdapResult {
         LdapResult {

@@ -521,13 +521,13 @@ pub fn unbind_request(id: i32) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::source::ldap::entry::tests::entry as text_entry;
 
     /// A SearchResultEntry encoded with lber, the encoder ldap3 uses: an
     /// independent implementation to decode against.
-    fn entry_message(id: i32, dn: &str, attrs: &[(&str, &[&[u8]])]) -> Vec<u8> {
+    pub fn entry_message(id: i32, dn: &str, attrs: &[(&str, &[&[u8]])]) -> Vec<u8> {
         let attrs = attrs
             .iter()
             .map(|(name, values)| {
@@ -558,7 +558,19 @@ mod tests {
         message(id, op, &[])
     }
 
-    fn done_message(id: i32, rc: i64, text: &str, refs: &[&str], controls: &[Control]) -> Vec<u8> {
+    pub fn done_message(id: i32, rc: i64, text: &str, refs: &[&str], controls: &[Control]) -> Vec<u8> {
+        result_message(id, 5, rc, text, refs, controls)
+    }
+
+    /// An LDAPResult under `[APPLICATION op]`: 1 bind, 5 search done, 24 extended.
+    pub fn result_message(
+        id: i32,
+        op: u64,
+        rc: i64,
+        text: &str,
+        refs: &[&str],
+        controls: &[Control],
+    ) -> Vec<u8> {
         let mut inner = vec![
             Tag::Enumerated(Enumerated {
                 inner: rc,
@@ -575,7 +587,7 @@ mod tests {
             }));
         }
         let op = Tag::Sequence(Sequence {
-            id: 5,
+            id: op,
             class: TagClass::Application,
             inner,
         });
