@@ -70,9 +70,9 @@ impl<'c> Users<'c> {
     }
 
     /// Maps one entry of the user search.
-    pub fn add(&mut self, e: Entry) -> Result<(), DataError> {
+    pub fn add(&mut self, e: &Entry) -> Result<(), DataError> {
         let c = self.config;
-        let user = map_user(&e, c)?;
+        let user = map_user(e, c)?;
         let index = u32::try_from(self.list.len())
             .ok()
             .filter(|i| *i < AMBIGUOUS)
@@ -91,7 +91,7 @@ impl<'c> Users<'c> {
         }
         self.by_dn.insert(dn::normalize(&e.dn), index);
         let mut user = user;
-        user.attrs.insert("dn".into(), e.dn);
+        user.attrs.insert("dn".into(), e.dn.clone());
         self.list.push(user);
         Ok(())
     }
@@ -220,7 +220,7 @@ impl<'c> Groups<'c> {
 
     /// Maps one entry of the group search; returns the ranged attributes that have
     /// more values to fetch.
-    pub fn add(&mut self, e: Entry, users: &Users<'_>) -> Result<Vec<PendingRange>, DataError> {
+    pub fn add(&mut self, e: &Entry, users: &Users<'_>) -> Result<Vec<PendingRange>, DataError> {
         let c = self.config;
         let required = |attr: &str, key: &str| -> Result<String, DataError> {
             match e.first_text_ref(attr)? {
@@ -545,7 +545,7 @@ mod tests {
     fn people<'c>(uc: &'c UserSearch, read: &[(&str, &str)]) -> Users<'c> {
         let mut users = Users::new(uc, Some("uid"));
         for (uid, id) in read {
-            users.add(person(uid, id)).expect("user");
+            users.add(&person(uid, id)).expect("user");
         }
         users
     }
@@ -632,7 +632,7 @@ mod tests {
             ),
         ];
         for e in entries {
-            assert_eq!(groups.add(e, &users), Ok(vec![]));
+            assert_eq!(groups.add(&e, &users), Ok(vec![]));
         }
         let (dir, res) = groups.finish(users).expect("builds");
         let members = |id: &str| dir.groups[id].members.iter().cloned().collect::<Vec<_>>();
@@ -690,8 +690,8 @@ mod tests {
     fn active_directory_users() {
         let uc = ad_users();
         let mut users = Users::new(&uc, None);
-        users.add(ad_user(1, "512")).expect("enabled user");
-        users.add(ad_user(2, "514")).expect("disabled user");
+        users.add(&ad_user(1, "512")).expect("enabled user");
+        users.add(&ad_user(2, "514")).expect("disabled user");
         let gc = GroupSearch {
             member_uids: vec![],
             member_uid_attribute: None,
@@ -714,22 +714,22 @@ mod tests {
         let mut users = Users::new(&uc, None);
         let mut e = ad_user(1, "512");
         e.attrs.retain(|(a, _)| a != "objectGUID");
-        let err = users.add(e).expect_err("no id");
+        let err = users.add(&e).expect_err("no id");
         assert_eq!(err.attribute.as_deref(), Some("objectGUID"));
         assert!(err.message.contains("source.users.id"), "{}", err.message);
 
-        let err = users.add(ad_user(1, "lots")).expect_err("bad uac");
+        let err = users.add(&ad_user(1, "lots")).expect_err("bad uac");
         assert_eq!(err.dn, "CN=User 1,OU=Staff,DC=corp,DC=example,DC=com");
         assert_eq!(err.attribute.as_deref(), Some("userAccountControl"));
 
         let mut e = ad_user(1, "512");
         e.attrs.push(("displayName".into(), vec![vec![0xc3, 0x28]]));
-        let err = users.add(e).expect_err("invalid UTF-8");
+        let err = users.add(&e).expect_err("invalid UTF-8");
         assert_eq!(err.attribute.as_deref(), Some("displayName"));
 
-        users.add(ad_user(1, "512")).expect("first");
+        users.add(&ad_user(1, "512")).expect("first");
         users
-            .add(ad_user(1, "512"))
+            .add(&ad_user(1, "512"))
             .expect("mapped; duplicate found at the end");
         let gc = openldap_groups();
         let err = Groups::new(&gc).finish(users).expect_err("duplicate id");
@@ -752,7 +752,7 @@ mod tests {
         let dns: Vec<String> = (0..4000).map(|i| format!("uid=u{i},ou=people,dc=x")).collect();
         for i in 0..4000 {
             users
-                .add(person(&format!("u{i}"), &format!("id{i:04}")))
+                .add(&person(&format!("u{i}"), &format!("id{i:04}")))
                 .expect("user");
         }
         let gc = GroupSearch {
@@ -776,7 +776,7 @@ mod tests {
         };
         let mut first = entry("cn=big,dc=x", &[("entryUUID", &["g"]), ("cn", &["big"])]);
         first.attrs.push(part(0, false));
-        let pending = groups.add(first, &users).expect("group");
+        let pending = groups.add(&first, &users).expect("group");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].request, "member;range=1500-*");
 

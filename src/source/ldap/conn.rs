@@ -36,6 +36,8 @@ struct Wire<S> {
     buf: Vec<u8>,
     /// Where the next unread message starts in `buf`.
     start: usize,
+    /// The last search result entry, its buffers reused for the next.
+    entry: Entry,
 }
 
 /// Why no answer came.
@@ -62,6 +64,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             io,
             buf: Vec::new(),
             start: 0,
+            entry: Entry::default(),
         }
     }
 
@@ -70,14 +73,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         self.io.flush().await.map_err(WireError::Io)
     }
 
-    /// The next answer, read as far as it needs.
+    /// The next answer, read as far as it needs; an entry is left in `self.entry`.
     async fn receive(&mut self) -> Result<Message, WireError> {
         loop {
             let total = match proto::frame(&self.buf[self.start..]).map_err(WireError::Malformed)? {
                 Frame::Whole(n) => {
                     let message = &self.buf[self.start..self.start + n];
                     self.start += n;
-                    return proto::decode(message).map_err(WireError::Malformed);
+                    return proto::decode(message, &mut self.entry).map_err(WireError::Malformed);
                 }
                 Frame::Partial(total) => total.unwrap_or(0),
             };
@@ -290,7 +293,7 @@ impl Conn {
         search: &Search,
         attrs: &[String],
         mode: SearchMode,
-        mut each: impl FnMut(Entry) -> Result<(), LdapError>,
+        mut each: impl FnMut(&Entry) -> Result<(), LdapError>,
     ) -> Result<SearchStats, LdapError> {
         let url = self.url.clone();
         let fail = |message: String| LdapError::Search {
@@ -322,8 +325,8 @@ impl Conn {
             }
             let res = loop {
                 match self.answer(id).await {
-                    Ok(Op::Entry(entry)) => {
-                        each(entry)?;
+                    Ok(Op::Entry) => {
+                        each(&self.wire.entry)?;
                         stats.entries += 1;
                     }
                     Ok(Op::SearchDone(res)) => break res,
@@ -392,7 +395,7 @@ impl Conn {
             domain_scope: false,
         };
         self.search(&search, attrs, mode, |e| {
-            found = Some(e);
+            found = Some(e.clone());
             Ok(())
         })
         .await?;
@@ -703,7 +706,7 @@ mod tests {
             domain_scope: false,
         };
         conn.search(&config.users.search, &[], mode, |e| {
-            dns.push(e.dn);
+            dns.push(e.dn.clone());
             Ok(())
         })
         .await

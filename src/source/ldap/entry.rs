@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use super::ad;
 
 /// An entry as the server sent it. Values stay bytes until a field asks for one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entry {
     pub dn: String,
     /// Attribute descriptions as returned (`cn`, `member;range=0-1499`) and values.

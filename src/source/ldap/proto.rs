@@ -133,7 +133,8 @@ pub struct Message {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Entry(Entry),
+    /// A SearchResultEntry, decoded into the caller's entry.
+    Entry,
     /// SearchResultReference: the URLs of the rest of the tree.
     Reference(Vec<String>),
     SearchDone(LdapResult),
@@ -173,13 +174,18 @@ pub fn frame(buf: &[u8]) -> Result<Frame, Malformed> {
     })
 }
 
-/// Decodes one whole message, as [`frame`] delimited it.
-pub fn decode(msg: &[u8]) -> Result<Message, Malformed> {
+/// Decodes one whole message, as [`frame`] delimited it. A search result entry is
+/// decoded into `entry`, whose strings and buffers are reused from one entry to
+/// the next: after the first few entries of a search, decoding allocates nothing.
+pub fn decode(msg: &[u8], entry: &mut Entry) -> Result<Message, Malformed> {
     let mut r = Reader::new(Reader::new(msg).expect(SEQUENCE)?);
     let id = i32::try_from(r.integer(INTEGER)?).map_err(|_| Malformed("a message ID out of range"))?;
     let (tag, body) = r.element()?;
     let mut op = match tag {
-        SEARCH_RESULT_ENTRY => Op::Entry(entry(body)?),
+        SEARCH_RESULT_ENTRY => {
+            decode_entry(body, entry)?;
+            Op::Entry
+        }
         SEARCH_RESULT_REFERENCE => Op::Reference(
             Reader::new(body)
                 .strings()?
@@ -202,23 +208,47 @@ pub fn decode(msg: &[u8]) -> Result<Message, Malformed> {
 }
 
 /// `SearchResultEntry ::= [APPLICATION 4] SEQUENCE { objectName, attributes
-/// SEQUENCE OF SEQUENCE { type, vals SET OF value } }`.
-fn entry(body: &[u8]) -> Result<Entry, Malformed> {
+/// SEQUENCE OF SEQUENCE { type, vals SET OF value } }`, into `e`.
+fn decode_entry(body: &[u8], e: &mut Entry) -> Result<(), Malformed> {
     let mut r = Reader::new(body);
-    let dn = utf8(r.expect(OCTET_STRING)?, "a DN that is not UTF-8")?;
+    set_utf8(&mut e.dn, r.expect(OCTET_STRING)?, "a DN that is not UTF-8")?;
     let mut list = Reader::new(r.expect(SEQUENCE)?);
-    let mut attrs = Vec::new();
+    let mut n = 0;
     while !list.is_empty() {
         let mut a = Reader::new(list.expect(SEQUENCE)?);
-        let desc = utf8(a.expect(OCTET_STRING)?, "an attribute name that is not UTF-8")?;
-        let mut vals = Reader::new(a.expect(SET)?);
-        let mut values = Vec::new();
-        while !vals.is_empty() {
-            values.push(vals.expect(OCTET_STRING)?.to_vec());
+        if n == e.attrs.len() {
+            e.attrs.push((String::new(), Vec::new()));
         }
-        attrs.push((desc, values));
+        let (desc, values) = &mut e.attrs[n];
+        set_utf8(
+            desc,
+            a.expect(OCTET_STRING)?,
+            "an attribute name that is not UTF-8",
+        )?;
+        let mut vals = Reader::new(a.expect(SET)?);
+        let mut k = 0;
+        while !vals.is_empty() {
+            let v = vals.expect(OCTET_STRING)?;
+            if k == values.len() {
+                values.push(Vec::new());
+            }
+            values[k].clear();
+            values[k].extend_from_slice(v);
+            k += 1;
+        }
+        values.truncate(k);
+        n += 1;
     }
-    Ok(Entry { dn, attrs })
+    e.attrs.truncate(n);
+    Ok(())
+}
+
+/// `bytes` into `into` (its buffer reused), if they are UTF-8.
+fn set_utf8(into: &mut String, bytes: &[u8], what: &'static str) -> Result<(), Malformed> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Malformed(what))?;
+    into.clear();
+    into.push_str(text);
+    Ok(())
 }
 
 /// `LDAPResult ::= SEQUENCE { resultCode, matchedDN, diagnosticMessage,
@@ -267,7 +297,9 @@ fn controls(body: &[u8]) -> Result<Vec<Control>, Malformed> {
 }
 
 fn utf8(bytes: &[u8], what: &'static str) -> Result<String, Malformed> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| Malformed(what))
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|_| Malformed(what))
 }
 
 /// The tag byte, content length and header length of the element at the start of
@@ -607,11 +639,9 @@ pub(crate) mod tests {
             ],
         );
         assert_eq!(frame(&bytes), Ok(Frame::Whole(bytes.len())));
-        let msg = decode(&bytes).expect("decodes");
-        assert_eq!(msg.id, 7);
-        let Op::Entry(e) = msg.op else {
-            panic!("not an entry: {msg:?}")
-        };
+        let mut e = Entry::default();
+        let msg = decode(&bytes, &mut e).expect("decodes");
+        assert_eq!(msg, Message { id: 7, op: Op::Entry });
         assert_eq!(e.dn, "cn=a,dc=x");
         assert_eq!(e.values("CN").map(<[_]>::len), Some(2));
         assert_eq!(
@@ -619,11 +649,10 @@ pub(crate) mod tests {
             Some(70_000)
         );
         assert_eq!(e.values("empty").map(<[_]>::len), Some(0));
+        // The next entry reuses the buffers, and nothing of the first one is left.
         let small = entry_message(1, "uid=bob,dc=x", &[("mail", &[b"bob@x"])]);
-        assert_eq!(
-            decode(&small).map(|m| m.op),
-            Ok(Op::Entry(text_entry("uid=bob,dc=x", &[("mail", &["bob@x"])])))
-        );
+        assert_eq!(decode(&small, &mut e).map(|m| m.op), Ok(Op::Entry));
+        assert_eq!(e, text_entry("uid=bob,dc=x", &[("mail", &["bob@x"])]));
     }
 
     #[test]
@@ -658,7 +687,7 @@ pub(crate) mod tests {
         let Ok(Message {
             id: 3,
             op: Op::SearchDone(res),
-        }) = decode(&bytes)
+        }) = decode(&bytes, &mut Entry::default())
         else {
             panic!("not a result")
         };
@@ -679,14 +708,14 @@ pub(crate) mod tests {
         // Every truncation and every single-byte corruption either decodes or is an
         // error; none panics.
         for cut in 0..good.len() {
-            let _ = decode(&good[..cut]);
+            let _ = decode(&good[..cut], &mut Entry::default());
         }
         for i in 0..good.len() {
             for b in [0x00, 0x7f, 0x80, 0x84, 0xff] {
                 let mut bad = good.clone();
                 bad[i] = b;
                 let _ = frame(&bad);
-                let _ = decode(&bad);
+                let _ = decode(&bad, &mut Entry::default());
             }
         }
         assert_eq!(
@@ -705,7 +734,10 @@ pub(crate) mod tests {
             .into_iter()
             .map(|b| if b == b'a' { 0xff } else { b })
             .collect::<Vec<_>>();
-        assert_eq!(decode(&not_utf8), Err(Malformed("a DN that is not UTF-8")));
+        assert_eq!(
+            decode(&not_utf8, &mut Entry::default()),
+            Err(Malformed("a DN that is not UTF-8"))
+        );
         assert_eq!(parse_paged_value(b""), Err(Malformed("a truncated element")));
         assert!(parse_paged_value(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
     }
