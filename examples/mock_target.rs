@@ -1,43 +1,27 @@
-//! A minimal HTTP target for benchmarks: accepts every POST/PUT after a fixed
-//! latency, answers 200 `{}`, and counts requests (`GET /count`). Loopback only.
+//! A minimal HTTP/1.1 target for benchmarks: answers every request but `GET /count`
+//! with 200 `{}` after a fixed latency, and counts them (`GET /count`). Loopback only.
 //!
-//! The latency is held on a blocking thread (`std::thread::sleep`, accurate to tens of
-//! microseconds) rather than with `tokio::time::sleep`, whose millisecond timer wheel
-//! rounds every sleep up: 20 ms became 21.6 ms per request, and the benchmark's
-//! "allowed rate" (concurrency ÷ latency) would have been one no client can reach.
+//! One thread per connection, blocking I/O: the latency runs from the moment a
+//! request has been read whole to the moment its answer is written, on the thread
+//! that writes it. It sleeps to just short of that deadline and spins the rest.
+//! The async version this replaces (axum, the latency held on a blocking-pool
+//! thread) answered a 20 ms latency in 20.4–20.6 ms: hand-offs between threads and
+//! the kernel's timer slack made "concurrency ÷ latency" a rate no client could
+//! reach. Requests are read by `Content-Length` (what reqwest and curl send for a
+//! body); chunked bodies are refused with 501.
 //!
 //! cargo run --release --example mock_target -- --port 18080 --latency-ms 20
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::routing::{any, get};
+/// How much of each latency is spun rather than slept: more than a sleep overshoots.
+const SPIN: Duration = Duration::from_micros(250);
 
-#[derive(Clone)]
-struct Shared {
-    latency: Duration,
-    count: Arc<AtomicU64>,
-}
-
-async fn accept(State(s): State<Shared>) -> &'static str {
-    s.count.fetch_add(1, Ordering::Relaxed);
-    if !s.latency.is_zero() {
-        let latency = s.latency;
-        // Cannot fail: the closure does not panic.
-        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(latency)).await;
-    }
-    "{}"
-}
-
-async fn count(State(s): State<Shared>) -> String {
-    format!("{}\n", s.count.load(Ordering::Relaxed))
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut port = 18080u16;
     let mut latency_ms = 0u64;
     let mut args = std::env::args().skip(1);
@@ -49,15 +33,83 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    let shared = Shared {
-        latency: Duration::from_millis(latency_ms),
-        count: Arc::new(AtomicU64::new(0)),
-    };
-    let app = Router::new()
-        .route("/count", get(count))
-        .fallback(any(accept))
-        .with_state(shared);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    axum::serve(listener, app).await?;
+    let latency = Duration::from_millis(latency_ms);
+    let count = Arc::new(AtomicU64::new(0));
+    let listener = TcpListener::bind(("127.0.0.1", port))?;
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let count = Arc::clone(&count);
+        std::thread::spawn(move || {
+            // A connection's error only ends that connection.
+            let _ = serve(stream, latency, &count);
+        });
+    }
     Ok(())
+}
+
+/// Answers requests on one kept-alive connection until the client closes it.
+fn serve(stream: TcpStream, latency: Duration, count: &AtomicU64) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        // The request line and headers; only the length and the path matter.
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let is_count = line.starts_with("GET /count ");
+        let mut length = 0usize;
+        let mut chunked = false;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = !value.eq_ignore_ascii_case("identity");
+                }
+            }
+        }
+        if chunked {
+            writer.write_all(
+                b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+            return Ok(());
+        }
+        std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink())?;
+        let body = if is_count {
+            format!("{}\n", count.load(Ordering::Relaxed))
+        } else {
+            count.fetch_add(1, Ordering::Relaxed);
+            hold(Instant::now() + latency);
+            "{}".to_owned()
+        };
+        // One write: a response in pieces is a packet each, and a read each for the client.
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        writer.write_all(response.as_bytes())?;
+    }
+}
+
+/// Returns at `deadline`: asleep until just before it, then spinning.
+fn hold(deadline: Instant) {
+    let early = deadline.checked_sub(SPIN).unwrap_or(deadline);
+    if let Some(rest) = early.checked_duration_since(Instant::now()) {
+        std::thread::sleep(rest);
+    }
+    while Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
 }
