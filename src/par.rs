@@ -1,8 +1,9 @@
 //! Pure CPU work spread over the machine's cores, in order.
 //!
-//! Used once the directory server is done: the per-group work (copying the LDAP
-//! directory's member ids, building and hashing each request) is independent from
-//! group to group and splits into one contiguous chunk per core.
+//! Used once the directory server is done: the per-user and per-group work
+//! (copying the LDAP directory's member ids; in the mapping, each user's target id,
+//! each group's member indexes and member set; building and hashing each request)
+//! is independent from item to item and splits into one contiguous chunk per core.
 
 use std::num::NonZeroUsize;
 
