@@ -343,6 +343,14 @@ impl LdapConfig {
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(invalid("url", "names no host"));
         }
+        // The URL is printed in every error and warning: no credentials in it.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(invalid(
+                "url",
+                "holds a user name or password; give them as `bind_dn` and `bind_password_file` \
+                 (or `bind_password_env`)",
+            ));
+        }
         if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
             return Err(invalid(
                 "url",
@@ -772,6 +780,7 @@ mod tests {
             (r#"preset = "novell""#, "preset", "unknown preset"),
             (r#"url = "http://x""#, "url", "expected ldap://"),
             (r#"url = "ldap://x/dc=example""#, "url", "base_dn"),
+            (r#"url = "ldap://reader:s3cret@x""#, "url", "bind_dn"),
             (r#"url = "ldaps://x" "#, "", ""),
             ("starttls = true\nurl = \"ldaps://x\"", "starttls", "already TLS"),
             (r#"ca_file = "ca.pem""#, "ca_file", "only used with TLS"),
@@ -831,6 +840,10 @@ mod tests {
                     Err((k, m)) => {
                         assert_eq!(&k, key, "{extra}: {m}");
                         assert!(m.contains(message), "{extra}: {m}");
+                        assert!(
+                            !m.contains("s3cret"),
+                            "{extra}: the error repeats the password: {m}"
+                        );
                     }
                 },
             }

@@ -167,9 +167,13 @@ impl Conn {
             if c.starttls {
                 start_tls(&mut wire).await.map_err(|m| match m {
                     StartTls::Refused(m) => tls_error(m),
-                    StartTls::Wire(e) => {
-                        tls_error(format!("the server closed the connection during StartTLS: {e}"))
+                    StartTls::Wire(WireError::Closed) => {
+                        tls_error("the server closed the connection during StartTLS".to_owned())
                     }
+                    StartTls::Wire(WireError::Malformed(m)) => {
+                        tls_error(format!("the server sent {m} in answer to StartTLS"))
+                    }
+                    StartTls::Wire(WireError::Io(e)) => connect(e.to_string()),
                 })?;
             }
             let config = client_config(&c.tls).map_err(tls_error)?;
@@ -227,9 +231,7 @@ impl Conn {
                 id: 0,
                 op: Op::Extended(res),
             } => Err(Failure::Notice(describe(&res))),
-            Message { id: got, .. } => Err(Failure::Wire(WireError::Io(io::Error::other(format!(
-                "the server answered message {got}, which dirsync did not send"
-            ))))),
+            Message { id: got, .. } => Err(Failure::Foreign(got)),
         }
     }
 
@@ -245,6 +247,9 @@ impl Conn {
             Failure::Wire(e) => format!("the connection was lost{after}: {e}"),
             Failure::Notice(text) => {
                 format!("the connection was lost{after}: the server ended the session: {text}")
+            }
+            Failure::Foreign(got) => {
+                format!("the server answered message {got}, which dirsync did not send{after}")
             }
         }
     }
@@ -309,7 +314,9 @@ impl Conn {
         };
         let mut stats = SearchStats::default();
         let mut cookie: Vec<u8> = Vec::new();
+        let mut last_cookie: Vec<u8> = Vec::new();
         loop {
+            let entries_before = stats.entries;
             let mut controls = Vec::new();
             if mode.page_size > 0 {
                 controls.push(Control::paged(mode.page_size, std::mem::take(&mut cookie)));
@@ -369,7 +376,15 @@ impl Conn {
                     ));
                 }
                 Some(Ok(c)) if c.is_empty() => return Ok(stats),
+                Some(Ok(c)) if c == last_cookie && stats.entries == entries_before => {
+                    return Err(fail(format!(
+                        "the server's paged results do not advance: page {} brought no entries \
+                         and the same cookie as the page before",
+                        stats.pages
+                    )));
+                }
                 Some(Ok(c)) => {
+                    last_cookie.clone_from(&c);
                     tracing::debug!(
                         base = %search.base_dn,
                         page = stats.pages,
@@ -421,6 +436,8 @@ enum Failure {
     Wire(WireError),
     /// The server's notice of disconnection, described.
     Notice(String),
+    /// An answer to a message ID dirsync has not sent (or no longer waits for).
+    Foreign(i32),
 }
 
 enum StartTls {
@@ -434,8 +451,14 @@ async fn start_tls(wire: &mut Wire<TcpStream>) -> Result<(), StartTls> {
         .await
         .map_err(StartTls::Wire)?;
     let msg = wire.receive().await.map_err(StartTls::Wire)?;
+    if msg.id != 1 {
+        return Err(StartTls::Refused(format!(
+            "the server answered message {}, which dirsync did not send, instead of StartTLS",
+            msg.id
+        )));
+    }
     match msg.op {
-        Op::Extended(res) if res.rc == 0 && msg.id == 1 => {
+        Op::Extended(res) if res.rc == 0 => {
             if wire.start < wire.buf.len() {
                 return Err(StartTls::Refused(
                     "the server sent more after accepting StartTLS".to_owned(),
@@ -574,6 +597,12 @@ fn tls_message(err: &rustls::Error, c: &LdapConfig) -> String {
         | rustls::Error::InvalidCertificate(CE::ExpiredContext { .. }) => {
             ": the server's certificate has expired".to_owned()
         }
+        // No CA is checked then, but rustls still verifies the handshake's signature
+        // with the certificate's key, and refuses what it cannot verify.
+        _ if matches!(c.tls, TlsVerify::Skip) => ": with `tls_insecure_skip_verify = true` no CA is \
+             checked, but the handshake's signature still is, and rustls refuses X.509 v1 \
+             certificates, RSA keys under 2048 bits and SHA-1 signatures"
+            .to_owned(),
         _ => String::new(),
     };
     format!("handshake failed: {err}{hint}")
@@ -698,11 +727,15 @@ mod tests {
 
     /// Binds anonymously and runs one unpaged search; the entries' DNs or the error.
     async fn search_once(config: &LdapConfig) -> Result<Vec<String>, String> {
+        search_paged(config, 0).await
+    }
+
+    async fn search_paged(config: &LdapConfig, page_size: u32) -> Result<Vec<String>, String> {
         let mut conn = Conn::open(config).await.map_err(|e| e.to_string())?;
         conn.bind(&Bind::Anonymous).await.map_err(|e| e.to_string())?;
         let mut dns = Vec::new();
         let mode = SearchMode {
-            page_size: 0,
+            page_size,
             domain_scope: false,
         };
         conn.search(&config.users.search, &[], mode, |e| {
@@ -760,6 +793,11 @@ mod tests {
             assert!(err.contains(want), "{err}\nwanted: {want}");
             assert!(err.contains("search of `dc=x`"), "{err}");
         }
+        // Paged results whose cookie does not move would be asked for forever.
+        let stuck = |id| done_message(id, 0, "", &[], &[Control::paged(0, b"c".to_vec())]);
+        let config = scripted(vec![bind_ok(), stuck(2), stuck(3)], 64, true).await;
+        let err = search_paged(&config, 500).await.expect_err("fails");
+        assert!(err.contains("paged results do not advance: page 2"), "{err}");
         // A server that closes mid-message, and one that stays silent.
         let mut cut = entry_message(2, "uid=a,dc=x", &[("uid", &[b"a"])]);
         cut.truncate(cut.len() - 3);

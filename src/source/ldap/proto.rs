@@ -22,9 +22,10 @@ pub const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 pub const DOMAIN_SCOPE_OID: &str = "1.2.840.113556.1.4.1339";
 const STARTTLS_OID: &str = "1.3.6.1.4.1.1466.20037";
 
-/// The largest message accepted. A 1,500-value AD range or a 50,000-member
-/// OpenLDAP group is a few MB; anything near this is a broken stream.
-const MAX_MESSAGE: usize = 256 << 20;
+/// The largest message accepted, and so the most a message can make dirsync
+/// reserve. A 1,500-value AD range or a 100,000-member OpenLDAP group is a few MB;
+/// anything near this is a broken stream.
+const MAX_MESSAGE: usize = 64 << 20;
 
 // Tag bytes: universal, and [APPLICATION n] constructed (0x60 | n) or primitive.
 const BOOLEAN: u8 = 0x01;
@@ -164,7 +165,7 @@ pub fn frame(buf: &[u8]) -> Result<Frame, Malformed> {
         return Err(Malformed("a message that is not an LDAPMessage SEQUENCE"));
     }
     if len > MAX_MESSAGE {
-        return Err(Malformed("a message larger than 256 MiB"));
+        return Err(Malformed("a message larger than 64 MiB"));
     }
     let total = header + len;
     Ok(if buf.len() >= total {
@@ -349,11 +350,10 @@ impl<'a> Reader<'a> {
     /// The next element's tag byte and contents.
     fn element(&mut self) -> Result<(u8, &'a [u8]), Malformed> {
         let (tag, len, header) = header(self.rest)?.ok_or(Malformed("a truncated element"))?;
-        let contents = self
-            .rest
-            .get(header..header + len)
-            .ok_or(Malformed("an element longer than what holds it"))?;
-        self.rest = &self.rest[header + len..];
+        let too_long = Malformed("an element longer than what holds it");
+        let end = header.checked_add(len).ok_or(too_long)?;
+        let contents = self.rest.get(header..end).ok_or(too_long)?;
+        self.rest = &self.rest[end..];
         Ok((tag, contents))
     }
 
