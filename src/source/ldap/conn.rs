@@ -274,7 +274,12 @@ impl Conn {
         };
         let res = match answer {
             Ok(Op::Bind(res)) => res,
-            Ok(other) => return Err(fail(format!("the server answered the bind with {other:?}"))),
+            Ok(other) => {
+                return Err(fail(format!(
+                    "the server answered the bind with {}",
+                    other.describe()
+                )));
+            }
             Err(f) => return Err(fail(self.failure(f, None))),
         };
         match res.rc {
@@ -353,8 +358,9 @@ impl Conn {
                     }
                     Ok(other) => {
                         return Err(fail(format!(
-                            "the server answered the search with {other:?}{}",
-                            format_args!(" after {} entries", stats.entries)
+                            "the server answered the search with {} after {} entries",
+                            other.describe(),
+                            stats.entries
                         )));
                     }
                     Err(f) => return Err(fail(self.failure(f, Some(stats.entries)))),
@@ -471,7 +477,8 @@ async fn start_tls(wire: &mut Wire<TcpStream>) -> Result<(), StartTls> {
             describe(&res)
         ))),
         other => Err(StartTls::Refused(format!(
-            "the server answered StartTLS with {other:?}"
+            "the server answered StartTLS with {}",
+            other.describe()
         ))),
     }
 }
@@ -784,7 +791,7 @@ mod tests {
             ),
             (
                 result_message(2, 1, 0, "", &[], &[]),
-                "the server answered the search with Bind",
+                "the server answered the search with a bind response after 0 entries",
             ),
         ];
         for (answer, want) in cases {

@@ -147,6 +147,21 @@ pub enum Op {
     Other(u8),
 }
 
+impl Op {
+    /// What the operation is, for an error that says what came instead.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Entry => "a search result entry".to_owned(),
+            Op::Reference(_) => "a search result reference".to_owned(),
+            Op::SearchDone(_) => "a search result".to_owned(),
+            Op::Bind(_) => "a bind response".to_owned(),
+            Op::Extended(_) => "an extended response".to_owned(),
+            Op::Intermediate => "an intermediate response".to_owned(),
+            Op::Other(tag) => format!("an operation dirsync does not know (tag 0x{tag:02x})"),
+        }
+    }
+}
+
 /// Where the first message in a buffer ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame {
