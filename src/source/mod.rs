@@ -33,15 +33,22 @@ pub async fn read(config: &SourceConfig) -> Result<Directory, SourceError> {
             // I/O driver wakes: no hand-off to the thread that called `block_on` for
             // each of the ~10,000 waits of a large read (half the context switches).
             let (c, url) = ((**c).clone(), c.url.clone());
-            match tokio::spawn(async move { ldap::read(&c).await }).await {
-                Ok(read) => Ok(read?),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => Err(ldap::LdapError::Connect {
+            let read = joined(tokio::spawn(async move { ldap::read(&c).await }).await).map_err(|e| {
+                ldap::LdapError::Connect {
                     url,
                     message: format!("the read was cancelled: {e}"),
                 }
-                .into()),
-            }
+            })?;
+            Ok(read?)
         }
     }
+}
+
+/// A spawned task's result. Its panic goes on unwinding here; `Err` is left only
+/// for a task the runtime dropped while shutting down.
+pub(crate) fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T, String> {
+    result.map_err(|e| match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(e) => e.to_string(),
+    })
 }

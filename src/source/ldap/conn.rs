@@ -208,7 +208,7 @@ impl Conn {
         self.last_id
     }
 
-    /// Sends a request and waits for its next answer, each within `timeout`.
+    /// Sends a request within `timeout`; [`Conn::answer`] waits for what comes back.
     async fn call(&mut self, request: &[u8]) -> Result<(), Failure> {
         match timeout(self.timeout, self.wire.send(request)).await {
             Ok(Ok(())) => Ok(()),

@@ -227,18 +227,14 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     conn.close().await;
 
     let entries_read = started.elapsed();
-    let sorted = match sorting.await {
-        Ok(sorted) => sorted.map_err(|e| LdapError::data(url, e))?,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => {
-            return Err(LdapError::Data {
-                url: url.to_owned(),
-                dn: config.users.search.base_dn.clone(),
-                attribute: None,
-                message: format!("sorting the users was cancelled: {e}"),
-            });
-        }
-    };
+    let sorted = crate::source::joined(sorting.await)
+        .map_err(|e| LdapError::Data {
+            url: url.to_owned(),
+            dn: config.users.search.base_dn.clone(),
+            attribute: None,
+            message: format!("sorting the users was cancelled: {e}"),
+        })?
+        .map_err(|e| LdapError::data(url, e))?;
     let (dir, resolution) = groups
         .finish_sorted(sorted)
         .map_err(|e| LdapError::data(url, e))?;

@@ -298,7 +298,12 @@ fn controls(body: &[u8]) -> Result<Vec<Control>, Malformed> {
     let mut out = Vec::new();
     while !list.is_empty() {
         let mut c = Reader::new(list.expect(SEQUENCE)?);
-        let oid = utf8(c.expect(OCTET_STRING)?, "a control type that is not UTF-8")?;
+        let mut oid = String::new();
+        set_utf8(
+            &mut oid,
+            c.expect(OCTET_STRING)?,
+            "a control type that is not UTF-8",
+        )?;
         let mut critical = false;
         if c.peek() == Some(BOOLEAN) {
             critical = c.expect(BOOLEAN)?.iter().any(|b| *b != 0);
@@ -310,12 +315,6 @@ fn controls(body: &[u8]) -> Result<Vec<Control>, Malformed> {
         out.push(Control { oid, critical, value });
     }
     Ok(out)
-}
-
-fn utf8(bytes: &[u8], what: &'static str) -> Result<String, Malformed> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| Malformed(what))
 }
 
 /// The tag byte, content length and header length of the element at the start of
