@@ -13,6 +13,7 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::model::{Attrs, Directory, Group, User};
+use crate::strindex::StrIndex;
 use crate::template::{Kind, Templates};
 
 /// How source groups become target groups. Only mapped groups are synced.
@@ -114,6 +115,8 @@ pub enum MappingError {
     GroupTemplate { group: String, message: String },
     #[error("explicit group mapping `{group}`: {message}")]
     Explicit { group: String, message: String },
+    #[error("the users' ids take more than 4 GiB, more than dirsync can index")]
+    TooManyUsers,
 }
 
 /// Applies one target's mapping to the directory.
@@ -148,10 +151,13 @@ pub fn desired_state_with<'d>(
     // The pure parts run on every core: each user's target id (most users are a
     // member somewhere), and each mapped group's members as indexes into the users.
     let all: Vec<&'d User> = dir.users.values().collect();
-    let mut index: HashMap<&str, u32> = HashMap::with_capacity(all.len());
+    let bytes = all.iter().map(|u| u.id.len()).sum();
+    let mut index = StrIndex::with_capacity(all.len(), bytes);
     for (i, user) in all.iter().enumerate() {
-        // The directory holds far fewer than 4 billion users.
-        index.insert(&user.id, i as u32);
+        let i = u32::try_from(i).map_err(|_| MappingError::TooManyUsers)?;
+        index
+            .insert(&user.id, i)
+            .map_err(|_| MappingError::TooManyUsers)?;
     }
     let resolved = crate::par::map(&all, |user| target_user_id(user, users, templates));
     let member_indexes = crate::par::map(&mapped, |(group, _, _)| {
@@ -159,7 +165,7 @@ pub fn desired_state_with<'d>(
         group
             .members
             .iter()
-            .filter_map(|m| index.get(m.as_str()).map(|&i| i as usize))
+            .filter_map(|m| index.get(m).map(|i| i as usize))
             .collect::<Vec<_>>()
     });
 

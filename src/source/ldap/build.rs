@@ -16,6 +16,7 @@ use super::dn;
 use super::entry::{Entry, ValueError};
 use super::nested::Graph;
 use crate::model::{Attrs, Directory, Group, User};
+use crate::strindex::StrIndex;
 
 /// How many examples of each kind of problem are kept for the log and `check`.
 const EXAMPLES: usize = 5;
@@ -48,8 +49,10 @@ pub struct Users<'c> {
     config: &'c UserSearch,
     uid_attribute: Option<&'c str>,
     list: Vec<User>,
-    by_dn: HashMap<String, u32>,
+    by_dn: StrIndex,
     by_uid: HashMap<String, u32>,
+    /// An entry's normalized DN, reused from one entry to the next.
+    scratch: String,
 }
 
 impl<'c> Users<'c> {
@@ -58,8 +61,9 @@ impl<'c> Users<'c> {
             config,
             uid_attribute,
             list: Vec::new(),
-            by_dn: HashMap::new(),
+            by_dn: StrIndex::new(),
             by_uid: HashMap::new(),
+            scratch: String::new(),
         }
     }
 
@@ -89,7 +93,12 @@ impl<'c> Users<'c> {
                     .or_insert(index);
             }
         }
-        self.by_dn.insert(dn::normalize(&e.dn), index);
+        dn::normalize_into(&e.dn, &mut self.scratch);
+        self.by_dn.insert(&self.scratch, index).map_err(|_| DataError {
+            dn: e.dn.clone(),
+            attribute: None,
+            message: "more user DNs than dirsync can index (4 GiB)".into(),
+        })?;
         let mut user = user;
         user.attrs.insert("dn".into(), e.dn.clone());
         self.list.push(user);
@@ -296,8 +305,8 @@ impl<'c> Groups<'c> {
         let normalized = &mut self.scratch;
         dn::normalize_into(dn::strip_optional_uid(value), normalized);
         let draft = &mut self.drafts[index];
-        match users.by_dn.get(normalized.as_str()) {
-            Some(&u) => draft.users.push(u),
+        match users.by_dn.get(normalized) {
+            Some(u) => draft.users.push(u),
             None => draft.other_dns.push(normalized.clone()),
         }
     }
