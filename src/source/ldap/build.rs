@@ -50,7 +50,7 @@ pub struct Users<'c> {
     uid_attribute: Option<&'c str>,
     list: Vec<User>,
     by_dn: StrIndex,
-    by_uid: HashMap<String, u32>,
+    by_uid: StrIndex,
     /// An entry's normalized DN, reused from one entry to the next.
     scratch: String,
 }
@@ -62,7 +62,7 @@ impl<'c> Users<'c> {
             uid_attribute,
             list: Vec::new(),
             by_dn: StrIndex::new(),
-            by_uid: HashMap::new(),
+            by_uid: StrIndex::new(),
             scratch: String::new(),
         }
     }
@@ -87,10 +87,20 @@ impl<'c> Users<'c> {
             })?;
         if let Some(attr) = self.uid_attribute {
             for uid in e.all_text(attr)? {
-                self.by_uid
-                    .entry(uid.trim().to_lowercase())
-                    .and_modify(|i| *i = AMBIGUOUS)
-                    .or_insert(index);
+                lowercase_into(uid.trim(), &mut self.scratch);
+                let full = || DataError {
+                    dn: e.dn.clone(),
+                    attribute: Some(attr.to_owned()),
+                    message: "more uids than dirsync can index (4 GiB)".into(),
+                };
+                // A uid another user has already names neither; the same user
+                // listing a uid twice (`Ann`, `ann`) is still that user.
+                match self.by_uid.insert(&self.scratch, index).map_err(|_| full())? {
+                    Some(other) if other != index => {
+                        self.by_uid.insert(&self.scratch, AMBIGUOUS).map_err(|_| full())?;
+                    }
+                    _ => {}
+                }
             }
         }
         dn::normalize_into(&e.dn, &mut self.scratch);
@@ -103,6 +113,18 @@ impl<'c> Users<'c> {
         user.attrs.insert("dn".into(), e.dn.clone());
         self.list.push(user);
         Ok(())
+    }
+}
+
+/// `text.to_lowercase()`, into a reused buffer.
+fn lowercase_into(text: &str, out: &mut String) {
+    out.clear();
+    if text.is_ascii() {
+        out.push_str(text);
+        out.make_ascii_lowercase();
+    } else {
+        // Not char by char: a final sigma lowercases differently.
+        out.push_str(&text.to_lowercase());
     }
 }
 
@@ -280,14 +302,14 @@ impl<'c> Groups<'c> {
         }
         for attr in &c.member_uids {
             for uid in e.all_text(attr)? {
-                let key = uid.trim().to_lowercase();
-                match users.by_uid.get(&key) {
-                    Some(&AMBIGUOUS) => {
+                lowercase_into(uid.trim(), &mut self.scratch);
+                match users.by_uid.get(&self.scratch) {
+                    Some(AMBIGUOUS) => {
                         let name = &self.drafts[index].group.name;
                         self.ignored
                             .add(name, || format!("`{attr}: {uid}` names more than one user"));
                     }
-                    Some(&u) => self.drafts[index].users.push(u),
+                    Some(u) => self.drafts[index].users.push(u),
                     None => {
                         let name = &self.drafts[index].group.name;
                         self.ignored
@@ -557,6 +579,43 @@ mod tests {
             users.add(&person(uid, id)).expect("user");
         }
         users
+    }
+
+    #[test]
+    fn a_uid_is_ambiguous_only_across_users() {
+        let uc = openldap_users();
+        let gc = openldap_groups();
+        let mut users = Users::new(&uc, Some("uid"));
+        // Ann lists her uid twice, in two spellings; two others share `Kim`.
+        let ann = entry(
+            "uid=ann,ou=people,dc=x",
+            &[("entryUUID", &["u1"]), ("uid", &["Ann", "ann"]), ("cn", &["Ann"])],
+        );
+        users.add(&ann).expect("ann");
+        users.add(&person("Kim", "u2")).expect("kim");
+        let other_kim = entry(
+            "uid=kim2,ou=people,dc=x",
+            &[("entryUUID", &["u3"]), ("uid", &["kim"]), ("cn", &["Kim"])],
+        );
+        users.add(&other_kim).expect("other kim");
+        let mut groups = Groups::new(&gc);
+        let group = entry(
+            "cn=posix,ou=groups,dc=x",
+            &[
+                ("entryUUID", &["g1"]),
+                ("cn", &["posix"]),
+                ("memberUid", &["ANN", "kim"]),
+            ],
+        );
+        groups.add(&group, &users).expect("group");
+        let (dir, resolution) = groups.finish(users).expect("directory");
+        let members: Vec<&str> = dir.groups["g1"].members.iter().map(String::as_str).collect();
+        assert_eq!(members, ["u1"]);
+        assert_eq!(resolution.ignored_members, 1);
+        assert_eq!(
+            resolution.ignored_examples,
+            ["group `posix`: `memberUid: kim` names more than one user"]
+        );
     }
 
     #[test]
