@@ -8,8 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, btree_map};
 
-use foldhash::{HashMap, HashMapExt};
-
 use super::ad;
 use super::config::{EnabledRule, GroupSearch, UserSearch};
 use super::dn;
@@ -216,7 +214,7 @@ pub struct PendingRange {
 pub struct Groups<'c> {
     config: &'c GroupSearch,
     drafts: Vec<Draft>,
-    by_dn: HashMap<String, u32>,
+    by_dn: StrIndex,
     ignored: Ignored,
     /// A member value's normalized DN, reused from one value to the next.
     scratch: String,
@@ -243,7 +241,7 @@ impl<'c> Groups<'c> {
         Groups {
             config,
             drafts: Vec::new(),
-            by_dn: HashMap::new(),
+            by_dn: StrIndex::new(),
             ignored: Ignored::default(),
             scratch: String::new(),
         }
@@ -318,7 +316,14 @@ impl<'c> Groups<'c> {
                 }
             }
         }
-        self.by_dn.insert(dn::normalize(&e.dn), index as u32);
+        dn::normalize_into(&e.dn, &mut self.scratch);
+        self.by_dn
+            .insert(&self.scratch, index as u32)
+            .map_err(|_| DataError {
+                dn: e.dn.clone(),
+                attribute: None,
+                message: "more group DNs than dirsync can index (4 GiB)".into(),
+            })?;
         Ok(pending)
     }
 
@@ -387,7 +392,7 @@ impl<'c> Groups<'c> {
             graph.users[g] = draft.users;
             for other in draft.other_dns {
                 match by_dn.get(&other) {
-                    Some(&child) => graph.children[g].push(child),
+                    Some(child) => graph.children[g].push(child),
                     None => ignored.add(&draft.group.name, || {
                         format!("member `{other}` is not a user or group the searches returned")
                     }),
