@@ -162,11 +162,11 @@ pub fn desired_state_with<'d>(
     let resolved = crate::par::map(&all, |user| target_user_id(user, users, templates));
     let member_indexes = crate::par::map(&mapped, |(group, _, _)| {
         // Sources guarantee members exist; a dangling id is simply not mapped.
-        group
-            .members
-            .iter()
-            .filter_map(|m| index.get(m).map(|i| i as usize))
-            .collect::<Vec<_>>()
+        let mut found = Vec::with_capacity(group.members.len());
+        index.get_each(group.members.iter().map(String::as_str), |_, i| {
+            found.extend(i.map(|i| i as usize));
+        });
+        found
     });
 
     // Then in order, as before: groups in source order, each user taken when a mapped

@@ -5,30 +5,39 @@
 //! reads a separate heap allocation per key, scattered over a heap of hundreds of
 //! megabytes: most lookups wait on a cache miss and a TLB miss there (about half the
 //! time of resolving members, see BENCHMARKS.md). Here the keys are copied into one
-//! buffer of a few megabytes and a slot is three `u32`s, so the compare reads memory
-//! the cache and TLB can hold.
+//! buffer of a few megabytes, and [`StrIndex::get_each`] looks keys up sixteen at a
+//! time: it first reads every slot they hash to, then every candidate key, then
+//! compares, so the misses of sixteen lookups overlap instead of queueing.
+//!
+//! The table is open addressing with linear probing, at most half full. A slot keeps
+//! 32 bits of the key's hash, so a probe that meets another key rarely reads it.
 
 use std::hash::BuildHasher;
-
-use hashbrown::HashTable;
 
 /// The keys would pass 4 GiB, more than a `u32` offset reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("more than 4 GiB of keys to index")]
 pub struct Full;
 
-#[derive(Debug, Clone, Copy)]
+/// `tag == 0` is an empty slot; a used one has the low bit set.
+#[derive(Debug, Clone, Copy, Default)]
 struct Slot {
+    tag: u32,
     start: u32,
     len: u32,
     value: u32,
 }
 
+/// How many lookups [`StrIndex::get_each`] keeps in flight.
+const BATCH: usize = 16;
+
 /// Strings to `u32`s. Inserting a key that is present replaces its value.
 #[derive(Debug, Default)]
 pub struct StrIndex {
     keys: String,
-    table: HashTable<Slot>,
+    /// Empty, or a power of two long.
+    slots: Vec<Slot>,
+    len: usize,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -41,59 +50,163 @@ impl StrIndex {
     pub fn with_capacity(entries: usize, bytes: usize) -> Self {
         StrIndex {
             keys: String::with_capacity(bytes),
-            table: HashTable::with_capacity(entries),
+            slots: vec![Slot::default(); table_size(entries)],
+            len: 0,
             hasher: foldhash::fast::RandomState::default(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len == 0
+    }
+
+    pub fn get(&self, key: &str) -> Option<u32> {
+        let mut found = None;
+        self.get_each([key], |_, v| found = v);
+        found
+    }
+
+    /// Looks every key up, in order, calling `found` with each key and its value.
+    pub fn get_each<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+        mut found: impl FnMut(&'k str, Option<u32>),
+    ) {
+        let mut keys = keys.into_iter();
+        if self.slots.is_empty() {
+            keys.for_each(|k| found(k, None));
+            return;
+        }
+        let mask = self.slots.len() - 1;
+        let mut batch: [(&str, u64, usize); BATCH] = [("", 0, 0); BATCH];
+        loop {
+            // 1. Hash up to BATCH keys and read the slot each starts at.
+            let mut n = 0;
+            for key in keys.by_ref().take(BATCH) {
+                let hash = self.hasher.hash_one(key);
+                let at = hash as usize & mask;
+                std::hint::black_box(self.slots[at].tag);
+                batch[n] = (key, hash, at);
+                n += 1;
+            }
+            if n == 0 {
+                return;
+            }
+            // 2. Find each key's first candidate and read the start of its key.
+            for (_, hash, at) in &mut batch[..n] {
+                *at = self.next_candidate(*at, tag(*hash), mask);
+                if let Some(slot) = self.slots.get(*at).filter(|s| s.tag != 0) {
+                    std::hint::black_box(self.keys.as_bytes().get(slot.start as usize));
+                }
+            }
+            // 3. Compare; a candidate that is another key moves on to the next.
+            for &(key, hash, mut at) in &batch[..n] {
+                let value = loop {
+                    let slot = self.slots[at];
+                    if slot.tag == 0 {
+                        break None;
+                    }
+                    if self.key(&slot) == key {
+                        break Some(slot.value);
+                    }
+                    at = self.next_candidate((at + 1) & mask, tag(hash), mask);
+                };
+                found(key, value);
+            }
+        }
+    }
+
+    /// The first slot from `at` on that is empty or has `tag`.
+    fn next_candidate(&self, mut at: usize, tag: u32, mask: usize) -> usize {
+        loop {
+            let t = self.slots[at].tag;
+            if t == 0 || t == tag {
+                return at;
+            }
+            at = (at + 1) & mask;
+        }
     }
 
     fn key(&self, slot: &Slot) -> &str {
         &self.keys[slot.start as usize..(slot.start + slot.len) as usize]
     }
 
-    pub fn get(&self, key: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
-        self.table
-            .find(hash, |slot| self.key(slot) == key)
-            .map(|slot| slot.value)
-    }
-
     /// Sets `key` to `value`; returns the value it had.
     pub fn insert(&mut self, key: &str, value: u32) -> Result<Option<u32>, Full> {
-        let hash = self.hasher.hash_one(key);
-        let StrIndex { keys, table, hasher } = self;
-        if let Some(slot) = table.find_mut(hash, |slot| {
-            &keys[slot.start as usize..(slot.start + slot.len) as usize] == key
-        }) {
-            return Ok(Some(std::mem::replace(&mut slot.value, value)));
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
         }
-        let start = u32::try_from(keys.len()).map_err(|_| Full)?;
+        let hash = self.hasher.hash_one(key);
+        let mask = self.slots.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            at = self.next_candidate(at, tag(hash), mask);
+            let slot = self.slots[at];
+            if slot.tag == 0 {
+                break;
+            }
+            if self.key(&slot) == key {
+                return Ok(Some(std::mem::replace(&mut self.slots[at].value, value)));
+            }
+            at = (at + 1) & mask;
+        }
+        let start = u32::try_from(self.keys.len()).map_err(|_| Full)?;
         let len = u32::try_from(key.len()).map_err(|_| Full)?;
         start.checked_add(len).ok_or(Full)?;
-        keys.push_str(key);
-        let slot = Slot { start, len, value };
-        table.insert_unique(hash, slot, |slot| {
-            hasher.hash_one(&keys[slot.start as usize..(slot.start + slot.len) as usize])
-        });
+        self.keys.push_str(key);
+        self.slots[at] = Slot {
+            tag: tag(hash),
+            start,
+            len,
+            value,
+        };
+        self.len += 1;
         Ok(None)
     }
+
+    /// Doubles the table (at least 16 slots) and places every key again.
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); size]);
+        let mask = size - 1;
+        for slot in old.into_iter().filter(|s| s.tag != 0) {
+            let mut at = self.hasher.hash_one(self.key(&slot)) as usize & mask;
+            while self.slots[at].tag != 0 {
+                at = (at + 1) & mask;
+            }
+            self.slots[at] = slot;
+        }
+    }
+}
+
+/// The table size that holds `entries` at most half full.
+fn table_size(entries: usize) -> usize {
+    if entries == 0 {
+        0
+    } else {
+        (entries * 2).next_power_of_two().max(16)
+    }
+}
+
+/// 32 bits of the hash other than the ones that pick the slot, never 0.
+fn tag(hash: u64) -> u32 {
+    (hash >> 32) as u32 | 1
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn finds_what_was_inserted_and_nothing_else() {
         let mut index = StrIndex::new();
         assert!(index.is_empty());
+        assert_eq!(index.get("anything"), None);
         for i in 0..10_000u32 {
             assert_eq!(index.insert(&format!("uid=user{i},ou=people"), i), Ok(None));
         }
@@ -118,12 +231,45 @@ mod tests {
 
     #[test]
     fn keys_that_are_prefixes_of_each_other_stay_apart() {
+        let keys = ["", "a", "ab", "abc", "b", "bc", "é", "éa"];
         let mut index = StrIndex::new();
-        for (i, key) in ["", "a", "ab", "abc", "b", "bc", "é", "éa"].iter().enumerate() {
+        for (i, key) in keys.iter().enumerate() {
             assert_eq!(index.insert(key, i as u32), Ok(None));
         }
-        for (i, key) in ["", "a", "ab", "abc", "b", "bc", "é", "éa"].iter().enumerate() {
+        for (i, key) in keys.iter().enumerate() {
             assert_eq!(index.get(key), Some(i as u32), "{key:?}");
         }
+    }
+
+    /// Batches of every length, hits and misses mixed, against a `HashMap`; the
+    /// table is grown from empty, so long probe runs and wrap-arounds occur.
+    #[test]
+    fn get_each_answers_like_a_hash_map_in_order() {
+        let mut index = StrIndex::new();
+        let mut reference = HashMap::new();
+        for i in 0..5_000u32 {
+            let key = format!("{:x}", i.wrapping_mul(2_654_435_761));
+            assert_eq!(index.insert(&key, i), Ok(reference.insert(key, i)));
+        }
+        let asked: Vec<String> = (0..7_000u32)
+            .map(|i| format!("{:x}", i.wrapping_mul(2_654_435_761)))
+            .collect();
+        for len in [0, 1, 15, 16, 17, 33, 7_000] {
+            let mut got = Vec::new();
+            index.get_each(asked[..len].iter().map(String::as_str), |k, v| got.push((k, v)));
+            let expected: Vec<(&str, Option<u32>)> = asked[..len]
+                .iter()
+                .map(|k| (k.as_str(), reference.get(k).copied()))
+                .collect();
+            assert_eq!(got, expected, "batch of {len}");
+        }
+    }
+
+    #[test]
+    fn an_empty_index_answers_none_to_every_key() {
+        let index = StrIndex::with_capacity(0, 0);
+        let mut got = Vec::new();
+        index.get_each(["a", "b"], |k, v| got.push((k, v)));
+        assert_eq!(got, [("a", None), ("b", None)]);
     }
 }

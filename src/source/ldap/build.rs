@@ -218,6 +218,9 @@ pub struct Groups<'c> {
     ignored: Ignored,
     /// A member value's normalized DN, reused from one value to the next.
     scratch: String,
+    /// One attribute's normalized member DNs, side by side, and where each ends.
+    batch: String,
+    batch_ends: Vec<usize>,
 }
 
 /// Member values that named no user or group the searches returned.
@@ -244,6 +247,8 @@ impl<'c> Groups<'c> {
             by_dn: StrIndex::new(),
             ignored: Ignored::default(),
             scratch: String::new(),
+            batch: String::new(),
+            batch_ends: Vec::new(),
         }
     }
 
@@ -284,10 +289,13 @@ impl<'c> Groups<'c> {
                 if range.is_none() && !desc.eq_ignore_ascii_case(attr) {
                     continue;
                 }
+                self.batch.clear();
+                self.batch_ends.clear();
                 for v in values {
                     let v = e.text_ref(desc, v)?;
-                    self.add_member_dn(index, &v, users);
+                    self.push_member(&v);
                 }
+                self.resolve_members(index, users);
                 if let Some(request) = range.and_then(|r| r.next_request(attr)) {
                     pending.push(PendingRange {
                         group: index,
@@ -327,15 +335,36 @@ impl<'c> Groups<'c> {
         Ok(pending)
     }
 
-    fn add_member_dn(&mut self, index: usize, value: &str, users: &Users<'_>) {
-        // Normalized into a reused buffer: most members are users, looked up only.
-        let normalized = &mut self.scratch;
-        dn::normalize_into(dn::strip_optional_uid(value), normalized);
-        let draft = &mut self.drafts[index];
-        match users.by_dn.get(normalized) {
+    /// Normalizes one member value into the batch [`Groups::resolve_members`] looks up.
+    fn push_member(&mut self, value: &str) {
+        dn::normalize_into(dn::strip_optional_uid(value), &mut self.scratch);
+        self.batch.push_str(&self.scratch);
+        self.batch_ends.push(self.batch.len());
+    }
+
+    /// Resolves the batched member DNs of group `index`: users by index, the rest
+    /// (nested groups, outsiders) kept for [`Groups::finish_sorted`]. Looked up
+    /// together, so the cache misses of many lookups overlap.
+    fn resolve_members(&mut self, index: usize, users: &Users<'_>) {
+        let Groups {
+            drafts,
+            batch,
+            batch_ends,
+            ..
+        } = self;
+        let draft = &mut drafts[index];
+        let mut start = 0;
+        let keys = batch_ends.iter().map(|&end| {
+            let key = &batch[start..end];
+            start = end;
+            key
+        });
+        users.by_dn.get_each(keys, |key, found| match found {
             Some(u) => draft.users.push(u),
-            None => draft.other_dns.push(normalized.clone()),
-        }
+            None => draft.other_dns.push(key.to_owned()),
+        });
+        batch.clear();
+        batch_ends.clear();
     }
 
     /// Takes the answer to a [`PendingRange`] request: its values, and the next
@@ -359,10 +388,13 @@ impl<'c> Groups<'c> {
             .find_map(|(desc, values)| ad::parse_range(desc, &pending.attribute).map(|r| ((desc, r), values)))
             .ok_or_else(|| missing("the answer holds no ranged values"))?;
         let (desc, range) = desc;
+        self.batch.clear();
+        self.batch_ends.clear();
         for v in values {
             let v = e.text_ref(desc, v)?;
-            self.add_member_dn(pending.group, &v, users);
+            self.push_member(&v);
         }
+        self.resolve_members(pending.group, users);
         Ok(range
             .next_request(&pending.attribute)
             .map(|request| PendingRange {
