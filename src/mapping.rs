@@ -159,7 +159,15 @@ pub fn desired_state_with<'d>(
             .insert(&user.id, i)
             .map_err(|_| MappingError::TooManyUsers)?;
     }
-    let resolved = crate::par::map(&all, |user| target_user_id(user, users, templates));
+    let resolved = crate::par::map(&all, |user| {
+        let id = target_user_id(user, users, templates);
+        let same = id.as_ref().is_ok_and(|id| *id == user.id);
+        (id, same)
+    });
+    // Source ids are unique: when every target id is its user's source id (the
+    // default `id_attribute = "id"`), no two can clash and nothing needs checking.
+    let ids_are_source_ids = resolved.iter().all(|(id, same)| *same || id.is_err());
+    let resolved: Vec<Result<String, String>> = resolved.into_iter().map(|(id, _)| id).collect();
     let member_indexes = crate::par::map(&mapped, |(group, _, _)| {
         // Sources guarantee members exist; a dangling id is simply not mapped.
         let mut found = Vec::with_capacity(group.members.len());
@@ -173,7 +181,8 @@ pub fn desired_state_with<'d>(
     // group first names them, so which of two clashing ids is "first" never depends
     // on threads. Only users taken here are checked for clashes or reported unmapped.
     let mut owner: HashMap<&str, &str> = HashMap::with_capacity(mapped.len());
-    let mut taken: HashMap<&str, &str> = HashMap::with_capacity(all.len());
+    let mut taken: HashMap<&str, &str> =
+        HashMap::with_capacity(if ids_are_source_ids { 0 } else { all.len() });
     let mut seen = vec![false; all.len()];
     let mut take = |i: usize, state: &mut DesiredState| -> Result<(), MappingError> {
         if std::mem::replace(&mut seen[i], true) {
@@ -182,7 +191,7 @@ pub fn desired_state_with<'d>(
         let user = all[i];
         match &resolved[i] {
             Ok(id) => {
-                if let Some(first) = taken.insert(id, &user.id) {
+                if !ids_are_source_ids && let Some(first) = taken.insert(id, &user.id) {
                     return Err(MappingError::DuplicateUser {
                         target_id: id.clone(),
                         first: first.to_owned(),
@@ -564,5 +573,34 @@ mod tests {
                 second: "u0013".into(),
             }
         );
+    }
+
+    /// Target ids that are the source ids cannot clash and are not checked; ids
+    /// that only trim to the source ids still are.
+    #[test]
+    fn source_ids_that_trim_alike_clash_under_the_id_attribute() {
+        let mut d = Directory::default();
+        for id in ["a", " a"] {
+            d.users.insert(id.into(), User::new(id, format!("user{id}")));
+        }
+        let mut group = Group::new("g", "team-g");
+        group.attrs.insert("code".into(), "T-g".into());
+        group.members = ["a".to_owned(), " a".to_owned()].into();
+        d.groups.insert("g".into(), group);
+        let ids = UserIdSource::Attribute("id".into());
+        let err = desired_state(&d, &mapping(&[], &["^team-"]), &ids, &templates(), false)
+            .expect_err("two users, one target id");
+        assert_eq!(
+            err,
+            MappingError::DuplicateUser {
+                target_id: "a".into(),
+                first: " a".into(),
+                second: "a".into(),
+            }
+        );
+        d.users.remove(" a");
+        d.groups.get_mut("g").expect("group").members.remove(" a");
+        let state = desired_state(&d, &mapping(&[], &["^team-"]), &ids, &templates(), false).expect("maps");
+        assert_eq!(state.groups["T-g"].members, BTreeSet::from(["a".to_owned()]));
     }
 }
