@@ -294,34 +294,47 @@ fn mapped_groups<'d>(
         let name = explicit.name.clone().unwrap_or_else(|| group.name.clone());
         out.push((group, explicit.target_id.clone(), name));
     }
-    for group in dir.groups.values() {
-        if taken.contains(group.id.as_str()) {
-            continue;
+    // Matching the rules and rendering each group's target id are independent from
+    // group to group: on every core, then taken in source order, so the error
+    // reported is the first group's.
+    let groups: Vec<&Group> = dir
+        .groups
+        .values()
+        .filter(|g| !taken.contains(g.id.as_str()))
+        .collect();
+    let rendered = crate::par::map(&groups, |group| {
+        let rule = mapping.rules.iter().find(|r| r.pattern.is_match(&group.name))?;
+        Some(rule_target_id(group, rule, templates))
+    });
+    for (group, target_id) in groups.into_iter().zip(rendered) {
+        if let Some(target_id) = target_id {
+            out.push((group, target_id?, group.name.clone()));
         }
-        let Some(rule) = mapping.rules.iter().find(|r| r.pattern.is_match(&group.name)) else {
-            continue;
-        };
-        // The members are left out: a target id never depends on them, and copying a
-        // 20,000-member list into every template context was most of a run's cost.
-        let ctx = serde_json::json!({
-            "group": { "id": group.id, "name": group.name, "attrs": group.attrs }
-        });
-        let target_id = templates
-            .render(&rule.target_id_template, Kind::Text, &ctx)
-            .map_err(|e| MappingError::GroupTemplate {
-                group: group.name.clone(),
-                message: e.message,
-            })?;
-        let target_id = target_id.trim().to_owned();
-        if target_id.is_empty() {
-            return Err(MappingError::GroupTemplate {
-                group: group.name.clone(),
-                message: "the target id template rendered an empty id".into(),
-            });
-        }
-        out.push((group, target_id, group.name.clone()));
     }
     Ok(out)
+}
+
+/// The target id a group-mapping rule gives `group`.
+fn rule_target_id(group: &Group, rule: &GroupRule, templates: &Templates) -> Result<String, MappingError> {
+    // The members are left out: a target id never depends on them, and copying a
+    // 20,000-member list into every template context was most of a run's cost.
+    let ctx = serde_json::json!({
+        "group": { "id": group.id, "name": group.name, "attrs": group.attrs }
+    });
+    let target_id = templates
+        .render(&rule.target_id_template, Kind::Text, &ctx)
+        .map_err(|e| MappingError::GroupTemplate {
+            group: group.name.clone(),
+            message: e.message,
+        })?;
+    let target_id = target_id.trim();
+    if target_id.is_empty() {
+        return Err(MappingError::GroupTemplate {
+            group: group.name.clone(),
+            message: "the target id template rendered an empty id".into(),
+        });
+    }
+    Ok(target_id.to_owned())
 }
 
 /// The user's target id, or why there is none.
