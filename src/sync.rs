@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -543,7 +543,8 @@ async fn push(
             }
         })
         .buffer_unordered(concurrency)
-        .collect::<Vec<_>>();
+        .collect::<Vec<_>>()
+        .boxed();
     // The stream owns the last sender: once every push is done, the writer drains and ends.
     let (results, written) = tokio::join!(pushes, writer);
     written?;
