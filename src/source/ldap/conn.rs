@@ -1,9 +1,12 @@
 //! The connection: TCP, TLS (ldaps:// or StartTLS, rustls), the simple bind, and
 //! paged searches (RFC 2696) that hand each entry to the caller as it arrives.
 //!
-//! One request is in flight at a time, so the socket is read in the caller's own
-//! task: answers are framed and decoded ([`proto`]) straight from the read buffer,
-//! with no task, channel or copy between the socket and the entry.
+//! The socket is read in the caller's own task: answers are framed and decoded
+//! ([`proto`]) straight from the read buffer, with no task, channel or copy between
+//! the socket and the entry. One request is in flight at a time, but for paged
+//! searches: as soon as the result that ends a page is in the buffer, the next page
+//! is asked for, so the server works on it while the entries before that result are
+//! still being mapped.
 //!
 //! Every way a read can end early is an error here: a lost connection, a timeout,
 //! a size or time limit, a referral, a server that refuses paging. A search either
@@ -36,6 +39,10 @@ struct Wire<S> {
     buf: Vec<u8>,
     /// Where the next unread message starts in `buf`.
     start: usize,
+    /// How far [`Wire::buffered_done`] has looked through whole messages in `buf`.
+    scanned: usize,
+    /// Socket reads so far: new bytes to look through since the last look.
+    reads: u64,
     /// The last search result entry, its buffers reused for the next.
     entry: Entry,
 }
@@ -64,6 +71,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             io,
             buf: Vec::new(),
             start: 0,
+            scanned: 0,
+            reads: 0,
             entry: Entry::default(),
         }
     }
@@ -87,15 +96,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             // Keep only the unread part, then make room for the rest of the message
             // and at least one more chunk.
             self.buf.drain(..self.start);
+            self.scanned = self.scanned.saturating_sub(self.start);
             self.start = 0;
             let want = total.max(self.buf.len() + READ_CHUNK);
             self.buf.reserve(want - self.buf.len());
             match self.io.read_buf(&mut self.buf).await {
                 Ok(0) => return Err(WireError::Closed),
-                Ok(_) => {}
+                Ok(_) => self.reads += 1,
                 Err(e) => return Err(WireError::Io(e)),
             }
         }
+    }
+
+    /// The result that ends search `id`, if it is already in the buffer, whole;
+    /// nothing is consumed. Each message is looked at once, for its ID and
+    /// operation only; one that does not frame is left for [`Wire::receive`] to
+    /// report.
+    fn buffered_done(&mut self, id: i32) -> Option<LdapResult> {
+        let mut at = self.scanned.max(self.start);
+        while let Ok(Frame::Whole(n)) = proto::frame(&self.buf[at..]) {
+            let message = &self.buf[at..at + n];
+            at += n;
+            if let Some(res) = proto::search_done(message, id) {
+                self.scanned = at;
+                return Some(res);
+            }
+        }
+        self.scanned = at;
+        None
     }
 }
 
@@ -318,24 +346,43 @@ impl Conn {
             Scope::Sub => SearchScope::Subtree,
         };
         let mut stats = SearchStats::default();
-        let mut cookie: Vec<u8> = Vec::new();
         let mut last_cookie: Vec<u8> = Vec::new();
-        loop {
-            let entries_before = stats.entries;
+        let request = |id: i32, cookie: Vec<u8>| {
             let mut controls = Vec::new();
             if mode.page_size > 0 {
-                controls.push(Control::paged(mode.page_size, std::mem::take(&mut cookie)));
+                controls.push(Control::paged(mode.page_size, cookie));
             }
             if mode.domain_scope {
                 controls.push(Control::domain_scope());
             }
-            let id = self.next_id();
-            let request = proto::search_request(id, &search.base_dn, scope, &search.filter, attrs, &controls)
-                .map_err(|_| fail("the filter is not valid".to_owned()))?;
-            if let Err(f) = self.call(&request).await {
-                return Err(fail(self.failure(f, Some(stats.entries))));
-            }
+            proto::search_request(id, &search.base_dn, scope, &search.filter, attrs, &controls)
+                .map_err(|_| fail("the filter is not valid".to_owned()))
+        };
+        let mut id = self.next_id();
+        if let Err(f) = self.call(&request(id, Vec::new())?).await {
+            return Err(fail(self.failure(f, Some(stats.entries))));
+        }
+        loop {
+            let entries_before = stats.entries;
+            // The next page, once asked for ahead: its message ID and cookie.
+            let mut ahead: Option<(i32, Vec<u8>)> = None;
+            // Looked through once now: the page's end may have come with the last read.
+            let mut looked_at = self.wire.reads.wrapping_sub(1);
             let res = loop {
+                if mode.page_size > 0 && ahead.is_none() && self.wire.reads != looked_at {
+                    looked_at = self.wire.reads;
+                    if let Some(next) = self
+                        .wire
+                        .buffered_done(id)
+                        .and_then(|res| next_cookie(&res, &last_cookie))
+                    {
+                        let next_id = self.next_id();
+                        if let Err(f) = self.call(&request(next_id, next.clone())?).await {
+                            return Err(fail(self.failure(f, Some(stats.entries))));
+                        }
+                        ahead = Some((next_id, next));
+                    }
+                }
                 match self.answer(id).await {
                     Ok(Op::Entry) => {
                         each(&self.wire.entry)?;
@@ -390,14 +437,25 @@ impl Conn {
                     )));
                 }
                 Some(Ok(c)) => {
-                    last_cookie.clone_from(&c);
                     tracing::debug!(
                         base = %search.base_dn,
                         page = stats.pages,
                         entries = stats.entries,
+                        asked_ahead = ahead.is_some(),
                         "Read a page of search results."
                     );
-                    cookie = c;
+                    // Asked ahead with this very result's cookie, or asked now.
+                    id = match ahead {
+                        Some((next_id, _)) => next_id,
+                        None => {
+                            let next_id = self.next_id();
+                            if let Err(f) = self.call(&request(next_id, c.clone())?).await {
+                                return Err(fail(self.failure(f, Some(stats.entries))));
+                            }
+                            next_id
+                        }
+                    };
+                    last_cookie = c;
                 }
             }
         }
@@ -615,6 +673,20 @@ fn tls_message(err: &rustls::Error, c: &LdapConfig) -> String {
     format!("handshake failed: {err}{hint}")
 }
 
+/// The cookie to ask for the next page with, ahead of time: only from a successful
+/// page that names a next one, and not one that repeats the last cookie (whether
+/// that is an error depends on the entries not read yet, so it is left for when the
+/// result is reached).
+fn next_cookie(res: &LdapResult, last_cookie: &[u8]) -> Option<Vec<u8>> {
+    if res.rc != 0 {
+        return None;
+    }
+    match res.paged_cookie()? {
+        Ok(c) if !c.is_empty() && c != last_cookie => Some(c),
+        _ => None,
+    }
+}
+
 /// Why a search result that is not success ends the read.
 fn search_result_error(res: &LdapResult, mode: SearchMode, first_page: bool) -> String {
     let d = describe(res);
@@ -757,6 +829,85 @@ mod tests {
 
     fn bind_ok() -> Vec<u8> {
         result_message(1, 1, 0, "", &[], &[])
+    }
+
+    /// The next page is asked for as soon as the page's end is in the buffer: the
+    /// server has the request while the client still maps that page's last entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_page_is_asked_for_before_the_page_is_mapped() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&requests);
+        let page = |id: i32, first: &str, second: &str, cookie: &[u8]| {
+            let mut answer = entry_message(id, first, &[("uid", &[b"x"])]);
+            answer.extend(entry_message(id, second, &[("uid", &[b"x"])]));
+            answer.extend(done_message(
+                id,
+                0,
+                "",
+                &[],
+                &[Control::paged(0, cookie.to_vec())],
+            ));
+            answer
+        };
+        // Each page whole in one write, so its end arrives with its first entry.
+        let answers = vec![
+            bind_ok(),
+            page(2, "uid=a,dc=x", "uid=b,dc=x", b"p2"),
+            page(3, "uid=c,dc=x", "uid=d,dc=x", b""),
+        ];
+        tokio::spawn(async move {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0; 65536];
+            for answer in answers {
+                if matches!(sock.read(&mut buf).await, Ok(0) | Err(_)) {
+                    return;
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                if sock.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sock.read(&mut buf).await;
+        });
+        let raw: RawLdap = toml::from_str(&format!(
+            "preset = \"openldap\"\nurl = \"ldap://127.0.0.1:{port}\"\nbase_dn = \"dc=x\"\nanonymous = true\ntimeout = \"2s\"\n"
+        ))
+        .expect("toml");
+        let config = LdapConfig::from_raw(raw, std::path::Path::new("/nonexistent")).expect("valid");
+        let mut conn = Conn::open(&config).await.expect("open");
+        conn.bind(&Bind::Anonymous).await.expect("bind");
+        let mode = SearchMode {
+            page_size: 2,
+            domain_scope: false,
+        };
+        let mut dns = Vec::new();
+        let mut asked_before_b = false;
+        let stats = conn
+            .search(&config.users.search, &[], mode, |e| {
+                if e.dn == "uid=b,dc=x" {
+                    // Bind, page 1, and page 2 asked for before `b` is handed over.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                    while requests.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    asked_before_b = requests.load(Ordering::SeqCst) == 3;
+                }
+                dns.push(e.dn.clone());
+                Ok(())
+            })
+            .await
+            .expect("search");
+        assert!(
+            asked_before_b,
+            "page 2 was asked for only after page 1 was mapped"
+        );
+        assert_eq!((stats.entries, stats.pages), (4, 2));
+        assert_eq!(dns, ["uid=a,dc=x", "uid=b,dc=x", "uid=c,dc=x", "uid=d,dc=x"]);
     }
 
     #[tokio::test]

@@ -190,6 +190,23 @@ pub fn frame(buf: &[u8]) -> Result<Frame, Malformed> {
     })
 }
 
+/// The result of search `id` if `msg` (one whole message) is the one that ends it,
+/// read without decoding anything else: entries are only looked at for their
+/// message ID and operation.
+pub fn search_done(msg: &[u8], id: i32) -> Option<LdapResult> {
+    let mut r = Reader::new(Reader::new(msg).expect(SEQUENCE).ok()?);
+    if r.integer(INTEGER).ok()? != i64::from(id) {
+        return None;
+    }
+    if r.element().ok()?.0 != SEARCH_RESULT_DONE {
+        return None;
+    }
+    match decode(msg, &mut Entry::default()).ok()?.op {
+        Op::SearchDone(res) => Some(res),
+        _ => None,
+    }
+}
+
 /// Decodes one whole message, as [`frame`] delimited it. A search result entry is
 /// decoded into `entry`, whose strings and buffers are reused from one entry to
 /// the next: after the first few entries of a search, decoding allocates nothing.
