@@ -774,8 +774,19 @@ mod tests {
     /// written in `chunk`-byte pieces: enough to reach what slapd never sends.
     /// With `hold`, the connection then stays open; without, the server closes it.
     async fn scripted(answers: Vec<Vec<u8>>, chunk: usize, hold: bool) -> LdapConfig {
+        scripted_counting(answers, chunk, hold).await.0
+    }
+
+    /// [`scripted`], and how many requests the server has read so far.
+    async fn scripted_counting(
+        answers: Vec<Vec<u8>>,
+        chunk: usize,
+        hold: bool,
+    ) -> (LdapConfig, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::clone(&requests);
         tokio::spawn(async move {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
@@ -785,6 +796,7 @@ mod tests {
                 if matches!(sock.read(&mut buf).await, Ok(0) | Err(_)) {
                     return;
                 }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 for piece in answer.chunks(chunk) {
                     if sock.write_all(piece).await.is_err() {
                         return;
@@ -801,7 +813,8 @@ mod tests {
             "preset = \"openldap\"\nurl = \"ldap://127.0.0.1:{port}\"\nbase_dn = \"dc=x\"\nanonymous = true\ntimeout = \"500ms\"\n"
         ))
         .expect("toml");
-        LdapConfig::from_raw(raw, std::path::Path::new("/nonexistent")).expect("valid")
+        let config = LdapConfig::from_raw(raw, std::path::Path::new("/nonexistent")).expect("valid");
+        (config, requests)
     }
 
     /// Binds anonymously and runs one unpaged search; the entries' DNs or the error.
@@ -835,11 +848,7 @@ mod tests {
     /// server has the request while the client still maps that page's last entry.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_next_page_is_asked_for_before_the_page_is_mapped() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::clone(&requests);
+        use std::sync::atomic::Ordering;
         let page = |id: i32, first: &str, second: &str, cookie: &[u8]| {
             let mut answer = entry_message(id, first, &[("uid", &[b"x"])]);
             answer.extend(entry_message(id, second, &[("uid", &[b"x"])]));
@@ -858,27 +867,7 @@ mod tests {
             page(2, "uid=a,dc=x", "uid=b,dc=x", b"p2"),
             page(3, "uid=c,dc=x", "uid=d,dc=x", b""),
         ];
-        tokio::spawn(async move {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = vec![0; 65536];
-            for answer in answers {
-                if matches!(sock.read(&mut buf).await, Ok(0) | Err(_)) {
-                    return;
-                }
-                seen.fetch_add(1, Ordering::SeqCst);
-                if sock.write_all(&answer).await.is_err() {
-                    return;
-                }
-            }
-            let _ = sock.read(&mut buf).await;
-        });
-        let raw: RawLdap = toml::from_str(&format!(
-            "preset = \"openldap\"\nurl = \"ldap://127.0.0.1:{port}\"\nbase_dn = \"dc=x\"\nanonymous = true\ntimeout = \"2s\"\n"
-        ))
-        .expect("toml");
-        let config = LdapConfig::from_raw(raw, std::path::Path::new("/nonexistent")).expect("valid");
+        let (config, requests) = scripted_counting(answers, usize::MAX, true).await;
         let mut conn = Conn::open(&config).await.expect("open");
         conn.bind(&Bind::Anonymous).await.expect("bind");
         let mode = SearchMode {
