@@ -120,7 +120,15 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format, &cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // At least two workers: the command's CPU-bound phases (mapping, building the
+    // requests) hold the worker they run on, and `dirsync run` must still answer
+    // /healthz and feed the watchdog meanwhile, on a one-core host too.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

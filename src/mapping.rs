@@ -159,12 +159,13 @@ pub fn desired_state_with<'d>(
             .insert(&user.id, i)
             .map_err(|_| MappingError::TooManyUsers)?;
     }
-    let resolved = crate::par::map(&all, |user| {
+    let keyed: Vec<(&str, &User)> = dir.users.iter().map(|(key, u)| (key.as_str(), u)).collect();
+    let resolved = crate::par::map(&keyed, |&(key, user)| {
         let id = target_user_id(user, users, templates);
-        let same = id.as_ref().is_ok_and(|id| *id == user.id);
+        let same = id.as_ref().is_ok_and(|id| id == key);
         (id, same)
     });
-    // Source ids are unique: when every target id is its user's source id (the
+    // The directory's keys are unique: when every target id is its user's key (the
     // default `id_attribute = "id"`), no two can clash and nothing needs checking.
     let ids_are_source_ids = resolved.iter().all(|(id, same)| *same || id.is_err());
     let resolved: Vec<Result<String, String>> = resolved.into_iter().map(|(id, _)| id).collect();
