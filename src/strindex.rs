@@ -273,3 +273,102 @@ mod tests {
         assert_eq!(got, [("a", None), ("b", None)]);
     }
 }
+
+/// Random keys (repeats, prefixes of other keys, the empty key, non-ASCII) against a
+/// `HashMap`, from fixed seeds.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
+
+    fn random_key(rng: &mut rand::rngs::StdRng, pool: &[String]) -> String {
+        match rng.random_range(0..6) {
+            0 => String::new(),
+            1 if !pool.is_empty() => {
+                // a prefix of an existing key (on a char boundary)
+                let k = &pool[rng.random_range(0..pool.len())];
+                let cut: Vec<usize> = k.char_indices().map(|(i, _)| i).chain([k.len()]).collect();
+                k[..cut[rng.random_range(0..cut.len())]].to_owned()
+            }
+            2 => {
+                let n = rng.random_range(0..4);
+                (0..n)
+                    .map(|_| ['é', 'ß', 'Σ', '日', 'a', '\0'][rng.random_range(0..6)])
+                    .collect()
+            }
+            _ => {
+                let n = rng.random_range(0..12);
+                (0..n)
+                    .map(|_| (b'a' + rng.random_range(0..3u8)) as char)
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn inserts_and_lookups_answer_like_a_hash_map() {
+        for seed in 0..300u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let (entries, bytes) = (rng.random_range(0..40), rng.random_range(0..100));
+            let mut index = if seed % 2 == 0 {
+                StrIndex::new()
+            } else {
+                StrIndex::with_capacity(entries, bytes)
+            };
+            let mut reference: HashMap<String, u32> = HashMap::new();
+            let mut pool: Vec<String> = Vec::new();
+            let n = rng.random_range(0..2000);
+            for _ in 0..n {
+                let key = if !pool.is_empty() && rng.random_bool(0.3) {
+                    pool[rng.random_range(0..pool.len())].clone()
+                } else {
+                    random_key(&mut rng, &pool)
+                };
+                let v: u32 = rng.random();
+                assert_eq!(index.insert(&key, v), Ok(reference.insert(key.clone(), v)));
+                pool.push(key);
+                assert_eq!(index.len(), reference.len());
+                // table never more than half full, an empty slot remains
+                assert!(index.slots.iter().any(|s| s.tag == 0));
+            }
+            let mut asked: Vec<String> = Vec::new();
+            for _ in 0..rng.random_range(0..500) {
+                asked.push(if !pool.is_empty() && rng.random_bool(0.5) {
+                    pool[rng.random_range(0..pool.len())].clone()
+                } else {
+                    random_key(&mut rng, &pool)
+                });
+            }
+            for len in [0usize, 1, 2, 15, 16, 17, 31, 32, 33, asked.len()] {
+                let len = len.min(asked.len());
+                let mut got = Vec::new();
+                index.get_each(asked[..len].iter().map(String::as_str), |k, v| {
+                    got.push((k.to_owned(), v))
+                });
+                let want: Vec<(String, Option<u32>)> = asked[..len]
+                    .iter()
+                    .map(|k| (k.clone(), reference.get(k).copied()))
+                    .collect();
+                assert_eq!(got, want, "seed {seed} len {len}");
+                for k in &asked[..len] {
+                    assert_eq!(index.get(k), reference.get(k).copied());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tables_sized_too_small_grow_and_keep_every_key() {
+        for cap in 0..20 {
+            let mut index = StrIndex::with_capacity(cap, 0);
+            for i in 0..100u32 {
+                assert_eq!(index.insert(&i.to_string(), i), Ok(None));
+                for j in 0..=i {
+                    assert_eq!(index.get(&j.to_string()), Some(j));
+                }
+                assert_eq!(index.get("x"), None);
+            }
+        }
+    }
+}

@@ -962,6 +962,176 @@ mod tests {
         );
     }
 
+    fn page_answer(id: i32, dns: &[&str], rc: i64, cookie: Option<&[u8]>) -> Vec<u8> {
+        let mut answer = Vec::new();
+        for dn in dns {
+            answer.extend(entry_message(id, dn, &[("uid", &[b"x"])]));
+        }
+        let ctrls: Vec<Control> = cookie
+            .map(|c| vec![Control::paged(0, c.to_vec())])
+            .unwrap_or_default();
+        answer.extend(done_message(id, rc, "", &[], &ctrls));
+        answer
+    }
+
+    /// Asking for the next page ahead changes no outcome: failed pages, a server that
+    /// ignores paging, a notice, a cookie that repeats with entries, an unparsable
+    /// cookie, and two searches on one connection, with answers in pieces of any size.
+    #[tokio::test]
+    async fn paged_searches_end_as_before_with_pages_asked_ahead() {
+        for chunk in [3usize, 7, 64, usize::MAX] {
+            // A: page 2 fails with sizeLimitExceeded after page 1 was asked ahead.
+            let config = scripted(
+                vec![
+                    bind_ok(),
+                    page_answer(2, &["uid=a,dc=x"], 0, Some(b"p2")),
+                    page_answer(3, &["uid=b,dc=x"], 4, None),
+                ],
+                chunk,
+                true,
+            )
+            .await;
+            let err = search_paged(&config, 1).await.expect_err("A");
+            assert!(err.contains("sizeLimitExceeded") || err.contains("(4)"), "{err}");
+            // A2: first page rc != 0 but with a cookie.
+            let config = scripted(
+                vec![bind_ok(), page_answer(2, &["uid=a,dc=x"], 11, Some(b"p2"))],
+                chunk,
+                true,
+            )
+            .await;
+            let err = search_paged(&config, 1).await.expect_err("A2");
+            assert!(err.contains("(11)"), "{err}");
+            // B: server ignores paging.
+            let config = scripted(
+                vec![
+                    bind_ok(),
+                    page_answer(2, &["uid=a,dc=x", "uid=b,dc=x", "uid=c,dc=x"], 0, None),
+                ],
+                chunk,
+                true,
+            )
+            .await;
+            assert_eq!(
+                search_paged(&config, 1).await,
+                Ok(vec![
+                    "uid=a,dc=x".into(),
+                    "uid=b,dc=x".into(),
+                    "uid=c,dc=x".into()
+                ])
+            );
+            // C: notice of disconnection right after page 1's done.
+            let mut p1 = page_answer(2, &["uid=a,dc=x", "uid=b,dc=x"], 0, Some(b"p2"));
+            p1.extend(result_message(0, 24, 52, "server shutting down", &[], &[]));
+            let config = scripted(vec![bind_ok(), p1], chunk, true).await;
+            let err = search_paged(&config, 2).await.expect_err("C");
+            assert!(
+                err.contains("the connection was lost after 2 entries: the server ended the session"),
+                "{err}"
+            );
+            // D: constant cookie with entries, three pages.
+            let config = scripted(
+                vec![
+                    bind_ok(),
+                    page_answer(2, &["uid=a,dc=x"], 0, Some(b"c")),
+                    page_answer(3, &["uid=b,dc=x"], 0, Some(b"c")),
+                    page_answer(4, &["uid=c,dc=x"], 0, Some(b"")),
+                ],
+                chunk,
+                true,
+            )
+            .await;
+            assert_eq!(
+                search_paged(&config, 1).await,
+                Ok(vec![
+                    "uid=a,dc=x".into(),
+                    "uid=b,dc=x".into(),
+                    "uid=c,dc=x".into()
+                ])
+            );
+            // F: unparsable cookie on page 2.
+            let mut bad = page_answer(3, &["uid=b,dc=x"], 0, None);
+            bad.truncate(0);
+            bad.extend(entry_message(3, "uid=b,dc=x", &[("uid", &[b"x"])]));
+            bad.extend(done_message(
+                3,
+                0,
+                "",
+                &[],
+                &[Control {
+                    oid: proto::PAGED_RESULTS_OID.into(),
+                    critical: false,
+                    value: Some(vec![1, 2, 3]),
+                }],
+            ));
+            let config = scripted(
+                vec![bind_ok(), page_answer(2, &["uid=a,dc=x"], 0, Some(b"p2")), bad],
+                chunk,
+                true,
+            )
+            .await;
+            let err = search_paged(&config, 1).await.expect_err("F");
+            assert!(err.contains("cannot be parsed"), "{err}");
+            // G: many pages, and then a second search on the same connection.
+            let mut answers = vec![bind_ok()];
+            let mut want = Vec::new();
+            for p in 0..5 {
+                let dn = format!("uid=u{p},dc=x");
+                want.push(dn.clone());
+                let cookie = if p == 4 {
+                    b"".to_vec()
+                } else {
+                    format!("k{p}").into_bytes()
+                };
+                answers.push(page_answer(2 + p, &[&dn], 0, Some(&cookie)));
+            }
+            for p in 0..3 {
+                let dn = format!("uid=g{p},dc=x");
+                let cookie = if p == 2 {
+                    b"".to_vec()
+                } else {
+                    format!("g{p}").into_bytes()
+                };
+                answers.push(page_answer(7 + p, &[&dn], 0, Some(&cookie)));
+            }
+            let config = scripted(answers, chunk, true).await;
+            let mut conn = Conn::open(&config).await.expect("open");
+            conn.bind(&Bind::Anonymous).await.expect("bind");
+            let mode = SearchMode {
+                page_size: 1,
+                domain_scope: false,
+            };
+            let mut got = Vec::new();
+            let st = conn
+                .search(&config.users.search, &[], mode, |e| {
+                    got.push(e.dn.clone());
+                    Ok(())
+                })
+                .await
+                .expect("G1");
+            assert_eq!((got.clone(), st.pages), (want.clone(), 5));
+            got.clear();
+            let st = conn
+                .search(&config.users.search, &[], mode, |e| {
+                    got.push(e.dn.clone());
+                    Ok(())
+                })
+                .await
+                .expect("G2");
+            assert_eq!(
+                (got, st.pages),
+                (
+                    vec![
+                        "uid=g0,dc=x".to_string(),
+                        "uid=g1,dc=x".into(),
+                        "uid=g2,dc=x".into()
+                    ],
+                    3
+                )
+            );
+        }
+    }
+
     fn result(rc: u32, text: &str) -> LdapResult {
         LdapResult {
             rc,
