@@ -849,23 +849,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_next_page_is_asked_for_before_the_page_is_mapped() {
         use std::sync::atomic::Ordering;
-        let page = |id: i32, first: &str, second: &str, cookie: &[u8]| {
-            let mut answer = entry_message(id, first, &[("uid", &[b"x"])]);
-            answer.extend(entry_message(id, second, &[("uid", &[b"x"])]));
-            answer.extend(done_message(
-                id,
-                0,
-                "",
-                &[],
-                &[Control::paged(0, cookie.to_vec())],
-            ));
-            answer
-        };
         // Each page whole in one write, so its end arrives with its first entry.
         let answers = vec![
             bind_ok(),
-            page(2, "uid=a,dc=x", "uid=b,dc=x", b"p2"),
-            page(3, "uid=c,dc=x", "uid=d,dc=x", b""),
+            page_answer(2, &["uid=a,dc=x", "uid=b,dc=x"], 0, Some(b"p2")),
+            page_answer(3, &["uid=c,dc=x", "uid=d,dc=x"], 0, Some(b"")),
         ];
         let (config, requests) = scripted_counting(answers, usize::MAX, true).await;
         let mut conn = Conn::open(&config).await.expect("open");
@@ -1002,6 +990,7 @@ mod tests {
             .await;
             let err = search_paged(&config, 1).await.expect_err("A2");
             assert!(err.contains("(11)"), "{err}");
+            let abc = || vec!["uid=a,dc=x".to_owned(), "uid=b,dc=x".into(), "uid=c,dc=x".into()];
             // B: server ignores paging.
             let config = scripted(
                 vec![
@@ -1012,14 +1001,7 @@ mod tests {
                 true,
             )
             .await;
-            assert_eq!(
-                search_paged(&config, 1).await,
-                Ok(vec![
-                    "uid=a,dc=x".into(),
-                    "uid=b,dc=x".into(),
-                    "uid=c,dc=x".into()
-                ])
-            );
+            assert_eq!(search_paged(&config, 1).await, Ok(abc()));
             // C: notice of disconnection right after page 1's done.
             let mut p1 = page_answer(2, &["uid=a,dc=x", "uid=b,dc=x"], 0, Some(b"p2"));
             p1.extend(result_message(0, 24, 52, "server shutting down", &[], &[]));
@@ -1041,18 +1023,9 @@ mod tests {
                 true,
             )
             .await;
-            assert_eq!(
-                search_paged(&config, 1).await,
-                Ok(vec![
-                    "uid=a,dc=x".into(),
-                    "uid=b,dc=x".into(),
-                    "uid=c,dc=x".into()
-                ])
-            );
+            assert_eq!(search_paged(&config, 1).await, Ok(abc()));
             // F: unparsable cookie on page 2.
-            let mut bad = page_answer(3, &["uid=b,dc=x"], 0, None);
-            bad.truncate(0);
-            bad.extend(entry_message(3, "uid=b,dc=x", &[("uid", &[b"x"])]));
+            let mut bad = entry_message(3, "uid=b,dc=x", &[("uid", &[b"x"])]);
             bad.extend(done_message(
                 3,
                 0,
