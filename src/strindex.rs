@@ -104,18 +104,9 @@ impl StrIndex {
                 }
             }
             // 3. Compare; a candidate that is another key moves on to the next.
-            for &(key, hash, mut at) in &batch[..n] {
-                let value = loop {
-                    let slot = self.slots[at];
-                    if slot.tag == 0 {
-                        break None;
-                    }
-                    if self.key(&slot) == key {
-                        break Some(slot.value);
-                    }
-                    at = self.next_candidate((at + 1) & mask, tag(hash), mask);
-                };
-                found(key, value);
+            for &(key, hash, at) in &batch[..n] {
+                let slot = self.slots[self.locate(key, hash, at, mask)];
+                found(key, (slot.tag != 0).then_some(slot.value));
             }
         }
     }
@@ -131,6 +122,18 @@ impl StrIndex {
         }
     }
 
+    /// From `at`, a candidate for `key` ([`StrIndex::next_candidate`]), the slot that
+    /// holds `key`, or the empty slot where it would go.
+    fn locate(&self, key: &str, hash: u64, mut at: usize, mask: usize) -> usize {
+        loop {
+            let slot = &self.slots[at];
+            if slot.tag == 0 || self.key(slot) == key {
+                return at;
+            }
+            at = self.next_candidate((at + 1) & mask, tag(hash), mask);
+        }
+    }
+
     fn key(&self, slot: &Slot) -> &str {
         &self.keys[slot.start as usize..(slot.start + slot.len) as usize]
     }
@@ -142,17 +145,10 @@ impl StrIndex {
         }
         let hash = self.hasher.hash_one(key);
         let mask = self.slots.len() - 1;
-        let mut at = hash as usize & mask;
-        loop {
-            at = self.next_candidate(at, tag(hash), mask);
-            let slot = self.slots[at];
-            if slot.tag == 0 {
-                break;
-            }
-            if self.key(&slot) == key {
-                return Ok(Some(std::mem::replace(&mut self.slots[at].value, value)));
-            }
-            at = (at + 1) & mask;
+        let first = self.next_candidate(hash as usize & mask, tag(hash), mask);
+        let at = self.locate(key, hash, first, mask);
+        if self.slots[at].tag != 0 {
+            return Ok(Some(std::mem::replace(&mut self.slots[at].value, value)));
         }
         let start = u32::try_from(self.keys.len()).map_err(|_| Full)?;
         let len = u32::try_from(key.len()).map_err(|_| Full)?;

@@ -86,31 +86,34 @@ impl<'c> Users<'c> {
         if let Some(attr) = self.uid_attribute {
             for uid in e.all_text(attr)? {
                 lowercase_into(uid.trim(), &mut self.scratch);
-                let full = || DataError {
-                    dn: e.dn.clone(),
-                    attribute: Some(attr.to_owned()),
-                    message: "more uids than dirsync can index (4 GiB)".into(),
-                };
+                let full = |_| too_many(&e.dn, Some(attr), "uids");
                 // A uid another user has already names neither; the same user
                 // listing a uid twice (`Ann`, `ann`) is still that user.
-                match self.by_uid.insert(&self.scratch, index).map_err(|_| full())? {
+                match self.by_uid.insert(&self.scratch, index).map_err(full)? {
                     Some(other) if other != index => {
-                        self.by_uid.insert(&self.scratch, AMBIGUOUS).map_err(|_| full())?;
+                        self.by_uid.insert(&self.scratch, AMBIGUOUS).map_err(full)?;
                     }
                     _ => {}
                 }
             }
         }
         dn::normalize_into(&e.dn, &mut self.scratch);
-        self.by_dn.insert(&self.scratch, index).map_err(|_| DataError {
-            dn: e.dn.clone(),
-            attribute: None,
-            message: "more user DNs than dirsync can index (4 GiB)".into(),
-        })?;
+        self.by_dn
+            .insert(&self.scratch, index)
+            .map_err(|_| too_many(&e.dn, None, "user DNs"))?;
         let mut user = user;
         user.attrs.insert("dn".into(), e.dn.clone());
         self.list.push(user);
         Ok(())
+    }
+}
+
+/// An index is full: more than 4 GiB of `what` (reached at `dn`).
+fn too_many(dn: &str, attribute: Option<&str>, what: &str) -> DataError {
+    DataError {
+        dn: dn.to_owned(),
+        attribute: attribute.map(str::to_owned),
+        message: format!("more {what} than dirsync can index (4 GiB)"),
     }
 }
 
@@ -289,13 +292,7 @@ impl<'c> Groups<'c> {
                 if range.is_none() && !desc.eq_ignore_ascii_case(attr) {
                     continue;
                 }
-                self.batch.clear();
-                self.batch_ends.clear();
-                for v in values {
-                    let v = e.text_ref(desc, v)?;
-                    self.push_member(&v);
-                }
-                self.resolve_members(index, users);
+                self.add_members(index, e, desc, values, users)?;
                 if let Some(request) = range.and_then(|r| r.next_request(attr)) {
                     pending.push(PendingRange {
                         group: index,
@@ -327,25 +324,30 @@ impl<'c> Groups<'c> {
         dn::normalize_into(&e.dn, &mut self.scratch);
         self.by_dn
             .insert(&self.scratch, index as u32)
-            .map_err(|_| DataError {
-                dn: e.dn.clone(),
-                attribute: None,
-                message: "more group DNs than dirsync can index (4 GiB)".into(),
-            })?;
+            .map_err(|_| too_many(&e.dn, None, "group DNs"))?;
         Ok(pending)
     }
 
-    /// Normalizes one member value into the batch [`Groups::resolve_members`] looks up.
-    fn push_member(&mut self, value: &str) {
-        dn::normalize_into(dn::strip_optional_uid(value), &mut self.scratch);
-        self.batch.push_str(&self.scratch);
-        self.batch_ends.push(self.batch.len());
-    }
-
-    /// Resolves the batched member DNs of group `index`: users by index, the rest
-    /// (nested groups, outsiders) kept for [`Groups::finish_sorted`]. Looked up
-    /// together, so the cache misses of many lookups overlap.
-    fn resolve_members(&mut self, index: usize, users: &Users<'_>) {
+    /// Adds one attribute's member DNs to group `index`: users by index, the rest
+    /// (nested groups, outsiders) kept for [`Groups::finish_sorted`]. The values are
+    /// normalized side by side first and looked up together, so the cache misses of
+    /// many lookups overlap.
+    fn add_members(
+        &mut self,
+        index: usize,
+        e: &Entry,
+        desc: &str,
+        values: &[Vec<u8>],
+        users: &Users<'_>,
+    ) -> Result<(), DataError> {
+        self.batch.clear();
+        self.batch_ends.clear();
+        for v in values {
+            let v = e.text_ref(desc, v)?;
+            dn::normalize_into(dn::strip_optional_uid(&v), &mut self.scratch);
+            self.batch.push_str(&self.scratch);
+            self.batch_ends.push(self.batch.len());
+        }
         let Groups {
             drafts,
             batch,
@@ -363,8 +365,7 @@ impl<'c> Groups<'c> {
             Some(u) => draft.users.push(u),
             None => draft.other_dns.push(key.to_owned()),
         });
-        batch.clear();
-        batch_ends.clear();
+        Ok(())
     }
 
     /// Takes the answer to a [`PendingRange`] request: its values, and the next
@@ -388,13 +389,7 @@ impl<'c> Groups<'c> {
             .find_map(|(desc, values)| ad::parse_range(desc, &pending.attribute).map(|r| ((desc, r), values)))
             .ok_or_else(|| missing("the answer holds no ranged values"))?;
         let (desc, range) = desc;
-        self.batch.clear();
-        self.batch_ends.clear();
-        for v in values {
-            let v = e.text_ref(desc, v)?;
-            self.push_member(&v);
-        }
-        self.resolve_members(pending.group, users);
+        self.add_members(pending.group, &e, desc, values, users)?;
         Ok(range
             .next_request(&pending.attribute)
             .map(|request| PendingRange {

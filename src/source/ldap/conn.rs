@@ -364,8 +364,8 @@ impl Conn {
         }
         loop {
             let entries_before = stats.entries;
-            // The next page, once asked for ahead: its message ID and cookie.
-            let mut ahead: Option<(i32, Vec<u8>)> = None;
+            // The next page's message ID, once asked for ahead.
+            let mut ahead: Option<i32> = None;
             // Looked through once now: the page's end may have come with the last read.
             let mut looked_at = self.wire.reads.wrapping_sub(1);
             let res = loop {
@@ -377,10 +377,10 @@ impl Conn {
                         .and_then(|res| next_cookie(&res, &last_cookie))
                     {
                         let next_id = self.next_id();
-                        if let Err(f) = self.call(&request(next_id, next.clone())?).await {
+                        if let Err(f) = self.call(&request(next_id, next)?).await {
                             return Err(fail(self.failure(f, Some(stats.entries))));
                         }
-                        ahead = Some((next_id, next));
+                        ahead = Some(next_id);
                     }
                 }
                 match self.answer(id).await {
@@ -446,7 +446,7 @@ impl Conn {
                     );
                     // Asked ahead with this very result's cookie, or asked now.
                     id = match ahead {
-                        Some((next_id, _)) => next_id,
+                        Some(next_id) => next_id,
                         None => {
                             let next_id = self.next_id();
                             if let Err(f) = self.call(&request(next_id, c.clone())?).await {
