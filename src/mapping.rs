@@ -152,13 +152,16 @@ pub fn desired_state_with<'d>(
     // member somewhere), and each mapped group's members as indexes into the users.
     let all: Vec<&'d User> = dir.users.values().collect();
     let bytes = all.iter().map(|u| u.id.len()).sum();
+    u32::try_from(all.len()).map_err(|_| MappingError::TooManyUsers)?;
     let mut index = StrIndex::with_capacity(all.len(), bytes);
-    for (i, user) in all.iter().enumerate() {
-        let i = u32::try_from(i).map_err(|_| MappingError::TooManyUsers)?;
-        index
-            .insert(&user.id, i)
-            .map_err(|_| MappingError::TooManyUsers)?;
-    }
+    index
+        .insert_each(
+            all.iter()
+                .enumerate()
+                .map(|(i, user)| (user.id.as_str(), i as u32)),
+            |_, new, _| new,
+        )
+        .map_err(|_| MappingError::TooManyUsers)?;
     let keyed: Vec<(&str, &User)> = dir.users.iter().map(|(key, u)| (key.as_str(), u)).collect();
     let resolved = crate::par::map(&keyed, |&(key, user)| {
         let id = target_user_id(user, users, templates);

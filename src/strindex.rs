@@ -9,8 +9,14 @@
 //! time: it first reads every slot they hash to, then every candidate key, then
 //! compares, so the misses of sixteen lookups overlap instead of queueing.
 //!
-//! The table is open addressing with linear probing, at most half full. A slot keeps
-//! 32 bits of the key's hash, so a probe that meets another key rarely reads it.
+//! Building the index is the same story: a key placed as each entry streams in
+//! waits on a miss in the table, so [`StrIndex::insert_each`] reads the slots of
+//! sixteen keys before it places any of them.
+//!
+//! The table is open addressing with linear probing, at most half full. A key starts
+//! at the slot the top bits of its hash pick. A slot keeps the top 32 bits as its
+//! tag, so a probe that meets another key rarely reads it, and growing the table
+//! places every key from its tag alone, in order, without reading or hashing keys.
 
 use std::hash::BuildHasher;
 
@@ -88,7 +94,7 @@ impl StrIndex {
             let mut n = 0;
             for key in keys.by_ref().take(BATCH) {
                 let hash = self.hasher.hash_one(key);
-                let at = hash as usize & mask;
+                let at = home(hash, mask);
                 std::hint::black_box(self.slots[at].tag);
                 batch[n] = (key, hash, at);
                 n += 1;
@@ -140,12 +146,60 @@ impl StrIndex {
 
     /// Sets `key` to `value`; returns the value it had.
     pub fn insert(&mut self, key: &str, value: u32) -> Result<Option<u32>, Full> {
-        if (self.len + 1) * 2 > self.slots.len() {
+        self.reserve(1);
+        let hash = self.hasher.hash_one(key);
+        self.place(key, hash, value)
+    }
+
+    /// Inserts every item, in order, as [`StrIndex::insert`] would one at a time;
+    /// `keep(key, new, old)` picks the value of a key that is already there. The slots
+    /// of sixteen keys are read before any of them is placed, so their cache misses
+    /// overlap: an index built entry by entry as a search streams in is otherwise a
+    /// cache miss per entry.
+    pub fn insert_each<'k>(
+        &mut self,
+        items: impl IntoIterator<Item = (&'k str, u32)>,
+        mut keep: impl FnMut(&'k str, u32, u32) -> u32,
+    ) -> Result<(), Full> {
+        let mut items = items.into_iter();
+        let mut batch: [(&str, u32, u64); BATCH] = [("", 0, 0); BATCH];
+        loop {
+            let mut n = 0;
+            for (key, value) in items.by_ref().take(BATCH) {
+                batch[n] = (key, value, self.hasher.hash_one(key));
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.reserve(n);
+            let mask = self.slots.len() - 1;
+            for &(_, _, hash) in &batch[..n] {
+                std::hint::black_box(self.slots[home(hash, mask)].tag);
+            }
+            for &(key, value, hash) in &batch[..n] {
+                if let Some(old) = self.place(key, hash, value)? {
+                    let kept = keep(key, value, old);
+                    if kept != value {
+                        self.place(key, hash, kept)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Grows the table until `more` keys fit with it at most half full.
+    fn reserve(&mut self, more: usize) {
+        while (self.len + more) * 2 > self.slots.len() {
             self.grow();
         }
-        let hash = self.hasher.hash_one(key);
+    }
+
+    /// Sets `key`, whose hash is `hash`, to `value` in a table with room for it;
+    /// returns the value it had.
+    fn place(&mut self, key: &str, hash: u64, value: u32) -> Result<Option<u32>, Full> {
         let mask = self.slots.len() - 1;
-        let first = self.next_candidate(hash as usize & mask, tag(hash), mask);
+        let first = self.next_candidate(home(hash, mask), tag(hash), mask);
         let at = self.locate(key, hash, first, mask);
         if self.slots[at].tag != 0 {
             return Ok(Some(std::mem::replace(&mut self.slots[at].value, value)));
@@ -164,18 +218,35 @@ impl StrIndex {
         Ok(None)
     }
 
-    /// Doubles the table (at least 16 slots) and places every key again.
+    /// Doubles the table (at least 16 slots) and places every key again. A key's
+    /// slot comes from the top bits of its hash, which its tag holds: the keys are
+    /// not read, and the old slots map in order onto the new ones.
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(16);
         let old = std::mem::replace(&mut self.slots, vec![Slot::default(); size]);
         let mask = size - 1;
         for slot in old.into_iter().filter(|s| s.tag != 0) {
-            let mut at = self.hasher.hash_one(self.key(&slot)) as usize & mask;
+            let mut at = if size <= 1 << 31 {
+                home(u64::from(slot.tag) << 32, mask)
+            } else {
+                home(self.hasher.hash_one(self.key(&slot)), mask)
+            };
             while self.slots[at].tag != 0 {
                 at = (at + 1) & mask;
             }
             self.slots[at] = slot;
         }
+    }
+}
+
+/// The slot a key starts probing at in a table of `mask + 1` slots: the top bits
+/// of its hash. Up to 2^31 slots these are bits of the tag too.
+fn home(hash: u64, mask: usize) -> usize {
+    let bits = mask.count_ones();
+    if bits == 0 {
+        0
+    } else {
+        (hash >> (64 - bits)) as usize
     }
 }
 
@@ -354,6 +425,69 @@ mod props {
         }
     }
 
+    /// `insert_each` against one `insert` at a time on a `HashMap`, with a `keep` that
+    /// marks a key seen twice under different values (as the uid index does): batches
+    /// that straddle a growth, repeats within one batch, and keys already present.
+    #[test]
+    fn insert_each_answers_like_inserts_one_at_a_time() {
+        const TWICE: u32 = u32::MAX;
+        for seed in 0..200u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut index = if seed % 2 == 0 {
+                StrIndex::new()
+            } else {
+                StrIndex::with_capacity(rng.random_range(0..50), 0)
+            };
+            let mut reference: HashMap<String, u32> = HashMap::new();
+            let mut pool: Vec<String> = Vec::new();
+            for _ in 0..rng.random_range(0..12) {
+                let items: Vec<(String, u32)> = (0..rng.random_range(0..300))
+                    .map(|_| {
+                        let key = if !pool.is_empty() && rng.random_bool(0.3) {
+                            pool[rng.random_range(0..pool.len())].clone()
+                        } else {
+                            random_key(&mut rng, &pool)
+                        };
+                        pool.push(key.clone());
+                        (key, rng.random_range(0..4))
+                    })
+                    .collect();
+                let mut kept = Vec::new();
+                let keep = |key: &str, new: u32, old: u32| {
+                    kept.push((key.to_owned(), new, old));
+                    if new == old { new } else { TWICE }
+                };
+                index
+                    .insert_each(items.iter().map(|(k, v)| (k.as_str(), *v)), keep)
+                    .expect("fits");
+                let mut expected_kept = Vec::new();
+                for (key, value) in &items {
+                    match reference.get(key).copied() {
+                        Some(old) => {
+                            expected_kept.push((key.clone(), *value, old));
+                            let v = if old == *value { old } else { TWICE };
+                            reference.insert(key.clone(), v);
+                        }
+                        None => {
+                            reference.insert(key.clone(), *value);
+                        }
+                    }
+                }
+                assert_eq!(kept, expected_kept, "seed {seed}");
+                assert_eq!(index.len(), reference.len(), "seed {seed}");
+                assert!(
+                    index.slots.len() >= 2 * index.len(),
+                    "seed {seed}: more than half full"
+                );
+            }
+            for key in pool.iter().chain([&"never inserted".to_owned()]) {
+                assert_eq!(index.get(key), reference.get(key).copied(), "seed {seed} {key:?}");
+            }
+        }
+    }
+
+    /// Growing places a key by its tag: every key is still found after many
+    /// doublings, from tables made at every small capacity.
     #[test]
     fn tables_sized_too_small_grow_and_keep_every_key() {
         for cap in 0..20 {
@@ -366,5 +500,17 @@ mod props {
                 assert_eq!(index.get("x"), None);
             }
         }
+        // Sixteen doublings, to a table of 2^17 slots.
+        let mut index = StrIndex::new();
+        let keys: Vec<String> = (0..60_000u32).map(|i| format!("uid=u{i},ou=people")).collect();
+        index
+            .insert_each(keys.iter().zip(0..).map(|(k, i)| (k.as_str(), i)), |_, new, _| {
+                new
+            })
+            .expect("fits");
+        assert_eq!(index.slots.len(), 1 << 17);
+        let mut found = Vec::new();
+        index.get_each(keys.iter().map(String::as_str), |_, v| found.push(v));
+        assert_eq!(found, (0..60_000).map(Some).collect::<Vec<_>>());
     }
 }

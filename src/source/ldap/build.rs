@@ -14,7 +14,7 @@ use super::dn;
 use super::entry::{Entry, ValueError};
 use super::nested::Graph;
 use crate::model::{Attrs, Directory, Group, User};
-use crate::strindex::StrIndex;
+use crate::strindex::{Full, StrIndex};
 
 /// How many examples of each kind of problem are kept for the log and `check`.
 const EXAMPLES: usize = 5;
@@ -41,16 +41,64 @@ impl From<ValueError> for DataError {
     }
 }
 
-/// The users read so far, with the indexes members are resolved through.
+/// The users read so far, and the keys members are resolved through.
 #[derive(Debug)]
 pub struct Users<'c> {
     config: &'c UserSearch,
     uid_attribute: Option<&'c str>,
     list: Vec<User>,
-    by_dn: StrIndex,
-    by_uid: StrIndex,
+    index: UserIndex,
+    /// Normalized DNs and lowercased uids not yet in the index: they go in a few
+    /// dozen at a time, so that the cache misses of placing them overlap.
+    pending_dns: Pending,
+    pending_uids: Pending,
     /// An entry's normalized DN, reused from one entry to the next.
     scratch: String,
+}
+
+/// The users' normalized DNs and lowercased uids, to their read index.
+#[derive(Debug, Default)]
+pub struct UserIndex {
+    by_dn: StrIndex,
+    /// [`AMBIGUOUS`] for a uid that more than one user has.
+    by_uid: StrIndex,
+}
+
+/// Keys waiting to go into a [`StrIndex`], side by side.
+#[derive(Debug, Default)]
+struct Pending {
+    keys: String,
+    /// Where each key ends, and its value.
+    items: Vec<(usize, u32)>,
+}
+
+/// How many keys wait before they go into the index.
+const PENDING: usize = 64;
+
+impl Pending {
+    fn push(&mut self, key: &str, value: u32) {
+        self.keys.push_str(key);
+        self.items.push((self.keys.len(), value));
+    }
+
+    /// Moves the keys into `index`; `keep` as in [`StrIndex::insert_each`].
+    fn drain_into(
+        &mut self,
+        index: &mut StrIndex,
+        keep: impl FnMut(&str, u32, u32) -> u32,
+    ) -> Result<(), Full> {
+        let mut start = 0;
+        let keys = &self.keys;
+        let items = self.items.iter().map(|&(end, value)| {
+            let key = &keys[start..end];
+            start = end;
+            (key, value)
+        });
+        let placed = index.insert_each(items, keep);
+        self.keys.clear();
+        self.items.clear();
+        placed
+    }
 }
 
 impl<'c> Users<'c> {
@@ -59,16 +107,23 @@ impl<'c> Users<'c> {
             config,
             uid_attribute,
             list: Vec::new(),
-            by_dn: StrIndex::new(),
-            by_uid: StrIndex::new(),
+            index: UserIndex::default(),
+            pending_dns: Pending::default(),
+            pending_uids: Pending::default(),
             scratch: String::new(),
         }
     }
 
-    /// The users read, for [`sort_users`]; the DN and uid indexes stay, for the
-    /// group search.
-    pub fn take_list(&mut self) -> Vec<User> {
-        std::mem::take(&mut self.list)
+    /// The users read, for [`sort_users`], and the index of their DNs and uids.
+    pub fn finish(mut self) -> Result<(Vec<User>, UserIndex), DataError> {
+        let last = self
+            .list
+            .last()
+            .and_then(|u| u.attrs.get("dn"))
+            .unwrap_or_default()
+            .to_owned();
+        self.flush(&last)?;
+        Ok((self.list, self.index))
     }
 
     /// Maps one entry of the user search.
@@ -86,25 +141,31 @@ impl<'c> Users<'c> {
         if let Some(attr) = self.uid_attribute {
             for uid in e.all_text(attr)? {
                 lowercase_into(uid.trim(), &mut self.scratch);
-                let full = |_| too_many(&e.dn, Some(attr), "uids");
-                // A uid another user has already names neither; the same user
-                // listing a uid twice (`Ann`, `ann`) is still that user.
-                match self.by_uid.insert(&self.scratch, index).map_err(full)? {
-                    Some(other) if other != index => {
-                        self.by_uid.insert(&self.scratch, AMBIGUOUS).map_err(full)?;
-                    }
-                    _ => {}
-                }
+                self.pending_uids.push(&self.scratch, index);
             }
         }
         dn::normalize_into(&e.dn, &mut self.scratch);
-        self.by_dn
-            .insert(&self.scratch, index)
-            .map_err(|_| too_many(&e.dn, None, "user DNs"))?;
+        self.pending_dns.push(&self.scratch, index);
         let mut user = user;
         user.attrs.insert("dn".into(), e.dn.clone());
         self.list.push(user);
+        if self.pending_dns.items.len() >= PENDING {
+            self.flush(&e.dn)?;
+        }
         Ok(())
+    }
+
+    /// Moves the pending keys into the index (`dn` names the entry in an error).
+    fn flush(&mut self, dn: &str) -> Result<(), DataError> {
+        // A uid another user has already names neither; the same user listing a uid
+        // twice (`Ann`, `ann`) is still that user.
+        let ambiguous = |_: &str, new: u32, old: u32| if old == new { new } else { AMBIGUOUS };
+        self.pending_uids
+            .drain_into(&mut self.index.by_uid, ambiguous)
+            .map_err(|_| too_many(dn, self.uid_attribute, "uids"))?;
+        self.pending_dns
+            .drain_into(&mut self.index.by_dn, |_, new, _| new)
+            .map_err(|_| too_many(dn, None, "user DNs"))
     }
 }
 
@@ -257,7 +318,7 @@ impl<'c> Groups<'c> {
 
     /// Maps one entry of the group search; returns the ranged attributes that have
     /// more values to fetch.
-    pub fn add(&mut self, e: &Entry, users: &Users<'_>) -> Result<Vec<PendingRange>, DataError> {
+    pub fn add(&mut self, e: &Entry, users: &UserIndex) -> Result<Vec<PendingRange>, DataError> {
         let c = self.config;
         let required = |attr: &str, key: &str| -> Result<String, DataError> {
             match e.first_text_ref(attr)? {
@@ -338,7 +399,7 @@ impl<'c> Groups<'c> {
         e: &Entry,
         desc: &str,
         values: &[Vec<u8>],
-        users: &Users<'_>,
+        users: &UserIndex,
     ) -> Result<(), DataError> {
         self.batch.clear();
         self.batch_ends.clear();
@@ -375,7 +436,7 @@ impl<'c> Groups<'c> {
         &mut self,
         pending: &PendingRange,
         answer: Option<Entry>,
-        users: &Users<'_>,
+        users: &UserIndex,
     ) -> Result<Option<PendingRange>, DataError> {
         let missing = |why: &str| DataError {
             dn: pending.dn.clone(),
@@ -400,8 +461,8 @@ impl<'c> Groups<'c> {
 
     /// Resolves nested groups and builds the directory.
     #[cfg(test)]
-    pub fn finish(self, mut users: Users<'_>) -> Result<(Directory, Resolution), DataError> {
-        self.finish_sorted(sort_users(users.take_list())?)
+    pub fn finish(self, users: Vec<User>) -> Result<(Directory, Resolution), DataError> {
+        self.finish_sorted(sort_users(users)?)
     }
 
     /// Resolves nested groups and builds the directory from the users
@@ -639,8 +700,9 @@ mod tests {
                 ("memberUid", &["ANN", "kim"]),
             ],
         );
+        let (list, users) = users.finish().expect("index");
         groups.add(&group, &users).expect("group");
-        let (dir, resolution) = groups.finish(users).expect("directory");
+        let (dir, resolution) = groups.finish(list).expect("directory");
         let members: Vec<&str> = dir.groups["g1"].members.iter().map(String::as_str).collect();
         assert_eq!(members, ["u1"]);
         assert_eq!(resolution.ignored_members, 1);
@@ -658,7 +720,8 @@ mod tests {
             &uc,
             &[("bob", "u2"), ("alice", "u1"), ("carol", "u2"), ("dave", "u1")],
         );
-        let err = Groups::new(&gc).finish(users).expect_err("duplicate ids");
+        let (list, _) = users.finish().expect("index");
+        let err = Groups::new(&gc).finish(list).expect_err("duplicate ids");
         // In read order, carol is the first to repeat an id: bob's.
         assert_eq!(err.dn, "uid=carol,ou=people,dc=x");
         assert_eq!(
@@ -671,10 +734,12 @@ mod tests {
     fn member_styles_nesting_and_a_cycle() {
         let uc = openldap_users();
         let gc = openldap_groups();
-        let users = people(
+        let (list, users) = people(
             &uc,
             &[("alice", "u1"), ("bob", "u2"), ("carol", "u3"), ("dave", "u4")],
-        );
+        )
+        .finish()
+        .expect("index");
         let mut groups = Groups::new(&gc);
         let g = |dn: &str, id: &str, attrs: &[(&str, &[&str])]| {
             let mut all: Vec<(&str, &[&str])> = vec![("entryUUID", std::slice::from_ref(&id))];
@@ -734,7 +799,7 @@ mod tests {
         for e in entries {
             assert_eq!(groups.add(&e, &users), Ok(vec![]));
         }
-        let (dir, res) = groups.finish(users).expect("builds");
+        let (dir, res) = groups.finish(list).expect("builds");
         let members = |id: &str| dir.groups[id].members.iter().cloned().collect::<Vec<_>>();
         assert_eq!(members("g1"), ["u1"]);
         assert_eq!(members("g2"), ["u1", "u2"]);
@@ -799,7 +864,8 @@ mod tests {
             id: "objectGUID".into(),
             ..openldap_groups()
         };
-        let (dir, _) = Groups::new(&gc).finish(users).expect("builds");
+        let (list, _) = users.finish().expect("index");
+        let (dir, _) = Groups::new(&gc).finish(list).expect("builds");
         let u1 = &dir.users["01234567-89ab-cdef-0123-456789abcd01"];
         assert_eq!(u1.username, "user1");
         assert!(u1.enabled);
@@ -832,7 +898,8 @@ mod tests {
             .add(&ad_user(1, "512"))
             .expect("mapped; duplicate found at the end");
         let gc = openldap_groups();
-        let err = Groups::new(&gc).finish(users).expect_err("duplicate id");
+        let (list, _) = users.finish().expect("index");
+        let err = Groups::new(&gc).finish(list).expect_err("duplicate id");
         assert!(err.message.contains("same user id"), "{}", err.message);
         // Both DNs named: the second as the error's, the first in the message.
         assert_eq!(err.dn, "CN=User 1,OU=Staff,DC=corp,DC=example,DC=com");
@@ -876,6 +943,7 @@ mod tests {
         };
         let mut first = entry("cn=big,dc=x", &[("entryUUID", &["g"]), ("cn", &["big"])]);
         first.attrs.push(part(0, false));
+        let (list, users) = users.finish().expect("index");
         let pending = groups.add(&first, &users).expect("group");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].request, "member;range=1500-*");
@@ -908,7 +976,7 @@ mod tests {
             .add_range(&next, Some(answer(part(3000, true))), &users)
             .expect("last part");
         assert_eq!(done, None);
-        let (dir, res) = groups.finish(users).expect("builds");
+        let (dir, res) = groups.finish(list).expect("builds");
         assert_eq!(dir.groups["g"].members.len(), 4000);
         assert_eq!(res.ignored_members, 0);
     }

@@ -199,7 +199,7 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     let users_read = started.elapsed();
     // Sorting the users into the directory's map needs only the user search: it
     // runs on a blocking thread while the server answers the group search.
-    let list = users.take_list();
+    let (list, users) = users.finish().map_err(|e| LdapError::data(url, e))?;
     let sorting = tokio::task::spawn_blocking(move || build::sort_users(list));
 
     let mut groups = Groups::new(&config.groups);
