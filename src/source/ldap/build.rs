@@ -490,16 +490,28 @@ impl<'c> Groups<'c> {
         }
         let flat = graph.flatten();
 
-        // Members are named by the users' ids, found through their place in the sorted
-        // map. The server is done by now: the copies are made on every core.
-        let SortedUsers { map, rank } = users;
-        let sorted: Vec<&User> = map.values().collect();
+        // Members are named by the users' ids, copied from the ids side by side in
+        // their sorted order: by rank, so each set is built from a sorted list. The
+        // server is done by now: the copies are made on every core.
+        let SortedUsers {
+            map,
+            rank,
+            ids,
+            id_ends,
+        } = users;
         let members: Vec<BTreeSet<String>> = crate::par::map(&flat.members, |m| {
-            m.iter()
-                .map(|&u| sorted[rank[u as usize] as usize].id.clone())
+            let mut ranks: Vec<u32> = m.iter().map(|&u| rank[u as usize]).collect();
+            ranks.sort_unstable();
+            ranks
+                .iter()
+                .map(|&r| {
+                    let r = r as usize;
+                    let start = if r == 0 { 0 } else { id_ends[r - 1] };
+                    ids[start..id_ends[r]].to_owned()
+                })
                 .collect()
         });
-        drop(sorted);
+        drop((ids, id_ends));
         let mut dir = Directory {
             users: map,
             ..Directory::default()
@@ -553,6 +565,10 @@ pub struct SortedUsers {
     map: BTreeMap<String, User>,
     /// `rank[read index]` is the user's position in `map`.
     rank: Vec<u32>,
+    /// The ids in `map`'s order, side by side, and where each ends: member ids are
+    /// copied from here rather than from each user's own allocation.
+    ids: String,
+    id_ends: Vec<usize>,
 }
 
 /// The users keyed by id, built in one go from a sorted list: full B-tree nodes
@@ -578,8 +594,12 @@ pub fn sort_users(list: Vec<User>) -> Result<SortedUsers, DataError> {
         return Err(duplicate("user", &first.id, &first.attrs, dn));
     }
     let mut rank = vec![0u32; list.len()];
+    let mut ids = String::with_capacity(list.iter().map(|u| u.id.len()).sum());
+    let mut id_ends = Vec::with_capacity(list.len());
     for (position, &i) in order.iter().enumerate() {
         rank[i as usize] = position as u32;
+        ids.push_str(&list[i as usize].id);
+        id_ends.push(ids.len());
     }
     let mut slots: Vec<Option<User>> = list.into_iter().map(Some).collect();
     let map = order
@@ -587,7 +607,12 @@ pub fn sort_users(list: Vec<User>) -> Result<SortedUsers, DataError> {
         .filter_map(|i| slots[i as usize].take())
         .map(|u| (u.id.clone(), u))
         .collect();
-    Ok(SortedUsers { map, rank })
+    Ok(SortedUsers {
+        map,
+        rank,
+        ids,
+        id_ends,
+    })
 }
 
 fn duplicate(kind: &str, id: &str, first: &Attrs, dn: String) -> DataError {
@@ -710,6 +735,38 @@ mod tests {
             resolution.ignored_examples,
             ["group `posix`: `memberUid: kim` names more than one user"]
         );
+    }
+
+    #[test]
+    fn members_are_named_by_id_whatever_the_read_order() {
+        let uc = openldap_users();
+        let gc = openldap_groups();
+        // Read in an order unlike the ids' (and ids of different lengths).
+        let read = [
+            ("eve", "u5"),
+            ("bob", "u10"),
+            ("dave", "u4"),
+            ("al", "u1"),
+            ("cy", "u30"),
+        ];
+        let (list, users) = people(&uc, &read).finish().expect("index");
+        let mut groups = Groups::new(&gc);
+        let member_dns: Vec<String> = ["cy", "al", "eve", "bob"]
+            .iter()
+            .map(|u| format!("uid={u},ou=people,dc=x"))
+            .collect();
+        let member_refs: Vec<&str> = member_dns.iter().map(String::as_str).collect();
+        let group = entry(
+            "cn=g,ou=groups,dc=x",
+            &[("entryUUID", &["g1"]), ("cn", &["g"]), ("member", &member_refs)],
+        );
+        groups.add(&group, &users).expect("group");
+        let (dir, _) = groups.finish(list).expect("directory");
+        let members: Vec<&str> = dir.groups["g1"].members.iter().map(String::as_str).collect();
+        assert_eq!(members, ["u1", "u10", "u30", "u5"]);
+        let ids: Vec<&str> = dir.users.keys().map(String::as_str).collect();
+        assert_eq!(ids, ["u1", "u10", "u30", "u4", "u5"]);
+        assert_eq!(&dir.users["u30"].attrs["dn"], "uid=cy,ou=people,dc=x");
     }
 
     #[test]
