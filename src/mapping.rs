@@ -149,19 +149,8 @@ pub fn desired_state_with<'d>(
     let mapped = mapped_groups(dir, groups, templates)?;
 
     // The pure parts run on every core: each user's target id (most users are a
-    // member somewhere), and each mapped group's members as indexes into the users.
+    // member somewhere), then each mapped group's members.
     let all: Vec<&'d User> = dir.users.values().collect();
-    let bytes = all.iter().map(|u| u.id.len()).sum();
-    u32::try_from(all.len()).map_err(|_| MappingError::TooManyUsers)?;
-    let mut index = StrIndex::with_capacity(all.len(), bytes);
-    index
-        .insert_each(
-            all.iter()
-                .enumerate()
-                .map(|(i, user)| (user.id.as_str(), i as u32)),
-            |_, new, _| new,
-        )
-        .map_err(|_| MappingError::TooManyUsers)?;
     let keyed: Vec<(&str, &User)> = dir.users.iter().map(|(key, u)| (key.as_str(), u)).collect();
     let resolved = crate::par::map(&keyed, |&(key, user)| {
         let id = target_user_id(user, users, templates);
@@ -171,86 +160,89 @@ pub fn desired_state_with<'d>(
     // The directory's keys are unique: when every target id is its user's key (the
     // default `id_attribute = "id"`), no two can clash and nothing needs checking.
     let ids_are_source_ids = resolved.iter().all(|(id, same)| *same || id.is_err());
+    // And when, besides, every user has a target id and no user needs mapping for
+    // itself, a group's target members are its source members: nothing to look up.
+    let direct = ids_are_source_ids && !keep_users && resolved.iter().all(|(id, _)| id.is_ok());
     let resolved: Vec<Result<String, String>> = resolved.into_iter().map(|(id, _)| id).collect();
-    let member_indexes = crate::par::map(&mapped, |(group, _, _)| {
-        // Sources guarantee members exist; a dangling id is simply not mapped.
-        let mut found = Vec::with_capacity(group.members.len());
-        index.get_each(group.members.iter().map(String::as_str), |_, i| {
-            found.extend(i.map(|i| i as usize));
-        });
-        found
-    });
 
-    // Then in order, as before: groups in source order, each user taken when a mapped
-    // group first names them, so which of two clashing ids is "first" never depends
-    // on threads. Only users taken here are checked for clashes or reported unmapped.
     let mut owner: HashMap<&str, &str> = HashMap::with_capacity(mapped.len());
-    let mut taken: HashMap<&str, &str> =
-        HashMap::with_capacity(if ids_are_source_ids { 0 } else { all.len() });
-    let mut seen = vec![false; all.len()];
-    let mut take = |i: usize, state: &mut DesiredState| -> Result<(), MappingError> {
-        if std::mem::replace(&mut seen[i], true) {
-            return Ok(());
+    let member_sets = if direct {
+        for (group, target_id, _) in &mapped {
+            claim(&mut owner, group, target_id)?;
         }
-        let user = all[i];
-        match &resolved[i] {
-            Ok(id) => {
-                if !ids_are_source_ids && let Some(first) = taken.insert(id, &user.id) {
-                    return Err(MappingError::DuplicateUser {
-                        target_id: id.clone(),
-                        first: first.to_owned(),
-                        second: user.id.clone(),
-                    });
+        debug_assert!(
+            mapped
+                .iter()
+                .all(|(g, _, _)| g.members.iter().all(|m| dir.users.contains_key(m))),
+            "a source named a member that is not one of its users"
+        );
+        crate::par::map(&mapped, |(group, _, _)| group.members.clone())
+    } else {
+        let member_indexes = member_indexes(&all, &mapped)?;
+        // Then in order, as before: groups in source order, each user taken when a
+        // mapped group first names them, so which of two clashing ids is "first" never
+        // depends on threads. Only users taken here are checked for clashes or
+        // reported unmapped.
+        let mut taken: HashMap<&str, &str> =
+            HashMap::with_capacity(if ids_are_source_ids { 0 } else { all.len() });
+        let mut seen = vec![false; all.len()];
+        let mut take = |i: usize, state: &mut DesiredState| -> Result<(), MappingError> {
+            if std::mem::replace(&mut seen[i], true) {
+                return Ok(());
+            }
+            let user = all[i];
+            match &resolved[i] {
+                Ok(id) => {
+                    if !ids_are_source_ids && let Some(first) = taken.insert(id, &user.id) {
+                        return Err(MappingError::DuplicateUser {
+                            target_id: id.clone(),
+                            first: first.to_owned(),
+                            second: user.id.clone(),
+                        });
+                    }
+                    if keep_users {
+                        state.users.insert(
+                            id.clone(),
+                            DesiredUser {
+                                id: id.clone(),
+                                user: user.clone(),
+                            },
+                        );
+                    }
                 }
-                if keep_users {
-                    state.users.insert(
-                        id.clone(),
-                        DesiredUser {
-                            id: id.clone(),
-                            user: user.clone(),
+                Err(reason) => {
+                    state.unmapped.insert(
+                        user.id.clone(),
+                        Unmapped {
+                            source_id: user.id.clone(),
+                            username: user.username.clone(),
+                            reason: reason.clone(),
                         },
                     );
                 }
             }
-            Err(reason) => {
-                state.unmapped.insert(
-                    user.id.clone(),
-                    Unmapped {
-                        source_id: user.id.clone(),
-                        username: user.username.clone(),
-                        reason: reason.clone(),
-                    },
-                );
+            Ok(())
+        };
+        for ((group, target_id, _), members) in mapped.iter().zip(&member_indexes) {
+            claim(&mut owner, group, target_id)?;
+            for &i in members {
+                take(i, &mut state)?;
             }
         }
-        Ok(())
+        if all_users {
+            for i in 0..all.len() {
+                take(i, &mut state)?;
+            }
+        }
+        // Member sets, on every core. A set built from a list (sorted inside
+        // `collect`) has full nodes; one built by inserts about half-full nodes.
+        crate::par::map(&member_indexes, |members| {
+            members
+                .iter()
+                .filter_map(|&i| resolved[i].as_ref().ok().cloned())
+                .collect::<BTreeSet<String>>()
+        })
     };
-    for ((group, target_id, _), members) in mapped.iter().zip(&member_indexes) {
-        if let Some(first) = owner.insert(target_id, &group.id) {
-            return Err(MappingError::DuplicateTarget {
-                target_id: target_id.clone(),
-                first: first.to_owned(),
-                second: group.id.clone(),
-            });
-        }
-        for &i in members {
-            take(i, &mut state)?;
-        }
-    }
-    if all_users {
-        for i in 0..all.len() {
-            take(i, &mut state)?;
-        }
-    }
-
-    // Member sets, on every core. A set built from a list (sorted inside `collect`)
-    // has full nodes; one built by inserts about half-full nodes.
-    let member_sets = crate::par::map(&member_indexes, |members| {
-        members
-            .iter()
-            .filter_map(|&i| resolved[i].as_ref().ok().cloned())
-            .collect::<BTreeSet<String>>()
-    });
     for ((group, target_id, name), members) in mapped.into_iter().zip(member_sets) {
         state.groups.insert(
             target_id.clone(),
@@ -265,6 +257,49 @@ pub fn desired_state_with<'d>(
         );
     }
     Ok(state)
+}
+
+/// Records `group` as the source of `target_id`; a second source group is an error.
+fn claim<'a>(
+    owner: &mut HashMap<&'a str, &'a str>,
+    group: &'a Group,
+    target_id: &'a str,
+) -> Result<(), MappingError> {
+    match owner.insert(target_id, &group.id) {
+        Some(first) => Err(MappingError::DuplicateTarget {
+            target_id: target_id.to_owned(),
+            first: first.to_owned(),
+            second: group.id.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Each mapped group's members as indexes into `all` (the directory's users in key
+/// order), on every core. Sources guarantee members exist; a dangling id is simply
+/// not mapped.
+fn member_indexes(
+    all: &[&User],
+    mapped: &[(&Group, String, String)],
+) -> Result<Vec<Vec<usize>>, MappingError> {
+    u32::try_from(all.len()).map_err(|_| MappingError::TooManyUsers)?;
+    let bytes = all.iter().map(|u| u.id.len()).sum();
+    let mut index = StrIndex::with_capacity(all.len(), bytes);
+    index
+        .insert_each(
+            all.iter()
+                .enumerate()
+                .map(|(i, user)| (user.id.as_str(), i as u32)),
+            |_, new, _| new,
+        )
+        .map_err(|_| MappingError::TooManyUsers)?;
+    Ok(crate::par::map(mapped, |(group, _, _)| {
+        let mut found = Vec::with_capacity(group.members.len());
+        index.get_each(group.members.iter().map(String::as_str), |_, i| {
+            found.extend(i.map(|i| i as usize));
+        });
+        found
+    }))
 }
 
 /// Source groups that are mapped, with their target id and name, in source id order.
@@ -444,6 +479,38 @@ mod tests {
         assert_eq!(got, want);
         let got_unmapped: Vec<&str> = state.unmapped.keys().map(String::as_str).collect();
         assert_eq!(got_unmapped, unmapped);
+    }
+
+    /// A target that needs only member ids and names users by their source ids takes
+    /// the members as they are: the same groups as the path that looks each one up
+    /// (taken when the users are kept), the same clash between two groups.
+    #[test]
+    fn member_ids_taken_as_they_are_match_the_looked_up_ones() {
+        let ids = UserIdSource::Attribute("id".into());
+        let m = mapping(&[("g2", "RED")], &["^(Eng|Sales|team-blue)"]);
+        let direct = desired_state_with(&dir(), &m, &ids, &templates(), false, false).expect("maps");
+        let looked_up = desired_state_with(&dir(), &m, &ids, &templates(), false, true).expect("maps");
+        assert!(direct.users.is_empty());
+        assert_eq!(looked_up.users.len(), 3);
+        assert_eq!(direct.groups, looked_up.groups);
+        assert_eq!(direct.groups.len(), 4);
+        let members: Vec<&str> = direct.groups["T-g1"].members.iter().map(String::as_str).collect();
+        assert_eq!(members, ["u1", "u2", "u3"]);
+        assert!(direct.groups["T-g3"].members.is_empty());
+
+        let clash = mapping(&[("g1", "SAME"), ("g4", "SAME")], &[]);
+        for keep_users in [false, true] {
+            let err = desired_state_with(&dir(), &clash, &ids, &templates(), false, keep_users)
+                .expect_err("conflict");
+            assert_eq!(
+                err,
+                MappingError::DuplicateTarget {
+                    target_id: "SAME".into(),
+                    first: "g1".into(),
+                    second: "g4".into()
+                }
+            );
+        }
     }
 
     #[test]
