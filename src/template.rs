@@ -131,15 +131,26 @@ impl Templates {
 
     /// Renders the template added as `name` with `kind`.
     pub fn render<C: Serialize>(&self, name: &str, kind: Kind, ctx: &C) -> Result<String, TemplateError> {
+        self.render_value(name, kind, &context(ctx))
+    }
+
+    /// Renders the template added as `name` with `kind` and a context made by
+    /// [`context`]: several templates of one request share one conversion.
+    pub fn render_value(&self, name: &str, kind: Kind, ctx: &Value) -> Result<String, TemplateError> {
         let full = format!("{name}{}", kind.suffix());
         let err = |e: minijinja::Error| TemplateError {
             name: name.to_owned(),
             message: describe(&e),
         };
         let tmpl = self.env.get_template(&full).map_err(err)?;
-        tmpl.render(Value::from(minijinja::value::Serde(ctx)))
-            .map_err(err)
+        tmpl.render(ctx).map_err(err)
     }
+}
+
+/// `ctx` as a template context. The conversion copies every value (a group's
+/// member ids among them); cloning the result does not.
+pub fn context<C: Serialize>(ctx: &C) -> Value {
+    Value::from(minijinja::value::Serde(ctx))
 }
 
 /// One line: what went wrong and where, without the template's data.

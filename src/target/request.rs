@@ -176,9 +176,10 @@ pub fn user_context<'a>(
 
 /// Renders the endpoint's templates with `ctx` into a request.
 pub fn build<C: Serialize>(templates: &Templates, ep: &Endpoint, ctx: &C) -> Result<Request, BuildError> {
+    let ctx = crate::template::context(ctx);
     let render = |part: &str, kind: Kind| {
         templates
-            .render(&ep.template(part), kind, ctx)
+            .render_value(&ep.template(part), kind, &ctx)
             .map_err(|e| BuildError(e.to_string()))
     };
     let mut path_and_query = render("path", Kind::Url)?;
