@@ -7,7 +7,7 @@
 //! Architecture Invariant: nothing is pushed before the whole source was read and
 //! every target's plan was built; a source error ends the run with zero requests.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,7 +24,7 @@ use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::safety;
 use crate::source::{self, SourceError};
 use crate::store::{Record, Skipped, Store, StoreError};
-use crate::target::request::{self, Secrets};
+use crate::target::request::{self, Request, Secrets};
 use crate::target::spec::EndpointKind;
 use crate::target::{HttpTarget, TargetError};
 
@@ -174,6 +174,9 @@ struct Prepared<'c> {
     users: Arc<BTreeMap<String, DesiredUser>>,
     desired_ids: (BTreeSet<String>, BTreeSet<String>),
     invalid: Vec<Skipped>,
+    /// For each of `plan.ops`, the request built for its fingerprint when it is also
+    /// the one to send (the endpoint renders no secrets).
+    prebuilt: Vec<Option<Request>>,
 }
 
 /// Runs one sync or resync. `out` receives the dry-run plan.
@@ -269,7 +272,7 @@ pub async fn run(
     report.run_id = Some(run_id.clone());
     tracing::info!(run_id, mode = mode_name(opts.mode), "Started a run.");
 
-    for p in prepared {
+    for mut p in prepared {
         let mut tr = summarize(&p);
         if let Some(why) = refusal(&p, opts, &report) {
             tracing::error!(target_name = %p.config.name, "Refused the plan: {why}");
@@ -286,7 +289,8 @@ pub async fn run(
         store.record_skipped(&run_id, &p.config.name, &p.invalid).await?;
         progress.start(&p.config.name, p.plan.ops.len());
         let pushing = std::time::Instant::now();
-        push(&store, &run_id, &p, cancel, progress, &mut tr).await?;
+        let prebuilt = std::mem::take(&mut p.prebuilt);
+        push(&store, &run_id, &p, prebuilt, cancel, progress, &mut tr).await?;
         let push_ms = pushing.elapsed().as_millis() as u64;
         progress.finish();
         if opts.mode == Mode::Resync && tr.failed + tr.not_started + tr.invalid == 0 {
@@ -364,17 +368,38 @@ fn prepare<'c>(
         desired.users.keys().cloned().collect(),
     );
     let users = Arc::new(std::mem::take(&mut desired.users));
+    // A request that may be pushed is kept when it is also the one to send, so the
+    // push does not render it again; an unchanged entity's is dropped at once.
+    let reusable = |kind: EndpointKind| {
+        target
+            .spec()
+            .endpoints
+            .get(&kind)
+            .is_some_and(|e| !e.renders_secrets)
+    };
+    let may_push =
+        |stored: Option<&str>, fingerprint: &str| mode == Mode::Resync || stored != Some(fingerprint);
+    let mut prebuilt: HashMap<(EndpointKind, String), Request> = HashMap::new();
     let mut groups = Vec::new();
     if target.offers(EndpointKind::GroupMembers) {
         let all: Vec<_> = std::mem::take(&mut desired.groups).into_values().collect();
+        let reuse = reusable(EndpointKind::GroupMembers);
         let built = crate::par::map(&all, |group| {
-            target
-                .group_request(group, &users, Secrets::Masked)
-                .map(|req| request::fingerprint(&req))
+            target.group_request(group, &users, Secrets::Masked).map(|req| {
+                let fingerprint = request::fingerprint(&req);
+                let stored = snapshot.groups.get(&group.id).map(|s| s.fingerprint.as_str());
+                let keep = reuse && may_push(stored, &fingerprint);
+                (fingerprint, keep.then_some(req))
+            })
         });
         for (group, built) in all.into_iter().zip(built) {
             match built {
-                Ok(fingerprint) => groups.push((group, fingerprint)),
+                Ok((fingerprint, req)) => {
+                    if let Some(req) = req {
+                        prebuilt.insert((EndpointKind::GroupMembers, group.id.clone()), req);
+                    }
+                    groups.push((group, fingerprint));
+                }
                 Err(e) => invalid.push(Skipped {
                     kind: "group",
                     id: group.id.clone(),
@@ -387,14 +412,23 @@ fn prepare<'c>(
     let mut user_items = Vec::new();
     if updates_users {
         let all: Vec<&DesiredUser> = users.values().collect();
+        let reuse = reusable(EndpointKind::UpdateUser);
         let built = crate::par::map(&all, |user| {
-            target
-                .user_request(user, Secrets::Masked)
-                .map(|req| request::fingerprint(&req))
+            target.user_request(user, Secrets::Masked).map(|req| {
+                let fingerprint = request::fingerprint(&req);
+                let stored = snapshot.users.get(&user.id).map(|s| s.fingerprint.as_str());
+                let keep = reuse && may_push(stored, &fingerprint);
+                (fingerprint, keep.then_some(req))
+            })
         });
         for (user, built) in all.into_iter().zip(built) {
             match built {
-                Ok(fingerprint) => user_items.push((user.clone(), fingerprint)),
+                Ok((fingerprint, req)) => {
+                    if let Some(req) = req {
+                        prebuilt.insert((EndpointKind::UpdateUser, user.id.clone()), req);
+                    }
+                    user_items.push((user.clone(), fingerprint));
+                }
                 Err(e) => invalid.push(Skipped {
                     kind: "user",
                     id: user.id.clone(),
@@ -407,6 +441,17 @@ fn prepare<'c>(
     tracing::debug!(target_name = %config.name, elapsed_ms = t.elapsed().as_millis() as u64, "Built and hashed every request.");
     let unmapped = desired.unmapped.into_values().collect();
     let plan = plan::diff(groups, user_items, unmapped, &snapshot, mode);
+    let prebuilt = plan
+        .ops
+        .iter()
+        .map(|op| {
+            let kind = match op {
+                Operation::ReplaceMembers(_) => EndpointKind::GroupMembers,
+                Operation::UpdateUser(_) => EndpointKind::UpdateUser,
+            };
+            prebuilt.remove(&(kind, op.entity_id().to_owned()))
+        })
+        .collect();
     Ok(Prepared {
         config,
         target,
@@ -415,6 +460,7 @@ fn prepare<'c>(
         users,
         desired_ids,
         invalid,
+        prebuilt,
     })
 }
 
@@ -456,6 +502,7 @@ async fn push(
     store: &Store,
     run_id: &str,
     p: &Prepared<'_>,
+    prebuilt: Vec<Option<Request>>,
     cancel: &CancellationToken,
     progress: &dyn Progress,
     tr: &mut TargetReport,
@@ -490,15 +537,15 @@ async fn push(
         Ok::<_, StoreError>(())
     };
     let (stop, consecutive_failures, users) = (&stop, &consecutive_failures, &p.users);
-    let pushes = futures_util::stream::iter(p.plan.ops.iter())
-        .map(move |op| {
+    let pushes = futures_util::stream::iter(p.plan.ops.iter().zip(prebuilt))
+        .map(move |(op, prebuilt)| {
             let records = records.clone();
             async move {
                 if cancel.is_cancelled() || stop.load(Ordering::Relaxed) {
                     progress.advance();
                     return (op.kind(), None);
                 }
-                let outcome = p.target.push(op, users).await;
+                let outcome = p.target.push(op, users, prebuilt).await;
                 let failures = match &outcome.result {
                     Ok(_) => {
                         consecutive_failures.store(0, Ordering::Relaxed);

@@ -663,8 +663,12 @@ impl Ctx {
         };
         add(templates, "path", Kind::Url, &path, k("path"))?;
         add(templates, "body", format.template_kind(), &body, k("body"))?;
+        // Textually, like `member_users` below: a template that names `secrets`
+        // anywhere counts as reading them.
+        let mut renders_secrets = path.contains("secrets") || body.contains("secrets");
         let mut query = Vec::new();
         for (name, value) in raw.query.unwrap_or_default() {
+            renders_secrets |= value.contains("secrets");
             add(
                 templates,
                 &format!("query.{name}"),
@@ -676,6 +680,7 @@ impl Ctx {
         }
         let mut headers = Vec::new();
         for (name, value) in raw.headers.unwrap_or_default() {
+            renders_secrets |= value.contains("secrets");
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| self.invalid(k(&format!("headers.{name}")), "not a valid header name"))?;
             add(
@@ -763,6 +768,7 @@ impl Ctx {
             response_echo,
             validations,
             uses_member_users,
+            renders_secrets,
         })
     }
 
@@ -859,5 +865,41 @@ impl Ctx {
             map.insert(from.to_owned(), to.to_owned());
         }
         Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::spec::EndpointKind;
+
+    /// A template that names `secrets` in any part makes the push render the request
+    /// again with the real values; one that names none lets it send the planned one.
+    #[test]
+    fn an_endpoint_renders_secrets_if_any_of_its_templates_names_them() {
+        let target = |name: &str, extra: &str| {
+            format!(
+                "[targets.{name}]\nbase_url = \"http://127.0.0.1:9/\"\n\
+                 [targets.{name}.secrets]\nkey = \"k\"\n\
+                 [targets.{name}.endpoints.group_members]\npath = \"/g/{{{{ group.id }}}}\"\n\
+                 body = '{{\"members\": {{{{ members }}}}}}'\n{extra}\n\
+                 [[targets.{name}.groups.rules]]\nmatch = \".*\"\ntarget_id = \"{{{{ group.id }}}}\"\n"
+            )
+        };
+        let text = [
+            "[source]\nkind = \"csv\"\nusers = \"u.csv\"\ngroups = \"g.csv\"\n".to_owned(),
+            target("plain", ""),
+            target("header", "headers = { \"X-Key\" = \"{{ secrets.key }}\" }"),
+            target("query", "query = { key = \"{{ secrets.key }}\" }"),
+        ]
+        .concat();
+        let config = parse(&text, Path::new("/etc/dirsync/dirsync.toml")).expect("valid");
+        let renders = |name: &str| {
+            let t = config.targets.iter().find(|t| t.name == name).expect("target");
+            t.spec.endpoints[&EndpointKind::GroupMembers].renders_secrets
+        };
+        assert!(!renders("plain"));
+        assert!(renders("header"));
+        assert!(renders("query"));
     }
 }

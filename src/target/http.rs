@@ -123,18 +123,24 @@ impl HttpTarget {
     }
 
     /// Sends one operation, retrying what is worth retrying.
-    pub async fn push(&self, op: &Operation, users: &BTreeMap<String, DesiredUser>) -> PushOutcome {
-        let (kind, built, sent) = match op {
-            Operation::ReplaceMembers(g) => (
-                EndpointKind::GroupMembers,
-                self.group_request(&g.group, users, Secrets::Real),
-                Some(&g.group.members),
-            ),
-            Operation::UpdateUser(u) => (
-                EndpointKind::UpdateUser,
-                self.user_request(&u.user, Secrets::Real),
-                None,
-            ),
+    /// Sends `op`. `prebuilt` is the request the plan built for its fingerprint, given
+    /// only when the endpoint renders no secrets ([`Endpoint::renders_secrets`]): it is
+    /// then the very request to send, and is not rendered again.
+    pub async fn push(
+        &self,
+        op: &Operation,
+        users: &BTreeMap<String, DesiredUser>,
+        prebuilt: Option<Request>,
+    ) -> PushOutcome {
+        let (kind, sent) = match op {
+            Operation::ReplaceMembers(g) => (EndpointKind::GroupMembers, Some(&g.group.members)),
+            Operation::UpdateUser(_) => (EndpointKind::UpdateUser, None),
+        };
+        let reused = prebuilt.is_some();
+        let built = match (prebuilt, op) {
+            (Some(req), _) => Ok(req),
+            (None, Operation::ReplaceMembers(g)) => self.group_request(&g.group, users, Secrets::Real),
+            (None, Operation::UpdateUser(u)) => self.user_request(&u.user, Secrets::Real),
         };
         let (ep, req) = match (self.endpoint(kind), built) {
             (Ok(ep), Ok(req)) => (ep, req),
@@ -149,18 +155,22 @@ impl HttpTarget {
             }
         };
         // Echoed fields are compared with the masked body, so a drift row never holds
-        // a secret that was sent; what the answer says is redacted below.
+        // a secret that was sent; what the answer says is redacted below. A reused
+        // request holds no secret: it is its own masked body.
         let masked = match (&ep.response_echo, op) {
             (None, _) => None,
+            _ if reused => None,
             (Some(_), Operation::ReplaceMembers(g)) => {
                 self.group_request(&g.group, users, Secrets::Masked).ok()
             }
             (Some(_), Operation::UpdateUser(u)) => self.user_request(&u.user, Secrets::Masked).ok(),
         };
-        let sent = request::Sent {
-            members: sent,
-            body: masked.as_ref().map(|r| r.body.as_str()),
+        let body = match &masked {
+            Some(m) => Some(m.body.as_str()),
+            None if reused && ep.response_echo.is_some() => Some(req.body.as_str()),
+            None => None,
         };
+        let sent = request::Sent { members: sent, body };
         let mut outcome = self.send_with_retries(ep, &req, sent).await;
         if let Ok(Some(drift)) = &mut outcome.result {
             for f in drift.fields.values_mut() {

@@ -10,7 +10,7 @@ use crate::config::Secret;
 use crate::template::Kind;
 
 /// Which of the two operations an endpoint serves. Also the template name prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EndpointKind {
     GroupMembers,
     UpdateUser,
@@ -62,6 +62,10 @@ pub struct Endpoint {
     pub validations: Vec<Validation>,
     /// Whether the body template reads `member_users` (so it is built only if needed).
     pub uses_member_users: bool,
+    /// Whether any of its templates (path, query, headers, body) reads `secrets`. If
+    /// none does, the request built with masked secrets for the fingerprint is the
+    /// request to send, and the push reuses it instead of rendering it again.
+    pub renders_secrets: bool,
 }
 
 impl Endpoint {
