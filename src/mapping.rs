@@ -276,8 +276,8 @@ fn claim<'a>(
 }
 
 /// Each mapped group's members as indexes into `all` (the directory's users in key
-/// order), on every core. Sources guarantee members exist; a dangling id is simply
-/// not mapped.
+/// order), on every core. Sources guarantee members exist ([`Group::members`]); a
+/// dangling id would not be mapped here, while the direct path would pass it on.
 fn member_indexes(
     all: &[&User],
     mapped: &[(&Group, String, String)],

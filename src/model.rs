@@ -65,7 +65,10 @@ pub struct Group {
     pub id: String,
     /// Human name; group mapping rules match on it.
     pub name: String,
-    /// Source ids of the users in the group, nested groups already resolved.
+    /// Source ids of the users in the group, nested groups already resolved. Every
+    /// one is a key of [`Directory::users`]: sources guarantee it (the CSV reader
+    /// refuses an unknown member, the LDAP reader keeps only members it resolved),
+    /// and the mapping relies on it.
     pub members: BTreeSet<String>,
     /// Every other attribute the source read.
     pub attrs: Attrs,

@@ -244,7 +244,7 @@ pub async fn run(
     let mut prepared = Vec::new();
     for (tc, snapshot) in targets.into_iter().zip(snapshots) {
         let t = std::time::Instant::now();
-        prepared.push(prepare(tc, &dir, snapshot, opts.mode)?);
+        prepared.push(prepare(tc, &dir, snapshot, opts.mode, !opts.dry_run)?);
         tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
     }
     // Freeing a large directory (millions of small allocations) takes tens of
@@ -324,11 +324,13 @@ fn mode_name(mode: Mode) -> &'static str {
 }
 
 /// Maps, fingerprints and plans one target. Pure but for the HTTP client it builds.
+/// `will_push` keeps the requests the push can send as they are (not in a dry run).
 fn prepare<'c>(
     config: &'c TargetConfig,
     dir: &Directory,
     snapshot: Snapshot,
     mode: Mode,
+    will_push: bool,
 ) -> Result<Prepared<'c>, SyncError> {
     let t = std::time::Instant::now();
     let target = HttpTarget::new(config)?;
@@ -371,11 +373,12 @@ fn prepare<'c>(
     // A request that may be pushed is kept when it is also the one to send, so the
     // push does not render it again; an unchanged entity's is dropped at once.
     let reusable = |kind: EndpointKind| {
-        target
-            .spec()
-            .endpoints
-            .get(&kind)
-            .is_some_and(|e| !e.renders_secrets)
+        will_push
+            && target
+                .spec()
+                .endpoints
+                .get(&kind)
+                .is_some_and(|e| !e.renders_secrets)
     };
     let may_push =
         |stored: Option<&str>, fingerprint: &str| mode == Mode::Resync || stored != Some(fingerprint);

@@ -663,12 +663,10 @@ impl Ctx {
         };
         add(templates, "path", Kind::Url, &path, k("path"))?;
         add(templates, "body", format.template_kind(), &body, k("body"))?;
-        // Textually, like `member_users` below: a template that names `secrets`
-        // anywhere counts as reading them.
-        let mut renders_secrets = path.contains("secrets") || body.contains("secrets");
+        let mut renders_secrets = may_read_secrets(&path) || may_read_secrets(&body);
         let mut query = Vec::new();
         for (name, value) in raw.query.unwrap_or_default() {
-            renders_secrets |= value.contains("secrets");
+            renders_secrets |= may_read_secrets(&value);
             add(
                 templates,
                 &format!("query.{name}"),
@@ -680,7 +678,7 @@ impl Ctx {
         }
         let mut headers = Vec::new();
         for (name, value) in raw.headers.unwrap_or_default() {
-            renders_secrets |= value.contains("secrets");
+            renders_secrets |= may_read_secrets(&value);
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| self.invalid(k(&format!("headers.{name}")), "not a valid header name"))?;
             add(
@@ -868,6 +866,16 @@ impl Ctx {
     }
 }
 
+/// Whether a template may read `secrets`, judged by its text: it names them, or
+/// reaches another template or the whole context (`include`, `import`, `extends`,
+/// `debug`), which might. Only a template judged free of them lets the push send the
+/// request the plan built with masked secrets.
+fn may_read_secrets(source: &str) -> bool {
+    ["secrets", "include", "import", "extends", "debug"]
+        .iter()
+        .any(|word| source.contains(word))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -891,6 +899,10 @@ mod tests {
             target("plain", ""),
             target("header", "headers = { \"X-Key\" = \"{{ secrets.key }}\" }"),
             target("query", "query = { key = \"{{ secrets.key }}\" }"),
+            target(
+                "include",
+                "headers = { \"X-Key\" = '{% include \"group_members.header.Y.txt\" %}' }",
+            ),
         ]
         .concat();
         let config = parse(&text, Path::new("/etc/dirsync/dirsync.toml")).expect("valid");
@@ -901,5 +913,6 @@ mod tests {
         assert!(!renders("plain"));
         assert!(renders("header"));
         assert!(renders("query"));
+        assert!(renders("include"));
     }
 }

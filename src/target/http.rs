@@ -122,10 +122,10 @@ impl HttpTarget {
         request::build(&self.templates, ep, &ctx)
     }
 
-    /// Sends one operation, retrying what is worth retrying.
-    /// Sends `op`. `prebuilt` is the request the plan built for its fingerprint, given
-    /// only when the endpoint renders no secrets ([`Endpoint::renders_secrets`]): it is
-    /// then the very request to send, and is not rendered again.
+    /// Sends one operation, retrying what is worth retrying. `prebuilt` is the request
+    /// the plan built for its fingerprint, given only when the endpoint renders no
+    /// secrets ([`Endpoint::renders_secrets`]): it is then the very request to send,
+    /// and is not rendered again.
     pub async fn push(
         &self,
         op: &Operation,

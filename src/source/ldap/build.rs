@@ -155,7 +155,8 @@ impl<'c> Users<'c> {
         Ok(())
     }
 
-    /// Moves the pending keys into the index (`dn` names the entry in an error).
+    /// Moves the pending keys into the index. `dn` names the entry in an error: the
+    /// last one read, as the key that did not fit is one of the last 64.
     fn flush(&mut self, dn: &str) -> Result<(), DataError> {
         // A uid another user has already names neither; the same user listing a uid
         // twice (`Ann`, `ann`) is still that user.
