@@ -2,8 +2,9 @@
 //!
 //! Used once the directory server is done: the per-user and per-group work
 //! (copying the LDAP directory's member ids; in the mapping, each user's target id,
-//! each group's member indexes and member set; building and hashing each request)
-//! is independent from item to item and splits into one contiguous chunk per core.
+//! each group's member indexes and member set; building and hashing each request;
+//! in the diff, what each changed group gains and loses) is independent from item
+//! to item and splits into one contiguous chunk per core.
 
 use std::num::NonZeroUsize;
 

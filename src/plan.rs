@@ -6,6 +6,7 @@
 //! target's request builder with secrets masked), so a change anywhere in what would be
 //! sent, and only such a change, is pushed.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -62,8 +63,8 @@ impl Members {
         self.len() == 0
     }
 
-    /// The ids; a list that is not a JSON array of strings reads as empty (the store
-    /// checks what it writes, so that means a hand-edited database).
+    /// The ids as a set: what [`Members::diff`] is tested against.
+    #[cfg(test)]
     pub fn to_set(&self) -> std::borrow::Cow<'_, BTreeSet<String>> {
         match self {
             Members::Parsed(set) => std::borrow::Cow::Borrowed(set),
@@ -71,6 +72,53 @@ impl Members {
                 std::borrow::Cow::Owned(serde_json::from_str(text).unwrap_or_default())
             }
         }
+    }
+}
+
+/// A stored member list read in place: ids without escapes borrow the JSON text.
+#[derive(serde::Deserialize)]
+struct StoredIds<'a>(#[serde(borrow)] Vec<std::borrow::Cow<'a, str>>);
+
+impl Members {
+    /// The ids `now` has and these lack (added), and those these have and `now`
+    /// lacks (removed). A stored list is compared in place, not copied into a set
+    /// first; one that is not a JSON array of strings reads as empty (the store
+    /// checks what it writes, so that means a hand-edited database).
+    pub fn diff(&self, now: &BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
+        let text = match self {
+            Members::Parsed(set) => {
+                return (
+                    now.difference(set).cloned().collect(),
+                    set.difference(now).cloned().collect(),
+                );
+            }
+            Members::Json { text, .. } => text,
+        };
+        let mut before = serde_json::from_str::<StoredIds<'_>>(text).map_or_else(|_| Vec::new(), |ids| ids.0);
+        // Written from a set, so sorted already; a hand-edited list still works.
+        before.sort_unstable();
+        before.dedup();
+        // Both sides in order: one merge finds what each lacks.
+        let (mut added, mut removed): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+        let mut old = before.iter().map(|o| o.as_ref()).peekable();
+        let mut new = now.iter().peekable();
+        loop {
+            let order = match (old.peek(), new.peek()) {
+                (Some(o), Some(n)) => (*o).cmp(n.as_str()),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => break,
+            };
+            match order {
+                Ordering::Less => removed.extend(old.next().map(str::to_owned)),
+                Ordering::Greater => added.extend(new.next().cloned()),
+                Ordering::Equal => {
+                    old.next();
+                    new.next();
+                }
+            }
+        }
+        (added.into_iter().collect(), removed.into_iter().collect())
     }
 }
 
@@ -279,6 +327,7 @@ pub fn diff(
         unmapped,
         ..Plan::default()
     };
+    let mut changed = Vec::new();
     for (group, fingerprint) in groups {
         let snap = snapshot.groups.get(&group.id);
         let reason = match (snap, mode) {
@@ -291,9 +340,15 @@ pub fn diff(
             (Some(_), Mode::Sync) if group.source_id.is_empty() => Reason::Removed,
             (Some(_), Mode::Sync) => Reason::Changed,
         };
-        let before = snap.map(|s| s.members.to_set()).unwrap_or_default();
-        let added = group.members.difference(&before).cloned().collect();
-        let removed = before.difference(&group.members).cloned().collect();
+        changed.push((group, fingerprint, reason, snap));
+    }
+    // What each group gains and loses, on every core: the stored lists are read only
+    // here, and a large group's is hundreds of kilobytes.
+    let differences = crate::par::map(&changed, |(group, _, _, snap)| match snap {
+        Some(s) => s.members.diff(&group.members),
+        None => (group.members.clone(), BTreeSet::new()),
+    });
+    for ((group, fingerprint, reason, _), (added, removed)) in changed.into_iter().zip(differences) {
         plan.ops.push(Operation::ReplaceMembers(GroupOp {
             group,
             fingerprint,
@@ -328,6 +383,39 @@ pub fn diff(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `diff` of a stored list against sets built by hand: escapes, an unsorted list,
+    /// repeats, non-ASCII, an empty side, and text that is not a list of strings.
+    #[test]
+    fn stored_members_diff_like_sets() {
+        let now: BTreeSet<String> = ["a", "b\"q", "d", "é", "z"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        for text in [
+            r#"["a","b\"q","c","é"]"#,
+            r#"["é","c","a","a","b\"q"]"#,
+            r#"["\u0061","y"]"#,
+            "[]",
+            r#"["a","b\"q","d","é","z"]"#,
+            r#"{"not": "a list"}"#,
+            r#"["a", 1]"#,
+            "not json",
+        ] {
+            let stored = Members::Json {
+                text: text.to_owned(),
+                count: 0,
+            };
+            let before = stored.to_set().into_owned();
+            let want: (BTreeSet<String>, BTreeSet<String>) = (
+                now.difference(&before).cloned().collect(),
+                before.difference(&now).cloned().collect(),
+            );
+            assert_eq!(stored.diff(&now), want, "{text}");
+            assert_eq!(Members::Parsed(before).diff(&now), want, "{text} parsed");
+            assert_eq!(stored.diff(&BTreeSet::new()).0, BTreeSet::new(), "{text}");
+        }
+    }
 
     fn group(id: &str, members: &[&str]) -> DesiredGroup {
         DesiredGroup {
