@@ -483,7 +483,7 @@ mod tests {
 
     /// A target that needs only member ids and names users by their source ids takes
     /// the members as they are: the same groups as the path that looks each one up
-    /// (taken when the users are kept), the same clash between two groups.
+    /// (taken when the users are kept).
     #[test]
     fn member_ids_taken_as_they_are_match_the_looked_up_ones() {
         let ids = UserIdSource::Attribute("id".into());
@@ -497,20 +497,6 @@ mod tests {
         let members: Vec<&str> = direct.groups["T-g1"].members.iter().map(String::as_str).collect();
         assert_eq!(members, ["u1", "u2", "u3"]);
         assert!(direct.groups["T-g3"].members.is_empty());
-
-        let clash = mapping(&[("g1", "SAME"), ("g4", "SAME")], &[]);
-        for keep_users in [false, true] {
-            let err = desired_state_with(&dir(), &clash, &ids, &templates(), false, keep_users)
-                .expect_err("conflict");
-            assert_eq!(
-                err,
-                MappingError::DuplicateTarget {
-                    target_id: "SAME".into(),
-                    first: "g1".into(),
-                    second: "g4".into()
-                }
-            );
-        }
     }
 
     #[test]
@@ -572,22 +558,26 @@ mod tests {
 
     #[test]
     fn two_groups_on_one_target_is_an_error() {
-        let err = desired_state(
-            &dir(),
-            &mapping(&[("g1", "SAME"), ("g4", "SAME")], &[]),
-            &UserIdSource::Attribute("id".into()),
-            &templates(),
-            false,
-        )
-        .expect_err("conflict");
-        assert_eq!(
-            err,
-            MappingError::DuplicateTarget {
-                target_id: "SAME".into(),
-                first: "g1".into(),
-                second: "g4".into()
-            }
-        );
+        // Both paths: members looked up (users kept) and taken as they are.
+        for keep_users in [true, false] {
+            let err = desired_state_with(
+                &dir(),
+                &mapping(&[("g1", "SAME"), ("g4", "SAME")], &[]),
+                &UserIdSource::Attribute("id".into()),
+                &templates(),
+                false,
+                keep_users,
+            )
+            .expect_err("conflict");
+            assert_eq!(
+                err,
+                MappingError::DuplicateTarget {
+                    target_id: "SAME".into(),
+                    first: "g1".into(),
+                    second: "g4".into()
+                }
+            );
+        }
     }
 
     #[test]
