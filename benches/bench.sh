@@ -225,6 +225,12 @@ if [ "$latency" -gt 0 ]; then
   change_target=$(awk -v f="$(col 1 floor-changed.txt)" -v r="$(col 3 change.txt)" -v c="$concurrency" -v l="$latency" \
     'BEGIN { printf "%.2f", 1.5 * f + r * l / (c * 1000) }')
   echo "Sync after 1% change: $(col 1 change.txt) s against 1.5 × floor + its $(col 3 change.txt) requests at the allowed rate = $change_target s."
+  # The same run by run, each sync against the floor measured just before it (as
+  # the no-change ratio is): the median of the runs' wall ÷ their own target.
+  change_paired=$(paste -d' ' <(awk '{print $1, $3}' change.txt) <(awk '{print $1}' floor-changed.txt) \
+    | awk -v c="$concurrency" -v l="$latency" '{ printf "%.4f\n", $1 / (1.5 * $3 + $2 * l / (c * 1000)) }' \
+    | median | awk '{ printf "%.1f", 100 * $1 }')
+  echo "Paired run by run: the median run took $change_paired% of its own target (1.5 × the floor measured just before it + its requests at the allowed rate)."
 fi
 
 # The harness checks itself: a broken run must not produce a plausible table.
