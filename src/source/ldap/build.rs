@@ -64,12 +64,56 @@ pub struct UserIndex {
     by_uid: StrIndex,
 }
 
-/// Keys waiting to go into a [`StrIndex`], side by side.
+/// Strings side by side in one buffer, and where each ends.
+#[derive(Debug, Default)]
+struct Packed {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Packed {
+    fn with_capacity(strings: usize, bytes: usize) -> Self {
+        Packed {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(strings),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    /// String `i`.
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let s = &self.text[start..end];
+            start = end;
+            s
+        })
+    }
+}
+
+/// Keys waiting to go into a [`StrIndex`], and their values.
 #[derive(Debug, Default)]
 struct Pending {
-    keys: String,
-    /// Where each key ends, and its value.
-    items: Vec<(usize, u32)>,
+    keys: Packed,
+    values: Vec<u32>,
 }
 
 /// How many keys wait before they go into the index.
@@ -77,8 +121,8 @@ const PENDING: usize = 64;
 
 impl Pending {
     fn push(&mut self, key: &str, value: u32) {
-        self.keys.push_str(key);
-        self.items.push((self.keys.len(), value));
+        self.keys.push(key);
+        self.values.push(value);
     }
 
     /// Moves the keys into `index`; `keep` as in [`StrIndex::insert_each`].
@@ -87,16 +131,10 @@ impl Pending {
         index: &mut StrIndex,
         keep: impl FnMut(&str, u32, u32) -> u32,
     ) -> Result<(), Full> {
-        let mut start = 0;
-        let keys = &self.keys;
-        let items = self.items.iter().map(|&(end, value)| {
-            let key = &keys[start..end];
-            start = end;
-            (key, value)
-        });
+        let items = self.keys.iter().zip(self.values.iter().copied());
         let placed = index.insert_each(items, keep);
         self.keys.clear();
-        self.items.clear();
+        self.values.clear();
         placed
     }
 }
@@ -149,7 +187,7 @@ impl<'c> Users<'c> {
         let mut user = user;
         user.attrs.insert("dn".into(), e.dn.clone());
         self.list.push(user);
-        if self.pending_dns.items.len() >= PENDING {
+        if self.pending_dns.keys.len() >= PENDING {
             self.flush(&e.dn)?;
         }
         Ok(())
@@ -283,9 +321,8 @@ pub struct Groups<'c> {
     ignored: Ignored,
     /// A member value's normalized DN, reused from one value to the next.
     scratch: String,
-    /// One attribute's normalized member DNs, side by side, and where each ends.
-    batch: String,
-    batch_ends: Vec<usize>,
+    /// One attribute's normalized member DNs.
+    batch: Packed,
 }
 
 /// Member values that named no user or group the searches returned.
@@ -312,8 +349,7 @@ impl<'c> Groups<'c> {
             by_dn: StrIndex::new(),
             ignored: Ignored::default(),
             scratch: String::new(),
-            batch: String::new(),
-            batch_ends: Vec::new(),
+            batch: Packed::default(),
         }
     }
 
@@ -403,27 +439,13 @@ impl<'c> Groups<'c> {
         users: &UserIndex,
     ) -> Result<(), DataError> {
         self.batch.clear();
-        self.batch_ends.clear();
         for v in values {
             let v = e.text_ref(desc, v)?;
             dn::normalize_into(dn::strip_optional_uid(&v), &mut self.scratch);
-            self.batch.push_str(&self.scratch);
-            self.batch_ends.push(self.batch.len());
+            self.batch.push(&self.scratch);
         }
-        let Groups {
-            drafts,
-            batch,
-            batch_ends,
-            ..
-        } = self;
-        let draft = &mut drafts[index];
-        let mut start = 0;
-        let keys = batch_ends.iter().map(|&end| {
-            let key = &batch[start..end];
-            start = end;
-            key
-        });
-        users.by_dn.get_each(keys, |key, found| match found {
+        let draft = &mut self.drafts[index];
+        users.by_dn.get_each(self.batch.iter(), |key, found| match found {
             Some(u) => draft.users.push(u),
             None => draft.other_dns.push(key.to_owned()),
         });
@@ -494,25 +516,13 @@ impl<'c> Groups<'c> {
         // Members are named by the users' ids, copied from the ids side by side in
         // their sorted order: by rank, so each set is built from a sorted list. The
         // server is done by now: the copies are made on every core.
-        let SortedUsers {
-            map,
-            rank,
-            ids,
-            id_ends,
-        } = users;
+        let SortedUsers { map, rank, ids } = users;
         let members: Vec<BTreeSet<String>> = crate::par::map(&flat.members, |m| {
             let mut ranks: Vec<u32> = m.iter().map(|&u| rank[u as usize]).collect();
             ranks.sort_unstable();
-            ranks
-                .iter()
-                .map(|&r| {
-                    let r = r as usize;
-                    let start = if r == 0 { 0 } else { id_ends[r - 1] };
-                    ids[start..id_ends[r]].to_owned()
-                })
-                .collect()
+            ranks.iter().map(|&r| ids.get(r as usize).to_owned()).collect()
         });
-        drop((ids, id_ends));
+        drop(ids);
         let mut dir = Directory {
             users: map,
             ..Directory::default()
@@ -566,10 +576,9 @@ pub struct SortedUsers {
     map: BTreeMap<String, User>,
     /// `rank[read index]` is the user's position in `map`.
     rank: Vec<u32>,
-    /// The ids in `map`'s order, side by side, and where each ends: member ids are
-    /// copied from here rather than from each user's own allocation.
-    ids: String,
-    id_ends: Vec<usize>,
+    /// The ids in `map`'s order: member ids are copied from here rather than from
+    /// each user's own allocation.
+    ids: Packed,
 }
 
 /// The users keyed by id, built in one go from a sorted list: full B-tree nodes
@@ -595,12 +604,10 @@ pub fn sort_users(list: Vec<User>) -> Result<SortedUsers, DataError> {
         return Err(duplicate("user", &first.id, &first.attrs, dn));
     }
     let mut rank = vec![0u32; list.len()];
-    let mut ids = String::with_capacity(list.iter().map(|u| u.id.len()).sum());
-    let mut id_ends = Vec::with_capacity(list.len());
+    let mut ids = Packed::with_capacity(list.len(), list.iter().map(|u| u.id.len()).sum());
     for (position, &i) in order.iter().enumerate() {
         rank[i as usize] = position as u32;
-        ids.push_str(&list[i as usize].id);
-        id_ends.push(ids.len());
+        ids.push(&list[i as usize].id);
     }
     let mut slots: Vec<Option<User>> = list.into_iter().map(Some).collect();
     let map = order
@@ -608,12 +615,7 @@ pub fn sort_users(list: Vec<User>) -> Result<SortedUsers, DataError> {
         .filter_map(|i| slots[i as usize].take())
         .map(|u| (u.id.clone(), u))
         .collect();
-    Ok(SortedUsers {
-        map,
-        rank,
-        ids,
-        id_ends,
-    })
+    Ok(SortedUsers { map, rank, ids })
 }
 
 fn duplicate(kind: &str, id: &str, first: &Attrs, dn: String) -> DataError {
