@@ -136,8 +136,8 @@ pub fn desired_state(
 }
 
 /// `desired_state`, saying whether `DesiredState::users` is needed.
-pub fn desired_state_with<'d>(
-    dir: &'d Directory,
+pub fn desired_state_with(
+    dir: &Directory,
     groups: &GroupMapping,
     users: &UserIdSource,
     templates: &Templates,
@@ -150,7 +150,6 @@ pub fn desired_state_with<'d>(
 
     // The pure parts run on every core: each user's target id (most users are a
     // member somewhere), then each mapped group's members.
-    let all: Vec<&'d User> = dir.users.values().collect();
     let keyed: Vec<(&str, &User)> = dir.users.iter().map(|(key, u)| (key.as_str(), u)).collect();
     let resolved = crate::par::map(&keyed, |&(key, user)| {
         let id = target_user_id(user, users, templates);
@@ -178,19 +177,19 @@ pub fn desired_state_with<'d>(
         );
         crate::par::map(&mapped, |(group, _, _)| group.members.clone())
     } else {
-        let member_indexes = member_indexes(&all, &mapped)?;
+        let member_indexes = member_indexes(&keyed, &mapped)?;
         // Then in order, as before: groups in source order, each user taken when a
         // mapped group first names them, so which of two clashing ids is "first" never
         // depends on threads. Only users taken here are checked for clashes or
         // reported unmapped.
         let mut taken: HashMap<&str, &str> =
-            HashMap::with_capacity(if ids_are_source_ids { 0 } else { all.len() });
-        let mut seen = vec![false; all.len()];
+            HashMap::with_capacity(if ids_are_source_ids { 0 } else { keyed.len() });
+        let mut seen = vec![false; keyed.len()];
         let mut take = |i: usize, state: &mut DesiredState| -> Result<(), MappingError> {
             if std::mem::replace(&mut seen[i], true) {
                 return Ok(());
             }
-            let user = all[i];
+            let user = keyed[i].1;
             match &resolved[i] {
                 Ok(id) => {
                     if !ids_are_source_ids && let Some(first) = taken.insert(id, &user.id) {
@@ -230,7 +229,7 @@ pub fn desired_state_with<'d>(
             }
         }
         if all_users {
-            for i in 0..all.len() {
+            for i in 0..keyed.len() {
                 take(i, &mut state)?;
             }
         }
@@ -275,21 +274,19 @@ fn claim<'a>(
     }
 }
 
-/// Each mapped group's members as indexes into `all` (the directory's users in key
-/// order), on every core. Sources guarantee members exist ([`Group::members`]); a
+/// Each mapped group's members as indexes into `keyed` (the directory's users in
+/// key order), on every core. Sources guarantee members exist ([`Group::members`]); a
 /// dangling id would not be mapped here, while the direct path would pass it on.
 fn member_indexes(
-    all: &[&User],
+    keyed: &[(&str, &User)],
     mapped: &[(&Group, String, String)],
 ) -> Result<Vec<Vec<usize>>, MappingError> {
-    u32::try_from(all.len()).map_err(|_| MappingError::TooManyUsers)?;
-    let bytes = all.iter().map(|u| u.id.len()).sum();
-    let mut index = StrIndex::with_capacity(all.len(), bytes);
+    u32::try_from(keyed.len()).map_err(|_| MappingError::TooManyUsers)?;
+    let bytes = keyed.iter().map(|(_, user)| user.id.len()).sum();
+    let mut index = StrIndex::with_capacity(keyed.len(), bytes);
     index
         .insert_each(
-            all.iter()
-                .enumerate()
-                .map(|(i, user)| (user.id.as_str(), i as u32)),
+            keyed.iter().zip(0..).map(|(&(_, user), i)| (user.id.as_str(), i)),
             |_, new, _| new,
         )
         .map_err(|_| MappingError::TooManyUsers)?;
