@@ -380,20 +380,23 @@ fn prepare<'c>(
                 .get(&kind)
                 .is_some_and(|e| !e.renders_secrets)
     };
-    let may_push =
-        |stored: Option<&str>, fingerprint: &str| mode == Mode::Resync || stored != Some(fingerprint);
+    // The fingerprint, and the request too if it is reusable and may be pushed (its
+    // fingerprint is not the stored one, or this is a resync).
+    let fingerprinted = |req: Request, reuse: bool, stored: Option<&str>| {
+        let fingerprint = request::fingerprint(&req);
+        let keep = reuse && (mode == Mode::Resync || stored != Some(fingerprint.as_str()));
+        (fingerprint, keep.then_some(req))
+    };
     let mut prebuilt: HashMap<(EndpointKind, String), Request> = HashMap::new();
     let mut groups = Vec::new();
     if target.offers(EndpointKind::GroupMembers) {
         let all: Vec<_> = std::mem::take(&mut desired.groups).into_values().collect();
         let reuse = reusable(EndpointKind::GroupMembers);
         let built = crate::par::map(&all, |group| {
-            target.group_request(group, &users, Secrets::Masked).map(|req| {
-                let fingerprint = request::fingerprint(&req);
-                let stored = snapshot.groups.get(&group.id).map(|s| s.fingerprint.as_str());
-                let keep = reuse && may_push(stored, &fingerprint);
-                (fingerprint, keep.then_some(req))
-            })
+            let stored = snapshot.groups.get(&group.id).map(|s| s.fingerprint.as_str());
+            target
+                .group_request(group, &users, Secrets::Masked)
+                .map(|req| fingerprinted(req, reuse, stored))
         });
         for (group, built) in all.into_iter().zip(built) {
             match built {
@@ -417,12 +420,10 @@ fn prepare<'c>(
         let all: Vec<&DesiredUser> = users.values().collect();
         let reuse = reusable(EndpointKind::UpdateUser);
         let built = crate::par::map(&all, |user| {
-            target.user_request(user, Secrets::Masked).map(|req| {
-                let fingerprint = request::fingerprint(&req);
-                let stored = snapshot.users.get(&user.id).map(|s| s.fingerprint.as_str());
-                let keep = reuse && may_push(stored, &fingerprint);
-                (fingerprint, keep.then_some(req))
-            })
+            let stored = snapshot.users.get(&user.id).map(|s| s.fingerprint.as_str());
+            target
+                .user_request(user, Secrets::Masked)
+                .map(|req| fingerprinted(req, reuse, stored))
         });
         for (user, built) in all.into_iter().zip(built) {
             match built {

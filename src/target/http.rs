@@ -136,7 +136,6 @@ impl HttpTarget {
             Operation::ReplaceMembers(g) => (EndpointKind::GroupMembers, Some(&g.group.members)),
             Operation::UpdateUser(_) => (EndpointKind::UpdateUser, None),
         };
-        let reused = prebuilt.is_some();
         let built = match (prebuilt, op) {
             (Some(req), _) => Ok(req),
             (None, Operation::ReplaceMembers(g)) => self.group_request(&g.group, users, Secrets::Real),
@@ -155,20 +154,17 @@ impl HttpTarget {
             }
         };
         // Echoed fields are compared with the masked body, so a drift row never holds
-        // a secret that was sent; what the answer says is redacted below. A reused
-        // request holds no secret: it is its own masked body.
-        let masked = match (&ep.response_echo, op) {
-            (None, _) => None,
-            _ if reused => None,
-            (Some(_), Operation::ReplaceMembers(g)) => {
-                self.group_request(&g.group, users, Secrets::Masked).ok()
-            }
-            (Some(_), Operation::UpdateUser(u)) => self.user_request(&u.user, Secrets::Masked).ok(),
+        // a secret that was sent; what the answer says is redacted below. A request
+        // that renders no secret is its own masked body.
+        let masked = match op {
+            _ if ep.response_echo.is_none() || !ep.renders_secrets => None,
+            Operation::ReplaceMembers(g) => self.group_request(&g.group, users, Secrets::Masked).ok(),
+            Operation::UpdateUser(u) => self.user_request(&u.user, Secrets::Masked).ok(),
         };
-        let body = match &masked {
-            Some(m) => Some(m.body.as_str()),
-            None if reused && ep.response_echo.is_some() => Some(req.body.as_str()),
-            None => None,
+        let body = match (&ep.response_echo, &masked) {
+            (None, _) => None,
+            (Some(_), _) if !ep.renders_secrets => Some(req.body.as_str()),
+            (Some(_), masked) => masked.as_ref().map(|m| m.body.as_str()),
         };
         let sent = request::Sent { members: sent, body };
         let mut outcome = self.send_with_retries(ep, &req, sent).await;
