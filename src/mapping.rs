@@ -144,6 +144,113 @@ pub fn desired_state_with(
     all_users: bool,
     keep_users: bool,
 ) -> Result<DesiredState, MappingError> {
+    let Mapped {
+        mut state,
+        groups,
+        members,
+    } = map(dir, groups, users, templates, all_users, keep_users)?;
+    let members = members.unwrap_or_else(|| crate::par::map(&groups, |(group, _, _)| group.members.clone()));
+    for ((group, target_id, name), members) in groups.into_iter().zip(members) {
+        let source = (group.id.clone(), group.name.clone(), group.attrs.clone());
+        insert_group(&mut state, target_id, name, source, members);
+    }
+    Ok(state)
+}
+
+/// `desired_state_with` for the last user of `dir`: the attributes of the groups it
+/// maps, and their member sets when those are the target's, are moved out of `dir`
+/// instead of copied (a group mapped twice is copied for all but one).
+pub fn desired_state_taking(
+    dir: &mut Directory,
+    groups: &GroupMapping,
+    users: &UserIdSource,
+    templates: &Templates,
+    all_users: bool,
+    keep_users: bool,
+) -> Result<DesiredState, MappingError> {
+    let (mut state, mapped, members) = {
+        let m = map(dir, groups, users, templates, all_users, keep_users)?;
+        let mapped: Vec<(String, String, String)> = m
+            .groups
+            .into_iter()
+            .map(|(group, target_id, name)| (group.id.clone(), target_id, name))
+            .collect();
+        (m.state, mapped, m.members)
+    };
+    let take_members = members.is_none();
+    // One walk over the source groups in id order beside the mapped ones sorted the
+    // same way (the rule-mapped ones already are), instead of a lookup each.
+    let mut order: Vec<usize> = (0..mapped.len()).collect();
+    order.sort_by(|&a, &b| mapped[a].0.cmp(&mapped[b].0));
+    let mut taken: Vec<Option<(String, Attrs, BTreeSet<String>)>> = (0..mapped.len()).map(|_| None).collect();
+    let mut walk = dir.groups.iter_mut();
+    let mut k = 0;
+    while k < order.len() {
+        let id = mapped[order[k]].0.as_str();
+        let group = loop {
+            match walk.next() {
+                Some((key, group)) if key == id => break group,
+                Some(_) => {}
+                None => unreachable!("a mapped group is one of the directory's"),
+            }
+        };
+        let copies = order[k..].iter().take_while(|&&j| mapped[j].0 == id).count();
+        for (n, &j) in order[k..k + copies].iter().enumerate() {
+            let members = if !take_members {
+                BTreeSet::new()
+            } else if n + 1 == copies {
+                std::mem::take(&mut group.members)
+            } else {
+                group.members.clone()
+            };
+            let attrs = if n + 1 == copies {
+                std::mem::take(&mut group.attrs)
+            } else {
+                group.attrs.clone()
+            };
+            taken[j] = Some((group.name.clone(), attrs, members));
+        }
+        k += copies;
+    }
+    let mut computed = members.map(Vec::into_iter);
+    for ((source_id, target_id, name), taken) in mapped.into_iter().zip(taken) {
+        let Some((source_name, attrs, own)) = taken else {
+            unreachable!("every mapped group was walked")
+        };
+        let members = match &mut computed {
+            Some(sets) => sets.next().unwrap_or_default(),
+            None => own,
+        };
+        insert_group(
+            &mut state,
+            target_id,
+            name,
+            (source_id, source_name, attrs),
+            members,
+        );
+    }
+    Ok(state)
+}
+
+/// The mapped groups in order, and the rest of the desired state.
+struct Mapped<'d> {
+    /// Users and unmapped users; no groups yet.
+    state: DesiredState,
+    /// Each mapped source group with its target id and name.
+    groups: Vec<(&'d Group, String, String)>,
+    /// Each mapped group's target members, or `None` when they are its source members
+    /// as they are.
+    members: Option<Vec<BTreeSet<String>>>,
+}
+
+fn map<'d>(
+    dir: &'d Directory,
+    groups: &GroupMapping,
+    users: &UserIdSource,
+    templates: &Templates,
+    all_users: bool,
+    keep_users: bool,
+) -> Result<Mapped<'d>, MappingError> {
     let keep_users = keep_users || all_users;
     let mut state = DesiredState::default();
     let mapped = mapped_groups(dir, groups, templates)?;
@@ -162,7 +269,7 @@ pub fn desired_state_with(
     // And when, besides, every user has a target id and no user needs mapping for
     // itself, a group's target members are its source members: nothing to look up.
     let direct = ids_are_source_ids && !keep_users && resolved.iter().all(|(id, _)| id.is_ok());
-    let resolved: Vec<Result<String, String>> = resolved.into_iter().map(|(id, _)| id).collect();
+    let resolved: Vec<Result<Cow<'_, str>, String>> = resolved.into_iter().map(|(id, _)| id).collect();
 
     let mut owner: HashMap<&str, &str> = HashMap::with_capacity(mapped.len());
     let member_sets = if direct {
@@ -175,7 +282,7 @@ pub fn desired_state_with(
                 .all(|(g, _, _)| g.members.iter().all(|m| dir.users.contains_key(m))),
             "a source named a member that is not one of its users"
         );
-        crate::par::map(&mapped, |(group, _, _)| group.members.clone())
+        None
     } else {
         let member_indexes = member_indexes(&keyed, &mapped)?;
         // Then in order, as before: groups in source order, each user taken when a
@@ -194,16 +301,16 @@ pub fn desired_state_with(
                 Ok(id) => {
                     if !ids_are_source_ids && let Some(first) = taken.insert(id, &user.id) {
                         return Err(MappingError::DuplicateUser {
-                            target_id: id.clone(),
+                            target_id: id.to_string(),
                             first: first.to_owned(),
                             second: user.id.clone(),
                         });
                     }
                     if keep_users {
                         state.users.insert(
-                            id.clone(),
+                            id.to_string(),
                             DesiredUser {
-                                id: id.clone(),
+                                id: id.to_string(),
                                 user: user.clone(),
                             },
                         );
@@ -235,27 +342,38 @@ pub fn desired_state_with(
         }
         // Member sets, on every core. A set built from a list (sorted inside
         // `collect`) has full nodes; one built by inserts about half-full nodes.
-        crate::par::map(&member_indexes, |members| {
+        Some(crate::par::map(&member_indexes, |members| {
             members
                 .iter()
-                .filter_map(|&i| resolved[i].as_ref().ok().cloned())
+                .filter_map(|&i| resolved[i].as_ref().ok().map(|id| id.to_string()))
                 .collect::<BTreeSet<String>>()
-        })
+        }))
     };
-    for ((group, target_id, name), members) in mapped.into_iter().zip(member_sets) {
-        state.groups.insert(
-            target_id.clone(),
-            DesiredGroup {
-                id: target_id,
-                name,
-                source_id: group.id.clone(),
-                source_name: group.name.clone(),
-                members,
-                attrs: group.attrs.clone(),
-            },
-        );
-    }
-    Ok(state)
+    Ok(Mapped {
+        state,
+        groups: mapped,
+        members: member_sets,
+    })
+}
+
+fn insert_group(
+    state: &mut DesiredState,
+    target_id: String,
+    name: String,
+    (source_id, source_name, attrs): (String, String, Attrs),
+    members: BTreeSet<String>,
+) {
+    state.groups.insert(
+        target_id.clone(),
+        DesiredGroup {
+            id: target_id,
+            name,
+            source_id,
+            source_name,
+            members,
+            attrs,
+        },
+    );
 }
 
 /// Records `group` as the source of `target_id`; a second source group is an error.
@@ -354,9 +472,23 @@ fn mapped_groups<'d>(
 fn rule_target_id(group: &Group, rule: &GroupRule, templates: &Templates) -> Result<String, MappingError> {
     // The members are left out: a target id never depends on them, and copying a
     // 20,000-member list into every template context was most of a run's cost.
-    let ctx = serde_json::json!({
-        "group": { "id": group.id, "name": group.name, "attrs": group.attrs }
-    });
+    #[derive(Serialize)]
+    struct Context<'a> {
+        group: GroupFields<'a>,
+    }
+    #[derive(Serialize)]
+    struct GroupFields<'a> {
+        id: &'a str,
+        name: &'a str,
+        attrs: &'a Attrs,
+    }
+    let ctx = Context {
+        group: GroupFields {
+            id: &group.id,
+            name: &group.name,
+            attrs: &group.attrs,
+        },
+    };
     let target_id = templates
         .render(&rule.target_id_template, Kind::Text, &ctx)
         .map_err(|e| MappingError::GroupTemplate {
@@ -373,10 +505,13 @@ fn rule_target_id(group: &Group, rule: &GroupRule, templates: &Templates) -> Res
     Ok(target_id.to_owned())
 }
 
-/// The user's target id, or why there is none.
-fn target_user_id(user: &User, source: &UserIdSource, templates: &Templates) -> Result<String, String> {
-    // Borrowed where it can be: an attribute or id-map id is copied once, trimmed.
-    let id: Cow<'_, str> = match source {
+/// The user's target id, or why there is none. An attribute or id-map id is borrowed.
+fn target_user_id<'a>(
+    user: &'a User,
+    source: &'a UserIdSource,
+    templates: &Templates,
+) -> Result<Cow<'a, str>, String> {
+    let id: Cow<'a, str> = match source {
         UserIdSource::Attribute(attr) => user
             .attr(attr)
             .map(Cow::Borrowed)
@@ -394,11 +529,14 @@ fn target_user_id(user: &User, source: &UserIdSource, templates: &Templates) -> 
                 .ok_or_else(|| format!("`{key}` is not in the id map"))?
         }
     };
-    let id = id.trim();
-    if id.is_empty() {
+    if id.trim().is_empty() {
         return Err("empty target id".into());
     }
-    Ok(id.to_owned())
+    Ok(match id {
+        Cow::Borrowed(id) => Cow::Borrowed(id.trim()),
+        Cow::Owned(id) if id.trim().len() == id.len() => Cow::Owned(id),
+        Cow::Owned(id) => Cow::Owned(id.trim().to_owned()),
+    })
 }
 
 #[cfg(test)]
@@ -494,6 +632,33 @@ mod tests {
         let members: Vec<&str> = direct.groups["T-g1"].members.iter().map(String::as_str).collect();
         assert_eq!(members, ["u1", "u2", "u3"]);
         assert!(direct.groups["T-g3"].members.is_empty());
+    }
+
+    /// Moving the member sets and attributes out of the directory gives the state that
+    /// copying them gives, on both paths, with a group mapped twice and one unmapped.
+    #[test]
+    fn taking_from_the_directory_gives_what_copying_gives() {
+        let ids = UserIdSource::Attribute("id".into());
+        let m = mapping(&[("g2", "RED"), ("team-red", "RED-2")], &["^(Eng|team-blue)"]);
+        for keep_users in [false, true] {
+            let copied = desired_state_with(&dir(), &m, &ids, &templates(), false, keep_users).expect("maps");
+            let mut d = dir();
+            let taken =
+                desired_state_taking(&mut d, &m, &ids, &templates(), false, keep_users).expect("maps");
+            assert_eq!(taken, copied);
+            assert_eq!(taken.groups.len(), 4);
+            assert_eq!(taken.groups["RED"].members, taken.groups["RED-2"].members);
+            assert_eq!(taken.groups["RED"].attrs, taken.groups["RED-2"].attrs);
+            assert!(!taken.groups["RED"].members.is_empty());
+            // The unmapped group keeps what it had.
+            assert_eq!(d.groups["g4"], dir().groups["g4"]);
+        }
+        // A clash is the same error either way.
+        let clash = mapping(&[("g1", "X"), ("g2", "X")], &[]);
+        let copied = desired_state_with(&dir(), &clash, &ids, &templates(), false, false);
+        let taken = desired_state_taking(&mut dir(), &clash, &ids, &templates(), false, false);
+        assert!(matches!(copied, Err(MappingError::DuplicateTarget { .. })));
+        assert_eq!(taken, copied);
     }
 
     #[test]
