@@ -172,6 +172,7 @@ struct Prepared<'c> {
     snapshot: Snapshot,
     plan: Plan,
     users: Arc<BTreeMap<String, DesiredUser>>,
+    /// The target ids of every desired group and user; a resync's only.
     desired_ids: (BTreeSet<String>, BTreeSet<String>),
     invalid: Vec<Skipped>,
     /// For each of `plan.ops`, the request built for its fingerprint when it is also
@@ -221,8 +222,16 @@ pub async fn run(
         }
         Ok::<_, StoreError>(snapshots)
     };
-    let (dir, snapshots) = tokio::join!(source::read(&config.source), load_snapshots);
-    let (dir, snapshots) = (dir?, snapshots?);
+    // So are the targets' HTTP clients (a few milliseconds each for the TLS setup).
+    // Polled after the other two have sent their first requests.
+    let clients = async {
+        targets
+            .iter()
+            .map(|tc| HttpTarget::new(tc))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (dir, snapshots, clients) = tokio::join!(source::read(&config.source), load_snapshots, clients);
+    let (mut dir, snapshots, clients) = (dir?, snapshots?, clients?);
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "Read the source and the snapshots."
@@ -242,17 +251,18 @@ pub async fn run(
     };
 
     let mut prepared = Vec::new();
-    for (tc, snapshot) in targets.into_iter().zip(snapshots) {
+    let last = targets.len().saturating_sub(1);
+    for (i, ((tc, target), snapshot)) in targets.into_iter().zip(clients).zip(snapshots).enumerate() {
         let t = std::time::Instant::now();
-        prepared.push(prepare(tc, &dir, snapshot, opts.mode, !opts.dry_run)?);
+        let dir = if i == last {
+            Dir::Last(&mut dir)
+        } else {
+            Dir::Shared(&dir)
+        };
+        prepared.push(prepare(tc, target, dir, snapshot, opts.mode, !opts.dry_run)?);
         tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
     }
-    // Freeing a large directory (millions of small allocations) takes tens of
-    // milliseconds; nothing below needs it, so it is freed beside the push. If no
-    // thread can be started, the closure, and the directory with it, is dropped here.
-    let _ = std::thread::Builder::new()
-        .name("free-directory".into())
-        .spawn(move || drop(dir));
+    free_beside(dir);
 
     if opts.dry_run {
         for p in &prepared {
@@ -308,12 +318,29 @@ pub async fn run(
             "Finished the target."
         );
         report.targets.push(tr);
+        let Prepared {
+            snapshot,
+            plan,
+            users,
+            desired_ids,
+            ..
+        } = p;
+        free_beside((snapshot, plan, users, desired_ids));
     }
     let outcome = report.outcome();
     let summary = serde_json::to_value(&report).unwrap_or_default();
     store.finish_run(&run_id, outcome.as_str(), &summary).await?;
     store.close().await;
     Ok(report)
+}
+
+/// Drops `value` on a thread of its own. Freeing a directory or a plan (millions of
+/// small allocations) takes tens of milliseconds that nothing needs to wait for. If no
+/// thread can be started, the closure, and `value` with it, is dropped here.
+fn free_beside<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new()
+        .name("free".into())
+        .spawn(move || drop(value));
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -323,31 +350,45 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
+/// The directory as one target's mapping sees it: the last target may move what it
+/// maps out of it instead of copying.
+enum Dir<'d> {
+    Shared(&'d Directory),
+    Last(&'d mut Directory),
+}
+
 /// Maps, fingerprints and plans one target. Pure but for the HTTP client it builds.
 /// `will_push` keeps the requests the push can send as they are (not in a dry run).
 fn prepare<'c>(
     config: &'c TargetConfig,
-    dir: &Directory,
+    target: HttpTarget,
+    dir: Dir<'_>,
     snapshot: Snapshot,
     mode: Mode,
     will_push: bool,
 ) -> Result<Prepared<'c>, SyncError> {
     let t = std::time::Instant::now();
-    let target = HttpTarget::new(config)?;
-    tracing::debug!(
-        elapsed_ms = t.elapsed().as_millis() as u64,
-        "Built the HTTP client."
-    );
     let updates_users = target.offers(EndpointKind::UpdateUser);
     let needs_member_users = target.spec().endpoints.values().any(|e| e.uses_member_users);
-    let mut desired = mapping::desired_state_with(
-        dir,
-        &config.groups,
-        &config.users,
-        &config.templates,
-        updates_users,
-        needs_member_users,
-    )
+    let (groups, users) = (&config.groups, &config.users);
+    let mut desired = match dir {
+        Dir::Shared(dir) => mapping::desired_state_with(
+            dir,
+            groups,
+            users,
+            &config.templates,
+            updates_users,
+            needs_member_users,
+        ),
+        Dir::Last(dir) => mapping::desired_state_taking(
+            dir,
+            groups,
+            users,
+            &config.templates,
+            updates_users,
+            needs_member_users,
+        ),
+    }
     .map_err(|source| SyncError::Mapping {
         target: config.name.clone(),
         source,
@@ -365,10 +406,15 @@ fn prepare<'c>(
     );
     let t = std::time::Instant::now();
     let mut invalid = Vec::new();
-    let desired_ids = (
-        desired.groups.keys().cloned().collect(),
-        desired.users.keys().cloned().collect(),
-    );
+    // Only a resync forgets the snapshot rows of entities no longer mapped.
+    let desired_ids = if mode == Mode::Resync {
+        (
+            desired.groups.keys().cloned().collect(),
+            desired.users.keys().cloned().collect(),
+        )
+    } else {
+        Default::default()
+    };
     let users = Arc::new(std::mem::take(&mut desired.users));
     // A request that may be pushed is kept when it is also the one to send, so the
     // push does not render it again; an unchanged entity's is dropped at once.

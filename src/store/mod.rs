@@ -341,6 +341,9 @@ impl Store {
         target: &str,
         unmapped: &[Unmapped],
     ) -> Result<(), StoreError> {
+        if unmapped.is_empty() {
+            return Ok(());
+        }
         let rows = unmapped.iter().map(|u| {
             (
                 "unmapped",
@@ -361,6 +364,9 @@ impl Store {
         target: &str,
         skipped: &[Skipped],
     ) -> Result<(), StoreError> {
+        if skipped.is_empty() {
+            return Ok(());
+        }
         let rows = skipped.iter().map(|s| {
             let operation = if s.kind == "group" {
                 "replace_members"
