@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 pub const BASE: &str = "dc=example,dc=com";
 pub const READER_DN: &str = "cn=reader,dc=example,dc=com";
@@ -295,13 +295,14 @@ pub fn people_ldif(n: u64) -> String {
 }
 
 /// A TCP proxy to `upstream` that passes the client's bytes freely but stops
-/// passing the server's after `limit` bytes; once [`Proxy::paused`] has returned, a
-/// test can act (kill the server), then [`Proxy::release`] closes the client's
-/// connection as the server's death would have.
+/// passing the server's after `limit` bytes on each connection; once
+/// [`Proxy::paused`] has returned (a connection stopped), a test can act (kill the
+/// server), then [`Proxy::release`] closes the client's connections as the server's
+/// death would have.
 pub struct Proxy {
     pub port: u16,
     paused: watch::Receiver<bool>,
-    release: Option<oneshot::Sender<()>>,
+    release: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -310,42 +311,45 @@ impl Proxy {
             .await
             .expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
-        let (paused_tx, paused) = watch::channel(false);
-        let (release, released) = oneshot::channel::<()>();
+        let paused_tx = std::sync::Arc::new(watch::channel(false).0);
+        let paused = paused_tx.subscribe();
+        let (release, released) = watch::channel(false);
         tokio::spawn(async move {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
-                return;
-            };
-            let (mut client_rx, mut client_tx) = client.into_split();
-            let (mut server_rx, mut server_tx) = server.into_split();
-            let up = tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
-            });
-            let mut passed = 0;
-            let mut buf = vec![0u8; 16 * 1024];
-            while passed < limit {
-                let n = match server_rx.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let take = n.min(limit - passed);
-                if client_tx.write_all(&buf[..take]).await.is_err() {
-                    break;
-                }
-                passed += take;
+            while let Ok((client, _)) = listener.accept().await {
+                let (paused_tx, mut released) = (paused_tx.clone(), released.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    let (mut client_rx, mut client_tx) = client.into_split();
+                    let (mut server_rx, mut server_tx) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+                    });
+                    let mut passed = 0;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while passed < limit {
+                        let n = match server_rx.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let take = n.min(limit - passed);
+                        if client_tx.write_all(&buf[..take]).await.is_err() {
+                            break;
+                        }
+                        passed += take;
+                    }
+                    let _ = paused_tx.send(true);
+                    let _ = released.wait_for(|r| *r).await;
+                    up.abort();
+                    // Dropping both halves closes the client's connection.
+                });
             }
-            let _ = paused_tx.send(true);
-            let _ = released.await;
-            up.abort();
-            // Dropping both halves closes the client's connection.
         });
         Proxy {
             port,
             paused,
-            release: Some(release),
+            release,
         }
     }
 
@@ -354,10 +358,8 @@ impl Proxy {
         let _ = self.paused.wait_for(|p| *p).await;
     }
 
-    /// Closes the client's connection.
+    /// Closes the client's connections.
     pub fn release(&mut self) {
-        if let Some(tx) = self.release.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.release.send(true);
     }
 }

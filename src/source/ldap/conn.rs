@@ -148,6 +148,46 @@ pub struct SearchStats {
     pub pages: usize,
 }
 
+/// A search whose first page has been asked for, to be read with [`Conn::read_search`].
+#[derive(Debug)]
+#[must_use]
+pub struct SentSearch {
+    id: i32,
+}
+
+fn search_error(url: &str, search: &Search, message: String) -> LdapError {
+    LdapError::Search {
+        url: url.to_owned(),
+        base: search.base_dn.clone(),
+        filter: search.filter.clone(),
+        message,
+    }
+}
+
+/// The request for one page of `search`, as message `id`.
+fn page_request(
+    search: &Search,
+    attrs: &[String],
+    mode: SearchMode,
+    id: i32,
+    cookie: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    let scope = match search.scope {
+        Scope::Base => SearchScope::Base,
+        Scope::One => SearchScope::OneLevel,
+        Scope::Sub => SearchScope::Subtree,
+    };
+    let mut controls = Vec::new();
+    if mode.page_size > 0 {
+        controls.push(Control::paged(mode.page_size, cookie));
+    }
+    if mode.domain_scope {
+        controls.push(Control::domain_scope());
+    }
+    proto::search_request(id, &search.base_dn, scope, &search.filter, attrs, &controls)
+        .map_err(|_| "the filter is not valid".to_owned())
+}
+
 /// How a search is run: paging and controls.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchMode {
@@ -331,37 +371,45 @@ impl Conn {
         search: &Search,
         attrs: &[String],
         mode: SearchMode,
+        each: impl FnMut(&Entry) -> Result<(), LdapError>,
+    ) -> Result<SearchStats, LdapError> {
+        let sent = self.send_search(search, attrs, mode).await?;
+        self.read_search(sent, search, attrs, mode, each).await
+    }
+
+    /// Asks for the first page of a search, so that the server can work on it while
+    /// the caller reads something else; [`Conn::read_search`], with the same
+    /// arguments, reads it to the end.
+    pub async fn send_search(
+        &mut self,
+        search: &Search,
+        attrs: &[String],
+        mode: SearchMode,
+    ) -> Result<SentSearch, LdapError> {
+        let id = self.next_id();
+        let request = page_request(search, attrs, mode, id, Vec::new())
+            .map_err(|m| search_error(&self.url, search, m))?;
+        if let Err(f) = self.call(&request).await {
+            return Err(search_error(&self.url, search, self.failure(f, Some(0))));
+        }
+        Ok(SentSearch { id })
+    }
+
+    /// Reads the search [`Conn::send_search`] asked for to the end.
+    pub async fn read_search(
+        &mut self,
+        sent: SentSearch,
+        search: &Search,
+        attrs: &[String],
+        mode: SearchMode,
         mut each: impl FnMut(&Entry) -> Result<(), LdapError>,
     ) -> Result<SearchStats, LdapError> {
         let url = self.url.clone();
-        let fail = |message: String| LdapError::Search {
-            url: url.clone(),
-            base: search.base_dn.clone(),
-            filter: search.filter.clone(),
-            message,
-        };
-        let scope = match search.scope {
-            Scope::Base => SearchScope::Base,
-            Scope::One => SearchScope::OneLevel,
-            Scope::Sub => SearchScope::Subtree,
-        };
+        let fail = |message: String| search_error(&url, search, message);
         let mut stats = SearchStats::default();
         let mut last_cookie: Vec<u8> = Vec::new();
-        let request = |id: i32, cookie: Vec<u8>| {
-            let mut controls = Vec::new();
-            if mode.page_size > 0 {
-                controls.push(Control::paged(mode.page_size, cookie));
-            }
-            if mode.domain_scope {
-                controls.push(Control::domain_scope());
-            }
-            proto::search_request(id, &search.base_dn, scope, &search.filter, attrs, &controls)
-                .map_err(|_| fail("the filter is not valid".to_owned()))
-        };
-        let mut id = self.next_id();
-        if let Err(f) = self.call(&request(id, Vec::new())?).await {
-            return Err(fail(self.failure(f, Some(stats.entries))));
-        }
+        let request = |id: i32, cookie: Vec<u8>| page_request(search, attrs, mode, id, cookie).map_err(fail);
+        let mut id = sent.id;
         loop {
             let entries_before = stats.entries;
             // The next page's message ID, once asked for ahead.

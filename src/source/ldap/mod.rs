@@ -160,6 +160,13 @@ pub async fn read(config: &LdapConfig) -> Result<Directory, LdapError> {
 }
 
 /// Reads the whole directory and reports what the read found.
+/// A connection, bound as configured.
+async fn connect(config: &LdapConfig) -> Result<Conn, LdapError> {
+    let mut conn = Conn::open(config).await?;
+    conn.bind(&config.bind).await?;
+    Ok(conn)
+}
+
 pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadReport), LdapError> {
     let url = config.url.as_str();
     let mut report = ReadReport {
@@ -178,13 +185,19 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
         ..ReadReport::default()
     };
     let started = std::time::Instant::now();
-    let mut conn = Conn::open(config).await?;
-    conn.bind(&config.bind).await?;
-
     let mode = SearchMode {
         page_size: config.page_size,
         domain_scope: config.domain_scope,
     };
+    // The group search is asked for on a second connection before the users are
+    // read: the server's setup of a paged search (40-50 ms of slapd's time for
+    // 10,000 groups without an objectClass index) then overlaps the user search
+    // instead of following it. The answer waits in that connection until read.
+    let group_attrs = config.groups.attributes();
+    let (mut conn, mut group_conn) = tokio::try_join!(connect(config), connect(config))?;
+    let group_search = group_conn
+        .send_search(&config.groups.search, &group_attrs, mode)
+        .await?;
     let uid_attribute = config.groups.member_uid_attribute.as_deref();
     let mut users = Users::new(&config.users, uid_attribute);
     let stats = conn
@@ -196,20 +209,41 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
         )
         .await?;
     report.user_pages = stats.pages;
+    conn.close().await;
     let users_read = started.elapsed();
     // Sorting the users into the directory's map needs only the user search: it
     // runs on a blocking thread while the server answers the group search.
     let (list, users) = users.finish().map_err(|e| LdapError::data(url, e))?;
     let sorting = tokio::task::spawn_blocking(move || build::sort_users(list));
 
-    let mut groups = Groups::new(&config.groups);
-    let mut pending = Vec::new();
-    let stats = conn
-        .search(&config.groups.search, &config.groups.attributes(), mode, |e| {
+    // A server may end a search left waiting as long as the user search took (an
+    // idle timeout, Active Directory's MaxQueryDuration): then it is run again from
+    // the start, on a new connection.
+    let mut asked_ahead = Some((group_conn, group_search));
+    let (mut group_conn, mut groups, pending, stats) = loop {
+        let mut groups = Groups::new(&config.groups);
+        let mut pending = Vec::new();
+        let each = |e: &entry::Entry| {
             pending.extend(groups.add(e, &users).map_err(|e| LdapError::data(url, e))?);
             Ok(())
-        })
-        .await?;
+        };
+        let search = &config.groups.search;
+        match asked_ahead.take() {
+            Some((mut conn, sent)) => match conn.read_search(sent, search, &group_attrs, mode, each).await {
+                Ok(stats) => break (conn, groups, pending, stats),
+                Err(e @ LdapError::Search { .. }) => {
+                    tracing::debug!(error = %e, "The group search asked for ahead failed; asking again.");
+                    conn.close().await;
+                }
+                Err(e) => return Err(e),
+            },
+            None => {
+                let mut conn = connect(config).await?;
+                let stats = conn.search(search, &group_attrs, mode, each).await?;
+                break (conn, groups, pending, stats);
+            }
+        }
+    };
     report.group_pages = stats.pages;
 
     // Active Directory answers at most 1,500 values of `member` at a time: keep
@@ -217,14 +251,16 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     for first in pending {
         let mut next = Some(first);
         while let Some(p) = next {
-            let answer = conn.read_entry(&p.dn, std::slice::from_ref(&p.request)).await?;
+            let answer = group_conn
+                .read_entry(&p.dn, std::slice::from_ref(&p.request))
+                .await?;
             report.range_requests += 1;
             next = groups
                 .add_range(&p, answer, &users)
                 .map_err(|e| LdapError::data(url, e))?;
         }
     }
-    conn.close().await;
+    group_conn.close().await;
 
     let entries_read = started.elapsed();
     let sorted = crate::source::joined(sorting.await)
@@ -249,4 +285,113 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     report.cycles = resolution.cycles;
     report.duplicate_names = resolution.duplicate_names;
     Ok((dir, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ldap::config::RawLdap;
+    use crate::source::ldap::proto::tests::{done_message, entry_message, result_message};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A server for any number of connections: every bind succeeds, a user search
+    /// finds one user, and a group search one group with that user, but for the
+    /// first `refused` group searches, which the server is too `busy` for. Also how
+    /// many group searches it was asked for.
+    async fn server(refused: usize) -> (LdapConfig, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let group_searches = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&group_searches);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let has = |req: &[u8], part: &[u8]| req.windows(part.len()).any(|w| w == part);
+                    let mut buf = vec![0; 65536];
+                    loop {
+                        let n = match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let req = &buf[..n];
+                        // Each connection binds as message 1 and searches as message 2.
+                        let answer = if has(req, b"inetOrgPerson") {
+                            let mut a = entry_message(
+                                2,
+                                "uid=ann,dc=x",
+                                &[("entryUUID", &[b"u-1"]), ("uid", &[b"ann"])],
+                            );
+                            a.extend(done_message(2, 0, "", &[], &[]));
+                            a
+                        } else if has(req, b"groupOfNames") {
+                            if counted.fetch_add(1, Ordering::SeqCst) < refused {
+                                done_message(2, 51, "try later", &[], &[])
+                            } else {
+                                let mut a = entry_message(
+                                    2,
+                                    "cn=eng,dc=x",
+                                    &[
+                                        ("entryUUID", &[b"g-1"]),
+                                        ("cn", &[b"eng"]),
+                                        ("member", &[b"uid=ann,dc=x"]),
+                                    ],
+                                );
+                                a.extend(done_message(2, 0, "", &[], &[]));
+                                a
+                            }
+                        } else if has(req, &[0x42, 0x00]) {
+                            return; // unbind
+                        } else {
+                            result_message(1, 1, 0, "", &[], &[])
+                        };
+                        if sock.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let raw: RawLdap = toml::from_str(&format!(
+            "preset = \"openldap\"\nurl = \"ldap://127.0.0.1:{port}\"\nbase_dn = \"dc=x\"\nanonymous = true\ntimeout = \"2s\"\n"
+        ))
+        .expect("toml");
+        let config = LdapConfig::from_raw(raw, std::path::Path::new("/nonexistent")).expect("valid");
+        (config, group_searches)
+    }
+
+    fn members(dir: &Directory) -> Vec<(String, Vec<String>)> {
+        dir.groups
+            .values()
+            .map(|g| (g.id.clone(), g.members.iter().cloned().collect()))
+            .collect()
+    }
+
+    /// The group search is asked for ahead, on its own connection, once.
+    #[tokio::test]
+    async fn groups_asked_for_ahead_are_read_once() {
+        let (config, group_searches) = server(0).await;
+        let (dir, report) = read_with_report(&config).await.expect("reads");
+        assert_eq!(members(&dir), [("g-1".to_owned(), vec!["u-1".to_owned()])]);
+        assert_eq!((report.user_pages, report.group_pages), (1, 1));
+        assert_eq!(group_searches.load(Ordering::SeqCst), 1);
+    }
+
+    /// A group search asked for ahead that the server gave up on is asked again from
+    /// the start; a second failure is the read's error.
+    #[tokio::test]
+    async fn a_failed_group_search_asked_for_ahead_is_asked_again() {
+        let (config, group_searches) = server(1).await;
+        let (dir, _) = read_with_report(&config).await.expect("reads");
+        assert_eq!(members(&dir), [("g-1".to_owned(), vec!["u-1".to_owned()])]);
+        assert_eq!(group_searches.load(Ordering::SeqCst), 2);
+
+        let (config, group_searches) = server(2).await;
+        let err = read_with_report(&config).await.expect_err("fails").to_string();
+        assert!(err.contains("busy (51): try later"), "{err}");
+        assert_eq!(group_searches.load(Ordering::SeqCst), 2);
+    }
 }
