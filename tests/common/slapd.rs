@@ -339,7 +339,9 @@ impl Proxy {
                         }
                         passed += take;
                     }
-                    let _ = paused_tx.send(true);
+                    if passed >= limit {
+                        let _ = paused_tx.send(true);
+                    }
                     let _ = released.wait_for(|r| *r).await;
                     up.abort();
                     // Dropping both halves closes the client's connection.

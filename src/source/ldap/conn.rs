@@ -130,6 +130,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
 /// An open, bound connection.
 pub struct Conn {
     wire: Wire<Box<dyn Stream>>,
+    /// The last search read failed because the server dropped the connection or
+    /// answered that it would not finish it now (time limit, busy, unavailable).
+    gave_up: bool,
     last_id: i32,
     url: String,
     timeout: Duration,
@@ -148,7 +151,8 @@ pub struct SearchStats {
     pub pages: usize,
 }
 
-/// A search whose first page has been asked for, to be read with [`Conn::read_search`].
+/// A search whose first page has been asked for, to be read with [`Conn::read_search`]
+/// on the connection that sent it, with the same search, attributes and mode.
 #[derive(Debug)]
 #[must_use]
 pub struct SentSearch {
@@ -261,6 +265,7 @@ impl Conn {
         })?;
         Ok(Conn {
             wire: Wire::new(opened),
+            gave_up: false,
             last_id: 0,
             url: c.url.clone(),
             timeout: c.timeout,
@@ -395,7 +400,9 @@ impl Conn {
         Ok(SentSearch { id })
     }
 
-    /// Reads the search [`Conn::send_search`] asked for to the end.
+    /// Reads the search [`Conn::send_search`] asked for on this connection to the
+    /// end; `search`, `attrs` and `mode` must be the ones it was sent with. After an
+    /// error, [`Conn::server_gave_up`] says whether asking again may succeed.
     pub async fn read_search(
         &mut self,
         sent: SentSearch,
@@ -410,6 +417,7 @@ impl Conn {
         let mut last_cookie: Vec<u8> = Vec::new();
         let request = |id: i32, cookie: Vec<u8>| page_request(search, attrs, mode, id, cookie).map_err(fail);
         let mut id = sent.id;
+        self.gave_up = false;
         loop {
             let entries_before = stats.entries;
             // The next page's message ID, once asked for ahead.
@@ -426,6 +434,7 @@ impl Conn {
                     {
                         let next_id = self.next_id();
                         if let Err(f) = self.call(&request(next_id, next)?).await {
+                            self.gave_up = gave_up(&f);
                             return Err(fail(self.failure(f, Some(stats.entries))));
                         }
                         ahead = Some(next_id);
@@ -458,11 +467,16 @@ impl Conn {
                             stats.entries
                         )));
                     }
-                    Err(f) => return Err(fail(self.failure(f, Some(stats.entries)))),
+                    Err(f) => {
+                        self.gave_up = gave_up(&f);
+                        return Err(fail(self.failure(f, Some(stats.entries))));
+                    }
                 }
             };
             stats.pages += 1;
             if res.rc != 0 {
+                // timeLimitExceeded, busy, unavailable: asked again, it may succeed.
+                self.gave_up = matches!(res.rc, 3 | 51 | 52);
                 return Err(fail(search_result_error(&res, mode, stats.pages == 1)));
             }
             if mode.page_size == 0 {
@@ -498,6 +512,7 @@ impl Conn {
                         None => {
                             let next_id = self.next_id();
                             if let Err(f) = self.call(&request(next_id, c.clone())?).await {
+                                self.gave_up = gave_up(&f);
                                 return Err(fail(self.failure(f, Some(stats.entries))));
                             }
                             next_id
@@ -507,6 +522,13 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Whether the last search read failed because the server let it go (see
+    /// [`Conn::read_search`]); not after a timeout, a refusal that would be repeated,
+    /// or bad data.
+    pub fn server_gave_up(&self) -> bool {
+        self.gave_up
     }
 
     /// Reads one entry's attributes (a base-scope search), for ranged retrieval.
@@ -542,6 +564,15 @@ impl Conn {
 }
 
 /// A request that got no usable answer.
+/// Whether `f` means the server let the connection go (closed, reset, or a notice
+/// of disconnection), as a server does with a connection left waiting too long.
+fn gave_up(f: &Failure) -> bool {
+    matches!(
+        f,
+        Failure::Wire(WireError::Closed | WireError::Io(_)) | Failure::Notice(_)
+    )
+}
+
 #[derive(Debug)]
 enum Failure {
     Timeout,

@@ -159,7 +159,6 @@ pub async fn read(config: &LdapConfig) -> Result<Directory, LdapError> {
     Ok(dir)
 }
 
-/// Reads the whole directory and reports what the read found.
 /// A connection, bound as configured.
 async fn connect(config: &LdapConfig) -> Result<Conn, LdapError> {
     let mut conn = Conn::open(config).await?;
@@ -167,6 +166,7 @@ async fn connect(config: &LdapConfig) -> Result<Conn, LdapError> {
     Ok(conn)
 }
 
+/// Reads the whole directory and reports what the read found.
 pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadReport), LdapError> {
     let url = config.url.as_str();
     let mut report = ReadReport {
@@ -189,58 +189,86 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
         page_size: config.page_size,
         domain_scope: config.domain_scope,
     };
-    // The group search is asked for on a second connection before the users are
-    // read: the server's setup of a paged search (40-50 ms of slapd's time for
-    // 10,000 groups without an objectClass index) then overlaps the user search
-    // instead of following it. The answer waits in that connection until read.
-    let group_attrs = config.groups.attributes();
-    let (mut conn, mut group_conn) = tokio::try_join!(connect(config), connect(config))?;
-    let group_search = group_conn
-        .send_search(&config.groups.search, &group_attrs, mode)
-        .await?;
+    // The bind is checked on one connection before a second one binds: a wrong
+    // password costs one failed bind, not two (account lockout policies count them).
+    let mut conn = connect(config).await?;
     let uid_attribute = config.groups.member_uid_attribute.as_deref();
+    let user_attrs = config.users.attributes(uid_attribute);
+    let user_search = conn.send_search(&config.users.search, &user_attrs, mode).await?;
+    // The group search is asked for on a second connection while the server starts
+    // on the users: its setup of a paged search (35-55 ms of slapd's time for 10,000
+    // groups without an objectClass index) then overlaps the user search instead of
+    // following it. The answer waits in that connection until it is read. Without a
+    // second connection the groups are read after the users on the first.
+    let group_attrs = config.groups.attributes();
+    let ahead = async {
+        let mut ahead = connect(config).await?;
+        let sent = ahead
+            .send_search(&config.groups.search, &group_attrs, mode)
+            .await?;
+        Ok::<_, LdapError>((ahead, sent))
+    };
+    let mut asked_ahead = match ahead.await {
+        Ok(ahead) => Some(ahead),
+        Err(e) => {
+            tracing::debug!(error = %e, "Cannot ask for the group search ahead; it follows the user search.");
+            None
+        }
+    };
     let mut users = Users::new(&config.users, uid_attribute);
-    let stats = conn
-        .search(
-            &config.users.search,
-            &config.users.attributes(uid_attribute),
-            mode,
-            |e| users.add(e).map_err(|e| LdapError::data(url, e)),
-        )
-        .await?;
+    let read = conn
+        .read_search(user_search, &config.users.search, &user_attrs, mode, |e| {
+            users.add(e).map_err(|e| LdapError::data(url, e))
+        })
+        .await;
+    let stats = match read {
+        Ok(stats) => stats,
+        Err(e) => {
+            if let Some((ahead, _)) = asked_ahead {
+                ahead.close().await;
+            }
+            return Err(e);
+        }
+    };
     report.user_pages = stats.pages;
-    conn.close().await;
     let users_read = started.elapsed();
     // Sorting the users into the directory's map needs only the user search: it
     // runs on a blocking thread while the server answers the group search.
     let (list, users) = users.finish().map_err(|e| LdapError::data(url, e))?;
     let sorting = tokio::task::spawn_blocking(move || build::sort_users(list));
 
-    // A server may end a search left waiting as long as the user search took (an
-    // idle timeout, Active Directory's MaxQueryDuration): then it is run again from
-    // the start, on a new connection.
-    let mut asked_ahead = Some((group_conn, group_search));
-    let (mut group_conn, mut groups, pending, stats) = loop {
+    // A server may let a search go that waited as long as the user search took (an
+    // idle timeout; Active Directory's MaxQueryDuration is a time limit): it is then
+    // asked again from the start on the first connection, with what was read of it
+    // dropped. Any other error is the read's.
+    let search = &config.groups.search;
+    let (mut groups, pending, stats) = loop {
         let mut groups = Groups::new(&config.groups);
         let mut pending = Vec::new();
         let each = |e: &entry::Entry| {
             pending.extend(groups.add(e, &users).map_err(|e| LdapError::data(url, e))?);
             Ok(())
         };
-        let search = &config.groups.search;
-        match asked_ahead.take() {
-            Some((mut conn, sent)) => match conn.read_search(sent, search, &group_attrs, mode, each).await {
-                Ok(stats) => break (conn, groups, pending, stats),
-                Err(e @ LdapError::Search { .. }) => {
-                    tracing::debug!(error = %e, "The group search asked for ahead failed; asking again.");
-                    conn.close().await;
+        let read = match asked_ahead.take() {
+            Some((mut ahead, sent)) => {
+                let read = ahead.read_search(sent, search, &group_attrs, mode, each).await;
+                let gave_up = ahead.server_gave_up();
+                ahead.close().await;
+                match read {
+                    Err(e) if gave_up => {
+                        tracing::debug!(error = %e, "The server let the group search asked for ahead go; asking again.");
+                        continue;
+                    }
+                    read => read,
                 }
-                Err(e) => return Err(e),
-            },
-            None => {
-                let mut conn = connect(config).await?;
-                let stats = conn.search(search, &group_attrs, mode, each).await?;
-                break (conn, groups, pending, stats);
+            }
+            None => conn.search(search, &group_attrs, mode, each).await,
+        };
+        match read {
+            Ok(stats) => break (groups, pending, stats),
+            Err(e) => {
+                conn.close().await;
+                return Err(e);
             }
         }
     };
@@ -251,16 +279,14 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     for first in pending {
         let mut next = Some(first);
         while let Some(p) = next {
-            let answer = group_conn
-                .read_entry(&p.dn, std::slice::from_ref(&p.request))
-                .await?;
+            let answer = conn.read_entry(&p.dn, std::slice::from_ref(&p.request)).await?;
             report.range_requests += 1;
             next = groups
                 .add_range(&p, answer, &users)
                 .map_err(|e| LdapError::data(url, e))?;
         }
     }
-    group_conn.close().await;
+    conn.close().await;
 
     let entries_read = started.elapsed();
     let sorted = crate::source::joined(sorting.await)
@@ -297,18 +323,27 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// A server for any number of connections: every bind succeeds, a user search
-    /// finds one user, and a group search one group with that user, but for the
-    /// first `refused` group searches, which the server is too `busy` for. Also how
-    /// many group searches it was asked for.
-    async fn server(refused: usize) -> (LdapConfig, Arc<AtomicUsize>) {
+    /// What the scripted server saw.
+    #[derive(Default)]
+    struct Seen {
+        binds: AtomicUsize,
+        group_searches: AtomicUsize,
+        /// A group search came in before the user search was answered.
+        groups_first: std::sync::atomic::AtomicBool,
+    }
+
+    /// A server for any number of connections: binds are answered `bind_rc`; a user
+    /// search finds one user, answered once a group search came in (or after a
+    /// second); a group search finds one group with that user, but the first
+    /// `refused` group searches are answered `refused_rc`.
+    async fn server(bind_rc: i64, refused: usize, refused_rc: i64) -> (LdapConfig, Arc<Seen>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let group_searches = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&group_searches);
+        let seen = Arc::new(Seen::default());
+        let counted = Arc::clone(&seen);
         tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
-                let counted = Arc::clone(&counted);
+                let seen = Arc::clone(&counted);
                 tokio::spawn(async move {
                     let has = |req: &[u8], part: &[u8]| req.windows(part.len()).any(|w| w == part);
                     let mut buf = vec![0; 65536];
@@ -318,21 +353,34 @@ mod tests {
                             Ok(n) => n,
                         };
                         let req = &buf[..n];
-                        // Each connection binds as message 1 and searches as message 2.
+                        // SEQUENCE, its length (short or long form), INTEGER id (one byte).
+                        let at = 2 + if req[1] < 0x80 {
+                            0
+                        } else {
+                            usize::from(req[1] & 0x7f)
+                        };
+                        let id = i32::from(req[at + 2]);
                         let answer = if has(req, b"inetOrgPerson") {
+                            for _ in 0..100 {
+                                if seen.group_searches.load(Ordering::SeqCst) > 0 {
+                                    seen.groups_first.store(true, Ordering::SeqCst);
+                                    break;
+                                }
+                                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            }
                             let mut a = entry_message(
-                                2,
+                                id,
                                 "uid=ann,dc=x",
                                 &[("entryUUID", &[b"u-1"]), ("uid", &[b"ann"])],
                             );
-                            a.extend(done_message(2, 0, "", &[], &[]));
+                            a.extend(done_message(id, 0, "", &[], &[]));
                             a
                         } else if has(req, b"groupOfNames") {
-                            if counted.fetch_add(1, Ordering::SeqCst) < refused {
-                                done_message(2, 51, "try later", &[], &[])
+                            if seen.group_searches.fetch_add(1, Ordering::SeqCst) < refused {
+                                done_message(id, refused_rc, "not now", &[], &[])
                             } else {
                                 let mut a = entry_message(
-                                    2,
+                                    id,
                                     "cn=eng,dc=x",
                                     &[
                                         ("entryUUID", &[b"g-1"]),
@@ -340,13 +388,14 @@ mod tests {
                                         ("member", &[b"uid=ann,dc=x"]),
                                     ],
                                 );
-                                a.extend(done_message(2, 0, "", &[], &[]));
+                                a.extend(done_message(id, 0, "", &[], &[]));
                                 a
                             }
                         } else if has(req, &[0x42, 0x00]) {
                             return; // unbind
                         } else {
-                            result_message(1, 1, 0, "", &[], &[])
+                            seen.binds.fetch_add(1, Ordering::SeqCst);
+                            result_message(id, 1, bind_rc, "", &[], &[])
                         };
                         if sock.write_all(&answer).await.is_err() {
                             return;
@@ -360,7 +409,7 @@ mod tests {
         ))
         .expect("toml");
         let config = LdapConfig::from_raw(raw, std::path::Path::new("/nonexistent")).expect("valid");
-        (config, group_searches)
+        (config, seen)
     }
 
     fn members(dir: &Directory) -> Vec<(String, Vec<String>)> {
@@ -370,28 +419,42 @@ mod tests {
             .collect()
     }
 
-    /// The group search is asked for ahead, on its own connection, once.
+    /// The group search is asked for on a second connection before the user search
+    /// is answered, once; the bind is checked on one connection before the other.
     #[tokio::test]
     async fn groups_asked_for_ahead_are_read_once() {
-        let (config, group_searches) = server(0).await;
+        let (config, seen) = server(0, 0, 0).await;
         let (dir, report) = read_with_report(&config).await.expect("reads");
         assert_eq!(members(&dir), [("g-1".to_owned(), vec!["u-1".to_owned()])]);
         assert_eq!((report.user_pages, report.group_pages), (1, 1));
-        assert_eq!(group_searches.load(Ordering::SeqCst), 1);
+        assert_eq!(seen.group_searches.load(Ordering::SeqCst), 1);
+        assert!(seen.groups_first.load(Ordering::SeqCst));
+        assert_eq!(seen.binds.load(Ordering::SeqCst), 2);
+
+        let (config, seen) = server(49, 0, 0).await;
+        let err = read_with_report(&config).await.expect_err("refused").to_string();
+        assert!(err.contains("invalidCredentials (49)"), "{err}");
+        assert_eq!(seen.binds.load(Ordering::SeqCst), 1, "one failed bind, not two");
     }
 
-    /// A group search asked for ahead that the server gave up on is asked again from
-    /// the start; a second failure is the read's error.
+    /// A group search asked for ahead that the server let go (busy) is asked again
+    /// from the start; a second refusal is the read's error, and so is a first
+    /// refusal that asking again would not change.
     #[tokio::test]
-    async fn a_failed_group_search_asked_for_ahead_is_asked_again() {
-        let (config, group_searches) = server(1).await;
+    async fn a_group_search_the_server_let_go_is_asked_again() {
+        let (config, seen) = server(0, 1, 51).await;
         let (dir, _) = read_with_report(&config).await.expect("reads");
         assert_eq!(members(&dir), [("g-1".to_owned(), vec!["u-1".to_owned()])]);
-        assert_eq!(group_searches.load(Ordering::SeqCst), 2);
+        assert_eq!(seen.group_searches.load(Ordering::SeqCst), 2);
 
-        let (config, group_searches) = server(2).await;
+        let (config, seen) = server(0, 2, 51).await;
         let err = read_with_report(&config).await.expect_err("fails").to_string();
-        assert!(err.contains("busy (51): try later"), "{err}");
-        assert_eq!(group_searches.load(Ordering::SeqCst), 2);
+        assert!(err.contains("busy (51): not now"), "{err}");
+        assert_eq!(seen.group_searches.load(Ordering::SeqCst), 2);
+
+        let (config, seen) = server(0, 1, 32).await;
+        let err = read_with_report(&config).await.expect_err("fails").to_string();
+        assert!(err.contains("(32): not now"), "{err}");
+        assert_eq!(seen.group_searches.load(Ordering::SeqCst), 1, "not asked again");
     }
 }
