@@ -149,8 +149,9 @@ pub fn desired_state_with(
         groups,
         members,
     } = map(dir, groups, users, templates, all_users, keep_users)?;
-    let members = members.unwrap_or_else(|| crate::par::map(&groups, |(group, _, _)| group.members.clone()));
-    for ((group, target_id, name), members) in groups.into_iter().zip(members) {
+    let members =
+        members.unwrap_or_else(|| crate::par::map(&groups, |(_, group, _, _)| group.members.clone()));
+    for ((_, group, target_id, name), members) in groups.into_iter().zip(members) {
         let source = (group.id.clone(), group.name.clone(), group.attrs.clone());
         insert_group(&mut state, target_id, name, source, members);
     }
@@ -173,61 +174,60 @@ pub fn desired_state_taking(
         let mapped: Vec<(String, String, String)> = m
             .groups
             .into_iter()
-            .map(|(group, target_id, name)| (group.id.clone(), target_id, name))
+            .map(|(key, _, target_id, name)| (key.to_owned(), target_id, name))
             .collect();
         (m.state, mapped, m.members)
     };
     let take_members = members.is_none();
-    // One walk over the source groups in id order beside the mapped ones sorted the
-    // same way (the rule-mapped ones already are), instead of a lookup each.
+    // One walk over the source groups in key order beside the mapped ones sorted the
+    // same way (the rule-mapped ones already are), instead of a lookup each. Every
+    // key came from the directory, so the walk finds each.
     let mut order: Vec<usize> = (0..mapped.len()).collect();
     order.sort_by(|&a, &b| mapped[a].0.cmp(&mapped[b].0));
-    let mut taken: Vec<Option<(String, Attrs, BTreeSet<String>)>> = (0..mapped.len()).map(|_| None).collect();
+    type Source = (String, String, Attrs, BTreeSet<String>);
+    let mut taken: Vec<Option<Source>> = (0..mapped.len()).map(|_| None).collect();
     let mut walk = dir.groups.iter_mut();
     let mut k = 0;
-    while k < order.len() {
-        let id = mapped[order[k]].0.as_str();
-        let group = loop {
-            match walk.next() {
-                Some((key, group)) if key == id => break group,
-                Some(_) => {}
-                None => unreachable!("a mapped group is one of the directory's"),
-            }
+    while let Some(&first) = order.get(k) {
+        let key = mapped[first].0.as_str();
+        let Some(group) = walk.by_ref().find_map(|(at, group)| (at == key).then_some(group)) else {
+            break;
         };
-        let copies = order[k..].iter().take_while(|&&j| mapped[j].0 == id).count();
+        let copies = order[k..].iter().take_while(|&&j| mapped[j].0 == key).count();
         for (n, &j) in order[k..k + copies].iter().enumerate() {
-            let members = if !take_members {
-                BTreeSet::new()
-            } else if n + 1 == copies {
-                std::mem::take(&mut group.members)
-            } else {
-                group.members.clone()
+            let last = n + 1 == copies;
+            let members = match (take_members, last) {
+                (false, _) => BTreeSet::new(),
+                (true, true) => std::mem::take(&mut group.members),
+                (true, false) => group.members.clone(),
             };
-            let attrs = if n + 1 == copies {
+            let attrs = if last {
                 std::mem::take(&mut group.attrs)
             } else {
                 group.attrs.clone()
             };
-            taken[j] = Some((group.name.clone(), attrs, members));
+            taken[j] = Some((group.id.clone(), group.name.clone(), attrs, members));
         }
         k += copies;
     }
+    debug_assert!(
+        taken.iter().all(Option::is_some),
+        "a mapped key is not the directory's"
+    );
     let mut computed = members.map(Vec::into_iter);
-    for ((source_id, target_id, name), taken) in mapped.into_iter().zip(taken) {
-        let Some((source_name, attrs, own)) = taken else {
-            unreachable!("every mapped group was walked")
-        };
-        let members = match &mut computed {
-            Some(sets) => sets.next().unwrap_or_default(),
-            None => own,
-        };
-        insert_group(
-            &mut state,
-            target_id,
-            name,
-            (source_id, source_name, attrs),
-            members,
-        );
+    for ((_, target_id, name), taken) in mapped.into_iter().zip(taken) {
+        let computed = computed.as_mut().map(|sets| sets.next().unwrap_or_default());
+        // Found by the walk: the keys came from the directory.
+        if let Some((source_id, source_name, attrs, own)) = taken {
+            let members = computed.unwrap_or(own);
+            insert_group(
+                &mut state,
+                target_id,
+                name,
+                (source_id, source_name, attrs),
+                members,
+            );
+        }
     }
     Ok(state)
 }
@@ -236,8 +236,8 @@ pub fn desired_state_taking(
 struct Mapped<'d> {
     /// Users and unmapped users; no groups yet.
     state: DesiredState,
-    /// Each mapped source group with its target id and name.
-    groups: Vec<(&'d Group, String, String)>,
+    /// Each mapped source group with its key in the directory, target id and name.
+    groups: Vec<(&'d str, &'d Group, String, String)>,
     /// Each mapped group's target members, or `None` when they are its source members
     /// as they are.
     members: Option<Vec<BTreeSet<String>>>,
@@ -273,13 +273,13 @@ fn map<'d>(
 
     let mut owner: HashMap<&str, &str> = HashMap::with_capacity(mapped.len());
     let member_sets = if direct {
-        for (group, target_id, _) in &mapped {
+        for (_, group, target_id, _) in &mapped {
             claim(&mut owner, group, target_id)?;
         }
         debug_assert!(
             mapped
                 .iter()
-                .all(|(g, _, _)| g.members.iter().all(|m| dir.users.contains_key(m))),
+                .all(|(_, g, _, _)| g.members.iter().all(|m| dir.users.contains_key(m))),
             "a source named a member that is not one of its users"
         );
         None
@@ -329,7 +329,7 @@ fn map<'d>(
             }
             Ok(())
         };
-        for ((group, target_id, _), members) in mapped.iter().zip(&member_indexes) {
+        for ((_, group, target_id, _), members) in mapped.iter().zip(&member_indexes) {
             claim(&mut owner, group, target_id)?;
             for &i in members {
                 take(i, &mut state)?;
@@ -397,7 +397,7 @@ fn claim<'a>(
 /// dangling id would not be mapped here, while the direct path would pass it on.
 fn member_indexes(
     keyed: &[(&str, &User)],
-    mapped: &[(&Group, String, String)],
+    mapped: &[(&str, &Group, String, String)],
 ) -> Result<Vec<Vec<usize>>, MappingError> {
     u32::try_from(keyed.len()).map_err(|_| MappingError::TooManyUsers)?;
     let bytes = keyed.iter().map(|(_, user)| user.id.len()).sum();
@@ -408,7 +408,7 @@ fn member_indexes(
             |_, new, _| new,
         )
         .map_err(|_| MappingError::TooManyUsers)?;
-    Ok(crate::par::map(mapped, |(group, _, _)| {
+    Ok(crate::par::map(mapped, |(_, group, _, _)| {
         let mut found = Vec::with_capacity(group.members.len());
         index.get_each(group.members.iter().map(String::as_str), |_, i| {
             found.extend(i.map(|i| i as usize));
@@ -417,21 +417,22 @@ fn member_indexes(
     }))
 }
 
-/// Source groups that are mapped, with their target id and name, in source id order.
+/// Source groups that are mapped, with their key in the directory, target id and
+/// name: explicit ones first, then by rule in key order.
 fn mapped_groups<'d>(
     dir: &'d Directory,
     mapping: &GroupMapping,
     templates: &Templates,
-) -> Result<Vec<(&'d Group, String, String)>, MappingError> {
+) -> Result<Vec<(&'d str, &'d Group, String, String)>, MappingError> {
     let mut out = Vec::new();
     let mut taken: BTreeSet<&str> = BTreeSet::new();
     for explicit in &mapping.explicit {
-        let group = match dir.groups.get(&explicit.source) {
-            Some(g) => g,
+        let (key, group) = match dir.groups.get_key_value(&explicit.source) {
+            Some(found) => found,
             None => {
-                let mut by_name = dir.groups.values().filter(|g| g.name == explicit.source);
+                let mut by_name = dir.groups.iter().filter(|(_, g)| g.name == explicit.source);
                 match (by_name.next(), by_name.next()) {
-                    (Some(g), None) => g,
+                    (Some(found), None) => found,
                     (Some(_), Some(_)) => {
                         return Err(MappingError::Explicit {
                             group: explicit.source.clone(),
@@ -446,23 +447,24 @@ fn mapped_groups<'d>(
         };
         taken.insert(&group.id);
         let name = explicit.name.clone().unwrap_or_else(|| group.name.clone());
-        out.push((group, explicit.target_id.clone(), name));
+        out.push((key.as_str(), group, explicit.target_id.clone(), name));
     }
     // Matching the rules and rendering each group's target id are independent from
     // group to group: on every core, then taken in source order, so the error
     // reported is the first group's.
-    let groups: Vec<&Group> = dir
+    let groups: Vec<(&str, &Group)> = dir
         .groups
-        .values()
-        .filter(|g| !taken.contains(g.id.as_str()))
+        .iter()
+        .filter(|(_, g)| !taken.contains(g.id.as_str()))
+        .map(|(key, g)| (key.as_str(), g))
         .collect();
-    let rendered = crate::par::map(&groups, |group| {
+    let rendered = crate::par::map(&groups, |&(_, group)| {
         let rule = mapping.rules.iter().find(|r| r.pattern.is_match(&group.name))?;
         Some(rule_target_id(group, rule, templates))
     });
-    for (group, target_id) in groups.into_iter().zip(rendered) {
+    for ((key, group), target_id) in groups.into_iter().zip(rendered) {
         if let Some(target_id) = target_id {
-            out.push((group, target_id?, group.name.clone()));
+            out.push((key, group, target_id?, group.name.clone()));
         }
     }
     Ok(out)
@@ -650,7 +652,11 @@ mod tests {
             assert_eq!(taken.groups["RED"].members, taken.groups["RED-2"].members);
             assert_eq!(taken.groups["RED"].attrs, taken.groups["RED-2"].attrs);
             assert!(!taken.groups["RED"].members.is_empty());
-            // The unmapped group keeps what it had.
+            // Moved out of the directory: the attributes, and the member sets when
+            // they are the target's as they are (no user kept); the unmapped group
+            // keeps what it had.
+            assert!(d.groups["g2"].attrs.is_empty() && d.groups["g1"].attrs.is_empty());
+            assert_eq!(d.groups["g1"].members.is_empty(), !keep_users);
             assert_eq!(d.groups["g4"], dir().groups["g4"]);
         }
         // A clash is the same error either way.
