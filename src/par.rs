@@ -4,7 +4,7 @@
 //! (copying the LDAP directory's member ids; in the mapping, each user's target id,
 //! each group's member indexes and member set; building and hashing each request;
 //! in the diff, what each changed group gains and loses) is independent from item
-//! to item and splits into one contiguous chunk per core.
+//! to item; one thread per core takes blocks of items until none are left.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};

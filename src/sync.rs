@@ -223,7 +223,7 @@ pub async fn run(
         Ok::<_, StoreError>(snapshots)
     };
     // So are the targets' HTTP clients (a few milliseconds each for the TLS setup).
-    // Polled after the other two have sent their first requests.
+    // Built on this task once the other two are under way.
     let clients = async {
         targets
             .iter()
@@ -357,7 +357,7 @@ enum Dir<'d> {
     Last(&'d mut Directory),
 }
 
-/// Maps, fingerprints and plans one target. Pure but for the HTTP client it builds.
+/// Maps, fingerprints and plans one target with the HTTP client built for it. Pure.
 /// `will_push` keeps the requests the push can send as they are (not in a dry run).
 fn prepare<'c>(
     config: &'c TargetConfig,
