@@ -132,43 +132,37 @@ pub fn desired_state(
     templates: &Templates,
     all_users: bool,
 ) -> Result<DesiredState, MappingError> {
-    desired_state_with(dir, groups, users, templates, all_users, true)
+    desired_state_in(Dir::Shared(dir), groups, users, templates, all_users, true)
 }
 
-/// `desired_state`, saying whether `DesiredState::users` is needed.
-pub fn desired_state_with(
-    dir: &Directory,
+/// The directory as one target's mapping sees it. The last target to map it may
+/// move what it maps (the groups' attributes, and their member sets when those are
+/// the target's) out of it instead of copying; a group mapped twice is copied for
+/// all but one.
+#[derive(Debug)]
+pub enum Dir<'d> {
+    Shared(&'d Directory),
+    Last(&'d mut Directory),
+}
+
+/// `desired_state`, saying whether `DesiredState::users` is needed, and moving out of
+/// the directory when this is its `Last` use.
+pub fn desired_state_in(
+    dir: Dir<'_>,
     groups: &GroupMapping,
     users: &UserIdSource,
     templates: &Templates,
     all_users: bool,
     keep_users: bool,
 ) -> Result<DesiredState, MappingError> {
-    let Mapped {
-        mut state,
-        groups,
-        members,
-    } = map(dir, groups, users, templates, all_users, keep_users)?;
-    let members =
-        members.unwrap_or_else(|| crate::par::map(&groups, |(_, group, _, _)| group.members.clone()));
-    for ((_, group, target_id, name), members) in groups.into_iter().zip(members) {
-        let source = (group.id.clone(), group.name.clone(), group.attrs.clone());
-        insert_group(&mut state, target_id, name, source, members);
-    }
-    Ok(state)
-}
-
-/// `desired_state_with` for the last user of `dir`: the attributes of the groups it
-/// maps, and their member sets when those are the target's, are moved out of `dir`
-/// instead of copied (a group mapped twice is copied for all but one).
-pub fn desired_state_taking(
-    dir: &mut Directory,
-    groups: &GroupMapping,
-    users: &UserIdSource,
-    templates: &Templates,
-    all_users: bool,
-    keep_users: bool,
-) -> Result<DesiredState, MappingError> {
+    let dir = match dir {
+        Dir::Shared(dir) => {
+            return Ok(copy_groups(map(
+                dir, groups, users, templates, all_users, keep_users,
+            )?));
+        }
+        Dir::Last(dir) => dir,
+    };
     let (mut state, mapped, members) = {
         let m = map(dir, groups, users, templates, all_users, keep_users)?;
         let mapped: Vec<(String, String, String)> = m
@@ -230,6 +224,22 @@ pub fn desired_state_taking(
         }
     }
     Ok(state)
+}
+
+/// The desired state with each mapped group's member set and attributes copied.
+fn copy_groups(mapped: Mapped<'_>) -> DesiredState {
+    let Mapped {
+        mut state,
+        groups,
+        members,
+    } = mapped;
+    let members =
+        members.unwrap_or_else(|| crate::par::map(&groups, |(_, group, _, _)| group.members.clone()));
+    for ((_, group, target_id, name), members) in groups.into_iter().zip(members) {
+        let source = (group.id.clone(), group.name.clone(), group.attrs.clone());
+        insert_group(&mut state, target_id, name, source, members);
+    }
+    state
 }
 
 /// The mapped groups in order, and the rest of the desired state.
@@ -625,8 +635,10 @@ mod tests {
     fn member_ids_taken_as_they_are_match_the_looked_up_ones() {
         let ids = UserIdSource::Attribute("id".into());
         let m = mapping(&[("g2", "RED")], &["^(Eng|Sales|team-blue)"]);
-        let direct = desired_state_with(&dir(), &m, &ids, &templates(), false, false).expect("maps");
-        let looked_up = desired_state_with(&dir(), &m, &ids, &templates(), false, true).expect("maps");
+        let direct =
+            desired_state_in(Dir::Shared(&dir()), &m, &ids, &templates(), false, false).expect("maps");
+        let looked_up =
+            desired_state_in(Dir::Shared(&dir()), &m, &ids, &templates(), false, true).expect("maps");
         assert!(direct.users.is_empty());
         assert_eq!(looked_up.users.len(), 3);
         assert_eq!(direct.groups, looked_up.groups);
@@ -643,10 +655,11 @@ mod tests {
         let ids = UserIdSource::Attribute("id".into());
         let m = mapping(&[("g2", "RED"), ("team-red", "RED-2")], &["^(Eng|team-blue)"]);
         for keep_users in [false, true] {
-            let copied = desired_state_with(&dir(), &m, &ids, &templates(), false, keep_users).expect("maps");
+            let copied = desired_state_in(Dir::Shared(&dir()), &m, &ids, &templates(), false, keep_users)
+                .expect("maps");
             let mut d = dir();
             let taken =
-                desired_state_taking(&mut d, &m, &ids, &templates(), false, keep_users).expect("maps");
+                desired_state_in(Dir::Last(&mut d), &m, &ids, &templates(), false, keep_users).expect("maps");
             assert_eq!(taken, copied);
             assert_eq!(taken.groups.len(), 4);
             assert_eq!(taken.groups["RED"].members, taken.groups["RED-2"].members);
@@ -661,8 +674,8 @@ mod tests {
         }
         // A clash is the same error either way.
         let clash = mapping(&[("g1", "X"), ("g2", "X")], &[]);
-        let copied = desired_state_with(&dir(), &clash, &ids, &templates(), false, false);
-        let taken = desired_state_taking(&mut dir(), &clash, &ids, &templates(), false, false);
+        let copied = desired_state_in(Dir::Shared(&dir()), &clash, &ids, &templates(), false, false);
+        let taken = desired_state_in(Dir::Last(&mut dir()), &clash, &ids, &templates(), false, false);
         assert!(matches!(copied, Err(MappingError::DuplicateTarget { .. })));
         assert_eq!(taken, copied);
     }
@@ -728,8 +741,8 @@ mod tests {
     fn two_groups_on_one_target_is_an_error() {
         // Both paths: members looked up (users kept) and taken as they are.
         for keep_users in [true, false] {
-            let err = desired_state_with(
-                &dir(),
+            let err = desired_state_in(
+                Dir::Shared(&dir()),
                 &mapping(&[("g1", "SAME"), ("g4", "SAME")], &[]),
                 &UserIdSource::Attribute("id".into()),
                 &templates(),

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TargetConfig};
 use crate::lock::{LockError, RunLock};
+use crate::mapping::Dir;
 use crate::mapping::{self, DesiredUser, MappingError};
-use crate::model::Directory;
 use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::safety;
 use crate::source::{self, SourceError};
@@ -350,13 +350,6 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-/// The directory as one target's mapping sees it: the last target may move what it
-/// maps out of it instead of copying.
-enum Dir<'d> {
-    Shared(&'d Directory),
-    Last(&'d mut Directory),
-}
-
 /// Maps, fingerprints and plans one target with the HTTP client built for it. Pure.
 /// `will_push` keeps the requests the push can send as they are (not in a dry run).
 fn prepare<'c>(
@@ -370,25 +363,14 @@ fn prepare<'c>(
     let t = std::time::Instant::now();
     let updates_users = target.offers(EndpointKind::UpdateUser);
     let needs_member_users = target.spec().endpoints.values().any(|e| e.uses_member_users);
-    let (groups, users) = (&config.groups, &config.users);
-    let mut desired = match dir {
-        Dir::Shared(dir) => mapping::desired_state_with(
-            dir,
-            groups,
-            users,
-            &config.templates,
-            updates_users,
-            needs_member_users,
-        ),
-        Dir::Last(dir) => mapping::desired_state_taking(
-            dir,
-            groups,
-            users,
-            &config.templates,
-            updates_users,
-            needs_member_users,
-        ),
-    }
+    let mut desired = mapping::desired_state_in(
+        dir,
+        &config.groups,
+        &config.users,
+        &config.templates,
+        updates_users,
+        needs_member_users,
+    )
     .map_err(|source| SyncError::Mapping {
         target: config.name.clone(),
         source,
