@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use regex::Regex;
 use serde::Serialize;
@@ -173,55 +173,37 @@ pub fn desired_state_in(
         (m.state, mapped, m.members)
     };
     let take_members = members.is_none();
-    // One walk over the source groups in key order beside the mapped ones sorted the
-    // same way (the rule-mapped ones already are), instead of a lookup each. Every
-    // key came from the directory, so the walk finds each.
-    let mut order: Vec<usize> = (0..mapped.len()).collect();
-    order.sort_by(|&a, &b| mapped[a].0.cmp(&mapped[b].0));
-    type Source = (String, String, Attrs, BTreeSet<String>);
-    let mut taken: Vec<Option<Source>> = (0..mapped.len()).map(|_| None).collect();
-    let mut walk = dir.groups.iter_mut();
-    let mut k = 0;
-    while let Some(&first) = order.get(k) {
-        let key = mapped[first].0.as_str();
-        let Some(group) = walk.by_ref().find_map(|(at, group)| (at == key).then_some(group)) else {
-            break;
-        };
-        let copies = order[k..].iter().take_while(|&&j| mapped[j].0 == key).count();
-        for (n, &j) in order[k..k + copies].iter().enumerate() {
-            let last = n + 1 == copies;
-            let members = match (take_members, last) {
-                (false, _) => BTreeSet::new(),
-                (true, true) => std::mem::take(&mut group.members),
-                (true, false) => group.members.clone(),
-            };
-            let attrs = if last {
-                std::mem::take(&mut group.attrs)
-            } else {
-                group.attrs.clone()
-            };
-            taken[j] = Some((group.id.clone(), group.name.clone(), attrs, members));
-        }
-        k += copies;
-    }
-    debug_assert!(
-        taken.iter().all(Option::is_some),
-        "a mapped key is not the directory's"
-    );
+    // A group mapped twice is copied for all but its last entry.
+    let last: Vec<bool> = {
+        let mut seen = HashSet::with_capacity(mapped.len());
+        let mut last: Vec<bool> = mapped
+            .iter()
+            .rev()
+            .map(|(key, _, _)| seen.insert(key.as_str()))
+            .collect();
+        last.reverse();
+        last
+    };
     let mut computed = members.map(Vec::into_iter);
-    for ((_, target_id, name), taken) in mapped.into_iter().zip(taken) {
+    for ((key, target_id, name), last) in mapped.into_iter().zip(last) {
         let computed = computed.as_mut().map(|sets| sets.next().unwrap_or_default());
-        // Found by the walk: the keys came from the directory.
-        if let Some((source_id, source_name, attrs, own)) = taken {
-            let members = computed.unwrap_or(own);
-            insert_group(
-                &mut state,
-                target_id,
-                name,
-                (source_id, source_name, attrs),
-                members,
-            );
-        }
+        // The keys came from the directory.
+        let Some(group) = dir.groups.get_mut(&key) else {
+            debug_assert!(false, "a mapped key is not the directory's");
+            continue;
+        };
+        let own = match (take_members, last) {
+            (false, _) => BTreeSet::new(),
+            (true, true) => std::mem::take(&mut group.members),
+            (true, false) => group.members.clone(),
+        };
+        let attrs = if last {
+            std::mem::take(&mut group.attrs)
+        } else {
+            group.attrs.clone()
+        };
+        let source = (group.id.clone(), group.name.clone(), attrs);
+        insert_group(&mut state, target_id, name, source, computed.unwrap_or(own));
     }
     Ok(state)
 }
