@@ -18,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TargetConfig};
 use crate::lock::{LockError, RunLock};
-use crate::mapping::Dir;
-use crate::mapping::{self, DesiredUser, MappingError};
+use crate::mapping::{self, DesiredUser, Dir, MappingError};
 use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::safety;
 use crate::source::{self, SourceError};

@@ -152,11 +152,14 @@ pub struct SearchStats {
 }
 
 /// A search whose first page has been asked for, to be read with [`Conn::read_search`]
-/// on the connection that sent it, with the same search, attributes and mode.
+/// on the connection that sent it.
 #[derive(Debug)]
 #[must_use]
-pub struct SentSearch {
+pub struct SentSearch<'a> {
     id: i32,
+    search: &'a Search,
+    attrs: &'a [String],
+    mode: SearchMode,
 }
 
 fn search_error(url: &str, search: &Search, message: String) -> LdapError {
@@ -379,44 +382,50 @@ impl Conn {
         each: impl FnMut(&Entry) -> Result<(), LdapError>,
     ) -> Result<SearchStats, LdapError> {
         let sent = self.send_search(search, attrs, mode).await?;
-        self.read_search(sent, search, attrs, mode, each).await
+        self.read_search(sent, each).await
     }
 
     /// Asks for the first page of a search, so that the server can work on it while
-    /// the caller reads something else; [`Conn::read_search`], with the same
-    /// arguments, reads it to the end.
-    pub async fn send_search(
+    /// the caller reads something else; [`Conn::read_search`] reads it to the end.
+    pub async fn send_search<'a>(
         &mut self,
-        search: &Search,
-        attrs: &[String],
+        search: &'a Search,
+        attrs: &'a [String],
         mode: SearchMode,
-    ) -> Result<SentSearch, LdapError> {
+    ) -> Result<SentSearch<'a>, LdapError> {
         let id = self.next_id();
         let request = page_request(search, attrs, mode, id, Vec::new())
             .map_err(|m| search_error(&self.url, search, m))?;
         if let Err(f) = self.call(&request).await {
             return Err(search_error(&self.url, search, self.failure(f, Some(0))));
         }
-        Ok(SentSearch { id })
+        Ok(SentSearch {
+            id,
+            search,
+            attrs,
+            mode,
+        })
     }
 
     /// Reads the search [`Conn::send_search`] asked for on this connection to the
-    /// end; `search`, `attrs` and `mode` must be the ones it was sent with. After an
-    /// error, [`Conn::server_gave_up`] says whether asking again may succeed.
+    /// end. After an error, [`Conn::server_gave_up`] says whether asking again may
+    /// succeed.
     pub async fn read_search(
         &mut self,
-        sent: SentSearch,
-        search: &Search,
-        attrs: &[String],
-        mode: SearchMode,
+        sent: SentSearch<'_>,
         mut each: impl FnMut(&Entry) -> Result<(), LdapError>,
     ) -> Result<SearchStats, LdapError> {
+        let SentSearch {
+            mut id,
+            search,
+            attrs,
+            mode,
+        } = sent;
         let url = self.url.clone();
         let fail = |message: String| search_error(&url, search, message);
         let mut stats = SearchStats::default();
         let mut last_cookie: Vec<u8> = Vec::new();
         let request = |id: i32, cookie: Vec<u8>| page_request(search, attrs, mode, id, cookie).map_err(fail);
-        let mut id = sent.id;
         self.gave_up = false;
         loop {
             let entries_before = stats.entries;
@@ -434,8 +443,7 @@ impl Conn {
                     {
                         let next_id = self.next_id();
                         if let Err(f) = self.call(&request(next_id, next)?).await {
-                            self.gave_up = gave_up(&f);
-                            return Err(fail(self.failure(f, Some(stats.entries))));
+                            return Err(fail(self.search_failure(f, stats.entries)));
                         }
                         ahead = Some(next_id);
                     }
@@ -467,10 +475,7 @@ impl Conn {
                             stats.entries
                         )));
                     }
-                    Err(f) => {
-                        self.gave_up = gave_up(&f);
-                        return Err(fail(self.failure(f, Some(stats.entries))));
-                    }
+                    Err(f) => return Err(fail(self.search_failure(f, stats.entries))),
                 }
             };
             stats.pages += 1;
@@ -512,8 +517,7 @@ impl Conn {
                         None => {
                             let next_id = self.next_id();
                             if let Err(f) = self.call(&request(next_id, c.clone())?).await {
-                                self.gave_up = gave_up(&f);
-                                return Err(fail(self.failure(f, Some(stats.entries))));
+                                return Err(fail(self.search_failure(f, stats.entries)));
                             }
                             next_id
                         }
@@ -522,6 +526,17 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Words a failure of the search being read, and notes whether the server let
+    /// the connection go (closed, reset, or a notice of disconnection), as a server
+    /// does with a connection left waiting too long.
+    fn search_failure(&mut self, f: Failure, entries: usize) -> String {
+        self.gave_up = matches!(
+            f,
+            Failure::Wire(WireError::Closed | WireError::Io(_)) | Failure::Notice(_)
+        );
+        self.failure(f, Some(entries))
     }
 
     /// Whether the last search read failed because the server let it go (see
@@ -564,15 +579,6 @@ impl Conn {
 }
 
 /// A request that got no usable answer.
-/// Whether `f` means the server let the connection go (closed, reset, or a notice
-/// of disconnection), as a server does with a connection left waiting too long.
-fn gave_up(f: &Failure) -> bool {
-    matches!(
-        f,
-        Failure::Wire(WireError::Closed | WireError::Io(_)) | Failure::Notice(_)
-    )
-}
-
 #[derive(Debug)]
 enum Failure {
     Timeout,

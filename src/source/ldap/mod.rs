@@ -217,9 +217,7 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     };
     let mut users = Users::new(&config.users, uid_attribute);
     let read = conn
-        .read_search(user_search, &config.users.search, &user_attrs, mode, |e| {
-            users.add(e).map_err(|e| LdapError::data(url, e))
-        })
+        .read_search(user_search, |e| users.add(e).map_err(|e| LdapError::data(url, e)))
         .await;
     let stats = match read {
         Ok(stats) => stats,
@@ -251,7 +249,7 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
         };
         let read = match asked_ahead.take() {
             Some((mut ahead, sent)) => {
-                let read = ahead.read_search(sent, search, &group_attrs, mode, each).await;
+                let read = ahead.read_search(sent, each).await;
                 let gave_up = ahead.server_gave_up();
                 ahead.close().await;
                 match read {
