@@ -240,6 +240,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Run => daemon(&config_path, config).await,
         Command::Check { offline: true } => {
             println!("config {}: valid", config.path.display());
+            print_limits(&config);
             exit::SUCCESS
         }
         Command::Check { offline: false } => check(&config).await,
@@ -428,6 +429,7 @@ async fn check(config: &Config) -> u8 {
         }
         None => {}
     }
+    print_limits(config);
     let mut code = exit::SUCCESS;
     for t in &config.targets {
         match dirsync::mapping::desired_state(&dir, &t.groups, &t.users, &t.templates, false) {
@@ -446,6 +448,14 @@ async fn check(config: &Config) -> u8 {
         }
     }
     code
+}
+
+/// Each target's safety limits, defaults included, so an operator sees what a run
+/// would refuse before it does.
+fn print_limits(config: &Config) {
+    for t in &config.targets {
+        println!("target {}: safety limits: {}", t.name, t.limits);
+    }
 }
 
 /// Whether the target's host answers HTTP at all (any status counts).
@@ -522,6 +532,10 @@ async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
                 if r.drift.is_some() {
                     d.push_str(" drift");
                 }
+                if let Some(w) = &r.warning {
+                    d.push_str("; warning: ");
+                    d.push_str(w);
+                }
                 d
             }
             _ => String::new(),
@@ -562,19 +576,23 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let (runs, pending, counts) = match (
+    let (runs, pending, counts, invalid, pauses) = match (
         store.runs(10).await,
         store.pending().await,
         store.snapshot_counts().await,
+        store.invalid().await,
+        store.pauses(None, &dirsync::store::now()).await,
     ) {
-        (Ok(r), Ok(p), Ok(c)) => (r, p, c),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+        (Ok(r), Ok(p), Ok(c), Ok(i), Ok(w)) => (r, p, c, i, w),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
             report_error(&e);
             return exit::FAILURE;
         }
     };
     if json {
-        let v = serde_json::json!({ "runs": runs, "pending": pending, "snapshot": counts });
+        let v = serde_json::json!({
+            "runs": runs, "pending": pending, "snapshot": counts, "invalid": invalid, "paused": pauses,
+        });
         println!("{v:#}");
         return exit::SUCCESS;
     }
@@ -624,6 +642,28 @@ async fn status(state_db: &Path, json: bool) -> u8 {
             p.entity_id,
             p.at,
             p.error.as_deref().unwrap_or("")
+        );
+    }
+    println!("invalid source data (not sent until the source is fixed):");
+    if invalid.is_empty() {
+        println!("  none");
+    }
+    for i in &invalid {
+        println!(
+            "  {} {} {} ({}) since {}: {}",
+            i.target, i.entity_kind, i.entity_name, i.entity_id, i.since, i.reason
+        );
+    }
+    if !pauses.is_empty() {
+        println!("paused (the target's Retry-After; nothing is sent before then):");
+    }
+    for w in &pauses {
+        println!(
+            "  {} {} until {}{}",
+            w.target,
+            w.endpoint.as_deref().unwrap_or("every endpoint"),
+            w.until,
+            w.http_status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
         );
     }
     exit::SUCCESS

@@ -21,6 +21,8 @@ use crate::template::{Kind, Templates};
 pub struct GroupMapping {
     /// One source group (by id or name) to one target group id.
     pub explicit: Vec<ExplicitGroup>,
+    /// Source groups to target group ids from an id-map file (after `explicit`).
+    pub id_map: Option<GroupIdMap>,
     /// Every source group whose name matches, with the target id from a template.
     pub rules: Vec<GroupRule>,
 }
@@ -32,6 +34,14 @@ pub struct ExplicitGroup {
     pub target_id: String,
     /// Name sent to the target; the source name when absent.
     pub name: Option<String>,
+}
+
+/// An id-map file for groups: the value of `key_attribute` (`id`, `name` or a group
+/// attribute) → target group id. Thousands of groups need no `[[groups.map]]` each.
+#[derive(Debug)]
+pub struct GroupIdMap {
+    pub key_attribute: String,
+    pub map: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -441,6 +451,22 @@ fn mapped_groups<'d>(
         let name = explicit.name.clone().unwrap_or_else(|| group.name.clone());
         out.push((key.as_str(), group, explicit.target_id.clone(), name));
     }
+    if let Some(id_map) = &mapping.id_map {
+        for (key, group) in &dir.groups {
+            if taken.contains(group.id.as_str()) {
+                continue;
+            }
+            let value = match id_map.key_attribute.as_str() {
+                "id" => Some(group.id.as_str()),
+                "name" => Some(group.name.as_str()),
+                other => group.attrs.get(other),
+            };
+            if let Some(target_id) = value.and_then(|v| id_map.map.get(v)) {
+                taken.insert(&group.id);
+                out.push((key.as_str(), group, target_id.clone(), group.name.clone()));
+            }
+        }
+    }
     // Matching the rules and rendering each group's target id are independent from
     // group to group: on every core, then taken in source order, so the error
     // reported is the first group's.
@@ -590,7 +616,41 @@ mod tests {
                     target_id_template: "rule0".into(),
                 })
                 .collect(),
+            id_map: None,
         }
+    }
+
+    /// Issue 15: thousands of groups from an id-map file, keyed by id, name or an
+    /// attribute; explicit entries come first and rules take what is left.
+    #[test]
+    fn group_id_map_file() {
+        let with_map = |key: &str, pairs: &[(&str, &str)], rules: &[&str]| {
+            let mut m = mapping(&[("g4", "explicit-sales")], rules);
+            m.id_map = Some(GroupIdMap {
+                key_attribute: key.into(),
+                map: pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            });
+            m
+        };
+        let ids = || UserIdSource::Attribute("id".into());
+        check(
+            with_map("id", &[("g1", "t-eng"), ("g4", "ignored"), ("g9", "t-none")], &[]),
+            ids(),
+            &[("explicit-sales", &["u1"]), ("t-eng", &["u1", "u2", "u3"])],
+            &[],
+        );
+        check(
+            with_map("name", &[("team-red", "t-red")], &["^team-"]),
+            ids(),
+            &[("T-g3", &[]), ("explicit-sales", &["u1"]), ("t-red", &["u2"])],
+            &[],
+        );
+        check(
+            with_map("code", &[("T-g2", "t-red")], &[]),
+            ids(),
+            &[("explicit-sales", &["u1"]), ("t-red", &["u2"])],
+            &[],
+        );
     }
 
     /// Target group id → sorted members, and the unmapped source ids.

@@ -24,6 +24,7 @@ pub struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     run_duration: Histogram,
     source_objects: Family<Labels, Gauge>,
+    invalid_entities: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -49,6 +50,12 @@ impl Metrics {
         let last_success = Gauge::<f64, AtomicU64>::default();
         let run_duration = Histogram::new(exponential_buckets(0.05, 2.0, 16));
         let source_objects = Family::<Labels, Gauge>::default();
+        let invalid_entities = Family::<Labels, Gauge>::default();
+        registry.register(
+            "invalid_entities",
+            "Entities the source data cannot build a request for, by target, in the last run",
+            invalid_entities.clone(),
+        );
         registry.register("runs", "Runs by outcome", runs.clone());
         registry.register(
             "operations",
@@ -85,6 +92,7 @@ impl Metrics {
             last_success,
             run_duration,
             source_objects,
+            invalid_entities,
         }
     }
 
@@ -124,6 +132,12 @@ impl Metrics {
             self.throttled
                 .get_or_create(&labels(&[("target", &t.name)]))
                 .inc_by(t.throttled as u64);
+            // A target refused by a safety limit built no requests: its count is unknown.
+            if t.refused.is_none() {
+                self.invalid_entities
+                    .get_or_create(&labels(&[("target", &t.name)]))
+                    .set(t.invalid as i64);
+            }
         }
     }
 
@@ -154,6 +168,7 @@ mod tests {
             name: "office".into(),
             retries: 2,
             throttled: 1,
+            invalid: 4,
             ..TargetReport::default()
         };
         t.by_kind.insert(
@@ -172,6 +187,7 @@ mod tests {
         m.observe(&report, "partial", Duration::from_millis(300));
         let text = m.encode();
         for line in [
+            "dirsync_invalid_entities{target=\"office\"} 4",
             "dirsync_runs_total{outcome=\"partial\"} 1",
             "dirsync_operations_total{target=\"office\",kind=\"replace_members\",outcome=\"success\"} 3",
             "dirsync_operations_total{target=\"office\",kind=\"replace_members\",outcome=\"failed\"} 1",

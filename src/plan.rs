@@ -172,8 +172,14 @@ pub enum Reason {
     New,
     /// What would be sent differs from what was confirmed.
     Changed,
-    /// The source no longer has it (emptied group, disabled user).
+    /// The group is no longer mapped: it is pushed empty.
     Removed,
+    /// The user is still in the source, disabled there.
+    #[serde(rename = "disabled_in_source")]
+    Disabled,
+    /// The user is no longer in the source (`users.removed = "disable"`).
+    #[serde(rename = "left_source")]
+    LeftSource,
     /// `resync` pushes everything.
     Resync,
 }
@@ -270,7 +276,9 @@ impl Plan {
 }
 
 /// Adds to `desired` what the removal policies ask for: previously pushed groups that
-/// are no longer mapped (pushed empty) and users who left (pushed disabled).
+/// are no longer mapped (pushed empty) and users who left (pushed disabled). Returns
+/// the target ids of the users who left, for [`diff`] to tell them from users the
+/// source disabled.
 ///
 /// Runs before fingerprinting, so that these entities are diffed like any other.
 pub fn add_removals(
@@ -278,7 +286,8 @@ pub fn add_removals(
     snapshot: &Snapshot,
     groups: RemovedGroups,
     users: RemovedUsers,
-) {
+) -> BTreeSet<String> {
+    let mut left = BTreeSet::new();
     if groups == RemovedGroups::Empty {
         for (id, snap) in &snapshot.groups {
             if !desired.groups.contains_key(id) {
@@ -307,19 +316,22 @@ pub fn add_removals(
                 desired
                     .users
                     .insert(id.clone(), DesiredUser { id: id.clone(), user });
+                left.insert(id.clone());
             }
         }
     }
+    left
 }
 
 /// Diffs fingerprinted desired entities against the snapshot.
 ///
 /// `groups` and `users` pair each desired entity with the fingerprint of its request;
-/// `user_updates` is false for targets without a user endpoint.
+/// `left` holds the users who left the source (from [`add_removals`]).
 pub fn diff(
     groups: Vec<(DesiredGroup, String)>,
     users: Vec<(DesiredUser, String)>,
     unmapped: Vec<Unmapped>,
+    left: &BTreeSet<String>,
     snapshot: &Snapshot,
     mode: Mode,
 ) -> Plan {
@@ -366,7 +378,10 @@ pub fn diff(
                 plan.unchanged_users += 1;
                 continue;
             }
-            (Some(s), Mode::Sync) if s.enabled && !user.user.enabled => Reason::Removed,
+            (Some(s), Mode::Sync) if s.enabled && !user.user.enabled && left.contains(&user.id) => {
+                Reason::LeftSource
+            }
+            (Some(s), Mode::Sync) if s.enabled && !user.user.enabled => Reason::Disabled,
             (Some(_), Mode::Sync) => Reason::Changed,
         };
         let disables = !user.user.enabled && snap.is_some_and(|s| s.enabled);
@@ -466,7 +481,7 @@ mod tests {
                 (g, f)
             })
             .collect();
-        let plan = diff(groups, vec![], vec![], &snapshot(snap), mode);
+        let plan = diff(groups, vec![], vec![], &BTreeSet::new(), &snapshot(snap), mode);
         let got: Vec<(String, Reason, Vec<String>, Vec<String>)> = plan
             .group_ops()
             .map(|g| {
@@ -551,7 +566,7 @@ mod tests {
                 (g, f)
             })
             .collect();
-        let plan = diff(groups, vec![], vec![], &snap, Mode::Sync);
+        let plan = diff(groups, vec![], vec![], &BTreeSet::new(), &snap, Mode::Sync);
         assert_eq!(plan.removed_memberships(), 2);
         assert_eq!(plan.group_ops().next().map(|g| g.reason), Some(Reason::Removed));
     }
@@ -570,21 +585,26 @@ mod tests {
             },
         );
         let mut desired = DesiredState::default();
-        add_removals(&mut desired, &snap, RemovedGroups::Keep, RemovedUsers::Disable);
+        let left = add_removals(&mut desired, &snap, RemovedGroups::Keep, RemovedUsers::Disable);
+        assert_eq!(left, BTreeSet::from(["t-1".to_owned()]));
         let users: Vec<_> = desired
             .users
             .into_values()
             .map(|u| (u, "disabled".to_owned()))
             .collect();
-        let plan = diff(vec![], users.clone(), vec![], &snap, Mode::Sync);
+        let plan = diff(vec![], users.clone(), vec![], &left, &snap, Mode::Sync);
         assert_eq!(plan.disabled_users(), 1);
+        assert!(matches!(&plan.ops[..], [Operation::UpdateUser(u)] if u.reason == Reason::LeftSource));
+        // The same user disabled in the source, still there, is told apart.
+        let plan = diff(vec![], users.clone(), vec![], &BTreeSet::new(), &snap, Mode::Sync);
+        assert!(matches!(&plan.ops[..], [Operation::UpdateUser(u)] if u.reason == Reason::Disabled));
 
         // Once the disable is confirmed, the next run has nothing to do.
         if let Some(s) = snap.users.get_mut("t-1") {
             s.enabled = false;
             s.fingerprint = "disabled".into();
         }
-        let plan = diff(vec![], users, vec![], &snap, Mode::Sync);
+        let plan = diff(vec![], users, vec![], &left, &snap, Mode::Sync);
         assert!(plan.ops.is_empty());
     }
 }

@@ -8,13 +8,69 @@ use serde::Serialize;
 
 use crate::plan::{Plan, Snapshot};
 
-/// Per-target limits; `None` means no limit of that kind.
+/// Per-target limits; `None` means no limit of that kind. `Default` is no limit at
+/// all; the config starts from [`Limits::DEFAULTS`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Limits {
     pub max_removed_memberships: Option<usize>,
     pub max_removed_memberships_percent: Option<f64>,
     pub max_disabled_users: Option<usize>,
     pub max_disabled_users_percent: Option<f64>,
+    /// Share of the source's users left without a target id: a typo in the key that
+    /// maps users to target ids leaves every user unmapped and every group empty.
+    pub max_unmapped_users_percent: Option<f64>,
+    /// The percentage limits apply only to plans that remove (or disable) more than
+    /// this many, so that ordinary churn in a small directory is not refused.
+    pub percent_min_count: usize,
+}
+
+impl Limits {
+    /// What a target gets when the config says nothing: each can be changed, and
+    /// turned off with `0`, in `[safety]` or `[targets.NAME.safety]`.
+    pub const DEFAULTS: Limits = Limits {
+        max_removed_memberships: Some(500),
+        max_removed_memberships_percent: Some(10.0),
+        max_disabled_users: Some(100),
+        max_disabled_users_percent: Some(5.0),
+        max_unmapped_users_percent: Some(50.0),
+        percent_min_count: 10,
+    };
+}
+
+/// The limits in words, for `dirsync check`: "removed memberships over 500 or over
+/// 10% (when more than 10), …", or "off" for each kind turned off.
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = |what: &str, max: Option<usize>, pct: Option<f64>| {
+            let mut parts = Vec::new();
+            if let Some(n) = max {
+                parts.push(format!("over {n}"));
+            }
+            if let Some(p) = pct {
+                parts.push(format!("over {p}% (when more than {})", self.percent_min_count));
+            }
+            if parts.is_empty() {
+                format!("{what} off")
+            } else {
+                format!("{what} {}", parts.join(" or "))
+            }
+        };
+        write!(
+            f,
+            "{}; {}; {}",
+            kind(
+                "removed memberships",
+                self.max_removed_memberships,
+                self.max_removed_memberships_percent
+            ),
+            kind(
+                "disabled users",
+                self.max_disabled_users,
+                self.max_disabled_users_percent
+            ),
+            kind("users without a target id", None, self.max_unmapped_users_percent),
+        )
+    }
 }
 
 /// Why a target's plan was refused.
@@ -32,37 +88,77 @@ pub struct Refusal {
     pub key: &'static str,
 }
 
-/// Checks a target's plan against its limits, relative to what the target has now.
-pub fn check(plan: &Plan, snapshot: &Snapshot, limits: &Limits) -> Result<(), Refusal> {
+/// Checks a target's plan against its limits, relative to what the target has now
+/// (removals, disables) and to the `source_users` read (unmapped users).
+pub fn check(plan: &Plan, snapshot: &Snapshot, limits: &Limits, source_users: usize) -> Result<(), Refusal> {
+    // First: when users lost their target ids, that is the cause of any removals.
     check_one(
-        "remove memberships",
-        plan.removed_memberships(),
-        snapshot.membership_count(),
-        limits.max_removed_memberships,
-        limits.max_removed_memberships_percent,
-        (
-            "safety.max_removed_memberships",
-            "safety.max_removed_memberships_percent",
-        ),
+        Measure {
+            what: "leave users without a target id",
+            count: plan.unmapped.len(),
+            base: source_users,
+        },
+        Limit {
+            max: None,
+            max_percent: limits.max_unmapped_users_percent,
+            percent_min_count: limits.percent_min_count,
+            keys: ("", "safety.max_unmapped_users_percent"),
+        },
     )?;
     check_one(
-        "disable users",
-        plan.disabled_users(),
-        snapshot.enabled_users(),
-        limits.max_disabled_users,
-        limits.max_disabled_users_percent,
-        ("safety.max_disabled_users", "safety.max_disabled_users_percent"),
+        Measure {
+            what: "remove memberships",
+            count: plan.removed_memberships(),
+            base: snapshot.membership_count(),
+        },
+        Limit {
+            max: limits.max_removed_memberships,
+            max_percent: limits.max_removed_memberships_percent,
+            percent_min_count: limits.percent_min_count,
+            keys: (
+                "safety.max_removed_memberships",
+                "safety.max_removed_memberships_percent",
+            ),
+        },
+    )?;
+    check_one(
+        Measure {
+            what: "disable users",
+            count: plan.disabled_users(),
+            base: snapshot.enabled_users(),
+        },
+        Limit {
+            max: limits.max_disabled_users,
+            max_percent: limits.max_disabled_users_percent,
+            percent_min_count: limits.percent_min_count,
+            keys: ("safety.max_disabled_users", "safety.max_disabled_users_percent"),
+        },
     )
 }
 
-fn check_one(
+/// What a plan would do, counted against what there is.
+struct Measure {
     what: &'static str,
     count: usize,
     base: usize,
+}
+
+/// One kind of limit, with the config keys that set it.
+struct Limit {
     max: Option<usize>,
     max_percent: Option<f64>,
+    percent_min_count: usize,
     keys: (&'static str, &'static str),
-) -> Result<(), Refusal> {
+}
+
+fn check_one(m: Measure, limit: Limit) -> Result<(), Refusal> {
+    let Measure { what, count, base } = m;
+    let Limit {
+        max,
+        max_percent,
+        percent_min_count,
+        keys,
+    } = limit;
     if count == 0 {
         return Ok(());
     }
@@ -82,7 +178,7 @@ fn check_one(
     if let Some(max) = max.filter(|max| count > *max) {
         return Err(refusal(max.to_string(), keys.0));
     }
-    if let Some(max) = max_percent.filter(|max| percent > *max) {
+    if let Some(max) = max_percent.filter(|max| percent > *max && count > percent_min_count) {
         return Err(refusal(format!("{max}%"), keys.1));
     }
     Ok(())
@@ -128,7 +224,7 @@ mod tests {
             })],
             ..Plan::default()
         };
-        check(&plan, &snap, &limits)
+        check(&plan, &snap, &limits, 0)
     }
 
     #[test]
@@ -141,6 +237,11 @@ mod tests {
             max_removed_memberships_percent: Some(p),
             ..Limits::default()
         };
+        let small = |p, min| Limits {
+            max_removed_memberships_percent: Some(p),
+            percent_min_count: min,
+            ..Limits::default()
+        };
         let cases: &[(usize, usize, Limits, bool)] = &[
             (100, 10, abs(10), true),
             (100, 11, abs(10), false),
@@ -148,6 +249,15 @@ mod tests {
             (100, 11, pct(10.0), false),
             (100, 50, Limits::default(), true),
             (100, 0, abs(0), true),
+            // A percentage is not judged on a handful of removals.
+            (20, 3, small(10.0, 10), true),
+            (20, 11, small(10.0, 10), false),
+            (20, 3, small(10.0, 0), false),
+            // The defaults: 500 or 10% (over 10 removals).
+            (40, 10, Limits::DEFAULTS, true),
+            (40, 11, Limits::DEFAULTS, false),
+            (100_000, 500, Limits::DEFAULTS, true),
+            (100_000, 501, Limits::DEFAULTS, false),
         ];
         for (base, removed, limits, ok) in cases {
             let got = check_removals(*base, *removed, limits.clone());
@@ -157,6 +267,44 @@ mod tests {
                 "base {base} removed {removed} {limits:?}: {got:?}"
             );
         }
+    }
+
+    /// Issue 15: a typo in the user id key leaves most users unmapped.
+    #[test]
+    fn most_users_unmapped_is_refused_by_default() {
+        let unmapped = |n: usize| Plan {
+            unmapped: (0..n)
+                .map(|i| crate::mapping::Unmapped {
+                    source_id: format!("s{i}"),
+                    username: format!("u{i}"),
+                    reason: "no `mail`".into(),
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        let snap = Snapshot::default();
+        assert!(check(&unmapped(50), &snap, &Limits::DEFAULTS, 100).is_ok());
+        let err = check(&unmapped(51), &snap, &Limits::DEFAULTS, 100).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "the plan would leave users without a target id (51 of 100, 51.0%), over the limit of 50%; \
+             pass --allow-removals to allow it once, or raise `safety.max_unmapped_users_percent` in the config"
+        );
+        assert!(check(&unmapped(51), &snap, &Limits::default(), 100).is_ok());
+    }
+
+    #[test]
+    fn the_defaults_in_words() {
+        assert_eq!(
+            Limits::DEFAULTS.to_string(),
+            "removed memberships over 500 or over 10% (when more than 10); \
+             disabled users over 100 or over 5% (when more than 10); \
+             users without a target id over 50% (when more than 10)"
+        );
+        assert_eq!(
+            Limits::default().to_string(),
+            "removed memberships off; disabled users off; users without a target id off"
+        );
     }
 
     #[test]

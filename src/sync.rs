@@ -75,8 +75,14 @@ pub struct TargetReport {
     pub removed_memberships: usize,
     pub disabled_users: usize,
     pub unmapped_users: usize,
-    /// Entities whose request could not be built (skipped, reported).
+    /// Entities whose request cannot be built from the source data (skipped).
     pub invalid: usize,
+    /// Of those, the ones that make the run partial: the ones first seen (or whose
+    /// reason changed) in this run, or all of them with `strict = true`.
+    pub invalid_failing: usize,
+    /// The target asked (`Retry-After`) to be left alone until this time (RFC 3339),
+    /// for the whole target or an endpoint: what was planned for it waits.
+    pub paused_until: Option<String>,
     pub drift: usize,
     /// Why the safety limits refused this target's plan.
     pub refused: Option<String>,
@@ -153,7 +159,7 @@ impl Report {
         if self
             .targets
             .iter()
-            .any(|t| t.failed + t.not_started + t.invalid > 0)
+            .any(|t| t.failed + t.not_started + t.invalid_failing > 0)
         {
             Outcome::Partial
         } else if self.targets.iter().any(|t| t.refused.is_some()) {
@@ -267,6 +273,13 @@ pub async fn run(
         for p in &prepared {
             let mut tr = summarize(p);
             tr.refused = refusal(p, opts, &report);
+            // The exit code the run would have: invalid entities not reported before.
+            let known = match &store {
+                Some(s) => s.known_invalid(&p.config.name).await?,
+                None => BTreeMap::new(),
+            };
+            let fresh = crate::store::fresh_invalid(&known, &p.invalid).len();
+            tr.invalid_failing = if p.config.strict { tr.invalid } else { fresh };
             print_plan(out, p, &tr).map_err(SyncError::Output)?;
             report.targets.push(tr);
         }
@@ -292,14 +305,41 @@ pub async fn run(
         store
             .record_unmapped(&run_id, &p.config.name, &p.plan.unmapped)
             .await?;
-        for s in &p.invalid {
-            tracing::warn!(target_name = %p.config.name, kind = s.kind, id = s.id, name = s.name, "Skipped an entity whose request cannot be built: {}", s.reason);
+        let fresh = store.record_invalid(&run_id, &p.config.name, &p.invalid).await?;
+        for s in &fresh {
+            tracing::warn!(target_name = %p.config.name, kind = s.kind, id = s.id, name = s.name, "Skipped an entity the source data cannot build a request for, until the data changes: {}", s.reason);
         }
-        store.record_skipped(&run_id, &p.config.name, &p.invalid).await?;
+        if fresh.len() < p.invalid.len() {
+            tracing::info!(target_name = %p.config.name, invalid = p.invalid.len() - fresh.len(), "Skipped entities already reported as invalid source data (see `dirsync status`).");
+        }
+        tr.invalid_failing = if p.config.strict {
+            p.invalid.len()
+        } else {
+            fresh.len()
+        };
+        let paused = store.pauses(Some(&p.config.name), &crate::store::now()).await?;
+        let held = held_endpoints(&paused);
+        if let Some(pause) = paused.iter().max_by(|a, b| a.until.cmp(&b.until)) {
+            let scope = pause.endpoint.as_deref().unwrap_or("every endpoint");
+            tracing::warn!(target_name = %p.config.name, until = %pause.until, scope, "Sent nothing the target asked to wait for (Retry-After); it is left for a run after that time.");
+            tr.paused_until = Some(pause.until.clone());
+        }
         progress.start(&p.config.name, p.plan.ops.len());
         let pushing = std::time::Instant::now();
         let prebuilt = std::mem::take(&mut p.prebuilt);
-        push(&store, &run_id, &p, prebuilt, cancel, progress, &mut tr).await?;
+        let pauses = push(&store, &run_id, &p, prebuilt, &held, cancel, progress, &mut tr).await?;
+        for pause in pauses {
+            // A target cannot shut dirsync out for longer than a day with one answer.
+            let wait = chrono::Duration::from_std(pause.wait.min(MAX_KEPT_PAUSE))
+                .unwrap_or(chrono::Duration::zero());
+            let until = (chrono::Utc::now() + wait).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let endpoint = pause.endpoint.map(EndpointKind::key);
+            store
+                .set_pause(&run_id, &p.config.name, endpoint, &until, pause.status)
+                .await?;
+            tracing::warn!(target_name = %p.config.name, %until, endpoint = endpoint.unwrap_or("every endpoint"), "Keeping the target's Retry-After: no run sends to it before that time.");
+            tr.paused_until = Some(tr.paused_until.take().map_or(until.clone(), |u| u.max(until)));
+        }
         let push_ms = pushing.elapsed().as_millis() as u64;
         progress.finish();
         if opts.mode == Mode::Resync && tr.failed + tr.not_started + tr.invalid == 0 {
@@ -374,7 +414,7 @@ fn prepare<'c>(
         target: config.name.clone(),
         source,
     })?;
-    plan::add_removals(
+    let left = plan::add_removals(
         &mut desired,
         &snapshot,
         config.removed_groups,
@@ -471,7 +511,7 @@ fn prepare<'c>(
     }
     tracing::debug!(target_name = %config.name, elapsed_ms = t.elapsed().as_millis() as u64, "Built and hashed every request.");
     let unmapped = desired.unmapped.into_values().collect();
-    let plan = plan::diff(groups, user_items, unmapped, &snapshot, mode);
+    let plan = plan::diff(groups, user_items, unmapped, &left, &snapshot, mode);
     let prebuilt = plan
         .ops
         .iter()
@@ -523,21 +563,46 @@ fn refusal(p: &Prepared<'_>, opts: &Options, report: &Report) -> Option<String> 
     if opts.allow_removals {
         return None;
     }
-    safety::check(&p.plan, &p.snapshot, &p.config.limits)
+    safety::check(&p.plan, &p.snapshot, &p.config.limits, report.source_users)
         .err()
         .map(|r| r.to_string())
 }
 
-/// Pushes a target's plan, recording each operation as it completes.
+/// The endpoints a stored pause holds back (all of them for a target-wide pause).
+fn held_endpoints(paused: &[crate::store::PauseRow]) -> BTreeSet<EndpointKind> {
+    let all = [EndpointKind::GroupMembers, EndpointKind::UpdateUser];
+    paused
+        .iter()
+        .flat_map(|p| match p.endpoint.as_deref() {
+            None => all.to_vec(),
+            Some(e) => all.into_iter().filter(|k| k.key() == e).collect(),
+        })
+        .collect()
+}
+
+/// The longest `Retry-After` kept for later runs.
+const MAX_KEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A `Retry-After` the run could not honour, with the answer's status.
+struct AskedPause {
+    endpoint: Option<EndpointKind>,
+    wait: std::time::Duration,
+    status: Option<u16>,
+}
+
+/// Pushes a target's plan, recording each operation as it completes. Operations for
+/// a `held` endpoint are not started. Returns the pauses the target asked for.
+#[allow(clippy::too_many_arguments)]
 async fn push(
     store: &Store,
     run_id: &str,
     p: &Prepared<'_>,
     prebuilt: Vec<Option<Request>>,
+    held: &BTreeSet<EndpointKind>,
     cancel: &CancellationToken,
     progress: &dyn Progress,
     tr: &mut TargetReport,
-) -> Result<(), StoreError> {
+) -> Result<Vec<AskedPause>, StoreError> {
     let stop = AtomicBool::new(false);
     let consecutive_failures = AtomicUsize::new(0);
     let max_failures = p.target.spec().max_consecutive_failures;
@@ -572,7 +637,7 @@ async fn push(
         .map(move |(op, prebuilt)| {
             let records = records.clone();
             async move {
-                if cancel.is_cancelled() || stop.load(Ordering::Relaxed) {
+                if cancel.is_cancelled() || stop.load(Ordering::Relaxed) || held.contains(&endpoint_of(op)) {
                     progress.advance();
                     return (op.kind(), None);
                 }
@@ -614,6 +679,7 @@ async fn push(
                     attempts: outcome.attempts,
                     drift,
                     error,
+                    warning: outcome.warning.clone(),
                 };
                 // A closed channel means the writer failed; its error is returned below.
                 let _ = records.send(record).await;
@@ -626,11 +692,19 @@ async fn push(
     // The stream owns the last sender: once every push is done, the writer drains and ends.
     let (results, written) = tokio::join!(pushes, writer);
     written?;
+    let mut pauses = Vec::new();
     for (kind, outcome) in results {
         let Some(o) = outcome else {
             tr.not_started += 1;
             continue;
         };
+        if let Some(pause) = o.pause {
+            pauses.push(AskedPause {
+                endpoint: pause.endpoint,
+                wait: pause.wait,
+                status: o.status,
+            });
+        }
         tr.retries += o.attempts.saturating_sub(1) as usize;
         tr.throttled += o.throttled as usize;
         let counts = tr.by_kind.entry(kind.to_owned()).or_default();
@@ -649,7 +723,14 @@ async fn push(
             }
         }
     }
-    Ok(())
+    Ok(pauses)
+}
+
+fn endpoint_of(op: &Operation) -> EndpointKind {
+    match op {
+        Operation::ReplaceMembers(_) => EndpointKind::GroupMembers,
+        Operation::UpdateUser(_) => EndpointKind::UpdateUser,
+    }
 }
 
 fn log_outcome(
@@ -681,6 +762,15 @@ fn log_outcome(
     }
     if let Some(d) = drift {
         tracing::warn!(target_name = target, kind, id, name, drift = %d, "The target's answer differs from what was sent.");
+    }
+    if let Some(w) = &outcome.warning {
+        tracing::warn!(
+            target_name = target,
+            kind,
+            id,
+            name,
+            "The target confirmed without the echo its endpoint declares: {w}"
+        );
     }
 }
 

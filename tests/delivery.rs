@@ -113,7 +113,7 @@ async fn no_request_inside_a_retry_after_window() {
 }
 
 #[tokio::test]
-async fn a_retry_after_over_the_cap_leaves_the_target_for_the_next_run() {
+async fn a_retry_after_over_the_cap_leaves_the_target_until_it_has_passed() {
     let mock = Seed004::start().await;
     let groups = many_groups(6);
     let env = setup(&mock.uri(), &groups, "concurrency = 1");
@@ -127,7 +127,8 @@ async fn a_retry_after_over_the_cap_leaves_the_target_for_the_next_run() {
             "max_delay = \"50ms\"\nmax_retry_after = \"1s\"",
         ),
     );
-    mock.lock().faults.push_back(Fault::RetryAfter(3600));
+    mock.lock().faults.push_back(Fault::RetryAfter(3));
+    let asked = std::time::Instant::now();
     let run = sync(&env, &["sync"]).await;
     run.expect_code(3);
     assert!(
@@ -136,6 +137,16 @@ async fn a_retry_after_over_the_cap_leaves_the_target_for_the_next_run() {
         run.stderr
     );
     assert_eq!(mock.request_count().await, 1, "nothing more was sent");
+    // A run before the time has passed sends nothing either (the wait is kept in the
+    // state database); one after it converges.
+    sync(&env, &["sync"]).await.expect_code(3);
+    assert_eq!(
+        mock.request_count().await,
+        1,
+        "nothing sent while the target waits"
+    );
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(asked.elapsed()) + Duration::from_millis(300))
+        .await;
     sync(&env, &["sync"]).await.expect_code(0);
     assert_eq!(mock.groups(), expected_state(&as_refs(&groups)));
 }

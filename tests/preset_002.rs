@@ -225,7 +225,7 @@ async fn a_user_who_leaves_is_disabled_once_within_the_safety_limits() {
         &mock,
         USERS,
         "removed = \"disable\"\n",
-        "[targets.admin.safety]\nmax_disabled_users = 0\n",
+        "[targets.admin.safety]\nmax_disabled_users_percent = 1\npercent_min_count = 0\n",
     );
     env.run(&["sync"], GOOD).await.expect_code(0);
     let before = mock.request_count().await;
@@ -299,4 +299,120 @@ async fn the_token_never_leaks() {
     let env = setup(&mock, &rows, "", "");
     assert_no_leak(TOKEN, &env.everything_visible(GOOD).await);
     assert!(!mock.lock().accepted.is_empty());
+}
+
+/// Issue 15: a user whose data the API refuses (a phone number that fails its
+/// pattern) is reported once per change of that data, listed by `status` in its own
+/// section, and does not fail every later run; fixed data is pushed at the next run.
+#[tokio::test]
+async fn invalid_source_data_is_reported_once_per_change_then_quiet() {
+    let mock = Seed002::start().await;
+    let mut rows = USERS.to_vec();
+    rows[1].2 = "call me";
+    let env = setup(&mock, &rows, "", "");
+    let skipped = |audit: &[(String, String, String, Option<String>)]| {
+        audit
+            .iter()
+            .filter(|r| r.1 == uuid(2) && r.2 == "skipped")
+            .count()
+    };
+
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(3);
+    assert!(run.stderr.contains("until the data changes"), "{}", run.stderr);
+    assert_eq!(skipped(&env.audit_rows().await), 1);
+    let status = env.dirsync(&["status"]).await;
+    let section = status
+        .stdout
+        .split("invalid source data")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        section.contains("user2") && section.contains("call me"),
+        "{}",
+        status.stdout
+    );
+    let pending = status.stdout.split("pending").nth(1).unwrap_or_default();
+    assert!(
+        pending.trim_start().starts_with("(last attempt failed):\n  none"),
+        "{}",
+        status.stdout
+    );
+
+    // The same data again: no new audit row, no warning, exit 0.
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(0);
+    assert!(!run.stderr.contains("until the data changes"), "{}", run.stderr);
+    assert_eq!(skipped(&env.audit_rows().await), 1);
+
+    // Other invalid data for the same user is reported again.
+    rows[1].2 = "still not a phone";
+    env.write("users.csv", &users_csv(&rows));
+    env.run(&["sync"], GOOD).await.expect_code(3);
+    assert_eq!(skipped(&env.audit_rows().await), 2);
+
+    // Fixed: pushed, and gone from the section.
+    rows[1].2 = "0044 20 7946 0002";
+    env.write("users.csv", &users_csv(&rows));
+    let before = mock.request_count().await;
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(mock.request_count().await, before + 1);
+    assert_eq!(mock.lock().users[&uuid(2)]["MobilePhone"], "0044 20 7946 0002");
+    let status = env.dirsync(&["status"]).await;
+    let section = status
+        .stdout
+        .split("invalid source data")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(section.contains("none"), "{}", status.stdout);
+    mock.assert_no_violations();
+}
+
+/// With `strict = true` the same invalid data fails every run.
+#[tokio::test]
+async fn strict_targets_fail_every_run_on_invalid_data() {
+    let mock = Seed002::start().await;
+    let mut rows = USERS.to_vec();
+    rows[1].2 = "call me";
+    let env = setup(&mock, &rows, "", "");
+    let config = std::fs::read_to_string(env.config()).expect("config");
+    env.write(
+        "dirsync.toml",
+        &config.replace(
+            "preset = \"admin-user\"",
+            "preset = \"admin-user\"\nstrict = true",
+        ),
+    );
+    env.run(&["sync"], GOOD).await.expect_code(3);
+    env.run(&["sync"], GOOD).await.expect_code(3);
+}
+
+/// Issue 15: a user still in the directory but disabled there is labelled as such,
+/// not as removed; the audit reason tells the two apart.
+#[tokio::test]
+async fn a_disabled_user_is_labelled_disabled_not_removed() {
+    let mock = Seed002::start().await;
+    let env = setup(&mock, USERS, "removed = \"disable\"\n", "");
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    let mut rows = USERS[..3].to_vec();
+    rows[0].3 = false;
+    env.write("users.csv", &users_csv(&rows));
+    let dry = env.run(&["sync", "--dry-run"], GOOD).await;
+    assert!(
+        dry.stdout
+            .contains(&format!("disable user \"user1\" ({}) [Disabled]", uuid(1))),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout
+            .contains(&format!("disable user \"user4\" ({}) [LeftSource]", uuid(4))),
+        "{}",
+        dry.stdout
+    );
+    assert!(!dry.stdout.contains("[Removed]"), "{}", dry.stdout);
+    env.run(&["sync", "--allow-removals"], GOOD).await.expect_code(0);
+    let audit = env.audit_text().await;
+    assert!(audit.contains(r#""reason":"disabled_in_source""#), "{audit}");
+    assert!(audit.contains(r#""reason":"left_source""#), "{audit}");
 }

@@ -18,7 +18,7 @@ use regex::Regex;
 pub use raw::{RawAuth, RawConfig, RawCsv, RawEndpoint, RawSafety, RawTarget};
 pub use secret::{Secret, SecretSource};
 
-use crate::mapping::{ExplicitGroup, GroupMapping, GroupRule, UserIdSource};
+use crate::mapping::{ExplicitGroup, GroupIdMap, GroupMapping, GroupRule, UserIdSource};
 use crate::plan::{RemovedGroups, RemovedUsers};
 use crate::safety::Limits;
 use crate::source::csv::CsvConfig;
@@ -94,6 +94,9 @@ pub struct TargetConfig {
     pub limits: Limits,
     /// Whether a source with no users or no groups may still be planned.
     pub allow_empty_source: bool,
+    /// Whether entities the source data cannot build a request for fail every run,
+    /// not only the run that first sees them.
+    pub strict: bool,
 }
 
 /// The config path: the flag, else `DIRSYNC_CONFIG`, else the default.
@@ -318,13 +321,23 @@ impl Ctx {
                 target_id_template: tname,
             });
         }
+        if let Some(file) = raw_groups.id_map_file {
+            let map = self.id_map(&key("groups.id_map_file"), &self.file(&file))?;
+            groups.id_map = Some(GroupIdMap {
+                key_attribute: raw_groups.id_map_key.unwrap_or_else(|| "id".into()),
+                map,
+            });
+        } else if raw_groups.id_map_key.is_some() {
+            return Err(self.invalid(key("groups.id_map_key"), "is only read with `groups.id_map_file`"));
+        }
         if groups.explicit.is_empty()
+            && groups.id_map.is_none()
             && groups.rules.is_empty()
             && endpoints.contains_key(&EndpointKind::GroupMembers)
         {
             return Err(self.invalid(
                 key("groups"),
-                "no group is mapped: add [[…groups.map]] or [[…groups.rules]]",
+                "no group is mapped: add [[…groups.map]], `groups.id_map_file` or [[…groups.rules]]",
             ));
         }
         let removed_groups = match raw_groups.removed.as_deref() {
@@ -382,16 +395,32 @@ impl Ctx {
                 safety.max_removed_memberships_percent,
             ),
             ("max_disabled_users_percent", safety.max_disabled_users_percent),
+            ("max_unmapped_users_percent", safety.max_unmapped_users_percent),
         ] {
             if v.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
                 return Err(self.invalid(format!("safety.{k}"), "a percentage between 0 and 100"));
             }
         }
+        // A limit not given keeps its default; `0` turns it off.
+        let d = Limits::DEFAULTS;
+        let count = |given: Option<usize>, default| given.or(default).filter(|n| *n != 0);
+        let percent = |given: Option<f64>, default| given.or(default).filter(|p| *p != 0.0);
         let limits = Limits {
-            max_removed_memberships: safety.max_removed_memberships,
-            max_removed_memberships_percent: safety.max_removed_memberships_percent,
-            max_disabled_users: safety.max_disabled_users,
-            max_disabled_users_percent: safety.max_disabled_users_percent,
+            max_removed_memberships: count(safety.max_removed_memberships, d.max_removed_memberships),
+            max_removed_memberships_percent: percent(
+                safety.max_removed_memberships_percent,
+                d.max_removed_memberships_percent,
+            ),
+            max_disabled_users: count(safety.max_disabled_users, d.max_disabled_users),
+            max_disabled_users_percent: percent(
+                safety.max_disabled_users_percent,
+                d.max_disabled_users_percent,
+            ),
+            max_unmapped_users_percent: percent(
+                safety.max_unmapped_users_percent,
+                d.max_unmapped_users_percent,
+            ),
+            percent_min_count: safety.percent_min_count.unwrap_or(d.percent_min_count),
         };
 
         Ok(TargetConfig {
@@ -416,6 +445,7 @@ impl Ctx {
             removed_users,
             limits,
             allow_empty_source: safety.allow_empty_source.unwrap_or(false),
+            strict: raw.strict.unwrap_or(false),
         })
     }
 
@@ -742,6 +772,44 @@ impl Ctx {
                 })
             }
         };
+        let response_members = match raw.response_members {
+            None => None,
+            Some(r) => {
+                let pointers = r.pointer.into_vec();
+                if pointers.is_empty() || pointers.iter().any(|p| !p.is_empty() && !p.starts_with('/')) {
+                    return Err(self.invalid(
+                        k("response_members.pointer"),
+                        "a JSON pointer (starting with `/`) or a list of them",
+                    ));
+                }
+                Some(ResponseMembers {
+                    pointers,
+                    id_field: r.id_field,
+                })
+            }
+        };
+        let reads_answer = !conditions.is_empty() || response_members.is_some() || response_echo.is_some();
+        let answer_body = match success.body.as_deref() {
+            None if reads_answer => Some(format),
+            None | Some("any") => None,
+            Some("json") => Some(BodyFormat::Json),
+            Some("xml") => Some(BodyFormat::Xml),
+            Some(other) => {
+                return Err(self.invalid(
+                    k("success.body"),
+                    format!("`{other}`: expected `json`, `xml` or `any`"),
+                ));
+            }
+        };
+        let answer_content_type = match success.content_type {
+            Some(ct) if !ct.contains('/') || ct.contains(';') => {
+                return Err(self.invalid(
+                    k("success.content_type"),
+                    "a media type like `application/json`, without parameters",
+                ));
+            }
+            ct => ct.map(|c| c.trim().to_ascii_lowercase()),
+        };
         let uses_member_users = body.contains("member_users");
         Ok(Endpoint {
             kind,
@@ -757,12 +825,11 @@ impl Ctx {
             success: SuccessRule {
                 status: lo..=hi,
                 conditions,
+                body: answer_body,
+                content_type: answer_content_type,
             },
             error_message: raw.error_message.unwrap_or_default(),
-            response_members: raw.response_members.map(|r| ResponseMembers {
-                pointer: r.pointer,
-                id_field: r.id_field,
-            }),
+            response_members,
             response_echo,
             validations,
             uses_member_users,

@@ -96,6 +96,8 @@ pub struct RawSafety {
     pub max_removed_memberships_percent: Option<f64>,
     pub max_disabled_users: Option<usize>,
     pub max_disabled_users_percent: Option<f64>,
+    pub max_unmapped_users_percent: Option<f64>,
+    pub percent_min_count: Option<usize>,
     pub allow_empty_source: Option<bool>,
 }
 
@@ -111,6 +113,10 @@ impl RawSafety {
             max_disabled_users_percent: self
                 .max_disabled_users_percent
                 .or(global.max_disabled_users_percent),
+            max_unmapped_users_percent: self
+                .max_unmapped_users_percent
+                .or(global.max_unmapped_users_percent),
+            percent_min_count: self.percent_min_count.or(global.percent_min_count),
             allow_empty_source: self.allow_empty_source.or(global.allow_empty_source),
         }
     }
@@ -139,6 +145,9 @@ pub struct RawTarget {
     pub users: Option<RawUsers>,
     pub endpoints: Option<RawEndpoints>,
     pub safety: Option<RawSafety>,
+    /// Entities the source data cannot build a request for fail the run (exit code
+    /// 3) on every run, not only when they are first seen.
+    pub strict: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -180,6 +189,11 @@ pub struct RawGroups {
     pub map: Vec<RawExplicitGroup>,
     #[serde(default)]
     pub rules: Vec<RawGroupRule>,
+    /// A two-column CSV file: source group key → target group id.
+    pub id_map_file: Option<PathBuf>,
+    /// Which group field the file's first column holds: `id` (default), `name`, or
+    /// the name of a group attribute.
+    pub id_map_key: Option<String>,
     /// `keep` (default) or `empty`.
     pub removed: Option<String>,
 }
@@ -314,6 +328,12 @@ pub struct RawSuccess {
     /// Inclusive range of success statuses, `[200, 299]` by default.
     pub status: Option<[u16; 2]>,
     pub json: Option<Vec<RawCondition>>,
+    /// What a success answer's body must be: `json`, `xml` or `any`. Default: the
+    /// endpoint's format when it reads its answer (`json` conditions,
+    /// `response_members`, `response_echo`), else `any`.
+    pub body: Option<String>,
+    /// The media type a success answer must carry, e.g. `application/json`.
+    pub content_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -325,10 +345,28 @@ pub struct RawCondition {
     pub empty: Option<bool>,
 }
 
+/// A string, or a list of them.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawResponseMembers {
-    pub pointer: String,
+    /// One pointer, or several tried in order (an answer with or without an envelope).
+    pub pointer: OneOrMany,
     /// For a list of objects: the field holding the member id.
     pub id_field: Option<String>,
 }
@@ -350,6 +388,7 @@ impl RawTarget {
             rate_limit: self.rate_limit.or(preset.rate_limit),
             max_consecutive_failures: self.max_consecutive_failures.or(preset.max_consecutive_failures),
             retry: self.retry.or(preset.retry),
+            strict: self.strict.or(preset.strict),
             auth,
             secrets: merge_maps(self.secrets, preset.secrets),
             vars: match (self.vars, preset.vars) {

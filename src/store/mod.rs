@@ -58,6 +58,8 @@ pub struct Record<'a> {
     pub drift: Option<serde_json::Value>,
     /// Already free of secrets.
     pub error: Option<String>,
+    /// A confirmation whose answer lacked a declared echo; free of secrets.
+    pub warning: Option<String>,
 }
 
 /// An entity left out of a run because its request cannot be built (a template
@@ -89,6 +91,7 @@ pub struct AuditRow {
     pub summary: Option<serde_json::Value>,
     pub drift: Option<serde_json::Value>,
     pub error: Option<String>,
+    pub warning: Option<String>,
 }
 
 /// Filters for `dirsync audit`; `None` matches everything.
@@ -111,6 +114,29 @@ pub struct RunRow {
     pub finished_at: Option<String>,
     pub outcome: Option<String>,
     pub summary: Option<serde_json::Value>,
+}
+
+/// A target (or one of its endpoints) that asked, with `Retry-After`, to be left
+/// alone for longer than a run waits.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PauseRow {
+    pub target: String,
+    /// `None`: the whole target.
+    pub endpoint: Option<String>,
+    /// RFC 3339 UTC.
+    pub until: String,
+    pub http_status: Option<i64>,
+}
+
+/// An entity whose request cannot be built from the source data, as `status` lists it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InvalidRow {
+    pub target: String,
+    pub entity_kind: String,
+    pub entity_id: String,
+    pub entity_name: String,
+    pub reason: String,
+    pub since: String,
 }
 
 /// The latest audit row of an entity whose last attempt failed.
@@ -327,6 +353,7 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
             summary: Some(summary.to_string()),
             drift: rec.drift.as_ref().map(|d| d.to_string()),
             error: rec.error.as_deref(),
+            warning: rec.warning.as_deref(),
         },
     )
     .await?;
@@ -356,18 +383,51 @@ impl Store {
         self.record_not_sent(run_id, target, rows).await
     }
 
-    /// Records the entities skipped because their request cannot be built, one audit
-    /// row each (outcome `skipped`), so that `audit` and `status` show them.
-    pub async fn record_skipped(
+    /// Brings a target's invalid entities up to date with this run's, in one
+    /// transaction, and returns those to report: new ones, and ones whose reason
+    /// changed (its data changed). Each of those gets a `skipped` audit row; one seen
+    /// with the same reason before gets none, and one no longer invalid is forgotten.
+    pub async fn record_invalid<'s>(
         &self,
         run_id: &str,
         target: &str,
-        skipped: &[Skipped],
-    ) -> Result<(), StoreError> {
-        if skipped.is_empty() {
-            return Ok(());
+        invalid: &'s [Skipped],
+    ) -> Result<Vec<&'s Skipped>, StoreError> {
+        let known = self.known_invalid(target).await?;
+        let now_invalid: BTreeSet<(&str, &str)> = invalid.iter().map(|s| (s.kind, s.id.as_str())).collect();
+        let fresh = fresh_invalid(&known, invalid);
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        for (kind, id) in known.keys() {
+            if !now_invalid.contains(&(kind.as_str(), id.as_str())) {
+                sqlx::query(
+                    "DELETE FROM invalid_entities WHERE target = ? AND entity_kind = ? AND entity_id = ?",
+                )
+                .bind(target)
+                .bind(kind)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
-        let rows = skipped.iter().map(|s| {
+        for s in &fresh {
+            sqlx::query(
+                "INSERT INTO invalid_entities (target, entity_kind, entity_id, entity_name, reason, since, run_id)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (target, entity_kind, entity_id) DO UPDATE SET entity_name = excluded.entity_name,
+                   reason = excluded.reason, since = excluded.since, run_id = excluded.run_id",
+            )
+            .bind(target)
+            .bind(s.kind)
+            .bind(&s.id)
+            .bind(&s.name)
+            .bind(&s.reason)
+            .bind(&at)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let rows = fresh.iter().map(|s| {
             let operation = if s.kind == "group" {
                 "replace_members"
             } else {
@@ -381,7 +441,103 @@ impl Store {
                 s.reason.as_str(),
             )
         });
-        self.record_not_sent(run_id, target, rows).await
+        insert_not_sent(&mut tx, run_id, target, &at, rows).await?;
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    /// A target's invalid entities as last reported: (kind, id) → reason.
+    pub async fn known_invalid(
+        &self,
+        target: &str,
+    ) -> Result<BTreeMap<(String, String), String>, StoreError> {
+        let rows =
+            sqlx::query("SELECT entity_kind, entity_id, reason FROM invalid_entities WHERE target = ?")
+                .bind(target)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    (r.try_get("entity_kind")?, r.try_get("entity_id")?),
+                    r.try_get("reason")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Entities whose request cannot be built from the source data, per target.
+    pub async fn invalid(&self) -> Result<Vec<InvalidRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target, entity_kind, entity_id, entity_name, reason, since FROM invalid_entities
+             ORDER BY target, entity_kind, entity_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(InvalidRow {
+                    target: r.try_get("target")?,
+                    entity_kind: r.try_get("entity_kind")?,
+                    entity_id: r.try_get("entity_id")?,
+                    entity_name: r.try_get("entity_name")?,
+                    reason: r.try_get("reason")?,
+                    since: r.try_get("since")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Keeps a target's `Retry-After` beyond this run: nothing is sent to the target
+    /// (or, with `endpoint`, to that endpoint) before `until`.
+    pub async fn set_pause(
+        &self,
+        run_id: &str,
+        target: &str,
+        endpoint: Option<&str>,
+        until: &str,
+        http_status: Option<u16>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO target_pauses (target, endpoint, until, http_status, run_id) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (target, endpoint) DO UPDATE SET until = MAX(until, excluded.until),
+               http_status = excluded.http_status, run_id = excluded.run_id",
+        )
+        .bind(target)
+        .bind(endpoint.unwrap_or(""))
+        .bind(until)
+        .bind(http_status.map(i64::from))
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The pauses still in force at `now` (RFC 3339 UTC), for `target` or for every
+    /// target; those whose time has passed are deleted.
+    pub async fn pauses(&self, target: Option<&str>, now: &str) -> Result<Vec<PauseRow>, StoreError> {
+        sqlx::query("DELETE FROM target_pauses WHERE until <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT target, endpoint, until, http_status FROM target_pauses
+             WHERE ?1 IS NULL OR target = ?1 ORDER BY target, endpoint",
+        )
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let endpoint: String = r.try_get("endpoint")?;
+                Ok(PauseRow {
+                    target: r.try_get("target")?,
+                    endpoint: (!endpoint.is_empty()).then_some(endpoint),
+                    until: r.try_get("until")?,
+                    http_status: r.try_get("http_status")?,
+                })
+            })
+            .collect()
     }
 
     /// `skipped` audit rows, one per (operation, entity kind, id, name, reason), in
@@ -394,27 +550,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let at = now();
         let mut tx = self.pool.begin().await?;
-        for (operation, entity_kind, entity_id, entity_name, reason) in rows {
-            insert_audit(
-                &mut tx,
-                AuditInsert {
-                    run_id,
-                    at: &at,
-                    target,
-                    operation,
-                    entity_kind,
-                    entity_id,
-                    entity_name,
-                    outcome: "skipped",
-                    http_status: None,
-                    attempts: 0,
-                    summary: None,
-                    drift: None,
-                    error: Some(reason),
-                },
-            )
-            .await?;
-        }
+        insert_not_sent(&mut tx, run_id, target, &at, rows).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -453,7 +589,7 @@ impl Store {
     pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, run_id, at, target, operation, entity_kind, entity_id, entity_name, outcome,
-                    http_status, attempts, summary, drift, error
+                    http_status, attempts, summary, drift, error, warning
              FROM audit
              WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR target = ?2)
                AND (?3 IS NULL OR entity_id = ?3 OR entity_name = ?3) AND (?4 IS NULL OR at >= ?4)
@@ -484,6 +620,7 @@ impl Store {
                     summary: json(r.try_get("summary")?),
                     drift: json(r.try_get("drift")?),
                     error: r.try_get("error")?,
+                    warning: r.try_get("warning")?,
                 })
             })
             .collect()
@@ -513,15 +650,15 @@ impl Store {
             .collect()
     }
 
-    /// Entities whose latest push attempt failed, or that were last skipped as invalid,
-    /// and that no later success covered.
+    /// Entities whose latest push attempt failed and that no later success covered.
+    /// (Entities skipped as invalid source data are listed by [`Store::invalid`].)
     pub async fn pending(&self) -> Result<Vec<Pending>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.target, a.entity_kind, a.entity_id, a.entity_name, a.at, a.error
              FROM audit a
              JOIN (SELECT target, entity_kind, entity_id, MAX(id) AS last FROM audit
                    WHERE operation != 'unmapped' GROUP BY target, entity_kind, entity_id) l ON a.id = l.last
-             WHERE a.outcome IN ('failed', 'skipped')
+             WHERE a.outcome = 'failed'
              ORDER BY a.target, a.entity_id",
         )
         .fetch_all(&self.pool)
@@ -559,6 +696,51 @@ impl Store {
     }
 }
 
+/// The invalid entities to report: those not reported before, or reported with
+/// another reason (their data changed).
+pub fn fresh_invalid<'s>(
+    known: &BTreeMap<(String, String), String>,
+    invalid: &'s [Skipped],
+) -> Vec<&'s Skipped> {
+    invalid
+        .iter()
+        .filter(|s| known.get(&(s.kind.to_owned(), s.id.clone())) != Some(&s.reason))
+        .collect()
+}
+
+/// `skipped` audit rows, one per (operation, entity kind, id, name, reason).
+async fn insert_not_sent<'r>(
+    tx: &mut sqlx::SqliteConnection,
+    run_id: &str,
+    target: &str,
+    at: &str,
+    rows: impl Iterator<Item = (&'r str, &'r str, &'r str, &'r str, &'r str)>,
+) -> Result<(), StoreError> {
+    for (operation, entity_kind, entity_id, entity_name, reason) in rows {
+        insert_audit(
+            &mut *tx,
+            AuditInsert {
+                run_id,
+                at,
+                target,
+                operation,
+                entity_kind,
+                entity_id,
+                entity_name,
+                outcome: "skipped",
+                http_status: None,
+                attempts: 0,
+                summary: None,
+                drift: None,
+                error: Some(reason),
+                warning: None,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 struct AuditInsert<'a> {
     run_id: &'a str,
     at: &'a str,
@@ -573,13 +755,14 @@ struct AuditInsert<'a> {
     summary: Option<String>,
     drift: Option<String>,
     error: Option<&'a str>,
+    warning: Option<&'a str>,
 }
 
 async fn insert_audit(tx: &mut sqlx::SqliteConnection, a: AuditInsert<'_>) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit (run_id, at, target, operation, entity_kind, entity_id, entity_name, outcome,
-                            http_status, attempts, summary, drift, error)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            http_status, attempts, summary, drift, error, warning)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(a.run_id)
     .bind(a.at)
@@ -594,6 +777,7 @@ async fn insert_audit(tx: &mut sqlx::SqliteConnection, a: AuditInsert<'_>) -> Re
     .bind(a.summary)
     .bind(a.drift)
     .bind(a.error)
+    .bind(a.warning)
     .execute(tx)
     .await?;
     Ok(())

@@ -27,8 +27,22 @@ pub struct PushOutcome {
     pub attempts: u32,
     /// The target asked to wait longer than `retry.max_retry_after`: stop its run.
     pub stop_target: bool,
+    /// How long, and for what, the target asked to be left alone when that was longer
+    /// than the run waits: kept in the state database so that the next run waits too.
+    pub pause: Option<Pause>,
     /// How many answers were 429 Too Many Requests.
     pub throttled: u32,
+    /// A confirmation that lacked an echo the endpoint declares (see [`Verdict`]).
+    pub warning: Option<String>,
+}
+
+/// A `Retry-After` longer than a run waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    /// The endpoint a 429 answer limits, or `None` for the whole target (a 503 says
+    /// the service as a whole is unavailable).
+    pub endpoint: Option<EndpointKind>,
+    pub wait: Duration,
 }
 
 /// Why an operation failed. Messages are free of secrets.
@@ -149,7 +163,9 @@ impl HttpTarget {
                     status: None,
                     attempts: 0,
                     stop_target: false,
+                    pause: None,
                     throttled: 0,
+                    warning: None,
                 };
             }
         };
@@ -178,39 +194,51 @@ impl HttpTarget {
 
     async fn send_with_retries(&self, ep: &Endpoint, req: &Request, sent: request::Sent<'_>) -> PushOutcome {
         let retry = &self.spec.retry;
-        let mut attempts = 0;
-        let mut status = None;
-        let mut throttled = 0;
+        let mut outcome = PushOutcome {
+            result: Ok(None),
+            status: None,
+            attempts: 0,
+            stop_target: false,
+            pause: None,
+            throttled: 0,
+            warning: None,
+        };
         loop {
             self.pacer.wait_turn().await;
-            attempts += 1;
+            outcome.attempts += 1;
             let (verdict, retry_after) = match self.send_once(req).await {
                 Ok((code, headers, body)) => {
-                    status = Some(code);
-                    throttled += u32::from(code == 429);
+                    outcome.status = Some(code);
+                    outcome.throttled += u32::from(code == 429);
                     let after = headers
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-                    (request::judge(ep, code, &body, sent), after)
+                    // Redacted before anything reads it, so that no excerpt, message or
+                    // drift value can hold a secret the target echoed, whole or cut.
+                    let body = self.redact_secrets(&body);
+                    let answer = request::Answer {
+                        status: code,
+                        content_type: headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+                        body: &body,
+                    };
+                    (request::judge(ep, &answer, sent), after)
                 }
-                Err(message) => (
-                    Verdict::Failure {
+                Err(message) => {
+                    // The audit row tells what the last attempt met: no answer at all.
+                    outcome.status = None;
+                    let verdict = Verdict::Failure {
                         kind: Failure::Retryable,
                         message,
-                    },
-                    None,
-                ),
+                    };
+                    (verdict, None)
+                }
             };
             let (kind, message) = match verdict {
-                Verdict::Success { drift } => {
-                    return PushOutcome {
-                        result: Ok(drift),
-                        status,
-                        attempts,
-                        stop_target: false,
-                        throttled,
-                    };
+                Verdict::Success { drift, warning } => {
+                    outcome.result = Ok(drift);
+                    outcome.warning = warning;
+                    return outcome;
                 }
                 Verdict::Failure { kind, message } => (kind, self.redact(&message)),
             };
@@ -225,31 +253,27 @@ impl HttpTarget {
             if let Some(after) = retry_after.filter(|_| kind == Failure::Retryable) {
                 if after > retry.max_retry_after {
                     // Sending sooner would ignore what the target asked; waiting longer
-                    // would hold the run. Leave the rest of this target for the next run.
-                    return PushOutcome {
-                        result: Err(PushError::Transient(format!(
-                            "{error}; the target asked to wait {}s (Retry-After), longer than \
-                             `retry.max_retry_after`",
-                            after.as_secs()
-                        ))),
-                        status,
-                        attempts,
-                        stop_target: true,
-                        throttled,
-                    };
+                    // would hold the run. Leave the rest of this target for a later run.
+                    outcome.result = Err(PushError::Transient(format!(
+                        "{error}; the target asked to wait {}s (Retry-After), longer than \
+                         `retry.max_retry_after`",
+                        after.as_secs()
+                    )));
+                    outcome.stop_target = true;
+                    outcome.pause = Some(Pause {
+                        endpoint: (outcome.status == Some(429)).then_some(ep.kind),
+                        wait: after,
+                    });
+                    return outcome;
                 }
                 // Every request to this target waits, not only this one.
                 self.pacer.pause(after).await;
             }
-            if kind != Failure::Retryable || attempts >= retry.max_attempts {
-                return PushOutcome {
-                    result: Err(error),
-                    status,
-                    attempts,
-                    stop_target: false,
-                    throttled,
-                };
+            if kind != Failure::Retryable || outcome.attempts >= retry.max_attempts {
+                outcome.result = Err(error);
+                return outcome;
             }
+            let attempts = outcome.attempts;
             if retry_after.is_none() {
                 let delay = backoff(retry, attempts, rand::random::<f64>());
                 tracing::debug!(target_name = %self.name, attempts, delay_ms = delay.as_millis() as u64, %error, "Retrying after a transient failure.");
@@ -302,8 +326,14 @@ impl HttpTarget {
         Ok((status, headers, body))
     }
 
-    /// Replaces every configured secret in `text` with `***`.
+    /// Replaces every configured secret in `text` with `***`, then makes it safe to keep
+    /// (control characters escaped, length capped: see [`request::untrusted`]).
     pub fn redact(&self, text: &str) -> String {
+        request::untrusted(&self.redact_secrets(text), request::MAX_MESSAGE_LEN)
+    }
+
+    /// Replaces every configured secret in `text` with `***`.
+    fn redact_secrets(&self, text: &str) -> String {
         let mut out = text.to_owned();
         let secrets = self
             .spec

@@ -79,6 +79,13 @@ impl Endpoint {
 pub struct SuccessRule {
     pub status: RangeInclusive<u16>,
     pub conditions: Vec<Condition>,
+    /// The format a success answer's body must parse as. A gateway or proxy that
+    /// answers 200 with an HTML page, an empty body or truncated JSON has not
+    /// forwarded the request, so such an answer is a (retried) failure, never a
+    /// confirmation. `None`: the endpoint declares nothing and any 2xx confirms.
+    pub body: Option<BodyFormat>,
+    /// The media type a success answer must carry (`Content-Type` without parameters).
+    pub content_type: Option<String>,
 }
 
 /// A condition on the parsed response body.
@@ -93,9 +100,12 @@ pub enum Condition {
     },
 }
 
+/// Where a group answer echoes the resulting members.
 #[derive(Debug, Clone)]
 pub struct ResponseMembers {
-    pub pointer: String,
+    /// Pointers tried in order: an API may wrap the same answer in an envelope
+    /// (`{"status": 0, "response": {…}}`) on some deployments and not on others.
+    pub pointers: Vec<String>,
     pub id_field: Option<String>,
 }
 

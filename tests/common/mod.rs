@@ -174,7 +174,7 @@ impl Env {
     }
 }
 
-async fn sqlite(path: &Path) -> sqlx::SqlitePool {
+pub async fn sqlite(path: &Path) -> sqlx::SqlitePool {
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(path)
         .read_only(true);

@@ -37,6 +37,10 @@ pub struct State {
     pub arrivals: Vec<Instant>,
     /// When each 429 was answered.
     pub throttled_at: Vec<Instant>,
+    /// Answer in the API's envelope, `{"status": 0, "response": {…}}`.
+    pub envelope: bool,
+    /// Answer `{}` to applied requests: a confirmation without the members echo.
+    pub no_echo: bool,
 }
 
 /// A way to answer one request instead of serving it.
@@ -48,6 +52,16 @@ pub enum Fault {
     RetryAfter(u64),
     /// Answer only after this long (past the client's timeout).
     Hang(Duration),
+    /// 503 with `Retry-After: N` (seconds): the whole service is unavailable.
+    Unavailable(u64),
+    /// 200 with this body and content type, without applying anything: a proxy or
+    /// SSO gateway that answers in the API's place.
+    Fake200 {
+        content_type: &'static str,
+        body: String,
+    },
+    /// 400 with this body (text an API may send back in an error).
+    Reject(String),
 }
 
 impl State {
@@ -179,6 +193,15 @@ impl Respond for Responder {
                     ResponseTemplate::new(429).insert_header("Retry-After", secs.to_string().as_str())
                 }
                 Fault::Hang(d) => ResponseTemplate::new(503).set_delay(d),
+                Fault::Unavailable(secs) => {
+                    ResponseTemplate::new(503).insert_header("Retry-After", secs.to_string().as_str())
+                }
+                Fault::Fake200 { content_type, body } => ResponseTemplate::new(200)
+                    .insert_header("content-type", content_type)
+                    .set_body_string(body),
+                Fault::Reject(body) => ResponseTemplate::new(400)
+                    .insert_header("content-type", "application/json")
+                    .set_body_string(body),
             };
         }
         if let Some((rng, share)) = state.random_failures.as_mut() {
@@ -199,15 +222,19 @@ impl Respond for Responder {
             .iter()
             .map(|m| serde_json::json!({ "id": m, "displayName": format!("user {m}") }))
             .collect();
-        ResponseTemplate::new(200)
-            .set_body_json(serde_json::json!({
-                "id": id,
-                "name": format!("group {id}"),
-                "isLDAP": false,
-                "members": members,
-                "membersCount": kept.len(),
-                "shared": false,
-            }))
-            .set_delay(delay)
+        let group = serde_json::json!({
+            "id": id,
+            "name": format!("group {id}"),
+            "isLDAP": false,
+            "members": members,
+            "membersCount": kept.len(),
+            "shared": false,
+        });
+        let answer = match (state.no_echo, state.envelope) {
+            (true, _) => serde_json::json!({}),
+            (false, true) => serde_json::json!({ "status": 0, "response": group }),
+            (false, false) => group,
+        };
+        ResponseTemplate::new(200).set_body_json(answer).set_delay(delay)
     }
 }

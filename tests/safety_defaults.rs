@@ -1,0 +1,131 @@
+//! The safety limits a target has when the config says nothing, end to end against
+//! the group-members API mock: a deep cut in the memberships and a user id key that
+//! maps nobody are refused (exit 4, nothing sent); an explicit `0` turns a limit off
+//! (issue 15).
+
+mod common;
+
+use common::seed004::{KEY, Seed004};
+use common::{Env, config_004, expected_state, groups_csv, users_csv};
+
+/// 20 users in four groups: 44 memberships.
+fn groups() -> Vec<(String, Vec<u64>)> {
+    vec![
+        ("eng".into(), (1..=12).collect()),
+        ("ops".into(), (8..=20).collect()),
+        ("sales".into(), (1..=10).collect()),
+        ("all-hands".into(), (1..=9).collect()),
+    ]
+}
+
+fn as_refs(groups: &[(String, Vec<u64>)]) -> Vec<(&str, &[u64])> {
+    groups.iter().map(|(n, m)| (n.as_str(), m.as_slice())).collect()
+}
+
+fn setup(mock: &Seed004, extra: &str) -> Env {
+    let env = Env::new();
+    env.write("users.csv", &users_csv(20));
+    env.write("groups.csv", &groups_csv(&as_refs(&groups())));
+    env.write("dirsync.toml", &config_004(&mock.uri(), extra));
+    env
+}
+
+async fn sync(env: &Env, args: &[&str]) -> common::Run {
+    env.run(args, &[("TEST_OFFICE_KEY", KEY)]).await
+}
+
+/// Most of every group's members leave: 32 of 44 memberships, over 10%.
+fn cut() -> Vec<(String, Vec<u64>)> {
+    groups()
+        .into_iter()
+        .map(|(n, m)| (n, m.into_iter().take(3).collect()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deep_cut_is_refused_without_any_safety_table() {
+    let mock = Seed004::start().await;
+    let env = setup(&mock, "");
+    sync(&env, &["sync"]).await.expect_code(0);
+    let before = mock.request_count().await;
+
+    env.write("groups.csv", &groups_csv(&as_refs(&cut())));
+    let run = sync(&env, &["sync"]).await;
+    run.expect_code(4);
+    assert!(
+        run.stderr
+            .contains("remove memberships (32 of 44, 72.7%), over the limit of 10%"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("safety.max_removed_memberships_percent"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.request_count().await, before, "nothing sent");
+
+    sync(&env, &["sync", "--allow-removals"]).await.expect_code(0);
+    assert_eq!(mock.groups(), expected_state(&as_refs(&cut())));
+}
+
+#[tokio::test]
+async fn a_zero_turns_a_limit_off() {
+    let mock = Seed004::start().await;
+    let env = setup(
+        &mock,
+        "[targets.office.safety]\nmax_removed_memberships = 0\nmax_removed_memberships_percent = 0\n",
+    );
+    sync(&env, &["sync"]).await.expect_code(0);
+    env.write("groups.csv", &groups_csv(&as_refs(&cut())));
+    sync(&env, &["sync"]).await.expect_code(0);
+    assert_eq!(mock.groups(), expected_state(&as_refs(&cut())));
+}
+
+/// A typo in the attribute that holds the target user id leaves every user unmapped:
+/// without a limit, every group would be pushed empty.
+#[tokio::test]
+async fn a_user_id_key_that_maps_nobody_is_refused() {
+    let mock = Seed004::start().await;
+    let env = setup(&mock, "");
+    sync(&env, &["sync"]).await.expect_code(0);
+    let before = mock.request_count().await;
+    let good = std::fs::read_to_string(env.config()).expect("config");
+    env.write(
+        "dirsync.toml",
+        &good.replace("id_attribute = \"tid\"", "id_attribute = \"tdi\""),
+    );
+    let run = sync(&env, &["sync"]).await;
+    run.expect_code(4);
+    assert!(
+        run.stderr
+            .contains("leave users without a target id (20 of 20, 100.0%)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("safety.max_unmapped_users_percent"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.request_count().await, before, "nothing sent");
+    assert_eq!(
+        mock.groups(),
+        expected_state(&as_refs(&groups())),
+        "nothing emptied"
+    );
+}
+
+/// Ordinary churn in a small directory stays under the defaults: a few removals are
+/// never judged by percentage.
+#[tokio::test]
+async fn a_few_removals_pass_the_defaults() {
+    let mock = Seed004::start().await;
+    let env = setup(&mock, "");
+    sync(&env, &["sync"]).await.expect_code(0);
+    let mut fewer = groups();
+    fewer[0].1.truncate(9);
+    env.write("groups.csv", &groups_csv(&as_refs(&fewer)));
+    sync(&env, &["sync"]).await.expect_code(0);
+    assert_eq!(mock.groups(), expected_state(&as_refs(&fewer)));
+}
