@@ -94,6 +94,17 @@ pub struct TargetConfig {
     pub limits: Limits,
     /// Whether a source with no users or no groups may still be planned.
     pub allow_empty_source: bool,
+    /// The request `dirsync check` sends; without one it only connects (TCP, TLS), so
+    /// that no API sees a request its contract does not list.
+    pub probe: Option<Probe>,
+}
+
+/// An endpoint the target's API documents for health checks: `method` (GET or HEAD,
+/// so it changes nothing) and `path` from the base URL. Sent without credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub method: reqwest::Method,
+    pub path: String,
 }
 
 /// The config path: the flag, else `DIRSYNC_CONFIG`, else the default.
@@ -416,6 +427,31 @@ impl Ctx {
             removed_users,
             limits,
             allow_empty_source: safety.allow_empty_source.unwrap_or(false),
+            probe: match raw.probe {
+                None => None,
+                Some(p) => {
+                    let method = match p.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                        None | Some("GET") => reqwest::Method::GET,
+                        Some("HEAD") => reqwest::Method::HEAD,
+                        Some(_) => {
+                            return Err(self.invalid(
+                                key("probe.method"),
+                                "expected `GET` or `HEAD` (a probe must change nothing)",
+                            ));
+                        }
+                    };
+                    let url = reqwest::Url::parse(&format!("http://probe.invalid{}", p.path));
+                    if !p.path.starts_with('/')
+                        || p.path.chars().any(|c| c.is_whitespace() || c.is_control())
+                        || url.is_err()
+                    {
+                        return Err(
+                            self.invalid(key("probe.path"), "a path below the base URL, starting with `/`")
+                        );
+                    }
+                    Some(Probe { method, path: p.path })
+                }
+            },
         })
     }
 

@@ -139,6 +139,16 @@ pub struct RawTarget {
     pub users: Option<RawUsers>,
     pub endpoints: Option<RawEndpoints>,
     pub safety: Option<RawSafety>,
+    /// What `dirsync check` sends to show the target answers (nothing when absent).
+    pub probe: Option<RawProbe>,
+}
+
+/// `probe = { method = "GET", path = "/health" }`: an endpoint the API documents.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub method: Option<String>,
+    pub path: String,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -371,6 +381,7 @@ impl RawTarget {
                 (mine, base) => mine.or(base),
             },
             safety: self.safety.or(preset.safety),
+            probe: self.probe.or(preset.probe),
         }
     }
 }
