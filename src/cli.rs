@@ -596,14 +596,18 @@ async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
         }
         return exit::SUCCESS;
     }
-    let _ = writeln!(
-        out,
-        "{:<24} {:<8} {:<12} {:<15} {:<30} {:<8} {:>4} {:>3}  detail",
-        "at", "run", "target", "operation", "entity", "outcome", "http", "try"
-    );
+    let header = [
+        cell("at", AT),
+        cell("run", RUN),
+        cell("target", TARGET),
+        cell("operation", OPERATION),
+        cell("entity", ENTITY),
+        cell("outcome", OUTCOME),
+    ];
+    let _ = writeln!(out, "{} {:>4} {:>3}  detail", header.join(" "), "http", "try");
     for r in &rows {
         let detail = match (&r.error, &r.summary) {
-            (Some(e), _) => e.clone(),
+            (Some(e), _) => cut(&visible(e), DETAIL),
             (None, Some(s)) => {
                 let n = |k: &str| s.get(k).and_then(|v| v.as_array()).map_or(0, Vec::len);
                 let mut d = format!("+{} -{}", n("added"), n("removed"));
@@ -614,22 +618,102 @@ async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
             }
             _ => String::new(),
         };
-        let entity = format!("{} ({})", r.entity_name, r.entity_id);
+        let cells = [
+            cell(&r.at, AT),
+            cell(r.run_id.get(..8).unwrap_or(&r.run_id), RUN),
+            cell(&r.target, TARGET),
+            cell(&r.operation, OPERATION),
+            entity_cell(&r.entity_name, &r.entity_id, ENTITY),
+            cell(&r.outcome, OUTCOME),
+        ];
         let _ = writeln!(
             out,
-            "{:<24} {:<8} {:<12} {:<15} {:<30} {:<8} {:>4} {:>3}  {}",
-            r.at,
-            r.run_id.get(..8).unwrap_or(&r.run_id),
-            r.target,
-            r.operation,
-            entity,
-            r.outcome,
+            "{} {:>4} {:>3}  {}",
+            cells.join(" "),
             r.http_status.map(|s| s.to_string()).unwrap_or_default(),
             r.attempts,
             detail
         );
     }
     exit::SUCCESS
+}
+
+/// Widths of the audit table's columns, in terminal columns.
+const AT: usize = 24;
+const RUN: usize = 8;
+const TARGET: usize = 12;
+const OPERATION: usize = 15;
+/// Room for `name (id)` with a UUID id and the start of the name.
+const ENTITY: usize = 50;
+const OUTCOME: usize = 8;
+/// The last column is not padded; a long error is cut (`audit --json` has it whole).
+const DETAIL: usize = 200;
+/// The columns an entity's name keeps when a long id takes the rest.
+const NAME_AT_LEAST: usize = 10;
+
+/// Text from the directory or a target, made safe for one line of a terminal: a line
+/// break must not start a row and an escape sequence must not restyle the terminal,
+/// so control characters print as `\n`, `\t`, `\u{1b}`, as do the invisible
+/// characters that reorder text (bidi overrides) or hide it (zero widths).
+fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    }
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else if hidden(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `text` (already visible) cut to at most `width` terminal columns, ending in `…`
+/// when something was cut.
+fn cut(text: &str, width: usize) -> String {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    if text.width() <= width {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > width {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    out.push('…');
+    out
+}
+
+/// One table cell: `text` made visible, cut to `width` terminal columns and padded to
+/// them, so that wide (CJK) and long names keep the next columns in place.
+fn cell(text: &str, width: usize) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let mut out = cut(&visible(text), width);
+    let pad = width.saturating_sub(out.width());
+    out.extend(std::iter::repeat_n(' ', pad));
+    out
+}
+
+/// `name (id)` as one cell: the id, which tells entities apart, is kept whole unless
+/// it leaves the name fewer than `NAME_AT_LEAST` columns.
+fn entity_cell(name: &str, id: &str, width: usize) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let id = cut(&visible(id), width.saturating_sub(NAME_AT_LEAST + 3));
+    let name = cut(&visible(name), width.saturating_sub(id.width() + 3));
+    cell(&format!("{name} ({id})"), width)
 }
 
 /// `--since` as RFC 3339, or an age before now.
@@ -705,14 +789,53 @@ async fn status(state_db: &Path, json: bool) -> u8 {
     }
     for p in &pending {
         println!(
-            "  {} {} {} ({}) since {}: {}",
+            "  {} {} {:?} ({}) since {}: {}",
             p.target,
             p.entity_kind,
             p.entity_name,
-            p.entity_id,
+            visible(&p.entity_id),
             p.at,
-            p.error.as_deref().unwrap_or("")
+            cut(&visible(p.error.as_deref().unwrap_or("")), DETAIL)
         );
     }
     exit::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_is_visible_text_in_exactly_its_width() {
+        use unicode_width::UnicodeWidthStr;
+        let cases: &[(&str, usize, &str)] = &[
+            ("abc", 5, "abc  "),
+            ("abcdef", 5, "abcd…"),
+            ("東京", 5, "東京 "),
+            ("東京都", 5, "東京…"),
+            ("東京都", 4, "東… "),
+            ("a\nb", 5, "a\\nb "),
+            ("a\tb\u{1b}", 12, "a\\tb\\u{1b}  "),
+            ("e\u{301}", 3, "e\u{301}  "),
+            ("\u{202e}x", 10, "\\u{202e}x "),
+        ];
+        for (text, width, want) in cases {
+            let got = cell(text, *width);
+            assert_eq!(got, *want, "{text:?}");
+            assert_eq!(got.width(), *width, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_entity_keeps_its_id_whole_and_cuts_the_name() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            ("eng", "g1", 20, "eng (g1)            "),
+            ("engineering team x", "g1", 20, "engineering te… (g1)"),
+            ("eng", "0123456789abcdefghij", 20, "eng (012345…)       "),
+            ("開発チーム東京", "g1", 16, "開発チーム… (g1)"),
+        ];
+        for (name, id, width, want) in cases {
+            assert_eq!(entity_cell(name, id, *width), *want, "{name:?} {id:?}");
+        }
+    }
 }
