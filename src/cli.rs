@@ -454,11 +454,11 @@ async fn check(config: &Config) -> u8 {
 async fn reach(t: &config::TargetConfig) -> String {
     let url = &t.spec.base_url;
     let timeout = t.spec.timeout;
-    // The origin only: the base URL may carry a user and password.
-    let origin = url.origin().ascii_serialization();
     if let Some(probe) = &t.probe {
         return send_probe(url, probe, timeout).await;
     }
+    // The origin only: the base URL may carry a user and password.
+    let origin = url.origin().ascii_serialization();
     match tokio::time::timeout(timeout, handshake(url)).await {
         Ok(Ok(connection)) => format!("{origin} accepts {connection}"),
         Ok(Err(why)) => format!("{origin} cannot be reached: {why}"),
@@ -497,7 +497,8 @@ async fn handshake(url: &reqwest::Url) -> Result<&'static str, String> {
     Ok("a TLS connection (certificate verified)")
 }
 
-/// The system's trusted roots, as the HTTP client uses them for the target.
+/// The system's trusted roots, as the HTTP client's verifier loads them on Linux
+/// (rustls-native-certs; `SSL_CERT_FILE` replaces them).
 fn tls_config() -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
