@@ -439,7 +439,7 @@ async fn check(config: &Config) -> u8 {
                 d.groups.len(),
                 d.users.len(),
                 d.unmapped.len(),
-                reach(&t.spec.base_url, t.spec.timeout).await
+                reach(t).await
             ),
             Err(e) => {
                 println!("target {}: {e}", t.name);
@@ -458,16 +458,105 @@ fn print_limits(config: &Config) {
     }
 }
 
-/// Whether the target's host answers HTTP at all (any status counts).
-async fn reach(url: &reqwest::Url, timeout: std::time::Duration) -> String {
-    let client = match reqwest::Client::builder().timeout(timeout).build() {
-        Ok(c) => c,
-        Err(e) => return format!("cannot create an HTTP client: {e}"),
+/// Whether the target answers, without a request its API does not list: the probe the
+/// config declares, else a TCP connection and, for https, a TLS handshake. A strict
+/// API records an undocumented request (`HEAD /`, say) as a contract violation.
+async fn reach(t: &config::TargetConfig) -> String {
+    let url = &t.spec.base_url;
+    let timeout = t.spec.timeout;
+    if let Some(probe) = &t.probe {
+        return send_probe(url, probe, timeout).await;
+    }
+    // The origin only: the base URL may carry a user and password.
+    let origin = url.origin().ascii_serialization();
+    match tokio::time::timeout(timeout, handshake(url)).await {
+        Ok(Ok(connection)) => format!("{origin} accepts {connection}"),
+        Ok(Err(why)) => format!("{origin} cannot be reached: {why}"),
+        Err(_) => format!(
+            "{origin} does not answer within {}",
+            humantime::format_duration(timeout)
+        ),
+    }
+}
+
+/// Connects to the base URL's host and, for https, completes a TLS handshake with the
+/// system's trusted roots. Says what kind of connection was accepted.
+async fn handshake(url: &reqwest::Url) -> Result<&'static str, String> {
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => return Err("the base URL names no host".into()),
     };
-    match client.head(url.clone()).send().await {
-        Ok(r) => format!("{} answers (HTTP {})", url, r.status().as_u16()),
-        Err(e) if e.is_timeout() => format!("{url} does not answer within {}s", timeout.as_secs()),
-        Err(_) => format!("{url} cannot be reached"),
+    let port = url.port_or_known_default().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    if url.scheme() != "https" {
+        return Ok("a TCP connection");
+    }
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("`{host}` is not a TLS server name: {e}"))?;
+    let connector = tokio_rustls::TlsConnector::from(tls_config()?);
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    // A close_notify, so the server logs a clean close rather than a reset.
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+    Ok("a TLS connection (certificate verified)")
+}
+
+/// The system's trusted roots, as the HTTP client's verifier loads them on Linux
+/// (rustls-native-certs; `SSL_CERT_FILE` replaces them).
+fn tls_config() -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if added == 0 {
+        return Err("no trusted CA certificate found on this system".into());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set TLS up: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
+/// Sends the declared probe once: no credentials, no redirects followed, no retries.
+async fn send_probe(base: &reqwest::Url, probe: &config::Probe, timeout: std::time::Duration) -> String {
+    let shown = format!("probe {} {}", probe.method, probe.path);
+    let client = match reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("dirsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return format!("{shown}: cannot create an HTTP client: {e}"),
+    };
+    // Joined as every request to the target is: the base URL's own path is kept.
+    let joined = format!("{}{}", base.as_str().trim_end_matches('/'), probe.path);
+    let mut url = match reqwest::Url::parse(&joined) {
+        Ok(u) => u,
+        Err(e) => return format!("{shown}: invalid URL: {e}"),
+    };
+    // reqwest would turn a user and password in the URL into basic auth.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    match client.request(probe.method.clone(), url).send().await {
+        Ok(r) if r.status().is_success() => format!("{shown} answers HTTP {}", r.status().as_u16()),
+        Ok(r) => format!("{shown} answers HTTP {}, not a success", r.status().as_u16()),
+        Err(e) if e.is_timeout() => format!(
+            "{shown} gets no answer within {}",
+            humantime::format_duration(timeout)
+        ),
+        Err(e) if e.is_connect() => format!(
+            "{shown} cannot be sent: {} cannot be reached",
+            base.origin().ascii_serialization()
+        ),
+        Err(_) => format!("{shown} gets no valid HTTP answer"),
     }
 }
 
@@ -518,14 +607,18 @@ async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
         }
         return exit::SUCCESS;
     }
-    let _ = writeln!(
-        out,
-        "{:<24} {:<8} {:<12} {:<15} {:<30} {:<8} {:>4} {:>3}  detail",
-        "at", "run", "target", "operation", "entity", "outcome", "http", "try"
-    );
+    let header = [
+        cell("at", AT),
+        cell("run", RUN),
+        cell("target", TARGET),
+        cell("operation", OPERATION),
+        cell("entity", ENTITY),
+        cell("outcome", OUTCOME),
+    ];
+    let _ = writeln!(out, "{} {:>4} {:>3}  detail", header.join(" "), "http", "try");
     for r in &rows {
         let detail = match (&r.error, &r.summary) {
-            (Some(e), _) => e.clone(),
+            (Some(e), _) => cut(&visible(e), DETAIL),
             (None, Some(s)) => {
                 let n = |k: &str| s.get(k).and_then(|v| v.as_array()).map_or(0, Vec::len);
                 let mut d = format!("+{} -{}", n("added"), n("removed"));
@@ -534,28 +627,108 @@ async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
                 }
                 if let Some(w) = &r.warning {
                     d.push_str("; warning: ");
-                    d.push_str(w);
+                    d.push_str(&visible(w));
                 }
-                d
+                cut(&d, DETAIL)
             }
             _ => String::new(),
         };
-        let entity = format!("{} ({})", r.entity_name, r.entity_id);
+        let cells = [
+            cell(&r.at, AT),
+            cell(r.run_id.get(..8).unwrap_or(&r.run_id), RUN),
+            cell(&r.target, TARGET),
+            cell(&r.operation, OPERATION),
+            entity_cell(&r.entity_name, &r.entity_id, ENTITY),
+            cell(&r.outcome, OUTCOME),
+        ];
         let _ = writeln!(
             out,
-            "{:<24} {:<8} {:<12} {:<15} {:<30} {:<8} {:>4} {:>3}  {}",
-            r.at,
-            r.run_id.get(..8).unwrap_or(&r.run_id),
-            r.target,
-            r.operation,
-            entity,
-            r.outcome,
+            "{} {:>4} {:>3}  {}",
+            cells.join(" "),
             r.http_status.map(|s| s.to_string()).unwrap_or_default(),
             r.attempts,
             detail
         );
     }
     exit::SUCCESS
+}
+
+/// Widths of the audit table's columns, in terminal columns.
+const AT: usize = 24;
+const RUN: usize = 8;
+const TARGET: usize = 12;
+const OPERATION: usize = 15;
+/// Room for `name (id)` with a UUID id and the start of the name.
+const ENTITY: usize = 50;
+const OUTCOME: usize = 8;
+/// The last column is not padded; a long error is cut (`audit --json` has it whole).
+const DETAIL: usize = 200;
+/// The columns an entity's name keeps when a long id takes the rest.
+const NAME_AT_LEAST: usize = 10;
+
+/// Text from the directory or a target, made safe for one line of a terminal: a line
+/// break must not start a row and an escape sequence must not restyle the terminal,
+/// so control characters print as `\n`, `\t`, `\u{1b}`, as do the invisible
+/// characters that reorder text (bidi overrides) or hide it (zero widths).
+fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    }
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else if hidden(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `text` (already visible) cut to at most `width` terminal columns, ending in `…`
+/// when something was cut.
+fn cut(text: &str, width: usize) -> String {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    if text.width() <= width {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > width {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    out.push('…');
+    out
+}
+
+/// One table cell: `text` made visible, cut to `width` terminal columns and padded to
+/// them, so that wide (CJK) and long names keep the next columns in place.
+fn cell(text: &str, width: usize) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let mut out = cut(&visible(text), width);
+    let pad = width.saturating_sub(out.width());
+    out.extend(std::iter::repeat_n(' ', pad));
+    out
+}
+
+/// `name (id)` as one cell: the id, which tells entities apart, is kept whole unless
+/// it leaves the name fewer than `NAME_AT_LEAST` columns.
+fn entity_cell(name: &str, id: &str, width: usize) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let id = cut(&visible(id), width.saturating_sub(NAME_AT_LEAST + 3));
+    let name = cut(&visible(name), width.saturating_sub(id.width() + 3));
+    cell(&format!("{name} ({id})"), width)
 }
 
 /// `--since` as RFC 3339, or an age before now.
@@ -635,13 +808,13 @@ async fn status(state_db: &Path, json: bool) -> u8 {
     }
     for p in &pending {
         println!(
-            "  {} {} {} ({}) since {}: {}",
+            "  {} {} {:?} ({}) since {}: {}",
             p.target,
             p.entity_kind,
             p.entity_name,
-            p.entity_id,
+            visible(&p.entity_id),
             p.at,
-            p.error.as_deref().unwrap_or("")
+            cut(&visible(p.error.as_deref().unwrap_or("")), DETAIL)
         );
     }
     println!("invalid source data (not sent until the source is fixed):");
@@ -651,7 +824,12 @@ async fn status(state_db: &Path, json: bool) -> u8 {
     for i in &invalid {
         println!(
             "  {} {} {} ({}) since {}: {}",
-            i.target, i.entity_kind, i.entity_name, i.entity_id, i.since, i.reason
+            i.target,
+            i.entity_kind,
+            visible(&i.entity_name),
+            visible(&i.entity_id),
+            i.since,
+            cut(&visible(&i.reason), DETAIL)
         );
     }
     if !pauses.is_empty() {
@@ -667,4 +845,43 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         );
     }
     exit::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_is_visible_text_in_exactly_its_width() {
+        use unicode_width::UnicodeWidthStr;
+        let cases: &[(&str, usize, &str)] = &[
+            ("abc", 5, "abc  "),
+            ("abcdef", 5, "abcd…"),
+            ("東京", 5, "東京 "),
+            ("東京都", 5, "東京…"),
+            ("東京都", 4, "東… "),
+            ("a\nb", 5, "a\\nb "),
+            ("a\tb\u{1b}", 12, "a\\tb\\u{1b}  "),
+            ("e\u{301}", 3, "e\u{301}  "),
+            ("\u{202e}x", 10, "\\u{202e}x "),
+        ];
+        for (text, width, want) in cases {
+            let got = cell(text, *width);
+            assert_eq!(got, *want, "{text:?}");
+            assert_eq!(got.width(), *width, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_entity_keeps_its_id_whole_and_cuts_the_name() {
+        let cases: &[(&str, &str, usize, &str)] = &[
+            ("eng", "g1", 20, "eng (g1)            "),
+            ("engineering team x", "g1", 20, "engineering te… (g1)"),
+            ("eng", "0123456789abcdefghij", 20, "eng (012345…)       "),
+            ("開発チーム東京", "g1", 16, "開発チーム… (g1)"),
+        ];
+        for (name, id, width, want) in cases {
+            assert_eq!(entity_cell(name, id, *width), *want, "{name:?} {id:?}");
+        }
+    }
 }

@@ -776,6 +776,23 @@ fn log_outcome(
 
 /// The dry-run view of one target's plan.
 fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport) -> std::io::Result<()> {
+    // Names print quoted (`{:?}`), ids through `escape_debug` and free text through
+    // `shown`: a line break, an escape sequence or a bidi override in the directory's
+    // or a target's text must not start a line or restyle the terminal.
+    fn shown(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            if c.is_control() {
+                out.extend(c.escape_debug());
+            } else if matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+            {
+                out.extend(c.escape_unicode());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
     let preset = p
         .config
         .preset
@@ -794,7 +811,7 @@ fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport)
                     out,
                     "  replace members of group {:?} ({}): {} member(s), +{} -{} [{:?}]",
                     g.group.name,
-                    g.group.id,
+                    g.group.id.escape_debug(),
                     g.group.members.len(),
                     g.added.len(),
                     g.removed.len(),
@@ -812,30 +829,47 @@ fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport)
                 writeln!(
                     out,
                     "  {what} user {:?} ({}) [{:?}]",
-                    u.user.user.username, u.user.id, u.reason
+                    u.user.user.username,
+                    u.user.id.escape_debug(),
+                    u.reason
                 )?;
             }
         }
     }
     for s in &p.invalid {
-        writeln!(out, "  skipped {} {:?} ({}): {}", s.kind, s.name, s.id, s.reason)?;
+        writeln!(
+            out,
+            "  skipped {} {:?} ({}): {}",
+            s.kind,
+            s.name,
+            s.id.escape_debug(),
+            shown(&s.reason)
+        )?;
     }
     for u in &p.plan.unmapped {
         writeln!(
             out,
             "  unmapped user {:?} ({}): {}",
-            u.username, u.source_id, u.reason
+            u.username,
+            u.source_id.escape_debug(),
+            shown(&u.reason)
         )?;
     }
     if let Some(why) = &tr.refused {
-        writeln!(out, "  REFUSED: {why}")?;
+        writeln!(out, "  REFUSED: {}", shown(why))?;
     }
     Ok(())
 }
 
+/// The first ids of a set, escaped like every id in the plan.
 fn join(ids: &BTreeSet<String>) -> String {
     const SHOWN: usize = 20;
-    let mut s = ids.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = ids
+        .iter()
+        .take(SHOWN)
+        .map(|id| id.escape_debug().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     if ids.len() > SHOWN {
         s.push_str(&format!(", … {} more", ids.len() - SHOWN));
     }

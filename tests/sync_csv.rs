@@ -386,13 +386,13 @@ async fn bad_csv_is_a_clear_error_and_pushes_nothing() {
             "bare quote",
             good_users.replace("user2@example.com", "us\"er2@example.com"),
             good_groups.clone(),
-            "users.csv: line 3: a quote inside an unquoted field",
+            "users.csv: line 3, column `email`: a quote inside an unquoted field",
         ),
         (
             "unclosed quote",
             good_users.replace("u3,user3", "u3,\"user3"),
             good_groups.clone(),
-            "users.csv: line 4: a quoted field is never closed",
+            "users.csv: line 4, column `username`: a quoted field is never closed",
         ),
         (
             "empty file",
@@ -448,6 +448,106 @@ async fn bad_csv_is_a_clear_error_and_pushes_nothing() {
         "{}",
         run.stderr
     );
+}
+
+/// Files a spreadsheet or a careless export produces: control characters in a field
+/// (issue 15, item 8), UTF-16, another delimiter. Each is an error naming the file,
+/// line and column, exit 6 as any source error, nothing sent.
+#[tokio::test]
+async fn control_characters_utf16_and_another_delimiter_are_refused_with_the_place() {
+    let fixture = |name: &str| {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
+        .expect("read fixture")
+    };
+    let users = users_csv(3);
+    let groups = "id,name,members,tid\ng0,eng,u1;u2,00000000-0000-4000-8000-0000000f4240\n".to_owned();
+    let cases: Vec<(&str, Vec<u8>, String, &str)> = vec![
+        (
+            "NUL byte",
+            users.replace("user2@example", "user2\0@example").into_bytes(),
+            groups.clone(),
+            "users.csv: line 3, column `email`: the field holds the control character U+0000 (a NUL byte) \
+             at character 6",
+        ),
+        (
+            "escape sequence in a group name",
+            users.clone().into_bytes(),
+            groups.replace("g0,eng,", "g0,\"e\nn\u{1b}[2Kg\","),
+            "groups.csv: line 3, column `name`: the field holds the control character U+001B",
+        ),
+        (
+            "control character after a multi-line field",
+            users.clone().into_bytes(),
+            groups.replace("g0,eng,u1;u2,", "g0,\"two\nlines\",u1;u2\u{7},"),
+            "groups.csv: line 3, column `members`: the field holds the control character U+0007",
+        ),
+        (
+            "control character in the header",
+            users.replacen("email", "e\u{8}mail", 1).into_bytes(),
+            groups.clone(),
+            "users.csv: line 1, column `#3`: the header holds the control character U+0008",
+        ),
+        (
+            "UTF-16 little endian",
+            fixture("users-utf16le.csv"),
+            groups.clone(),
+            "users.csv: line 1: the file is UTF-16 (byte order mark FF FE): save it as UTF-8",
+        ),
+        (
+            "UTF-16 big endian",
+            {
+                let mut b = vec![0xFE, 0xFF];
+                b.extend(users.encode_utf16().flat_map(u16::to_be_bytes));
+                b
+            },
+            groups.clone(),
+            "users.csv: line 1: the file is UTF-16 (byte order mark FE FF): save it as UTF-8",
+        ),
+        (
+            "semicolons",
+            fixture("users-semicolon.csv"),
+            groups.clone(),
+            "users.csv: line 1: the header is one column holding `;`: if the file is separated by `;`, \
+             set `source.delimiter = \";\"`",
+        ),
+        (
+            "tabs",
+            users.replace(',', "\t").into_bytes(),
+            groups.clone(),
+            "users.csv: line 1: the header is one column holding a tab: if the file is separated by a tab, \
+             set `source.delimiter = \"\\t\"`",
+        ),
+        (
+            "text after a closing quote",
+            users.clone().into_bytes(),
+            groups.replace(",eng,", ",\"eng\"x,"),
+            "groups.csv: line 2, column `name`: text after a closing quote",
+        ),
+    ];
+    let mock = Seed004::start().await;
+    let env = setup(&mock, "");
+    env.write("users.csv", &users);
+    env.write("groups.csv", &groups);
+    env.sync(&["sync"]).await.expect_code(0);
+    let requests = mock.request_count().await;
+    let snapshot = env.snapshot().await;
+    for (name, users, groups, message) in cases {
+        std::fs::write(env.path("users.csv"), users).expect("write users");
+        env.write("groups.csv", &groups);
+        let run = env.sync(&["sync"]).await;
+        assert_eq!(run.code, 6, "{name}: exit code\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(message),
+            "{name}: expected `{message}` in\n{}",
+            run.stderr
+        );
+        assert_eq!(mock.request_count().await, requests, "{name}: nothing sent");
+        assert_eq!(env.snapshot().await, snapshot, "{name}: snapshot unchanged");
+    }
 }
 
 #[tokio::test]

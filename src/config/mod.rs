@@ -97,6 +97,17 @@ pub struct TargetConfig {
     /// Whether entities the source data cannot build a request for fail every run,
     /// not only the run that first sees them.
     pub strict: bool,
+    /// The request `dirsync check` sends; without one it only connects (TCP, TLS), so
+    /// that no API sees a request its contract does not list.
+    pub probe: Option<Probe>,
+}
+
+/// An endpoint the target's API documents for health checks: `method` (GET or HEAD,
+/// so it changes nothing) and `path` from the base URL. Sent without credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub method: reqwest::Method,
+    pub path: String,
 }
 
 /// The config path: the flag, else `DIRSYNC_CONFIG`, else the default.
@@ -446,6 +457,31 @@ impl Ctx {
             limits,
             allow_empty_source: safety.allow_empty_source.unwrap_or(false),
             strict: raw.strict.unwrap_or(false),
+            probe: match raw.probe {
+                None => None,
+                Some(p) => {
+                    let method = match p.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                        None | Some("GET") => reqwest::Method::GET,
+                        Some("HEAD") => reqwest::Method::HEAD,
+                        Some(_) => {
+                            return Err(self.invalid(
+                                key("probe.method"),
+                                "expected `GET` or `HEAD` (a probe must change nothing)",
+                            ));
+                        }
+                    };
+                    let url = reqwest::Url::parse(&format!("http://probe.invalid{}", p.path));
+                    if !p.path.starts_with('/')
+                        || p.path.chars().any(|c| c.is_whitespace() || c.is_control())
+                        || url.is_err()
+                    {
+                        return Err(
+                            self.invalid(key("probe.path"), "a path below the base URL, starting with `/`")
+                        );
+                    }
+                    Some(Probe { method, path: p.path })
+                }
+            },
         })
     }
 

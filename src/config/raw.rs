@@ -148,6 +148,16 @@ pub struct RawTarget {
     /// Entities the source data cannot build a request for fail the run (exit code
     /// 3) on every run, not only when they are first seen.
     pub strict: Option<bool>,
+    /// What `dirsync check` sends to show the target answers (nothing when absent).
+    pub probe: Option<RawProbe>,
+}
+
+/// `probe = { method = "GET", path = "/health" }`: an endpoint the API documents.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub method: Option<String>,
+    pub path: String,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -410,6 +420,7 @@ impl RawTarget {
                 (mine, base) => mine.or(base),
             },
             safety: self.safety.or(preset.safety),
+            probe: self.probe.or(preset.probe),
         }
     }
 }

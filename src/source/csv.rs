@@ -1,9 +1,10 @@
 //! CSV source: a users file, a groups file, and optionally a membership file.
 //!
 //! Strict by design: a file that is not exactly what the config says (a missing
-//! column, a duplicate id, a member nobody knows, a broken quote, invalid UTF-8, an
-//! empty file) stops the run with an error naming the file, line and column. A
-//! directory that was half understood must never be pushed.
+//! column, a duplicate id, a member nobody knows, a broken quote, invalid UTF-8 or
+//! UTF-16, a control character in a field, a header that only splits with another
+//! delimiter, an empty file) stops the run with an error naming the file, line and
+//! column. A directory that was half understood must never be pushed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -348,8 +349,8 @@ fn non_empty<'a>(table: &Table, line: u64, column: &str, value: &'a str) -> Resu
     Ok(v)
 }
 
-/// Reads one file: BOM stripped, quoting checked, every field valid UTF-8, every row
-/// as long as the header.
+/// Reads one file: BOM stripped, quoting checked, every field valid UTF-8 without
+/// control characters, every row as long as the header.
 fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
     let err = |line: Option<u64>, column: Option<String>, message: String| CsvError {
         file: path.to_owned(),
@@ -358,6 +359,17 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
         message,
     };
     let bytes = std::fs::read(path).map_err(|e| err(None, None, format!("cannot read: {e}")))?;
+    // A spreadsheet's "Unicode text" export is UTF-16: without this, its NUL bytes
+    // would be reported one field at a time.
+    for (bom, name) in [(b"\xFF\xFE", "FF FE"), (b"\xFE\xFF", "FE FF")] {
+        if bytes.starts_with(bom) {
+            return Err(err(
+                Some(1),
+                None,
+                format!("the file is UTF-16 (byte order mark {name}): save it as UTF-8"),
+            ));
+        }
+    }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(err(
@@ -366,7 +378,15 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
             "the file is empty (expected a header line)".into(),
         ));
     }
-    check_quoting(bytes, delimiter).map_err(|(line, msg)| err(Some(line), None, msg))?;
+    if let Err(bad) = check_quoting(bytes, delimiter) {
+        // The header names the column, unless the header itself is the broken record.
+        let column = match bad.record {
+            0 => None,
+            _ => header_names(bytes, delimiter).and_then(|h| h.into_iter().nth(bad.field)),
+        };
+        let column = column.unwrap_or_else(|| format!("#{}", bad.field + 1));
+        return Err(err(Some(bad.line), Some(column), bad.message.into()));
+    }
 
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -394,6 +414,13 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
                 "invalid UTF-8 in the header".into(),
             )
         })?;
+        if let Some(bad) = control_character(name) {
+            return Err(err(
+                Some(1 + bad.line_offset),
+                Some(format!("#{}", i + 1)),
+                format!("the header {}", bad.describe()),
+            ));
+        }
         let name = name.trim().to_owned();
         if header.contains(&name) {
             return Err(err(
@@ -403,6 +430,11 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
             ));
         }
         header.push(name);
+    }
+    if let [only] = header.as_slice()
+        && let Some(hint) = delimiter_hint(only, delimiter)
+    {
+        return Err(err(Some(1), None, hint));
     }
     let mut rows = Vec::new();
     for record in records {
@@ -430,14 +462,24 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
             ));
         }
         let mut row = Vec::with_capacity(record.len());
+        // Lines the record's earlier fields span: a quoted field may hold line breaks.
+        let mut line_offset = 0;
         for (i, field) in record.iter().enumerate() {
             let value = std::str::from_utf8(field).map_err(|_| {
                 err(
-                    Some(line),
+                    Some(line + line_offset),
                     Some(header[i].clone()),
                     "invalid UTF-8 (the file must be UTF-8)".into(),
                 )
             })?;
+            if let Some(bad) = control_character(value) {
+                return Err(err(
+                    Some(line + line_offset + bad.line_offset),
+                    Some(header[i].clone()),
+                    format!("the field {}", bad.describe()),
+                ));
+            }
+            line_offset += field.iter().filter(|b| **b == b'\n').count() as u64;
             row.push(value.to_owned());
         }
         rows.push((line, row));
@@ -449,11 +491,103 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
     })
 }
 
+/// The header's names as far as they can be read, to name the column of an error
+/// found before the file is parsed.
+fn header_names(bytes: &[u8], delimiter: u8) -> Option<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let record = reader.byte_records().next()?.ok()?;
+    Some(
+        record
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).trim().to_owned())
+            .collect(),
+    )
+}
+
+/// A header read as one column that holds another common delimiter was written with
+/// that delimiter: say which setting reads it.
+fn delimiter_hint(header: &str, delimiter: u8) -> Option<String> {
+    let (other, setting) = [(',', ","), (';', ";"), ('\t', "\\t")]
+        .into_iter()
+        .find(|(c, _)| *c as u32 != u32::from(delimiter) && header.contains(*c))?;
+    let shown = if other == '\t' {
+        "a tab".to_owned()
+    } else {
+        format!("`{other}`")
+    };
+    Some(format!(
+        "the header is one column holding {shown}: if the file is separated by {shown}, \
+         set `source.delimiter = \"{setting}\"`"
+    ))
+}
+
+/// A control character found in a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ControlCharacter {
+    character: char,
+    /// Line breaks before it in the same field.
+    line_offset: u64,
+    /// Its position in the field, counting characters from 1.
+    position: usize,
+}
+
+impl ControlCharacter {
+    fn describe(&self) -> String {
+        let code = self.character as u32;
+        let name = if code == 0 { " (a NUL byte)" } else { "" };
+        format!(
+            "holds the control character U+{code:04X}{name} at character {}: only a tab, \
+             and line breaks in a quoted field, may appear in a field",
+            self.position
+        )
+    }
+}
+
+/// The first control character in `value` other than tab and line breaks (which can
+/// only be there inside quotes). Names and ids carrying one would reach the targets,
+/// the logs and the terminal, where they can hide or forge text.
+fn control_character(value: &str) -> Option<ControlCharacter> {
+    // Every character to reject starts with a byte below 0x20, 0x7F (DEL) or 0xC2
+    // (the C1 controls U+0080..U+009F); most fields hold none of them.
+    if !value.bytes().any(|b| b < 0x20 || b == 0x7F || b == 0xC2) {
+        return None;
+    }
+    let mut line_offset = 0;
+    for (i, c) in value.chars().enumerate() {
+        if c == '\n' {
+            line_offset += 1;
+        } else if c.is_control() && c != '\t' && c != '\r' {
+            return Some(ControlCharacter {
+                character: c,
+                line_offset,
+                position: i + 1,
+            });
+        }
+    }
+    None
+}
+
+/// Where quoting breaks: the line, the record (0 is the header), the field in it
+/// (from 0) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct QuotingError {
+    line: u64,
+    record: u64,
+    field: usize,
+    message: &'static str,
+}
+
 /// RFC 4180 quoting: a quote may only open a field, and a quoted field must close
 /// before a delimiter or line end. The csv crate accepts both mistakes silently, so
-/// they are caught here, with the line they are on.
-fn check_quoting(bytes: &[u8], delimiter: u8) -> Result<(), (u64, String)> {
+/// they are caught here, with the line and field they are in.
+fn check_quoting(bytes: &[u8], delimiter: u8) -> Result<(), QuotingError> {
     let mut line = 1u64;
+    let mut record = 0u64;
+    let mut field = 0usize;
     let mut open_line = 0u64;
     let mut in_quotes = false;
     let mut at_field_start = true;
@@ -469,11 +603,15 @@ fn check_quoting(bytes: &[u8], delimiter: u8) -> Result<(), (u64, String)> {
                     match bytes.get(i + 1) {
                         None | Some(b'\n') | Some(b'\r') => {}
                         Some(&d) if d == delimiter => {}
-                        Some(_) => return Err((
-                            line,
-                            "text after a closing quote (a quote inside a quoted field is written as \"\")"
-                                .into(),
-                        )),
+                        Some(_) => {
+                            return Err(QuotingError {
+                                line,
+                                record,
+                                field,
+                                message: "text after a closing quote (a quote inside a quoted field \
+                                          is written as \"\")",
+                            });
+                        }
                     }
                 }
             } else if b == b'\n' {
@@ -481,24 +619,35 @@ fn check_quoting(bytes: &[u8], delimiter: u8) -> Result<(), (u64, String)> {
             }
         } else if b == b'"' {
             if !at_field_start {
-                return Err((
+                return Err(QuotingError {
                     line,
-                    "a quote inside an unquoted field (quote the whole field and double the quote)".into(),
-                ));
+                    record,
+                    field,
+                    message: "a quote inside an unquoted field (quote the whole field and double the quote)",
+                });
             }
             in_quotes = true;
             open_line = line;
         } else if b == b'\n' {
             line += 1;
+            record += 1;
+            field = 0;
             at_field_start = true;
             i += 1;
             continue;
+        } else if b == delimiter {
+            field += 1;
         }
         at_field_start = !in_quotes && (b == delimiter || b == b'\r');
         i += 1;
     }
     if in_quotes {
-        return Err((open_line, "a quoted field is never closed".into()));
+        return Err(QuotingError {
+            line: open_line,
+            record,
+            field,
+            message: "a quoted field is never closed",
+        });
     }
     Ok(())
 }
@@ -509,18 +658,67 @@ mod tests {
 
     #[test]
     fn quoting() {
-        let cases: &[(&str, Option<u64>)] = &[
+        /// The line, record and field of an error.
+        type Place = (u64, u64, usize);
+        let cases: &[(&str, Option<Place>)] = &[
             ("a,b\n1,2\n", None),
             ("a,b\n\"1,x\",\"say \"\"hi\"\"\"\n", None),
             ("a,b\n\"multi\nline\",2\n", None),
             ("a,b\r\n\"1\",\"2\"\r\n", None),
-            ("a,b\n1,2\"x\n", Some(2)),
-            ("a,b\n1,\"2\"x\n", Some(2)),
-            ("a,b\n1,2\n3,\"open\n4,5\n", Some(3)),
+            ("a,b\n1,2\"x\n", Some((2, 1, 1))),
+            ("a,b\n1,\"2\"x\n", Some((2, 1, 1))),
+            ("a,b\n1,2\n3,\"open\n4,5\n", Some((3, 2, 1))),
+            ("a,b,c\n\"x\ny\",2,\"3\"z\n", Some((3, 1, 2))),
+            ("a\"b,c\n1,2\n", Some((1, 0, 0))),
         ];
         for (text, want) in cases {
-            let got = check_quoting(text.as_bytes(), b',').err().map(|(l, _)| l);
+            let got = check_quoting(text.as_bytes(), b',')
+                .err()
+                .map(|e| (e.line, e.record, e.field));
             assert_eq!(got, *want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters() {
+        /// The character found, the line breaks before it and its position.
+        type Found = (char, u64, usize);
+        let cases: &[(&str, Option<Found>)] = &[
+            ("plain", None),
+            ("tab\tis fine", None),
+            ("two\nlines\r\n", None),
+            ("日本語 ✓ é", None),
+            ("nul\0", Some(('\0', 0, 4))),
+            ("esc\u{1b}[31m", Some(('\u{1b}', 0, 4))),
+            ("a\nb\u{7f}", Some(('\u{7f}', 1, 4))),
+            ("c1 \u{85}", Some(('\u{85}', 0, 4))),
+            ("bell\u{7}", Some(('\u{7}', 0, 5))),
+        ];
+        for (value, want) in cases {
+            let got = control_character(value).map(|c| (c.character, c.line_offset, c.position));
+            assert_eq!(got, *want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn delimiter_hints() {
+        let cases: &[(&str, u8, Option<&str>)] = &[
+            ("id;username;email", b',', Some("`source.delimiter = \";\"`")),
+            ("id\tusername", b',', Some("`source.delimiter = \"\\t\"`")),
+            ("id,username", b';', Some("`source.delimiter = \",\"`")),
+            ("id,username", b'\t', Some("`source.delimiter = \",\"`")),
+            ("id;username", b';', None),
+            ("id", b',', None),
+        ];
+        for (header, delimiter, want) in cases {
+            let got = delimiter_hint(header, *delimiter);
+            match want {
+                Some(w) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(w)),
+                    "{header:?}: {got:?}"
+                ),
+                None => assert_eq!(got, None, "{header:?}"),
+            }
         }
     }
 }
