@@ -666,30 +666,7 @@ const DETAIL: usize = 200;
 /// The columns an entity's name keeps when a long id takes the rest.
 const NAME_AT_LEAST: usize = 10;
 
-/// Text from the directory or a target, made safe for one line of a terminal: a line
-/// break must not start a row and an escape sequence must not restyle the terminal,
-/// so control characters print as `\n`, `\t`, `\u{1b}`, as do the invisible
-/// characters that reorder text (bidi overrides) or hide it (zero widths).
-fn visible(text: &str) -> std::borrow::Cow<'_, str> {
-    fn hidden(c: char) -> bool {
-        c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-    }
-    if !text.chars().any(hidden) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else if hidden(c) {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
+use dirsync::text::visible;
 
 /// `text` (already visible) cut to at most `width` terminal columns, ending in `…`
 /// when something was cut.

@@ -13,6 +13,7 @@
 //! - [`target`]: a target described as data (`spec`), requests built and answers
 //!   judged purely (`request`), sent over HTTP with retries (`http`), and presets.
 //! - [`template`]: minijinja with escaping chosen by the output format.
+//! - [`text`]: pure; directory and target text made safe to print or keep.
 //! - [`store`]: the SQLite state database: snapshots, runs, audit log.
 //! - [`lock`]: one run at a time per state database.
 //! - [`sync`]: wires one run together; the only module that sequences I/O.
@@ -36,3 +37,4 @@ pub mod strindex;
 pub mod sync;
 pub mod target;
 pub mod template;
+pub mod text;

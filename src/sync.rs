@@ -779,20 +779,7 @@ fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport)
     // Names print quoted (`{:?}`), ids through `escape_debug` and free text through
     // `shown`: a line break, an escape sequence or a bidi override in the directory's
     // or a target's text must not start a line or restyle the terminal.
-    fn shown(text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        for c in text.chars() {
-            if c.is_control() {
-                out.extend(c.escape_debug());
-            } else if matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-            {
-                out.extend(c.escape_unicode());
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
+    let shown = |text: &str| crate::text::visible(text).into_owned();
     let preset = p
         .config
         .preset
