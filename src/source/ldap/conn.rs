@@ -9,10 +9,10 @@
 //! Two small pieces go around ldap3. [`PageCheck`], an adapter under `PagedResults`,
 //! sees each page's result: `PagedResults` goes on to the next page after a failed
 //! page that still carries a cookie, forever on a cookie that does not move, and
-//! panics on a paged results control it cannot parse. [`entry`] takes an entry's
-//! DN and values from ldap3's decoded message as bytes: `SearchEntry::construct`
-//! panics on a DN that is not UTF-8 and moves whole attributes aside when one value
-//! is not UTF-8.
+//! panics on a paged results control it cannot parse. [`read_entry_into`] takes an
+//! entry's DN and values from ldap3's decoded message as bytes:
+//! `SearchEntry::construct` panics on a DN that is not UTF-8 and moves whole
+//! attributes aside when one value is not UTF-8.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
