@@ -11,7 +11,10 @@ use std::time::Instant;
 use common::slapd::{self, BASE, Options, READER_DN, READER_PASSWORD, Slapd, fixture, people_ldif};
 use common::{group_uuid, uuid};
 use dirsync::model::Directory;
-use dirsync::source::ldap::{self, LdapConfig, LdapError, RawLdap, ReadReport};
+use dirsync::source::ldap::{
+    self, BindFailure, ConnectFailure, DataProblem, LdapConfig, LdapError, RawLdap, ReadReport,
+    SearchFailure, TlsFailure, TlsHint,
+};
 
 /// A config for `url` bound as `cn=reader` with the openldap preset, plus `extra` keys.
 fn config(server: &Slapd, url: &str, extra: &str) -> LdapConfig {
@@ -63,6 +66,16 @@ async fn paging_reads_2500_users_past_a_size_limit_of_500() {
 
     // The limit is real: without paging the same read stops at 500, and says so.
     let err = read_err(&config(&server, &server.url(), "page_size = 0")).await;
+    assert!(
+        matches!(
+            &err,
+            LdapError::Search {
+                reason: SearchFailure::SizeLimit { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("sizeLimitExceeded (4)"), "{msg}");
     assert!(msg.contains("`page_size`"), "{msg}");
@@ -78,6 +91,16 @@ async fn a_server_that_refuses_paging_says_so() {
         },
     );
     let err = read_err(&config(&server, &server.url(), "")).await;
+    assert!(
+        matches!(
+            &err,
+            LdapError::Search {
+                reason: SearchFailure::PagingRefused { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("refuses paged results (RFC 2696)"), "{msg}");
     assert!(msg.contains("`page_size = 0`"), "{msg}");
@@ -200,7 +223,19 @@ async fn the_wrong_ca_is_a_clear_tls_error() {
             &format!("{starttls}ca_file = \"{}\"", other.display()),
         );
         let err = read_err(&c).await;
-        assert!(matches!(err, LdapError::Tls { .. }), "{err:?}");
+        assert!(
+            matches!(
+                &err,
+                LdapError::Tls {
+                    reason: TlsFailure::Handshake {
+                        hint: TlsHint::NotInCaFile(path),
+                        ..
+                    },
+                    ..
+                } if *path == other
+            ),
+            "{err:?}"
+        );
         let msg = err.to_string();
         assert!(msg.contains("UnknownIssuer"), "{msg}");
         assert!(
@@ -210,6 +245,19 @@ async fn the_wrong_ca_is_a_clear_tls_error() {
     }
     // Without `ca_file`, the system's CAs do not know the test CA either.
     let err = read_err(&config(&server, &server.ldaps_url(), "")).await;
+    assert!(
+        matches!(
+            &err,
+            LdapError::Tls {
+                reason: TlsFailure::Handshake {
+                    hint: TlsHint::NotInSystemStore,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("set `ca_file`"), "{err}");
 }
 
@@ -225,7 +273,16 @@ async fn a_wrong_password_is_a_clear_bind_error() {
         wrong.display()
     );
     let err = read_err(&parse(&text, server.dir.path())).await;
-    assert!(matches!(err, LdapError::Bind { .. }), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            LdapError::Bind {
+                reason: BindFailure::InvalidCredentials { result },
+                ..
+            } if result.code == 49
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(
         msg.contains(&format!("bind as `{READER_DN}` failed: invalidCredentials (49)")),
@@ -249,7 +306,16 @@ async fn a_closed_port_is_a_clear_connect_error() {
          anonymous = true\nconnect_timeout = \"2s\"\n"
     );
     let err = read_err(&parse(&text, Path::new("/"))).await;
-    assert!(matches!(err, LdapError::Connect { .. }), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            LdapError::Connect {
+                reason: ConnectFailure::Io(e),
+                ..
+            } if e.kind() == std::io::ErrorKind::ConnectionRefused
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(
         msg.starts_with(&format!("ldap ldap://127.0.0.1:{port}: cannot connect: ")),
@@ -268,7 +334,16 @@ async fn a_server_that_never_answers_times_out() {
          anonymous = true\ntimeout = \"1s\"\n"
     );
     let err = read_err(&parse(&text, Path::new("/"))).await;
-    assert!(matches!(err, LdapError::Bind { .. }), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            LdapError::Bind {
+                reason: BindFailure::Timeout { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(
         err.to_string().contains("no answer within 1s (`timeout`)"),
         "{err}"
@@ -289,7 +364,17 @@ async fn an_invalid_utf8_value_names_the_dn_and_attribute() {
     assert_eq!(dir.users.len(), 3);
 
     let err = read_err(&config(&server, &server.url(), "[users]\nextra = [\"audio\"]")).await;
-    assert!(matches!(err, LdapError::Data { .. }), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            LdapError::Data {
+                attribute: Some(a),
+                problem: DataProblem::NotUtf8 { .. },
+                ..
+            } if a == "audio"
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(
         msg.contains(
@@ -307,7 +392,19 @@ async fn a_missing_base_dn_is_named() {
         &server.url(),
         "[users]\nbase_dn = \"ou=nowhere,dc=example,dc=com\"",
     );
-    let msg = read_err(&c).await.to_string();
+    let err = read_err(&c).await;
+    assert!(
+        matches!(
+            &err,
+            LdapError::Search {
+                base,
+                reason: SearchFailure::NoSuchBase { result },
+                ..
+            } if base == "ou=nowhere,dc=example,dc=com" && result.code == 32
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
     assert!(msg.contains("search of `ou=nowhere,dc=example,dc=com`"), "{msg}");
     assert!(msg.contains("noSuchObject (32)"), "{msg}");
 }
@@ -322,7 +419,18 @@ async fn a_referral_ends_the_read_instead_of_skipping_part_of_the_tree() {
     );
     let server = Slapd::start(&ldif, Options::default());
     // Searching the subtree that holds the referral: a continuation reference.
-    let msg = read_err(&config(&server, &server.url(), "")).await.to_string();
+    let err = read_err(&config(&server, &server.url(), "")).await;
+    assert!(
+        matches!(
+            &err,
+            LdapError::Search {
+                reason: SearchFailure::Referral { urls, .. },
+                ..
+            } if urls.iter().any(|u| u.starts_with("ldap://127.0.0.1:9/ou=partners,dc=example,dc=com"))
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
     assert!(
         msg.contains("returned a referral to ldap://127.0.0.1:9/ou=partners,dc=example,dc=com"),
         "{msg}"
@@ -333,7 +441,18 @@ async fn a_referral_ends_the_read_instead_of_skipping_part_of_the_tree() {
         &server.url(),
         "[users]\nbase_dn = \"ou=partners,ou=people,dc=example,dc=com\"",
     );
-    let msg = read_err(&c).await.to_string();
+    let err = read_err(&c).await;
+    assert!(
+        matches!(
+            &err,
+            LdapError::Search {
+                reason: SearchFailure::ReferralResult { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
     assert!(msg.contains("referral (10)"), "{msg}");
     assert!(msg.contains("does not follow referrals"), "{msg}");
 }

@@ -1,5 +1,5 @@
 //! End to end: an OpenLDAP directory (a real slapd) synced by the real binary to a
-//! mock of seed 004, a read cut short by killing slapd, and `dirsync check`.
+//! mock of the group-members API, a read cut short by killing slapd, and `dirsync check`.
 
 mod common;
 
@@ -76,7 +76,7 @@ fn fixture_state() -> BTreeMap<String, BTreeSet<String>> {
 }
 
 #[tokio::test]
-async fn an_openldap_directory_reaches_seed_004_and_stays_there() {
+async fn an_openldap_directory_reaches_the_group_members_api_and_stays_there() {
     let server = Slapd::start(&fixture("ldap-groups.ldif"), Options::default());
     let mock = Seed004::start().await;
     let env = setup(&server, &mock, 3);

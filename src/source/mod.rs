@@ -29,26 +29,30 @@ pub async fn read(config: &SourceConfig) -> Result<Directory, SourceError> {
             Ok(dir)
         }
         SourceConfig::Ldap(c) => {
-            // On a worker thread, the task that waits for the socket is the one the
-            // I/O driver wakes: no hand-off to the thread that called `block_on` for
-            // each of the ~10,000 waits of a large read (half the context switches).
+            // On a runtime worker, beside ldap3's connection task, rather than on the
+            // thread that called `block_on`.
             let (c, url) = ((**c).clone(), c.url.clone());
-            let read = joined(tokio::spawn(async move { ldap::read(&c).await }).await).map_err(|e| {
-                ldap::LdapError::Connect {
+            let read = tokio::spawn(async move { ldap::read(&c).await })
+                .await
+                .map_err(|e| ldap::LdapError::Interrupted {
                     url,
-                    message: format!("the read was cancelled: {e}"),
-                }
-            })?;
+                    how: interrupted(e),
+                })?;
             Ok(read?)
         }
     }
 }
 
-/// A spawned task's result. Its panic goes on unwinding here; `Err` is left only
-/// for a task the runtime dropped while shutting down.
-pub(crate) fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T, String> {
-    result.map_err(|e| match e.try_into_panic() {
-        Ok(panic) => std::panic::resume_unwind(panic),
-        Err(e) => e.to_string(),
-    })
+/// How a spawned task ended without a result.
+fn interrupted(e: tokio::task::JoinError) -> ldap::Interrupted {
+    match e.try_into_panic() {
+        Ok(panic) => ldap::Interrupted::Panicked(
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned()),
+        ),
+        Err(_) => ldap::Interrupted::Cancelled,
+    }
 }

@@ -1,8 +1,10 @@
 //! Active Directory's peculiarities: binary GUIDs and SIDs, the `userAccountControl`
 //! bit field, and ranged retrieval of large multi-valued attributes.
 //!
-//! Pure functions over attribute names and values; the connection that asks for the
-//! next range lives in `read`.
+//! Pure functions over attribute names and values; the read in `mod.rs` asks for
+//! the next range.
+
+use super::error::DataProblem;
 
 /// Attributes whose values are binary and get a text form instead of a UTF-8 check.
 pub fn binary_kind(attribute: &str) -> Option<Binary> {
@@ -28,7 +30,7 @@ pub enum Binary {
 
 impl Binary {
     /// The text form of `bytes`, or why it has none.
-    pub fn render(self, bytes: &[u8]) -> Result<String, String> {
+    pub fn render(self, bytes: &[u8]) -> Result<String, DataProblem> {
         match self {
             Binary::Guid => guid(bytes),
             Binary::Sid => sid(bytes),
@@ -39,10 +41,10 @@ impl Binary {
 /// The canonical string of a GUID stored as 16 bytes: the first three fields are
 /// little-endian (Data1 u32, Data2 u16, Data3 u16), the last 8 bytes are in order.
 /// Lowercase, as PowerShell's `ObjectGUID` prints it.
-pub fn guid(bytes: &[u8]) -> Result<String, String> {
+pub fn guid(bytes: &[u8]) -> Result<String, DataProblem> {
     let b: &[u8; 16] = bytes
         .try_into()
-        .map_err(|_| format!("a GUID is 16 bytes, this value has {}", bytes.len()))?;
+        .map_err(|_| DataProblem::BadGuid { len: bytes.len() })?;
     Ok(format!(
         "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
         b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
@@ -51,8 +53,8 @@ pub fn guid(bytes: &[u8]) -> Result<String, String> {
 
 /// The string form of a binary SID (MS-DTYP 2.4.2.2): revision, a 48-bit big-endian
 /// identifier authority, then little-endian 32-bit sub-authorities.
-pub fn sid(bytes: &[u8]) -> Result<String, String> {
-    let bad = || format!("not a valid SID ({} bytes)", bytes.len());
+pub fn sid(bytes: &[u8]) -> Result<String, DataProblem> {
+    let bad = || DataProblem::BadSid { len: bytes.len() };
     if bytes.len() < 8 {
         return Err(bad());
     }
@@ -75,11 +77,10 @@ const ACCOUNTDISABLE: i64 = 0x2;
 
 /// Whether a `userAccountControl` value (a decimal integer) says the account is
 /// enabled.
-pub fn uac_enabled(value: &str) -> Result<bool, String> {
-    let flags: i64 = value
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{value}` is not a userAccountControl number"))?;
+pub fn uac_enabled(value: &str) -> Result<bool, DataProblem> {
+    let flags: i64 = value.trim().parse().map_err(|_| DataProblem::NotAccountControl {
+        value: value.to_owned(),
+    })?;
     Ok(flags & ACCOUNTDISABLE == 0)
 }
 

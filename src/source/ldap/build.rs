@@ -6,15 +6,15 @@
 //! once mapped; nothing here knows about the network. Active Directory's ranged
 //! `member;range=…` values come in through the same door as the first part.
 
-use std::collections::{BTreeMap, BTreeSet, btree_map};
+use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map, hash_map};
 
 use super::ad;
 use super::config::{EnabledRule, GroupSearch, UserSearch};
 use super::dn;
 use super::entry::{Entry, ValueError};
+use super::error::{DataProblem, IdKind, RangeStop};
 use super::nested::Graph;
 use crate::model::{Attrs, Directory, Group, User};
-use crate::strindex::{Full, StrIndex};
 
 /// How many examples of each kind of problem are kept for the log and `check`.
 const EXAMPLES: usize = 5;
@@ -22,13 +22,13 @@ const EXAMPLES: usize = 5;
 /// A user index that stands for "more than one user has this uid".
 const AMBIGUOUS: u32 = u32::MAX;
 
-/// An entry's data cannot be used; the message names the DN and, when there is
-/// one, the attribute.
+/// An entry's data cannot be used: the entry's DN, the attribute when there is one,
+/// and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataError {
     pub dn: String,
     pub attribute: Option<String>,
-    pub message: String,
+    pub problem: DataProblem,
 }
 
 impl From<ValueError> for DataError {
@@ -36,7 +36,7 @@ impl From<ValueError> for DataError {
         DataError {
             dn: e.dn,
             attribute: Some(e.attribute),
-            message: e.message,
+            problem: e.problem,
         }
     }
 }
@@ -48,95 +48,16 @@ pub struct Users<'c> {
     uid_attribute: Option<&'c str>,
     list: Vec<User>,
     index: UserIndex,
-    /// Normalized DNs and lowercased uids not yet in the index: they go in a few
-    /// dozen at a time, so that the cache misses of placing them overlap.
-    pending_dns: Pending,
-    pending_uids: Pending,
-    /// An entry's normalized DN, reused from one entry to the next.
+    /// An entry's normalized DN or lowercased uid, reused from one key to the next.
     scratch: String,
 }
 
 /// The users' normalized DNs and lowercased uids, to their read index.
 #[derive(Debug, Default)]
 pub struct UserIndex {
-    by_dn: StrIndex,
+    by_dn: HashMap<String, u32>,
     /// [`AMBIGUOUS`] for a uid that more than one user has.
-    by_uid: StrIndex,
-}
-
-/// Strings side by side in one buffer, and where each ends.
-#[derive(Debug, Default)]
-struct Packed {
-    text: String,
-    ends: Vec<usize>,
-}
-
-impl Packed {
-    fn with_capacity(strings: usize, bytes: usize) -> Self {
-        Packed {
-            text: String::with_capacity(bytes),
-            ends: Vec::with_capacity(strings),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn push(&mut self, s: &str) {
-        self.text.push_str(s);
-        self.ends.push(self.text.len());
-    }
-
-    fn clear(&mut self) {
-        self.text.clear();
-        self.ends.clear();
-    }
-
-    /// String `i`.
-    fn get(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &str> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let s = &self.text[start..end];
-            start = end;
-            s
-        })
-    }
-}
-
-/// Keys waiting to go into a [`StrIndex`], and their values.
-#[derive(Debug, Default)]
-struct Pending {
-    keys: Packed,
-    values: Vec<u32>,
-}
-
-/// How many keys wait before they go into the index.
-const PENDING: usize = 64;
-
-impl Pending {
-    fn push(&mut self, key: &str, value: u32) {
-        self.keys.push(key);
-        self.values.push(value);
-    }
-
-    /// Moves the keys into `index`; `keep` as in [`StrIndex::insert_each`].
-    fn drain_into(
-        &mut self,
-        index: &mut StrIndex,
-        keep: impl FnMut(&str, u32, u32) -> u32,
-    ) -> Result<(), Full> {
-        let items = self.keys.iter().zip(self.values.iter().copied());
-        let placed = index.insert_each(items, keep);
-        self.keys.clear();
-        self.values.clear();
-        placed
-    }
+    by_uid: HashMap<String, u32>,
 }
 
 impl<'c> Users<'c> {
@@ -146,74 +67,46 @@ impl<'c> Users<'c> {
             uid_attribute,
             list: Vec::new(),
             index: UserIndex::default(),
-            pending_dns: Pending::default(),
-            pending_uids: Pending::default(),
             scratch: String::new(),
         }
     }
 
     /// The users read, for [`sort_users`], and the index of their DNs and uids.
-    pub fn finish(mut self) -> Result<(Vec<User>, UserIndex), DataError> {
-        let last = self
-            .list
-            .last()
-            .and_then(|u| u.attrs.get("dn"))
-            .unwrap_or_default()
-            .to_owned();
-        self.flush(&last)?;
-        Ok((self.list, self.index))
+    pub fn finish(self) -> (Vec<User>, UserIndex) {
+        (self.list, self.index)
     }
 
     /// Maps one entry of the user search.
     pub fn add(&mut self, e: &Entry) -> Result<(), DataError> {
-        let c = self.config;
-        let user = map_user(e, c)?;
+        let mut user = map_user(e, self.config)?;
         let index = u32::try_from(self.list.len())
             .ok()
             .filter(|i| *i < AMBIGUOUS)
             .ok_or_else(|| DataError {
                 dn: e.dn.clone(),
                 attribute: None,
-                message: "more users than dirsync can index".into(),
+                problem: DataProblem::TooManyUsers,
             })?;
         if let Some(attr) = self.uid_attribute {
             for uid in e.all_text(attr)? {
                 lowercase_into(uid.trim(), &mut self.scratch);
-                self.pending_uids.push(&self.scratch, index);
+                // A uid another user has already names neither; the same user listing
+                // a uid twice (`Ann`, `ann`) is still that user.
+                match self.index.by_uid.entry(self.scratch.clone()) {
+                    hash_map::Entry::Occupied(mut known) if *known.get() != index => {
+                        known.insert(AMBIGUOUS);
+                    }
+                    hash_map::Entry::Occupied(_) => {}
+                    hash_map::Entry::Vacant(slot) => {
+                        slot.insert(index);
+                    }
+                }
             }
         }
-        dn::normalize_into(&e.dn, &mut self.scratch);
-        self.pending_dns.push(&self.scratch, index);
-        let mut user = user;
+        self.index.by_dn.insert(dn::normalize(&e.dn), index);
         user.attrs.insert("dn".into(), e.dn.clone());
         self.list.push(user);
-        if self.pending_dns.keys.len() >= PENDING {
-            self.flush(&e.dn)?;
-        }
         Ok(())
-    }
-
-    /// Moves the pending keys into the index. `dn` names the entry in an error: the
-    /// last one read, as the key that did not fit is one of the last 64.
-    fn flush(&mut self, dn: &str) -> Result<(), DataError> {
-        // A uid another user has already names neither; the same user listing a uid
-        // twice (`Ann`, `ann`) is still that user.
-        let ambiguous = |_: &str, new: u32, old: u32| if old == new { new } else { AMBIGUOUS };
-        self.pending_uids
-            .drain_into(&mut self.index.by_uid, ambiguous)
-            .map_err(|_| too_many(dn, self.uid_attribute, "uids"))?;
-        self.pending_dns
-            .drain_into(&mut self.index.by_dn, |_, new, _| new)
-            .map_err(|_| too_many(dn, None, "user DNs"))
-    }
-}
-
-/// An index is full: more than 4 GiB of `what` (reached at `dn`).
-fn too_many(dn: &str, attribute: Option<&str>, what: &str) -> DataError {
-    DataError {
-        dn: dn.to_owned(),
-        attribute: attribute.map(str::to_owned),
-        message: format!("more {what} than dirsync can index (4 GiB)"),
     }
 }
 
@@ -230,16 +123,13 @@ fn lowercase_into(text: &str, out: &mut String) {
 }
 
 fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
-    let required = |attr: &str, key: &str| -> Result<String, DataError> {
+    let required = |attr: &str, key: &'static str| -> Result<String, DataError> {
         match e.first_text_ref(attr)? {
             Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
             _ => Err(DataError {
                 dn: e.dn.clone(),
                 attribute: Some(attr.to_owned()),
-                message: format!(
-                    "missing, and `source.users.{key}` says it holds the user's {key}; \
-                     narrow `source.users.filter` to entries that have it"
-                ),
+                problem: DataProblem::Missing { search: "users", key },
             }),
         }
     };
@@ -272,15 +162,15 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
 
 fn enabled(e: &Entry, attr: &str, rule: EnabledRule) -> Result<bool, DataError> {
     let value = e.first_text_ref(attr)?;
-    let err = |message: String| DataError {
+    let err = |problem: DataProblem| DataError {
         dn: e.dn.clone(),
         attribute: Some(attr.to_owned()),
-        message,
+        problem,
     };
     let boolean = |v: &str| match v.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(err(format!("`{v}` is not a boolean (TRUE/FALSE)"))),
+        _ => Err(err(DataProblem::NotBoolean { value: v.to_owned() })),
     };
     match (rule, value.as_deref()) {
         (EnabledRule::PresentIsDisabled, v) => Ok(v.is_none()),
@@ -317,12 +207,11 @@ pub struct PendingRange {
 pub struct Groups<'c> {
     config: &'c GroupSearch,
     drafts: Vec<Draft>,
-    by_dn: StrIndex,
+    /// Normalized DNs to the group's read index.
+    by_dn: HashMap<String, u32>,
     ignored: Ignored,
     /// A member value's normalized DN, reused from one value to the next.
     scratch: String,
-    /// One attribute's normalized member DNs.
-    batch: Packed,
 }
 
 /// Member values that named no user or group the searches returned.
@@ -346,10 +235,9 @@ impl<'c> Groups<'c> {
         Groups {
             config,
             drafts: Vec::new(),
-            by_dn: StrIndex::new(),
+            by_dn: HashMap::new(),
             ignored: Ignored::default(),
             scratch: String::new(),
-            batch: Packed::default(),
         }
     }
 
@@ -357,16 +245,16 @@ impl<'c> Groups<'c> {
     /// more values to fetch.
     pub fn add(&mut self, e: &Entry, users: &UserIndex) -> Result<Vec<PendingRange>, DataError> {
         let c = self.config;
-        let required = |attr: &str, key: &str| -> Result<String, DataError> {
+        let required = |attr: &str, key: &'static str| -> Result<String, DataError> {
             match e.first_text_ref(attr)? {
                 Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
                 _ => Err(DataError {
                     dn: e.dn.clone(),
                     attribute: Some(attr.to_owned()),
-                    message: format!(
-                        "missing, and `source.groups.{key}` says it holds the group's {key}; \
-                         narrow `source.groups.filter` to entries that have it"
-                    ),
+                    problem: DataProblem::Missing {
+                        search: "groups",
+                        key,
+                    },
                 }),
             }
         };
@@ -404,7 +292,7 @@ impl<'c> Groups<'c> {
         for attr in &c.member_uids {
             for uid in e.all_text(attr)? {
                 lowercase_into(uid.trim(), &mut self.scratch);
-                match users.by_uid.get(&self.scratch) {
+                match users.by_uid.get(&self.scratch).copied() {
                     Some(AMBIGUOUS) => {
                         let name = &self.drafts[index].group.name;
                         self.ignored
@@ -419,17 +307,12 @@ impl<'c> Groups<'c> {
                 }
             }
         }
-        dn::normalize_into(&e.dn, &mut self.scratch);
-        self.by_dn
-            .insert(&self.scratch, index as u32)
-            .map_err(|_| too_many(&e.dn, None, "group DNs"))?;
+        self.by_dn.insert(dn::normalize(&e.dn), index as u32);
         Ok(pending)
     }
 
     /// Adds one attribute's member DNs to group `index`: users by index, the rest
-    /// (nested groups, outsiders) kept for [`Groups::finish_sorted`]. The values are
-    /// normalized side by side first and looked up together, so the cache misses of
-    /// many lookups overlap.
+    /// (nested groups, outsiders) kept for [`Groups::finish`].
     fn add_members(
         &mut self,
         index: usize,
@@ -438,17 +321,15 @@ impl<'c> Groups<'c> {
         values: &[Vec<u8>],
         users: &UserIndex,
     ) -> Result<(), DataError> {
-        self.batch.clear();
+        let draft = &mut self.drafts[index];
         for v in values {
             let v = e.text_ref(desc, v)?;
             dn::normalize_into(dn::strip_optional_uid(&v), &mut self.scratch);
-            self.batch.push(&self.scratch);
+            match users.by_dn.get(&self.scratch) {
+                Some(&u) => draft.users.push(u),
+                None => draft.other_dns.push(self.scratch.clone()),
+            }
         }
-        let draft = &mut self.drafts[index];
-        users.by_dn.get_each(self.batch.iter(), |key, found| match found {
-            Some(u) => draft.users.push(u),
-            None => draft.other_dns.push(key.to_owned()),
-        });
         Ok(())
     }
 
@@ -461,17 +342,17 @@ impl<'c> Groups<'c> {
         answer: Option<Entry>,
         users: &UserIndex,
     ) -> Result<Option<PendingRange>, DataError> {
-        let missing = |why: &str| DataError {
+        let missing = |why: RangeStop| DataError {
             dn: pending.dn.clone(),
             attribute: Some(pending.request.clone()),
-            message: format!("ranged retrieval stopped: {why}; the group's remaining members cannot be read"),
+            problem: DataProblem::RangeStopped(why),
         };
-        let e = answer.ok_or_else(|| missing("the server returned no entry"))?;
+        let e = answer.ok_or_else(|| missing(RangeStop::NoEntry))?;
         let (desc, values) = e
             .attrs
             .iter()
             .find_map(|(desc, values)| ad::parse_range(desc, &pending.attribute).map(|r| ((desc, r), values)))
-            .ok_or_else(|| missing("the answer holds no ranged values"))?;
+            .ok_or_else(|| missing(RangeStop::NoValues))?;
         let (desc, range) = desc;
         self.add_members(pending.group, &e, desc, values, users)?;
         Ok(range
@@ -483,14 +364,8 @@ impl<'c> Groups<'c> {
     }
 
     /// Resolves nested groups and builds the directory.
-    #[cfg(test)]
     pub fn finish(self, users: Vec<User>) -> Result<(Directory, Resolution), DataError> {
-        self.finish_sorted(sort_users(users)?)
-    }
-
-    /// Resolves nested groups and builds the directory from the users
-    /// [`sort_users`] sorted.
-    pub fn finish_sorted(self, users: SortedUsers) -> Result<(Directory, Resolution), DataError> {
+        let users = sort_users(users)?;
         let Groups {
             drafts,
             by_dn,
@@ -503,7 +378,7 @@ impl<'c> Groups<'c> {
             graph.users[g] = draft.users;
             for other in draft.other_dns {
                 match by_dn.get(&other) {
-                    Some(child) => graph.children[g].push(child),
+                    Some(&child) => graph.children[g].push(child),
                     None => ignored.add(&draft.group.name, || {
                         format!("member `{other}` is not a user or group the searches returned")
                     }),
@@ -513,15 +388,19 @@ impl<'c> Groups<'c> {
         }
         let flat = graph.flatten();
 
-        // Members are named by the users' ids, copied from the ids side by side in
-        // their sorted order: by rank, so each set is built from a sorted list. The
-        // server is done by now: the copies are made on every core.
-        let SortedUsers { map, rank, ids } = users;
-        let members: Vec<BTreeSet<String>> = crate::par::map(&flat.members, |m| {
-            let mut ranks: Vec<u32> = m.iter().map(|&u| rank[u as usize]).collect();
-            ranks.sort_unstable();
-            ranks.iter().map(|&r| ids.get(r as usize).to_owned()).collect()
-        });
+        // Members are named by the users' ids, in the map's order: by rank, so each
+        // set is built from a sorted list.
+        let SortedUsers { map, rank } = users;
+        let ids: Vec<&str> = map.keys().map(String::as_str).collect();
+        let members: Vec<BTreeSet<String>> = flat
+            .members
+            .iter()
+            .map(|m| {
+                let mut ranks: Vec<u32> = m.iter().map(|&u| rank[u as usize]).collect();
+                ranks.sort_unstable();
+                ranks.iter().map(|&r| ids[r as usize].to_owned()).collect()
+            })
+            .collect();
         drop(ids);
         let mut dir = Directory {
             users: map,
@@ -546,7 +425,7 @@ impl<'c> Groups<'c> {
                 btree_map::Entry::Occupied(first) => {
                     let dn = group.attrs.get("dn").unwrap_or_default().to_owned();
                     let first = first.get();
-                    return Err(duplicate("group", &first.id, &first.attrs, dn));
+                    return Err(duplicate(IdKind::Group, &first.id, &first.attrs, dn));
                 }
                 btree_map::Entry::Vacant(slot) => {
                     slot.insert(group);
@@ -576,9 +455,6 @@ pub struct SortedUsers {
     map: BTreeMap<String, User>,
     /// `rank[read index]` is the user's position in `map`.
     rank: Vec<u32>,
-    /// The ids in `map`'s order: member ids are copied from here rather than from
-    /// each user's own allocation.
-    ids: Packed,
 }
 
 /// The users keyed by id, built in one go from a sorted list: full B-tree nodes
@@ -587,9 +463,7 @@ pub struct SortedUsers {
 ///
 /// Two users with one id are an error naming the pair an in-order insert meets
 /// first: the earliest-read second user, and the first user read with that id.
-///
-/// Needs only the user search: the reader runs it beside the group search.
-pub fn sort_users(list: Vec<User>) -> Result<SortedUsers, DataError> {
+fn sort_users(list: Vec<User>) -> Result<SortedUsers, DataError> {
     let mut order: Vec<u32> = (0..list.len() as u32).collect();
     // Stable: among equal ids, read order.
     order.sort_by(|&a, &b| list[a as usize].id.cmp(&list[b as usize].id));
@@ -601,13 +475,11 @@ pub fn sort_users(list: Vec<User>) -> Result<SortedUsers, DataError> {
         // Equal ids sit in read order, so `w[0]` is the first user read with it.
         let (first, second) = (&list[w[0] as usize], &list[w[1] as usize]);
         let dn = second.attrs.get("dn").unwrap_or_default().to_owned();
-        return Err(duplicate("user", &first.id, &first.attrs, dn));
+        return Err(duplicate(IdKind::User, &first.id, &first.attrs, dn));
     }
     let mut rank = vec![0u32; list.len()];
-    let mut ids = Packed::with_capacity(list.len(), list.iter().map(|u| u.id.len()).sum());
     for (position, &i) in order.iter().enumerate() {
         rank[i as usize] = position as u32;
-        ids.push(&list[i as usize].id);
     }
     let mut slots: Vec<Option<User>> = list.into_iter().map(Some).collect();
     let map = order
@@ -615,17 +487,18 @@ pub fn sort_users(list: Vec<User>) -> Result<SortedUsers, DataError> {
         .filter_map(|i| slots[i as usize].take())
         .map(|u| (u.id.clone(), u))
         .collect();
-    Ok(SortedUsers { map, rank, ids })
+    Ok(SortedUsers { map, rank })
 }
 
-fn duplicate(kind: &str, id: &str, first: &Attrs, dn: String) -> DataError {
+fn duplicate(kind: IdKind, id: &str, first: &Attrs, dn: String) -> DataError {
     DataError {
         dn,
         attribute: None,
-        message: format!(
-            "has the same {kind} id `{id}` as `{}`; ids must be unique",
-            first.get("dn").unwrap_or_default()
-        ),
+        problem: DataProblem::DuplicateId {
+            kind,
+            id: id.into(),
+            first_dn: first.get("dn").unwrap_or_default().into(),
+        },
     }
 }
 
@@ -728,7 +601,7 @@ mod tests {
                 ("memberUid", &["ANN", "kim"]),
             ],
         );
-        let (list, users) = users.finish().expect("index");
+        let (list, users) = users.finish();
         groups.add(&group, &users).expect("group");
         let (dir, resolution) = groups.finish(list).expect("directory");
         let members: Vec<&str> = dir.groups["g1"].members.iter().map(String::as_str).collect();
@@ -752,7 +625,7 @@ mod tests {
             ("al", "u1"),
             ("cy", "u30"),
         ];
-        let (list, users) = people(&uc, &read).finish().expect("index");
+        let (list, users) = people(&uc, &read).finish();
         let mut groups = Groups::new(&gc);
         let member_dns: Vec<String> = ["cy", "al", "eve", "bob"]
             .iter()
@@ -780,13 +653,17 @@ mod tests {
             &uc,
             &[("bob", "u2"), ("alice", "u1"), ("carol", "u2"), ("dave", "u1")],
         );
-        let (list, _) = users.finish().expect("index");
+        let (list, _) = users.finish();
         let err = Groups::new(&gc).finish(list).expect_err("duplicate ids");
         // In read order, carol is the first to repeat an id: bob's.
         assert_eq!(err.dn, "uid=carol,ou=people,dc=x");
         assert_eq!(
-            err.message,
-            "has the same user id `u2` as `uid=bob,ou=people,dc=x`; ids must be unique"
+            err.problem,
+            DataProblem::DuplicateId {
+                kind: IdKind::User,
+                id: "u2".into(),
+                first_dn: "uid=bob,ou=people,dc=x".into(),
+            }
         );
     }
 
@@ -798,8 +675,7 @@ mod tests {
             &uc,
             &[("alice", "u1"), ("bob", "u2"), ("carol", "u3"), ("dave", "u4")],
         )
-        .finish()
-        .expect("index");
+        .finish();
         let mut groups = Groups::new(&gc);
         let g = |dn: &str, id: &str, attrs: &[(&str, &[&str])]| {
             let mut all: Vec<(&str, &[&str])> = vec![("entryUUID", std::slice::from_ref(&id))];
@@ -924,7 +800,7 @@ mod tests {
             id: "objectGUID".into(),
             ..openldap_groups()
         };
-        let (list, _) = users.finish().expect("index");
+        let (list, _) = users.finish();
         let (dir, _) = Groups::new(&gc).finish(list).expect("builds");
         let u1 = &dir.users["01234567-89ab-cdef-0123-456789abcd01"];
         assert_eq!(u1.username, "user1");
@@ -942,11 +818,21 @@ mod tests {
         e.attrs.retain(|(a, _)| a != "objectGUID");
         let err = users.add(&e).expect_err("no id");
         assert_eq!(err.attribute.as_deref(), Some("objectGUID"));
-        assert!(err.message.contains("source.users.id"), "{}", err.message);
+        assert_eq!(
+            err.problem,
+            DataProblem::Missing {
+                search: "users",
+                key: "id"
+            }
+        );
 
         let err = users.add(&ad_user(1, "lots")).expect_err("bad uac");
         assert_eq!(err.dn, "CN=User 1,OU=Staff,DC=corp,DC=example,DC=com");
         assert_eq!(err.attribute.as_deref(), Some("userAccountControl"));
+        assert_eq!(
+            err.problem,
+            DataProblem::NotAccountControl { value: "lots".into() }
+        );
 
         let mut e = ad_user(1, "512");
         e.attrs.push(("displayName".into(), vec![vec![0xc3, 0x28]]));
@@ -958,16 +844,18 @@ mod tests {
             .add(&ad_user(1, "512"))
             .expect("mapped; duplicate found at the end");
         let gc = openldap_groups();
-        let (list, _) = users.finish().expect("index");
+        let (list, _) = users.finish();
         let err = Groups::new(&gc).finish(list).expect_err("duplicate id");
-        assert!(err.message.contains("same user id"), "{}", err.message);
-        // Both DNs named: the second as the error's, the first in the message.
+        // Both DNs named: the second as the error's, the first in the problem.
         assert_eq!(err.dn, "CN=User 1,OU=Staff,DC=corp,DC=example,DC=com");
         assert!(
-            err.message
-                .ends_with("as `CN=User 1,OU=Staff,DC=corp,DC=example,DC=com`; ids must be unique"),
-            "{}",
-            err.message
+            matches!(
+                &err.problem,
+                DataProblem::DuplicateId { kind: IdKind::User, first_dn, .. }
+                    if &**first_dn == "CN=User 1,OU=Staff,DC=corp,DC=example,DC=com"
+            ),
+            "{:?}",
+            err.problem
         );
     }
 
@@ -1003,7 +891,7 @@ mod tests {
         };
         let mut first = entry("cn=big,dc=x", &[("entryUUID", &["g"]), ("cn", &["big"])]);
         first.attrs.push(part(0, false));
-        let (list, users) = users.finish().expect("index");
+        let (list, users) = users.finish();
         let pending = groups.add(&first, &users).expect("group");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].request, "member;range=1500-*");
@@ -1026,11 +914,7 @@ mod tests {
         let err = groups
             .add_range(&next, Some(empty), &users)
             .expect_err("no values");
-        assert!(
-            err.message.contains("ranged retrieval stopped"),
-            "{}",
-            err.message
-        );
+        assert_eq!(err.problem, DataProblem::RangeStopped(RangeStop::NoValues));
 
         let done = groups
             .add_range(&next, Some(answer(part(3000, true))), &users)

@@ -201,22 +201,10 @@ fn value(bytes: &[u8], i: &mut usize) -> Option<String> {
     Some(String::from_utf8(raw).ok()?.to_lowercase())
 }
 
-/// Escapes a decoded value one canonical way (RFC 4514, section 2.4).
+/// Escapes a decoded value one canonical way (RFC 4514, section 2.4), with ldap3's
+/// `dn_escape`.
 fn escape_into(value: &str, out: &mut String) {
-    let last = value.chars().count().saturating_sub(1);
-    for (n, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
-            || (n == 0 && (c == '#' || c == ' '))
-            || (n == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        if c == '\0' {
-            out.push_str("00");
-        } else {
-            out.push(c);
-        }
-    }
+    out.push_str(&ldap3::dn_escape(value));
 }
 
 #[cfg(test)]
@@ -273,7 +261,7 @@ mod tests {
     fn canonical_form() {
         assert_eq!(
             normalize("CN=Smith\\, John, OU=People,DC=Example"),
-            "cn=smith\\, john,ou=people,dc=example"
+            "cn=smith\\2c john,ou=people,dc=example"
         );
         assert_eq!(normalize(""), "");
         // Unparsable: compared as text, so it matches only itself.

@@ -1,10 +1,10 @@
-//! One search result entry: its DN and raw attribute values, read from the protocol
-//! structure without panicking on anything a server might send, and the rules for
+//! One search result entry: its DN and raw attribute values, and the rules for
 //! turning values into text (binary attributes decoded, anything else strict UTF-8).
 
 use std::borrow::Cow;
 
 use super::ad;
+use super::error::DataProblem;
 
 /// An entry as the server sent it. Values stay bytes until a field asks for one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct Entry {
 pub struct ValueError {
     pub dn: String,
     pub attribute: String,
-    pub message: String,
+    pub problem: DataProblem,
 }
 
 impl Entry {
@@ -31,11 +31,11 @@ impl Entry {
             .map(|(_, v)| v.as_slice())
     }
 
-    fn error(&self, attribute: &str, message: impl Into<String>) -> ValueError {
+    fn error(&self, attribute: &str, problem: DataProblem) -> ValueError {
         ValueError {
             dn: self.dn.clone(),
             attribute: attribute.to_owned(),
-            message: message.into(),
+            problem,
         }
     }
 
@@ -84,12 +84,10 @@ impl Entry {
         std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|e| {
             self.error(
                 attribute,
-                format!(
-                    "the value is not valid UTF-8 (byte {} of {}); only objectGUID and \
-                     objectSid are decoded as binary, so leave this attribute out of the mapping",
-                    e.valid_up_to(),
-                    bytes.len()
-                ),
+                DataProblem::NotUtf8 {
+                    valid_up_to: e.valid_up_to(),
+                    len: bytes.len(),
+                },
             )
         })
     }
@@ -132,6 +130,12 @@ pub(crate) mod tests {
             (err.dn.as_str(), err.attribute.as_str()),
             ("uid=bob,dc=x", "audio")
         );
-        assert!(err.message.contains("not valid UTF-8"), "{}", err.message);
+        assert_eq!(
+            err.problem,
+            DataProblem::NotUtf8 {
+                valid_up_to: 0,
+                len: 2
+            }
+        );
     }
 }

@@ -6,21 +6,11 @@
 //! filter means.
 
 /// Escapes an assertion value for use inside a filter: `*`, `(`, `)`, `\` and NUL
-/// become `\2a`, `\28`, `\29`, `\5c` and `\00` (RFC 4515, section 3). Other bytes,
-/// UTF-8 included, are left as they are, which the RFC allows.
+/// become `\2a`, `\28`, `\29`, `\5c` and `\00` (RFC 4515, section 3), with
+/// ldap3's `ldap_escape`. Other bytes, UTF-8 included, are left as they are, which
+/// the RFC allows.
 pub fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '*' => out.push_str("\\2a"),
-            '(' => out.push_str("\\28"),
-            ')' => out.push_str("\\29"),
-            '\\' => out.push_str("\\5c"),
-            '\0' => out.push_str("\\00"),
-            c => out.push(c),
-        }
-    }
-    out
+    ldap3::ldap_escape(value).into_owned()
 }
 
 /// `(attribute=value)` with the value escaped.

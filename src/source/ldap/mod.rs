@@ -1,19 +1,20 @@
 //! LDAP source: OpenLDAP and Active Directory, read completely or not at all.
 //!
-//! One read: connect (TLS as configured) → bind → paged user search → paged group
-//! search → ranged retrieval of any group too large for one answer → members
-//! resolved and nested groups flattened. Entries are mapped as they stream in and
-//! dropped; only the users, the groups and the DN/uid indexes are held.
+//! One read, on one connection through ldap3's client: connect (TLS as configured)
+//! → bind → paged user search → paged group search → ranged retrieval of any group
+//! too large for one answer → members resolved and nested groups flattened. Entries
+//! are mapped as they stream in and dropped; only the users, the groups and the
+//! DN/uid indexes are held.
 //!
 //! - `config`: the `[source]` table, presets, validation (no network).
-//! - `conn`: connection, TLS, bind, paged search; every early end is an error.
-//! - `proto`: pure; requests encoded, answers framed and decoded from bytes.
-//! - `entry`: entries parsed from the protocol without panics; binary attributes.
+//! - `conn`: ldap3's connection, TLS, bind, paged search; every early end is an error.
+//! - `error`: why a read failed, as data, with the text and hints users read.
+//! - `entry`: an entry's DN and raw values; binary attributes rendered as text.
 //! - `build`: pure; entries → users and groups, members resolved, groups flattened.
 //! - `nested`: pure; cycle-safe flattening of nested groups.
 //! - `ad`: pure; objectGUID, objectSid, userAccountControl, `member;range=…`.
 //! - `dn`: pure; DNs normalized for comparison.
-//! - `filter`: pure; RFC 4515 escaping and filter checks.
+//! - `filter`: pure; RFC 4515 escaping and filter checks (ldap3's).
 //!
 //! Architecture Invariant: [`read`] returns the whole directory or an error. A bind
 //! failure, a lost connection, a timeout, a size or time limit, a referral, a failed
@@ -25,9 +26,9 @@ mod config;
 mod conn;
 pub mod dn;
 mod entry;
+mod error;
 pub mod filter;
 pub mod nested;
-mod proto;
 
 use crate::model::Directory;
 
@@ -35,38 +36,13 @@ pub use config::{
     Bind, EnabledRule, GroupSearch, LdapConfig, PRESETS, RawGroups, RawLdap, RawLdapTable, RawUsers, Scope,
     Search, TlsVerify, UserSearch,
 };
+pub use error::{
+    BindFailure, ConnectFailure, DataProblem, IdKind, Interrupted, LdapError, LostCause, RangeStop,
+    SearchFailure, ServerResult, TlsFailure, TlsHint,
+};
 
 use build::{DataError, Groups, Users};
 use conn::{Conn, SearchMode};
-
-/// The directory could not be read completely. Every variant names the server.
-#[derive(Debug, thiserror::Error)]
-pub enum LdapError {
-    #[error("ldap {url}: cannot connect: {message}")]
-    Connect { url: String, message: String },
-    #[error("ldap {url}: tls: {message}")]
-    Tls { url: String, message: String },
-    #[error("ldap {url}: bind as `{dn}` failed: {message}")]
-    Bind {
-        url: String,
-        dn: String,
-        message: String,
-    },
-    #[error("ldap {url}: search of `{base}` with {filter}: {message}")]
-    Search {
-        url: String,
-        base: String,
-        filter: String,
-        message: String,
-    },
-    #[error("ldap {url}: {dn}{}: {message}", attribute.as_ref().map(|a| format!(": attribute `{a}`")).unwrap_or_default())]
-    Data {
-        url: String,
-        dn: String,
-        attribute: Option<String>,
-        message: String,
-    },
-}
 
 impl LdapError {
     fn data(url: &str, e: DataError) -> LdapError {
@@ -74,7 +50,7 @@ impl LdapError {
             url: url.to_owned(),
             dn: e.dn,
             attribute: e.attribute,
-            message: e.message,
+            problem: e.problem,
         }
     }
 }
@@ -159,22 +135,14 @@ pub async fn read(config: &LdapConfig) -> Result<Directory, LdapError> {
     Ok(dir)
 }
 
-/// A connection, bound as configured.
-async fn connect(config: &LdapConfig) -> Result<Conn, LdapError> {
-    let mut conn = Conn::open(config).await?;
-    conn.bind(&config.bind).await?;
-    Ok(conn)
-}
-
 /// Reads the whole directory and reports what the read found.
 pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadReport), LdapError> {
-    let url = config.url.as_str();
     let mut report = ReadReport {
         bound_as: match &config.bind {
             Bind::Anonymous => "(anonymous)".to_owned(),
             Bind::Simple { dn, .. } => dn.clone(),
         },
-        transport: if url.starts_with("ldaps://") {
+        transport: if config.url.starts_with("ldaps://") {
             "ldaps"
         } else if config.starttls {
             "StartTLS"
@@ -184,93 +152,51 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
         warnings: config.warnings(),
         ..ReadReport::default()
     };
+    let mut conn = Conn::open(config).await?;
+    let read = read_on(&mut conn, config, &mut report).await;
+    conn.close().await;
+    Ok((read?, report))
+}
+
+/// Binds on `conn` and reads the users, the groups and the rest of any ranged
+/// member values.
+async fn read_on(
+    conn: &mut Conn,
+    config: &LdapConfig,
+    report: &mut ReadReport,
+) -> Result<Directory, LdapError> {
+    let url = config.url.as_str();
     let started = std::time::Instant::now();
+    conn.bind(&config.bind).await?;
     let mode = SearchMode {
         page_size: config.page_size,
         domain_scope: config.domain_scope,
     };
-    // The bind is checked on one connection before a second one binds: a wrong
-    // password costs one failed bind, not two (account lockout policies count them).
-    let mut conn = connect(config).await?;
     let uid_attribute = config.groups.member_uid_attribute.as_deref();
-    let user_attrs = config.users.attributes(uid_attribute);
-    let user_search = conn.send_search(&config.users.search, &user_attrs, mode).await?;
-    // The group search is asked for on a second connection while the server starts
-    // on the users: its setup of a paged search (35-55 ms of slapd's time for 10,000
-    // groups without an objectClass index) then overlaps the user search instead of
-    // following it. The answer waits in that connection until it is read. Without a
-    // second connection the groups are read after the users on the first.
-    let group_attrs = config.groups.attributes();
-    let ahead = async {
-        let mut ahead = connect(config).await?;
-        let sent = ahead
-            .send_search(&config.groups.search, &group_attrs, mode)
-            .await?;
-        Ok::<_, LdapError>((ahead, sent))
-    };
-    let mut asked_ahead = match ahead.await {
-        Ok(ahead) => Some(ahead),
-        Err(e) => {
-            tracing::debug!(error = %e, "Cannot ask for the group search ahead; it follows the user search.");
-            None
-        }
-    };
     let mut users = Users::new(&config.users, uid_attribute);
-    let read = conn
-        .read_search(user_search, |e| users.add(e).map_err(|e| LdapError::data(url, e)))
-        .await;
-    let stats = match read {
-        Ok(stats) => stats,
-        Err(e) => {
-            if let Some((ahead, _)) = asked_ahead {
-                ahead.close().await;
-            }
-            return Err(e);
-        }
-    };
+    let stats = conn
+        .search(
+            &config.users.search,
+            &config.users.attributes(uid_attribute),
+            mode,
+            |e| users.add(e).map_err(|e| LdapError::data(url, e)),
+        )
+        .await?;
     report.user_pages = stats.pages;
+    let user_entries = stats.entries;
     let users_read = started.elapsed();
-    // Sorting the users into the directory's map needs only the user search: it
-    // runs on a blocking thread while the server answers the group search.
-    let (list, users) = users.finish().map_err(|e| LdapError::data(url, e))?;
-    let sorting = tokio::task::spawn_blocking(move || build::sort_users(list));
+    let (list, users) = users.finish();
 
-    // A server may let a search go that waited as long as the user search took (an
-    // idle timeout; Active Directory's MaxQueryDuration is a time limit): it is then
-    // asked again from the start on the first connection, with what was read of it
-    // dropped. Any other error is the read's.
-    let search = &config.groups.search;
-    let (mut groups, pending, stats) = loop {
-        let mut groups = Groups::new(&config.groups);
-        let mut pending = Vec::new();
-        let each = |e: &entry::Entry| {
+    let mut groups = Groups::new(&config.groups);
+    let mut pending = Vec::new();
+    let stats = conn
+        .search(&config.groups.search, &config.groups.attributes(), mode, |e| {
             pending.extend(groups.add(e, &users).map_err(|e| LdapError::data(url, e))?);
             Ok(())
-        };
-        let read = match asked_ahead.take() {
-            Some((mut ahead, sent)) => {
-                let read = ahead.read_search(sent, each).await;
-                let gave_up = ahead.server_gave_up();
-                ahead.close().await;
-                match read {
-                    Err(e) if gave_up => {
-                        tracing::debug!(error = %e, "The server let the group search asked for ahead go; asking again.");
-                        continue;
-                    }
-                    read => read,
-                }
-            }
-            None => conn.search(search, &group_attrs, mode, each).await,
-        };
-        match read {
-            Ok(stats) => break (groups, pending, stats),
-            Err(e) => {
-                conn.close().await;
-                return Err(e);
-            }
-        }
-    };
+        })
+        .await?;
     report.group_pages = stats.pages;
+    let group_entries = stats.entries;
 
     // Active Directory answers at most 1,500 values of `member` at a time: keep
     // asking for the next range until the server answers with `*`.
@@ -284,21 +210,11 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
                 .map_err(|e| LdapError::data(url, e))?;
         }
     }
-    conn.close().await;
-
     let entries_read = started.elapsed();
-    let sorted = crate::source::joined(sorting.await)
-        .map_err(|e| LdapError::Data {
-            url: url.to_owned(),
-            dn: config.users.search.base_dn.clone(),
-            attribute: None,
-            message: format!("sorting the users was cancelled: {e}"),
-        })?
-        .map_err(|e| LdapError::data(url, e))?;
-    let (dir, resolution) = groups
-        .finish_sorted(sorted)
-        .map_err(|e| LdapError::data(url, e))?;
+    let (dir, resolution) = groups.finish(list).map_err(|e| LdapError::data(url, e))?;
     tracing::debug!(
+        user_entries,
+        group_entries,
         users_ms = users_read.as_millis(),
         groups_ms = (entries_read - users_read).as_millis(),
         finish_ms = (started.elapsed() - entries_read).as_millis(),
@@ -308,151 +224,5 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     report.ignored_examples = resolution.ignored_examples;
     report.cycles = resolution.cycles;
     report.duplicate_names = resolution.duplicate_names;
-    Ok((dir, report))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::ldap::config::RawLdap;
-    use crate::source::ldap::proto::tests::{done_message, entry_message, result_message};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    /// What the scripted server saw.
-    #[derive(Default)]
-    struct Seen {
-        binds: AtomicUsize,
-        group_searches: AtomicUsize,
-        /// A group search came in before the user search was answered.
-        groups_first: std::sync::atomic::AtomicBool,
-    }
-
-    /// A server for any number of connections: binds are answered `bind_rc`; a user
-    /// search finds one user, answered once a group search came in (or after a
-    /// second); a group search finds one group with that user, but the first
-    /// `refused` group searches are answered `refused_rc`.
-    async fn server(bind_rc: i64, refused: usize, refused_rc: i64) -> (LdapConfig, Arc<Seen>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let seen = Arc::new(Seen::default());
-        let counted = Arc::clone(&seen);
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let seen = Arc::clone(&counted);
-                tokio::spawn(async move {
-                    let has = |req: &[u8], part: &[u8]| req.windows(part.len()).any(|w| w == part);
-                    let mut buf = vec![0; 65536];
-                    loop {
-                        let n = match sock.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        let req = &buf[..n];
-                        // SEQUENCE, its length (short or long form), INTEGER id (one byte).
-                        let at = 2 + if req[1] < 0x80 {
-                            0
-                        } else {
-                            usize::from(req[1] & 0x7f)
-                        };
-                        let id = i32::from(req[at + 2]);
-                        let answer = if has(req, b"inetOrgPerson") {
-                            for _ in 0..100 {
-                                if seen.group_searches.load(Ordering::SeqCst) > 0 {
-                                    seen.groups_first.store(true, Ordering::SeqCst);
-                                    break;
-                                }
-                                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                            }
-                            let mut a = entry_message(
-                                id,
-                                "uid=ann,dc=x",
-                                &[("entryUUID", &[b"u-1"]), ("uid", &[b"ann"])],
-                            );
-                            a.extend(done_message(id, 0, "", &[], &[]));
-                            a
-                        } else if has(req, b"groupOfNames") {
-                            if seen.group_searches.fetch_add(1, Ordering::SeqCst) < refused {
-                                done_message(id, refused_rc, "not now", &[], &[])
-                            } else {
-                                let mut a = entry_message(
-                                    id,
-                                    "cn=eng,dc=x",
-                                    &[
-                                        ("entryUUID", &[b"g-1"]),
-                                        ("cn", &[b"eng"]),
-                                        ("member", &[b"uid=ann,dc=x"]),
-                                    ],
-                                );
-                                a.extend(done_message(id, 0, "", &[], &[]));
-                                a
-                            }
-                        } else if has(req, &[0x42, 0x00]) {
-                            return; // unbind
-                        } else {
-                            seen.binds.fetch_add(1, Ordering::SeqCst);
-                            result_message(id, 1, bind_rc, "", &[], &[])
-                        };
-                        if sock.write_all(&answer).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        let raw: RawLdap = toml::from_str(&format!(
-            "preset = \"openldap\"\nurl = \"ldap://127.0.0.1:{port}\"\nbase_dn = \"dc=x\"\nanonymous = true\ntimeout = \"2s\"\n"
-        ))
-        .expect("toml");
-        let config = LdapConfig::from_raw(raw, std::path::Path::new("/nonexistent")).expect("valid");
-        (config, seen)
-    }
-
-    fn members(dir: &Directory) -> Vec<(String, Vec<String>)> {
-        dir.groups
-            .values()
-            .map(|g| (g.id.clone(), g.members.iter().cloned().collect()))
-            .collect()
-    }
-
-    /// The group search is asked for on a second connection before the user search
-    /// is answered, once; the bind is checked on one connection before the other.
-    #[tokio::test]
-    async fn groups_asked_for_ahead_are_read_once() {
-        let (config, seen) = server(0, 0, 0).await;
-        let (dir, report) = read_with_report(&config).await.expect("reads");
-        assert_eq!(members(&dir), [("g-1".to_owned(), vec!["u-1".to_owned()])]);
-        assert_eq!((report.user_pages, report.group_pages), (1, 1));
-        assert_eq!(seen.group_searches.load(Ordering::SeqCst), 1);
-        assert!(seen.groups_first.load(Ordering::SeqCst));
-        assert_eq!(seen.binds.load(Ordering::SeqCst), 2);
-
-        let (config, seen) = server(49, 0, 0).await;
-        let err = read_with_report(&config).await.expect_err("refused").to_string();
-        assert!(err.contains("invalidCredentials (49)"), "{err}");
-        assert_eq!(seen.binds.load(Ordering::SeqCst), 1, "one failed bind, not two");
-    }
-
-    /// A group search asked for ahead that the server let go (busy) is asked again
-    /// from the start; a second refusal is the read's error, and so is a first
-    /// refusal that asking again would not change.
-    #[tokio::test]
-    async fn a_group_search_the_server_let_go_is_asked_again() {
-        let (config, seen) = server(0, 1, 51).await;
-        let (dir, _) = read_with_report(&config).await.expect("reads");
-        assert_eq!(members(&dir), [("g-1".to_owned(), vec!["u-1".to_owned()])]);
-        assert_eq!(seen.group_searches.load(Ordering::SeqCst), 2);
-
-        let (config, seen) = server(0, 2, 51).await;
-        let err = read_with_report(&config).await.expect_err("fails").to_string();
-        assert!(err.contains("busy (51): not now"), "{err}");
-        assert_eq!(seen.group_searches.load(Ordering::SeqCst), 2);
-
-        let (config, seen) = server(0, 1, 32).await;
-        let err = read_with_report(&config).await.expect_err("fails").to_string();
-        assert!(err.contains("(32): not now"), "{err}");
-        assert_eq!(seen.group_searches.load(Ordering::SeqCst), 1, "not asked again");
-    }
+    Ok(dir)
 }
