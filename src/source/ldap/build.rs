@@ -144,7 +144,10 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
     };
     let mut user = User::new(required(&c.id, "id")?, required(&c.username, "username")?);
     user.email = optional(&c.email)?;
-    user.display_name = optional(&c.display_name)?;
+    user.display_name = match optional(&c.display_name)? {
+        Some(name) => Some(name),
+        None => optional(&c.display_name_fallback)?,
+    };
     user.first_name = optional(&c.first_name)?;
     user.last_name = optional(&c.last_name)?;
     user.phone = optional(&c.phone)?;
@@ -534,7 +537,8 @@ mod tests {
             id: "entryUUID".into(),
             username: "uid".into(),
             email: Some("mail".into()),
-            display_name: Some("cn".into()),
+            display_name: Some("displayName".into()),
+            display_name_fallback: Some("cn".into()),
             first_name: None,
             last_name: None,
             phone: None,
@@ -749,6 +753,30 @@ mod tests {
         assert_eq!(dir.users["u1"].display_name.as_deref(), Some("ALICE"));
     }
 
+    /// Issue 15: the OpenLDAP preset reads inetOrgPerson's `displayName`, and `cn`
+    /// only when an entry has none.
+    #[test]
+    fn display_name_then_its_fallback() {
+        type Attrs<'a> = &'a [(&'a str, &'a [&'a str])];
+        let c = openldap_users();
+        let cases: &[(Attrs<'_>, Option<&str>)] = &[
+            (
+                &[("displayName", &["Ann Archer"]), ("cn", &["ann"])],
+                Some("Ann Archer"),
+            ),
+            (&[("cn", &["ann"])], Some("ann")),
+            (&[("displayName", &["  "]), ("cn", &["ann"])], Some("ann")),
+            (&[], None),
+        ];
+        for (attrs, want) in cases {
+            let mut all: Vec<(&str, &[&str])> = vec![("entryUUID", &["u1"]), ("uid", &["ann"])];
+            all.extend_from_slice(attrs);
+            let e = entry("uid=ann,dc=x", &all);
+            let user = map_user(&e, &c).expect("maps");
+            assert_eq!(user.display_name.as_deref(), *want, "{attrs:?}");
+        }
+    }
+
     /// Recorded Active Directory entries (values as a DC returns them).
     fn ad_users() -> UserSearch {
         UserSearch {
@@ -757,6 +785,7 @@ mod tests {
             username: "sAMAccountName".into(),
             email: Some("mail".into()),
             display_name: Some("displayName".into()),
+            display_name_fallback: None,
             first_name: None,
             last_name: None,
             phone: None,
