@@ -150,13 +150,14 @@ fn active_directory_preset_against_a_samba_ad_dc() {
     std::fs::write(dir.join("scoped.toml"), config(dir, true)).expect("write config");
     std::fs::write(dir.join("unscoped.toml"), config(dir, false)).expect("write config");
 
-    // Inside the namespace: start the DC, wait for its port, run dirsync three ways.
+    // Inside the namespace: start the DC, wait for its port (up to 2 minutes: a loaded
+    // machine starts it slowly), run dirsync three ways.
     let script = format!(
         r#"set -u
 ip link set lo up
 samba -i -M single -s {dir}/dc/etc/smb.conf > {dir}/samba.out 2>&1 &
 pid=$!
-for i in $(seq 600); do (echo > /dev/tcp/127.0.0.1/389) 2>/dev/null && break; sleep 0.05; done
+for i in $(seq 2400); do (echo > /dev/tcp/127.0.0.1/389) 2>/dev/null && break; sleep 0.05; done
 for run in "scoped check" "scoped sync --dry-run" "unscoped check"; do
   set -- $run
   name=$(echo "$run" | tr ' ' '_')

@@ -178,3 +178,55 @@ async fn check_reports_the_bind_the_counts_and_the_first_problems() {
     );
     assert!(mock.accepted().is_empty(), "check pushes nothing");
 }
+
+/// Issue 15: the OpenLDAP preset sends inetOrgPerson's `displayName`, and `cn` for an
+/// entry without one; end to end from a real slapd to the admin-user API.
+#[tokio::test]
+async fn the_openldap_preset_sends_display_name_else_cn() {
+    use common::seed002::{Seed002, TOKEN};
+    let ldif = people_ldif(2)
+        .replace("sn: ", "telephoneNumber: +1 555 0100\nsn: ")
+        .replacen("cn: User 1\n", "cn: User 1\ndisplayName: Ann Archer\n", 1);
+    let server = Slapd::start(&ldif, Options::default());
+    let mock = Seed002::start().await;
+    let env = Env::new();
+    std::fs::copy(server.password_file(), env.path("reader.pw")).expect("copy password");
+    env.write(
+        "dirsync.toml",
+        &format!(
+            r#"
+state_db = "state.db"
+
+[source]
+kind = "ldap"
+preset = "openldap"
+url = "{url}"
+base_dn = "{BASE}"
+bind_dn = "{READER_DN}"
+bind_password_file = "reader.pw"
+
+[targets.admin]
+preset = "admin-user"
+base_url = "{base}"
+
+[targets.admin.auth]
+token_env = "TEST_ADMIN_TOKEN"
+
+[targets.admin.vars]
+language_id = "c2fd9942-2548-483b-875c-a724b208dcaa"
+time_zone = "UTC"
+
+[targets.admin.users]
+id_attribute = "id"
+"#,
+            url = server.url(),
+            base = mock.uri()
+        ),
+    );
+    env.run(&["sync"], &[("TEST_ADMIN_TOKEN", TOKEN)])
+        .await
+        .expect_code(0);
+    let users = mock.lock().users.clone();
+    assert_eq!(users[&uuid(1)]["DisplayName"], "Ann Archer");
+    assert_eq!(users[&uuid(2)]["DisplayName"], "User 2");
+}
