@@ -70,23 +70,38 @@ impl Conn {
         let mut settings = LdapConnSettings::new()
             .set_conn_timeout(c.connect_timeout)
             .set_starttls(c.starttls);
+        let tls_error = |reason| LdapError::Tls {
+            url: c.url.clone(),
+            reason,
+        };
+        let mut roots = rustls::RootCertStore::empty();
         match &c.tls {
-            // ldap3 builds the config from the system's roots.
-            TlsVerify::System => {}
-            TlsVerify::CaFile { certs, .. } => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in certs {
-                    roots.add(cert.clone()).map_err(|e| LdapError::Tls {
-                        url: c.url.clone(),
-                        reason: TlsFailure::CaFile(Box::new(e)),
-                    })?;
+            // Built here rather than by ldap3, which leaves the store empty when the
+            // system's store reports any error, so every handshake would fail with a
+            // misleading "unknown issuer". Unparsable system certificates are skipped,
+            // as the HTTP client skips them.
+            TlsVerify::System if !(c.starttls || c.url.to_ascii_lowercase().starts_with("ldaps://")) => {}
+            TlsVerify::System => {
+                let (added, _) =
+                    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                if added == 0 {
+                    return Err(tls_error(TlsFailure::NoSystemRoots));
                 }
-                let config = rustls::ClientConfig::builder()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                settings = settings.set_config(Arc::new(config));
+            }
+            TlsVerify::CaFile { certs, .. } => {
+                for cert in certs {
+                    roots
+                        .add(cert.clone())
+                        .map_err(|e| tls_error(TlsFailure::CaFile(Box::new(e))))?;
+                }
             }
             TlsVerify::Skip => settings = settings.set_no_tls_verify(true),
+        }
+        if !roots.is_empty() {
+            let config = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            settings = settings.set_config(Arc::new(config));
         }
         let (conn, ldap) = LdapConnAsync::with_settings(settings, &c.url)
             .await

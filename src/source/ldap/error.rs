@@ -151,6 +151,8 @@ pub enum TlsFailure {
     ServerName(#[source] Box<ldap3::LdapError>),
     #[error("`ca_file` holds a certificate rustls refuses: {0}")]
     CaFile(#[source] Box<rustls::Error>),
+    #[error("no trusted CA certificate was found on this system: set `ca_file`")]
+    NoSystemRoots,
 }
 
 /// What to do about a failed handshake, where something helps.
