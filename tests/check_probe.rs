@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::seed004::KEY;
-use common::{Env, config_004, users_csv};
+use common::group_members::KEY;
+use common::{Env, config_group_members, users_csv};
 
 /// A password in the base URL; it must reach neither the output nor the wire.
 const URL_PASSWORD: &str = "hunter2-in-the-url";
@@ -122,8 +122,8 @@ fn setup(base_url: &str, probe: &str) -> Env {
         "groups.csv",
         "id,name,members,tid\ng0,eng,u1;u2,00000000-0000-4000-8000-0000000f4240\n",
     );
-    let config =
-        config_004(base_url, "").replace("concurrency = 4\n", &format!("concurrency = 4\n{probe}\n"));
+    let config = config_group_members(base_url, "")
+        .replace("concurrency = 4\n", &format!("concurrency = 4\n{probe}\n"));
     env.write("dirsync.toml", &config);
     env
 }

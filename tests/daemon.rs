@@ -8,8 +8,8 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::seed004::{KEY, Seed004};
-use common::{Env, Run, config_004, expected_state, groups_csv, users_csv};
+use common::group_members::{GroupMembersApi, KEY};
+use common::{Env, Run, config_group_members, expected_state, groups_csv, users_csv};
 
 const GROUPS: &[(&str, &[u64])] = &[
     ("eng-a", &[1, 2]),
@@ -26,8 +26,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn config(mock: &Seed004, port: u16, rule: &str) -> String {
-    config_004(&mock.uri(), "")
+fn config(mock: &GroupMembersApi, port: u16, rule: &str) -> String {
+    config_group_members(&mock.uri(), "")
         .replace("match = \".*\"", &format!("match = \"{rule}\""))
         .replace("concurrency = 4", "concurrency = 1")
         + &format!(
@@ -101,7 +101,7 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
 
 #[tokio::test]
 async fn service_syncs_on_schedule_reloads_and_stops_cleanly() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = Env::new();
     env.write("users.csv", &users_csv(5));
     env.write("groups.csv", &groups_csv(GROUPS));

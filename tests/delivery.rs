@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::faults::ResetProxy;
-use common::seed004::{Fault, KEY, Seed004};
-use common::{Env, Run, config_004, expected_state, groups_csv, users_csv};
+use common::group_members::{Fault, GroupMembersApi, KEY};
+use common::{Env, Run, config_group_members, expected_state, groups_csv, users_csv};
 
 /// `n` groups of a few members each over 10 users.
 fn many_groups(n: u64) -> Vec<(String, Vec<u64>)> {
@@ -25,8 +25,8 @@ fn setup(base_url: &str, groups: &[(String, Vec<u64>)], settings: &str) -> Env {
     let env = Env::new();
     env.write("users.csv", &users_csv(10));
     env.write("groups.csv", &groups_csv(&as_refs(groups)));
-    let config =
-        config_004(base_url, "").replace("concurrency = 4\n", &format!("concurrency = 4\n{settings}\n"));
+    let config = config_group_members(base_url, "")
+        .replace("concurrency = 4\n", &format!("concurrency = 4\n{settings}\n"));
     env.write("dirsync.toml", &config);
     env
 }
@@ -51,7 +51,7 @@ async fn converge(env: &Env, max_runs: usize) -> usize {
 
 #[tokio::test]
 async fn transient_failures_converge_within_bounded_runs() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let groups = many_groups(12);
     let env = setup(&mock.uri(), &groups, "");
     // Five 503s in a row: with two attempts per operation, some operations fail.
@@ -70,7 +70,7 @@ async fn transient_failures_converge_within_bounded_runs() {
 
 #[tokio::test]
 async fn random_failures_from_a_fixed_seed_converge() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let groups = many_groups(40);
     let env = setup(&mock.uri(), &groups, "max_consecutive_failures = 100");
     mock.lock().fail_randomly(7, 0.3);
@@ -89,7 +89,7 @@ async fn random_failures_from_a_fixed_seed_converge() {
 
 #[tokio::test]
 async fn no_request_inside_a_retry_after_window() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let groups = many_groups(10);
     let env = setup(&mock.uri(), &groups, "");
     mock.lock().faults.push_back(Fault::RetryAfter(2));
@@ -114,7 +114,7 @@ async fn no_request_inside_a_retry_after_window() {
 
 #[tokio::test]
 async fn a_retry_after_over_the_cap_leaves_the_target_until_it_has_passed() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let groups = many_groups(6);
     let env = setup(&mock.uri(), &groups, "concurrency = 1");
     let config = std::fs::read_to_string(env.config())
@@ -153,7 +153,7 @@ async fn a_retry_after_over_the_cap_leaves_the_target_until_it_has_passed() {
 
 #[tokio::test]
 async fn concurrency_never_above_the_limit() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let groups = many_groups(24);
     let env = setup(&mock.uri(), &groups, "");
     let config = std::fs::read_to_string(env.config())
@@ -176,7 +176,7 @@ async fn concurrency_never_above_the_limit() {
 
 #[tokio::test]
 async fn rate_never_above_the_limit() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let groups = many_groups(25);
     let env = setup(&mock.uri(), &groups, "rate_limit = 20.0");
     sync(&env, &["sync"]).await.expect_code(0);
@@ -194,7 +194,7 @@ async fn rate_never_above_the_limit() {
 
 #[tokio::test]
 async fn a_hanging_target_is_bounded_by_the_timeout() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let groups = many_groups(3);
     let env = setup(&mock.uri(), &groups, "");
     let config = std::fs::read_to_string(env.config())
@@ -213,7 +213,7 @@ async fn a_hanging_target_is_bounded_by_the_timeout() {
 
 #[tokio::test]
 async fn connection_resets_are_retried() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let proxy = ResetProxy::start(*mock.server.address(), 2).await;
     let groups = many_groups(4);
     let env = setup(&format!("http://{}", proxy.addr), &groups, "concurrency = 1");
@@ -229,7 +229,7 @@ async fn connection_resets_are_retried() {
 
 #[tokio::test]
 async fn an_outage_opens_the_circuit_and_status_shows_what_is_pending() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let groups = many_groups(20);
     let env = setup(&mock.uri(), &groups, "max_consecutive_failures = 3");
     let config = std::fs::read_to_string(env.config())
@@ -272,7 +272,7 @@ async fn an_outage_opens_the_circuit_and_status_shows_what_is_pending() {
 #[tokio::test]
 async fn sigkill_at_several_points_then_one_run_converges() {
     for kill_after in [1usize, 30, 70] {
-        let mock = Seed004::start().await;
+        let mock = GroupMembersApi::start().await;
         let groups = many_groups(100);
         let env = setup(&mock.uri(), &groups, "");
         mock.lock().delay = Duration::from_millis(15);
@@ -309,7 +309,7 @@ async fn sigkill_at_several_points_then_one_run_converges() {
 
 #[tokio::test]
 async fn two_invocations_one_gets_the_lock_code_or_waits() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let groups = many_groups(8);
     let env = setup(&mock.uri(), &groups, "");
     let config = std::fs::read_to_string(env.config())

@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::seed004::{KEY, Seed004};
-use common::{Env, config_004, group_uuid, users_csv, uuid};
+use common::group_members::{GroupMembersApi, KEY};
+use common::{Env, config_group_members, group_uuid, users_csv, uuid};
 
 /// 200 groups named `team-K` with members u1..u3; the map file covers every other one.
-fn setup(mock: &Seed004, key: &str) -> Env {
+fn setup(mock: &GroupMembersApi, key: &str) -> Env {
     let env = Env::new();
     env.write("users.csv", &users_csv(3));
     let mut groups = String::from("id,name,members,tid\n");
@@ -26,7 +26,7 @@ fn setup(mock: &Seed004, key: &str) -> Env {
     }
     env.write("groups.csv", &groups);
     env.write("group-ids.csv", &map);
-    let config = config_004(&mock.uri(), "").replace(
+    let config = config_group_members(&mock.uri(), "").replace(
         "[[targets.office.groups.rules]]\nmatch = \".*\"\ntarget_id = \"{{ group.attrs.tid }}\"\n",
         &format!("[targets.office.groups]\nid_map_file = \"group-ids.csv\"\nid_map_key = \"{key}\"\n"),
     );
@@ -38,7 +38,7 @@ fn setup(mock: &Seed004, key: &str) -> Env {
 #[tokio::test]
 async fn groups_map_from_an_id_map_file_by_id_or_name() {
     for key in ["id", "name"] {
-        let mock = Seed004::start().await;
+        let mock = GroupMembersApi::start().await;
         let env = setup(&mock, key);
         env.run(&["sync"], &[("TEST_OFFICE_KEY", KEY)])
             .await
@@ -55,7 +55,7 @@ async fn groups_map_from_an_id_map_file_by_id_or_name() {
 
 #[tokio::test]
 async fn a_bad_group_id_map_names_the_key_file_and_line() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "id");
     env.write("group-ids.csv", "source,target\ng0,a\ng0,b\n");
     let run = env.run(&["sync"], &[("TEST_OFFICE_KEY", KEY)]).await;

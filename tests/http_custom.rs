@@ -1,13 +1,13 @@
 //! The configurable `http` target: an API described in TOML alone. One test
-//! reproduces the seed-002 preset without `preset =` and checks that both send the
+//! reproduces the admin-user preset without `preset =` and checks that both send the
 //! same requests to the same mock; another exercises every auth kind.
 
 mod common;
 
-use common::seed002::{Seed002, TOKEN};
+use common::admin_user::{AdminUserApi, TOKEN};
 use common::{Env, assert_no_leak, config_csv, groups_csv, target_common, uuid};
 
-/// Seed 002 described from scratch: what `preset = "admin-user"` gives, in TOML.
+/// The admin-user API described from scratch: what `preset = "admin-user"` gives, in TOML.
 const CUSTOM_002: &str = r#"
 [targets.custom.auth]
 kind = "bearer"
@@ -64,7 +64,7 @@ const USERS: &str = "id,username,email,display_name,phone,enabled,tid\n\
     u2,bob,bob@example.com,,0044 20 7946 0002,false,00000000-0000-4000-8000-000000000002\n\
     u3,cid,cid@example.com,Cid,12-34,true,00000000-0000-4000-8000-000000000003\n";
 
-fn setup(mock: &Seed002, head: &str, target: &str) -> Env {
+fn setup(mock: &AdminUserApi, head: &str, target: &str) -> Env {
     let env = Env::new();
     env.write("users.csv", USERS);
     env.write("groups.csv", &groups_csv(&[("all", &[1])]));
@@ -75,7 +75,7 @@ fn setup(mock: &Seed002, head: &str, target: &str) -> Env {
 
 /// What a request says, comparable across mocks: method, path and query, content
 /// type, accept, authorization and the body as JSON.
-async fn seen(mock: &Seed002) -> Vec<(String, String, String, String, String, serde_json::Value)> {
+async fn seen(mock: &AdminUserApi) -> Vec<(String, String, String, String, String, serde_json::Value)> {
     let header = |r: &wiremock::Request, n: &str| {
         r.headers
             .get(n)
@@ -106,9 +106,9 @@ const GOOD: &[(&str, &str)] = &[("TEST_TOKEN", TOKEN)];
 
 #[tokio::test]
 async fn a_custom_target_sends_exactly_what_the_preset_sends() {
-    let by_preset = Seed002::start().await;
+    let by_preset = AdminUserApi::start().await;
     let preset = setup(&by_preset, "preset = \"admin-user\"", PRESET_002);
-    let by_toml = Seed002::start().await;
+    let by_toml = AdminUserApi::start().await;
     let custom = setup(&by_toml, "", CUSTOM_002);
     assert!(
         !std::fs::read_to_string(custom.config())

@@ -5,12 +5,12 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::seed004::{KEY, Seed004};
+use common::group_members::{GroupMembersApi, KEY};
 use common::slapd::{BASE, Options, Proxy, READER_DN, Slapd, fixture, people_ldif};
 use common::{Env, group_uuid, uuid};
 
 /// A config reading `url` as `cn=reader`, pushing every group to `mock` by entryUUID.
-fn config(url: &str, mock: &Seed004, page_size: u32) -> String {
+fn config(url: &str, mock: &GroupMembersApi, page_size: u32) -> String {
     format!(
         r#"
 state_db = "state.db"
@@ -44,7 +44,7 @@ id_attribute = "id"
     )
 }
 
-fn setup(server: &Slapd, mock: &Seed004, page_size: u32) -> Env {
+fn setup(server: &Slapd, mock: &GroupMembersApi, page_size: u32) -> Env {
     let env = Env::new();
     std::fs::copy(server.password_file(), env.path("reader.pw")).expect("copy password");
     env.write("dirsync.toml", &config(&server.url(), mock, page_size));
@@ -78,7 +78,7 @@ fn fixture_state() -> BTreeMap<String, BTreeSet<String>> {
 #[tokio::test]
 async fn an_openldap_directory_reaches_the_group_members_api_and_stays_there() {
     let server = Slapd::start(&fixture("ldap-groups.ldif"), Options::default());
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&server, &mock, 3);
 
     let run = dirsync(&env, &["sync"]).await;
@@ -106,7 +106,7 @@ async fn slapd_killed_in_the_middle_of_a_read_aborts_the_run_before_any_request(
     }
     ldif.push_str(&format!("entryUUID: {}\n", group_uuid(0)));
     let mut server = Slapd::start(&ldif, Options::default());
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&server, &mock, 50);
 
     dirsync(&env, &["sync"]).await.expect_code(0);
@@ -147,7 +147,7 @@ async fn slapd_killed_in_the_middle_of_a_read_aborts_the_run_before_any_request(
 #[tokio::test]
 async fn check_reports_the_bind_the_counts_and_the_first_problems() {
     let server = Slapd::start(&fixture("ldap-groups.ldif"), Options::default());
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&server, &mock, 500);
 
     let run = dirsync(&env, &["check"]).await;
@@ -183,12 +183,12 @@ async fn check_reports_the_bind_the_counts_and_the_first_problems() {
 /// entry without one; end to end from a real slapd to the admin-user API.
 #[tokio::test]
 async fn the_openldap_preset_sends_display_name_else_cn() {
-    use common::seed002::{Seed002, TOKEN};
+    use common::admin_user::{AdminUserApi, TOKEN};
     let ldif = people_ldif(2)
         .replace("sn: ", "telephoneNumber: +1 555 0100\nsn: ")
         .replacen("cn: User 1\n", "cn: User 1\ndisplayName: Ann Archer\n", 1);
     let server = Slapd::start(&ldif, Options::default());
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     let env = Env::new();
     std::fs::copy(server.password_file(), env.path("reader.pw")).expect("copy password");
     env.write(

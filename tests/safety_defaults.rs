@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::seed004::{KEY, Seed004};
-use common::{Env, config_004, expected_state, groups_csv, users_csv};
+use common::group_members::{GroupMembersApi, KEY};
+use common::{Env, config_group_members, expected_state, groups_csv, users_csv};
 
 /// 20 users in four groups: 44 memberships.
 fn groups() -> Vec<(String, Vec<u64>)> {
@@ -22,11 +22,11 @@ fn as_refs(groups: &[(String, Vec<u64>)]) -> Vec<(&str, &[u64])> {
     groups.iter().map(|(n, m)| (n.as_str(), m.as_slice())).collect()
 }
 
-fn setup(mock: &Seed004, extra: &str) -> Env {
+fn setup(mock: &GroupMembersApi, extra: &str) -> Env {
     let env = Env::new();
     env.write("users.csv", &users_csv(20));
     env.write("groups.csv", &groups_csv(&as_refs(&groups())));
-    env.write("dirsync.toml", &config_004(&mock.uri(), extra));
+    env.write("dirsync.toml", &config_group_members(&mock.uri(), extra));
     env
 }
 
@@ -44,7 +44,7 @@ fn cut() -> Vec<(String, Vec<u64>)> {
 
 #[tokio::test]
 async fn a_deep_cut_is_refused_without_any_safety_table() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     sync(&env, &["sync"]).await.expect_code(0);
     let before = mock.request_count().await;
@@ -71,7 +71,7 @@ async fn a_deep_cut_is_refused_without_any_safety_table() {
 
 #[tokio::test]
 async fn a_zero_turns_a_limit_off() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(
         &mock,
         "[targets.office.safety]\nmax_removed_memberships = 0\nmax_removed_memberships_percent = 0\n",
@@ -86,7 +86,7 @@ async fn a_zero_turns_a_limit_off() {
 /// without a limit, every group would be pushed empty.
 #[tokio::test]
 async fn a_user_id_key_that_maps_nobody_is_refused() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     sync(&env, &["sync"]).await.expect_code(0);
     let before = mock.request_count().await;
@@ -120,7 +120,7 @@ async fn a_user_id_key_that_maps_nobody_is_refused() {
 /// never judged by percentage.
 #[tokio::test]
 async fn a_few_removals_pass_the_defaults() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     sync(&env, &["sync"]).await.expect_code(0);
     let mut fewer = groups();

@@ -1,11 +1,11 @@
-//! End to end: a CSV directory synced by the real binary to a mock of seed 004.
+//! End to end: a CSV directory synced by the real binary to a mock of the group-members API.
 
 mod common;
 
 use std::time::Duration;
 
-use common::seed004::{KEY, Seed004};
-use common::{Env, config_004, expected_state, group_uuid, groups_csv, users_csv, uuid};
+use common::group_members::{GroupMembersApi, KEY};
+use common::{Env, config_group_members, expected_state, group_uuid, groups_csv, users_csv, uuid};
 
 const GROUPS: &[(&str, &[u64])] = &[
     ("eng", &[1, 2, 3]),
@@ -15,11 +15,11 @@ const GROUPS: &[(&str, &[u64])] = &[
 ];
 
 /// A setup with 5 users and the groups above, pointed at `mock`.
-fn setup(mock: &Seed004, extra: &str) -> Env {
+fn setup(mock: &GroupMembersApi, extra: &str) -> Env {
     let env = Env::new();
     env.write("users.csv", &users_csv(5));
     env.write("groups.csv", &groups_csv(GROUPS));
-    env.write("dirsync.toml", &config_004(&mock.uri(), extra));
+    env.write("dirsync.toml", &config_group_members(&mock.uri(), extra));
     env
 }
 
@@ -33,7 +33,7 @@ impl Env {
 
 #[tokio::test]
 async fn first_sync_converges_then_nothing_then_one_request_per_change() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
 
     env.sync(&["sync"]).await.expect_code(0);
@@ -76,7 +76,7 @@ async fn first_sync_converges_then_nothing_then_one_request_per_change() {
 
 #[tokio::test]
 async fn a_failing_group_is_the_only_one_pushed_next_run() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     mock.lock().fail.insert(group_uuid(1));
 
@@ -102,7 +102,7 @@ async fn a_failing_group_is_the_only_one_pushed_next_run() {
 
 #[tokio::test]
 async fn sigkill_during_a_run_loses_nothing() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let groups: Vec<(String, Vec<u64>)> = (0..120)
         .map(|k| (format!("team{k}"), vec![1 + k % 5, 1 + (k + 2) % 5]))
         .collect();
@@ -110,7 +110,7 @@ async fn sigkill_during_a_run_loses_nothing() {
     let env = Env::new();
     env.write("users.csv", &users_csv(5));
     env.write("groups.csv", &groups_csv(&groups));
-    env.write("dirsync.toml", &config_004(&mock.uri(), ""));
+    env.write("dirsync.toml", &config_group_members(&mock.uri(), ""));
     mock.lock().delay = Duration::from_millis(40);
 
     let mut child = env
@@ -154,7 +154,7 @@ async fn sigkill_during_a_run_loses_nothing() {
 
 #[tokio::test]
 async fn dry_run_sends_nothing_and_writes_nothing() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     let run = env.sync(&["sync", "--dry-run"]).await;
     run.expect_code(0);
@@ -197,7 +197,7 @@ async fn dry_run_sends_nothing_and_writes_nothing() {
 
 #[tokio::test]
 async fn resync_pushes_everything_and_rebuilds_the_snapshot() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     env.sync(&["sync"]).await.expect_code(0);
     // Someone changed the target by hand; the snapshot cannot know.
@@ -209,7 +209,7 @@ async fn resync_pushes_everything_and_rebuilds_the_snapshot() {
 
 #[tokio::test]
 async fn bearer_auth_and_wrong_credentials() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let bearer = "[targets.office.auth]\nkind = \"bearer\"\ntoken_env = \"TEST_OFFICE_KEY\"\n";
     let env = setup(&mock, "");
     let config = std::fs::read_to_string(env.config()).expect("config");
@@ -218,7 +218,7 @@ async fn bearer_auth_and_wrong_credentials() {
     env.sync(&["sync"]).await.expect_code(0);
     assert_eq!(mock.groups(), expected_state(GROUPS));
 
-    let wrong = Seed004::start().await;
+    let wrong = GroupMembersApi::start().await;
     let env = setup(&wrong, "");
     let mut cmd = env.command(&["sync"]);
     cmd.env("TEST_OFFICE_KEY", "not-the-key-123");
@@ -241,7 +241,7 @@ async fn bearer_auth_and_wrong_credentials() {
 
 #[tokio::test]
 async fn drift_and_unmapped_users_are_recorded() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     // u5 has no target id; u3 is silently dropped by the target.
     env.write(
@@ -270,7 +270,7 @@ async fn drift_and_unmapped_users_are_recorded() {
 
 #[tokio::test]
 async fn secrets_never_reach_logs_audit_or_dry_run() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     mock.lock().fail.insert(group_uuid(2));
     let dry = env.sync(&["sync", "--dry-run"]).await;
@@ -292,7 +292,7 @@ async fn secrets_never_reach_logs_audit_or_dry_run() {
 
 #[tokio::test]
 async fn safety_limit_refuses_then_flag_allows() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "[targets.office.safety]\nmax_removed_memberships = 2\n");
     env.sync(&["sync"]).await.expect_code(0);
     let before = mock.request_count().await;
@@ -312,7 +312,7 @@ async fn safety_limit_refuses_then_flag_allows() {
 
 #[tokio::test]
 async fn a_second_sync_while_one_runs_exits_with_the_lock_code() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -331,7 +331,7 @@ async fn a_second_sync_while_one_runs_exits_with_the_lock_code() {
 
 #[tokio::test]
 async fn memberships_file_and_bom() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     let config = std::fs::read_to_string(env.config()).expect("config").replace(
         "groups = \"groups.csv\"",
@@ -413,7 +413,7 @@ async fn bad_csv_is_a_clear_error_and_pushes_nothing() {
             "users.csv: line 3: expected 4 fields",
         ),
     ];
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     env.write("users.csv", &good_users);
     env.write("groups.csv", &good_groups);
@@ -528,7 +528,7 @@ async fn control_characters_utf16_and_another_delimiter_are_refused_with_the_pla
             "groups.csv: line 2, column `name`: text after a closing quote",
         ),
     ];
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     env.write("users.csv", &users);
     env.write("groups.csv", &groups);
@@ -552,7 +552,7 @@ async fn control_characters_utf16_and_another_delimiter_are_refused_with_the_pla
 
 #[tokio::test]
 async fn config_errors_name_the_key() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     let good = std::fs::read_to_string(env.config()).expect("config");
     let cases: Vec<(String, &str)> = vec![
@@ -600,7 +600,7 @@ async fn config_errors_name_the_key() {
 
 #[tokio::test]
 async fn unknown_members_can_be_skipped_with_a_warning() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
     let config = std::fs::read_to_string(env.config()).expect("config").replace(
         "groups = \"groups.csv\"",

@@ -7,17 +7,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::seed004::{Fault, KEY, Seed004};
-use common::{Env, config_004, expected_state, groups_csv, sqlite, users_csv};
+use common::group_members::{Fault, GroupMembersApi, KEY};
+use common::{Env, config_group_members, expected_state, groups_csv, sqlite, users_csv};
 use sqlx::Row;
 
 const GROUPS: &[(&str, &[u64])] = &[("eng", &[1, 2, 3]), ("ops", &[2, 4]), ("all", &[1, 2, 3, 4, 5])];
 
-fn setup(mock: &Seed004, groups: &[(&str, &[u64])], extra: &str) -> Env {
+fn setup(mock: &GroupMembersApi, groups: &[(&str, &[u64])], extra: &str) -> Env {
     let env = Env::new();
     env.write("users.csv", &users_csv(5));
     env.write("groups.csv", &groups_csv(groups));
-    env.write("dirsync.toml", &config_004(&mock.uri(), extra));
+    env.write("dirsync.toml", &config_group_members(&mock.uri(), extra));
     env
 }
 
@@ -62,7 +62,7 @@ async fn snapshot_rows(env: &Env) -> i64 {
 /// once the gateway is fixed one plain sync converges.
 #[tokio::test]
 async fn a_200_that_is_not_a_confirmation_is_retried_and_never_recorded() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, GROUPS, "");
     let fakes = [
         (
@@ -118,7 +118,7 @@ async fn a_200_that_is_not_a_confirmation_is_retried_and_never_recorded() {
 /// members echo is read from inside it, so drift is still seen.
 #[tokio::test]
 async fn drift_is_read_from_the_apis_envelope() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     mock.lock().envelope = true;
     let env = setup(&mock, GROUPS, "");
     sync(&env, &["sync"]).await.expect_code(0);
@@ -152,7 +152,7 @@ async fn drift_is_read_from_the_apis_envelope() {
 /// warning, in the log and the audit row: never silence.
 #[tokio::test]
 async fn a_confirmation_without_the_echo_is_a_warning() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     mock.lock().no_echo = true;
     let env = setup(&mock, &GROUPS[..1], "");
     let run = sync(&env, &["sync"]).await;
@@ -184,11 +184,11 @@ async fn a_long_retry_after_outlives_the_run() {
         (Fault::RetryAfter(3600), "group_members"),
         (Fault::Unavailable(3600), "every endpoint"),
     ] {
-        let mock = Seed004::start().await;
+        let mock = GroupMembersApi::start().await;
         let env = setup(&mock, GROUPS, "");
         env.write(
             "dirsync.toml",
-            &config_004(&mock.uri(), "").replace("concurrency = 4", "concurrency = 1"),
+            &config_group_members(&mock.uri(), "").replace("concurrency = 4", "concurrency = 1"),
         );
         mock.lock().faults.push_back(fault);
         let run = sync(&env, &["sync"]).await;
@@ -240,7 +240,7 @@ async fn a_long_retry_after_outlives_the_run() {
 /// an audit row, so it can neither forge lines nor bloat the database.
 #[tokio::test]
 async fn target_error_text_cannot_forge_log_lines_or_bloat_the_audit() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, &GROUPS[..1], "");
     let hostile = format!(
         "{{\"error\": {{\"message\": \"no\\n2026-01-01T00:00:00Z  INFO Finished the target. \\u001b[31m{}\"}}}}",
@@ -269,11 +269,11 @@ async fn target_error_text_cannot_forge_log_lines_or_bloat_the_audit() {
 /// status, not the status an earlier attempt got.
 #[tokio::test]
 async fn the_audit_row_tells_what_the_last_attempt_met() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = setup(&mock, &GROUPS[..1], "");
     env.write(
         "dirsync.toml",
-        &config_004(&mock.uri(), "").replace("timeout = \"5s\"", "timeout = \"300ms\""),
+        &config_group_members(&mock.uri(), "").replace("timeout = \"5s\"", "timeout = \"300ms\""),
     );
     {
         let mut state = mock.lock();

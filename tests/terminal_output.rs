@@ -9,8 +9,8 @@ use unicode_width::UnicodeWidthStr;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use common::seed004::{KEY, Seed004};
-use common::{Env, config_004, group_uuid, groups_csv_quoted, users_csv};
+use common::group_members::{GroupMembersApi, KEY};
+use common::{Env, config_group_members, group_uuid, groups_csv_quoted, users_csv};
 
 const LONG: &str = "a group name far longer than any column of the table could ever hold";
 
@@ -38,11 +38,11 @@ fn column_of(line: &str, needle: &str) -> usize {
 
 #[tokio::test]
 async fn audit_rows_stay_one_line_each_and_aligned_with_line_breaks_wide_and_long_names() {
-    let mock = Seed004::start().await;
+    let mock = GroupMembersApi::start().await;
     let env = Env::new();
     env.write("users.csv", &users_csv(3));
     env.write("groups.csv", &groups_csv_quoted(GROUPS, None));
-    env.write("dirsync.toml", &config_004(&mock.uri(), ""));
+    env.write("dirsync.toml", &config_group_members(&mock.uri(), ""));
 
     let dry = run(&env, &["sync", "--dry-run"]).await;
     dry.expect_code(0);
@@ -144,7 +144,7 @@ async fn a_targets_error_text_cannot_forge_rows_or_restyle_the_terminal() {
     let env = Env::new();
     env.write("users.csv", &users_csv(3));
     env.write("groups.csv", &groups_csv_quoted(&GROUPS[..1], None));
-    env.write("dirsync.toml", &config_004(&server.uri(), ""));
+    env.write("dirsync.toml", &config_group_members(&server.uri(), ""));
 
     run(&env, &["sync"]).await.expect_code(3);
     for args in [&["audit"][..], &["status"][..]] {

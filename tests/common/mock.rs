@@ -1,19 +1,19 @@
-//! The frame every seed mock shares: a wiremock server on 127.0.0.1 whose one
-//! responder hands each request to a `Contract`, the seed's own rules and state.
+//! The frame every API mock shares: a wiremock server on 127.0.0.1 whose one
+//! responder hands each request to a `Contract`, the API document's own rules and state.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use wiremock::matchers::any;
 use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
-/// A seed document's rules: answers one request, keeping state and noting every
+/// An API document's rules: answers one request, keeping state and noting every
 /// request that breaks the document (`violations`).
 pub trait Contract: Default + Send + 'static {
     fn respond(&mut self, req: &Request) -> ResponseTemplate;
     fn violations(&self) -> &[String];
 }
 
-/// A running mock of one seed.
+/// A running mock of one API.
 pub struct Mock<S> {
     pub server: MockServer,
     pub state: Arc<Mutex<S>>,

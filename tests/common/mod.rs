@@ -1,17 +1,17 @@
 //! Shared test support: a temporary dirsync setup (config, CSV files, state database),
-//! a way to run the real binary against it, and HTTP mocks of the seed APIs that
+//! a way to run the real binary against it, and HTTP mocks of the target APIs that
 //! enforce each document's contract and keep state.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod admin_user;
+pub mod adminuser_group;
 pub mod faults;
+pub mod group_members;
 pub mod mock;
-pub mod seed000;
-pub mod seed001;
-pub mod seed002;
-pub mod seed003;
-pub mod seed004;
+pub mod security_group_users;
 pub mod slapd;
+pub mod usergroup_v2;
 pub mod xml;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -319,8 +319,8 @@ pub fn expected_state(groups: &[(&str, &[u64])]) -> BTreeMap<String, BTreeSet<St
         .collect()
 }
 
-/// A config for the CSV files `users.csv` and `groups.csv` and one seed-004 target.
-pub fn config_004(base_url: &str, extra: &str) -> String {
+/// A config for the CSV files `users.csv` and `groups.csv` and one group-members API target.
+pub fn config_group_members(base_url: &str, extra: &str) -> String {
     format!(
         r#"
 state_db = "state.db"

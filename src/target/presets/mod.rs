@@ -13,15 +13,15 @@ pub const NAMES: &[&str] = &[
 /// The TOML text of a preset.
 pub fn get(name: &str) -> Option<&'static str> {
     match name {
-        // seed 000: PUT Application/PutSecurityGroupUsers
+        // the security-group-users API: PUT Application/PutSecurityGroupUsers
         "security-group-users" => Some(include_str!("security_group_users.toml")),
-        // seed 001: PUT /platform/adminuser/groups/{groupCode}
+        // the admin-user-group API: PUT /platform/adminuser/groups/{groupCode}
         "adminuser-group" => Some(include_str!("adminuser_group.toml")),
-        // seed 002: PUT api/v1/admin/users/{id}
+        // the admin-user API: PUT api/v1/admin/users/{id}
         "admin-user" => Some(include_str!("admin_user.toml")),
-        // seed 003: PUT /api/v2/usergroup?format=json
+        // the user-group API: PUT /api/v2/usergroup?format=json
         "usergroup-v2" => Some(include_str!("usergroup_v2.toml")),
-        // seed 004: POST /api/2.0/group/{id}/members
+        // the group-members API: POST /api/2.0/group/{id}/members
         "onlyoffice-group-members" => Some(include_str!("onlyoffice_group_members.toml")),
         _ => None,
     }
@@ -117,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_000_body_is_an_array_of_security_group_users() {
+    fn security_group_users_body_is_an_array_of_security_group_users() {
         let t = target("security-group-users", "[targets.t.auth]\ntoken = \"x\"");
         let req = group_request(&t, &group(&[&USER.to_uppercase()])).expect("builds");
         assert_eq!(req.method, reqwest::Method::PUT);
@@ -146,7 +146,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_001_body_and_optional_response_fields() {
+    fn admin_user_group_body_and_optional_response_fields() {
         let extra = "[targets.t.auth]\ntoken = \"x\"\n[targets.t.vars]\nscope_type_id = 2\nscope_id = 7";
         let t = target("adminuser-group", extra);
         let req = group_request(&t, &group(&[&USER.to_uppercase()])).expect("builds");
@@ -178,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_002_user_in_json_and_xml() {
+    fn admin_user_user_in_json_and_xml() {
         let vars = "[targets.t.auth]\ntoken = \"x\"\n[targets.t.vars]\nlanguage_id = \"C2FD9942-2548-483B-875C-A724B208DCAA\"\ntime_zone = \"UTC\"";
         for (format, root) in [("json", ""), ("xml", "/User")] {
             let t = target(
@@ -235,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_003_credentials_in_the_body_json_and_xml() {
+    fn user_group_credentials_in_the_body_json_and_xml() {
         let creds =
             format!("[targets.t.vars]\ncompany_id = 61234\n[targets.t.secrets]\nintegration_key = '{KEY}'");
         let members = [USER, "b1b1e2f4-3a6e-4c1e-9d55-0c6f2a8e0b01"];

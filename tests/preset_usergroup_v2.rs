@@ -1,10 +1,10 @@
-//! Seed 003 (`usergroup-v2`): the real binary against a mock that enforces the
+//! The user-group API (`usergroup-v2`): the real binary against a mock that enforces the
 //! document's contract (credentials in the body, the `format` query, the XML
 //! namespace) and keeps the user groups.
 
 mod common;
 
-use common::seed003::{COMPANY_ID, KEY, Seed003};
+use common::usergroup_v2::{COMPANY_ID, KEY, UserGroupApi};
 use common::{Env, assert_no_leak, config_csv, expected_state, group_uuid, target_common, users_csv, uuid};
 
 const GROUPS: &[(&str, &[u64])] = &[("eng", &[1, 2, 3]), ("ops", &[2, 4]), ("empty", &[])];
@@ -14,7 +14,7 @@ fn groups_csv(groups: &[(&str, &[u64])]) -> String {
     common::groups_csv_quoted(groups, None)
 }
 
-fn setup(mock: &Seed003, groups: &[(&str, &[u64])], extra: &str) -> Env {
+fn setup(mock: &UserGroupApi, groups: &[(&str, &[u64])], extra: &str) -> Env {
     let target = target_common("forms", "preset = \"usergroup-v2\"", &mock.uri());
     let env = Env::new();
     env.write("users.csv", &users_csv(5));
@@ -33,7 +33,7 @@ const GOOD: &[(&str, &str)] = &[("TEST_INTEGRATION_KEY", KEY)];
 const XML: &str = "[targets.forms.endpoints.group_members]\nformat = \"xml\"\n";
 
 async fn converges(format: &str, extra: &str) {
-    let mock = Seed003::start().await;
+    let mock = UserGroupApi::start().await;
     let env = setup(&mock, GROUPS, extra);
 
     env.run(&["sync"], GOOD).await.expect_code(0);
@@ -81,7 +81,7 @@ async fn xml_first_sync_converges_then_nothing_then_one_request_per_change() {
 async fn names_that_break_json_or_xml_arrive_intact() {
     let nasty = "R&D \"core\" <team>\nsecond ' line";
     for extra in ["", XML] {
-        let mock = Seed003::start().await;
+        let mock = UserGroupApi::start().await;
         let env = setup(&mock, &[(nasty, &[1, 2])], extra);
         env.run(&["sync"], GOOD).await.expect_code(0);
         mock.assert_no_violations();
@@ -92,7 +92,7 @@ async fn names_that_break_json_or_xml_arrive_intact() {
 #[tokio::test]
 async fn a_missing_external_id_is_null_in_json_and_nil_in_xml() {
     for format in ["", XML] {
-        let mock = Seed003::start().await;
+        let mock = UserGroupApi::start().await;
         // `extra` starts inside `[targets.forms.vars]`.
         let extra = format!("external_id_attribute = \"no_such_column\"\n{format}");
         let env = setup(&mock, GROUPS, &extra);
@@ -104,7 +104,7 @@ async fn a_missing_external_id_is_null_in_json_and_nil_in_xml() {
 
 #[tokio::test]
 async fn an_error_answer_is_a_failure_and_retried_next_run() {
-    let mock = Seed003::start().await;
+    let mock = UserGroupApi::start().await;
     mock.lock().refuse.insert(group_uuid(1));
     let env = setup(&mock, GROUPS, "");
     let run = env.run(&["sync"], GOOD).await;
@@ -128,7 +128,7 @@ async fn an_error_answer_is_a_failure_and_retried_next_run() {
 #[tokio::test]
 async fn members_the_target_drops_are_drift_in_both_formats() {
     for extra in ["", XML] {
-        let mock = Seed003::start().await;
+        let mock = UserGroupApi::start().await;
         mock.lock().ignore_users.insert(uuid(3));
         let env = setup(&mock, GROUPS, extra);
         let run = env.run(&["sync"], GOOD).await;
@@ -148,7 +148,7 @@ async fn members_the_target_drops_are_drift_in_both_formats() {
 
 #[tokio::test]
 async fn wrong_credentials_are_an_auth_error_naming_the_target() {
-    let mock = Seed003::start().await;
+    let mock = UserGroupApi::start().await;
     let env = setup(&mock, GROUPS, "");
     let wrong = "not-the-integration-key-99";
     let run = env.run(&["sync"], &[("TEST_INTEGRATION_KEY", wrong)]).await;
@@ -178,7 +178,7 @@ async fn wrong_credentials_are_an_auth_error_naming_the_target() {
 #[tokio::test]
 async fn the_integration_key_never_leaks() {
     for extra in ["", XML] {
-        let mock = Seed003::start().await;
+        let mock = UserGroupApi::start().await;
         mock.lock().refuse.insert(group_uuid(0));
         let env = setup(&mock, GROUPS, extra);
         assert_no_leak(KEY, &env.everything_visible(GOOD).await);

@@ -1,9 +1,9 @@
-//! Seed 001 (`adminuser-group`): the real binary against a mock that enforces the
+//! The admin-user-group API (`adminuser-group`): the real binary against a mock that enforces the
 //! document's contract and keeps the groups and their users.
 
 mod common;
 
-use common::seed001::{Seed001, TOKEN};
+use common::adminuser_group::{AdminUserGroupApi, TOKEN};
 use common::{Env, assert_no_leak, config_csv, expected_state, group_uuid, target_common, users_csv, uuid};
 
 const GROUPS: &[(&str, &[u64])] = &[("eng", &[1, 2, 3]), ("ops", &[2, 4]), ("empty", &[])];
@@ -13,7 +13,7 @@ fn groups_csv(groups: &[(&str, &[u64])]) -> String {
     common::groups_csv_quoted(groups, Some(("description", |k| format!("The {k} team"))))
 }
 
-fn setup(mock: &Seed001, groups: &[(&str, &[u64])], extra: &str) -> Env {
+fn setup(mock: &AdminUserGroupApi, groups: &[(&str, &[u64])], extra: &str) -> Env {
     let target = target_common("platform", "preset = \"adminuser-group\"", &mock.uri());
     let env = Env::new();
     env.write("users.csv", &users_csv(5));
@@ -32,7 +32,7 @@ const GOOD: &[(&str, &str)] = &[("TEST_JWT", TOKEN)];
 
 #[tokio::test]
 async fn first_sync_converges_then_nothing_then_one_request_per_change() {
-    let mock = Seed001::start().await;
+    let mock = AdminUserGroupApi::start().await;
     let env = setup(&mock, GROUPS, "");
 
     env.run(&["sync"], GOOD).await.expect_code(0);
@@ -77,7 +77,7 @@ async fn first_sync_converges_then_nothing_then_one_request_per_change() {
 
 #[tokio::test]
 async fn names_that_break_json_arrive_intact() {
-    let mock = Seed001::start().await;
+    let mock = AdminUserGroupApi::start().await;
     let nasty = "R&D \"core\" <team>\nsecond line";
     let env = setup(&mock, &[(nasty, &[1])], "");
     env.run(&["sync"], GOOD).await.expect_code(0);
@@ -87,7 +87,7 @@ async fn names_that_break_json_arrive_intact() {
 
 #[tokio::test]
 async fn response_fields_and_drift_from_the_users_answered() {
-    let mock = Seed001::start().await;
+    let mock = AdminUserGroupApi::start().await;
     mock.lock().ignore_users.insert(uuid(3));
     let env = setup(&mock, GROUPS, "");
     let run = env.run(&["sync"], GOOD).await;
@@ -104,7 +104,7 @@ async fn response_fields_and_drift_from_the_users_answered() {
     );
 
     // An answer limited to `groupCode` says nothing about users: no drift.
-    let mock = Seed001::start().await;
+    let mock = AdminUserGroupApi::start().await;
     mock.lock().ignore_users.insert(uuid(3));
     let env = setup(&mock, GROUPS, "response_fields = \"groupCode\"\n");
     let run = env.run(&["sync"], GOOD).await;
@@ -122,7 +122,7 @@ async fn response_fields_and_drift_from_the_users_answered() {
 
 #[tokio::test]
 async fn a_failed_group_is_retried_next_run() {
-    let mock = Seed001::start().await;
+    let mock = AdminUserGroupApi::start().await;
     mock.lock().fail.insert(group_uuid(1));
     let env = setup(&mock, GROUPS, "");
     env.run(&["sync"], GOOD).await.expect_code(3);
@@ -135,7 +135,7 @@ async fn a_failed_group_is_retried_next_run() {
 
 #[tokio::test]
 async fn missing_scope_is_a_config_error_naming_the_key() {
-    let mock = Seed001::start().await;
+    let mock = AdminUserGroupApi::start().await;
     let env = setup(&mock, GROUPS, "");
     let text = std::fs::read_to_string(env.config())
         .expect("config")
@@ -153,7 +153,7 @@ async fn missing_scope_is_a_config_error_naming_the_key() {
 
 #[tokio::test]
 async fn a_wrong_token_is_an_auth_error_naming_the_target() {
-    let mock = Seed001::start().await;
+    let mock = AdminUserGroupApi::start().await;
     let env = setup(&mock, GROUPS, "");
     let run = env.run(&["sync"], &[("TEST_JWT", "eyJ.wrong.token")]).await;
     run.expect_code(3);
@@ -168,7 +168,7 @@ async fn a_wrong_token_is_an_auth_error_naming_the_target() {
 
 #[tokio::test]
 async fn the_token_never_leaks() {
-    let mock = Seed001::start().await;
+    let mock = AdminUserGroupApi::start().await;
     mock.lock().fail.insert(group_uuid(0));
     let env = setup(&mock, GROUPS, "");
     assert_no_leak(TOKEN, &env.everything_visible(GOOD).await);

@@ -1,4 +1,4 @@
-//! Seed 002 (`admin-user`): user updates by the real binary against a mock that
+//! The admin-user API (`admin-user`): user updates by the real binary against a mock that
 //! enforces the document's contract (Required fields, the MobilePhone pattern, the
 //! XML form) and keeps the users.
 
@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::seed002::{Seed002, TOKEN};
+use common::admin_user::{AdminUserApi, TOKEN};
 use common::{Env, assert_no_leak, config_csv, groups_csv, target_common, uuid};
 
 const LANGUAGE: &str = "c2fd9942-2548-483b-875c-a724b208dcaa";
@@ -41,7 +41,7 @@ fn expected(rows: &[Row]) -> BTreeMap<String, (String, bool)> {
 }
 
 /// `users` goes into `[targets.admin.users]`, `extra` after everything else.
-fn setup(mock: &Seed002, rows: &[Row], users: &str, extra: &str) -> Env {
+fn setup(mock: &AdminUserApi, rows: &[Row], users: &str, extra: &str) -> Env {
     let target = target_common("admin", "preset = \"admin-user\"", &mock.uri());
     let env = Env::new();
     env.write("users.csv", &users_csv(rows));
@@ -61,7 +61,7 @@ const XML: &str = "[targets.admin.endpoints.update_user]\nformat = \"xml\"\n";
 
 #[tokio::test]
 async fn first_sync_converges_then_nothing_then_one_request_per_change() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     let env = setup(&mock, USERS, "", "");
 
     env.run(&["sync"], GOOD).await.expect_code(0);
@@ -100,7 +100,7 @@ async fn first_sync_converges_then_nothing_then_one_request_per_change() {
 
 #[tokio::test]
 async fn a_phone_that_fails_the_pattern_is_reported_and_skipped() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     let mut rows = USERS.to_vec();
     rows[2].2 = "12-34";
     let env = setup(&mock, &rows, "", "");
@@ -152,7 +152,7 @@ async fn a_phone_that_fails_the_pattern_is_reported_and_skipped() {
 
 #[tokio::test]
 async fn error_code_in_a_200_is_a_failure_and_retried() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     mock.lock().refuse.insert(uuid(2));
     let env = setup(&mock, USERS, "", "");
     env.run(&["sync"], GOOD).await.expect_code(3);
@@ -179,7 +179,7 @@ async fn error_code_in_a_200_is_a_failure_and_retried() {
 
 #[tokio::test]
 async fn xml_is_one_key_away_and_behaves_the_same() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     let env = setup(&mock, USERS, "", XML);
     env.run(&["sync"], GOOD).await.expect_code(0);
     mock.assert_no_violations();
@@ -220,7 +220,7 @@ async fn xml_is_one_key_away_and_behaves_the_same() {
 
 #[tokio::test]
 async fn a_user_who_leaves_is_disabled_once_within_the_safety_limits() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     let env = setup(
         &mock,
         USERS,
@@ -247,7 +247,7 @@ async fn a_user_who_leaves_is_disabled_once_within_the_safety_limits() {
 
 #[tokio::test]
 async fn a_user_who_leaves_is_left_alone_by_default() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     let env = setup(&mock, USERS, "", "");
     env.run(&["sync"], GOOD).await.expect_code(0);
     env.write("users.csv", &users_csv(&USERS[..3]));
@@ -258,7 +258,7 @@ async fn a_user_who_leaves_is_left_alone_by_default() {
 
 #[tokio::test]
 async fn echoed_fields_that_differ_are_drift() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     mock.lock().lowercase_email = true;
     let env = setup(&mock, USERS, "", "");
     let run = env.run(&["sync"], GOOD).await;
@@ -277,7 +277,7 @@ async fn echoed_fields_that_differ_are_drift() {
 
 #[tokio::test]
 async fn a_wrong_token_is_an_auth_error_naming_the_target() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     let env = setup(&mock, USERS, "", "");
     let run = env.run(&["sync"], &[("TEST_ADMIN_TOKEN", "nope-0000")]).await;
     run.expect_code(3);
@@ -292,7 +292,7 @@ async fn a_wrong_token_is_an_auth_error_naming_the_target() {
 
 #[tokio::test]
 async fn the_token_never_leaks() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     mock.lock().refuse.insert(uuid(1));
     let mut rows = USERS.to_vec();
     rows[3].2 = "x";
@@ -306,7 +306,7 @@ async fn the_token_never_leaks() {
 /// section, and does not fail every later run; fixed data is pushed at the next run.
 #[tokio::test]
 async fn invalid_source_data_is_reported_once_per_change_then_quiet() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     let mut rows = USERS.to_vec();
     rows[1].2 = "call me";
     let env = setup(&mock, &rows, "", "");
@@ -371,7 +371,7 @@ async fn invalid_source_data_is_reported_once_per_change_then_quiet() {
 /// With `strict = true` the same invalid data fails every run.
 #[tokio::test]
 async fn strict_targets_fail_every_run_on_invalid_data() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     let mut rows = USERS.to_vec();
     rows[1].2 = "call me";
     let env = setup(&mock, &rows, "", "");
@@ -391,7 +391,7 @@ async fn strict_targets_fail_every_run_on_invalid_data() {
 /// not as removed; the audit reason tells the two apart.
 #[tokio::test]
 async fn a_disabled_user_is_labelled_disabled_not_removed() {
-    let mock = Seed002::start().await;
+    let mock = AdminUserApi::start().await;
     let env = setup(&mock, USERS, "removed = \"disable\"\n", "");
     env.run(&["sync"], GOOD).await.expect_code(0);
     let mut rows = USERS[..3].to_vec();

@@ -1,4 +1,4 @@
-//! A stateful mock of seed 002, `PUT api/v1/admin/users/{id}`, enforcing the
+//! A stateful mock of the admin-user API, `PUT api/v1/admin/users/{id}`, enforcing the
 //! document: PUT, `{id}` a GUID, a Bearer token, a JSON or XML content type, a body
 //! holding only documented User fields (XML: root `User`, elements in the order of
 //! the document's sample) with every Required one: DisplayName, EmailAddress (an
@@ -19,7 +19,7 @@ pub const TOKEN: &str = "s002-token-8c1d6b3e9f2a47d0";
 /// The document's MobilePhone pattern, verbatim.
 pub const PHONE: &str = r"^(?=.*?\d.*?\d.*?\d.*?\d.*?\d)([+]?)([\d\s\(\)-]{5,20})$";
 
-pub type Seed002 = Mock<State>;
+pub type AdminUserApi = Mock<State>;
 
 /// User fields in the order of the document's XML sample.
 const FIELDS: &[&str] = &[

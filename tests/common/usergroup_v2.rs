@@ -1,4 +1,4 @@
-//! A stateful mock of seed 003, `PUT /api/v2/usergroup?format=json|xml`, enforcing
+//! A stateful mock of the user-group API, `PUT /api/v2/usergroup?format=json|xml`, enforcing
 //! the document: PUT, a `format` query value that matches the content type (none
 //! means XML), the credentials in the body (`CompanyId` an integer, `IntegrationKey`
 //! a string: wrong ones are a 401), `Id` a GUID, `Name`, `ExternalId` (string or
@@ -19,7 +19,7 @@ pub const COMPANY_ID: i64 = 61234;
 pub const KEY: &str = "s003-integration-key-4b9e27c1a8";
 pub const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
-pub type Seed003 = Mock<State>;
+pub type UserGroupApi = Mock<State>;
 
 /// A user group as the mock keeps it.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -1,4 +1,4 @@
-//! A stateful mock of seed 001, `PUT /platform/adminuser/groups/{groupCode}`,
+//! A stateful mock of the admin-user-group API, `PUT /platform/adminuser/groups/{groupCode}`,
 //! enforcing the document: PUT, a JWT as Bearer token, `application/json`, a body
 //! whose `groupCode` is the path's, `scopeTypeId`/`scopeId` int32, `name` and
 //! `description` strings or null, `users` an array of user objects with documented
@@ -15,7 +15,7 @@ use super::mock::{Contract, Mock, header, media_type, query};
 /// A JWT (header.payload.signature, base64url), as the document's scheme expects.
 pub const TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJkaXJzeW5jIn0.c2lnLTAwMS1zZWNyZXQ";
 
-pub type Seed001 = Mock<State>;
+pub type AdminUserGroupApi = Mock<State>;
 
 const USER_STRINGS: &[&str] = &[
     "emailAddress",

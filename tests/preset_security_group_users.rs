@@ -1,23 +1,23 @@
-//! Seed 000 (`security-group-users`): the real binary against a mock that enforces
+//! The security-group-users API (`security-group-users`): the real binary against a mock that enforces
 //! the document's contract and keeps the security groups' users.
 
 mod common;
 
-use common::seed000::{Seed000, TOKEN};
+use common::security_group_users::{SecurityGroupUsersApi, TOKEN};
 use common::{
     Env, assert_no_leak, config_csv, expected_state, group_uuid, groups_csv, target_common, users_csv, uuid,
 };
 
 const GROUPS: &[(&str, &[u64])] = &[("eng", &[1, 2, 3]), ("ops", &[2, 4]), ("all", &[1, 2, 3, 4, 5])];
 
-fn config(mock: &Seed000, extra: &str) -> String {
+fn config(mock: &SecurityGroupUsersApi, extra: &str) -> String {
     let target = target_common("sgu", "preset = \"security-group-users\"", &mock.uri());
     config_csv(&format!(
         "{target}\n[targets.sgu.auth]\ntoken_env = \"TEST_SGU_TOKEN\"\n{extra}"
     ))
 }
 
-fn setup(mock: &Seed000, groups: &[(&str, &[u64])], extra: &str) -> Env {
+fn setup(mock: &SecurityGroupUsersApi, groups: &[(&str, &[u64])], extra: &str) -> Env {
     let env = Env::new();
     env.write("users.csv", &users_csv(5));
     env.write("groups.csv", &groups_csv(groups));
@@ -29,7 +29,7 @@ const GOOD: &[(&str, &str)] = &[("TEST_SGU_TOKEN", TOKEN)];
 
 #[tokio::test]
 async fn first_sync_converges_then_nothing_then_one_request_per_change() {
-    let mock = Seed000::start().await;
+    let mock = SecurityGroupUsersApi::start().await;
     let env = setup(&mock, GROUPS, "");
 
     env.run(&["sync"], GOOD).await.expect_code(0);
@@ -71,7 +71,7 @@ async fn first_sync_converges_then_nothing_then_one_request_per_change() {
 
 #[tokio::test]
 async fn is_success_false_is_a_failure_with_message_and_code_and_is_retried() {
-    let mock = Seed000::start().await;
+    let mock = SecurityGroupUsersApi::start().await;
     let env = setup(&mock, GROUPS, "");
     mock.lock().refuse.insert(group_uuid(1));
 
@@ -105,7 +105,7 @@ async fn is_success_false_is_a_failure_with_message_and_code_and_is_retried() {
 
 #[tokio::test]
 async fn a_group_without_members_is_reported_and_skipped_not_sent() {
-    let mock = Seed000::start().await;
+    let mock = SecurityGroupUsersApi::start().await;
     let groups: &[(&str, &[u64])] = &[("eng", &[1, 2]), ("nobody", &[])];
     let env = setup(&mock, groups, "");
 
@@ -133,7 +133,7 @@ async fn a_group_without_members_is_reported_and_skipped_not_sent() {
 
 #[tokio::test]
 async fn required_booleans_and_user_name_are_configurable() {
-    let mock = Seed000::start().await;
+    let mock = SecurityGroupUsersApi::start().await;
     let env = setup(
         &mock,
         GROUPS,
@@ -165,7 +165,7 @@ async fn required_booleans_and_user_name_are_configurable() {
 
 #[tokio::test]
 async fn a_wrong_token_is_an_auth_error_naming_the_target() {
-    let mock = Seed000::start().await;
+    let mock = SecurityGroupUsersApi::start().await;
     let env = setup(&mock, GROUPS, "");
     let wrong = "wrong-token-7f3a9c";
     let run = env.run(&["sync"], &[("TEST_SGU_TOKEN", wrong)]).await;
@@ -186,7 +186,7 @@ async fn a_wrong_token_is_an_auth_error_naming_the_target() {
 
 #[tokio::test]
 async fn the_token_never_leaks() {
-    let mock = Seed000::start().await;
+    let mock = SecurityGroupUsersApi::start().await;
     let env = setup(&mock, GROUPS, "");
     mock.lock().refuse.insert(group_uuid(0));
     assert_no_leak(TOKEN, &env.everything_visible(GOOD).await);

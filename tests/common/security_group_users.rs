@@ -1,4 +1,4 @@
-//! A stateful mock of seed 000, `PUT Application/PutSecurityGroupUsers`, enforcing the
+//! A stateful mock of the security-group-users API, `PUT Application/PutSecurityGroupUsers`, enforcing the
 //! document: PUT, a JSON content type (`application/json` or `text/json`), a body
 //! that is a non-empty array of SecurityGroupUser objects with only documented
 //! fields, every Required field present with its type (GUIDs canonical, booleans
@@ -16,7 +16,7 @@ use super::mock::{Contract, Mock, header, is_canonical_guid, media_type};
 
 pub const TOKEN: &str = "s000-token-d5e1f0c2b7a94e3f";
 
-pub type Seed000 = Mock<State>;
+pub type SecurityGroupUsersApi = Mock<State>;
 
 /// Required booleans, as the document lists them.
 pub const REQUIRED_BOOLEANS: &[&str] = &[

@@ -1,4 +1,4 @@
-//! A stateful mock of seed 004, `POST /api/2.0/group/{id}/members`, enforcing the
+//! A stateful mock of the group-members API, `POST /api/2.0/group/{id}/members`, enforcing the
 //! document: POST only, `{id}` a UUID, the API key in the `asc_auth_key` cookie (or a
 //! Bearer token), a JSON content type, a body `{"members": [uuid, …]}`. It answers as
 //! documented: 200 with the group and its members as objects, 401 otherwise.
@@ -71,13 +71,13 @@ impl State {
 }
 
 #[derive(Clone)]
-pub struct Seed004 {
+pub struct GroupMembersApi {
     pub server: Arc<MockServer>,
     pub state: Arc<Mutex<State>>,
 }
 
-impl Seed004 {
-    pub async fn start() -> Seed004 {
+impl GroupMembersApi {
+    pub async fn start() -> GroupMembersApi {
         let server = MockServer::start().await;
         let state = Arc::new(Mutex::new(State::default()));
         Mock::given(any())
@@ -86,7 +86,7 @@ impl Seed004 {
             })
             .mount(&server)
             .await;
-        Seed004 {
+        GroupMembersApi {
             server: Arc::new(server),
             state,
         }
