@@ -7,7 +7,7 @@
 //! Architecture Invariant: nothing is pushed before the whole source was read and
 //! every target's plan was built; a source error ends the run with zero requests.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,7 +23,7 @@ use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::safety;
 use crate::source::{self, SourceError};
 use crate::store::{Record, Skipped, Store, StoreError};
-use crate::target::request::{self, Request, Secrets};
+use crate::target::request::{self, Secrets};
 use crate::target::spec::EndpointKind;
 use crate::target::{HttpTarget, TargetError};
 
@@ -174,9 +174,6 @@ struct Prepared<'c> {
     /// The target ids of every desired group and user; a resync's only.
     desired_ids: (BTreeSet<String>, BTreeSet<String>),
     invalid: Vec<Skipped>,
-    /// For each of `plan.ops`, the request built for its fingerprint when it is also
-    /// the one to send (the endpoint renders no secrets).
-    prebuilt: Vec<Option<Request>>,
 }
 
 /// Runs one sync or resync. `out` receives the dry-run plan.
@@ -258,7 +255,7 @@ pub async fn run(
         } else {
             Dir::Shared(&dir)
         };
-        prepared.push(prepare(tc, target, dir, snapshot, opts.mode, !opts.dry_run)?);
+        prepared.push(prepare(tc, target, dir, snapshot, opts.mode)?);
         tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
     }
     free_beside(dir);
@@ -281,7 +278,7 @@ pub async fn run(
     report.run_id = Some(run_id.clone());
     tracing::info!(run_id, mode = mode_name(opts.mode), "Started a run.");
 
-    for mut p in prepared {
+    for p in prepared {
         let mut tr = summarize(&p);
         if let Some(why) = refusal(&p, opts, &report) {
             tracing::error!(target_name = %p.config.name, "Refused the plan: {why}");
@@ -298,8 +295,7 @@ pub async fn run(
         store.record_skipped(&run_id, &p.config.name, &p.invalid).await?;
         progress.start(&p.config.name, p.plan.ops.len());
         let pushing = std::time::Instant::now();
-        let prebuilt = std::mem::take(&mut p.prebuilt);
-        push(&store, &run_id, &p, prebuilt, cancel, progress, &mut tr).await?;
+        push(&store, &run_id, &p, cancel, progress, &mut tr).await?;
         let push_ms = pushing.elapsed().as_millis() as u64;
         progress.finish();
         if opts.mode == Mode::Resync && tr.failed + tr.not_started + tr.invalid == 0 {
@@ -350,14 +346,12 @@ fn mode_name(mode: Mode) -> &'static str {
 }
 
 /// Maps, fingerprints and plans one target with the HTTP client built for it. Pure.
-/// `will_push` keeps the requests the push can send as they are (not in a dry run).
 fn prepare<'c>(
     config: &'c TargetConfig,
     target: HttpTarget,
     dir: Dir<'_>,
     snapshot: Snapshot,
     mode: Mode,
-    will_push: bool,
 ) -> Result<Prepared<'c>, SyncError> {
     let t = std::time::Instant::now();
     let updates_users = target.offers(EndpointKind::UpdateUser);
@@ -397,42 +391,19 @@ fn prepare<'c>(
         Default::default()
     };
     let users = Arc::new(std::mem::take(&mut desired.users));
-    // A request that may be pushed is kept when it is also the one to send, so the
-    // push does not render it again; an unchanged entity's is dropped at once.
-    let reusable = |kind: EndpointKind| {
-        will_push
-            && target
-                .spec()
-                .endpoints
-                .get(&kind)
-                .is_some_and(|e| !e.renders_secrets)
-    };
-    // The fingerprint, and the request too if it is reusable and may be pushed (its
-    // fingerprint is not the stored one, or this is a resync).
-    let fingerprinted = |req: Request, reuse: bool, stored: Option<&str>| {
-        let fingerprint = request::fingerprint(&req);
-        let keep = reuse && (mode == Mode::Resync || stored != Some(fingerprint.as_str()));
-        (fingerprint, keep.then_some(req))
-    };
-    let mut prebuilt: HashMap<(EndpointKind, String), Request> = HashMap::new();
+    // Each entity's request is built and hashed with the secrets masked; the push
+    // renders the ones it sends again, with the real secrets.
     let mut groups = Vec::new();
     if target.offers(EndpointKind::GroupMembers) {
         let all: Vec<_> = std::mem::take(&mut desired.groups).into_values().collect();
-        let reuse = reusable(EndpointKind::GroupMembers);
         let built = crate::par::map(&all, |group| {
-            let stored = snapshot.groups.get(&group.id).map(|s| s.fingerprint.as_str());
             target
                 .group_request(group, &users, Secrets::Masked)
-                .map(|req| fingerprinted(req, reuse, stored))
+                .map(|req| request::fingerprint(&req))
         });
         for (group, built) in all.into_iter().zip(built) {
             match built {
-                Ok((fingerprint, req)) => {
-                    if let Some(req) = req {
-                        prebuilt.insert((EndpointKind::GroupMembers, group.id.clone()), req);
-                    }
-                    groups.push((group, fingerprint));
-                }
+                Ok(fingerprint) => groups.push((group, fingerprint)),
                 Err(e) => invalid.push(Skipped {
                     kind: "group",
                     id: group.id.clone(),
@@ -445,21 +416,14 @@ fn prepare<'c>(
     let mut user_items = Vec::new();
     if updates_users {
         let all: Vec<&DesiredUser> = users.values().collect();
-        let reuse = reusable(EndpointKind::UpdateUser);
         let built = crate::par::map(&all, |user| {
-            let stored = snapshot.users.get(&user.id).map(|s| s.fingerprint.as_str());
             target
                 .user_request(user, Secrets::Masked)
-                .map(|req| fingerprinted(req, reuse, stored))
+                .map(|req| request::fingerprint(&req))
         });
         for (user, built) in all.into_iter().zip(built) {
             match built {
-                Ok((fingerprint, req)) => {
-                    if let Some(req) = req {
-                        prebuilt.insert((EndpointKind::UpdateUser, user.id.clone()), req);
-                    }
-                    user_items.push((user.clone(), fingerprint));
-                }
+                Ok(fingerprint) => user_items.push((user.clone(), fingerprint)),
                 Err(e) => invalid.push(Skipped {
                     kind: "user",
                     id: user.id.clone(),
@@ -472,17 +436,6 @@ fn prepare<'c>(
     tracing::debug!(target_name = %config.name, elapsed_ms = t.elapsed().as_millis() as u64, "Built and hashed every request.");
     let unmapped = desired.unmapped.into_values().collect();
     let plan = plan::diff(groups, user_items, unmapped, &snapshot, mode);
-    let prebuilt = plan
-        .ops
-        .iter()
-        .map(|op| {
-            let kind = match op {
-                Operation::ReplaceMembers(_) => EndpointKind::GroupMembers,
-                Operation::UpdateUser(_) => EndpointKind::UpdateUser,
-            };
-            prebuilt.remove(&(kind, op.entity_id().to_owned()))
-        })
-        .collect();
     Ok(Prepared {
         config,
         target,
@@ -491,7 +444,6 @@ fn prepare<'c>(
         users,
         desired_ids,
         invalid,
-        prebuilt,
     })
 }
 
@@ -533,7 +485,6 @@ async fn push(
     store: &Store,
     run_id: &str,
     p: &Prepared<'_>,
-    prebuilt: Vec<Option<Request>>,
     cancel: &CancellationToken,
     progress: &dyn Progress,
     tr: &mut TargetReport,
@@ -568,15 +519,15 @@ async fn push(
         Ok::<_, StoreError>(())
     };
     let (stop, consecutive_failures, users) = (&stop, &consecutive_failures, &p.users);
-    let pushes = futures_util::stream::iter(p.plan.ops.iter().zip(prebuilt))
-        .map(move |(op, prebuilt)| {
+    let pushes = futures_util::stream::iter(p.plan.ops.iter())
+        .map(move |op| {
             let records = records.clone();
             async move {
                 if cancel.is_cancelled() || stop.load(Ordering::Relaxed) {
                     progress.advance();
                     return (op.kind(), None);
                 }
-                let outcome = p.target.push(op, users, prebuilt).await;
+                let outcome = p.target.push(op, users).await;
                 let failures = match &outcome.result {
                     Ok(_) => {
                         consecutive_failures.store(0, Ordering::Relaxed);
