@@ -258,7 +258,8 @@ pub async fn run(
         prepared.push(prepare(tc, target, dir, snapshot, opts.mode)?);
         tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
     }
-    free_beside(dir);
+    // Every plan is built: the push does not need the directory.
+    drop(dir);
 
     if opts.dry_run {
         for p in &prepared {
@@ -313,29 +314,12 @@ pub async fn run(
             "Finished the target."
         );
         report.targets.push(tr);
-        let Prepared {
-            snapshot,
-            plan,
-            users,
-            desired_ids,
-            ..
-        } = p;
-        free_beside((snapshot, plan, users, desired_ids));
     }
     let outcome = report.outcome();
     let summary = serde_json::to_value(&report).unwrap_or_default();
     store.finish_run(&run_id, outcome.as_str(), &summary).await?;
     store.close().await;
     Ok(report)
-}
-
-/// Drops `value` on a thread of its own. Freeing a directory or a plan (millions of
-/// small allocations) takes tens of milliseconds that nothing needs to wait for. If no
-/// thread can be started, the closure, and `value` with it, is dropped here.
-fn free_beside<T: Send + 'static>(value: T) {
-    let _ = std::thread::Builder::new()
-        .name("free".into())
-        .spawn(move || drop(value));
 }
 
 fn mode_name(mode: Mode) -> &'static str {
