@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TargetConfig};
 use crate::lock::{LockError, RunLock};
-use crate::mapping::{self, DesiredUser, Dir, MappingError};
+use crate::mapping::{self, DesiredUser, MapOptions, MappingError};
+use crate::model::Directory;
 use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::safety;
 use crate::source::{self, SourceError};
@@ -227,7 +228,7 @@ pub async fn run(
             .collect::<Result<Vec<_>, _>>()
     };
     let (dir, snapshots, clients) = tokio::join!(source::read(&config.source), load_snapshots, clients);
-    let (mut dir, snapshots, clients) = (dir?, snapshots?, clients?);
+    let (dir, snapshots, clients) = (dir?, snapshots?, clients?);
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "Read the source and the snapshots."
@@ -247,15 +248,9 @@ pub async fn run(
     };
 
     let mut prepared = Vec::new();
-    let last = targets.len().saturating_sub(1);
-    for (i, ((tc, target), snapshot)) in targets.into_iter().zip(clients).zip(snapshots).enumerate() {
+    for ((tc, target), snapshot) in targets.into_iter().zip(clients).zip(snapshots) {
         let t = std::time::Instant::now();
-        let dir = if i == last {
-            Dir::Last(&mut dir)
-        } else {
-            Dir::Shared(&dir)
-        };
-        prepared.push(prepare(tc, target, dir, snapshot, opts.mode)?);
+        prepared.push(prepare(tc, target, &dir, snapshot, opts.mode)?);
         tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
     }
     // Every plan is built: the push does not need the directory.
@@ -333,25 +328,22 @@ fn mode_name(mode: Mode) -> &'static str {
 fn prepare<'c>(
     config: &'c TargetConfig,
     target: HttpTarget,
-    dir: Dir<'_>,
+    dir: &Directory,
     snapshot: Snapshot,
     mode: Mode,
 ) -> Result<Prepared<'c>, SyncError> {
     let t = std::time::Instant::now();
     let updates_users = target.offers(EndpointKind::UpdateUser);
     let needs_member_users = target.spec().endpoints.values().any(|e| e.uses_member_users);
-    let mut desired = mapping::desired_state_in(
-        dir,
-        &config.groups,
-        &config.users,
-        &config.templates,
-        updates_users,
-        needs_member_users,
-    )
-    .map_err(|source| SyncError::Mapping {
-        target: config.name.clone(),
-        source,
-    })?;
+    let options = MapOptions {
+        all_users: updates_users,
+        member_details: needs_member_users,
+    };
+    let mut desired = mapping::desired_state(dir, &config.groups, &config.users, &config.templates, options)
+        .map_err(|source| SyncError::Mapping {
+            target: config.name.clone(),
+            source,
+        })?;
     plan::add_removals(
         &mut desired,
         &snapshot,
