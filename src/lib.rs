@@ -8,7 +8,7 @@
 //! - [`mapping`]: pure; directory + a target's mapping rules → desired state.
 //! - [`plan`]: pure; desired state diffed against the target's snapshot → operations.
 //! - [`safety`]: pure; refuses plans that remove more than the limits allow.
-//! - [`par`]: pure per-group CPU work spread over the cores, in order.
+//! - [`par`]: pure CPU work spread over the cores, in order (the LDAP reader).
 //! - [`strindex`]: strings to indexes, the keys in one buffer (the LDAP reader).
 //! - [`target`]: a target described as data (`spec`), requests built and answers
 //!   judged purely (`request`), sent over HTTP with retries (`http`), and presets.

@@ -1,10 +1,8 @@
 //! Pure CPU work spread over the machine's cores, in order.
 //!
-//! Used once the directory server is done: the per-user and per-group work
-//! (copying the LDAP directory's member ids; in the mapping, each user's target id,
-//! each group's member indexes and member set; building and hashing each request;
-//! in the diff, what each changed group gains and loses) is independent from item
-//! to item; one thread per core takes blocks of items until none are left.
+//! Used by the LDAP reader once the directory server is done: copying each group's
+//! member ids is independent from group to group; one thread per core takes blocks
+//! of groups until none are left.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -371,15 +371,9 @@ fn prepare<'c>(
     // renders the ones it sends again, with the real secrets.
     let mut groups = Vec::new();
     if target.offers(EndpointKind::GroupMembers) {
-        let all: Vec<_> = std::mem::take(&mut desired.groups).into_values().collect();
-        let built = crate::par::map(&all, |group| {
-            target
-                .group_request(group, &users, Secrets::Masked)
-                .map(|req| request::fingerprint(&req))
-        });
-        for (group, built) in all.into_iter().zip(built) {
-            match built {
-                Ok(fingerprint) => groups.push((group, fingerprint)),
+        for group in std::mem::take(&mut desired.groups).into_values() {
+            match target.group_request(&group, &users, Secrets::Masked) {
+                Ok(req) => groups.push((group, request::fingerprint(&req))),
                 Err(e) => invalid.push(Skipped {
                     kind: "group",
                     id: group.id.clone(),
@@ -391,15 +385,9 @@ fn prepare<'c>(
     }
     let mut user_items = Vec::new();
     if updates_users {
-        let all: Vec<&DesiredUser> = users.values().collect();
-        let built = crate::par::map(&all, |user| {
-            target
-                .user_request(user, Secrets::Masked)
-                .map(|req| request::fingerprint(&req))
-        });
-        for (user, built) in all.into_iter().zip(built) {
-            match built {
-                Ok(fingerprint) => user_items.push((user.clone(), fingerprint)),
+        for user in users.values() {
+            match target.user_request(user, Secrets::Masked) {
+                Ok(req) => user_items.push((user.clone(), request::fingerprint(&req))),
                 Err(e) => invalid.push(Skipped {
                     kind: "user",
                     id: user.id.clone(),
