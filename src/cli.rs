@@ -432,7 +432,11 @@ async fn check(config: &Config) -> u8 {
     print_limits(config);
     let mut code = exit::SUCCESS;
     for t in &config.targets {
-        match dirsync::mapping::desired_state(&dir, &t.groups, &t.users, &t.templates, false) {
+        let options = dirsync::mapping::MapOptions {
+            all_users: false,
+            member_details: true,
+        };
+        match dirsync::mapping::desired_state(&dir, &t.groups, &t.users, &t.templates, options) {
             Ok(d) => println!(
                 "target {}: {} mapped group(s), {} mapped user(s), {} unmapped; {}",
                 t.name,

@@ -8,8 +8,6 @@
 //! - [`mapping`]: pure; directory + a target's mapping rules → desired state.
 //! - [`plan`]: pure; desired state diffed against the target's snapshot → operations.
 //! - [`safety`]: pure; refuses plans that remove more than the limits allow.
-//! - [`par`]: pure per-group CPU work spread over the cores, in order.
-//! - [`strindex`]: strings to indexes, the keys in one buffer (member lookups).
 //! - [`target`]: a target described as data (`spec`), requests built and answers
 //!   judged purely (`request`), sent over HTTP with retries (`http`), and presets.
 //! - [`template`]: minijinja with escaping chosen by the output format.
@@ -28,12 +26,10 @@ pub mod lock;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
-pub mod par;
 pub mod plan;
 pub mod safety;
 pub mod source;
 pub mod store;
-pub mod strindex;
 pub mod sync;
 pub mod target;
 pub mod template;

@@ -339,7 +339,6 @@ pub fn diff(
         unmapped,
         ..Plan::default()
     };
-    let mut changed = Vec::new();
     for (group, fingerprint) in groups {
         let snap = snapshot.groups.get(&group.id);
         let reason = match (snap, mode) {
@@ -352,15 +351,11 @@ pub fn diff(
             (Some(_), Mode::Sync) if group.source_id.is_empty() => Reason::Removed,
             (Some(_), Mode::Sync) => Reason::Changed,
         };
-        changed.push((group, fingerprint, reason, snap));
-    }
-    // What each group gains and loses, on every core: the stored lists are read only
-    // here, and a large group's is hundreds of kilobytes.
-    let differences = crate::par::map(&changed, |(group, _, _, snap)| match snap {
-        Some(s) => s.members.diff(&group.members),
-        None => (group.members.clone(), BTreeSet::new()),
-    });
-    for ((group, fingerprint, reason, _), (added, removed)) in changed.into_iter().zip(differences) {
+        // What the group gains and loses; the stored list is read only here.
+        let (added, removed) = match snap {
+            Some(s) => s.members.diff(&group.members),
+            None => (group.members.clone(), BTreeSet::new()),
+        };
         plan.ops.push(Operation::ReplaceMembers(GroupOp {
             group,
             fingerprint,

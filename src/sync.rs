@@ -7,7 +7,7 @@
 //! Architecture Invariant: nothing is pushed before the whole source was read and
 //! every target's plan was built; a source error ends the run with zero requests.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,12 +18,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TargetConfig};
 use crate::lock::{LockError, RunLock};
-use crate::mapping::{self, DesiredUser, Dir, MappingError};
+use crate::mapping::{self, DesiredUser, MapOptions, MappingError};
+use crate::model::Directory;
 use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::safety;
 use crate::source::{self, SourceError};
 use crate::store::{Record, Skipped, Store, StoreError};
-use crate::target::request::{self, Request, Secrets};
+use crate::target::request::{self, Secrets};
 use crate::target::spec::EndpointKind;
 use crate::target::{HttpTarget, TargetError};
 
@@ -180,9 +181,6 @@ struct Prepared<'c> {
     /// The target ids of every desired group and user; a resync's only.
     desired_ids: (BTreeSet<String>, BTreeSet<String>),
     invalid: Vec<Skipped>,
-    /// For each of `plan.ops`, the request built for its fingerprint when it is also
-    /// the one to send (the endpoint renders no secrets).
-    prebuilt: Vec<Option<Request>>,
 }
 
 /// Runs one sync or resync. `out` receives the dry-run plan.
@@ -236,7 +234,7 @@ pub async fn run(
             .collect::<Result<Vec<_>, _>>()
     };
     let (dir, snapshots, clients) = tokio::join!(source::read(&config.source), load_snapshots, clients);
-    let (mut dir, snapshots, clients) = (dir?, snapshots?, clients?);
+    let (dir, snapshots, clients) = (dir?, snapshots?, clients?);
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "Read the source and the snapshots."
@@ -256,18 +254,13 @@ pub async fn run(
     };
 
     let mut prepared = Vec::new();
-    let last = targets.len().saturating_sub(1);
-    for (i, ((tc, target), snapshot)) in targets.into_iter().zip(clients).zip(snapshots).enumerate() {
+    for ((tc, target), snapshot) in targets.into_iter().zip(clients).zip(snapshots) {
         let t = std::time::Instant::now();
-        let dir = if i == last {
-            Dir::Last(&mut dir)
-        } else {
-            Dir::Shared(&dir)
-        };
-        prepared.push(prepare(tc, target, dir, snapshot, opts.mode, !opts.dry_run)?);
+        prepared.push(prepare(tc, target, &dir, snapshot, opts.mode)?);
         tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
     }
-    free_beside(dir);
+    // Every plan is built: the push does not need the directory.
+    drop(dir);
 
     if opts.dry_run {
         for p in &prepared {
@@ -294,7 +287,7 @@ pub async fn run(
     report.run_id = Some(run_id.clone());
     tracing::info!(run_id, mode = mode_name(opts.mode), "Started a run.");
 
-    for mut p in prepared {
+    for p in prepared {
         let mut tr = summarize(&p);
         if let Some(why) = refusal(&p, opts, &report) {
             tracing::error!(target_name = %p.config.name, "Refused the plan: {why}");
@@ -326,8 +319,7 @@ pub async fn run(
         }
         progress.start(&p.config.name, p.plan.ops.len());
         let pushing = std::time::Instant::now();
-        let prebuilt = std::mem::take(&mut p.prebuilt);
-        let pauses = push(&store, &run_id, &p, prebuilt, &held, cancel, progress, &mut tr).await?;
+        let pauses = push(&store, &run_id, &p, &held, cancel, progress, &mut tr).await?;
         for pause in pauses {
             // A target cannot shut dirsync out for longer than a day with one answer.
             let wait = chrono::Duration::from_std(pause.wait.min(MAX_KEPT_PAUSE))
@@ -357,29 +349,12 @@ pub async fn run(
             "Finished the target."
         );
         report.targets.push(tr);
-        let Prepared {
-            snapshot,
-            plan,
-            users,
-            desired_ids,
-            ..
-        } = p;
-        free_beside((snapshot, plan, users, desired_ids));
     }
     let outcome = report.outcome();
     let summary = serde_json::to_value(&report).unwrap_or_default();
     store.finish_run(&run_id, outcome.as_str(), &summary).await?;
     store.close().await;
     Ok(report)
-}
-
-/// Drops `value` on a thread of its own. Freeing a directory or a plan (millions of
-/// small allocations) takes tens of milliseconds that nothing needs to wait for. If no
-/// thread can be started, the closure, and `value` with it, is dropped here.
-fn free_beside<T: Send + 'static>(value: T) {
-    let _ = std::thread::Builder::new()
-        .name("free".into())
-        .spawn(move || drop(value));
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -390,30 +365,25 @@ fn mode_name(mode: Mode) -> &'static str {
 }
 
 /// Maps, fingerprints and plans one target with the HTTP client built for it. Pure.
-/// `will_push` keeps the requests the push can send as they are (not in a dry run).
 fn prepare<'c>(
     config: &'c TargetConfig,
     target: HttpTarget,
-    dir: Dir<'_>,
+    dir: &Directory,
     snapshot: Snapshot,
     mode: Mode,
-    will_push: bool,
 ) -> Result<Prepared<'c>, SyncError> {
     let t = std::time::Instant::now();
     let updates_users = target.offers(EndpointKind::UpdateUser);
     let needs_member_users = target.spec().endpoints.values().any(|e| e.uses_member_users);
-    let mut desired = mapping::desired_state_in(
-        dir,
-        &config.groups,
-        &config.users,
-        &config.templates,
-        updates_users,
-        needs_member_users,
-    )
-    .map_err(|source| SyncError::Mapping {
-        target: config.name.clone(),
-        source,
-    })?;
+    let options = MapOptions {
+        all_users: updates_users,
+        member_details: needs_member_users,
+    };
+    let mut desired = mapping::desired_state(dir, &config.groups, &config.users, &config.templates, options)
+        .map_err(|source| SyncError::Mapping {
+            target: config.name.clone(),
+            source,
+        })?;
     let left = plan::add_removals(
         &mut desired,
         &snapshot,
@@ -437,42 +407,13 @@ fn prepare<'c>(
         Default::default()
     };
     let users = Arc::new(std::mem::take(&mut desired.users));
-    // A request that may be pushed is kept when it is also the one to send, so the
-    // push does not render it again; an unchanged entity's is dropped at once.
-    let reusable = |kind: EndpointKind| {
-        will_push
-            && target
-                .spec()
-                .endpoints
-                .get(&kind)
-                .is_some_and(|e| !e.renders_secrets)
-    };
-    // The fingerprint, and the request too if it is reusable and may be pushed (its
-    // fingerprint is not the stored one, or this is a resync).
-    let fingerprinted = |req: Request, reuse: bool, stored: Option<&str>| {
-        let fingerprint = request::fingerprint(&req);
-        let keep = reuse && (mode == Mode::Resync || stored != Some(fingerprint.as_str()));
-        (fingerprint, keep.then_some(req))
-    };
-    let mut prebuilt: HashMap<(EndpointKind, String), Request> = HashMap::new();
+    // Each entity's request is built and hashed with the secrets masked; the push
+    // renders the ones it sends again, with the real secrets.
     let mut groups = Vec::new();
     if target.offers(EndpointKind::GroupMembers) {
-        let all: Vec<_> = std::mem::take(&mut desired.groups).into_values().collect();
-        let reuse = reusable(EndpointKind::GroupMembers);
-        let built = crate::par::map(&all, |group| {
-            let stored = snapshot.groups.get(&group.id).map(|s| s.fingerprint.as_str());
-            target
-                .group_request(group, &users, Secrets::Masked)
-                .map(|req| fingerprinted(req, reuse, stored))
-        });
-        for (group, built) in all.into_iter().zip(built) {
-            match built {
-                Ok((fingerprint, req)) => {
-                    if let Some(req) = req {
-                        prebuilt.insert((EndpointKind::GroupMembers, group.id.clone()), req);
-                    }
-                    groups.push((group, fingerprint));
-                }
+        for group in std::mem::take(&mut desired.groups).into_values() {
+            match target.group_request(&group, &users, Secrets::Masked) {
+                Ok(req) => groups.push((group, request::fingerprint(&req))),
                 Err(e) => invalid.push(Skipped {
                     kind: "group",
                     id: group.id.clone(),
@@ -484,22 +425,9 @@ fn prepare<'c>(
     }
     let mut user_items = Vec::new();
     if updates_users {
-        let all: Vec<&DesiredUser> = users.values().collect();
-        let reuse = reusable(EndpointKind::UpdateUser);
-        let built = crate::par::map(&all, |user| {
-            let stored = snapshot.users.get(&user.id).map(|s| s.fingerprint.as_str());
-            target
-                .user_request(user, Secrets::Masked)
-                .map(|req| fingerprinted(req, reuse, stored))
-        });
-        for (user, built) in all.into_iter().zip(built) {
-            match built {
-                Ok((fingerprint, req)) => {
-                    if let Some(req) = req {
-                        prebuilt.insert((EndpointKind::UpdateUser, user.id.clone()), req);
-                    }
-                    user_items.push((user.clone(), fingerprint));
-                }
+        for user in users.values() {
+            match target.user_request(user, Secrets::Masked) {
+                Ok(req) => user_items.push((user.clone(), request::fingerprint(&req))),
                 Err(e) => invalid.push(Skipped {
                     kind: "user",
                     id: user.id.clone(),
@@ -512,17 +440,6 @@ fn prepare<'c>(
     tracing::debug!(target_name = %config.name, elapsed_ms = t.elapsed().as_millis() as u64, "Built and hashed every request.");
     let unmapped = desired.unmapped.into_values().collect();
     let plan = plan::diff(groups, user_items, unmapped, &left, &snapshot, mode);
-    let prebuilt = plan
-        .ops
-        .iter()
-        .map(|op| {
-            let kind = match op {
-                Operation::ReplaceMembers(_) => EndpointKind::GroupMembers,
-                Operation::UpdateUser(_) => EndpointKind::UpdateUser,
-            };
-            prebuilt.remove(&(kind, op.entity_id().to_owned()))
-        })
-        .collect();
     Ok(Prepared {
         config,
         target,
@@ -531,7 +448,6 @@ fn prepare<'c>(
         users,
         desired_ids,
         invalid,
-        prebuilt,
     })
 }
 
@@ -592,12 +508,10 @@ struct AskedPause {
 
 /// Pushes a target's plan, recording each operation as it completes. Operations for
 /// a `held` endpoint are not started. Returns the pauses the target asked for.
-#[allow(clippy::too_many_arguments)]
 async fn push(
     store: &Store,
     run_id: &str,
     p: &Prepared<'_>,
-    prebuilt: Vec<Option<Request>>,
     held: &BTreeSet<EndpointKind>,
     cancel: &CancellationToken,
     progress: &dyn Progress,
@@ -633,15 +547,15 @@ async fn push(
         Ok::<_, StoreError>(())
     };
     let (stop, consecutive_failures, users) = (&stop, &consecutive_failures, &p.users);
-    let pushes = futures_util::stream::iter(p.plan.ops.iter().zip(prebuilt))
-        .map(move |(op, prebuilt)| {
+    let pushes = futures_util::stream::iter(p.plan.ops.iter())
+        .map(move |op| {
             let records = records.clone();
             async move {
                 if cancel.is_cancelled() || stop.load(Ordering::Relaxed) || held.contains(&endpoint_of(op)) {
                     progress.advance();
                     return (op.kind(), None);
                 }
-                let outcome = p.target.push(op, users, prebuilt).await;
+                let outcome = p.target.push(op, users).await;
                 let failures = match &outcome.result {
                     Ok(_) => {
                         consecutive_failures.store(0, Ordering::Relaxed);

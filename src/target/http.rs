@@ -136,24 +136,16 @@ impl HttpTarget {
         request::build(&self.templates, ep, &ctx)
     }
 
-    /// Sends one operation, retrying what is worth retrying. `prebuilt` is the request
-    /// the plan built for its fingerprint, given only when the endpoint renders no
-    /// secrets ([`Endpoint::renders_secrets`]): it is then the very request to send,
-    /// and is not rendered again.
-    pub async fn push(
-        &self,
-        op: &Operation,
-        users: &BTreeMap<String, DesiredUser>,
-        prebuilt: Option<Request>,
-    ) -> PushOutcome {
+    /// Sends one operation, retrying what is worth retrying. The request is rendered
+    /// here, with the real secrets.
+    pub async fn push(&self, op: &Operation, users: &BTreeMap<String, DesiredUser>) -> PushOutcome {
         let (kind, sent) = match op {
             Operation::ReplaceMembers(g) => (EndpointKind::GroupMembers, Some(&g.group.members)),
             Operation::UpdateUser(_) => (EndpointKind::UpdateUser, None),
         };
-        let built = match (prebuilt, op) {
-            (Some(req), _) => Ok(req),
-            (None, Operation::ReplaceMembers(g)) => self.group_request(&g.group, users, Secrets::Real),
-            (None, Operation::UpdateUser(u)) => self.user_request(&u.user, Secrets::Real),
+        let built = match op {
+            Operation::ReplaceMembers(g) => self.group_request(&g.group, users, Secrets::Real),
+            Operation::UpdateUser(u) => self.user_request(&u.user, Secrets::Real),
         };
         let (ep, req) = match (self.endpoint(kind), built) {
             (Ok(ep), Ok(req)) => (ep, req),
