@@ -729,10 +729,8 @@ impl Ctx {
         };
         add(templates, "path", Kind::Url, &path, k("path"))?;
         add(templates, "body", format.template_kind(), &body, k("body"))?;
-        let mut renders_secrets = may_read_secrets(&path) || may_read_secrets(&body);
         let mut query = Vec::new();
         for (name, value) in raw.query.unwrap_or_default() {
-            renders_secrets |= may_read_secrets(&value);
             add(
                 templates,
                 &format!("query.{name}"),
@@ -744,7 +742,6 @@ impl Ctx {
         }
         let mut headers = Vec::new();
         for (name, value) in raw.headers.unwrap_or_default() {
-            renders_secrets |= may_read_secrets(&value);
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| self.invalid(k(&format!("headers.{name}")), "not a valid header name"))?;
             add(
@@ -869,7 +866,6 @@ impl Ctx {
             response_echo,
             validations,
             uses_member_users,
-            renders_secrets,
         })
     }
 
@@ -966,56 +962,5 @@ impl Ctx {
             map.insert(from.to_owned(), to.to_owned());
         }
         Ok(map)
-    }
-}
-
-/// Whether a template may read `secrets`, judged by its text: it names them, or
-/// reaches another template or the whole context (`include`, `import`, `extends`,
-/// `debug`), which might. Only a template judged free of them lets the push send the
-/// request the plan built with masked secrets.
-fn may_read_secrets(source: &str) -> bool {
-    ["secrets", "include", "import", "extends", "debug"]
-        .iter()
-        .any(|word| source.contains(word))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::target::spec::EndpointKind;
-
-    /// A template that names `secrets` in any part makes the push render the request
-    /// again with the real values; one that names none lets it send the planned one.
-    #[test]
-    fn an_endpoint_renders_secrets_if_any_of_its_templates_names_them() {
-        let target = |name: &str, extra: &str| {
-            format!(
-                "[targets.{name}]\nbase_url = \"http://127.0.0.1:9/\"\n\
-                 [targets.{name}.secrets]\nkey = \"k\"\n\
-                 [targets.{name}.endpoints.group_members]\npath = \"/g/{{{{ group.id }}}}\"\n\
-                 body = '{{\"members\": {{{{ members }}}}}}'\n{extra}\n\
-                 [[targets.{name}.groups.rules]]\nmatch = \".*\"\ntarget_id = \"{{{{ group.id }}}}\"\n"
-            )
-        };
-        let text = [
-            "[source]\nkind = \"csv\"\nusers = \"u.csv\"\ngroups = \"g.csv\"\n".to_owned(),
-            target("plain", ""),
-            target("header", "headers = { \"X-Key\" = \"{{ secrets.key }}\" }"),
-            target("query", "query = { key = \"{{ secrets.key }}\" }"),
-            target(
-                "include",
-                "headers = { \"X-Key\" = '{% include \"group_members.header.Y.txt\" %}' }",
-            ),
-        ]
-        .concat();
-        let config = parse(&text, Path::new("/etc/dirsync/dirsync.toml")).expect("valid");
-        let renders = |name: &str| {
-            let t = config.targets.iter().find(|t| t.name == name).expect("target");
-            t.spec.endpoints[&EndpointKind::GroupMembers].renders_secrets
-        };
-        assert!(!renders("plain"));
-        assert!(renders("header"));
-        assert!(renders("query"));
-        assert!(renders("include"));
     }
 }

@@ -36,6 +36,21 @@ pub struct PushOutcome {
     pub warning: Option<String>,
 }
 
+impl PushOutcome {
+    /// An outcome before any answer: no status, no attempt yet.
+    fn with(result: Result<Option<request::Drift>, PushError>) -> PushOutcome {
+        PushOutcome {
+            result,
+            status: None,
+            attempts: 0,
+            stop_target: false,
+            pause: None,
+            throttled: 0,
+            warning: None,
+        }
+    }
+}
+
 /// A `Retry-After` longer than a run waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pause {
@@ -150,30 +165,17 @@ impl HttpTarget {
         let (ep, req) = match (self.endpoint(kind), built) {
             (Ok(ep), Ok(req)) => (ep, req),
             (Err(e), _) | (_, Err(e)) => {
-                return PushOutcome {
-                    result: Err(PushError::Build(self.redact(&e.0))),
-                    status: None,
-                    attempts: 0,
-                    stop_target: false,
-                    pause: None,
-                    throttled: 0,
-                    warning: None,
-                };
+                return PushOutcome::with(Err(PushError::Build(self.redact(&e.0))));
             }
         };
         // Echoed fields are compared with the masked body, so a drift row never holds
-        // a secret that was sent; what the answer says is redacted below. A request
-        // that renders no secret is its own masked body.
+        // a secret that was sent; what the answer says is redacted below.
         let masked = match op {
-            _ if ep.response_echo.is_none() || !ep.renders_secrets => None,
+            _ if ep.response_echo.is_none() => None,
             Operation::ReplaceMembers(g) => self.group_request(&g.group, users, Secrets::Masked).ok(),
             Operation::UpdateUser(u) => self.user_request(&u.user, Secrets::Masked).ok(),
         };
-        let body = match (&ep.response_echo, &masked) {
-            (None, _) => None,
-            (Some(_), _) if !ep.renders_secrets => Some(req.body.as_str()),
-            (Some(_), masked) => masked.as_ref().map(|m| m.body.as_str()),
-        };
+        let body = masked.as_ref().map(|m| m.body.as_str());
         let sent = request::Sent { members: sent, body };
         let mut outcome = self.send_with_retries(ep, &req, sent).await;
         if let Ok(Some(drift)) = &mut outcome.result {
@@ -186,15 +188,7 @@ impl HttpTarget {
 
     async fn send_with_retries(&self, ep: &Endpoint, req: &Request, sent: request::Sent<'_>) -> PushOutcome {
         let retry = &self.spec.retry;
-        let mut outcome = PushOutcome {
-            result: Ok(None),
-            status: None,
-            attempts: 0,
-            stop_target: false,
-            pause: None,
-            throttled: 0,
-            warning: None,
-        };
+        let mut outcome = PushOutcome::with(Ok(None));
         loop {
             self.pacer.wait_turn().await;
             outcome.attempts += 1;

@@ -794,7 +794,6 @@ mod tests {
             response_echo: None,
             validations: vec![],
             uses_member_users: false,
-            renders_secrets: false,
         }
     }
 

@@ -62,10 +62,6 @@ pub struct Endpoint {
     pub validations: Vec<Validation>,
     /// Whether the body template reads `member_users` (so it is built only if needed).
     pub uses_member_users: bool,
-    /// Whether any of its templates (path, query, headers, body) reads `secrets`. If
-    /// none does, the request built with masked secrets for the fingerprint is the
-    /// request to send, and the push reuses it instead of rendering it again.
-    pub renders_secrets: bool,
 }
 
 impl Endpoint {
