@@ -14,7 +14,7 @@
 //! - `nested`: pure; cycle-safe flattening of nested groups.
 //! - `ad`: pure; objectGUID, objectSid, userAccountControl, `member;range=…`.
 //! - `dn`: pure; DNs normalized for comparison.
-//! - `filter`: pure; RFC 4515 escaping and filter checks (ldap3's).
+//! - `filter`: pure; RFC 4515 filter checks (ldap3's).
 //!
 //! Architecture Invariant: [`read`] returns the whole directory or an error. A bind
 //! failure, a lost connection, a timeout, a size or time limit, a referral, a failed
