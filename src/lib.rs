@@ -7,16 +7,16 @@
 //! - [`model`]: the normalized directory: users, groups with flattened members.
 //! - [`mapping`]: pure; directory + a target's mapping rules → desired state.
 //! - [`plan`]: pure; desired state diffed against the target's snapshot → operations.
-//! - [`safety`]: pure; refuses plans that remove more than the limits allow.
-//! - [`target`]: a target described as data (`spec`), requests built and answers
+//! - `safety`: pure; refuses plans that remove more than the limits allow.
+//! - `target`: a target described as data (`spec`), requests built and answers
 //!   judged purely (`request`), sent over HTTP with retries (`http`), and presets.
-//! - [`template`]: minijinja with escaping chosen by the output format.
+//! - `template`: minijinja with escaping chosen by the output format.
 //! - [`text`]: pure; directory and target text made safe to print or keep.
 //! - [`store`]: the SQLite state database: snapshots, runs, audit log.
 //! - [`lock`]: one run at a time per state database.
 //! - [`sync`]: wires one run together; the only module that sequences I/O.
 //! - [`daemon`]: `dirsync run`: schedules, reload, graceful stop, systemd, health
-//!   and [`metrics`].
+//!   and `metrics`.
 //! - [`exit`]: the process exit codes.
 
 pub mod config;
@@ -24,13 +24,13 @@ pub mod daemon;
 pub mod exit;
 pub mod lock;
 pub mod mapping;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod model;
 pub mod plan;
-pub mod safety;
+pub(crate) mod safety;
 pub mod source;
 pub mod store;
 pub mod sync;
-pub mod target;
-pub mod template;
+pub(crate) mod target;
+pub(crate) mod template;
 pub mod text;

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// Held while a run works; dropping it releases the lock.
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     _file: File,
-    pub path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +25,7 @@ pub enum LockError {
 impl RunLock {
     /// Takes the lock, or fails at once with `LockError::Held`, or (with `wait`) blocks
     /// until the other run is done.
-    pub async fn acquire(state_db: &Path, wait: bool) -> Result<RunLock, LockError> {
+    pub(crate) async fn acquire(state_db: &Path, wait: bool) -> Result<RunLock, LockError> {
         let mut name = state_db.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
@@ -46,7 +45,7 @@ impl RunLock {
                 source,
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(RunLock { _file: file, path }),
+            Ok(()) => Ok(RunLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) if wait => {
                 tracing::info!(lock = %path.display(), "Another sync is running; waiting for it to finish.");
                 let p = path.clone();
@@ -56,10 +55,7 @@ impl RunLock {
                         path: p.clone(),
                         source: std::io::Error::other(e),
                     })?
-                    .map(|file| RunLock {
-                        _file: file,
-                        path: p.clone(),
-                    })
+                    .map(|file| RunLock { _file: file })
                     .map_err(|source| LockError::Io { path: p, source })
             }
             Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held { path }),

@@ -20,35 +20,35 @@ use crate::template::{Kind, Templates};
 #[derive(Debug, Default)]
 pub struct GroupMapping {
     /// One source group (by id or name) to one target group id.
-    pub explicit: Vec<ExplicitGroup>,
+    pub(crate) explicit: Vec<ExplicitGroup>,
     /// Source groups to target group ids from an id-map file (after `explicit`).
-    pub id_map: Option<GroupIdMap>,
+    pub(crate) id_map: Option<GroupIdMap>,
     /// Every source group whose name matches, with the target id from a template.
-    pub rules: Vec<GroupRule>,
+    pub(crate) rules: Vec<GroupRule>,
 }
 
 #[derive(Debug, Clone)]
-pub struct ExplicitGroup {
+pub(crate) struct ExplicitGroup {
     /// Source group id, or its name.
-    pub source: String,
-    pub target_id: String,
+    pub(crate) source: String,
+    pub(crate) target_id: String,
     /// Name sent to the target; the source name when absent.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 /// An id-map file for groups: the value of `key_attribute` (`id`, `name` or a group
 /// attribute) → target group id. Thousands of groups need no `[[groups.map]]` each.
 #[derive(Debug)]
-pub struct GroupIdMap {
-    pub key_attribute: String,
-    pub map: BTreeMap<String, String>,
+pub(crate) struct GroupIdMap {
+    pub(crate) key_attribute: String,
+    pub(crate) map: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
-pub struct GroupRule {
-    pub pattern: Regex,
+pub(crate) struct GroupRule {
+    pub(crate) pattern: Regex,
     /// Name of the `Text` template (in the target's `Templates`) giving the target id.
-    pub target_id_template: String,
+    pub(crate) target_id_template: String,
 }
 
 /// How a source user's target id is found.
@@ -69,31 +69,31 @@ pub enum UserIdSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DesiredGroup {
     /// Target group id: the key of the snapshot row and the `{id}` of the request.
-    pub id: String,
-    pub name: String,
+    pub(crate) id: String,
+    pub(crate) name: String,
     /// The source group it comes from.
-    pub source_id: String,
-    pub source_name: String,
+    pub(crate) source_id: String,
+    pub(crate) source_name: String,
     /// Target user ids, sorted.
-    pub members: BTreeSet<String>,
+    pub(crate) members: BTreeSet<String>,
     /// The source group's extra attributes, for templates (`group.attrs.NAME`).
-    pub attrs: Attrs,
+    pub(crate) attrs: Attrs,
 }
 
 /// A user as the target should have it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DesiredUser {
     /// Target user id.
-    pub id: String,
-    pub user: User,
+    pub(crate) id: String,
+    pub(crate) user: User,
 }
 
 /// A source user that has no target id and so is left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unmapped {
-    pub source_id: String,
-    pub username: String,
-    pub reason: String,
+    pub(crate) source_id: String,
+    pub(crate) username: String,
+    pub(crate) reason: String,
 }
 
 /// What one target should look like, derived from the directory.

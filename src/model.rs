@@ -12,23 +12,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Stable source identifier (entryUUID, objectGUID, CSV id column). Never reused.
-    pub id: String,
+    pub(crate) id: String,
     /// Login name (uid, sAMAccountName, CSV username column).
     pub username: String,
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub phone: Option<String>,
+    pub(crate) phone: Option<String>,
     /// Disabled accounts stay in the directory; targets decide what that means.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Every other attribute the source read, for mappings and templates.
     pub attrs: Attrs,
 }
 
 impl User {
     /// A user with only the required fields set; the rest empty and enabled.
-    pub fn new(id: impl Into<String>, username: impl Into<String>) -> Self {
+    pub(crate) fn new(id: impl Into<String>, username: impl Into<String>) -> Self {
         User {
             id: id.into(),
             username: username.into(),
@@ -44,7 +44,7 @@ impl User {
 
     /// Looks an attribute up by the name a mapping uses: a well-known field first
     /// (`id`, `username`, `email`, …), then the extra attributes.
-    pub fn attr(&self, name: &str) -> Option<&str> {
+    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
         match name {
             "id" => Some(&self.id),
             "username" => Some(&self.username),
@@ -71,25 +71,16 @@ pub struct Group {
     /// and the mapping relies on it.
     pub members: BTreeSet<String>,
     /// Every other attribute the source read.
-    pub attrs: Attrs,
+    pub(crate) attrs: Attrs,
 }
 
 impl Group {
-    pub fn new(id: impl Into<String>, name: impl Into<String>) -> Self {
+    pub(crate) fn new(id: impl Into<String>, name: impl Into<String>) -> Self {
         Group {
             id: id.into(),
             name: name.into(),
             members: BTreeSet::new(),
             attrs: Attrs::new(),
-        }
-    }
-
-    /// Looks an attribute up by the name a mapping uses (`id`, `name`, then extras).
-    pub fn attr(&self, name: &str) -> Option<&str> {
-        match name {
-            "id" => Some(&self.id),
-            "name" => Some(&self.name),
-            _ => self.attrs.get(name),
         }
     }
 }
@@ -118,7 +109,7 @@ impl Directory {
 pub struct Attrs(Vec<(String, String)>);
 
 impl Attrs {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Attrs(Vec::new())
     }
 
@@ -127,7 +118,7 @@ impl Attrs {
     }
 
     /// Sets `name`; returns the value it replaces.
-    pub fn insert(&mut self, name: String, value: String) -> Option<String> {
+    pub(crate) fn insert(&mut self, name: String, value: String) -> Option<String> {
         match self.position(&name) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
@@ -139,20 +130,17 @@ impl Attrs {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.position(name).ok().map(|i| self.0[i].1.as_str())
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Name and value pairs, sorted by name.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 }

@@ -16,33 +16,33 @@ use crate::model::{Attrs, User};
 
 /// What a target last confirmed, as stored in the state database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub groups: BTreeMap<String, SnapshotGroup>,
-    pub users: BTreeMap<String, SnapshotUser>,
+pub(crate) struct Snapshot {
+    pub(crate) groups: BTreeMap<String, SnapshotGroup>,
+    pub(crate) users: BTreeMap<String, SnapshotUser>,
 }
 
 impl Snapshot {
-    pub fn membership_count(&self) -> usize {
+    pub(crate) fn membership_count(&self) -> usize {
         self.groups.values().map(|g| g.members.len()).sum()
     }
 
-    pub fn enabled_users(&self) -> usize {
+    pub(crate) fn enabled_users(&self) -> usize {
         self.users.values().filter(|u| u.enabled).count()
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotGroup {
-    pub name: String,
-    pub members: Members,
-    pub fingerprint: String,
+pub(crate) struct SnapshotGroup {
+    pub(crate) name: String,
+    pub(crate) members: Members,
+    pub(crate) fingerprint: String,
 }
 
 /// A confirmed member list. The store hands it over as the JSON text it keeps, and
 /// it is parsed only for a group that changed: an unchanged directory never pays for
 /// turning 300,000 stored ids into strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Members {
+pub(crate) enum Members {
     Parsed(BTreeSet<String>),
     /// A JSON array of ids and its length.
     Json {
@@ -52,20 +52,16 @@ pub enum Members {
 }
 
 impl Members {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Members::Parsed(set) => set.len(),
             Members::Json { count, .. } => *count,
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The ids as a set: what [`Members::diff`] is tested against.
     #[cfg(test)]
-    pub fn to_set(&self) -> std::borrow::Cow<'_, BTreeSet<String>> {
+    pub(crate) fn to_set(&self) -> std::borrow::Cow<'_, BTreeSet<String>> {
         match self {
             Members::Parsed(set) => std::borrow::Cow::Borrowed(set),
             Members::Json { text, .. } => {
@@ -84,7 +80,7 @@ impl Members {
     /// lacks (removed). A stored list is compared in place, not copied into a set
     /// first; one that is not a JSON array of strings reads as empty (the store
     /// checks what it writes, so that means a hand-edited database).
-    pub fn diff(&self, now: &BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
+    pub(crate) fn diff(&self, now: &BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
         let text = match self {
             Members::Parsed(set) => {
                 return (
@@ -129,12 +125,12 @@ impl From<BTreeSet<String>> for Members {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotUser {
-    pub name: String,
-    pub fingerprint: String,
-    pub enabled: bool,
+pub(crate) struct SnapshotUser {
+    pub(crate) name: String,
+    pub(crate) fingerprint: String,
+    pub(crate) enabled: bool,
     /// The user as last pushed, so that a user who left can still be disabled.
-    pub user: Option<User>,
+    pub(crate) user: Option<User>,
 }
 
 /// Whether the snapshot is trusted (`sync`) or ignored (`resync`).
@@ -147,7 +143,7 @@ pub enum Mode {
 
 /// What happens to a target group that was pushed before but is no longer mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RemovedGroups {
+pub(crate) enum RemovedGroups {
     /// Leave it as it is on the target (the safe default).
     #[default]
     Keep,
@@ -157,7 +153,7 @@ pub enum RemovedGroups {
 
 /// What happens to a user who was pushed before but left the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RemovedUsers {
+pub(crate) enum RemovedUsers {
     #[default]
     Ignore,
     /// Push the user once more with `enabled = false`.
@@ -167,7 +163,7 @@ pub enum RemovedUsers {
 /// Why an operation is in the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Never confirmed by the target.
     New,
     /// What would be sent differs from what was confirmed.
@@ -187,87 +183,80 @@ pub enum Reason {
 /// One request's worth of change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Operation {
+pub(crate) enum Operation {
     ReplaceMembers(GroupOp),
     UpdateUser(UserOp),
 }
 
 impl Operation {
-    pub fn entity_id(&self) -> &str {
+    pub(crate) fn entity_id(&self) -> &str {
         match self {
             Operation::ReplaceMembers(g) => &g.group.id,
             Operation::UpdateUser(u) => &u.user.id,
         }
     }
 
-    pub fn entity_name(&self) -> &str {
+    pub(crate) fn entity_name(&self) -> &str {
         match self {
             Operation::ReplaceMembers(g) => &g.group.name,
             Operation::UpdateUser(u) => &u.user.user.username,
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Operation::ReplaceMembers(_) => "replace_members",
             Operation::UpdateUser(_) => "update_user",
         }
     }
-
-    pub fn fingerprint(&self) -> &str {
-        match self {
-            Operation::ReplaceMembers(g) => &g.fingerprint,
-            Operation::UpdateUser(u) => &u.fingerprint,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GroupOp {
-    pub group: DesiredGroup,
-    pub fingerprint: String,
-    pub reason: Reason,
+pub(crate) struct GroupOp {
+    pub(crate) group: DesiredGroup,
+    pub(crate) fingerprint: String,
+    pub(crate) reason: Reason,
     /// Members the target gains, relative to the snapshot.
-    pub added: BTreeSet<String>,
+    pub(crate) added: BTreeSet<String>,
     /// Members the target loses, relative to the snapshot.
-    pub removed: BTreeSet<String>,
+    pub(crate) removed: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserOp {
-    pub user: DesiredUser,
-    pub fingerprint: String,
-    pub reason: Reason,
+pub(crate) struct UserOp {
+    pub(crate) user: DesiredUser,
+    pub(crate) fingerprint: String,
+    pub(crate) reason: Reason,
     /// True when this push turns an enabled user into a disabled one.
-    pub disables: bool,
+    pub(crate) disables: bool,
 }
 
 /// Everything one target needs to converge, in a stable order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Plan {
-    pub ops: Vec<Operation>,
-    pub unchanged_groups: usize,
-    pub unchanged_users: usize,
-    pub unmapped: Vec<Unmapped>,
+pub(crate) struct Plan {
+    pub(crate) ops: Vec<Operation>,
+    pub(crate) unchanged_groups: usize,
+    pub(crate) unchanged_users: usize,
+    pub(crate) unmapped: Vec<Unmapped>,
 }
 
 impl Plan {
-    pub fn removed_memberships(&self) -> usize {
+    pub(crate) fn removed_memberships(&self) -> usize {
         self.group_ops().map(|g| g.removed.len()).sum()
     }
 
-    pub fn added_memberships(&self) -> usize {
+    pub(crate) fn added_memberships(&self) -> usize {
         self.group_ops().map(|g| g.added.len()).sum()
     }
 
-    pub fn disabled_users(&self) -> usize {
+    pub(crate) fn disabled_users(&self) -> usize {
         self.ops
             .iter()
             .filter(|op| matches!(op, Operation::UpdateUser(u) if u.disables))
             .count()
     }
 
-    pub fn group_ops(&self) -> impl Iterator<Item = &GroupOp> {
+    pub(crate) fn group_ops(&self) -> impl Iterator<Item = &GroupOp> {
         self.ops.iter().filter_map(|op| match op {
             Operation::ReplaceMembers(g) => Some(g),
             Operation::UpdateUser(_) => None,
@@ -281,7 +270,7 @@ impl Plan {
 /// source disabled.
 ///
 /// Runs before fingerprinting, so that these entities are diffed like any other.
-pub fn add_removals(
+pub(crate) fn add_removals(
     desired: &mut DesiredState,
     snapshot: &Snapshot,
     groups: RemovedGroups,
@@ -327,7 +316,7 @@ pub fn add_removals(
 ///
 /// `groups` and `users` pair each desired entity with the fingerprint of its request;
 /// `left` holds the users who left the source (from [`add_removals`]).
-pub fn diff(
+pub(crate) fn diff(
     groups: Vec<(DesiredGroup, String)>,
     users: Vec<(DesiredUser, String)>,
     unmapped: Vec<Unmapped>,

@@ -12,22 +12,22 @@ use crate::plan::{Plan, Snapshot};
 /// all; the config starts from [`Limits::DEFAULTS`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Limits {
-    pub max_removed_memberships: Option<usize>,
-    pub max_removed_memberships_percent: Option<f64>,
-    pub max_disabled_users: Option<usize>,
-    pub max_disabled_users_percent: Option<f64>,
+    pub(crate) max_removed_memberships: Option<usize>,
+    pub(crate) max_removed_memberships_percent: Option<f64>,
+    pub(crate) max_disabled_users: Option<usize>,
+    pub(crate) max_disabled_users_percent: Option<f64>,
     /// Share of the source's users left without a target id: a typo in the key that
     /// maps users to target ids leaves every user unmapped and every group empty.
-    pub max_unmapped_users_percent: Option<f64>,
+    pub(crate) max_unmapped_users_percent: Option<f64>,
     /// The percentage limits apply only to plans that remove (or disable) more than
     /// this many, so that ordinary churn in a small directory is not refused.
-    pub percent_min_count: usize,
+    pub(crate) percent_min_count: usize,
 }
 
 impl Limits {
     /// What a target gets when the config says nothing: each can be changed, and
     /// turned off with `0`, in `[safety]` or `[targets.NAME.safety]`.
-    pub const DEFAULTS: Limits = Limits {
+    pub(crate) const DEFAULTS: Limits = Limits {
         max_removed_memberships: Some(500),
         max_removed_memberships_percent: Some(10.0),
         max_disabled_users: Some(100),

@@ -64,43 +64,43 @@ pub enum SyncError {
 /// What happened to one target in a run.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct TargetReport {
-    pub name: String,
-    pub planned: usize,
+    pub(crate) name: String,
+    pub(crate) planned: usize,
     pub succeeded: usize,
     pub failed: usize,
     /// Planned but not started (stopped by an auth failure or shutdown).
     pub not_started: usize,
-    pub unchanged_groups: usize,
-    pub unchanged_users: usize,
-    pub added_memberships: usize,
-    pub removed_memberships: usize,
-    pub disabled_users: usize,
+    pub(crate) unchanged_groups: usize,
+    pub(crate) unchanged_users: usize,
+    pub(crate) added_memberships: usize,
+    pub(crate) removed_memberships: usize,
+    pub(crate) disabled_users: usize,
     pub unmapped_users: usize,
     /// Entities whose request cannot be built from the source data (skipped).
-    pub invalid: usize,
+    pub(crate) invalid: usize,
     /// Of those, the ones that make the run partial: the ones first seen (or whose
     /// reason changed) in this run, or all of them with `strict = true`.
-    pub invalid_failing: usize,
+    pub(crate) invalid_failing: usize,
     /// The target asked (`Retry-After`) to be left alone until this time (RFC 3339),
     /// for the whole target or an endpoint: what was planned for it waits.
-    pub paused_until: Option<String>,
-    pub drift: usize,
+    pub(crate) paused_until: Option<String>,
+    pub(crate) drift: usize,
     /// Why the safety limits refused this target's plan.
     pub refused: Option<String>,
     /// Set when the target stopped early because it refused the credentials.
-    pub auth_error: Option<String>,
+    pub(crate) auth_error: Option<String>,
     /// Attempts beyond the first, over all operations.
-    pub retries: usize,
+    pub(crate) retries: usize,
     /// 429 answers.
-    pub throttled: usize,
+    pub(crate) throttled: usize,
     /// Finished operations by kind (`replace_members`, `update_user`) and outcome.
-    pub by_kind: BTreeMap<String, KindCounts>,
+    pub(crate) by_kind: BTreeMap<String, KindCounts>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct KindCounts {
-    pub succeeded: usize,
-    pub failed: usize,
+pub(crate) struct KindCounts {
+    pub(crate) succeeded: usize,
+    pub(crate) failed: usize,
 }
 
 /// Progress of the pushes, for a progress bar. Calls come from the run's task.
@@ -126,10 +126,10 @@ impl Progress for NoProgress {
 /// A run's result.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Report {
-    pub run_id: Option<String>,
-    pub mode: Option<Mode>,
-    pub source_users: usize,
-    pub source_groups: usize,
+    pub(crate) run_id: Option<String>,
+    pub(crate) mode: Option<Mode>,
+    pub(crate) source_users: usize,
+    pub(crate) source_groups: usize,
     pub targets: Vec<TargetReport>,
 }
 
@@ -146,7 +146,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The word stored in the runs table and used as a metrics label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
             Outcome::Partial => "partial",

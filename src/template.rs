@@ -72,7 +72,7 @@ impl Default for Templates {
 }
 
 impl Templates {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|name| {
@@ -104,7 +104,7 @@ impl Templates {
     /// The variables the template added as `name` reads from its context, with nested
     /// attribute lookups spelled out (`vars.scope_id`), for validating a config before
     /// anything is rendered.
-    pub fn undeclared(&self, name: &str, kind: Kind) -> BTreeSet<String> {
+    pub(crate) fn undeclared(&self, name: &str, kind: Kind) -> BTreeSet<String> {
         let full = format!("{name}{}", kind.suffix());
         self.env
             .get_template(&full)
@@ -119,7 +119,7 @@ impl Templates {
     }
 
     /// Compiles `source` under `name`; the kind decides how values are escaped.
-    pub fn add(&mut self, name: &str, kind: Kind, source: &str) -> Result<(), TemplateError> {
+    pub(crate) fn add(&mut self, name: &str, kind: Kind, source: &str) -> Result<(), TemplateError> {
         let full = format!("{name}{}", kind.suffix());
         self.env
             .add_template_owned(full, source.to_owned())
@@ -130,13 +130,18 @@ impl Templates {
     }
 
     /// Renders the template added as `name` with `kind`.
-    pub fn render<C: Serialize>(&self, name: &str, kind: Kind, ctx: &C) -> Result<String, TemplateError> {
+    pub(crate) fn render<C: Serialize>(
+        &self,
+        name: &str,
+        kind: Kind,
+        ctx: &C,
+    ) -> Result<String, TemplateError> {
         self.render_value(name, kind, &context(ctx))
     }
 
     /// Renders the template added as `name` with `kind` and a context made by
     /// [`context`]: several templates of one request share one conversion.
-    pub fn render_value(&self, name: &str, kind: Kind, ctx: &Value) -> Result<String, TemplateError> {
+    pub(crate) fn render_value(&self, name: &str, kind: Kind, ctx: &Value) -> Result<String, TemplateError> {
         let full = format!("{name}{}", kind.suffix());
         let err = |e: minijinja::Error| TemplateError {
             name: name.to_owned(),

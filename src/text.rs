@@ -33,7 +33,7 @@ pub fn visible(text: &str) -> Cow<'_, str> {
 /// Text a target sent, made safe to keep in a log line or an audit row: [`visible`],
 /// and cut to about `max` bytes with the original length noted, so that it cannot
 /// bloat the audit log.
-pub fn untrusted(text: &str, max: usize) -> String {
+pub(crate) fn untrusted(text: &str, max: usize) -> String {
     let shown = visible(text);
     if shown.len() <= max {
         return shown.into_owned();

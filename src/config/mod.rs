@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use regex::Regex;
 
-pub use raw::{RawAuth, RawConfig, RawCsv, RawEndpoint, RawSafety, RawTarget};
-pub use secret::{Secret, SecretSource};
+pub(crate) use raw::{RawAuth, RawConfig, RawCsv, RawEndpoint, RawSafety, RawTarget};
+pub(crate) use secret::{Secret, SecretSource};
 
 use crate::mapping::{ExplicitGroup, GroupIdMap, GroupMapping, GroupRule, UserIdSource};
 use crate::plan::{RemovedGroups, RemovedUsers};
@@ -30,7 +30,7 @@ use crate::target::spec::{
 use crate::template::{Kind, Templates};
 
 /// Where the config is read from when neither `--config` nor `DIRSYNC_CONFIG` is given.
-pub const DEFAULT_PATH: &str = "/etc/dirsync/dirsync.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/dirsync/dirsync.toml";
 
 /// The config could not be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -56,21 +56,21 @@ pub struct Config {
     pub source: SourceConfig,
     /// By name, sorted.
     pub targets: Vec<TargetConfig>,
-    pub daemon: DaemonConfig,
+    pub(crate) daemon: DaemonConfig,
     /// Things worth a warning at start (inline secrets, say), already worded.
     pub warnings: Vec<String>,
 }
 
 /// Settings of `dirsync run`.
 #[derive(Debug, Clone)]
-pub struct DaemonConfig {
-    pub schedule: Option<cron::Schedule>,
-    pub resync_schedule: Option<cron::Schedule>,
-    pub run_at_start: bool,
-    pub shutdown_grace: Duration,
+pub(crate) struct DaemonConfig {
+    pub(crate) schedule: Option<cron::Schedule>,
+    pub(crate) resync_schedule: Option<cron::Schedule>,
+    pub(crate) run_at_start: bool,
+    pub(crate) shutdown_grace: Duration,
     /// Where /healthz and /metrics are served; loopback only.
-    pub listen: Option<std::net::SocketAddr>,
-    pub healthy_within: Duration,
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    pub(crate) healthy_within: Duration,
 }
 
 #[derive(Debug)]
@@ -83,20 +83,20 @@ pub enum SourceConfig {
 #[derive(Debug)]
 pub struct TargetConfig {
     pub name: String,
-    pub preset: Option<String>,
+    pub(crate) preset: Option<String>,
     pub spec: Spec,
     /// Mapping and request templates, compiled.
     pub templates: Arc<Templates>,
     pub groups: GroupMapping,
-    pub removed_groups: RemovedGroups,
+    pub(crate) removed_groups: RemovedGroups,
     pub users: UserIdSource,
-    pub removed_users: RemovedUsers,
+    pub(crate) removed_users: RemovedUsers,
     pub limits: Limits,
     /// Whether a source with no users or no groups may still be planned.
-    pub allow_empty_source: bool,
+    pub(crate) allow_empty_source: bool,
     /// Whether entities the source data cannot build a request for fail every run,
     /// not only the run that first sees them.
-    pub strict: bool,
+    pub(crate) strict: bool,
     /// The request `dirsync check` sends; without one it only connects (TCP, TLS), so
     /// that no API sees a request its contract does not list.
     pub probe: Option<Probe>,
@@ -172,7 +172,7 @@ impl Ctx {
     }
 
     /// A path from the config, relative to the config file's directory.
-    pub fn file(&self, p: &Path) -> PathBuf {
+    pub(crate) fn file(&self, p: &Path) -> PathBuf {
         self.base.join(p)
     }
 

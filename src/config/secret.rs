@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 pub struct Secret(String);
 
 impl Secret {
+    #[cfg(test)]
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }

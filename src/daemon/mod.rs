@@ -9,11 +9,11 @@
 //! Talks to systemd through `notify` (READY, STATUS, WATCHDOG, RELOADING, STOPPING)
 //! and serves /healthz and /metrics on a loopback address when configured.
 
-pub mod notify;
-pub mod schedule;
+pub(crate) mod notify;
+pub(crate) mod schedule;
 mod server;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,18 +51,18 @@ pub enum DaemonError {
 
 /// What /healthz and STATUS= report.
 #[derive(Debug)]
-pub struct Health {
-    pub started: Instant,
-    pub last_run: Option<(Instant, String)>,
-    pub last_success: Option<Instant>,
+pub(crate) struct Health {
+    pub(crate) started: Instant,
+    pub(crate) last_run: Option<(Instant, String)>,
+    pub(crate) last_success: Option<Instant>,
     /// /healthz stays healthy this long after the last success (and after start).
-    pub healthy_within: Duration,
+    pub(crate) healthy_within: Duration,
 }
 
 impl Health {
     /// Healthy while the last run succeeded, or the last success (or the start, before
     /// any success) is recent enough.
-    pub fn check(&self, now: Instant) -> Result<String, String> {
+    pub(crate) fn check(&self, now: Instant) -> Result<String, String> {
         let recent = |t: Instant| now.saturating_duration_since(t) <= self.healthy_within;
         match (&self.last_run, self.last_success) {
             (Some((_, outcome)), _) if outcome == "success" => Ok("ok: the last run succeeded".into()),
@@ -81,9 +81,9 @@ impl Health {
 
 /// Shared between the loop and the HTTP server.
 #[derive(Debug)]
-pub struct Shared {
-    pub health: Mutex<Health>,
-    pub metrics: Metrics,
+pub(crate) struct Shared {
+    pub(crate) health: Mutex<Health>,
+    pub(crate) metrics: Metrics,
 }
 
 /// Runs the service until `signals.shutdown` fires.
@@ -281,11 +281,6 @@ fn reload(path: &Path, old: Arc<Config>) -> Arc<Config> {
     };
     notify::ready("configuration reloaded");
     new
-}
-
-/// The path the daemon reloads from.
-pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
-    config::resolve_path(flag)
 }
 
 #[cfg(test)]

@@ -16,16 +16,16 @@ use crate::model::{Directory, Group, User};
 /// Validated CSV source settings. Paths are absolute or relative to the working dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvConfig {
-    pub users: PathBuf,
-    pub groups: PathBuf,
-    pub memberships: Option<PathBuf>,
-    pub delimiter: u8,
-    pub member_separator: char,
+    pub(crate) users: PathBuf,
+    pub(crate) groups: PathBuf,
+    pub(crate) memberships: Option<PathBuf>,
+    pub(crate) delimiter: u8,
+    pub(crate) member_separator: char,
     /// Skip (with a warning) members that name no known user, instead of failing.
-    pub skip_unknown_members: bool,
-    pub user_columns: UserColumns,
-    pub group_columns: GroupColumns,
-    pub membership_columns: (String, String),
+    pub(crate) skip_unknown_members: bool,
+    pub(crate) user_columns: UserColumns,
+    pub(crate) group_columns: GroupColumns,
+    pub(crate) membership_columns: (String, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub struct GroupColumns {
 
 impl CsvConfig {
     /// Validates the raw table; errors are `(key, message)` for the config layer.
-    pub fn from_raw(raw: RawCsv, base: &Path) -> Result<CsvConfig, (String, String)> {
+    pub(crate) fn from_raw(raw: RawCsv, base: &Path) -> Result<CsvConfig, (String, String)> {
         let delimiter = match raw.delimiter.as_deref() {
             None => b',',
             Some("\\t") | Some("\t") => b'\t',
@@ -113,10 +113,10 @@ impl CsvConfig {
 /// A CSV file is not usable. Names the file, and the line and column when known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct CsvError {
-    pub file: PathBuf,
-    pub line: Option<u64>,
-    pub column: Option<String>,
-    pub message: String,
+    pub(crate) file: PathBuf,
+    pub(crate) line: Option<u64>,
+    pub(crate) column: Option<String>,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for CsvError {

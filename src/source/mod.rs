@@ -2,7 +2,7 @@
 //! `Directory` or an error; a partial read is never returned, so a failed read can
 //! never look like "these users left".
 
-pub mod csv;
+pub(crate) mod csv;
 pub mod ldap;
 
 use crate::config::SourceConfig;

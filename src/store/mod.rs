@@ -48,41 +48,41 @@ pub struct Store {
 
 /// The outcome of one pushed operation, as recorded.
 #[derive(Debug, Clone)]
-pub struct Record<'a> {
-    pub run_id: &'a str,
-    pub target: &'a str,
-    pub op: &'a Operation,
-    pub success: bool,
-    pub http_status: Option<u16>,
-    pub attempts: u32,
-    pub drift: Option<serde_json::Value>,
+pub(crate) struct Record<'a> {
+    pub(crate) run_id: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) op: &'a Operation,
+    pub(crate) success: bool,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) attempts: u32,
+    pub(crate) drift: Option<serde_json::Value>,
     /// Already free of secrets.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// A confirmation whose answer lacked a declared echo; free of secrets.
-    pub warning: Option<String>,
+    pub(crate) warning: Option<String>,
 }
 
 /// An entity left out of a run because its request cannot be built (a template
 /// error, or a value the endpoint's validations refuse). Reported, never sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
+pub(crate) struct Skipped {
     /// `group` or `user`.
-    pub kind: &'static str,
-    pub id: String,
-    pub name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) id: String,
+    pub(crate) name: String,
     /// Already free of secrets.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// One audit row, as `dirsync audit` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AuditRow {
-    pub id: i64,
+    pub(crate) id: i64,
     pub run_id: String,
     pub at: String,
     pub target: String,
     pub operation: String,
-    pub entity_kind: String,
+    pub(crate) entity_kind: String,
     pub entity_id: String,
     pub entity_name: String,
     pub outcome: String,
@@ -109,9 +109,9 @@ pub struct AuditQuery {
 pub struct RunRow {
     pub id: String,
     pub command: String,
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     pub started_at: String,
-    pub finished_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     pub outcome: Option<String>,
     pub summary: Option<serde_json::Value>,
 }
@@ -185,12 +185,12 @@ impl Store {
         Ok(Store { pool })
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         self.pool.close().await;
     }
 
     /// What `target` last confirmed.
-    pub async fn load_snapshot(&self, target: &str) -> Result<Snapshot, StoreError> {
+    pub(crate) async fn load_snapshot(&self, target: &str) -> Result<Snapshot, StoreError> {
         let mut snapshot = Snapshot::default();
         let rows = sqlx::query("SELECT id, name, members, json_array_length(members) AS n, fingerprint FROM snapshot_groups WHERE target = ?")
             .bind(target)
@@ -236,7 +236,7 @@ impl Store {
         Ok(snapshot)
     }
 
-    pub async fn start_run(&self, id: &str, command: &str, dry_run: bool) -> Result<(), StoreError> {
+    pub(crate) async fn start_run(&self, id: &str, command: &str, dry_run: bool) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO runs (id, command, dry_run, started_at) VALUES (?, ?, ?, ?)")
             .bind(id)
             .bind(command)
@@ -247,7 +247,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn finish_run(
+    pub(crate) async fn finish_run(
         &self,
         id: &str,
         outcome: &str,
@@ -263,17 +263,12 @@ impl Store {
         Ok(())
     }
 
-    /// Records one pushed operation: on success its snapshot row and audit row in one
-    /// transaction; on failure the audit row alone.
-    pub async fn record(&self, rec: &Record<'_>) -> Result<(), StoreError> {
-        self.record_batch(std::slice::from_ref(rec)).await
-    }
-
-    /// Records several pushed operations in one transaction (each as `record` would):
-    /// one commit per batch instead of per operation keeps the push at the target's
-    /// pace. A batch is all or nothing, so a crash loses at most confirmations not yet
-    /// written, and those operations are simply pushed again by the next run.
-    pub async fn record_batch(&self, recs: &[Record<'_>]) -> Result<(), StoreError> {
+    /// Records several pushed operations in one transaction: for each, on success its
+    /// snapshot row and audit row; on failure the audit row alone. One commit per
+    /// batch instead of per operation keeps the push at the target's pace. A batch is
+    /// all or nothing, so a crash loses at most confirmations not yet written, and
+    /// those operations are simply pushed again by the next run.
+    pub(crate) async fn record_batch(&self, recs: &[Record<'_>]) -> Result<(), StoreError> {
         let at = now();
         let mut tx = self.pool.begin().await?;
         for rec in recs {
@@ -362,7 +357,7 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
 
 impl Store {
     /// Records the users left out of a target's member lists, one audit row each.
-    pub async fn record_unmapped(
+    pub(crate) async fn record_unmapped(
         &self,
         run_id: &str,
         target: &str,
@@ -387,7 +382,7 @@ impl Store {
     /// transaction, and returns those to report: new ones, and ones whose reason
     /// changed (its data changed). Each of those gets a `skipped` audit row; one seen
     /// with the same reason before gets none, and one no longer invalid is forgotten.
-    pub async fn record_invalid<'s>(
+    pub(crate) async fn record_invalid<'s>(
         &self,
         run_id: &str,
         target: &str,
@@ -447,7 +442,7 @@ impl Store {
     }
 
     /// A target's invalid entities as last reported: (kind, id) → reason.
-    pub async fn known_invalid(
+    pub(crate) async fn known_invalid(
         &self,
         target: &str,
     ) -> Result<BTreeMap<(String, String), String>, StoreError> {
@@ -490,7 +485,7 @@ impl Store {
 
     /// Keeps a target's `Retry-After` beyond this run: nothing is sent to the target
     /// (or, with `endpoint`, to that endpoint) before `until`.
-    pub async fn set_pause(
+    pub(crate) async fn set_pause(
         &self,
         run_id: &str,
         target: &str,
@@ -556,7 +551,7 @@ impl Store {
     }
 
     /// After a complete resync: forgets snapshot rows of entities no longer desired.
-    pub async fn retain(
+    pub(crate) async fn retain(
         &self,
         target: &str,
         groups: &BTreeSet<String>,
@@ -698,7 +693,7 @@ impl Store {
 
 /// The invalid entities to report: those not reported before, or reported with
 /// another reason (their data changed).
-pub fn fresh_invalid<'s>(
+pub(crate) fn fresh_invalid<'s>(
     known: &BTreeMap<(String, String), String>,
     invalid: &'s [Skipped],
 ) -> Vec<&'s Skipped> {

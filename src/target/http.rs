@@ -83,8 +83,8 @@ impl PushError {
 #[derive(Debug, thiserror::Error)]
 #[error("target `{target}`: {message}")]
 pub struct TargetError {
-    pub target: String,
-    pub message: String,
+    pub(crate) target: String,
+    pub(crate) message: String,
 }
 
 /// One configured HTTP target.

@@ -10,4 +10,4 @@ pub mod presets;
 pub mod request;
 pub mod spec;
 
-pub use http::{HttpTarget, PushError, PushOutcome, TargetError};
+pub use http::{HttpTarget, PushOutcome, TargetError};

@@ -744,7 +744,7 @@ pub fn excerpt(body: &str) -> String {
     untrusted(&short, MAX_MESSAGE_LEN)
 }
 
-pub use crate::text::untrusted;
+pub(crate) use crate::text::untrusted;
 
 #[cfg(test)]
 mod tests {

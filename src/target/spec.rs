@@ -178,16 +178,16 @@ pub struct Spec {
     pub base_url: reqwest::Url,
     pub timeout: Duration,
     /// Requests in flight at most.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Requests per second at most.
-    pub rate_limit: Option<f64>,
+    pub(crate) rate_limit: Option<f64>,
     /// Failed operations in a row after which the target's run stops (an outage).
-    pub max_consecutive_failures: usize,
-    pub retry: Retry,
-    pub auth: Auth,
+    pub(crate) max_consecutive_failures: usize,
+    pub(crate) retry: Retry,
+    pub(crate) auth: Auth,
     /// Secrets for templates, exposed as `secrets.NAME`.
-    pub secrets: BTreeMap<String, Secret>,
+    pub(crate) secrets: BTreeMap<String, Secret>,
     /// Plain values for templates, exposed as `vars.NAME`.
-    pub vars: serde_json::Map<String, serde_json::Value>,
-    pub endpoints: BTreeMap<EndpointKind, Endpoint>,
+    pub(crate) vars: serde_json::Map<String, serde_json::Value>,
+    pub(crate) endpoints: BTreeMap<EndpointKind, Endpoint>,
 }

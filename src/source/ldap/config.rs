@@ -20,77 +20,77 @@ use crate::config::{Secret, SecretSource};
 /// config's source enum stays small whichever kind it holds.
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-pub struct RawLdap(pub Box<RawLdapTable>);
+pub struct RawLdap(pub(crate) Box<RawLdapTable>);
 
 /// The keys of [`RawLdap`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLdapTable {
+pub(crate) struct RawLdapTable {
     /// `openldap` or `active-directory`: defaults for every key below.
-    pub preset: Option<String>,
-    pub url: String,
-    pub starttls: Option<bool>,
-    pub ca_file: Option<PathBuf>,
-    pub tls_insecure_skip_verify: Option<bool>,
-    pub connect_timeout: Option<String>,
-    pub timeout: Option<String>,
-    pub bind_dn: Option<String>,
-    pub bind_password: Option<String>,
-    pub bind_password_file: Option<PathBuf>,
-    pub bind_password_env: Option<String>,
-    pub bind_password_credential: Option<String>,
-    pub anonymous: Option<bool>,
-    pub page_size: Option<u32>,
-    pub domain_scope: Option<bool>,
+    pub(crate) preset: Option<String>,
+    pub(crate) url: String,
+    pub(crate) starttls: Option<bool>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) tls_insecure_skip_verify: Option<bool>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) bind_dn: Option<String>,
+    pub(crate) bind_password: Option<String>,
+    pub(crate) bind_password_file: Option<PathBuf>,
+    pub(crate) bind_password_env: Option<String>,
+    pub(crate) bind_password_credential: Option<String>,
+    pub(crate) anonymous: Option<bool>,
+    pub(crate) page_size: Option<u32>,
+    pub(crate) domain_scope: Option<bool>,
     /// Default base DN of both searches.
-    pub base_dn: Option<String>,
+    pub(crate) base_dn: Option<String>,
     #[serde(default)]
-    pub users: RawUsers,
+    pub(crate) users: RawUsers,
     #[serde(default)]
-    pub groups: RawGroups,
+    pub(crate) groups: RawGroups,
 }
 
 /// `[source.users]`: the user search and which attribute fills which field.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RawUsers {
-    pub base_dn: Option<String>,
-    pub scope: Option<String>,
-    pub filter: Option<String>,
-    pub id: Option<String>,
-    pub username: Option<String>,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
+pub(crate) struct RawUsers {
+    pub(crate) base_dn: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) filter: Option<String>,
+    pub(crate) id: Option<String>,
+    pub(crate) username: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) display_name: Option<String>,
     /// Read for the display name when `display_name`'s attribute is absent or empty.
-    pub display_name_fallback: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub phone: Option<String>,
-    pub enabled: Option<String>,
-    pub enabled_rule: Option<String>,
-    pub extra: Option<Vec<String>>,
+    pub(crate) display_name_fallback: Option<String>,
+    pub(crate) first_name: Option<String>,
+    pub(crate) last_name: Option<String>,
+    pub(crate) phone: Option<String>,
+    pub(crate) enabled: Option<String>,
+    pub(crate) enabled_rule: Option<String>,
+    pub(crate) extra: Option<Vec<String>>,
 }
 
 /// `[source.groups]`: the group search, its id and name, and where members are.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RawGroups {
-    pub base_dn: Option<String>,
-    pub scope: Option<String>,
-    pub filter: Option<String>,
-    pub id: Option<String>,
-    pub name: Option<String>,
+pub(crate) struct RawGroups {
+    pub(crate) base_dn: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) filter: Option<String>,
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
     /// Attributes whose values are member DNs (users or nested groups).
-    pub members: Option<Vec<String>>,
+    pub(crate) members: Option<Vec<String>>,
     /// Attributes whose values are user names (posixGroup's `memberUid`).
-    pub member_uids: Option<Vec<String>>,
+    pub(crate) member_uids: Option<Vec<String>>,
     /// The user attribute that `member_uids` values name.
-    pub member_uid_attribute: Option<String>,
-    pub extra: Option<Vec<String>>,
+    pub(crate) member_uid_attribute: Option<String>,
+    pub(crate) extra: Option<Vec<String>>,
 }
 
 /// The names `preset` accepts.
-pub const PRESETS: &[&str] = &["openldap", "active-directory"];
+pub(crate) const PRESETS: &[&str] = &["openldap", "active-directory"];
 
 struct Preset {
     page_size: u32,
@@ -170,27 +170,27 @@ fn preset(name: &str) -> Option<Preset> {
 pub struct LdapConfig {
     pub url: String,
     /// StartTLS on an `ldap://` URL.
-    pub starttls: bool,
-    pub tls: TlsVerify,
+    pub(crate) starttls: bool,
+    pub(crate) tls: TlsVerify,
     /// For the TCP connection and the TLS handshake (StartTLS included).
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// For every operation: the bind, and each answer of a search.
-    pub timeout: Duration,
-    pub bind: Bind,
+    pub(crate) timeout: Duration,
+    pub(crate) bind: Bind,
     /// The password is written in the config file: warned about on every run.
-    pub inline_password: bool,
+    pub(crate) inline_password: bool,
     /// Entries per page (RFC 2696); 0 reads without paging.
     pub page_size: u32,
     /// Sends Active Directory's LDAP_SERVER_DOMAIN_SCOPE control, so that a search
     /// from a domain root gets no continuation references to other partitions.
-    pub domain_scope: bool,
-    pub users: UserSearch,
-    pub groups: GroupSearch,
+    pub(crate) domain_scope: bool,
+    pub(crate) users: UserSearch,
+    pub(crate) groups: GroupSearch,
 }
 
 /// How the server's certificate is checked.
 #[derive(Debug, Clone)]
-pub enum TlsVerify {
+pub(crate) enum TlsVerify {
     /// Against the system's CA store.
     System,
     /// Against the CAs in this file only.
@@ -204,21 +204,21 @@ pub enum TlsVerify {
 
 /// Who dirsync binds as.
 #[derive(Debug, Clone)]
-pub enum Bind {
+pub(crate) enum Bind {
     Anonymous,
     Simple { dn: String, password: Secret },
 }
 
 /// Base DN, scope and filter of one search.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Search {
-    pub base_dn: String,
-    pub scope: Scope,
-    pub filter: String,
+pub(crate) struct Search {
+    pub(crate) base_dn: String,
+    pub(crate) scope: Scope,
+    pub(crate) filter: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     Base,
     One,
     Sub,
@@ -226,7 +226,7 @@ pub enum Scope {
 
 /// How an attribute says whether a user is enabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnabledRule {
+pub(crate) enum EnabledRule {
     /// Active Directory: disabled when bit 0x2 (ACCOUNTDISABLE) is set.
     AdUserAccountControl,
     /// Enabled when TRUE (true/1/yes), disabled when FALSE.
@@ -240,36 +240,36 @@ pub enum EnabledRule {
 /// The user search and the attribute behind each field. Optional fields are
 /// `None` when not read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserSearch {
-    pub search: Search,
-    pub id: String,
-    pub username: String,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    pub display_name_fallback: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub phone: Option<String>,
-    pub enabled: Option<(String, EnabledRule)>,
+pub(crate) struct UserSearch {
+    pub(crate) search: Search,
+    pub(crate) id: String,
+    pub(crate) username: String,
+    pub(crate) email: Option<String>,
+    pub(crate) display_name: Option<String>,
+    pub(crate) display_name_fallback: Option<String>,
+    pub(crate) first_name: Option<String>,
+    pub(crate) last_name: Option<String>,
+    pub(crate) phone: Option<String>,
+    pub(crate) enabled: Option<(String, EnabledRule)>,
     /// Copied into `attrs` under their own names.
-    pub extra: Vec<String>,
+    pub(crate) extra: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupSearch {
-    pub search: Search,
-    pub id: String,
-    pub name: String,
-    pub members: Vec<String>,
-    pub member_uids: Vec<String>,
+pub(crate) struct GroupSearch {
+    pub(crate) search: Search,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) members: Vec<String>,
+    pub(crate) member_uids: Vec<String>,
     /// The user attribute `member_uids` values name; `None` when there are none.
-    pub member_uid_attribute: Option<String>,
-    pub extra: Vec<String>,
+    pub(crate) member_uid_attribute: Option<String>,
+    pub(crate) extra: Vec<String>,
 }
 
 impl UserSearch {
     /// Every attribute the user search asks for.
-    pub fn attributes(&self, uid_attribute: Option<&str>) -> Vec<String> {
+    pub(crate) fn attributes(&self, uid_attribute: Option<&str>) -> Vec<String> {
         let mut a = vec![self.id.clone(), self.username.clone()];
         a.extend(
             [
@@ -293,7 +293,7 @@ impl UserSearch {
 
 impl GroupSearch {
     /// Every attribute the group search asks for.
-    pub fn attributes(&self) -> Vec<String> {
+    pub(crate) fn attributes(&self) -> Vec<String> {
         let mut a = vec![self.id.clone(), self.name.clone()];
         a.extend(self.members.iter().cloned());
         a.extend(self.member_uids.iter().cloned());

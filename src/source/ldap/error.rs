@@ -279,7 +279,7 @@ impl SearchFailure {
     /// The failure a search result other than success stands for. `paged`: the
     /// search sent the paged results control; `first_page`: this result ends the
     /// first page (where a refusal of paging shows).
-    pub fn from_result(res: &ldap3::LdapResult, paged: bool, first_page: bool) -> SearchFailure {
+    pub(crate) fn from_result(res: &ldap3::LdapResult, paged: bool, first_page: bool) -> SearchFailure {
         let result = ServerResult::from(res);
         let paging_refused = paged
             && (res.rc == rc::UNAVAILABLE_CRITICAL_EXTENSION

@@ -14,32 +14,28 @@
 //! - `nested`: pure; cycle-safe flattening of nested groups.
 //! - `ad`: pure; objectGUID, objectSid, userAccountControl, `member;range=…`.
 //! - `dn`: pure; DNs normalized for comparison.
-//! - `filter`: pure; RFC 4515 escaping and filter checks (ldap3's).
+//! - `filter`: pure; RFC 4515 filter checks (ldap3's).
 //!
-//! Architecture Invariant: [`read`] returns the whole directory or an error. A bind
+//! Architecture Invariant: `read` returns the whole directory or an error. A bind
 //! failure, a lost connection, a timeout, a size or time limit, a referral, a failed
 //! range step or an unusable value ends the read; a partial read is never returned.
 
-pub mod ad;
+pub(crate) mod ad;
 mod build;
 mod config;
 mod conn;
-pub mod dn;
+pub(crate) mod dn;
 mod entry;
 mod error;
-pub mod filter;
-pub mod nested;
+pub(crate) mod filter;
+pub(crate) mod nested;
 
 use crate::model::Directory;
 
-pub use config::{
-    Bind, EnabledRule, GroupSearch, LdapConfig, PRESETS, RawGroups, RawLdap, RawLdapTable, RawUsers, Scope,
-    Search, TlsVerify, UserSearch,
-};
-pub use error::{
-    BindFailure, ConnectFailure, DataProblem, IdKind, Interrupted, LdapError, LostCause, RangeStop,
-    SearchFailure, ServerResult, TlsFailure, TlsHint,
-};
+pub(crate) use config::Bind;
+pub use config::{LdapConfig, RawLdap};
+pub(crate) use error::Interrupted;
+pub use error::{BindFailure, ConnectFailure, DataProblem, LdapError, SearchFailure, TlsFailure, TlsHint};
 
 use build::{DataError, Groups, Users};
 use conn::{Conn, SearchMode};
@@ -63,16 +59,16 @@ pub struct ReadReport {
     /// `ldaps`, `StartTLS` or `plain`.
     pub transport: &'static str,
     pub user_pages: usize,
-    pub group_pages: usize,
+    pub(crate) group_pages: usize,
     /// Extra requests made for `member;range=…` values.
-    pub range_requests: usize,
+    pub(crate) range_requests: usize,
     /// Member values that named no user or group the searches returned.
     pub ignored_members: usize,
     pub ignored_examples: Vec<String>,
     /// Nested groups that contain each other, by name, each cycle once.
     pub cycles: Vec<Vec<String>>,
     /// Group names used by more than one group.
-    pub duplicate_names: Vec<String>,
+    pub(crate) duplicate_names: Vec<String>,
     /// Config warnings (inline password, no TLS verification, cleartext bind).
     pub warnings: Vec<String>,
 }
@@ -110,7 +106,7 @@ impl ReadReport {
 }
 
 /// Reads the whole directory, logging what an operator should know.
-pub async fn read(config: &LdapConfig) -> Result<Directory, LdapError> {
+pub(crate) async fn read(config: &LdapConfig) -> Result<Directory, LdapError> {
     let (dir, report) = read_with_report(config).await?;
     for w in &report.warnings {
         tracing::warn!("{w}.");
