@@ -128,8 +128,9 @@ async fn a_retry_after_over_the_cap_leaves_the_target_until_it_has_passed() {
         ),
     );
     mock.lock().faults.push_back(Fault::RetryAfter(3));
-    let asked = std::time::Instant::now();
     let run = sync(&env, &["sync"]).await;
+    // The wait is kept from the end of the run at the latest.
+    let asked = std::time::Instant::now();
     run.expect_code(3);
     assert!(
         run.stderr.contains("longer than `retry.max_retry_after`"),
