@@ -271,8 +271,7 @@ pub async fn run(
                 Some(s) => s.known_invalid(&p.config.name).await?,
                 None => BTreeMap::new(),
             };
-            let fresh = crate::store::fresh_invalid(&known, &p.invalid).len();
-            tr.invalid_failing = if p.config.strict { tr.invalid } else { fresh };
+            tr.invalid_failing = failing_invalid(p, crate::store::fresh_invalid(&known, &p.invalid).len());
             print_plan(out, p, &tr).map_err(SyncError::Output)?;
             report.targets.push(tr);
         }
@@ -305,11 +304,7 @@ pub async fn run(
         if fresh.len() < p.invalid.len() {
             tracing::info!(target_name = %p.config.name, invalid = p.invalid.len() - fresh.len(), "Skipped entities already reported as invalid source data (see `dirsync status`).");
         }
-        tr.invalid_failing = if p.config.strict {
-            p.invalid.len()
-        } else {
-            fresh.len()
-        };
+        tr.invalid_failing = failing_invalid(&p, fresh.len());
         let paused = store.pauses(Some(&p.config.name), &crate::store::now()).await?;
         let held = held_endpoints(&paused);
         if let Some(pause) = paused.iter().max_by(|a, b| a.until.cmp(&b.until)) {
@@ -321,13 +316,11 @@ pub async fn run(
         let pushing = std::time::Instant::now();
         let pauses = push(&store, &run_id, &p, &held, cancel, progress, &mut tr).await?;
         for pause in pauses {
-            // A target cannot shut dirsync out for longer than a day with one answer.
-            let wait = chrono::Duration::from_std(pause.wait.min(MAX_KEPT_PAUSE))
-                .unwrap_or(chrono::Duration::zero());
-            let until = (chrono::Utc::now() + wait).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let endpoint = pause.endpoint.map(EndpointKind::key);
-            store
-                .set_pause(&run_id, &p.config.name, endpoint, &until, pause.status)
+            // A target cannot shut dirsync out for longer than a day with one answer.
+            let wait = pause.wait.min(MAX_KEPT_PAUSE);
+            let until = store
+                .set_pause(&run_id, &p.config.name, endpoint, wait, pause.status)
                 .await?;
             tracing::warn!(target_name = %p.config.name, %until, endpoint = endpoint.unwrap_or("every endpoint"), "Keeping the target's Retry-After: no run sends to it before that time.");
             tr.paused_until = Some(tr.paused_until.take().map_or(until.clone(), |u| u.max(until)));
@@ -355,6 +348,12 @@ pub async fn run(
     store.finish_run(&run_id, outcome.as_str(), &summary).await?;
     store.close().await;
     Ok(report)
+}
+
+/// The invalid entities that make the run partial: those not reported before
+/// (`fresh`), or every one on a `strict` target.
+fn failing_invalid(p: &Prepared<'_>, fresh: usize) -> usize {
+    if p.config.strict { p.invalid.len() } else { fresh }
 }
 
 fn mode_name(mode: Mode) -> &'static str {

@@ -484,15 +484,18 @@ impl Store {
     }
 
     /// Keeps a target's `Retry-After` beyond this run: nothing is sent to the target
-    /// (or, with `endpoint`, to that endpoint) before `until`.
+    /// (or, with `endpoint`, to that endpoint) before `wait` from now has passed.
+    /// Returns that time, RFC 3339 UTC.
     pub(crate) async fn set_pause(
         &self,
         run_id: &str,
         target: &str,
         endpoint: Option<&str>,
-        until: &str,
+        wait: Duration,
         http_status: Option<u16>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<String, StoreError> {
+        let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+        let until = (chrono::Utc::now() + wait).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         sqlx::query(
             "INSERT INTO target_pauses (target, endpoint, until, http_status, run_id) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (target, endpoint) DO UPDATE SET until = MAX(until, excluded.until),
@@ -500,12 +503,12 @@ impl Store {
         )
         .bind(target)
         .bind(endpoint.unwrap_or(""))
-        .bind(until)
+        .bind(&until)
         .bind(http_status.map(i64::from))
         .bind(run_id)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(until)
     }
 
     /// The pauses still in force at `now` (RFC 3339 UTC), for `target` or for every
