@@ -135,25 +135,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    // The command runs as a task on a worker, not on this thread: a task woken by a
-    // socket is then polled by the worker that saw the event, instead of waking this
-    // thread each time. Pushing 2,663 requests at 16 in flight went from 764 to 778
-    // per second (see BENCHMARKS.md). A panic in the command unwinds from here.
-    let code = runtime.block_on(async {
-        match tokio::spawn(dispatch(cli)).await {
-            Ok(code) => code,
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(e) => {
-                    eprintln!("error: the command was cancelled: {e}");
-                    exit::FAILURE
-                }
-            },
-        }
-    });
-    // Everything the command started has finished; dropping the runtime would only
-    // join its worker threads, and with them free their allocator heaps (30 ms after
-    // a 100k-user run) just before the process exits.
+    let code = runtime.block_on(dispatch(cli));
+    // Everything the command started has finished: nothing to wait for.
     runtime.shutdown_background();
     ExitCode::from(code)
 }

@@ -5,11 +5,8 @@
 //! that could not be mapped. No I/O; id-map files are loaded by the config layer.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-// std's HashMap with foldhash's hasher, cheaper than SipHash on short ids: a mapping
-// looks one up per membership.
-use foldhash::{HashMap, HashMapExt};
 use regex::Regex;
 use serde::Serialize;
 

@@ -6,7 +6,6 @@
 //! target's request builder with secrets masked), so a change anywhere in what would be
 //! sent, and only such a change, is pushed.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -38,89 +37,43 @@ pub(crate) struct SnapshotGroup {
     pub(crate) fingerprint: String,
 }
 
-/// A confirmed member list. The store hands it over as the JSON text it keeps, and
-/// it is parsed only for a group that changed: an unchanged directory never pays for
-/// turning 300,000 stored ids into strings.
+/// A confirmed member list as the store keeps it, a JSON array of ids, parsed only for
+/// a group whose request changed: an unchanged directory never turns 300,000 stored
+/// ids into strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Members {
-    Parsed(BTreeSet<String>),
-    /// A JSON array of ids and its length.
-    Json {
-        text: String,
-        count: usize,
-    },
+pub(crate) struct Members {
+    pub(crate) json: String,
+    pub(crate) count: usize,
 }
 
 impl Members {
     pub(crate) fn len(&self) -> usize {
-        match self {
-            Members::Parsed(set) => set.len(),
-            Members::Json { count, .. } => *count,
-        }
+        self.count
     }
 
-    /// The ids as a set: what [`Members::diff`] is tested against.
-    #[cfg(test)]
-    pub(crate) fn to_set(&self) -> std::borrow::Cow<'_, BTreeSet<String>> {
-        match self {
-            Members::Parsed(set) => std::borrow::Cow::Borrowed(set),
-            Members::Json { text, .. } => {
-                std::borrow::Cow::Owned(serde_json::from_str(text).unwrap_or_default())
-            }
-        }
+    /// The ids. Text that is not a JSON array of strings reads as no ids: the store
+    /// checks what it writes, so that means a hand-edited database.
+    pub(crate) fn ids(&self) -> BTreeSet<String> {
+        serde_json::from_str(&self.json).unwrap_or_default()
     }
-}
 
-/// A stored member list read in place: ids without escapes borrow the JSON text.
-#[derive(serde::Deserialize)]
-struct StoredIds<'a>(#[serde(borrow)] Vec<std::borrow::Cow<'a, str>>);
-
-impl Members {
     /// The ids `now` has and these lack (added), and those these have and `now`
-    /// lacks (removed). A stored list is compared in place, not copied into a set
-    /// first; one that is not a JSON array of strings reads as empty (the store
-    /// checks what it writes, so that means a hand-edited database).
+    /// lacks (removed).
     pub(crate) fn diff(&self, now: &BTreeSet<String>) -> (BTreeSet<String>, BTreeSet<String>) {
-        let text = match self {
-            Members::Parsed(set) => {
-                return (
-                    now.difference(set).cloned().collect(),
-                    set.difference(now).cloned().collect(),
-                );
-            }
-            Members::Json { text, .. } => text,
-        };
-        let mut before = serde_json::from_str::<StoredIds<'_>>(text).map_or_else(|_| Vec::new(), |ids| ids.0);
-        // Written from a set, so sorted already; a hand-edited list still works.
-        before.sort_unstable();
-        before.dedup();
-        // Both sides in order: one merge finds what each lacks.
-        let (mut added, mut removed): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-        let mut old = before.iter().map(|o| o.as_ref()).peekable();
-        let mut new = now.iter().peekable();
-        loop {
-            let order = match (old.peek(), new.peek()) {
-                (Some(o), Some(n)) => (*o).cmp(n.as_str()),
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (None, None) => break,
-            };
-            match order {
-                Ordering::Less => removed.extend(old.next().map(str::to_owned)),
-                Ordering::Greater => added.extend(new.next().cloned()),
-                Ordering::Equal => {
-                    old.next();
-                    new.next();
-                }
-            }
-        }
-        (added.into_iter().collect(), removed.into_iter().collect())
+        let before = self.ids();
+        (
+            now.difference(&before).cloned().collect(),
+            before.difference(now).cloned().collect(),
+        )
     }
 }
 
 impl From<BTreeSet<String>> for Members {
     fn from(set: BTreeSet<String>) -> Self {
-        Members::Parsed(set)
+        Members {
+            json: serde_json::to_string(&set).unwrap_or_default(),
+            count: set.len(),
+        }
     }
 }
 
@@ -391,28 +344,28 @@ mod tests {
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-        for text in [
-            r#"["a","b\"q","c","é"]"#,
-            r#"["é","c","a","a","b\"q"]"#,
-            r#"["\u0061","y"]"#,
-            "[]",
-            r#"["a","b\"q","d","é","z"]"#,
-            r#"{"not": "a list"}"#,
-            r#"["a", 1]"#,
-            "not json",
+        let set = |ids: &[&str]| ids.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<String>>();
+        for (text, before) in [
+            (r#"["a","b\"q","c","é"]"#, set(&["a", "b\"q", "c", "é"])),
+            (r#"["é","c","a","a","b\"q"]"#, set(&["a", "b\"q", "c", "é"])),
+            (r#"["\u0061","y"]"#, set(&["a", "y"])),
+            ("[]", set(&[])),
+            (r#"["a","b\"q","d","é","z"]"#, now.clone()),
+            (r#"{"not": "a list"}"#, set(&[])),
+            (r#"["a", 1]"#, set(&[])),
+            ("not json", set(&[])),
         ] {
-            let stored = Members::Json {
-                text: text.to_owned(),
+            let stored = Members {
+                json: text.to_owned(),
                 count: 0,
             };
-            let before = stored.to_set().into_owned();
+            assert_eq!(stored.ids(), before, "{text}");
             let want: (BTreeSet<String>, BTreeSet<String>) = (
                 now.difference(&before).cloned().collect(),
                 before.difference(&now).cloned().collect(),
             );
             assert_eq!(stored.diff(&now), want, "{text}");
-            assert_eq!(Members::Parsed(before).diff(&now), want, "{text} parsed");
-            assert_eq!(stored.diff(&BTreeSet::new()).0, BTreeSet::new(), "{text}");
+            assert_eq!(Members::from(before.clone()).diff(&now), want, "{text} written");
         }
     }
 

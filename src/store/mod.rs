@@ -210,7 +210,7 @@ impl Store {
                 id,
                 SnapshotGroup {
                     name: row.try_get("name")?,
-                    members: Members::Json { text, count },
+                    members: Members { json: text, count },
                     fingerprint: row.try_get("fingerprint")?,
                 },
             );

@@ -48,8 +48,6 @@ pub struct Users<'c> {
     uid_attribute: Option<&'c str>,
     list: Vec<User>,
     index: UserIndex,
-    /// An entry's normalized DN or lowercased uid, reused from one key to the next.
-    scratch: String,
 }
 
 /// The users' normalized DNs and lowercased uids, to their read index.
@@ -67,11 +65,10 @@ impl<'c> Users<'c> {
             uid_attribute,
             list: Vec::new(),
             index: UserIndex::default(),
-            scratch: String::new(),
         }
     }
 
-    /// The users read, for [`sort_users`], and the index of their DNs and uids.
+    /// The users read, for [`key_users`], and the index of their DNs and uids.
     pub fn finish(self) -> (Vec<User>, UserIndex) {
         (self.list, self.index)
     }
@@ -89,10 +86,9 @@ impl<'c> Users<'c> {
             })?;
         if let Some(attr) = self.uid_attribute {
             for uid in e.all_text(attr)? {
-                lowercase_into(uid.trim(), &mut self.scratch);
                 // A uid another user has already names neither; the same user listing
                 // a uid twice (`Ann`, `ann`) is still that user.
-                match self.index.by_uid.entry(self.scratch.clone()) {
+                match self.index.by_uid.entry(uid.trim().to_lowercase()) {
                     hash_map::Entry::Occupied(mut known) if *known.get() != index => {
                         known.insert(AMBIGUOUS);
                     }
@@ -110,21 +106,9 @@ impl<'c> Users<'c> {
     }
 }
 
-/// `text.to_lowercase()`, into a reused buffer.
-fn lowercase_into(text: &str, out: &mut String) {
-    out.clear();
-    if text.is_ascii() {
-        out.push_str(text);
-        out.make_ascii_lowercase();
-    } else {
-        // Not char by char: a final sigma lowercases differently.
-        out.push_str(&text.to_lowercase());
-    }
-}
-
 fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
     let required = |attr: &str, key: &'static str| -> Result<String, DataError> {
-        match e.first_text_ref(attr)? {
+        match e.first_text(attr)? {
             Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
             _ => Err(DataError {
                 dn: e.dn.clone(),
@@ -137,7 +121,7 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
         match attr {
             None => Ok(None),
             Some(a) => Ok(e
-                .first_text_ref(a)?
+                .first_text(a)?
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())),
         }
@@ -164,7 +148,7 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
 }
 
 fn enabled(e: &Entry, attr: &str, rule: EnabledRule) -> Result<bool, DataError> {
-    let value = e.first_text_ref(attr)?;
+    let value = e.first_text(attr)?;
     let err = |problem: DataProblem| DataError {
         dn: e.dn.clone(),
         attribute: Some(attr.to_owned()),
@@ -213,8 +197,6 @@ pub struct Groups<'c> {
     /// Normalized DNs to the group's read index.
     by_dn: HashMap<String, u32>,
     ignored: Ignored,
-    /// A member value's normalized DN, reused from one value to the next.
-    scratch: String,
 }
 
 /// Member values that named no user or group the searches returned.
@@ -240,7 +222,6 @@ impl<'c> Groups<'c> {
             drafts: Vec::new(),
             by_dn: HashMap::new(),
             ignored: Ignored::default(),
-            scratch: String::new(),
         }
     }
 
@@ -249,7 +230,7 @@ impl<'c> Groups<'c> {
     pub fn add(&mut self, e: &Entry, users: &UserIndex) -> Result<Vec<PendingRange>, DataError> {
         let c = self.config;
         let required = |attr: &str, key: &'static str| -> Result<String, DataError> {
-            match e.first_text_ref(attr)? {
+            match e.first_text(attr)? {
                 Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
                 _ => Err(DataError {
                     dn: e.dn.clone(),
@@ -294,8 +275,7 @@ impl<'c> Groups<'c> {
         }
         for attr in &c.member_uids {
             for uid in e.all_text(attr)? {
-                lowercase_into(uid.trim(), &mut self.scratch);
-                match users.by_uid.get(&self.scratch).copied() {
+                match users.by_uid.get(&uid.trim().to_lowercase()).copied() {
                     Some(AMBIGUOUS) => {
                         let name = &self.drafts[index].group.name;
                         self.ignored
@@ -326,11 +306,10 @@ impl<'c> Groups<'c> {
     ) -> Result<(), DataError> {
         let draft = &mut self.drafts[index];
         for v in values {
-            let v = e.text_ref(desc, v)?;
-            dn::normalize_into(dn::strip_optional_uid(&v), &mut self.scratch);
-            match users.by_dn.get(&self.scratch) {
+            let dn = dn::normalize(dn::strip_optional_uid(&e.text(desc, v)?));
+            match users.by_dn.get(&dn) {
                 Some(&u) => draft.users.push(u),
-                None => draft.other_dns.push(self.scratch.clone()),
+                None => draft.other_dns.push(dn),
             }
         }
         Ok(())
@@ -368,7 +347,7 @@ impl<'c> Groups<'c> {
 
     /// Resolves nested groups and builds the directory.
     pub fn finish(self, users: Vec<User>) -> Result<(Directory, Resolution), DataError> {
-        let users = sort_users(users)?;
+        let (users, ids) = key_users(users)?;
         let Groups {
             drafts,
             by_dn,
@@ -391,22 +370,14 @@ impl<'c> Groups<'c> {
         }
         let flat = graph.flatten();
 
-        // Members are named by the users' ids, in the map's order: by rank, so each
-        // set is built from a sorted list.
-        let SortedUsers { map, rank } = users;
-        let ids: Vec<&str> = map.keys().map(String::as_str).collect();
         let members: Vec<BTreeSet<String>> = flat
             .members
             .iter()
-            .map(|m| {
-                let mut ranks: Vec<u32> = m.iter().map(|&u| rank[u as usize]).collect();
-                ranks.sort_unstable();
-                ranks.iter().map(|&r| ids[r as usize].to_owned()).collect()
-            })
+            .map(|m| m.iter().map(|&u| ids[u as usize].clone()).collect())
             .collect();
         drop(ids);
         let mut dir = Directory {
-            users: map,
+            users,
             ..Directory::default()
         };
         // By name, so that logs and `check` say the same thing every run.
@@ -452,45 +423,21 @@ impl<'c> Groups<'c> {
     }
 }
 
-/// The users keyed by id, and where each user (by read index) sits in the map.
-#[derive(Debug)]
-pub struct SortedUsers {
-    map: BTreeMap<String, User>,
-    /// `rank[read index]` is the user's position in `map`.
-    rank: Vec<u32>,
-}
-
-/// The users keyed by id, built in one go from a sorted list: full B-tree nodes
-/// (100,000 random-order inserts left them half-empty: 35 MB of nodes instead of
-/// 22) and no `User` moved within a node on every insert.
+/// The users keyed by id, and each user's id by read index (what members resolve to).
 ///
-/// Two users with one id are an error naming the pair an in-order insert meets
-/// first: the earliest-read second user, and the first user read with that id.
-fn sort_users(list: Vec<User>) -> Result<SortedUsers, DataError> {
-    let mut order: Vec<u32> = (0..list.len() as u32).collect();
-    // Stable: among equal ids, read order.
-    order.sort_by(|&a, &b| list[a as usize].id.cmp(&list[b as usize].id));
-    let clash = order
-        .windows(2)
-        .filter(|w| list[w[0] as usize].id == list[w[1] as usize].id)
-        .min_by_key(|w| w[1]);
-    if let Some(w) = clash {
-        // Equal ids sit in read order, so `w[0]` is the first user read with it.
-        let (first, second) = (&list[w[0] as usize], &list[w[1] as usize]);
-        let dn = second.attrs.get("dn").unwrap_or_default().to_owned();
-        return Err(duplicate(IdKind::User, &first.id, &first.attrs, dn));
+/// Two users with one id are an error naming the earliest-read second user and the
+/// first user read with that id.
+fn key_users(list: Vec<User>) -> Result<(BTreeMap<String, User>, Vec<String>), DataError> {
+    let mut seen: HashMap<&str, &User> = HashMap::with_capacity(list.len());
+    for user in &list {
+        if let Some(first) = seen.insert(&user.id, user) {
+            let dn = user.attrs.get("dn").unwrap_or_default().to_owned();
+            return Err(duplicate(IdKind::User, &first.id, &first.attrs, dn));
+        }
     }
-    let mut rank = vec![0u32; list.len()];
-    for (position, &i) in order.iter().enumerate() {
-        rank[i as usize] = position as u32;
-    }
-    let mut slots: Vec<Option<User>> = list.into_iter().map(Some).collect();
-    let map = order
-        .into_iter()
-        .filter_map(|i| slots[i as usize].take())
-        .map(|u| (u.id.clone(), u))
-        .collect();
-    Ok(SortedUsers { map, rank })
+    drop(seen);
+    let ids = list.iter().map(|u| u.id.clone()).collect();
+    Ok((list.into_iter().map(|u| (u.id.clone(), u)).collect(), ids))
 }
 
 fn duplicate(kind: IdKind, id: &str, first: &Attrs, dn: String) -> DataError {

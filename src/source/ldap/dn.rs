@@ -13,49 +13,7 @@
 /// A DN that does not parse (a stray `=`-less component, a dangling escape) is
 /// compared as its trimmed lowercase text: it can then only match itself.
 pub fn normalize(dn: &str) -> String {
-    if is_plain(dn) {
-        return dn.to_ascii_lowercase();
-    }
     parse(dn).unwrap_or_else(|| dn.trim().to_lowercase())
-}
-
-/// [`normalize`] into `out` (cleared first), reusing its allocation: for the many
-/// member values that only need looking up.
-pub fn normalize_into(dn: &str, out: &mut String) {
-    out.clear();
-    if is_plain(dn) {
-        out.push_str(dn);
-        out.make_ascii_lowercase();
-    } else {
-        out.push_str(&normalize(dn));
-    }
-}
-
-/// Whether `dn` is already canonical but for ASCII case, so that [`parse`] would only
-/// lowercase it: single-valued RDNs of `type=value` joined by bare commas, ASCII
-/// letters, digits and `-` `.` in types (no `oid.` prefix), and values of letters,
-/// digits, `-` `.` `_` `@` and inner spaces (nothing to unescape, sort or re-escape).
-fn is_plain(dn: &str) -> bool {
-    let bytes = dn.as_bytes();
-    if bytes.is_empty() {
-        return false;
-    }
-    bytes.split(|&b| b == b',').all(|rdn| {
-        let Some(eq) = rdn.iter().position(|&b| b == b'=') else {
-            return false;
-        };
-        let (ty, value) = (&rdn[..eq], &rdn[eq + 1..]);
-        !ty.is_empty()
-            && ty
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
-            && !(ty.len() >= 4 && ty[..4].eq_ignore_ascii_case(b"oid."))
-            && value
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'@' | b' '))
-            && value.first() != Some(&b' ')
-            && value.last() != Some(&b' ')
-    })
 }
 
 /// Strips the optional unique identifier of an RFC 4517 `NameAndOptionalUID` value
@@ -296,15 +254,10 @@ mod tests {
             " cn=a,dc=x",
             "cn=a, dc=x",
         ];
-        let mut buf = String::from("leftover");
         for dn in cases {
             let full = parse(dn).unwrap_or_else(|| dn.trim().to_lowercase());
             assert_eq!(normalize(dn), full, "{dn:?}");
-            normalize_into(dn, &mut buf);
-            assert_eq!(buf, full, "{dn:?}");
         }
-        assert!(is_plain("uid=alice,ou=people,dc=example,dc=com"));
-        assert!(!is_plain("cn=a, dc=x"));
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! One search result entry: its DN and raw attribute values, and the rules for
 //! turning values into text (binary attributes decoded, anything else strict UTF-8).
 
-use std::borrow::Cow;
-
 use super::ad;
 use super::error::DataProblem;
 
@@ -59,33 +57,15 @@ impl Entry {
     /// One value as text: known binary attributes (objectGUID, objectSid) rendered,
     /// everything else must be UTF-8.
     pub fn text(&self, attribute: &str, bytes: &[u8]) -> Result<String, ValueError> {
-        self.text_ref(attribute, bytes).map(Cow::into_owned)
-    }
-
-    /// The first value of `attribute` as [`Entry::text_ref`], `None` when the entry
-    /// lacks it.
-    pub fn first_text_ref(&self, attribute: &str) -> Result<Option<Cow<'_, str>>, ValueError> {
-        match self.values(attribute).and_then(|v| v.first()) {
-            None => Ok(None),
-            Some(bytes) => self.text_ref(attribute, bytes).map(Some),
-        }
-    }
-
-    /// [`Entry::text`] without copying a UTF-8 value: borrowed from `bytes`, owned
-    /// only when a binary attribute is rendered.
-    pub fn text_ref<'b>(&self, attribute: &str, bytes: &'b [u8]) -> Result<Cow<'b, str>, ValueError> {
         let base = attribute.split(';').next().unwrap_or(attribute);
         if let Some(kind) = ad::binary_kind(base) {
-            return kind
-                .render(bytes)
-                .map(Cow::Owned)
-                .map_err(|m| self.error(attribute, m));
+            return kind.render(bytes).map_err(|m| self.error(attribute, m));
         }
-        std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|e| {
+        String::from_utf8(bytes.to_vec()).map_err(|e| {
             self.error(
                 attribute,
                 DataProblem::NotUtf8 {
-                    valid_up_to: e.valid_up_to(),
+                    valid_up_to: e.utf8_error().valid_up_to(),
                     len: bytes.len(),
                 },
             )
