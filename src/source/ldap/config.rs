@@ -92,6 +92,8 @@ pub(crate) struct RawGroups {
 /// The names `preset` accepts.
 pub(crate) const PRESETS: &[&str] = &["openldap", "active-directory"];
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Preset {
     page_size: u32,
     domain_scope: bool,
@@ -100,69 +102,13 @@ struct Preset {
 }
 
 fn preset(name: &str) -> Option<Preset> {
-    let s = |v: &str| Some(v.to_owned());
-    let list = |v: &[&str]| Some(v.iter().map(|a| a.to_string()).collect());
-    match name {
-        "openldap" => Some(Preset {
-            page_size: 500,
-            domain_scope: false,
-            users: RawUsers {
-                scope: s("sub"),
-                filter: s("(objectClass=inetOrgPerson)"),
-                id: s("entryUUID"),
-                username: s("uid"),
-                email: s("mail"),
-                // inetOrgPerson's own attribute; many entries have only `cn`.
-                display_name: s("displayName"),
-                display_name_fallback: s("cn"),
-                first_name: s("givenName"),
-                last_name: s("sn"),
-                phone: s("telephoneNumber"),
-                ..RawUsers::default()
-            },
-            groups: RawGroups {
-                scope: s("sub"),
-                filter: s(
-                    "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))",
-                ),
-                id: s("entryUUID"),
-                name: s("cn"),
-                members: list(&["member", "uniqueMember"]),
-                member_uids: list(&["memberUid"]),
-                member_uid_attribute: s("uid"),
-                ..RawGroups::default()
-            },
-        }),
-        "active-directory" => Some(Preset {
-            page_size: 500,
-            domain_scope: true,
-            users: RawUsers {
-                scope: s("sub"),
-                filter: s("(&(objectCategory=person)(objectClass=user))"),
-                id: s("objectGUID"),
-                username: s("sAMAccountName"),
-                email: s("mail"),
-                display_name: s("displayName"),
-                first_name: s("givenName"),
-                last_name: s("sn"),
-                phone: s("telephoneNumber"),
-                enabled: s("userAccountControl"),
-                enabled_rule: s("ad-user-account-control"),
-                extra: list(&["userPrincipalName"]),
-                ..RawUsers::default()
-            },
-            groups: RawGroups {
-                scope: s("sub"),
-                filter: s("(objectClass=group)"),
-                id: s("objectGUID"),
-                name: s("cn"),
-                members: list(&["member"]),
-                member_uids: list(&[]),
-                ..RawGroups::default()
-            },
-        }),
-        _ => None,
-    }
+    let text = match name {
+        "openldap" => include_str!("presets/openldap.toml"),
+        "active-directory" => include_str!("presets/active-directory.toml"),
+        _ => return None,
+    };
+    // Built in and parsed by a unit test: a failure here is a bug in dirsync.
+    Some(toml::from_str(text).expect("a built-in LDAP preset parses"))
 }
 
 /// Validated LDAP source settings.
