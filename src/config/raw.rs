@@ -7,6 +7,20 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// `$mine` with every listed field it leaves out (`None`) taken from `$base`: how a
+/// config table is laid over the one it overrides.
+/// `fill!(v over mine: …)` is the reverse: `$v`'s fields win.
+macro_rules! fill {
+    ($mine:ident, $base:ident: $($field:ident),+ $(,)?) => {{
+        $( $mine.$field = $mine.$field.or($base.$field); )+
+        $mine
+    }};
+    ($over:ident over $mine:ident: $($field:ident),+ $(,)?) => {{
+        $( $mine.$field = $over.$field.or($mine.$field); )+
+        $mine
+    }};
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -103,22 +117,10 @@ pub struct RawSafety {
 
 impl RawSafety {
     /// A target's own limits, each falling back to the global one.
-    pub fn or(self, global: &RawSafety) -> RawSafety {
-        RawSafety {
-            max_removed_memberships: self.max_removed_memberships.or(global.max_removed_memberships),
-            max_removed_memberships_percent: self
-                .max_removed_memberships_percent
-                .or(global.max_removed_memberships_percent),
-            max_disabled_users: self.max_disabled_users.or(global.max_disabled_users),
-            max_disabled_users_percent: self
-                .max_disabled_users_percent
-                .or(global.max_disabled_users_percent),
-            max_unmapped_users_percent: self
-                .max_unmapped_users_percent
-                .or(global.max_unmapped_users_percent),
-            percent_min_count: self.percent_min_count.or(global.percent_min_count),
-            allow_empty_source: self.allow_empty_source.or(global.allow_empty_source),
-        }
+    pub fn or(mut self, global: &RawSafety) -> RawSafety {
+        fill!(self, global: max_removed_memberships, max_removed_memberships_percent,
+            max_disabled_users, max_disabled_users_percent, max_unmapped_users_percent,
+            percent_min_count, allow_empty_source)
     }
 }
 
@@ -297,19 +299,10 @@ impl RawEndpoint {
         self.json = None;
         self.xml = None;
         let Some(v) = variant else { return self };
-        RawEndpoint {
-            query: merge_maps(v.query, self.query),
-            headers: merge_maps(v.headers, self.headers),
-            content_type: v.content_type.or(self.content_type),
-            accept: v.accept.or(self.accept),
-            body: v.body.or(self.body),
-            success: v.success.or(self.success),
-            error_message: v.error_message.or(self.error_message),
-            response_members: v.response_members.or(self.response_members),
-            response_echo: v.response_echo.or(self.response_echo),
-            validate: v.validate.or(self.validate),
-            ..self
-        }
+        self.query = merge_maps(v.query, self.query);
+        self.headers = merge_maps(v.headers, self.headers);
+        fill!(v over self: content_type, accept, body, success, error_message, response_members,
+            response_echo, validate)
     }
 }
 
@@ -383,67 +376,40 @@ pub struct RawResponseMembers {
 
 impl RawTarget {
     /// Fills every key not given here from the preset.
-    pub fn merge(self, preset: RawTarget) -> RawTarget {
-        let auth = match (self.auth, preset.auth) {
+    pub fn merge(mut self, preset: RawTarget) -> RawTarget {
+        self.auth = match (self.auth, preset.auth) {
             (Some(mine), Some(base)) if mine.kind.is_none() || mine.kind == base.kind => {
                 Some(mine.merge(base))
             }
             (mine, base) => mine.or(base),
         };
-        RawTarget {
-            preset: self.preset,
-            base_url: self.base_url.or(preset.base_url),
-            timeout: self.timeout.or(preset.timeout),
-            concurrency: self.concurrency.or(preset.concurrency),
-            rate_limit: self.rate_limit.or(preset.rate_limit),
-            max_consecutive_failures: self.max_consecutive_failures.or(preset.max_consecutive_failures),
-            retry: self.retry.or(preset.retry),
-            strict: self.strict.or(preset.strict),
-            auth,
-            secrets: merge_maps(self.secrets, preset.secrets),
-            vars: match (self.vars, preset.vars) {
-                (Some(mut mine), Some(base)) => {
-                    for (k, v) in base {
-                        mine.entry(k).or_insert(v);
-                    }
-                    Some(mine)
+        self.secrets = merge_maps(self.secrets, preset.secrets);
+        self.vars = match (self.vars, preset.vars) {
+            (Some(mut mine), Some(base)) => {
+                for (k, v) in base {
+                    mine.entry(k).or_insert(v);
                 }
-                (mine, base) => mine.or(base),
-            },
-            groups: self.groups.or(preset.groups),
-            users: self.users.or(preset.users),
-            endpoints: match (self.endpoints, preset.endpoints) {
-                (Some(mine), Some(base)) => Some(RawEndpoints {
-                    group_members: merge_endpoint(mine.group_members, base.group_members),
-                    update_user: merge_endpoint(mine.update_user, base.update_user),
-                }),
-                (mine, base) => mine.or(base),
-            },
-            safety: self.safety.or(preset.safety),
-            probe: self.probe.or(preset.probe),
-        }
+                Some(mine)
+            }
+            (mine, base) => mine.or(base),
+        };
+        self.endpoints = match (self.endpoints, preset.endpoints) {
+            (Some(mine), Some(base)) => Some(RawEndpoints {
+                group_members: merge_endpoint(mine.group_members, base.group_members),
+                update_user: merge_endpoint(mine.update_user, base.update_user),
+            }),
+            (mine, base) => mine.or(base),
+        };
+        fill!(self, preset: base_url, timeout, concurrency, rate_limit, max_consecutive_failures,
+            retry, strict, groups, users, safety, probe)
     }
 }
 
 impl RawAuth {
-    fn merge(self, base: RawAuth) -> RawAuth {
-        RawAuth {
-            kind: self.kind.or(base.kind),
-            name: self.name.or(base.name),
-            username: self.username.or(base.username),
-            token: self.token.or(base.token),
-            token_file: self.token_file.or(base.token_file),
-            token_env: self.token_env.or(base.token_env),
-            token_credential: self.token_credential.or(base.token_credential),
-            password: self.password.or(base.password),
-            password_file: self.password_file.or(base.password_file),
-            password_env: self.password_env.or(base.password_env),
-            password_credential: self.password_credential.or(base.password_credential),
-            value: self.value.or(base.value),
-            value_file: self.value_file.or(base.value_file),
-            value_env: self.value_env.or(base.value_env),
-            value_credential: self.value_credential.or(base.value_credential),
-        }
+    fn merge(mut self, base: RawAuth) -> RawAuth {
+        fill!(self, base: kind, name, username, token, token_file, token_env, token_credential,
+            password, password_file, password_env, password_credential, value, value_file,
+            value_env, value_credential)
     }
 }
 
@@ -470,25 +436,13 @@ fn merge_endpoint(mine: Option<RawEndpoint>, base: Option<RawEndpoint>) -> Optio
     // Each side's variant of the chosen format is applied before the sides are merged,
     // so that the operator's own `body` beats the preset's `[….xml] body`.
     let format = mine.format.clone().or_else(|| base.format.clone());
-    let (mine, base) = (mine.select(format.as_deref()), base.select(format.as_deref()));
-    Some(RawEndpoint {
-        enabled: mine.enabled.or(base.enabled),
-        method: mine.method.or(base.method),
-        path: mine.path.or(base.path),
-        query: merge_maps(mine.query, base.query),
-        headers: merge_maps(mine.headers, base.headers),
-        format: mine.format.or(base.format),
-        content_type: mine.content_type.or(base.content_type),
-        accept: mine.accept.or(base.accept),
-        body: mine.body.or(base.body),
-        success: mine.success.or(base.success),
-        error_message: mine.error_message.or(base.error_message),
-        response_members: mine.response_members.or(base.response_members),
-        response_echo: mine.response_echo.or(base.response_echo),
-        validate: mine.validate.or(base.validate),
-        json: None,
-        xml: None,
-    })
+    let (mut mine, mut base) = (mine.select(format.as_deref()), base.select(format.as_deref()));
+    mine.query = merge_maps(mine.query, base.query.take());
+    mine.headers = merge_maps(mine.headers, base.headers.take());
+    Some(
+        fill!(mine, base: enabled, method, path, format, content_type, accept, body, success,
+        error_message, response_members, response_echo, validate),
+    )
 }
 
 #[cfg(test)]
