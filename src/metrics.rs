@@ -33,6 +33,18 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` under `name` and returns it (a metric is a handle: both share
+/// one value).
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
@@ -42,49 +54,48 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("dirsync");
-        let runs = Family::<Labels, Counter>::default();
-        let operations = Family::<Labels, Counter>::default();
-        let retries = Family::<Labels, Counter>::default();
-        let throttled = Family::<Labels, Counter>::default();
-        let last_success = Gauge::<f64, AtomicU64>::default();
-        let run_duration = Histogram::new(exponential_buckets(0.05, 2.0, 16));
-        let source_objects = Family::<Labels, Gauge>::default();
-        let invalid_entities = Family::<Labels, Gauge>::default();
-        registry.register(
+        let mut r = Registry::with_prefix("dirsync");
+        let invalid_entities = register(
+            &mut r,
             "invalid_entities",
             "Entities the source data cannot build a request for, by target, in the last run",
-            invalid_entities.clone(),
+            Family::default(),
         );
-        registry.register("runs", "Runs by outcome", runs.clone());
-        registry.register(
+        let runs = register(&mut r, "runs", "Runs by outcome", Family::default());
+        let operations = register(
+            &mut r,
             "operations",
             "Finished operations by target, kind and outcome",
-            operations.clone(),
+            Family::default(),
         );
-        registry.register(
+        let retries = register(
+            &mut r,
             "retries",
             "Request attempts beyond the first, by target",
-            retries.clone(),
+            Family::default(),
         );
-        registry.register(
+        let throttled = register(
+            &mut r,
             "throttled",
             "429 Too Many Requests answers, by target",
-            throttled.clone(),
+            Family::default(),
         );
-        registry.register(
+        let last_success = register(
+            &mut r,
             "last_success_timestamp_seconds",
             "Unix time of the end of the last successful run",
-            last_success.clone(),
+            Gauge::default(),
         );
-        registry.register("run_duration_seconds", "Duration of runs", run_duration.clone());
-        registry.register(
+        let buckets = Histogram::new(exponential_buckets(0.05, 2.0, 16));
+        let run_duration = register(&mut r, "run_duration_seconds", "Duration of runs", buckets);
+        let source_objects = register(
+            &mut r,
             "source_objects",
             "Users and groups read from the source in the last run",
-            source_objects.clone(),
+            Family::default(),
         );
         Metrics {
-            registry,
+            registry: r,
             runs,
             operations,
             retries,

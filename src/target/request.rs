@@ -352,13 +352,7 @@ pub fn fingerprint(req: &Request) -> String {
     h.update(req.path_and_query.as_bytes());
     h.update(b"\n");
     h.update(req.body.as_bytes());
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(64);
-    for b in h.finalize() {
-        hex.push(char::from(HEX[usize::from(b >> 4)]));
-        hex.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    hex
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How a failed response is handled.

@@ -39,21 +39,14 @@ pub enum LdapError {
 }
 
 /// How the reading task ended without a result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Interrupted {
     /// The runtime dropped it (it was shutting down).
+    #[error("cancelled")]
     Cancelled,
     /// It panicked; the panic's message.
+    #[error("stopped by a bug in dirsync: {0}")]
     Panicked(String),
-}
-
-impl fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Interrupted::Cancelled => f.write_str("cancelled"),
-            Interrupted::Panicked(m) => write!(f, "stopped by a bug in dirsync: {m}"),
-        }
-    }
 }
 
 /// An LDAP result code and the server's diagnostic text, shown as
@@ -156,34 +149,22 @@ pub enum TlsFailure {
 }
 
 /// What to do about a failed handshake, where something helps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TlsHint {
+    #[error("")]
     None,
     /// Not signed by a CA in the configured `ca_file`.
+    #[error(": the server's certificate is not signed by a CA in {}", .0.display())]
     NotInCaFile(std::path::PathBuf),
     /// Not signed by a CA of the system's store.
+    #[error(
+        ": the server's certificate is not signed by a CA this system trusts; set `ca_file` to the CA that signed it"
+    )]
     NotInSystemStore,
+    #[error(": the certificate does not name the host in `url`")]
     NotForHost,
+    #[error(": the server's certificate has expired")]
     Expired,
-}
-
-impl fmt::Display for TlsHint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TlsHint::None => Ok(()),
-            TlsHint::NotInCaFile(path) => write!(
-                f,
-                ": the server's certificate is not signed by a CA in {}",
-                path.display()
-            ),
-            TlsHint::NotInSystemStore => f.write_str(
-                ": the server's certificate is not signed by a CA this system trusts; set \
-                 `ca_file` to the CA that signed it",
-            ),
-            TlsHint::NotForHost => f.write_str(": the certificate does not name the host in `url`"),
-            TlsHint::Expired => f.write_str(": the server's certificate has expired"),
-        }
-    }
 }
 
 /// Why the bind did not succeed.
@@ -351,35 +332,21 @@ pub enum DataProblem {
 }
 
 /// Whose ids clash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdKind {
+    #[error("user")]
     User,
+    #[error("group")]
     Group,
 }
 
-impl fmt::Display for IdKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            IdKind::User => "user",
-            IdKind::Group => "group",
-        })
-    }
-}
-
 /// Why the next part of a ranged attribute did not come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RangeStop {
+    #[error("the server returned no entry")]
     NoEntry,
+    #[error("the answer holds no ranged values")]
     NoValues,
-}
-
-impl fmt::Display for RangeStop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RangeStop::NoEntry => "the server returned no entry",
-            RangeStop::NoValues => "the answer holds no ranged values",
-        })
-    }
 }
 
 #[cfg(test)]
