@@ -8,7 +8,7 @@
 mod raw;
 mod secret;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -576,30 +576,30 @@ impl Ctx {
 
     fn auth(&self, key: &str, raw: RawAuth) -> Result<Auth, ConfigError> {
         let k = |f: &str| format!("{key}.{f}");
-        let token = SecretSource::one_of(
-            &k("token"),
+        let one_of = |f: &str, inline, file, env, cred| {
+            SecretSource::one_of(&k(f), inline, file, env, cred).map_err(|m| self.invalid(k(f), m))
+        };
+        let token = one_of(
+            "token",
             raw.token,
             raw.token_file,
             raw.token_env,
             raw.token_credential,
-        )
-        .map_err(|m| self.invalid(k("token"), m))?;
-        let password = SecretSource::one_of(
-            &k("password"),
+        )?;
+        let password = one_of(
+            "password",
             raw.password,
             raw.password_file,
             raw.password_env,
             raw.password_credential,
-        )
-        .map_err(|m| self.invalid(k("password"), m))?;
-        let value = SecretSource::one_of(
-            &k("value"),
+        )?;
+        let value = one_of(
+            "value",
             raw.value,
             raw.value_file,
             raw.value_env,
             raw.value_credential,
-        )
-        .map_err(|m| self.invalid(k("value"), m))?;
+        )?;
         let kind = raw.kind.as_deref().unwrap_or("none");
         // Keys that do not belong to the kind are mistakes, not things to ignore.
         let allowed: &[&str] = match kind {
@@ -667,29 +667,37 @@ impl Ctx {
         key: &str,
         raw: BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, Secret>, ConfigError> {
-        let mut by_name: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        /// The ways one secret is given.
+        #[derive(Default)]
+        struct Ways {
+            inline: Option<String>,
+            file: Option<PathBuf>,
+            env: Option<String>,
+            credential: Option<String>,
+        }
+        let mut by_name: BTreeMap<String, Ways> = BTreeMap::new();
         for (k, v) in raw {
             let (name, how) = ["_file", "_env", "_credential"]
-                .iter()
-                .find_map(|s| k.strip_suffix(s).map(|n| (n.to_owned(), s.to_string())))
-                .unwrap_or((k.clone(), String::new()));
-            by_name.entry(name).or_default().push((how, v));
+                .into_iter()
+                .find_map(|s| k.strip_suffix(s).map(|n| (n.to_owned(), s)))
+                .unwrap_or((k, ""));
+            let ways = by_name.entry(name).or_default();
+            match how {
+                "_file" => ways.file = Some(PathBuf::from(v)),
+                "_env" => ways.env = Some(v),
+                "_credential" => ways.credential = Some(v),
+                _ => ways.inline = Some(v),
+            }
         }
         let mut out = BTreeMap::new();
         for (name, ways) in by_name {
-            let mut inline = None;
-            let mut file = None;
-            let mut env = None;
-            let mut cred = None;
-            for (how, v) in ways {
-                match how.as_str() {
-                    "_file" => file = Some(PathBuf::from(v)),
-                    "_env" => env = Some(v),
-                    "_credential" => cred = Some(v),
-                    _ => inline = Some(v),
-                }
-            }
             let k = format!("{key}.{name}");
+            let Ways {
+                inline,
+                file,
+                env,
+                credential: cred,
+            } = ways;
             let source =
                 SecretSource::one_of(&k, inline, file, env, cred).map_err(|m| self.invalid(&k, m))?;
             if let Some(secret) = self.secret(&k, source)? {
@@ -946,20 +954,18 @@ impl Ctx {
             .from_path(path)
             .map_err(|e| self.invalid(key, format!("{}: {e}", path.display())))?;
         let mut map = BTreeMap::new();
-        let mut seen = BTreeSet::new();
         for (i, row) in reader.records().enumerate() {
             let line = i + 2;
             let row = row.map_err(|e| self.invalid(key, format!("{}: line {line}: {e}", path.display())))?;
             let (Some(from), Some(to)) = (row.get(0), row.get(1)) else {
                 return Err(self.invalid(key, format!("{}: line {line}: needs two columns", path.display())));
             };
-            if !seen.insert(from.to_owned()) {
+            if map.insert(from.to_owned(), to.to_owned()).is_some() {
                 return Err(self.invalid(
                     key,
                     format!("{}: line {line}: `{from}` appears twice", path.display()),
                 ));
             }
-            map.insert(from.to_owned(), to.to_owned());
         }
         Ok(map)
     }
