@@ -76,14 +76,8 @@ impl<'c> Users<'c> {
     /// Maps one entry of the user search.
     pub fn add(&mut self, e: &Entry) -> Result<(), DataError> {
         let mut user = map_user(e, self.config)?;
-        let index = u32::try_from(self.list.len())
-            .ok()
-            .filter(|i| *i < AMBIGUOUS)
-            .ok_or_else(|| DataError {
-                dn: e.dn.clone(),
-                attribute: None,
-                problem: DataProblem::TooManyUsers,
-            })?;
+        // u32 indexes: a directory of four billion users would not fit in memory.
+        let index = self.list.len() as u32;
         if let Some(attr) = self.uid_attribute {
             for uid in e.all_text(attr)? {
                 // A uid another user has already names neither; the same user listing

@@ -325,8 +325,6 @@ pub enum DataProblem {
         id: Box<str>,
         first_dn: Box<str>,
     },
-    #[error("more users than dirsync can index")]
-    TooManyUsers,
     #[error("ranged retrieval stopped: {0}; the group's remaining members cannot be read")]
     RangeStopped(RangeStop),
 }
