@@ -68,39 +68,11 @@ pub struct RawCsv {
     pub member_separator: Option<String>,
     pub unknown_members: Option<String>,
     #[serde(default)]
-    pub user_columns: RawUserColumns,
+    pub user_columns: crate::source::csv::UserColumns,
     #[serde(default)]
-    pub group_columns: RawGroupColumns,
+    pub group_columns: crate::source::csv::GroupColumns,
     #[serde(default)]
-    pub membership_columns: RawMembershipColumns,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawUserColumns {
-    pub id: Option<String>,
-    pub username: Option<String>,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub phone: Option<String>,
-    pub enabled: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawGroupColumns {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub members: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawMembershipColumns {
-    pub group: Option<String>,
-    pub user: Option<String>,
+    pub membership_columns: crate::source::csv::MembershipColumns,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

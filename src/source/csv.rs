@@ -25,10 +25,13 @@ pub struct CsvConfig {
     pub(crate) skip_unknown_members: bool,
     pub(crate) user_columns: UserColumns,
     pub(crate) group_columns: GroupColumns,
-    pub(crate) membership_columns: (String, String),
+    pub(crate) membership_columns: MembershipColumns,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[source.user_columns]`: the header of each field's column; each defaults to the
+/// field's name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct UserColumns {
     pub id: String,
     pub username: String,
@@ -40,11 +43,55 @@ pub struct UserColumns {
     pub enabled: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Default for UserColumns {
+    fn default() -> Self {
+        UserColumns {
+            id: "id".into(),
+            username: "username".into(),
+            email: "email".into(),
+            display_name: "display_name".into(),
+            first_name: "first_name".into(),
+            last_name: "last_name".into(),
+            phone: "phone".into(),
+            enabled: "enabled".into(),
+        }
+    }
+}
+
+/// `[source.group_columns]`, each defaulting to the field's name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GroupColumns {
     pub id: String,
     pub name: String,
     pub members: String,
+}
+
+impl Default for GroupColumns {
+    fn default() -> Self {
+        GroupColumns {
+            id: "id".into(),
+            name: "name".into(),
+            members: "members".into(),
+        }
+    }
+}
+
+/// `[source.membership_columns]`, each defaulting to the field's name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipColumns {
+    pub group: String,
+    pub user: String,
+}
+
+impl Default for MembershipColumns {
+    fn default() -> Self {
+        MembershipColumns {
+            group: "group".into(),
+            user: "user".into(),
+        }
+    }
 }
 
 impl CsvConfig {
@@ -79,10 +126,6 @@ impl CsvConfig {
                 ));
             }
         };
-        let u = raw.user_columns;
-        let g = raw.group_columns;
-        let m = raw.membership_columns;
-        let or = |v: Option<String>, d: &str| v.unwrap_or_else(|| d.to_owned());
         Ok(CsvConfig {
             users: base.join(raw.users),
             groups: base.join(raw.groups),
@@ -90,22 +133,9 @@ impl CsvConfig {
             delimiter,
             member_separator,
             skip_unknown_members,
-            user_columns: UserColumns {
-                id: or(u.id, "id"),
-                username: or(u.username, "username"),
-                email: or(u.email, "email"),
-                display_name: or(u.display_name, "display_name"),
-                first_name: or(u.first_name, "first_name"),
-                last_name: or(u.last_name, "last_name"),
-                phone: or(u.phone, "phone"),
-                enabled: or(u.enabled, "enabled"),
-            },
-            group_columns: GroupColumns {
-                id: or(g.id, "id"),
-                name: or(g.name, "name"),
-                members: or(g.members, "members"),
-            },
-            membership_columns: (or(m.group, "group"), or(m.user, "user")),
+            user_columns: raw.user_columns,
+            group_columns: raw.group_columns,
+            membership_columns: raw.membership_columns,
         })
     }
 }
@@ -238,7 +268,10 @@ pub fn read(config: &CsvConfig) -> Result<Directory, CsvError> {
 
     if let Some(path) = &config.memberships {
         let table = parse(path, config.delimiter)?;
-        let (gname, uname) = &config.membership_columns;
+        let MembershipColumns {
+            group: gname,
+            user: uname,
+        } = &config.membership_columns;
         let gcol = table.required(gname, "membership_columns.group")?;
         let ucol = table.required(uname, "membership_columns.user")?;
         for (line, row) in &table.rows {
