@@ -33,6 +33,9 @@ pub struct Options {
     pub paging: bool,
     /// Listen for LDAPS too, and offer StartTLS, with a CA made for this server.
     pub tls: bool,
+    /// Content synchronisation (RFC 4533): the `syncprov` overlay with a session log,
+    /// and no size limit for `cn=reader` (a sync refresh is not paged).
+    pub syncprov: bool,
 }
 
 impl Default for Options {
@@ -41,6 +44,7 @@ impl Default for Options {
             size_limit: 500,
             paging: true,
             tls: false,
+            syncprov: false,
         }
     }
 }
@@ -157,6 +161,33 @@ fn wait_ready(child: &mut Child, ports: &[u16]) -> bool {
     true
 }
 
+/// Starts slapd from the config in `d` on `port` (and `ldaps_port`); `None` when it
+/// does not come up (a port taken meanwhile).
+fn launch(d: &Path, port: u16, ldaps_port: Option<u16>) -> Option<Child> {
+    let mut urls = format!("ldap://127.0.0.1:{port}/");
+    if let Some(p) = ldaps_port {
+        urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
+    }
+    let log = std::fs::File::create(d.join("slapd.log")).expect("slapd.log");
+    // `-d 0` keeps slapd in the foreground, our child, logging nothing.
+    let mut child = Command::new("slapd")
+        .arg("-f")
+        .arg(d.join("slapd.conf"))
+        .args(["-h", &urls, "-d", "0"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn slapd (scripts/install-test-deps installs it)");
+    let ports: Vec<u16> = std::iter::once(port).chain(ldaps_port).collect();
+    if wait_ready(&mut child, &ports) {
+        return Some(child);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 impl Slapd {
     /// Starts a server holding `tests/fixtures/ldap-base.ldif` plus `ldif`.
     pub fn start(ldif: &str, opts: Options) -> Slapd {
@@ -173,7 +204,20 @@ impl Slapd {
         } else {
             String::new()
         };
-        let limit = opts.size_limit;
+        let limit = if opts.syncprov {
+            "unlimited".to_owned()
+        } else {
+            opts.size_limit.to_string()
+        };
+        let (syncprov_module, syncprov) = if opts.syncprov {
+            (
+                "moduleload syncprov\n",
+                "index entryCSN,entryUUID eq\noverlay syncprov\nsyncprov-checkpoint 100 10\n\
+                 syncprov-sessionlog 10000\n",
+            )
+        } else {
+            ("", "")
+        };
         let prtotal = if opts.paging { "unlimited" } else { "disabled" };
         let conf = format!(
             "include /etc/ldap/schema/core.schema\n\
@@ -184,6 +228,7 @@ impl Slapd {
              argsfile {dir}/slapd.args\n\
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
+             {syncprov_module}\
              {tls}\
              sizelimit {limit}\n\
              database mdb\n\
@@ -194,7 +239,8 @@ impl Slapd {
              directory {dir}/db\n\
              limits dn.exact=\"{READER_DN}\" size.soft={limit} size.hard={limit} size.prtotal={prtotal}\n\
              access to attrs=userPassword by anonymous auth by * none\n\
-             access to * by * read\n",
+             access to * by * read\n\
+             {syncprov}",
             dir = d.display(),
         );
         std::fs::write(d.join("slapd.conf"), conf).expect("write slapd.conf");
@@ -203,8 +249,14 @@ impl Slapd {
             format!("{}\n{ldif}", fixture("ldap-base.ldif")),
         )
         .expect("write data.ldif");
+        // `-w`: the overlay's context CSN, so that the first refresh hands out a cookie.
+        let slapadd_flags: &[&str] = if opts.syncprov {
+            &["-q", "-w", "-f"]
+        } else {
+            &["-q", "-f"]
+        };
         run(Command::new("slapadd")
-            .args(["-q", "-f"])
+            .args(slapadd_flags)
             .arg(d.join("slapd.conf"))
             .arg("-l")
             .arg(d.join("data.ldif")));
@@ -213,23 +265,7 @@ impl Slapd {
         for _ in 0..5 {
             let port = free_port();
             let ldaps_port = opts.tls.then(free_port);
-            let mut urls = format!("ldap://127.0.0.1:{port}/");
-            if let Some(p) = ldaps_port {
-                urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
-            }
-            let log = std::fs::File::create(d.join("slapd.log")).expect("slapd.log");
-            // `-d 0` keeps slapd in the foreground, our child, logging nothing.
-            let mut child = Command::new("slapd")
-                .arg("-f")
-                .arg(d.join("slapd.conf"))
-                .args(["-h", &urls, "-d", "0"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn slapd (scripts/install-test-deps installs it)");
-            let ports: Vec<u16> = std::iter::once(port).chain(ldaps_port).collect();
-            if wait_ready(&mut child, &ports) {
+            if let Some(child) = launch(d, port, ldaps_port) {
                 return Slapd {
                     child: Some(child),
                     dir,
@@ -237,8 +273,6 @@ impl Slapd {
                     ldaps_port,
                 };
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!(
             "slapd did not start: {}",
@@ -264,6 +298,29 @@ impl Slapd {
     /// The CA that signed the server's certificate (with `tls`).
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("server-ca.pem")
+    }
+
+    /// Kills the server and starts it again on the same ports and database.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = launch(self.dir.path(), self.port, self.ldaps_port).unwrap_or_else(|| {
+            panic!(
+                "slapd did not start again: {}",
+                std::fs::read_to_string(self.dir.path().join("slapd.log")).unwrap_or_default()
+            )
+        });
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, and wait until it is gone: slapd writes its state on the way out.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
     }
 
     /// SIGKILL, and wait until it is gone.

@@ -14,13 +14,17 @@
 //! `SearchEntry::construct` panics on a DN that is not UTF-8 and moves whole
 //! attributes aside when one value is not UTF-8.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ldap3::adapters::{Adapter, PagedResults};
-use ldap3::asn1::StructureTag;
-use ldap3::controls::{Control, ControlType, RawControl};
+use ldap3::asn1::{PL, StructureTag};
+use ldap3::controls::{
+    Control, ControlParser, ControlType, EntryState, MakeCritical, RawControl, RefreshMode, SyncDone,
+    SyncInfo, SyncRequest, SyncState, parse_syncinfo,
+};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, SearchStream};
 
 use super::config::{Bind, LdapConfig, Scope, Search, TlsVerify};
@@ -31,6 +35,9 @@ use super::error::{
 
 /// LDAP_SERVER_DOMAIN_SCOPE_OID: no continuation references to other partitions.
 const DOMAIN_SCOPE_OID: &str = "1.2.840.113556.1.4.1339";
+
+/// The name of RFC 4533's Sync Info intermediate response.
+const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 
 /// An open, bound connection. ldap3's connection task runs beside it.
 pub struct Conn {
@@ -177,13 +184,38 @@ impl Conn {
         mode: SearchMode,
         mut each: impl FnMut(&Entry) -> Result<(), LdapError>,
     ) -> Result<SearchStats, LdapError> {
-        let url = self.url.clone();
-        let fail = |reason: SearchFailure| LdapError::Search {
-            url: url.clone(),
+        let each = |item: Item<'_>| match item {
+            Item::Entry(e, _) => each(e),
+            Item::Intermediate(_) => Ok(()),
+        };
+        let (stats, res) = self.stream(search, attrs, mode, Vec::new(), each).await?;
+        if res.rc != rc::SUCCESS {
+            let reason = SearchFailure::from_result(&res, mode.page_size > 0, stats.pages <= 1);
+            return Err(self.search_error(search, reason));
+        }
+        Ok(stats)
+    }
+
+    fn search_error(&self, search: &Search, reason: SearchFailure) -> LdapError {
+        LdapError::Search {
+            url: self.url.clone(),
             base: search.base_dn.clone(),
             filter: search.filter.clone(),
             reason,
-        };
+        }
+    }
+
+    /// Runs one search to the end with `controls`, handing each entry (with its
+    /// controls) and each intermediate response to `each`; returns the final result,
+    /// whatever its code.
+    async fn stream(
+        &mut self,
+        search: &Search,
+        attrs: &[String],
+        mode: SearchMode,
+        mut controls: Vec<RawControl>,
+        mut each: impl FnMut(Item<'_>) -> Result<(), LdapError>,
+    ) -> Result<(SearchStats, ldap3::LdapResult), LdapError> {
         let check = PageCheck::default();
         let pages = Arc::clone(&check.log);
         let mut adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = Vec::new();
@@ -191,13 +223,19 @@ impl Conn {
             let size = i32::try_from(mode.page_size).unwrap_or(i32::MAX);
             adapters.push(Box::new(PagedResults::new(size)));
         }
-        adapters.push(Box::new(check));
+        // Only a paged search has pages whose results need a look before the next.
+        if mode.page_size > 0 {
+            adapters.push(Box::new(check));
+        }
         if mode.domain_scope {
-            self.ldap.with_controls(RawControl {
+            controls.push(RawControl {
                 ctype: DOMAIN_SCOPE_OID.to_owned(),
                 crit: false,
                 val: None,
             });
+        }
+        if !controls.is_empty() {
+            self.ldap.with_controls(controls);
         }
         let scope = match search.scope {
             Scope::Base => ldap3::Scope::Base,
@@ -213,45 +251,116 @@ impl Conn {
             Ok(stream) => stream,
             Err(e) => {
                 let reason = self.search_failure(e, &pages, mode, 0).await;
-                return Err(fail(reason));
+                return Err(self.search_error(search, reason));
             }
         };
         let mut entries = 0;
         let mut entry = Entry::default();
         loop {
             match stream.next().await {
-                Ok(Some(re)) if re.is_intermediate() => {}
+                Ok(Some(re)) if re.is_intermediate() => each(Item::Intermediate(re))?,
                 Ok(Some(re)) if re.is_ref() => {
-                    return Err(fail(SearchFailure::Referral {
+                    let reason = SearchFailure::Referral {
                         urls: referrals(re.0),
                         domain_scope: mode.domain_scope,
-                    }));
+                    };
+                    return Err(self.search_error(search, reason));
                 }
                 Ok(Some(re)) => {
-                    if let Err(what) = read_entry_into(re.0, &mut entry) {
-                        return Err(fail(SearchFailure::Malformed { what, entries }));
+                    let (tag, controls) = (re.0, re.1);
+                    if let Err(what) = read_entry_into(tag, &mut entry) {
+                        return Err(self.search_error(search, SearchFailure::Malformed { what, entries }));
                     }
-                    each(&entry)?;
+                    each(Item::Entry(&entry, controls))?;
                     entries += 1;
                 }
                 Ok(None) => break,
                 Err(e) => {
                     drop(stream);
                     let reason = self.search_failure(e, &pages, mode, entries).await;
-                    return Err(fail(reason));
+                    return Err(self.search_error(search, reason));
                 }
             }
         }
         let res = stream.finish().await;
-        let pages = pages.lock().unwrap_or_else(PoisonError::into_inner).pages;
-        if res.rc != rc::SUCCESS {
-            return Err(fail(SearchFailure::from_result(
-                &res,
-                mode.page_size > 0,
-                pages <= 1,
-            )));
+        let pages = match mode.page_size {
+            0 => 1,
+            _ => pages.lock().unwrap_or_else(PoisonError::into_inner).pages,
+        };
+        Ok((SearchStats { entries, pages }, res))
+    }
+
+    /// A content synchronisation refresh (RFC 4533, `refreshOnly`) of one search:
+    /// what changed since `cookie`, or every entry without one. Never paged: the
+    /// bind identity needs a size limit above the search's entries.
+    pub async fn sync_refresh(
+        &mut self,
+        search: &Search,
+        attrs: &[String],
+        cookie: Option<Vec<u8>>,
+    ) -> Result<Synced, LdapError> {
+        // A server with nothing new to say may leave the cookie out: the one sent stays.
+        let mut refresh = Refresh {
+            cookie: cookie.clone().unwrap_or_default(),
+            ..Refresh::default()
+        };
+        let request = SyncRequest {
+            mode: RefreshMode::RefreshOnly,
+            cookie,
+            reload_hint: false,
         }
-        Ok(SearchStats { entries, pages })
+        .critical();
+        let mode = SearchMode {
+            page_size: 0,
+            domain_scope: false,
+        };
+        let url = self.url.clone();
+        let bad_sync = |what| LdapError::Search {
+            url: url.clone(),
+            base: search.base_dn.clone(),
+            filter: search.filter.clone(),
+            reason: SearchFailure::BadSync { what },
+        };
+        let each = |item: Item<'_>| refresh.take(item).map_or(Ok(()), |what| Err(bad_sync(what)));
+        let (_, res) = self
+            .stream(search, attrs, mode, vec![request.into()], each)
+            .await?;
+        match res.rc {
+            rc::SUCCESS => {}
+            rc::E_SYNC_REFRESH_REQUIRED | rc::UNWILLING_TO_PERFORM => {
+                return Ok(Synced::RefreshRequired(ServerResult::from(&res)));
+            }
+            rc::UNAVAILABLE_CRITICAL_EXTENSION => return Ok(Synced::Unsupported(ServerResult::from(&res))),
+            _ => {
+                let reason = SearchFailure::from_result(&res, false, true);
+                return Err(self.search_error(search, reason));
+            }
+        }
+        let done = res
+            .ctrls
+            .into_iter()
+            .find(|c| matches!(c.0, Some(ControlType::SyncDone)))
+            .and_then(|c| parse_control::<SyncDone>(c.1));
+        let Some(done) = done else {
+            let what = "a result without a readable sync done control";
+            return Err(self.search_error(search, SearchFailure::BadSync { what }));
+        };
+        // The last cookie the server sent is the one to send next time. A server that
+        // did not understand the cookie it was sent starts over and hands out an empty
+        // one: what it sent is then every entry, not what changed.
+        if let Some(cookie) = done.cookie {
+            refresh.cookie = cookie;
+        }
+        if refresh.cookie.is_empty() {
+            let what = "no cookie";
+            return Err(self.search_error(search, SearchFailure::BadSync { what }));
+        }
+        // RFC 4533 §3.3.2: without refreshDeletes the server ran a present phase, and
+        // an entry it named neither present nor changed is gone.
+        if !done.refresh_deletes {
+            refresh.present.get_or_insert_default();
+        }
+        Ok(Synced::Refreshed(refresh))
     }
 
     /// Words an error of ldap3's search stream: the page check's verdict if it
@@ -316,6 +425,128 @@ impl Conn {
             let _ = tokio::time::timeout(self.timeout, driver).await;
         }
     }
+}
+
+/// What a search hands its caller.
+enum Item<'e> {
+    /// An entry, with the controls it came with.
+    Entry(&'e Entry, Vec<Control>),
+    /// An intermediate response (RFC 4511 §4.13).
+    Intermediate(ResultEntry),
+}
+
+/// The outcome of a content synchronisation refresh.
+#[derive(Debug)]
+pub enum Synced {
+    Refreshed(Refresh),
+    /// The server cannot serve the cookie (`e-syncRefreshRequired`, or a cookie from
+    /// a server state it does not have): read everything again.
+    RefreshRequired(ServerResult),
+    /// The server does not offer content synchronisation (OpenLDAP without the
+    /// `syncprov` overlay).
+    Unsupported(ServerResult),
+}
+
+/// What a refresh said about one search's entries, keyed by entryUUID.
+#[derive(Debug, Default)]
+pub struct Refresh {
+    /// Entries added or changed, with the attributes asked for (a renamed or moved
+    /// entry comes as added, under its new DN).
+    pub changed: Vec<(String, Entry)>,
+    /// Entries deleted, or no longer in the search's base or filter.
+    pub deleted: BTreeSet<String>,
+    /// After a present phase: the entries still there and unchanged. Every entry
+    /// neither here nor in `changed` is gone.
+    pub present: Option<BTreeSet<String>>,
+    /// What to send next time.
+    pub cookie: Vec<u8>,
+}
+
+impl Refresh {
+    /// Takes one item of the refresh; what is wrong with it when it cannot be read.
+    fn take(&mut self, item: Item<'_>) -> Option<&'static str> {
+        match item {
+            Item::Entry(entry, controls) => {
+                let state = controls
+                    .into_iter()
+                    .find(|c| matches!(c.0, Some(ControlType::SyncState)))
+                    .and_then(|c| parse_control::<SyncState>(c.1));
+                let Some(state) = state else {
+                    return Some("an entry without a readable sync state control");
+                };
+                let Ok(id) = uuid::Uuid::from_slice(&state.entry_uuid) else {
+                    return Some("a sync state control whose entryUUID is not 16 bytes");
+                };
+                let id = id.to_string();
+                if let Some(cookie) = state.cookie {
+                    self.cookie = cookie;
+                }
+                match state.state {
+                    EntryState::Add | EntryState::Modify => self.changed.push((id, entry.clone())),
+                    EntryState::Delete => {
+                        self.deleted.insert(id);
+                    }
+                    EntryState::Present => {
+                        self.present.get_or_insert_default().insert(id);
+                    }
+                }
+            }
+            Item::Intermediate(re) => {
+                let is_sync_info = match &re.0.payload {
+                    PL::C(parts) => parts.iter().any(|t| {
+                        t.id == 0 && matches!(&t.payload, PL::P(name) if name == SYNC_INFO_OID.as_bytes())
+                    }),
+                    PL::P(_) => false,
+                };
+                if !is_sync_info {
+                    return None;
+                }
+                let Some(info) = parse_guarded(|| parse_syncinfo(re)) else {
+                    return Some("a sync info message that cannot be parsed");
+                };
+                let cookie = match &info {
+                    SyncInfo::NewCookie(cookie) => Some(cookie),
+                    SyncInfo::RefreshDelete { cookie, .. }
+                    | SyncInfo::RefreshPresent { cookie, .. }
+                    | SyncInfo::SyncIdSet { cookie, .. } => cookie.as_ref(),
+                };
+                if let Some(cookie) = cookie {
+                    self.cookie = cookie.clone();
+                }
+                if let SyncInfo::SyncIdSet {
+                    refresh_deletes,
+                    sync_uuids,
+                    ..
+                } = info
+                {
+                    let mut ids = Vec::with_capacity(sync_uuids.len());
+                    for raw in sync_uuids {
+                        match uuid::Uuid::from_slice(&raw) {
+                            Ok(id) => ids.push(id.to_string()),
+                            Err(_) => return Some("a sync id set whose entryUUIDs are not 16 bytes"),
+                        }
+                    }
+                    if refresh_deletes {
+                        self.deleted.extend(ids);
+                    } else {
+                        self.present.get_or_insert_default().extend(ids);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// ldap3's parsers of the content synchronisation messages panic on a value they
+/// cannot read; a server's malformed answer is an error here, not a crash.
+fn parse_guarded<T>(parse: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)).ok()
+}
+
+fn parse_control<T: ControlParser>(raw: RawControl) -> Option<T> {
+    raw.val.as_ref()?;
+    parse_guarded(|| raw.parse::<T>())
 }
 
 /// The error of a connection that could not be opened.

@@ -109,6 +109,8 @@ pub mod rc {
     pub const INVALID_CREDENTIALS: u32 = 49;
     pub const INSUFFICIENT_ACCESS_RIGHTS: u32 = 50;
     pub const UNWILLING_TO_PERFORM: u32 = 53;
+    /// RFC 4533 `e-syncRefreshRequired`.
+    pub const E_SYNC_REFRESH_REQUIRED: u32 = 4096;
 }
 
 /// `no answer within 10s (`timeout`)`: the duration as configured.
@@ -248,6 +250,10 @@ pub enum SearchFailure {
     BadPagedControl,
     #[error("the server sent {what} after {entries} entries")]
     Malformed { what: &'static str, entries: usize },
+    /// A content synchronisation answer that cannot be used; the next run reads
+    /// everything.
+    #[error("the server's content synchronisation answer holds {what}")]
+    BadSync { what: &'static str },
     #[error("the filter is not valid")]
     BadFilter,
     #[error("no answer within {} (`timeout`) after {entries} entries", within(.after))]

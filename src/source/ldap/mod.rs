@@ -35,10 +35,14 @@ use crate::model::Directory;
 pub(crate) use config::Bind;
 pub use config::{LdapConfig, RawLdap};
 pub(crate) use error::Interrupted;
-pub use error::{BindFailure, ConnectFailure, DataProblem, LdapError, SearchFailure, TlsFailure, TlsHint};
+pub use error::{
+    BindFailure, ConnectFailure, DataProblem, LdapError, SearchFailure, ServerResult, TlsFailure, TlsHint,
+};
 
 use build::{DataError, Groups, Users};
 use conn::{Conn, SearchMode};
+pub use conn::{Refresh, Synced};
+pub use entry::Entry;
 
 impl LdapError {
     fn data(url: &str, e: DataError) -> LdapError {
@@ -152,6 +156,39 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     let read = read_on(&mut conn, config, &mut report).await;
     conn.close().await;
     Ok((read?, report))
+}
+
+/// What a content synchronisation refresh of the user and group searches said.
+#[derive(Debug)]
+pub struct SyncRefresh {
+    pub users: Synced,
+    pub groups: Synced,
+}
+
+/// Refreshes the user and group searches (RFC 4533 `refreshOnly`) from the cookies
+/// of the last refresh; without a cookie, a search's every entry comes as changed.
+pub async fn sync_refresh(
+    config: &LdapConfig,
+    users_cookie: Option<Vec<u8>>,
+    groups_cookie: Option<Vec<u8>>,
+) -> Result<SyncRefresh, LdapError> {
+    let mut conn = Conn::open(config).await?;
+    let refreshed = async {
+        conn.bind(&config.bind).await?;
+        let uid_attribute = config.groups.member_uid_attribute.as_deref();
+        let attrs = config.users.attributes(uid_attribute);
+        let users = conn
+            .sync_refresh(&config.users.search, &attrs, users_cookie)
+            .await?;
+        let attrs = config.groups.attributes();
+        let groups = conn
+            .sync_refresh(&config.groups.search, &attrs, groups_cookie)
+            .await?;
+        Ok(SyncRefresh { users, groups })
+    }
+    .await;
+    conn.close().await;
+    refreshed
 }
 
 /// Binds on `conn` and reads the users, the groups and the rest of any ranged
