@@ -308,3 +308,42 @@ async fn status_shows_the_last_read_the_token_age_and_the_last_full_read() {
     assert!(json["last_full_at"].as_str().is_some(), "{json}");
     assert!(json["token_at"].as_str().is_some(), "{json}");
 }
+
+#[tokio::test]
+async fn a_run_killed_during_its_push_is_planned_again_on_an_unchanged_file() {
+    let mock = GroupMembersApi::start().await;
+    let groups: Vec<(String, Vec<u64>)> = (0..60)
+        .map(|k| (format!("team{k}"), vec![1 + k % 5, 1 + (k + 2) % 5]))
+        .collect();
+    let groups: Vec<(&str, &[u64])> = groups.iter().map(|(n, m)| (n.as_str(), m.as_slice())).collect();
+    let env = Env::new();
+    env.write("users.csv", &users_csv(5));
+    env.write("groups.csv", &groups_csv(&groups));
+    env.write("dirsync.toml", &config(&mock, "", ".*"));
+    // A converged first run: the target is clean for what was read.
+    env.sync(&["sync"]).await.expect_code(0);
+
+    // A resync of the unchanged file is killed part way through its push.
+    mock.lock().delay = Duration::from_millis(40);
+    let mut child = env
+        .command(&["resync"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .spawn()
+        .expect("spawn");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while mock.accepted().len() < groups.len() + 10 {
+        assert!(tokio::time::Instant::now() < deadline, "the run made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+    assert!(mock.accepted().len() < 2 * groups.len(), "killed before the end");
+    mock.lock().delay = Duration::ZERO;
+
+    let next = env.sync(&["sync"]).await;
+    next.expect_code(0);
+    assert!(next.stderr.contains(REPLANNING), "{}", next.stderr);
+    assert_eq!(mock.groups(), expected_state(&groups));
+    let after = env.sync(&["sync"]).await;
+    assert!(after.stderr.contains(NOTHING_TO_PLAN), "{}", after.stderr);
+}
