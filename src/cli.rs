@@ -708,6 +708,12 @@ fn parse_since(value: &str) -> Result<String, String> {
     Ok((chrono::Utc::now() - age).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
+/// How long ago an RFC 3339 time was; `None` if it does not parse.
+fn age(at: &str) -> Option<chrono::Duration> {
+    let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+    Some(chrono::Utc::now() - at.with_timezone(&chrono::Utc))
+}
+
 async fn status(state_db: &Path, json: bool) -> u8 {
     let store = match open_existing(state_db).await {
         Ok(s) => s,
@@ -726,9 +732,22 @@ async fn status(state_db: &Path, json: bool) -> u8 {
             return exit::FAILURE;
         }
     };
+    let source = match store.source_state().await {
+        Ok(s) => s,
+        Err(e) => {
+            report_error(&e);
+            return exit::FAILURE;
+        }
+    };
     if json {
+        let source = source.as_ref().map(|s| {
+            let mut v = serde_json::json!(s);
+            v["token_age_seconds"] = serde_json::json!(age(&s.token_at).map(|a| a.num_seconds()));
+            v
+        });
         let v = serde_json::json!({
             "runs": runs, "pending": pending, "snapshot": counts, "invalid": invalid, "paused": pauses,
+            "source": source,
         });
         println!("{v:#}");
         return exit::SUCCESS;
@@ -761,6 +780,28 @@ async fn status(state_db: &Path, json: bool) -> u8 {
             r.outcome.as_deref().unwrap_or("unfinished"),
             counts.unwrap_or_default()
         );
+    }
+    println!("source:");
+    match &source {
+        None => println!("  not read yet"),
+        Some(s) => {
+            let token_age = age(&s.token_at)
+                .and_then(|a| a.to_std().ok())
+                .map(|a| humantime::format_duration(std::time::Duration::from_secs(a.as_secs())).to_string())
+                .unwrap_or_else(|| "unknown".into());
+            println!(
+                "  {}: last read {} at {} ({})",
+                s.kind,
+                s.last_mode,
+                s.last_read_at,
+                visible(&s.last_reason)
+            );
+            println!("  token written {} (age {token_age})", s.token_at);
+            println!(
+                "  last full read {}",
+                s.last_full_at.as_deref().unwrap_or("never")
+            );
+        }
     }
     println!("snapshot:");
     for (target, (groups, users)) in &counts {

@@ -16,14 +16,15 @@ use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, TargetConfig};
+use crate::config::{Config, SourceConfig, TargetConfig};
 use crate::lock::{LockError, RunLock};
 use crate::mapping::{self, DesiredUser, MapOptions, MappingError};
 use crate::model::Directory;
 use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::safety;
+use crate::source::token::{self, Decision, Facts, ReadMode};
 use crate::source::{self, SourceError};
-use crate::store::{Record, Skipped, Store, StoreError};
+use crate::store::{Record, Skipped, SourceRead, SourceState, Store, StoreError};
 use crate::target::request::{self, Secrets};
 use crate::target::spec::EndpointKind;
 use crate::target::{HttpTarget, TargetError};
@@ -213,6 +214,69 @@ pub async fn run(
         Some(Store::open(&config.state_db).await?)
     };
 
+    // Whether the source changed since the last run, from its token (a dry run plans
+    // every target and writes nothing, so it needs neither).
+    let kind = source_kind(&config.source);
+    let (token, stored, target_states) = match &store {
+        Some(s) if !opts.dry_run => (
+            source::token(&config.source).await?,
+            s.source_state().await?,
+            s.target_states().await?,
+        ),
+        _ => (None, None, BTreeMap::new()),
+    };
+    let decision = if opts.dry_run {
+        Decision {
+            mode: ReadMode::Full,
+            reason: "a dry run plans every target".into(),
+            changed: false,
+        }
+    } else {
+        token::decide(
+            stored.as_ref().map(as_decided).as_ref(),
+            Facts {
+                kind,
+                config_hash: &config.source_hash,
+                token: token.as_ref(),
+                resync: opts.mode == Mode::Resync,
+                full_read_every: config.full_read_every,
+            },
+        )
+    };
+    let generation = stored
+        .as_ref()
+        .map_or(1, |s| s.generation + i64::from(decision.changed));
+    // A target whose last plan was confirmed for this source generation and this
+    // config has nothing to plan while the source is unchanged.
+    let (skipped, targets): (Vec<&TargetConfig>, Vec<&TargetConfig>) = targets.into_iter().partition(|tc| {
+        decision.mode == ReadMode::Unchanged
+            && target_states
+                .get(&tc.name)
+                .is_some_and(|ts| ts.clean && ts.generation == generation && ts.config_hash == tc.config_hash)
+    });
+    let (mode, reason) = (decision.mode.as_str(), decision.reason.as_str());
+    match decision.mode {
+        // Every read of a source kind without a token is full: not news.
+        ReadMode::Full if token.is_none() => tracing::debug!(mode, reason, "Reading the whole source."),
+        ReadMode::Full => tracing::info!(mode, reason, "Reading the whole source."),
+        ReadMode::Unchanged if targets.is_empty() => {
+            tracing::info!(mode, reason, "Source unchanged; nothing to plan.");
+        }
+        ReadMode::Unchanged => {
+            let names = targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::info!(
+                mode,
+                reason,
+                targets = names,
+                "Source unchanged; reading it again for the targets whose last plan was not confirmed."
+            );
+        }
+    }
+
     // The snapshots load while the source is read: both are I/O-bound and independent.
     let t0 = std::time::Instant::now();
     let load_snapshots = async {
@@ -233,31 +297,53 @@ pub async fn run(
             .map(|tc| HttpTarget::new(tc))
             .collect::<Result<Vec<_>, _>>()
     };
-    let (dir, snapshots, clients) = tokio::join!(source::read(&config.source), load_snapshots, clients);
+    let read = async {
+        if targets.is_empty() {
+            Ok(None)
+        } else {
+            source::read(&config.source).await.map(Some)
+        }
+    };
+    let (dir, snapshots, clients) = tokio::join!(read, load_snapshots, clients);
     let (dir, snapshots, clients) = (dir?, snapshots?, clients?);
-    tracing::debug!(
-        elapsed_ms = t0.elapsed().as_millis() as u64,
-        "Read the source and the snapshots."
-    );
-    tracing::info!(
-        users = dir.users.len(),
-        groups = dir.groups.len(),
-        memberships = dir.membership_count(),
-        "Read the source."
-    );
+    let (source_users, source_groups) = match (&dir, &stored) {
+        (Some(dir), _) => {
+            tracing::debug!(
+                elapsed_ms = t0.elapsed().as_millis() as u64,
+                "Read the source and the snapshots."
+            );
+            tracing::info!(
+                users = dir.users.len(),
+                groups = dir.groups.len(),
+                memberships = dir.membership_count(),
+                "Read the source."
+            );
+            (dir.users.len(), dir.groups.len())
+        }
+        (None, Some(s)) => (count(s.users), count(s.groups)),
+        (None, None) => (0, 0),
+    };
     let mut report = Report {
         run_id: None,
         mode: Some(opts.mode),
-        source_users: dir.users.len(),
-        source_groups: dir.groups.len(),
-        targets: Vec::new(),
+        source_users,
+        source_groups,
+        targets: skipped
+            .iter()
+            .map(|tc| TargetReport {
+                name: tc.name.clone(),
+                ..TargetReport::default()
+            })
+            .collect(),
     };
 
     let mut prepared = Vec::new();
-    for ((tc, target), snapshot) in targets.into_iter().zip(clients).zip(snapshots) {
-        let t = std::time::Instant::now();
-        prepared.push(prepare(tc, target, &dir, snapshot, opts.mode)?);
-        tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
+    if let Some(dir) = &dir {
+        for ((tc, target), snapshot) in targets.iter().zip(clients).zip(snapshots) {
+            let t = std::time::Instant::now();
+            prepared.push(prepare(tc, target, dir, snapshot, opts.mode)?);
+            tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
+        }
     }
     // Every plan is built: the push does not need the directory.
     drop(dir);
@@ -281,6 +367,28 @@ pub async fn run(
     let Some(store) = store else {
         unreachable!("a real run always opens the store")
     };
+    // What was read, and that the planned targets are not clean until their push is
+    // confirmed: one transaction, after every plan and before the first request.
+    let planned: Vec<(&str, &str)> = prepared
+        .iter()
+        .map(|p| (p.config.name.as_str(), p.config.config_hash.as_str()))
+        .collect();
+    store
+        .commit_source_read(
+            &SourceRead {
+                kind,
+                config_hash: &config.source_hash,
+                token: token.as_ref().and_then(|t| serde_json::to_value(t).ok()),
+                generation,
+                users: source_users,
+                groups: source_groups,
+                mode,
+                reason,
+                full: decision.mode == ReadMode::Full,
+            },
+            &planned,
+        )
+        .await?;
     let run_id = uuid::Uuid::now_v7().to_string();
     store.start_run(&run_id, mode_name(opts.mode), false).await?;
     report.run_id = Some(run_id.clone());
@@ -292,6 +400,7 @@ pub async fn run(
             tracing::error!(target_name = %p.config.name, "Refused the plan: {why}");
             tr.refused = Some(why);
             report.targets.push(tr);
+            // The target stays not clean: the next run plans it again.
             continue;
         }
         store
@@ -341,13 +450,53 @@ pub async fn run(
             push_ms,
             "Finished the target."
         );
+        let clean = tr.failed + tr.not_started + tr.invalid_failing == 0 && tr.paused_until.is_none();
+        store
+            .set_target_state(&p.config.name, generation, &p.config.config_hash, clean)
+            .await?;
         report.targets.push(tr);
     }
+    report.targets.sort_by(|a, b| a.name.cmp(&b.name));
     let outcome = report.outcome();
     let summary = serde_json::to_value(&report).unwrap_or_default();
     store.finish_run(&run_id, outcome.as_str(), &summary).await?;
     store.close().await;
     Ok(report)
+}
+
+/// The source kind as stored.
+fn source_kind(config: &SourceConfig) -> &'static str {
+    match config {
+        SourceConfig::Csv(_) => "csv",
+        SourceConfig::Ldap(_) => "ldap",
+    }
+}
+
+/// The stored source state in the form `token::decide` compares. A token or a time
+/// that does not parse reads as absent, which makes the read full.
+fn as_decided(s: &SourceState) -> token::Stored {
+    let since_full = s
+        .last_full_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .to_std()
+                .unwrap_or_default()
+        });
+    token::Stored {
+        kind: s.kind.clone(),
+        config_hash: s.config_hash.clone(),
+        token: s.token.clone().and_then(|t| serde_json::from_value(t).ok()),
+        generation: s.generation,
+        since_full,
+        users: count(s.users),
+        groups: count(s.groups),
+    }
+}
+
+fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
 }
 
 /// The invalid entities that make the run partial: those not reported before

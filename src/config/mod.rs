@@ -29,6 +29,9 @@ use crate::target::spec::{
 };
 use crate::template::{Kind, Templates};
 
+/// `source.full_read_every` when the config does not set it.
+const DEFAULT_FULL_READ_EVERY: Duration = Duration::from_secs(24 * 3600);
+
 /// Where the config is read from when neither `--config` nor `DIRSYNC_CONFIG` is given.
 pub(crate) const DEFAULT_PATH: &str = "/etc/dirsync/dirsync.toml";
 
@@ -54,6 +57,11 @@ pub struct Config {
     pub path: PathBuf,
     pub state_db: PathBuf,
     pub source: SourceConfig,
+    /// SHA-256 of the validated source section (what is read and how): a change
+    /// makes the next run read everything.
+    pub(crate) source_hash: String,
+    /// A run reads everything when the last full read is older than this.
+    pub(crate) full_read_every: Duration,
     /// By name, sorted.
     pub targets: Vec<TargetConfig>,
     pub(crate) daemon: DaemonConfig,
@@ -100,6 +108,10 @@ pub struct TargetConfig {
     /// The request `dirsync check` sends; without one it only connects (TCP, TLS), so
     /// that no API sees a request its contract does not list.
     pub probe: Option<Probe>,
+    /// SHA-256 of the target's section (preset and safety merged) and its group
+    /// mapping (with an id-map file's content): a change re-plans the target even
+    /// when the source is unchanged.
+    pub(crate) config_hash: String,
 }
 
 /// An endpoint the target's API documents for health checks: `method` (GET or HEAD,
@@ -187,12 +199,20 @@ impl Ctx {
 
     fn build(self, raw: RawConfig) -> Result<Config, ConfigError> {
         let state_db = self.state_db(raw.state_db);
+        let mut full_read_every = DEFAULT_FULL_READ_EVERY;
         let source = match raw.source {
             None => return Err(self.invalid("source", "missing: say where users and groups come from")),
-            Some(raw::RawSource::Csv(csv)) => SourceConfig::Csv(Box::new(
-                CsvConfig::from_raw(*csv, &self.base)
-                    .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
-            )),
+            Some(raw::RawSource::Csv(mut csv)) => {
+                full_read_every = self.duration(
+                    "source.full_read_every",
+                    csv.full_read_every.take().as_deref(),
+                    DEFAULT_FULL_READ_EVERY,
+                )?;
+                SourceConfig::Csv(Box::new(
+                    CsvConfig::from_raw(*csv, &self.base)
+                        .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
+                ))
+            }
             Some(raw::RawSource::Ldap(ldap)) => SourceConfig::Ldap(Box::new(
                 LdapConfig::from_raw(ldap, &self.base)
                     .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
@@ -206,10 +226,15 @@ impl Ctx {
             targets.push(self.target(&name, target, &raw.safety)?);
         }
         let daemon = self.daemon(raw.daemon)?;
+        // The validated form: paths resolved against the config's directory, defaults
+        // filled in. `Secret`s print `***`, so no secret is part of the hash.
+        let source_hash = crate::source::token::sha256_hex(&format!("{source:?}"));
         Ok(Config {
             path: self.path.clone(),
             state_db,
             source,
+            source_hash,
+            full_read_every,
             targets,
             daemon,
             warnings: self.warnings.into_inner(),
@@ -246,6 +271,7 @@ impl Ctx {
                 raw.merge(base)
             }
         };
+        let raw_text = format!("{raw:?}\n{safety:?}");
 
         let base_url = raw
             .base_url
@@ -434,7 +460,9 @@ impl Ctx {
             percent_min_count: safety.percent_min_count.unwrap_or(d.percent_min_count),
         };
 
+        let config_hash = crate::source::token::sha256_hex(&format!("{raw_text}\n{groups:?}\n{users:?}"));
         Ok(TargetConfig {
+            config_hash,
             name: name.to_owned(),
             preset,
             spec: Spec {

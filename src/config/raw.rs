@@ -61,6 +61,9 @@ pub enum RawSource {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCsv {
+    /// How old the last full read may get before a run reads everything again, even
+    /// when the files are unchanged (default 24h).
+    pub full_read_every: Option<String>,
     pub users: PathBuf,
     pub groups: PathBuf,
     pub memberships: Option<PathBuf>,

@@ -4,6 +4,7 @@
 
 pub(crate) mod csv;
 pub mod ldap;
+pub(crate) mod token;
 
 use crate::config::SourceConfig;
 use crate::model::Directory;
@@ -40,6 +41,22 @@ pub async fn read(config: &SourceConfig) -> Result<Directory, SourceError> {
                 })?;
             Ok(read?)
         }
+    }
+}
+
+/// The source's token as it is now, for kinds that have one (CSV); `None` for a kind
+/// whose reads are always full.
+pub(crate) async fn token(config: &SourceConfig) -> Result<Option<token::Token>, SourceError> {
+    match config {
+        SourceConfig::Csv(c) => {
+            let c = (**c).clone();
+            // Hashing the files is blocking I/O and CPU work, like parsing them.
+            let t = tokio::task::spawn_blocking(move || token::csv(&c))
+                .await
+                .map_err(|e| csv::CsvError::internal(e.to_string()))??;
+            Ok(Some(t))
+        }
+        SourceConfig::Ldap(_) => Ok(None),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The state database (SQLite through sqlx): per-target snapshots of what each target
-//! confirmed, the runs, and the audit log.
+//! confirmed, the runs, the audit log, and the source's state as last read with
+//! each target's claim to be clean for it.
 //!
 //! Architecture Invariant: a snapshot row changes only in the same transaction as the
 //! audit row of the confirmed operation that changed it. A failed, interrupted or
@@ -137,6 +138,51 @@ pub struct InvalidRow {
     pub entity_name: String,
     pub reason: String,
     pub since: String,
+}
+
+/// The source as the last run read it, as `dirsync status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceState {
+    /// `csv` or `ldap`.
+    pub kind: String,
+    pub(crate) config_hash: String,
+    /// Per kind (CSV: each file's path, size, mtime and SHA-256); no secrets.
+    pub token: Option<serde_json::Value>,
+    /// When the token was written, RFC 3339 UTC.
+    pub token_at: String,
+    /// Moves whenever what was read changed.
+    pub generation: i64,
+    pub(crate) users: i64,
+    pub(crate) groups: i64,
+    /// `full` or `unchanged`.
+    pub last_mode: String,
+    pub last_reason: String,
+    pub last_read_at: String,
+    pub last_full_at: Option<String>,
+}
+
+/// What a run read, written before its push.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceRead<'a> {
+    pub(crate) kind: &'a str,
+    pub(crate) config_hash: &'a str,
+    pub(crate) token: Option<serde_json::Value>,
+    pub(crate) generation: i64,
+    pub(crate) users: usize,
+    pub(crate) groups: usize,
+    pub(crate) mode: &'a str,
+    pub(crate) reason: &'a str,
+    /// The read parsed everything: `last_full_at` moves.
+    pub(crate) full: bool,
+}
+
+/// A target's claim about its last plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetState {
+    pub(crate) generation: i64,
+    pub(crate) config_hash: String,
+    /// Everything the plan held was confirmed.
+    pub(crate) clean: bool,
 }
 
 /// The latest audit row of an entity whose last attempt failed.
@@ -675,6 +721,111 @@ impl Store {
             .collect()
     }
 
+    /// The source as the last run read it; `None` before the first run.
+    pub async fn source_state(&self) -> Result<Option<SourceState>, StoreError> {
+        let Some(r) = sqlx::query(
+            "SELECT kind, config_hash, token, token_at, generation, users, groups, last_mode, last_reason,
+                    last_read_at, last_full_at FROM source_state WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let token: Option<String> = r.try_get("token")?;
+        let token = token
+            .map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                id: "source_state".into(),
+                message: format!("the token is not JSON: {e}"),
+            })?;
+        Ok(Some(SourceState {
+            kind: r.try_get("kind")?,
+            config_hash: r.try_get("config_hash")?,
+            token,
+            token_at: r.try_get("token_at")?,
+            generation: r.try_get("generation")?,
+            users: r.try_get("users")?,
+            groups: r.try_get("groups")?,
+            last_mode: r.try_get("last_mode")?,
+            last_reason: r.try_get("last_reason")?,
+            last_read_at: r.try_get("last_read_at")?,
+            last_full_at: r.try_get("last_full_at")?,
+        }))
+    }
+
+    /// Every target's claim about its last plan, by name.
+    pub(crate) async fn target_states(&self) -> Result<BTreeMap<String, TargetState>, StoreError> {
+        let rows = sqlx::query("SELECT target, generation, config_hash, clean FROM target_state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("target")?,
+                    TargetState {
+                        generation: r.try_get("generation")?,
+                        config_hash: r.try_get("config_hash")?,
+                        clean: r.try_get("clean")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Records what this run read and marks the `planned` targets (name, config hash)
+    /// not clean until their push is confirmed, in one transaction: a run killed
+    /// after this commit plans those targets again.
+    pub(crate) async fn commit_source_read(
+        &self,
+        read: &SourceRead<'_>,
+        planned: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO source_state (id, kind, config_hash, token, token_at, generation, users, groups,
+                                       last_mode, last_reason, last_read_at, last_full_at)
+             VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, config_hash = excluded.config_hash,
+               token = excluded.token, token_at = excluded.token_at, generation = excluded.generation,
+               users = excluded.users, groups = excluded.groups, last_mode = excluded.last_mode,
+               last_reason = excluded.last_reason, last_read_at = excluded.last_read_at,
+               last_full_at = COALESCE(excluded.last_full_at, source_state.last_full_at)",
+        )
+        .bind(read.kind)
+        .bind(read.config_hash)
+        .bind(read.token.as_ref().map(|t| t.to_string()))
+        .bind(&at)
+        .bind(read.generation)
+        .bind(read.users as i64)
+        .bind(read.groups as i64)
+        .bind(read.mode)
+        .bind(read.reason)
+        .bind(&at)
+        .bind(read.full.then_some(&at))
+        .execute(&mut *tx)
+        .await?;
+        for (target, config_hash) in planned {
+            upsert_target_state(&mut tx, target, read.generation, config_hash, false, &at).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records whether everything `target`'s plan held was confirmed.
+    pub(crate) async fn set_target_state(
+        &self,
+        target: &str,
+        generation: i64,
+        config_hash: &str,
+        clean: bool,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        upsert_target_state(&mut conn, target, generation, config_hash, clean, &now()).await
+    }
+
     /// Row counts of the snapshot, per target: (groups, users).
     pub async fn snapshot_counts(&self) -> Result<BTreeMap<String, (i64, i64)>, StoreError> {
         let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
@@ -704,6 +855,29 @@ pub(crate) fn fresh_invalid<'s>(
         .iter()
         .filter(|s| known.get(&(s.kind.to_owned(), s.id.clone())) != Some(&s.reason))
         .collect()
+}
+
+async fn upsert_target_state(
+    conn: &mut sqlx::SqliteConnection,
+    target: &str,
+    generation: i64,
+    config_hash: &str,
+    clean: bool,
+    at: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO target_state (target, generation, config_hash, clean, at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (target) DO UPDATE SET generation = excluded.generation,
+           config_hash = excluded.config_hash, clean = excluded.clean, at = excluded.at",
+    )
+    .bind(target)
+    .bind(generation)
+    .bind(config_hash)
+    .bind(clean)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// `skipped` audit rows, one per (operation, entity kind, id, name, reason).
