@@ -119,7 +119,7 @@ pub struct RunRow {
 
 /// A target (or one of its endpoints) that asked, with `Retry-After`, to be left
 /// alone for longer than a run waits.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct PauseRow {
     pub target: String,
     /// `None`: the whole target.
@@ -130,7 +130,7 @@ pub struct PauseRow {
 }
 
 /// An entity whose request cannot be built from the source data, as `status` lists it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct InvalidRow {
     pub target: String,
     pub entity_kind: String,
@@ -186,7 +186,7 @@ pub(crate) struct TargetState {
 }
 
 /// The latest audit row of an entity whose last attempt failed.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct Pending {
     pub target: String,
     pub entity_kind: String,
@@ -492,41 +492,25 @@ impl Store {
         &self,
         target: &str,
     ) -> Result<BTreeMap<(String, String), String>, StoreError> {
-        let rows =
-            sqlx::query("SELECT entity_kind, entity_id, reason FROM invalid_entities WHERE target = ?")
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT entity_kind, entity_id, reason FROM invalid_entities WHERE target = ?")
                 .bind(target)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok((
-                    (r.try_get("entity_kind")?, r.try_get("entity_id")?),
-                    r.try_get("reason")?,
-                ))
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|(kind, id, reason)| ((kind, id), reason))
+            .collect())
     }
 
     /// Entities whose request cannot be built from the source data, per target.
     pub async fn invalid(&self) -> Result<Vec<InvalidRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT target, entity_kind, entity_id, entity_name, reason, since FROM invalid_entities
              ORDER BY target, entity_kind, entity_id",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(InvalidRow {
-                    target: r.try_get("target")?,
-                    entity_kind: r.try_get("entity_kind")?,
-                    entity_id: r.try_get("entity_id")?,
-                    entity_name: r.try_get("entity_name")?,
-                    reason: r.try_get("reason")?,
-                    since: r.try_get("since")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Keeps a target's `Retry-After` beyond this run: nothing is sent to the target
@@ -564,24 +548,14 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        let rows = sqlx::query(
-            "SELECT target, endpoint, until, http_status FROM target_pauses
+        // The whole target is stored as endpoint '' (it is part of the key).
+        Ok(sqlx::query_as(
+            "SELECT target, NULLIF(endpoint, '') AS endpoint, until, http_status FROM target_pauses
              WHERE ?1 IS NULL OR target = ?1 ORDER BY target, endpoint",
         )
         .bind(target)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                let endpoint: String = r.try_get("endpoint")?;
-                Ok(PauseRow {
-                    target: r.try_get("target")?,
-                    endpoint: (!endpoint.is_empty()).then_some(endpoint),
-                    until: r.try_get("until")?,
-                    http_status: r.try_get("http_status")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// `skipped` audit rows, one per (operation, entity kind, id, name, reason), in
@@ -608,17 +582,14 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let snapshot = self.load_snapshot(target).await?;
         let mut tx = self.pool.begin().await?;
+        let gone_groups = snapshot.groups.keys().filter(|id| !groups.contains(*id));
+        let gone_users = snapshot.users.keys().filter(|id| !users.contains(*id));
+        let gone = gone_groups
+            .map(|id| ("DELETE FROM snapshot_groups WHERE target = ? AND id = ?", id))
+            .chain(gone_users.map(|id| ("DELETE FROM snapshot_users WHERE target = ? AND id = ?", id)));
         let mut removed = 0;
-        for id in snapshot.groups.keys().filter(|id| !groups.contains(*id)) {
-            removed += sqlx::query("DELETE FROM snapshot_groups WHERE target = ? AND id = ?")
-                .bind(target)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        for id in snapshot.users.keys().filter(|id| !users.contains(*id)) {
-            removed += sqlx::query("DELETE FROM snapshot_users WHERE target = ? AND id = ?")
+        for (sql, id) in gone {
+            removed += sqlx::query(sql)
                 .bind(target)
                 .bind(id)
                 .execute(&mut *tx)
@@ -697,7 +668,7 @@ impl Store {
     /// Entities whose latest push attempt failed and that no later success covered.
     /// (Entities skipped as invalid source data are listed by [`Store::invalid`].)
     pub async fn pending(&self) -> Result<Vec<Pending>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT a.target, a.entity_kind, a.entity_id, a.entity_name, a.at, a.error
              FROM audit a
              JOIN (SELECT target, entity_kind, entity_id, MAX(id) AS last FROM audit
@@ -706,19 +677,7 @@ impl Store {
              ORDER BY a.target, a.entity_id",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Pending {
-                    target: r.try_get("target")?,
-                    entity_kind: r.try_get("entity_kind")?,
-                    entity_id: r.try_get("entity_id")?,
-                    entity_name: r.try_get("entity_name")?,
-                    at: r.try_get("at")?,
-                    error: r.try_get("error")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// The source as the last run read it; `None` before the first run.
@@ -828,20 +787,15 @@ impl Store {
 
     /// Row counts of the snapshot, per target: (groups, users).
     pub async fn snapshot_counts(&self) -> Result<BTreeMap<String, (i64, i64)>, StoreError> {
-        let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-        for row in sqlx::query("SELECT target, COUNT(*) AS n FROM snapshot_groups GROUP BY target")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            out.entry(row.try_get("target")?).or_default().0 = row.try_get("n")?;
-        }
-        for row in sqlx::query("SELECT target, COUNT(*) AS n FROM snapshot_users GROUP BY target")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            out.entry(row.try_get("target")?).or_default().1 = row.try_get("n")?;
-        }
-        Ok(out)
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT target, SUM(g), SUM(u) FROM
+               (SELECT target, 1 AS g, 0 AS u FROM snapshot_groups
+                UNION ALL SELECT target, 0, 1 FROM snapshot_users)
+             GROUP BY target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(target, g, u)| (target, (g, u))).collect())
     }
 }
 
