@@ -403,6 +403,18 @@ async fn check(config: &Config) -> u8 {
         dir.groups.len(),
         dir.membership_count()
     );
+    if let config::SourceConfig::Ldap(ldap) = &config.source {
+        match dirsync::source::ldap::offers_content_sync(ldap).await {
+            Ok(None) => {}
+            Ok(Some(true)) => println!("source: content synchronisation (RFC 4533) offered"),
+            Ok(Some(false)) => problems
+                .get_or_insert_default()
+                .insert(0, dirsync::source::ldap::NO_CONTENT_SYNC.to_owned()),
+            Err(e) => problems
+                .get_or_insert_default()
+                .push(format!("cannot read the server's root DSE: {e}")),
+        }
+    }
     match problems {
         Some(p) if p.is_empty() => println!("source: no problems found"),
         Some(p) => {

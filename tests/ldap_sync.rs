@@ -167,6 +167,11 @@ async fn check_reports_the_bind_the_counts_and_the_first_problems() {
         out.contains("unencrypted"),
         "a cleartext bind is a problem: {out}"
     );
+    assert!(
+        out.contains("source problem: the server does not offer content synchronisation")
+            && out.contains("syncprov"),
+        "a server without syncprov is a problem, with the fix: {out}"
+    );
 
     std::fs::write(env.path("reader.pw"), "wrong\n").expect("write");
     let run = dirsync(&env, &["check"]).await;

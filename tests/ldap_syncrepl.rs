@@ -249,3 +249,14 @@ async fn a_cookie_the_server_cannot_use_is_an_error_not_a_full_content() {
     );
     assert!(err.to_string().contains("holds no cookie"), "{err}");
 }
+
+#[tokio::test]
+async fn check_says_whether_the_server_offers_content_synchronisation() {
+    for (options, offered) in [(syncprov(), true), (Options::default(), false)] {
+        let server = Slapd::start(&directory(), options);
+        let got = ldap::offers_content_sync(&config(&server))
+            .await
+            .unwrap_or_else(|e| panic!("root DSE: {e}"));
+        assert_eq!(got, Some(offered));
+    }
+}

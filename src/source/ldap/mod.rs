@@ -191,6 +191,38 @@ pub async fn sync_refresh(
     refreshed
 }
 
+/// RFC 4533's Sync Request control: a server that offers content synchronisation
+/// lists it in its root DSE.
+const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
+
+/// What `dirsync check` says of a server that does not offer content synchronisation.
+pub const NO_CONTENT_SYNC: &str = "the server does not offer content synchronisation (RFC 4533), so every \
+     run reads the whole directory: enable OpenLDAP's syncprov overlay on the database (slapd.conf: \
+     `moduleload syncprov`, then `overlay syncprov` after the database's directives; cn=config: an \
+     `olcOverlay=syncprov` entry with objectClass olcSyncProvConfig under the database) and give \
+     the bind identity no size limit";
+
+/// Whether the server lists content synchronisation among its controls; `None` for
+/// Active Directory (`domain_scope`), which offers its own ways instead.
+pub async fn offers_content_sync(config: &LdapConfig) -> Result<Option<bool>, LdapError> {
+    if config.domain_scope {
+        return Ok(None);
+    }
+    let mut conn = Conn::open(config).await?;
+    let offered = async {
+        conn.bind(&config.bind).await?;
+        let root = conn.read_entry("", &["supportedControl".to_owned()]).await?;
+        let listed = root
+            .as_ref()
+            .and_then(|e| e.values("supportedControl"))
+            .unwrap_or_default();
+        Ok(Some(listed.iter().any(|oid| oid == SYNC_REQUEST_OID.as_bytes())))
+    }
+    .await;
+    conn.close().await;
+    offered
+}
+
 /// Binds on `conn` and reads the users, the groups and the rest of any ranged
 /// member values.
 async fn read_on(
