@@ -4,7 +4,9 @@
 //! (groupOfNames, nesting kept, entryUUID given so ids are stable).
 //!
 //! `--change-percent P` writes the same directory with P% of the users' mail changed
-//! and P% of the memberships moved, for "what does a small change cost" runs.
+//! and P% of the memberships moved, for "what does a small change cost" runs, and
+//! `changes.ldif`: those changes as `ldapmodify` input for a server holding the
+//! directory without them.
 //!
 //! cargo run --release --example gendir -- --users 100000 --groups 10000 --seed 1 --out DIR
 
@@ -16,6 +18,7 @@ use std::path::PathBuf;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+#[derive(Clone)]
 struct Args {
     users: usize,
     groups: usize,
@@ -143,6 +146,34 @@ fn flattened(dir: &Dir, g: usize, memo: &mut Vec<Option<BTreeSet<usize>>>) -> BT
     all
 }
 
+/// `changed` as modifications of `base`: each user's new mail, each group's new
+/// direct members.
+fn changes(base: &Dir, changed: &Dir, b: &str) -> Result<String, std::fmt::Error> {
+    let mut ldif = String::new();
+    for (i, (old, new)) in base.mail_gen.iter().zip(&changed.mail_gen).enumerate() {
+        if old != new {
+            writeln!(
+                ldif,
+                "dn: uid=user{i:06},ou=people,{b}\nchangetype: modify\nreplace: mail\n\
+                 mail: user{i:06}.v{new}@example.com\n-\n"
+            )?;
+        }
+    }
+    for (g, (old, new)) in base.members.iter().zip(&changed.members).enumerate() {
+        if old != new {
+            writeln!(ldif, "dn: cn=group{g:05},ou=groups,{b}\nchangetype: modify\nreplace: member")?;
+            for u in new {
+                writeln!(ldif, "member: uid=user{u:06},ou=people,{b}")?;
+            }
+            for sub in &changed.nested[g] {
+                writeln!(ldif, "member: cn=group{sub:05},ou=groups,{b}")?;
+            }
+            writeln!(ldif, "-\n")?;
+        }
+    }
+    Ok(ldif)
+}
+
 fn write(path: PathBuf, text: &str) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     f.write_all(text.as_bytes())?;
@@ -199,6 +230,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             writeln!(ldif, "member: cn=group{sub:05},ou=groups,{b}")?;
         }
         ldif.push('\n');
+    }
+    if args.change_percent > 0.0 {
+        let base = generate(&Args {
+            change_percent: 0.0,
+            ..args.clone()
+        });
+        write(args.out.join("changes.ldif"), &changes(&base, &dir, b)?)?;
     }
     write(args.out.join("users.csv"), &users)?;
     write(args.out.join("groups.csv"), &groups)?;
