@@ -161,7 +161,10 @@ fn changes(base: &Dir, changed: &Dir, b: &str) -> Result<String, std::fmt::Error
     }
     for (g, (old, new)) in base.members.iter().zip(&changed.members).enumerate() {
         if old != new {
-            writeln!(ldif, "dn: cn=group{g:05},ou=groups,{b}\nchangetype: modify\nreplace: member")?;
+            writeln!(
+                ldif,
+                "dn: cn=group{g:05},ou=groups,{b}\nchangetype: modify\nreplace: member"
+            )?;
             for u in new {
                 writeln!(ldif, "member: uid=user{u:06},ou=people,{b}")?;
             }
