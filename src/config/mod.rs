@@ -79,6 +79,9 @@ pub(crate) struct DaemonConfig {
     /// Where /healthz and /metrics are served; loopback only.
     pub(crate) listen: Option<std::net::SocketAddr>,
     pub(crate) healthy_within: Duration,
+    /// Sync `debounce` after a change the directory reports (`watch = true`).
+    pub(crate) watch: bool,
+    pub(crate) debounce: Duration,
 }
 
 #[derive(Debug)]
@@ -226,6 +229,14 @@ impl Ctx {
             targets.push(self.target(&name, target, &raw.safety)?);
         }
         let daemon = self.daemon(raw.daemon)?;
+        let watchable = matches!(&source, SourceConfig::Ldap(l) if !l.domain_scope);
+        if daemon.watch && !watchable {
+            return Err(self.invalid(
+                "daemon.watch",
+                "needs an LDAP source whose server offers content synchronisation (OpenLDAP with \
+                 the syncprov overlay); Active Directory and CSV sources run on the schedule",
+            ));
+        }
         // The validated form: paths resolved against the config's directory, defaults
         // filled in. `Secret`s print `***`, so no secret is part of the hash.
         let source_hash = crate::source::token::sha256_hex(&format!("{source:?}"));
@@ -551,6 +562,8 @@ impl Ctx {
                 raw.healthy_within.as_deref(),
                 Duration::from_secs(3600),
             )?,
+            watch: raw.watch.unwrap_or(false),
+            debounce: self.duration("daemon.debounce", raw.debounce.as_deref(), Duration::from_secs(2))?,
         })
     }
 

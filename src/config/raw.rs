@@ -49,6 +49,10 @@ pub struct RawDaemon {
     pub listen: Option<String>,
     /// /healthz stays healthy this long after the last successful run.
     pub healthy_within: Option<String>,
+    /// Keep a content synchronisation search open and sync soon after a change.
+    pub watch: Option<bool>,
+    /// How long after the first change seen a watched sync starts (default 2s).
+    pub debounce: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -126,6 +126,9 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
     notify::ready("waiting for the first scheduled run");
     tracing::info!(config = %config_path.display(), "The daemon is ready.");
 
+    // Changes the directory reports, when it is watched (`daemon.watch`).
+    let (changed, mut changes) = mpsc::unbounded_channel::<()>();
+    let mut watcher = watch(&config, changed.clone());
     let mut run_now = config.daemon.run_at_start;
     loop {
         let mode = if run_now {
@@ -141,7 +144,7 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
             let wait = next
                 .as_ref()
                 .map(|(at, _)| (*at - now).to_std().unwrap_or_default());
-            if next.is_none() {
+            if next.is_none() && watcher.is_none() {
                 tracing::warn!(
                     "No schedule is configured ([daemon] schedule); idle until stopped or reloaded."
                 );
@@ -151,7 +154,22 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
                 _ = signals.shutdown.cancelled() => break,
                 Some(()) = signals.reload.recv() => {
                     config = reload(config_path, config);
+                    if let Some(w) = watcher.take() {
+                        w.abort();
+                    }
+                    watcher = watch(&config, changed.clone());
                     continue;
+                }
+                Some(()) = changes.recv() => {
+                    let debounce = config.daemon.debounce;
+                    tracing::info!(debounce_ms = debounce.as_millis() as u64, "The directory changed; syncing after the debounce.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(debounce) => {}
+                        _ = signals.shutdown.cancelled() => break,
+                    }
+                    // One run covers every change seen so far.
+                    while changes.try_recv().is_ok() {}
+                    Mode::Sync
                 }
             }
         };
@@ -191,9 +209,47 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
             }
         }
     }
+    if let Some(w) = watcher {
+        w.abort();
+    }
     notify::stopping();
     tracing::info!("The daemon stopped.");
     Ok(())
+}
+
+/// Keeps a content synchronisation search open on the directory (with `daemon.watch`)
+/// and sends on `changed` for every change it reports. A watch that ends is opened
+/// again after a backoff (1 s, doubling to a minute), and counts as a change: what
+/// happened while it was closed is not known.
+fn watch(config: &Config, changed: mpsc::UnboundedSender<()>) -> Option<tokio::task::JoinHandle<()>> {
+    let config::SourceConfig::Ldap(ldap) = &config.source else {
+        return None;
+    };
+    if !config.daemon.watch {
+        return None;
+    }
+    let ldap = (**ldap).clone();
+    tracing::info!(url = %ldap.url, "Watching the directory for changes.");
+    Some(tokio::spawn(async move {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let opened = Instant::now();
+            let tx = changed.clone();
+            let ended = crate::source::ldap::watch(&ldap, move || {
+                let _ = tx.send(());
+            })
+            .await;
+            if let Err(e) = ended {
+                tracing::warn!(retry_in_s = backoff.as_secs(), "The directory watch ended: {e}");
+            }
+            let _ = changed.send(());
+            if opened.elapsed() > Duration::from_secs(60) {
+                backoff = Duration::from_secs(1);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+        }
+    }))
 }
 
 async fn sleep_or_forever(wait: Option<Duration>) {

@@ -398,6 +398,76 @@ impl Conn {
         }
     }
 
+    /// Keeps a content synchronisation search (RFC 4533 `refreshAndPersist`) open on
+    /// `search`, asking for no attributes, and calls `changed` for every change the
+    /// server reports once its initial content is through. Returns only when the
+    /// search ends (an error, or the server ending it); waits without a timeout.
+    pub async fn persist(&mut self, search: &Search, mut changed: impl FnMut()) -> Result<(), LdapError> {
+        let request = SyncRequest {
+            mode: RefreshMode::RefreshAndPersist,
+            cookie: None,
+            reload_hint: false,
+        }
+        .critical();
+        self.ldap.with_controls(vec![RawControl::from(request)]);
+        let scope = match search.scope {
+            Scope::Base => ldap3::Scope::Base,
+            Scope::One => ldap3::Scope::OneLevel,
+            Scope::Sub => ldap3::Scope::Subtree,
+        };
+        let started = self
+            .ldap
+            .streaming_search(&search.base_dn, scope, &search.filter, vec!["1.1"])
+            .await;
+        let mut stream = match started {
+            Ok(stream) => stream,
+            Err(e) => {
+                let reason = SearchFailure::Lost {
+                    entries: 0,
+                    cause: LostCause::Client(Box::new(e)),
+                };
+                return Err(self.search_error(search, reason));
+            }
+        };
+        // The initial content ends with a Sync Info message whose refreshDone is set.
+        let mut refreshed = false;
+        loop {
+            match stream.next().await {
+                Ok(Some(re)) if re.is_intermediate() => match parse_guarded(|| parse_syncinfo(re)) {
+                    Some(
+                        SyncInfo::RefreshDelete { refresh_done, .. }
+                        | SyncInfo::RefreshPresent { refresh_done, .. },
+                    ) if !refreshed => refreshed = refresh_done,
+                    Some(SyncInfo::SyncIdSet { .. }) if refreshed => changed(),
+                    _ => {}
+                },
+                Ok(Some(_)) if refreshed => changed(),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    drop(stream);
+                    let cause = match e {
+                        ldap3::LdapError::EndOfStream | ldap3::LdapError::OpSend { .. } => self.lost().await,
+                        other => LostCause::Client(Box::new(other)),
+                    };
+                    return Err(self.search_error(search, SearchFailure::Lost { entries: 0, cause }));
+                }
+            }
+        }
+        let res = stream.finish().await;
+        let reason = match res.rc {
+            rc::SUCCESS => SearchFailure::Lost {
+                entries: 0,
+                cause: LostCause::Closed,
+            },
+            rc::UNAVAILABLE_CRITICAL_EXTENSION => SearchFailure::NoContentSync {
+                result: ServerResult::from(&res),
+            },
+            _ => SearchFailure::from_result(&res, false, true),
+        };
+        Err(self.search_error(search, reason))
+    }
+
     /// Reads one entry's attributes (a base-scope search), for ranged retrieval.
     pub async fn read_entry(&mut self, dn: &str, attrs: &[String]) -> Result<Option<Entry>, LdapError> {
         let search = Search {

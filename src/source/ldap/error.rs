@@ -250,6 +250,10 @@ pub enum SearchFailure {
     BadPagedControl,
     #[error("the server sent {what} after {entries} entries")]
     Malformed { what: &'static str, entries: usize },
+    #[error(
+        "{result}: the server does not offer content synchronisation (RFC 4533): enable the syncprov overlay"
+    )]
+    NoContentSync { result: ServerResult },
     /// A content synchronisation answer that cannot be used; the next run reads
     /// everything.
     #[error("the server's content synchronisation answer holds {what}")]

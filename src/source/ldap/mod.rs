@@ -223,6 +223,30 @@ pub async fn offers_content_sync(config: &LdapConfig) -> Result<Option<bool>, Ld
     offered
 }
 
+/// Watches the user and group searches for changes (RFC 4533 `refreshAndPersist`,
+/// one connection each) and calls `changed` for each change the server reports.
+/// Returns only with the error that ended a watch.
+pub async fn watch(config: &LdapConfig, changed: impl Fn() + Clone + Send) -> Result<(), LdapError> {
+    let (users, groups) = (changed.clone(), changed);
+    tokio::try_join!(
+        watch_one(config, &config.users.search, users),
+        watch_one(config, &config.groups.search, groups),
+    )
+    .map(|_| ())
+}
+
+async fn watch_one(
+    config: &LdapConfig,
+    search: &config::Search,
+    changed: impl Fn(),
+) -> Result<(), LdapError> {
+    let mut conn = Conn::open(config).await?;
+    conn.bind(&config.bind).await?;
+    let ended = conn.persist(search, changed).await;
+    conn.close().await;
+    ended
+}
+
 /// Binds on `conn` and reads the users, the groups and the rest of any ranged
 /// member values.
 async fn read_on(

@@ -1,0 +1,152 @@
+//! `dirsync run` with `[daemon] watch = true` against a real slapd with content
+//! synchronisation: no schedule at all, and a change made in the directory still
+//! reaches the target, within seconds of being made; an invalid use is refused.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use common::Env;
+use common::group_members::{GroupMembersApi, KEY};
+use common::slapd::{BASE, Options, READER_DN, Slapd, people_ldif};
+use common::{group_uuid, uuid};
+use ldap3::Mod;
+
+fn config(server: &Slapd, mock: &GroupMembersApi) -> String {
+    format!(
+        r#"
+state_db = "state.db"
+
+[source]
+kind = "ldap"
+preset = "openldap"
+url = "{}"
+base_dn = "{BASE}"
+bind_dn = "{READER_DN}"
+bind_password_file = "reader.pw"
+timeout = "10s"
+
+[targets.office]
+preset = "onlyoffice-group-members"
+base_url = "{}"
+timeout = "5s"
+
+[targets.office.auth]
+value_env = "TEST_OFFICE_KEY"
+
+[[targets.office.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.id }}}}"
+
+[targets.office.users]
+id_attribute = "id"
+
+[daemon]
+watch = true
+debounce = "200ms"
+run_at_start = true
+shutdown_grace = "5s"
+"#,
+        server.url(),
+        mock.uri()
+    )
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_watched_directory_change_reaches_the_target_without_a_schedule() {
+    let ldif = format!(
+        "{}dn: cn=staff,ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: staff\n\
+         member: uid=user1,ou=people,{BASE}\nentryUUID: {}\n",
+        people_ldif(3),
+        group_uuid(0)
+    );
+    let server = Slapd::start(
+        &ldif,
+        Options {
+            syncprov: true,
+            ..Options::default()
+        },
+    );
+    let mock = GroupMembersApi::start().await;
+    let env = Env::new();
+    std::fs::copy(server.password_file(), env.path("reader.pw")).expect("copy password");
+    env.write("dirsync.toml", &config(&server, &mock));
+    let child = env
+        .command(&["run"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let staff = |members: &[u64]| -> bool {
+        let want: BTreeSet<String> = members.iter().map(|n| uuid(*n)).collect();
+        mock.groups().get(&group_uuid(0)) == Some(&want)
+    };
+    wait_for("the sync at start", || staff(&[1])).await;
+
+    let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.expect("connect");
+    ldap3::drive!(conn);
+    ldap.simple_bind(&format!("cn=admin,{BASE}"), "admin-secret")
+        .await
+        .and_then(|r| r.success())
+        .expect("bind as admin");
+    for (n, members) in [(2, &[1, 2][..]), (3, &[1, 2, 3][..])] {
+        // Give the watch time to be through the initial content after a run.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let member = format!("uid=user{n},ou=people,{BASE}");
+        ldap.modify(
+            &format!("cn=staff,ou=groups,{BASE}"),
+            vec![Mod::Add("member", HashSet::from([member.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("add a member");
+        let took = wait_for("the change on the target", || staff(members)).await;
+        eprintln!("user{n} reached the target {took:?} after the change");
+    }
+    ldap.unbind().await.expect("unbind");
+
+    let pid = child.id().expect("pid");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().await.expect("the service ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Watching the directory for changes."), "{stderr}");
+    assert!(stderr.contains("The directory changed"), "{stderr}");
+    mock.assert_no_violations();
+}
+
+#[tokio::test]
+async fn watch_needs_a_directory_that_can_be_watched() {
+    let env = Env::new();
+    env.write("users.csv", &common::users_csv(1));
+    env.write("groups.csv", &common::groups_csv(&[("a", &[1])]));
+    env.write(
+        "dirsync.toml",
+        &(common::config_group_members("http://127.0.0.1:9", "") + "\n[daemon]\nwatch = true\n"),
+    );
+    let run = env.run(&["check", "--offline"], &[("TEST_OFFICE_KEY", KEY)]).await;
+    run.expect_code(5);
+    assert!(
+        run.stderr.contains("daemon.watch") && run.stderr.contains("needs an LDAP source"),
+        "{}",
+        run.stderr
+    );
+}
