@@ -5,15 +5,18 @@
 # paged dump of the same entries to /dev/null. Prints a Markdown table of medians.
 #
 #   benches/bench.sh [--users N] [--groups M] [--runs R] [--latency-ms L]
-#                    [--concurrency C] [--debug] [--keep DIR]
+#                    [--concurrency C] [--watch-changes W] [--debug] [--keep DIR]
 #
 # Defaults: 100,000 users, 10,000 groups, 3 runs, 20 ms latency, concurrency 16,
-# release build. `--users 5000 --groups 500 --runs 1 --latency-ms 0 --debug` is the
-# smoke version CI runs so the harness never rots. Only loopback addresses are used.
+# 100 watched changes (`dirsync run` with `watch = true`: the time from each single
+# directory change to the target's request), release build. The smoke version CI
+# runs so the harness never rots:
+#   --users 5000 --groups 500 --runs 1 --latency-ms 0 --watch-changes 5 --debug
+# Only loopback addresses are used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-users=100000 groups=10000 runs=3 latency=20 concurrency=16 profile=release keep=""
+users=100000 groups=10000 runs=3 latency=20 concurrency=16 watch_changes=100 profile=release keep=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --users) users=$2; shift 2 ;;
@@ -21,6 +24,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --latency-ms) latency=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
+    --watch-changes) watch_changes=$2; shift 2 ;;
     --debug) profile=debug; shift ;;
     --keep) keep=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -169,7 +173,7 @@ measure() {
 col() { awk -v c="$1" '{print $c}' "$2" | median; }
 
 cd "$work"
-rm -f floor.txt floor-changed.txt first.txt nochange.txt change.txt resync.txt csv.txt
+rm -f floor.txt floor-changed.txt first.txt nochange.txt change.txt resync.txt csv.txt watch.txt
 floor() { # $1 = results file
   measure "$1" ldapsearch -x -LLL -H "ldap://127.0.0.1:$ldap_port" -D "cn=admin,$base_dn" -w bench-secret \
     -b "$base_dn" -E pr=500/noprompt "(|(objectClass=inetOrgPerson)(objectClass=groupOfNames))" \
@@ -207,6 +211,44 @@ rm -f state.db state.db-wal state.db-shm
 "$bin/dirsync" -c csv.toml sync >/dev/null 2>&1
 for _ in $(seq "$runs"); do measure csv.txt "$bin/dirsync" -c csv.toml sync; done
 
+# Watch mode: the service with `watch = true` on the directory as loaded; one group
+# gains one member at a time, and each change is timed from ldapmodify's return to
+# the target's next request.
+restore_slapd
+start_slapd base
+cp state-base.db state.db; rm -f state.db-wal state.db-shm
+{ cat ldap.toml; printf '\n[daemon]\nwatch = true\ndebounce = "200ms"\nrun_at_start = true\n'; } > ldap-watch.toml
+"$bin/dirsync" -c ldap-watch.toml run 2>watch.log &
+watch_pid=$!
+pids+=("$watch_pid")
+python3 - "$ldap_port" "$target_port" "$base_dn" "$watch_changes" > watch.txt <<'PY'
+import subprocess, sys, time, urllib.request
+port, target, base, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+count = lambda: int(urllib.request.urlopen(f"http://127.0.0.1:{target}/count").read())
+def modify(ldif):
+    subprocess.run(["ldapmodify", "-x", "-H", f"ldap://127.0.0.1:{port}", "-D", f"cn=admin,{base}",
+                    "-w", "bench-secret"], input=ldif.encode(), check=True, stdout=subprocess.DEVNULL)
+def settle():  # until the service has been quiet for a second
+    last, since = count(), time.time()
+    while time.time() - since < 1.0:
+        time.sleep(0.05)
+        if count() != last: last, since = count(), time.time()
+settle()
+modify(f"dn: cn=watched,ou=groups,{base}\nchangetype: add\nobjectClass: groupOfNames\ncn: watched\n"
+       f"member: uid=user000000,ou=people,{base}\n")
+settle()
+for i in range(1, n + 1):
+    before = count()
+    modify(f"dn: cn=watched,ou=groups,{base}\nchangetype: modify\nadd: member\n"
+           f"member: uid=user{i:06d},ou=people,{base}\n-\n")
+    start = time.time()
+    while count() == before:
+        if time.time() - start > 60: sys.exit(f"change {i} did not reach the target within 60 s")
+        time.sleep(0.005)
+    print(f"{time.time() - start:.3f}")
+PY
+kill "$watch_pid"; wait "$watch_pid" 2>/dev/null || true
+
 floor=$(col 1 floor.txt)
 ratio() { awk -v a="$1" -v b="$floor" 'BEGIN { printf "%.2f", a / b }'; }
 # The median of per-pair ratios: $1 = the sync's results, $2 = its floors.
@@ -230,7 +272,9 @@ for row in "first sync:first.txt" "no-change sync:nochange.txt:floor.txt" "sync 
   if [ -n "$pair" ]; then r="$(paired "$file" "$pair") (paired)"; else r=$(ratio "$w"); fi
   echo "| $name | $w | $r | $(col 2 "$file") | $(col 3 "$file") |"
 done
+percentile() { sort -g "$2" | awk -v p="$1" '{a[NR]=$1} END {i=int(p*NR+0.999); if (i<1) i=1; print a[i]}'; }
 echo
+echo "Watch mode: $(wc -l < watch.txt) single changes reached the target in a median of $(percentile 0.5 watch.txt) s, 95th percentile $(percentile 0.95 watch.txt) s (debounce 200 ms)."
 echo "Push rate of the first sync: $push_rate requests/s over a push phase of $first_push_ms ms, against an allowed $allowed (concurrency ÷ latency)."
 if [ "$latency" -gt 0 ] && command -v curl >/dev/null; then
   # What the mock really takes per request, seen by curl on one kept-alive
