@@ -105,8 +105,6 @@ async fn a_watched_directory_change_reaches_the_target_without_a_schedule() {
         .and_then(|r| r.success())
         .expect("bind as admin");
     for (n, members) in [(2, &[1, 2][..]), (3, &[1, 2, 3][..])] {
-        // Give the watch time to be through the initial content after a run.
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let member = format!("uid=user{n},ou=people,{BASE}");
         ldap.modify(
             &format!("cn=staff,ou=groups,{BASE}"),
@@ -142,7 +140,9 @@ async fn watch_needs_a_directory_that_can_be_watched() {
         "dirsync.toml",
         &(common::config_group_members("http://127.0.0.1:9", "") + "\n[daemon]\nwatch = true\n"),
     );
-    let run = env.run(&["check", "--offline"], &[("TEST_OFFICE_KEY", KEY)]).await;
+    let run = env
+        .run(&["check", "--offline"], &[("TEST_OFFICE_KEY", KEY)])
+        .await;
     run.expect_code(5);
     assert!(
         run.stderr.contains("daemon.watch") && run.stderr.contains("needs an LDAP source"),

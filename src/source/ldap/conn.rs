@@ -399,9 +399,10 @@ impl Conn {
     }
 
     /// Keeps a content synchronisation search (RFC 4533 `refreshAndPersist`) open on
-    /// `search`, asking for no attributes, and calls `changed` for every change the
-    /// server reports once its initial content is through. Returns only when the
-    /// search ends (an error, or the server ending it); waits without a timeout.
+    /// `search`, asking for no attributes, and calls `changed` once its initial
+    /// content is through and then for every change the server reports. Returns only
+    /// when the search ends (an error, or the server ending it); waits without a
+    /// timeout.
     pub async fn persist(&mut self, search: &Search, mut changed: impl FnMut()) -> Result<(), LdapError> {
         let request = SyncRequest {
             mode: RefreshMode::RefreshAndPersist,
@@ -437,7 +438,12 @@ impl Conn {
                     Some(
                         SyncInfo::RefreshDelete { refresh_done, .. }
                         | SyncInfo::RefreshPresent { refresh_done, .. },
-                    ) if !refreshed => refreshed = refresh_done,
+                    ) if !refreshed && refresh_done => {
+                        // What changed before the watch was through is not reported:
+                        // a sync now covers it.
+                        refreshed = true;
+                        changed();
+                    }
                     Some(SyncInfo::SyncIdSet { .. }) if refreshed => changed(),
                     _ => {}
                 },
