@@ -274,6 +274,62 @@ async fn a_restarted_server_names_what_is_still_there_and_the_deletion_comes_out
 }
 
 #[tokio::test]
+async fn a_push_that_failed_is_planned_again_from_the_cache_while_the_directory_is_unchanged() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let sre = common::group_uuid(3);
+    mock.lock().fail.insert(sre.clone());
+    dirsync(&env, &["sync"]).await.expect_code(3);
+
+    mock.lock().fail.clear();
+    let before = mock.request_count().await;
+    let retry = dirsync(&env, &["sync"]).await;
+    retry.expect_code(0);
+    assert!(retry.stderr.contains("mode=\"unchanged\""), "{}", retry.stderr);
+    assert!(
+        retry
+            .stderr
+            .contains("reading it again for the targets whose last plan was not confirmed"),
+        "{}",
+        retry.stderr
+    );
+    assert_eq!(mock.request_count().await, before + 1, "only the failed group");
+    assert_eq!(mock.accepted().last(), Some(&sre));
+    assert_eq!(mock.groups(), oracle(&server).await);
+}
+
+#[tokio::test]
+async fn a_size_limit_that_stops_a_refresh_falls_back_to_paged_reads_with_a_warning() {
+    let server = Slapd::start(
+        &fixture("ldap-groups.ldif"),
+        Options {
+            syncprov: true,
+            size_limit: 5,
+            ..Options::default()
+        },
+    );
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "page_size = 3");
+    for _ in 0..2 {
+        let run = dirsync(&env, &["sync"]).await;
+        run.expect_code(0);
+        assert!(
+            run.stderr
+                .contains("limits dn.exact=\"<bind dn>\" size=unlimited"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("mode=\"full\""), "{}", run.stderr);
+    }
+    let oracle_mock = GroupMembersApi::start().await;
+    let oracle_env = setup(&server, &oracle_mock, "page_size = 3");
+    dirsync(&oracle_env, &["resync"]).await.expect_code(0);
+    assert_eq!(mock.groups(), oracle_mock.groups());
+    assert_eq!(mock.groups().len(), 8, "every group");
+}
+
+#[tokio::test]
 async fn a_server_without_syncprov_is_read_whole_every_run_with_a_warning() {
     let server = Slapd::start(&fixture("ldap-groups.ldif"), Options::default());
     let mock = GroupMembersApi::start().await;
