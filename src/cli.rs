@@ -403,6 +403,12 @@ async fn check(config: &Config) -> u8 {
         dir.groups.len(),
         dir.membership_count()
     );
+    // OpenLDAP without content synchronisation: every run reads the whole directory.
+    if let (config::SourceConfig::Ldap(ldap), Some(p)) = (&config.source, problems.as_mut())
+        && let Some(problem) = dirsync::source::ldap::content_sync_problem(ldap).await
+    {
+        p.push(problem);
+    }
     match problems {
         Some(p) if p.is_empty() => println!("source: no problems found"),
         Some(p) => {

@@ -360,6 +360,36 @@ async fn a_server_without_syncprov_is_read_whole_every_run_with_a_warning() {
         .await
         .expect("count");
     assert_eq!(cached, 0, "no cache is kept");
+
+    let check = dirsync(&env, &["check"]).await;
+    check.expect_code(0);
+    assert!(
+        check
+            .stdout
+            .contains("source problem: the server does not offer content synchronisation"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.stdout.contains("enable the syncprov overlay"),
+        "{}",
+        check.stdout
+    );
+}
+
+#[tokio::test]
+async fn check_is_quiet_about_content_synchronisation_when_the_server_offers_it() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let check = dirsync(&env, &["check"]).await;
+    check.expect_code(0);
+    assert!(check.stdout.contains("source problem:"), "{}", check.stdout);
+    assert!(
+        !check.stdout.contains("content synchronisation"),
+        "{}",
+        check.stdout
+    );
 }
 
 #[tokio::test]

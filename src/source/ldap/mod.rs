@@ -201,6 +201,45 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
     Ok((read?, report))
 }
 
+/// What `dirsync check` says when an OpenLDAP server does not offer content
+/// synchronisation (RFC 4533: its root DSE does not list the control, as OpenLDAP
+/// without the `syncprov` overlay), or when that cannot be told. `None` for Active
+/// Directory, whose reads do not use it.
+pub async fn content_sync_problem(config: &LdapConfig) -> Option<String> {
+    if config.domain_scope {
+        return None;
+    }
+    let offered = async {
+        let mut conn = Conn::open(config).await?;
+        let asked = async {
+            conn.bind(&config.bind).await?;
+            let attrs = ["supportedControl".to_owned()];
+            conn.read_entry("", &attrs).await
+        }
+        .await;
+        conn.close().await;
+        asked.map(|root| {
+            root.as_ref()
+                .and_then(|e| e.values("supportedControl"))
+                .unwrap_or_default()
+                .iter()
+                .any(|v| v.as_slice() == conn::SYNC_REQUEST_OID.as_bytes())
+        })
+    };
+    match offered.await {
+        Ok(true) => None,
+        Ok(false) => Some(
+            "the server does not offer content synchronisation (RFC 4533), so every run reads the \
+             whole directory: enable the syncprov overlay (`moduleload syncprov`, then `overlay \
+             syncprov` on the database; cn=config: an olcSyncProvConfig entry under the database)"
+                .to_owned(),
+        ),
+        Err(e) => Some(format!(
+            "cannot tell whether the server offers content synchronisation: {e}"
+        )),
+    }
+}
+
 /// What a content synchronisation refresh of the user and group searches said.
 #[derive(Debug)]
 pub struct SyncRefresh {
