@@ -300,6 +300,68 @@ async fn a_push_that_failed_is_planned_again_from_the_cache_while_the_directory_
 }
 
 #[tokio::test]
+async fn a_run_killed_after_its_cache_commit_is_finished_by_the_next_run_from_the_cache() {
+    let mut ldif = common::slapd::people_ldif(5);
+    for k in 0..60 {
+        ldif.push_str(&format!(
+            "dn: cn=team{k},ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: team{k}\n\
+             member: uid=user1,ou=people,{BASE}\nmember: uid=user{},ou=people,{BASE}\n\
+             entryUUID: {}\n\n",
+            2 + k % 4,
+            common::group_uuid(k)
+        ));
+    }
+    let server = Slapd::start(&ldif, syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    // user1 leaves every group: the refresh's cache commit comes before the push,
+    // which is killed part way.
+    let mut admin = admin(&server).await;
+    admin
+        .delete(&format!("uid=user1,ou=people,{BASE}"))
+        .await
+        .and_then(|r| r.success())
+        .expect("delete user1");
+    admin.unbind().await.expect("unbind");
+    mock.lock().delay = std::time::Duration::from_millis(40);
+    let mut child = env
+        .command(&["sync", "--allow-removals"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .spawn()
+        .expect("spawn");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while mock.accepted().len() < 60 + 10 {
+        assert!(tokio::time::Instant::now() < deadline, "the run made no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+    assert!(mock.accepted().len() < 2 * 60, "killed before the end");
+    mock.lock().delay = std::time::Duration::ZERO;
+
+    // The directory names no change since the committed cookies, and the target is
+    // not clean: it is planned from the cache.
+    let next = dirsync(&env, &["sync", "--allow-removals"]).await;
+    next.expect_code(0);
+    assert!(next.stderr.contains("mode=\"unchanged\""), "{}", next.stderr);
+    assert!(
+        next.stderr
+            .contains("reading it again for the targets whose last plan was not confirmed"),
+        "{}",
+        next.stderr
+    );
+    assert_eq!(mock.groups(), oracle(&server).await);
+    let after = dirsync(&env, &["sync"]).await;
+    assert!(
+        after.stderr.contains("Source unchanged; nothing to plan."),
+        "{}",
+        after.stderr
+    );
+}
+
+#[tokio::test]
 async fn a_size_limit_that_stops_a_refresh_falls_back_to_paged_reads_with_a_warning() {
     let server = Slapd::start(
         &fixture("ldap-groups.ldif"),
