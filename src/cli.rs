@@ -813,6 +813,9 @@ async fn status(state_db: &Path, json: bool) -> u8 {
                 "  last full read {}",
                 s.last_full_at.as_deref().unwrap_or("never")
             );
+            if let Some(why) = &s.force_full {
+                println!("  the next read is full: {}", visible(why));
+            }
         }
     }
     println!("snapshot:");

@@ -16,6 +16,8 @@ use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+mod incremental;
+
 use crate::config::{Config, SourceConfig, TargetConfig};
 use crate::lock::{LockError, RunLock};
 use crate::mapping::{self, DesiredUser, MapOptions, MappingError};
@@ -24,7 +26,7 @@ use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::safety;
 use crate::source::token::{self, Decision, Facts, ReadMode};
 use crate::source::{self, SourceError};
-use crate::store::{Record, Skipped, SourceRead, SourceState, Store, StoreError};
+use crate::store::{EntryWrite, Record, Skipped, SourceRead, SourceState, Store, StoreError};
 use crate::target::request::{self, Secrets};
 use crate::target::spec::EndpointKind;
 use crate::target::{HttpTarget, TargetError};
@@ -225,23 +227,42 @@ pub async fn run(
         ),
         _ => (None, None, BTreeMap::new()),
     };
+    let decided = stored.as_ref().map(as_decided);
+    let facts = Facts {
+        kind,
+        config_hash: &config.source_hash,
+        token: token.as_ref(),
+        resync: opts.mode == Mode::Resync,
+        full_read_every: config.full_read_every,
+    };
+    // OpenLDAP is refreshed from its cookies first: only the refresh tells whether it
+    // changed. Active Directory is read in full.
+    let cached = match (&config.source, &store) {
+        (SourceConfig::Ldap(c), Some(s)) if !opts.dry_run && !c.domain_scope => {
+            match incremental::read(s, c, decided.as_ref(), facts).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    force_full_read(s, &e).await;
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    let token = match &cached {
+        Some(c) => c.token.clone(),
+        None => token.clone(),
+    };
     let decision = if opts.dry_run {
         Decision {
             mode: ReadMode::Full,
             reason: "a dry run plans every target".into(),
             changed: false,
         }
+    } else if let Some(c) = &cached {
+        c.decision.clone()
     } else {
-        token::decide(
-            stored.as_ref().map(as_decided).as_ref(),
-            Facts {
-                kind,
-                config_hash: &config.source_hash,
-                token: token.as_ref(),
-                resync: opts.mode == Mode::Resync,
-                full_read_every: config.full_read_every,
-            },
-        )
+        token::decide(decided.as_ref(), facts)
     };
     let generation = stored
         .as_ref()
@@ -257,8 +278,11 @@ pub async fn run(
     let (mode, reason) = (decision.mode.as_str(), decision.reason.as_str());
     match decision.mode {
         // Every read of a source kind without a token is full: not news.
-        ReadMode::Full if token.is_none() => tracing::debug!(mode, reason, "Reading the whole source."),
+        ReadMode::Full if token.is_none() && cached.is_none() => {
+            tracing::debug!(mode, reason, "Reading the whole source.")
+        }
         ReadMode::Full => tracing::info!(mode, reason, "Reading the whole source."),
+        ReadMode::Incremental => tracing::info!(mode, reason, "Read what changed in the source."),
         ReadMode::Unchanged if targets.is_empty() => {
             tracing::info!(mode, reason, "Source unchanged; nothing to plan.");
         }
@@ -298,14 +322,21 @@ pub async fn run(
             .collect::<Result<Vec<_>, _>>()
     };
     let read = async {
-        if targets.is_empty() {
-            Ok(None)
-        } else {
-            source::read(&config.source).await.map(Some)
+        match (&cached, &store, &config.source) {
+            _ if targets.is_empty() => Ok(None),
+            (Some(c), Some(s), SourceConfig::Ldap(l)) => c.directory(s, &config.source, l).await.map(Some),
+            _ => Ok(source::read(&config.source).await.map(Some)?),
         }
     };
     let (dir, snapshots, clients) = tokio::join!(read, load_snapshots, clients);
-    let (dir, snapshots, clients) = (dir?, snapshots?, clients?);
+    let dir = match (dir, &store) {
+        (Err(e), Some(s)) if cached.is_some() => {
+            force_full_read(s, &e).await;
+            return Err(e);
+        }
+        (dir, _) => dir?,
+    };
+    let (snapshots, clients) = (snapshots?, clients?);
     let (source_users, source_groups) = match (&dir, &stored) {
         (Some(dir), _) => {
             tracing::debug!(
@@ -385,6 +416,11 @@ pub async fn run(
                 mode,
                 reason,
                 full: decision.mode == ReadMode::Full,
+                entries: match &cached {
+                    Some(c) => c.write(),
+                    None if matches!(config.source, SourceConfig::Ldap(_)) => EntryWrite::Clear,
+                    None => EntryWrite::Keep,
+                },
             },
             &planned,
         )
@@ -464,6 +500,14 @@ pub async fn run(
     Ok(report)
 }
 
+/// Marks the next read full after a read that failed: the cookies it started from
+/// are in doubt. The read's own error is what the run reports.
+async fn force_full_read(store: &Store, e: &SyncError) {
+    if let Err(store_error) = store.force_full_read(&e.to_string()).await {
+        tracing::warn!(error = %store_error, "Could not record that the next read must be full.");
+    }
+}
+
 /// The source kind as stored.
 fn source_kind(config: &SourceConfig) -> &'static str {
     match config {
@@ -492,6 +536,7 @@ fn as_decided(s: &SourceState) -> token::Stored {
         since_full,
         users: count(s.users),
         groups: count(s.groups),
+        force_full: s.force_full.clone(),
     }
 }
 

@@ -202,7 +202,7 @@ impl Ctx {
 
     fn build(self, raw: RawConfig) -> Result<Config, ConfigError> {
         let state_db = self.state_db(raw.state_db);
-        let mut full_read_every = DEFAULT_FULL_READ_EVERY;
+        let full_read_every;
         let source = match raw.source {
             None => return Err(self.invalid("source", "missing: say where users and groups come from")),
             Some(raw::RawSource::Csv(mut csv)) => {
@@ -216,10 +216,17 @@ impl Ctx {
                         .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
                 ))
             }
-            Some(raw::RawSource::Ldap(ldap)) => SourceConfig::Ldap(Box::new(
-                LdapConfig::from_raw(ldap, &self.base)
-                    .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
-            )),
+            Some(raw::RawSource::Ldap(mut ldap)) => {
+                full_read_every = self.duration(
+                    "source.full_read_every",
+                    ldap.0.full_read_every.take().as_deref(),
+                    DEFAULT_FULL_READ_EVERY,
+                )?;
+                SourceConfig::Ldap(Box::new(
+                    LdapConfig::from_raw(ldap, &self.base)
+                        .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
+                ))
+            }
         };
         if raw.targets.is_empty() {
             return Err(self.invalid("targets", "no target is configured"));

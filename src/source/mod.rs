@@ -61,7 +61,7 @@ pub(crate) async fn token(config: &SourceConfig) -> Result<Option<token::Token>,
 }
 
 /// How a spawned task ended without a result.
-fn interrupted(e: tokio::task::JoinError) -> ldap::Interrupted {
+pub(crate) fn interrupted(e: tokio::task::JoinError) -> ldap::Interrupted {
     match e.try_into_panic() {
         Ok(panic) => ldap::Interrupted::Panicked(
             panic

@@ -4,7 +4,9 @@
 //!
 //! CSV: each file's path, size, mtime and SHA-256. Size and mtime alone are not
 //! trusted (a copy can keep both), so an unchanged read still hashes every file; it
-//! never parses one. `decide` is pure: the caller gathers the stored state and now.
+//! never parses one. OpenLDAP: the content synchronisation cookies of the user and
+//! group searches; whether anything changed is known only after the refresh.
+//! `decide` and `decide_refresh` are pure: the caller gathers the stored state and now.
 
 use std::io::Read;
 use std::path::Path;
@@ -14,12 +16,20 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::csv::{CsvConfig, CsvError};
+use super::ldap::cache::StoredValue;
 
 /// What a read saw, stored so the next run can compare.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub(crate) enum Token {
-    Csv { files: Vec<CsvFile> },
+    Csv {
+        files: Vec<CsvFile>,
+    },
+    /// The cookies of the last refresh of each search (RFC 4533).
+    Ldap {
+        users_cookie: StoredValue,
+        groups_cookie: StoredValue,
+    },
 }
 
 /// One CSV file as it was read.
@@ -37,7 +47,9 @@ impl Token {
     /// Whether both describe the same data: every file's path, size and content hash
     /// agree (mtimes may differ: a `touch` changes nothing that is read).
     pub(crate) fn same_content(&self, other: &Token) -> bool {
-        let (Token::Csv { files: a }, Token::Csv { files: b }) = (self, other);
+        let (Token::Csv { files: a }, Token::Csv { files: b }) = (self, other) else {
+            return false;
+        };
         a.len() == b.len()
             && a.iter()
                 .zip(b)
@@ -115,6 +127,8 @@ pub(crate) struct Stored {
     pub(crate) since_full: Option<Duration>,
     pub(crate) users: usize,
     pub(crate) groups: usize,
+    /// Why the next read must be full (a failed refresh); `None` otherwise.
+    pub(crate) force_full: Option<String>,
 }
 
 /// How this run reads the source.
@@ -124,6 +138,8 @@ pub(crate) enum ReadMode {
     Full,
     /// The source is as last read: plan only targets whose last plan was not confirmed.
     Unchanged,
+    /// Only what changed since the stored token was read; every target is planned.
+    Incremental,
 }
 
 impl ReadMode {
@@ -131,6 +147,7 @@ impl ReadMode {
         match self {
             ReadMode::Full => "full",
             ReadMode::Unchanged => "unchanged",
+            ReadMode::Incremental => "incremental",
         }
     }
 }
@@ -213,6 +230,52 @@ pub(crate) fn decide(stored: Option<&Stored>, now: Facts<'_>) -> Decision {
     }
 }
 
+/// How an OpenLDAP source is refreshed this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// From the stored cookies (users, groups): only what changed.
+    WithCookies { users: Vec<u8>, groups: Vec<u8> },
+    /// Without cookies: every entry, replacing the cache. Why, for the log.
+    Full { reason: String },
+}
+
+/// Chooses between a refresh from the stored cookies and one that reads every entry.
+/// Any doubt about the cookies reads everything.
+pub(crate) fn decide_refresh(stored: Option<&Stored>, now: Facts<'_>) -> Refresh {
+    let full = |reason: &str| Refresh::Full {
+        reason: reason.to_owned(),
+    };
+    let Some(stored) = stored else {
+        return full("no earlier read is recorded");
+    };
+    if now.resync {
+        return full("a resync reads and plans everything");
+    }
+    if stored.kind != now.kind || stored.config_hash != now.config_hash {
+        return full("the source configuration changed");
+    }
+    if let Some(why) = &stored.force_full {
+        return full(&format!("the last read failed: {why}"));
+    }
+    let Some(Token::Ldap {
+        users_cookie,
+        groups_cookie,
+    }) = &stored.token
+    else {
+        return full("no sync cookie is stored");
+    };
+    let (Ok(users), Ok(groups)) = (users_cookie.bytes(), groups_cookie.bytes()) else {
+        return full("the stored sync cookies cannot be read");
+    };
+    match stored.since_full {
+        Some(age) if age <= now.full_read_every => Refresh::WithCookies { users, groups },
+        _ => full(&format!(
+            "the last full read is older than source.full_read_every ({})",
+            humantime::format_duration(now.full_read_every)
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +303,7 @@ mod tests {
             since_full: since_full.map(Duration::from_secs),
             users: 1,
             groups: 1,
+            force_full: None,
         })
     }
 
@@ -345,6 +409,86 @@ mod tests {
             false,
             (Full, "not implemented", true),
         );
+    }
+
+    #[test]
+    fn refresh_decisions() {
+        let cookies = Token::Ldap {
+            users_cookie: StoredValue::new(b"rid=000,csn=1"),
+            groups_cookie: StoredValue::new(b"rid=000,csn=2"),
+        };
+        let ldap = |token: Option<Token>, since_full: Option<u64>, force_full: Option<&str>| Stored {
+            kind: "ldap".into(),
+            config_hash: "h".into(),
+            token,
+            generation: 3,
+            since_full: since_full.map(Duration::from_secs),
+            users: 1,
+            groups: 1,
+            force_full: force_full.map(Into::into),
+        };
+        let check = |stored: Option<Stored>, config_hash: &str, resync: bool, expected: &str| {
+            let r = decide_refresh(
+                stored.as_ref(),
+                Facts {
+                    kind: "ldap",
+                    config_hash,
+                    token: None,
+                    resync,
+                    full_read_every: Duration::from_secs(3600),
+                },
+            );
+            match r {
+                Refresh::WithCookies { users, groups } => {
+                    assert_eq!(expected, "cookies", "{users:?} {groups:?}");
+                    assert_eq!(
+                        (users, groups),
+                        (b"rid=000,csn=1".to_vec(), b"rid=000,csn=2".to_vec())
+                    );
+                }
+                Refresh::Full { reason } => assert!(reason.contains(expected), "{reason}"),
+            }
+        };
+        let fresh = Some(60);
+        check(
+            Some(ldap(Some(cookies.clone()), fresh, None)),
+            "h",
+            false,
+            "cookies",
+        );
+        check(None, "h", false, "no earlier read");
+        check(
+            Some(ldap(Some(cookies.clone()), fresh, None)),
+            "h",
+            true,
+            "resync",
+        );
+        check(
+            Some(ldap(Some(cookies.clone()), fresh, None)),
+            "other",
+            false,
+            "configuration changed",
+        );
+        check(
+            Some(ldap(Some(cookies.clone()), fresh, Some("a bad cookie"))),
+            "h",
+            false,
+            "the last read failed: a bad cookie",
+        );
+        check(Some(ldap(None, fresh, None)), "h", false, "no sync cookie");
+        check(
+            Some(ldap(Some(token(&[("u.csv", 1, 1, "a")])), fresh, None)),
+            "h",
+            false,
+            "no sync cookie",
+        );
+        check(
+            Some(ldap(Some(cookies.clone()), Some(7200), None)),
+            "h",
+            false,
+            "older than source.full_read_every (1h)",
+        );
+        check(Some(ldap(Some(cookies), None, None)), "h", false, "older than");
     }
 
     #[test]

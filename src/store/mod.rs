@@ -19,6 +19,8 @@ use sqlx::sqlite::{
 
 use crate::mapping::Unmapped;
 use crate::plan::{Members, Operation, Snapshot, SnapshotGroup, SnapshotUser};
+use crate::source::ldap::Entry;
+use crate::source::ldap::cache::{self, Cache, Delta, Kind};
 
 /// The state database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +161,8 @@ pub struct SourceState {
     pub last_reason: String,
     pub last_read_at: String,
     pub last_full_at: Option<String>,
+    /// Why the next read must be full (the last one failed); `None` otherwise.
+    pub force_full: Option<String>,
 }
 
 /// What a run read, written before its push.
@@ -174,6 +178,21 @@ pub(crate) struct SourceRead<'a> {
     pub(crate) reason: &'a str,
     /// The read parsed everything: `last_full_at` moves.
     pub(crate) full: bool,
+    /// What changes in the LDAP entry cache.
+    pub(crate) entries: EntryWrite<'a>,
+}
+
+/// What a read changes in the LDAP entry cache.
+#[derive(Debug, Clone)]
+pub(crate) enum EntryWrite<'a> {
+    /// Nothing (a CSV source, or a refresh that changed nothing).
+    Keep,
+    /// No cache is kept (a source read without content synchronisation).
+    Clear,
+    /// The cache is these entries.
+    Replace(&'a Cache),
+    /// These entries of `cache` changed or were removed.
+    Apply { cache: &'a Cache, delta: &'a Delta },
 }
 
 /// A target's claim about its last plan.
@@ -684,7 +703,7 @@ impl Store {
     pub async fn source_state(&self) -> Result<Option<SourceState>, StoreError> {
         let Some(r) = sqlx::query(
             "SELECT kind, config_hash, token, token_at, generation, users, groups, last_mode, last_reason,
-                    last_read_at, last_full_at FROM source_state WHERE id = 1",
+                    last_read_at, last_full_at, force_full FROM source_state WHERE id = 1",
         )
         .fetch_optional(&self.pool)
         .await?
@@ -711,7 +730,42 @@ impl Store {
             last_reason: r.try_get("last_reason")?,
             last_read_at: r.try_get("last_read_at")?,
             last_full_at: r.try_get("last_full_at")?,
+            force_full: r.try_get("force_full")?,
         }))
+    }
+
+    /// The LDAP entry cache, as the last read committed it.
+    pub(crate) async fn source_entries(&self) -> Result<Cache, StoreError> {
+        let mut out = Cache::default();
+        let mut rows = sqlx::query("SELECT kind, id, dn, attrs FROM source_entries").fetch(&self.pool);
+        while let Some(r) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+            let (kind, id): (String, String) = (r.try_get("kind")?, r.try_get("id")?);
+            let corrupt = |message: String| StoreError::Corrupt {
+                id: format!("source_entries {kind} {id}"),
+                message,
+            };
+            let k = Kind::parse(&kind).ok_or_else(|| corrupt("unknown kind".into()))?;
+            let attrs: String = r.try_get("attrs")?;
+            let entry = Entry {
+                dn: r.try_get("dn")?,
+                attrs: cache::decode_attrs(&attrs).map_err(|e| corrupt(format!("the attributes: {e}")))?,
+            };
+            match k {
+                Kind::User => out.users.insert(id, entry),
+                Kind::Group => out.groups.insert(id, entry),
+            };
+        }
+        Ok(out)
+    }
+
+    /// Makes the next read full, for `why`; outside any read's transaction, so that
+    /// a read that failed and committed nothing still leaves the mark.
+    pub(crate) async fn force_full_read(&self, why: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE source_state SET force_full = ? WHERE id = 1")
+            .bind(why)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Every target's claim about its last plan, by name.
@@ -751,7 +805,8 @@ impl Store {
                token = excluded.token, token_at = excluded.token_at, generation = excluded.generation,
                users = excluded.users, groups = excluded.groups, last_mode = excluded.last_mode,
                last_reason = excluded.last_reason, last_read_at = excluded.last_read_at,
-               last_full_at = COALESCE(excluded.last_full_at, source_state.last_full_at)",
+               last_full_at = COALESCE(excluded.last_full_at, source_state.last_full_at),
+               force_full = NULL",
         )
         .bind(read.kind)
         .bind(read.config_hash)
@@ -766,6 +821,7 @@ impl Store {
         .bind(read.full.then_some(&at))
         .execute(&mut *tx)
         .await?;
+        write_entries(&mut tx, &read.entries).await?;
         for (target, config_hash) in planned {
             upsert_target_state(&mut tx, target, read.generation, config_hash, false, &at).await?;
         }
@@ -809,6 +865,57 @@ pub(crate) fn fresh_invalid<'s>(
         .iter()
         .filter(|s| known.get(&(s.kind.to_owned(), s.id.clone())) != Some(&s.reason))
         .collect()
+}
+
+/// Rows per INSERT of the entry cache, under SQLite's limit of bound parameters.
+const ENTRY_ROWS_PER_INSERT: usize = 500;
+
+async fn write_entries(tx: &mut sqlx::SqliteConnection, write: &EntryWrite<'_>) -> Result<(), StoreError> {
+    let (cache, upserts): (&Cache, Vec<(Kind, &String)>) = match write {
+        EntryWrite::Keep => return Ok(()),
+        EntryWrite::Clear => {
+            sqlx::query("DELETE FROM source_entries")
+                .execute(&mut *tx)
+                .await?;
+            return Ok(());
+        }
+        EntryWrite::Replace(cache) => {
+            sqlx::query("DELETE FROM source_entries")
+                .execute(&mut *tx)
+                .await?;
+            let all = [Kind::User, Kind::Group]
+                .into_iter()
+                .flat_map(|k| cache.entries(k).keys().map(move |id| (k, id)))
+                .collect();
+            (cache, all)
+        }
+        EntryWrite::Apply { cache, delta } => {
+            for (kind, id) in &delta.removed {
+                sqlx::query("DELETE FROM source_entries WHERE kind = ? AND id = ?")
+                    .bind(kind.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            (cache, delta.upserted.iter().map(|(k, id)| (*k, id)).collect())
+        }
+    };
+    // An upserted id is in the cache by construction.
+    let rows: Vec<(Kind, &String, &Entry)> = upserts
+        .into_iter()
+        .filter_map(|(kind, id)| cache.entries(kind).get(id).map(|e| (kind, id, e)))
+        .collect();
+    for chunk in rows.chunks(ENTRY_ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::new("INSERT OR REPLACE INTO source_entries (kind, id, dn, attrs) ");
+        q.push_values(chunk, |mut row, (kind, id, entry)| {
+            row.push_bind(kind.as_str())
+                .push_bind((*id).clone())
+                .push_bind(entry.dn.clone())
+                .push_bind(cache::encode_attrs(&entry.attrs));
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 async fn upsert_target_state(

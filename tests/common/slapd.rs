@@ -33,8 +33,8 @@ pub struct Options {
     pub paging: bool,
     /// Listen for LDAPS too, and offer StartTLS, with a CA made for this server.
     pub tls: bool,
-    /// Content synchronisation (RFC 4533): the `syncprov` overlay with a session log,
-    /// and no size limit for `cn=reader` (a sync refresh is not paged).
+    /// Content synchronisation (RFC 4533): the `syncprov` overlay with a session log.
+    /// A sync refresh is not paged: with it, `size_limit` applies to a refresh whole.
     pub syncprov: bool,
 }
 
@@ -204,11 +204,7 @@ impl Slapd {
         } else {
             String::new()
         };
-        let limit = if opts.syncprov {
-            "unlimited".to_owned()
-        } else {
-            opts.size_limit.to_string()
-        };
+        let limit = opts.size_limit.to_string();
         let (syncprov_module, syncprov) = if opts.syncprov {
             (
                 "moduleload syncprov\n",

@@ -28,6 +28,9 @@ pub struct RawLdap(pub(crate) Box<RawLdapTable>);
 pub(crate) struct RawLdapTable {
     /// `openldap` or `active-directory`: defaults for every key below.
     pub(crate) preset: Option<String>,
+    /// How old the last full read may get before a run reads every entry again,
+    /// even when content synchronisation names no change (default 24h).
+    pub(crate) full_read_every: Option<String>,
     pub(crate) url: String,
     pub(crate) starttls: Option<bool>,
     pub(crate) ca_file: Option<PathBuf>,

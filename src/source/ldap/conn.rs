@@ -38,6 +38,8 @@ const DOMAIN_SCOPE_OID: &str = "1.2.840.113556.1.4.1339";
 
 /// The name of RFC 4533's Sync Info intermediate response.
 const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
+/// The content synchronisation request control (RFC 4533), as the root DSE lists it.
+pub const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
 
 /// An open, bound connection. ldap3's connection task runs beside it.
 pub struct Conn {

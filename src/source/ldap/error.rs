@@ -355,6 +355,10 @@ pub enum RangeStop {
     NoEntry,
     #[error("the answer holds no ranged values")]
     NoValues,
+    /// Content synchronisation sends whole entries; a ranged value in one is not
+    /// followed.
+    #[error("a synchronised entry holds ranged values")]
+    Synchronised,
 }
 
 #[cfg(test)]

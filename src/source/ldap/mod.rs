@@ -10,6 +10,7 @@
 //! - `conn`: ldap3's connection, TLS, bind, paged search; every early end is an error.
 //! - `error`: why a read failed, as data, with the text and hints users read.
 //! - `entry`: an entry's DN and raw values; binary attributes rendered as text.
+//! - `cache`: pure; the searches' entries as last read, moved on by a refresh.
 //! - `build`: pure; entries → users and groups, members resolved, groups flattened.
 //! - `nested`: pure; cycle-safe flattening of nested groups.
 //! - `ad`: pure; objectGUID, objectSid, userAccountControl, `member;range=…`.
@@ -22,6 +23,7 @@
 
 pub(crate) mod ad;
 mod build;
+pub(crate) mod cache;
 mod config;
 mod conn;
 pub(crate) mod dn;
@@ -40,6 +42,7 @@ pub use error::{
 };
 
 use build::{DataError, Groups, Users};
+use cache::Cache;
 use conn::{Conn, SearchMode};
 pub use conn::{Refresh, Synced};
 pub use entry::Entry;
@@ -112,6 +115,54 @@ impl ReadReport {
 /// Reads the whole directory, logging what an operator should know.
 pub(crate) async fn read(config: &LdapConfig) -> Result<Directory, LdapError> {
     let (dir, report) = read_with_report(config).await?;
+    log_report(&report);
+    tracing::debug!(
+        url = %config.url,
+        user_pages = report.user_pages,
+        group_pages = report.group_pages,
+        range_requests = report.range_requests,
+        "Read the LDAP directory."
+    );
+    Ok(dir)
+}
+
+/// Builds the directory from the cached entries of both searches, through the same
+/// builders as a read, logging what an operator should know.
+pub(crate) fn build_from_cache(config: &LdapConfig, cache: &Cache) -> Result<Directory, LdapError> {
+    let url = config.url.as_str();
+    let uid_attribute = config.groups.member_uid_attribute.as_deref();
+    let mut users = Users::new(&config.users, uid_attribute);
+    for e in cache.users.values() {
+        users.add(e).map_err(|e| LdapError::data(url, e))?;
+    }
+    let (list, users) = users.finish();
+    let mut groups = Groups::new(&config.groups);
+    for e in cache.groups.values() {
+        let pending = groups.add(e, &users).map_err(|e| LdapError::data(url, e))?;
+        if let Some(p) = pending.first() {
+            return Err(LdapError::Data {
+                url: url.to_owned(),
+                dn: p.dn.clone(),
+                attribute: Some(p.attribute.clone()),
+                problem: DataProblem::RangeStopped(error::RangeStop::Synchronised),
+            });
+        }
+    }
+    let (dir, resolution) = groups.finish(list).map_err(|e| LdapError::data(url, e))?;
+    let mut report = ReadReport {
+        warnings: config.warnings(),
+        ..ReadReport::default()
+    };
+    report.ignored_members = resolution.ignored_members;
+    report.ignored_examples = resolution.ignored_examples;
+    report.cycles = resolution.cycles;
+    report.duplicate_names = resolution.duplicate_names;
+    log_report(&report);
+    Ok(dir)
+}
+
+/// Logs what an operator should know about a read.
+fn log_report(report: &ReadReport) {
     for w in &report.warnings {
         tracing::warn!("{w}.");
     }
@@ -125,14 +176,6 @@ pub(crate) async fn read(config: &LdapConfig) -> Result<Directory, LdapError> {
             "Left out member values that name no user or group the searches returned."
         );
     }
-    tracing::debug!(
-        url = %config.url,
-        user_pages = report.user_pages,
-        group_pages = report.group_pages,
-        range_requests = report.range_requests,
-        "Read the LDAP directory."
-    );
-    Ok(dir)
 }
 
 /// Reads the whole directory and reports what the read found.
@@ -191,10 +234,6 @@ pub async fn sync_refresh(
     refreshed
 }
 
-/// RFC 4533's Sync Request control: a server that offers content synchronisation
-/// lists it in its root DSE.
-const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
-
 /// What `dirsync check` says of a server that does not offer content synchronisation.
 pub const NO_CONTENT_SYNC: &str = "the server does not offer content synchronisation (RFC 4533), so every \
      run reads the whole directory: enable OpenLDAP's syncprov overlay on the database (slapd.conf: \
@@ -216,7 +255,9 @@ pub async fn offers_content_sync(config: &LdapConfig) -> Result<Option<bool>, Ld
             .as_ref()
             .and_then(|e| e.values("supportedControl"))
             .unwrap_or_default();
-        Ok(Some(listed.iter().any(|oid| oid == SYNC_REQUEST_OID.as_bytes())))
+        Ok(Some(
+            listed.iter().any(|oid| oid == conn::SYNC_REQUEST_OID.as_bytes()),
+        ))
     }
     .await;
     conn.close().await;

@@ -1,0 +1,256 @@
+//! The read of an OpenLDAP source through content synchronisation (RFC 4533
+//! `refreshOnly`): the user and group searches refreshed from the stored cookies,
+//! the refresh applied to the entry cache, and the directory built from the cache.
+//!
+//! A refresh without cookies (no cookie stored, `resync`, `full_read_every`, a
+//! changed source config, a failed last read, or the server asking for it) reads
+//! every entry and replaces the cache. A server without content synchronisation, or
+//! a bind identity whose size limit stops an unpaged refresh, is read in full
+//! through paged searches and no cache is kept.
+
+use crate::config::SourceConfig;
+use crate::source::ldap::cache::{Cache, Delta, Kind};
+use crate::source::ldap::{self, LdapConfig, LdapError, SearchFailure, ServerResult, Synced};
+use crate::source::token::{self, Decision, Facts, ReadMode, Token};
+use crate::source::{self, SourceError};
+use crate::store::{EntryWrite, Store};
+
+use super::SyncError;
+
+/// Where the directory of this run comes from.
+#[derive(Debug)]
+pub(super) enum Entries {
+    /// The cache, moved on by the refresh.
+    Cache(Cache),
+    /// The cache as stored: the refresh changed nothing, and it is loaded only if a
+    /// target needs planning.
+    Stored,
+    /// An ordinary paged read of every entry; no cache is kept.
+    FullRead,
+}
+
+/// What the refresh found, and what the run commits.
+#[derive(Debug)]
+pub(super) struct CachedRead {
+    pub(super) decision: Decision,
+    /// The cookies to store; `None` when no cache is kept.
+    pub(super) token: Option<Token>,
+    pub(super) entries: Entries,
+    /// What changed in the cache (for `ReadMode::Incremental`).
+    pub(super) delta: Delta,
+}
+
+impl CachedRead {
+    /// What the run writes to the entry cache.
+    pub(super) fn write(&self) -> EntryWrite<'_> {
+        match (&self.entries, self.decision.mode) {
+            (Entries::FullRead, _) => EntryWrite::Clear,
+            (Entries::Stored, _) => EntryWrite::Keep,
+            (Entries::Cache(cache), ReadMode::Incremental) => EntryWrite::Apply {
+                cache,
+                delta: &self.delta,
+            },
+            (Entries::Cache(_), ReadMode::Unchanged) => EntryWrite::Keep,
+            (Entries::Cache(cache), ReadMode::Full) => EntryWrite::Replace(cache),
+        }
+    }
+
+    /// The directory to plan from.
+    pub(super) async fn directory(
+        &self,
+        store: &Store,
+        config: &SourceConfig,
+        ldap: &LdapConfig,
+    ) -> Result<crate::model::Directory, SyncError> {
+        match &self.entries {
+            Entries::Cache(cache) => Ok(ldap::build_from_cache(ldap, cache).map_err(SourceError::from)?),
+            Entries::Stored => {
+                let cache = store.source_entries().await?;
+                Ok(ldap::build_from_cache(ldap, &cache).map_err(SourceError::from)?)
+            }
+            Entries::FullRead => Ok(source::read(config).await?),
+        }
+    }
+}
+
+/// Refreshes the source as `decide_refresh` says, on a runtime worker.
+pub(super) async fn read(
+    store: &Store,
+    config: &LdapConfig,
+    stored: Option<&token::Stored>,
+    facts: Facts<'_>,
+) -> Result<CachedRead, SyncError> {
+    let (cookies, reason) = match token::decide_refresh(stored, facts) {
+        token::Refresh::WithCookies { users, groups } => (Some((users, groups)), None),
+        token::Refresh::Full { reason } => (None, Some(reason)),
+    };
+    let Some((users_cookie, groups_cookie)) = cookies else {
+        let reason = reason.unwrap_or_default();
+        return full_refresh(config, reason).await;
+    };
+    let r = refresh(config, Some((users_cookie, groups_cookie))).await;
+    let (users, groups) = match r {
+        Err(e) if size_limited(&e) => return Ok(size_limit_fallback(config, &e)),
+        Err(e) => return Err(SourceError::from(e).into()),
+        Ok(r) => match (r.users, r.groups) {
+            (Synced::Unsupported(result), _) | (_, Synced::Unsupported(result)) => {
+                return Ok(unsupported(&result));
+            }
+            (Synced::RefreshRequired(result), _) | (_, Synced::RefreshRequired(result)) => {
+                let reason = format!("the server cannot refresh from the stored cookies ({result})");
+                return full_refresh(config, reason).await;
+            }
+            (Synced::Refreshed(users), Synced::Refreshed(groups)) => (users, groups),
+        },
+    };
+    let cookies = Token::Ldap {
+        users_cookie: ldap::cache::StoredValue::new(&users.cookie),
+        groups_cookie: ldap::cache::StoredValue::new(&groups.cookie),
+    };
+    let quiet = |r: &ldap::Refresh| r.changed.is_empty() && r.deleted.is_empty() && r.present.is_none();
+    if quiet(&users) && quiet(&groups) {
+        return Ok(CachedRead {
+            decision: unchanged(),
+            token: Some(cookies),
+            entries: Entries::Stored,
+            delta: Delta::default(),
+        });
+    }
+    let mut cache = store.source_entries().await?;
+    let mut delta = Delta::default();
+    cache.apply(Kind::User, users, &mut delta);
+    cache.apply(Kind::Group, groups, &mut delta);
+    let decision = if delta.is_empty() {
+        unchanged()
+    } else {
+        Decision {
+            mode: ReadMode::Incremental,
+            reason: format!(
+                "the directory names {} changed and {} removed entries since the stored cookies",
+                delta.upserted.len(),
+                delta.removed.len()
+            ),
+            changed: true,
+        }
+    };
+    Ok(CachedRead {
+        decision,
+        token: Some(cookies),
+        entries: Entries::Cache(cache),
+        delta,
+    })
+}
+
+fn unchanged() -> Decision {
+    Decision {
+        mode: ReadMode::Unchanged,
+        reason: "the directory names no change since the stored cookies".to_owned(),
+        changed: false,
+    }
+}
+
+/// A refresh without cookies: every entry, replacing the cache.
+async fn full_refresh(config: &LdapConfig, reason: String) -> Result<CachedRead, SyncError> {
+    tracing::info!(reason, "Refreshing every entry of the source.");
+    let r = match refresh(config, None).await {
+        Err(e) if size_limited(&e) => return Ok(size_limit_fallback(config, &e)),
+        r => r.map_err(SourceError::from)?,
+    };
+    let (users, groups) = match (r.users, r.groups) {
+        (Synced::Unsupported(result), _) | (_, Synced::Unsupported(result)) => {
+            return Ok(unsupported(&result));
+        }
+        (Synced::RefreshRequired(result), _) | (_, Synced::RefreshRequired(result)) => {
+            return Err(SourceError::from(refused(config, result)).into());
+        }
+        (Synced::Refreshed(users), Synced::Refreshed(groups)) => (users, groups),
+    };
+    let token = Token::Ldap {
+        users_cookie: ldap::cache::StoredValue::new(&users.cookie),
+        groups_cookie: ldap::cache::StoredValue::new(&groups.cookie),
+    };
+    Ok(CachedRead {
+        decision: Decision {
+            mode: ReadMode::Full,
+            reason,
+            changed: true,
+        },
+        token: Some(token),
+        entries: Entries::Cache(Cache::from_full(users, groups)),
+        delta: Delta::default(),
+    })
+}
+
+async fn refresh(
+    config: &LdapConfig,
+    cookies: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<ldap::SyncRefresh, LdapError> {
+    let (users, groups) = cookies.unzip();
+    // On a runtime worker, beside ldap3's connection task, like a full read.
+    let (c, url) = (config.clone(), config.url.clone());
+    tokio::spawn(async move { ldap::sync_refresh(&c, users, groups).await })
+        .await
+        .map_err(|e| LdapError::Interrupted {
+            url,
+            how: source::interrupted(e),
+        })?
+}
+
+/// The server offers no content synchronisation: one warning, a full paged read.
+fn unsupported(result: &ServerResult) -> CachedRead {
+    tracing::warn!(
+        %result,
+        "The server does not offer content synchronisation; every run reads the whole directory: enable the syncprov overlay \
+         (OpenLDAP: `moduleload syncprov` and `overlay syncprov` on the database) to read only what changed."
+    );
+    full_read("the server does not offer content synchronisation")
+}
+
+/// A refresh is not paged, so the bind identity's size limit applies to it whole.
+fn size_limited(e: &LdapError) -> bool {
+    matches!(
+        e,
+        LdapError::Search {
+            reason: SearchFailure::SizeLimit { .. } | SearchFailure::SizeLimitPaged { .. },
+            ..
+        }
+    )
+}
+
+fn size_limit_fallback(config: &LdapConfig, e: &LdapError) -> CachedRead {
+    let bind_dn = match &config.bind {
+        ldap::Bind::Simple { dn, .. } => dn.as_str(),
+        ldap::Bind::Anonymous => "anonymous",
+    };
+    tracing::warn!(
+        error = %e,
+        bind_dn,
+        "The server's size limit stops a content synchronisation refresh, which is not paged; every run reads the whole \
+         directory through paged searches until the limit is lifted for the bind identity (OpenLDAP: \
+         `limits dn.exact=\"<bind dn>\" size=unlimited`)."
+    );
+    full_read("the server's size limit stops a content synchronisation refresh")
+}
+
+fn full_read(reason: &str) -> CachedRead {
+    CachedRead {
+        decision: Decision {
+            mode: ReadMode::Full,
+            reason: reason.to_owned(),
+            changed: true,
+        },
+        token: None,
+        entries: Entries::FullRead,
+        delta: Delta::default(),
+    }
+}
+
+/// A refresh without cookies that the server still refuses.
+fn refused(config: &LdapConfig, result: ServerResult) -> LdapError {
+    LdapError::Search {
+        url: config.url.clone(),
+        base: config.users.search.base_dn.clone(),
+        filter: config.users.search.filter.clone(),
+        reason: SearchFailure::Refused { result },
+    }
+}

@@ -1,0 +1,540 @@
+//! End to end: an OpenLDAP directory with the `syncprov` overlay (a real slapd)
+//! synced by the real binary to a mock of the group-members API through content
+//! synchronisation refreshes. The oracle of every case is a `resync` from an empty
+//! state database into a second mock: an incremental run must leave the target, and
+//! the entry cache, as a full read would.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use common::group_members::{GroupMembersApi, KEY};
+use common::slapd::{BASE, Options, READER_DN, Slapd, fixture};
+use common::{Env, Run};
+use ldap3::Mod;
+
+const UNSUPPORTED: &str = "every run reads the whole directory: enable the syncprov overlay";
+const FULL_REFRESH: &str = "Refreshing every entry of the source.";
+
+/// A config reading `url` as `cn=reader`, users from `ou=people` only, pushing every
+/// group to `mock` by entryUUID with its members named by entryUUID.
+fn config(url: &str, mock: &GroupMembersApi, extra_source: &str) -> String {
+    format!(
+        r#"
+state_db = "state.db"
+
+[source]
+kind = "ldap"
+preset = "openldap"
+url = "{url}"
+base_dn = "{BASE}"
+bind_dn = "{READER_DN}"
+bind_password_file = "reader.pw"
+timeout = "20s"
+{extra_source}
+
+[source.users]
+base_dn = "ou=people,{BASE}"
+
+[targets.office]
+preset = "onlyoffice-group-members"
+base_url = "{}"
+timeout = "5s"
+
+[targets.office.auth]
+value_env = "TEST_OFFICE_KEY"
+
+[[targets.office.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.id }}}}"
+
+[targets.office.users]
+id_attribute = "id"
+"#,
+        mock.uri()
+    )
+}
+
+fn setup(server: &Slapd, mock: &GroupMembersApi, extra_source: &str) -> Env {
+    let env = Env::new();
+    std::fs::copy(server.password_file(), env.path("reader.pw")).expect("copy password");
+    env.write("dirsync.toml", &config(&server.url(), mock, extra_source));
+    env
+}
+
+async fn dirsync(env: &Env, args: &[&str]) -> Run {
+    let mut cmd = env.command(args);
+    cmd.env("TEST_OFFICE_KEY", KEY);
+    Run::from(cmd.output().await.expect("run dirsync"))
+}
+
+fn syncprov() -> Options {
+    Options {
+        syncprov: true,
+        ..Options::default()
+    }
+}
+
+type Groups = BTreeMap<String, BTreeSet<String>>;
+
+/// The entry cache of a state database: (kind, id) → (DN, attributes).
+async fn cache(env: &Env) -> BTreeMap<(String, String), (String, String)> {
+    let db = common::sqlite(&env.db()).await;
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT kind, id, dn, attrs FROM source_entries")
+            .fetch_all(&db)
+            .await
+            .expect("read the cache");
+    db.close().await;
+    rows.into_iter()
+        .map(|(k, id, dn, a)| ((k, id), (dn, a)))
+        .collect()
+}
+
+/// What a `resync` from an empty state database pushes for the directory as it is,
+/// and the entry cache it keeps.
+async fn oracle_with_cache(server: &Slapd) -> (Groups, BTreeMap<(String, String), (String, String)>) {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(server, &mock, "");
+    dirsync(&env, &["resync"]).await.expect_code(0);
+    mock.assert_no_violations();
+    (mock.groups(), cache(&env).await)
+}
+
+async fn oracle(server: &Slapd) -> Groups {
+    oracle_with_cache(server).await.0
+}
+
+fn person(uid: &str) -> String {
+    format!("uid={uid},ou=people,{BASE}")
+}
+
+fn group(cn: &str) -> String {
+    format!("cn={cn},ou=groups,{BASE}")
+}
+
+async fn admin(server: &Slapd) -> ldap3::Ldap {
+    let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.expect("connect");
+    ldap3::drive!(conn);
+    ldap.simple_bind(&format!("cn=admin,{BASE}"), "admin-secret")
+        .await
+        .and_then(|r| r.success())
+        .expect("bind as admin");
+    ldap
+}
+
+/// A modify (mail), a delete, a rename, a move out of the users' base, an add, and
+/// group member changes.
+async fn change_the_directory(server: &Slapd) {
+    let mut admin = admin(server).await;
+    admin
+        .modify(
+            &person("carol"),
+            vec![Mod::Replace("mail", HashSet::from(["carol.new@example.com"]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("modify carol");
+    admin
+        .delete(&person("dave"))
+        .await
+        .and_then(|r| r.success())
+        .expect("delete dave");
+    admin
+        .modifydn(&person("erin"), "uid=erin2", true, None)
+        .await
+        .and_then(|r| r.success())
+        .expect("rename erin");
+    admin
+        .modifydn(
+            &person("bob"),
+            "uid=bob",
+            true,
+            Some(&format!("ou=groups,{BASE}")),
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("move bob out of ou=people");
+    admin
+        .add(
+            &person("kim"),
+            vec![
+                ("objectClass", HashSet::from(["inetOrgPerson"])),
+                ("uid", HashSet::from(["kim"])),
+                ("cn", HashSet::from(["Kim Example"])),
+                ("sn", HashSet::from(["Example"])),
+                ("mail", HashSet::from(["kim@example.com"])),
+            ],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("add kim");
+    let kim = person("kim");
+    admin
+        .modify(
+            &group("sre"),
+            vec![Mod::Add("uniqueMember", HashSet::from([kim.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("add kim to sre");
+    let judy = person("judy");
+    admin
+        .modify(
+            &group("company"),
+            vec![Mod::Delete("member", HashSet::from([judy.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("remove judy from company");
+    admin.unbind().await.expect("unbind");
+}
+
+#[tokio::test]
+async fn an_unchanged_directory_sends_nothing_and_changes_push_what_a_resync_would() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+
+    let first = dirsync(&env, &["sync"]).await;
+    first.expect_code(0);
+    assert!(first.stderr.contains(FULL_REFRESH), "{}", first.stderr);
+    assert!(!first.stderr.contains(UNSUPPORTED), "{}", first.stderr);
+    let before = oracle(&server).await;
+    assert_eq!(mock.groups(), before, "the first sync pushes everything");
+    let requests = mock.request_count().await;
+    assert_eq!(requests, before.len(), "one request per group");
+
+    let quiet = dirsync(&env, &["sync"]).await;
+    quiet.expect_code(0);
+    assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);
+    assert!(
+        quiet.stderr.contains("Source unchanged; nothing to plan."),
+        "{}",
+        quiet.stderr
+    );
+    assert_eq!(mock.request_count().await, requests, "no request");
+
+    change_the_directory(&server).await;
+    let changed = dirsync(&env, &["sync", "--allow-removals"]).await;
+    changed.expect_code(0);
+    assert!(
+        changed.stderr.contains("mode=\"incremental\""),
+        "{}",
+        changed.stderr
+    );
+    let (after, full_cache) = oracle_with_cache(&server).await;
+    assert_ne!(after, before, "the changes reach the target");
+    assert_eq!(mock.groups(), after, "what a resync pushes");
+    let cached = cache(&env).await;
+    assert_eq!(cached, full_cache, "the cache is what a full read keeps");
+    let carol = &cached[&("user".to_owned(), common::uuid(3))];
+    assert!(carol.1.contains("carol.new@example.com"), "{carol:?}");
+    assert!(mock.request_count().await > requests);
+    mock.assert_no_violations();
+
+    let status = dirsync(&env, &["status"]).await;
+    status.expect_code(0);
+    assert!(
+        status.stdout.contains("last read incremental"),
+        "{}",
+        status.stdout
+    );
+
+    // The cache moved on with the refresh: the next run names no change.
+    let requests = mock.request_count().await;
+    let again = dirsync(&env, &["sync"]).await;
+    again.expect_code(0);
+    assert!(again.stderr.contains("mode=\"unchanged\""), "{}", again.stderr);
+    assert_eq!(mock.request_count().await, requests);
+}
+
+#[tokio::test]
+async fn a_restarted_server_names_what_is_still_there_and_the_deletion_comes_out_right() {
+    let mut server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    let mut admin = admin(&server).await;
+    admin
+        .delete(&person("heidi"))
+        .await
+        .and_then(|r| r.success())
+        .expect("delete heidi");
+    admin.unbind().await.expect("unbind");
+    // The session log is in memory: after a restart the server runs a present phase.
+    server.stop();
+    server.restart();
+
+    let run = dirsync(&env, &["sync", "--allow-removals"]).await;
+    run.expect_code(0);
+    assert!(run.stderr.contains("mode=\"incremental\""), "{}", run.stderr);
+    assert_eq!(mock.groups(), oracle(&server).await);
+}
+
+#[tokio::test]
+async fn a_push_that_failed_is_planned_again_from_the_cache_while_the_directory_is_unchanged() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let sre = common::group_uuid(3);
+    mock.lock().fail.insert(sre.clone());
+    dirsync(&env, &["sync"]).await.expect_code(3);
+
+    mock.lock().fail.clear();
+    let before = mock.request_count().await;
+    let retry = dirsync(&env, &["sync"]).await;
+    retry.expect_code(0);
+    assert!(retry.stderr.contains("mode=\"unchanged\""), "{}", retry.stderr);
+    assert!(
+        retry
+            .stderr
+            .contains("reading it again for the targets whose last plan was not confirmed"),
+        "{}",
+        retry.stderr
+    );
+    assert_eq!(mock.request_count().await, before + 1, "only the failed group");
+    assert_eq!(mock.accepted().last(), Some(&sre));
+    assert_eq!(mock.groups(), oracle(&server).await);
+}
+
+#[tokio::test]
+async fn a_run_killed_after_its_cache_commit_is_finished_by_the_next_run_from_the_cache() {
+    let mut ldif = common::slapd::people_ldif(5);
+    for k in 0..60 {
+        ldif.push_str(&format!(
+            "dn: cn=team{k},ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: team{k}\n\
+             member: uid=user1,ou=people,{BASE}\nmember: uid=user{},ou=people,{BASE}\n\
+             entryUUID: {}\n\n",
+            2 + k % 4,
+            common::group_uuid(k)
+        ));
+    }
+    let server = Slapd::start(&ldif, syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    // user1 leaves every group: the refresh's cache commit comes before the push,
+    // which is killed part way.
+    let mut admin = admin(&server).await;
+    admin
+        .delete(&format!("uid=user1,ou=people,{BASE}"))
+        .await
+        .and_then(|r| r.success())
+        .expect("delete user1");
+    admin.unbind().await.expect("unbind");
+    mock.lock().delay = std::time::Duration::from_millis(40);
+    let mut child = env
+        .command(&["sync", "--allow-removals"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .spawn()
+        .expect("spawn");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while mock.accepted().len() < 60 + 10 {
+        assert!(tokio::time::Instant::now() < deadline, "the run made no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+    assert!(mock.accepted().len() < 2 * 60, "killed before the end");
+    mock.lock().delay = std::time::Duration::ZERO;
+
+    // The directory names no change since the committed cookies, and the target is
+    // not clean: it is planned from the cache.
+    let next = dirsync(&env, &["sync", "--allow-removals"]).await;
+    next.expect_code(0);
+    assert!(next.stderr.contains("mode=\"unchanged\""), "{}", next.stderr);
+    assert!(
+        next.stderr
+            .contains("reading it again for the targets whose last plan was not confirmed"),
+        "{}",
+        next.stderr
+    );
+    assert_eq!(mock.groups(), oracle(&server).await);
+    let after = dirsync(&env, &["sync"]).await;
+    assert!(
+        after.stderr.contains("Source unchanged; nothing to plan."),
+        "{}",
+        after.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_size_limit_that_stops_a_refresh_falls_back_to_paged_reads_with_a_warning() {
+    let server = Slapd::start(
+        &fixture("ldap-groups.ldif"),
+        Options {
+            syncprov: true,
+            size_limit: 5,
+            ..Options::default()
+        },
+    );
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "page_size = 3");
+    for _ in 0..2 {
+        let run = dirsync(&env, &["sync"]).await;
+        run.expect_code(0);
+        assert!(
+            run.stderr
+                .contains("limits dn.exact=\"<bind dn>\" size=unlimited"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("mode=\"full\""), "{}", run.stderr);
+    }
+    let oracle_mock = GroupMembersApi::start().await;
+    let oracle_env = setup(&server, &oracle_mock, "page_size = 3");
+    dirsync(&oracle_env, &["resync"]).await.expect_code(0);
+    assert_eq!(mock.groups(), oracle_mock.groups());
+    assert_eq!(mock.groups().len(), 8, "every group");
+}
+
+#[tokio::test]
+async fn a_server_without_syncprov_is_read_whole_every_run_with_a_warning() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), Options::default());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+
+    let first = dirsync(&env, &["sync"]).await;
+    first.expect_code(0);
+    assert_eq!(first.stderr.matches(UNSUPPORTED).count(), 1, "{}", first.stderr);
+    assert_eq!(mock.groups(), oracle(&server).await);
+
+    let mut admin = admin(&server).await;
+    admin
+        .delete(&person("heidi"))
+        .await
+        .and_then(|r| r.success())
+        .expect("delete heidi");
+    admin.unbind().await.expect("unbind");
+    let second = dirsync(&env, &["sync", "--allow-removals"]).await;
+    second.expect_code(0);
+    assert_eq!(second.stderr.matches(UNSUPPORTED).count(), 1, "{}", second.stderr);
+    assert!(second.stderr.contains("mode=\"full\""), "{}", second.stderr);
+    assert_eq!(mock.groups(), oracle(&server).await);
+    mock.assert_no_violations();
+
+    let db = common::sqlite(&env.db()).await;
+    let cached: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM source_entries")
+        .fetch_one(&db)
+        .await
+        .expect("count");
+    assert_eq!(cached, 0, "no cache is kept");
+
+    let check = dirsync(&env, &["check"]).await;
+    check.expect_code(0);
+    assert!(
+        check
+            .stdout
+            .contains("source problem: the server does not offer content synchronisation"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.stdout.contains("enable the syncprov overlay"),
+        "{}",
+        check.stdout
+    );
+}
+
+#[tokio::test]
+async fn check_says_the_server_offers_content_synchronisation() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let check = dirsync(&env, &["check"]).await;
+    check.expect_code(0);
+    assert!(check.stdout.contains("source problem:"), "{}", check.stdout);
+    assert!(
+        check
+            .stdout
+            .contains("source: content synchronisation (RFC 4533) offered")
+            && !check.stdout.contains("does not offer content synchronisation"),
+        "{}",
+        check.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_cookie_fails_the_run_before_any_request_and_the_next_run_reads_everything() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let requests = mock.request_count().await;
+    let snapshot = env.snapshot().await;
+
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(env.db());
+    let db = sqlx::SqlitePool::connect_with(opts).await.expect("open state db");
+    sqlx::query("UPDATE source_state SET token = json_set(token, '$.users_cookie', 'not a cookie')")
+        .execute(&db)
+        .await
+        .expect("corrupt the cookie");
+    db.close().await;
+    change_the_directory(&server).await;
+
+    let failed = dirsync(&env, &["sync", "--allow-removals"]).await;
+    failed.expect_code(6);
+    assert!(failed.stderr.contains("holds no cookie"), "{}", failed.stderr);
+    assert_eq!(mock.request_count().await, requests, "zero requests");
+    assert_eq!(env.snapshot().await, snapshot, "snapshot unchanged");
+
+    let status = dirsync(&env, &["status"]).await;
+    assert!(
+        status.stdout.contains("the next read is full"),
+        "{}",
+        status.stdout
+    );
+
+    let next = dirsync(&env, &["sync", "--allow-removals"]).await;
+    next.expect_code(0);
+    assert!(next.stderr.contains(FULL_REFRESH), "{}", next.stderr);
+    assert!(next.stderr.contains("the last read failed"), "{}", next.stderr);
+    assert_eq!(mock.groups(), oracle(&server).await, "converged");
+    mock.assert_no_violations();
+
+    let quiet = dirsync(&env, &["sync"]).await;
+    quiet.expect_code(0);
+    assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);
+}
+
+#[tokio::test]
+async fn resync_and_full_read_every_refresh_every_entry() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "full_read_every = \"2s\"");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let requests = mock.request_count().await;
+
+    let resync = dirsync(&env, &["resync"]).await;
+    resync.expect_code(0);
+    assert!(resync.stderr.contains(FULL_REFRESH), "{}", resync.stderr);
+    assert!(
+        resync.stderr.contains("a resync reads and plans everything"),
+        "{}",
+        resync.stderr
+    );
+    assert_eq!(
+        mock.request_count().await,
+        2 * requests,
+        "a resync pushes everything"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let old = dirsync(&env, &["sync"]).await;
+    old.expect_code(0);
+    assert!(old.stderr.contains(FULL_REFRESH), "{}", old.stderr);
+    assert!(
+        old.stderr.contains("older than source.full_read_every (2s)"),
+        "{}",
+        old.stderr
+    );
+    assert_eq!(mock.request_count().await, 2 * requests, "nothing changed");
+
+    // Within `full_read_every` of that full read, the cookies serve.
+    let quick = dirsync(&env, &["sync"]).await;
+    quick.expect_code(0);
+    assert!(quick.stderr.contains("mode=\"unchanged\""), "{}", quick.stderr);
+}
