@@ -433,7 +433,7 @@ async fn a_server_without_syncprov_is_read_whole_every_run_with_a_warning() {
         check.stdout
     );
     assert!(
-        check.stdout.contains("enable the syncprov overlay"),
+        check.stdout.contains("enable OpenLDAP's syncprov overlay"),
         "{}",
         check.stdout
     );
