@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{ConnectOptions, Row};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -234,7 +234,10 @@ impl Store {
             // last commits, which only makes the next run push those groups again.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // sqlx logs statements slower than a second at WARN: reading the entry
+            // cache of a large directory is one, and no operator can act on it.
+            .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options)
