@@ -12,10 +12,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::{ConnectOptions, Row};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Row};
 
 use crate::mapping::Unmapped;
 use crate::plan::{Members, Operation, Snapshot, SnapshotGroup, SnapshotUser};
