@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use common::group_members::{GroupMembersApi, KEY};
-use common::slapd::{BASE, Options, READER_DN, Slapd, fixture};
+use common::slapd::{BASE, Options, READER_DN, Slapd, admin, fixture};
 use common::{Env, Run};
 use ldap3::Mod;
 
@@ -111,16 +111,6 @@ fn person(uid: &str) -> String {
 
 fn group(cn: &str) -> String {
     format!("cn={cn},ou=groups,{BASE}")
-}
-
-async fn admin(server: &Slapd) -> ldap3::Ldap {
-    let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.expect("connect");
-    ldap3::drive!(conn);
-    ldap.simple_bind(&format!("cn=admin,{BASE}"), "admin-secret")
-        .await
-        .and_then(|r| r.success())
-        .expect("bind as admin");
-    ldap
 }
 
 /// A modify (mail), a delete, a rename, a move out of the users' base, an add, and

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use common::Env;
 use common::group_members::{GroupMembersApi, KEY};
-use common::slapd::{BASE, Options, READER_DN, Slapd, people_ldif};
+use common::slapd::{BASE, Options, READER_DN, Slapd, admin, people_ldif};
 use ldap3::Mod;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -304,14 +304,7 @@ async fn every_sync_after_random_changes_leaves_what_a_fresh_resync_leaves() {
     let env = env_for(&server, &mock);
     dirsync(&env, &["sync"]).await.expect_code(0);
 
-    let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.expect("connect");
-    ldap3::drive!(conn);
-    ok(
-        "bind",
-        ldap.simple_bind(&format!("cn=admin,{BASE}"), "admin-secret")
-            .await,
-    )
-    .await;
+    let mut ldap = admin(&server).await;
     let mut rng = StdRng::seed_from_u64(2026);
     let mut done: BTreeMap<&str, usize> = BTreeMap::new();
     let mut changes = 0;

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashSet};
 
-use common::slapd::{BASE, Options, READER_DN, Slapd, people_ldif};
+use common::slapd::{BASE, Options, READER_DN, Slapd, admin, people_ldif};
 use common::{group_uuid, uuid};
 use dirsync::source::ldap::{self, LdapConfig, LdapError, RawLdap, Refresh, SearchFailure, Synced};
 use ldap3::Mod;
@@ -66,16 +66,6 @@ fn ids(r: &Refresh) -> BTreeSet<String> {
 
 fn set(ids: &[String]) -> BTreeSet<String> {
     ids.iter().cloned().collect()
-}
-
-async fn admin(server: &Slapd) -> ldap3::Ldap {
-    let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.expect("connect");
-    ldap3::drive!(conn);
-    ldap.simple_bind(&format!("cn=admin,{BASE}"), "admin-secret")
-        .await
-        .and_then(|r| r.success())
-        .expect("bind as admin");
-    ldap
 }
 
 fn person(n: u64) -> String {

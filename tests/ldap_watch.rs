@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::Env;
 use common::group_members::{GroupMembersApi, KEY};
-use common::slapd::{BASE, Options, READER_DN, Slapd, people_ldif};
+use common::slapd::{BASE, Options, READER_DN, Slapd, admin, people_ldif};
 use common::{group_uuid, uuid};
 use ldap3::Mod;
 
@@ -98,12 +98,7 @@ async fn a_watched_directory_change_reaches_the_target_without_a_schedule() {
     };
     wait_for("the sync at start", || staff(&[1])).await;
 
-    let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.expect("connect");
-    ldap3::drive!(conn);
-    ldap.simple_bind(&format!("cn=admin,{BASE}"), "admin-secret")
-        .await
-        .and_then(|r| r.success())
-        .expect("bind as admin");
+    let mut ldap = admin(&server).await;
     for (n, members) in [(2, &[1, 2][..]), (3, &[1, 2, 3][..])] {
         let member = format!("uid=user{n},ou=people,{BASE}");
         ldap.modify(

@@ -334,6 +334,18 @@ impl Drop for Slapd {
     }
 }
 
+/// A connection bound as the directory's administrator (`cn=admin`), for tests that
+/// change the directory while dirsync reads it.
+pub async fn admin(server: &Slapd) -> ldap3::Ldap {
+    let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.expect("connect");
+    ldap3::drive!(conn);
+    ldap.simple_bind(&format!("cn=admin,{BASE}"), "admin-secret")
+        .await
+        .and_then(|r| r.success())
+        .expect("bind as admin");
+    ldap
+}
+
 /// `n` people `user1…userN` with ids `uuid(1…N)`, as LDIF.
 pub fn people_ldif(n: u64) -> String {
     let mut s = String::with_capacity(n as usize * 240);

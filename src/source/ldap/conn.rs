@@ -239,11 +239,7 @@ impl Conn {
         if !controls.is_empty() {
             self.ldap.with_controls(controls);
         }
-        let scope = match search.scope {
-            Scope::Base => ldap3::Scope::Base,
-            Scope::One => ldap3::Scope::OneLevel,
-            Scope::Sub => ldap3::Scope::Subtree,
-        };
+        let scope = ldap_scope(search.scope);
         let started = self
             .ldap
             .with_timeout(self.timeout)
@@ -413,11 +409,7 @@ impl Conn {
         }
         .critical();
         self.ldap.with_controls(vec![RawControl::from(request)]);
-        let scope = match search.scope {
-            Scope::Base => ldap3::Scope::Base,
-            Scope::One => ldap3::Scope::OneLevel,
-            Scope::Sub => ldap3::Scope::Subtree,
-        };
+        let scope = ldap_scope(search.scope);
         let started = self
             .ldap
             .streaming_search(&search.base_dn, scope, &search.filter, vec!["1.1"])
@@ -502,6 +494,14 @@ impl Conn {
         if let Some(driver) = self.driver {
             let _ = tokio::time::timeout(self.timeout, driver).await;
         }
+    }
+}
+
+fn ldap_scope(scope: Scope) -> ldap3::Scope {
+    match scope {
+        Scope::Base => ldap3::Scope::Base,
+        Scope::One => ldap3::Scope::OneLevel,
+        Scope::Sub => ldap3::Scope::Subtree,
     }
 }
 
