@@ -80,15 +80,11 @@ pub(super) async fn read(
     stored: Option<&token::Stored>,
     facts: Facts<'_>,
 ) -> Result<CachedRead, SyncError> {
-    let (cookies, reason) = match token::decide_refresh(stored, facts) {
-        token::Refresh::WithCookies { users, groups } => (Some((users, groups)), None),
-        token::Refresh::Full { reason } => (None, Some(reason)),
+    let cookies = match token::decide_refresh(stored, facts) {
+        token::Refresh::WithCookies { users, groups } => (users, groups),
+        token::Refresh::Full { reason } => return full_refresh(config, reason).await,
     };
-    let Some((users_cookie, groups_cookie)) = cookies else {
-        let reason = reason.unwrap_or_default();
-        return full_refresh(config, reason).await;
-    };
-    let r = refresh(config, Some((users_cookie, groups_cookie))).await;
+    let r = refresh(config, Some(cookies)).await;
     let (users, groups) = match r {
         Err(e) if size_limited(&e) => return Ok(size_limit_fallback(config, &e)),
         Err(e) => return Err(SourceError::from(e).into()),
@@ -103,10 +99,7 @@ pub(super) async fn read(
             (Synced::Refreshed(users), Synced::Refreshed(groups)) => (users, groups),
         },
     };
-    let cookies = Token::Ldap {
-        users_cookie: ldap::cache::StoredValue::new(&users.cookie),
-        groups_cookie: ldap::cache::StoredValue::new(&groups.cookie),
-    };
+    let cookies = token_of(&users, &groups);
     let quiet = |r: &ldap::Refresh| r.changed.is_empty() && r.deleted.is_empty() && r.present.is_none();
     if quiet(&users) && quiet(&groups) {
         return Ok(CachedRead {
@@ -141,6 +134,14 @@ pub(super) async fn read(
     })
 }
 
+/// The token that stores the cookies of a refresh of both searches.
+fn token_of(users: &ldap::Refresh, groups: &ldap::Refresh) -> Token {
+    Token::Ldap {
+        users_cookie: ldap::cache::StoredValue::new(&users.cookie),
+        groups_cookie: ldap::cache::StoredValue::new(&groups.cookie),
+    }
+}
+
 fn unchanged() -> Decision {
     Decision {
         mode: ReadMode::Unchanged,
@@ -165,10 +166,7 @@ async fn full_refresh(config: &LdapConfig, reason: String) -> Result<CachedRead,
         }
         (Synced::Refreshed(users), Synced::Refreshed(groups)) => (users, groups),
     };
-    let token = Token::Ldap {
-        users_cookie: ldap::cache::StoredValue::new(&users.cookie),
-        groups_cookie: ldap::cache::StoredValue::new(&groups.cookie),
-    };
+    let token = token_of(&users, &groups);
     Ok(CachedRead {
         decision: Decision {
             mode: ReadMode::Full,
