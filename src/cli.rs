@@ -60,6 +60,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the removals and disables held back by a safety limit.
+    Held {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a held set's removals that are still planned (a member who came back is
+    /// not removed), with the rest of the target's plan.
+    Approve {
+        /// The held set's id, from `dirsync held`.
+        id: String,
+        /// Wait for a running sync to finish instead of exiting with code 7.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Drop a held set; its removals are held again by the next run that plans them.
+    Discard {
+        /// The held set's id, from `dirsync held`.
+        id: String,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -199,7 +219,9 @@ async fn dispatch(cli: Cli) -> u8 {
         _ => {}
     }
     // Reading the state needs only its path, not the secrets a run needs.
-    if let Command::Audit(_) | Command::Status { .. } = cli.command {
+    if let Command::Audit(_) | Command::Status { .. } | Command::Held { .. } | Command::Discard { .. } =
+        cli.command
+    {
         let path = config::resolve_path(cli.config);
         let state_db = match config::load_state_db(&path) {
             Ok(p) => p,
@@ -211,6 +233,8 @@ async fn dispatch(cli: Cli) -> u8 {
         return match cli.command {
             Command::Audit(args) => audit(&state_db, args).await,
             Command::Status { json } => status(&state_db, json).await,
+            Command::Held { json } => held(&state_db, json).await,
+            Command::Discard { id } => discard(&state_db, &id).await,
             _ => unreachable!("matched above"),
         };
     }
@@ -227,21 +251,37 @@ async fn dispatch(cli: Cli) -> u8 {
             exit::SUCCESS
         }
         Command::Check { offline: false } => check(&config).await,
-        Command::Sync(args) => run(&config, Mode::Sync, args).await,
-        Command::Resync(args) => run(&config, Mode::Resync, args).await,
-        Command::Audit(_) | Command::Status { .. } | Command::Completions { .. } | Command::Man => {
+        Command::Sync(args) => run(&config, Mode::Sync, args, None).await,
+        Command::Resync(args) => run(&config, Mode::Resync, args, None).await,
+        Command::Approve { id, wait } => {
+            let args = RunArgs {
+                dry_run: false,
+                target: None,
+                allow_removals: false,
+                wait,
+            };
+            let by = local_user();
+            run(&config, Mode::Sync, args, Some(sync::Approve { id, by })).await
+        }
+        Command::Audit(_)
+        | Command::Status { .. }
+        | Command::Held { .. }
+        | Command::Discard { .. }
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("handled above")
         }
     }
 }
 
-async fn run(config: &Config, mode: Mode, args: RunArgs) -> u8 {
+async fn run(config: &Config, mode: Mode, args: RunArgs, approve: Option<sync::Approve>) -> u8 {
     let opts = sync::Options {
         mode,
         dry_run: args.dry_run,
         target: args.target,
         allow_removals: args.allow_removals,
         wait: args.wait,
+        approve,
     };
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
@@ -284,9 +324,11 @@ async fn run(config: &Config, mode: Mode, args: RunArgs) -> u8 {
             match e {
                 SyncError::Lock(LockError::Held { .. }) => exit::LOCKED,
                 SyncError::Source(_) => exit::SOURCE,
-                SyncError::Mapping { .. } | SyncError::UnknownTarget(_) | SyncError::Target(_) => {
-                    exit::CONFIG
-                }
+                SyncError::Mapping { .. }
+                | SyncError::UnknownTarget(_)
+                | SyncError::Target(_)
+                | SyncError::HeldForUnknownTarget { .. } => exit::CONFIG,
+                SyncError::UnknownHeld(_) | SyncError::NotHeld { .. } => exit::USAGE,
                 SyncError::Lock(_) | SyncError::Store(_) | SyncError::Output(_) => exit::FAILURE,
             }
         }
@@ -726,6 +768,128 @@ fn age(at: &str) -> Option<chrono::Duration> {
     Some(chrono::Utc::now() - at.with_timezone(&chrono::Utc))
 }
 
+/// Who runs this command, for the audit of an approval: the user behind `sudo`, else
+/// the login name.
+fn local_user() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// How many member ids a held group shows before "… and N more".
+const HELD_SHOWN: usize = 10;
+
+async fn held(state_db: &Path, json: bool) -> u8 {
+    let store = match open_existing(state_db).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rows = match store.held().await {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(&e);
+            return exit::FAILURE;
+        }
+    };
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let held = serde_json::json!(r.held());
+                let mut v = serde_json::json!(r);
+                v["reasons"] = held["reasons"].clone();
+                v["groups"] = held["groups"].clone();
+                v["users"] = held["users"].clone();
+                v
+            })
+            .collect();
+        println!("{:#}", serde_json::Value::from(v));
+        return exit::SUCCESS;
+    }
+    if rows.is_empty() {
+        println!("no removals are held");
+    }
+    for r in &rows {
+        let held = r.held();
+        println!(
+            "{} target {}: {} membership removal(s), {} disable(s); held since {} (last {})",
+            r.id, r.target, r.removed_memberships, r.disabled_users, r.first_held_at, r.last_held_at
+        );
+        for why in &held.reasons {
+            println!("  why: {}", visible(why));
+        }
+        for (id, g) in &held.groups {
+            let shown: Vec<String> = g
+                .members
+                .iter()
+                .take(HELD_SHOWN)
+                .map(|m| visible(m).into_owned())
+                .collect();
+            let more = g.members.len().saturating_sub(HELD_SHOWN);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            println!(
+                "  group {:?} ({}) keeps {}{more}",
+                visible(&g.name),
+                visible(id),
+                shown.join(", ")
+            );
+        }
+        for (id, name) in &held.users {
+            println!("  user {:?} ({}) stays enabled", visible(name), visible(id));
+        }
+        println!(
+            "  `dirsync approve {}` sends them; `dirsync discard {}` drops them",
+            r.id, r.id
+        );
+    }
+    exit::SUCCESS
+}
+
+async fn discard(state_db: &Path, id: &str) -> u8 {
+    let store = match open_existing(state_db).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match store.held_set(id).await {
+        Ok(Some(row)) if row.status == "held" => {
+            match store.decide_held(id, "discarded", &local_user()).await {
+                Ok(()) => {
+                    tracing::info!(
+                        held = id,
+                        target = row.target,
+                        "Discarded the held set; the next run that plans these removals holds them again."
+                    );
+                    exit::SUCCESS
+                }
+                Err(e) => {
+                    report_error(&e);
+                    exit::FAILURE
+                }
+            }
+        }
+        Ok(Some(row)) => {
+            report_error(&sync::SyncError::NotHeld {
+                id: row.id,
+                status: row.status,
+            });
+            exit::USAGE
+        }
+        Ok(None) => {
+            report_error(&sync::SyncError::UnknownHeld(id.to_owned()));
+            exit::USAGE
+        }
+        Err(e) => {
+            report_error(&e);
+            exit::FAILURE
+        }
+    }
+}
+
 async fn status(state_db: &Path, json: bool) -> u8 {
     let store = match open_existing(state_db).await {
         Ok(s) => s,
@@ -744,9 +908,13 @@ async fn status(state_db: &Path, json: bool) -> u8 {
             return exit::FAILURE;
         }
     };
-    let source = match store.source_state().await {
-        Ok(s) => s,
-        Err(e) => {
+    let (source, held, waiting) = match (
+        store.source_state().await,
+        store.held().await,
+        store.waiting_removals().await,
+    ) {
+        (Ok(s), Ok(h), Ok(w)) => (s, h, w),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
             report_error(&e);
             return exit::FAILURE;
         }
@@ -759,7 +927,7 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         });
         let v = serde_json::json!({
             "runs": runs, "pending": pending, "snapshot": counts, "invalid": invalid, "paused": pauses,
-            "source": source,
+            "source": source, "held": held, "waiting_removals": waiting,
         });
         println!("{v:#}");
         return exit::SUCCESS;
@@ -817,6 +985,29 @@ async fn status(state_db: &Path, json: bool) -> u8 {
                 println!("  the next read is full: {}", visible(why));
             }
         }
+    }
+    println!("held removals (`dirsync held` lists them, `dirsync approve ID` sends them):");
+    if held.is_empty() {
+        println!("  none");
+    }
+    for h in &held {
+        println!(
+            "  {} {}: {} membership removal(s), {} disable(s) since {}",
+            h.id, h.target, h.removed_memberships, h.disabled_users, h.first_held_at
+        );
+    }
+    if !waiting.is_empty() {
+        println!("removals waiting out the removal delay (a member who comes back is not removed):");
+    }
+    for w in &waiting {
+        println!(
+            "  {} group {}: {} absent since {}, removed after {}",
+            w.target,
+            visible(&w.group_id),
+            visible(&w.member),
+            w.since,
+            w.due
+        );
     }
     println!("snapshot:");
     for (target, (groups, users)) in &counts {

@@ -8,7 +8,8 @@ pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Some operations failed or were left for the next run; the rest were confirmed.
 pub const PARTIAL: u8 = 3;
-/// A safety limit refused a target's plan; nothing was pushed to that target.
+/// A safety limit held removals back (the rest of the plan was pushed), or refused a
+/// target's plan (an empty source; nothing was pushed to that target).
 pub const REFUSED: u8 = 4;
 /// The config file is missing or invalid.
 pub const CONFIG: u8 = 5;

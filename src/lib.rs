@@ -22,6 +22,7 @@
 pub mod config;
 pub mod daemon;
 pub mod exit;
+pub mod hold;
 pub mod lock;
 pub mod mapping;
 pub(crate) mod metrics;

@@ -235,6 +235,22 @@ pub fn desired_state(
     Ok(state)
 }
 
+/// The target ids of the directory's users whose source id is among `ids`; a user
+/// without a target id is left out.
+pub(crate) fn target_ids_of(
+    dir: &Directory,
+    ids: &BTreeSet<String>,
+    users: &UserIdSource,
+    templates: &Templates,
+) -> BTreeSet<String> {
+    dir.users
+        .values()
+        .filter(|u| ids.contains(&u.id))
+        .filter_map(|u| target_user_id(u, users, templates).ok())
+        .map(Cow::into_owned)
+        .collect()
+}
+
 /// A source group that is mapped, and the target group it becomes.
 struct MappedGroup<'d> {
     group: &'d Group,

@@ -25,6 +25,7 @@ pub struct Metrics {
     run_duration: Histogram,
     source_objects: Family<Labels, Gauge>,
     invalid_entities: Family<Labels, Gauge>,
+    held_removals: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -59,6 +60,12 @@ impl Metrics {
             &mut r,
             "invalid_entities",
             "Entities the source data cannot build a request for, by target, in the last run",
+            Family::default(),
+        );
+        let held_removals = register(
+            &mut r,
+            "held_removals",
+            "Membership removals and disables held back by a safety limit, by target, in the last run",
             Family::default(),
         );
         let runs = register(&mut r, "runs", "Runs by outcome", Family::default());
@@ -104,6 +111,7 @@ impl Metrics {
             run_duration,
             source_objects,
             invalid_entities,
+            held_removals,
         }
     }
 
@@ -148,6 +156,13 @@ impl Metrics {
                 self.invalid_entities
                     .get_or_create(&labels(&[("target", &t.name)]))
                     .set(t.invalid as i64);
+                let held = t
+                    .held
+                    .as_ref()
+                    .map_or(0, |h| h.removed_memberships + h.disabled_users);
+                self.held_removals
+                    .get_or_create(&labels(&[("target", &t.name)]))
+                    .set(held as i64);
             }
         }
     }
@@ -170,7 +185,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::{KindCounts, TargetReport};
+    use crate::sync::{HeldReport, KindCounts, TargetReport};
 
     #[test]
     fn counts_come_from_the_report() {
@@ -180,6 +195,12 @@ mod tests {
             retries: 2,
             throttled: 1,
             invalid: 4,
+            held: Some(HeldReport {
+                id: Some("h1".into()),
+                removed_memberships: 7,
+                disabled_users: 1,
+                reasons: vec![],
+            }),
             ..TargetReport::default()
         };
         t.by_kind.insert(
@@ -199,6 +220,7 @@ mod tests {
         let text = m.encode();
         for line in [
             "dirsync_invalid_entities{target=\"office\"} 4",
+            "dirsync_held_removals{target=\"office\"} 8",
             "dirsync_runs_total{outcome=\"partial\"} 1",
             "dirsync_operations_total{target=\"office\",kind=\"replace_members\",outcome=\"success\"} 3",
             "dirsync_operations_total{target=\"office\",kind=\"replace_members\",outcome=\"failed\"} 1",

@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 mod incremental;
 
 use crate::config::{Config, SourceConfig, TargetConfig};
+use crate::hold::{self, Held};
 use crate::lock::{LockError, RunLock};
 use crate::mapping::{self, DesiredUser, MapOptions, MappingError};
 use crate::model::Directory;
 use crate::plan::{self, Mode, Operation, Plan, Snapshot};
-use crate::safety;
 use crate::source::token::{self, Decision, Facts, ReadMode};
 use crate::source::{self, SourceError};
 use crate::store::{EntryWrite, Record, Skipped, SourceRead, SourceState, Store, StoreError};
@@ -43,6 +43,17 @@ pub struct Options {
     pub allow_removals: bool,
     /// Wait for another run's lock instead of failing.
     pub wait: bool,
+    /// Send the removals of this held set that are still planned (`dirsync approve`).
+    pub approve: Option<Approve>,
+}
+
+/// An operator's approval of a held set.
+#[derive(Debug, Clone)]
+pub struct Approve {
+    /// The held set's id.
+    pub id: String,
+    /// Who approved it (the local user name), for the audit.
+    pub by: String,
 }
 
 /// The run could not go ahead at all.
@@ -60,6 +71,12 @@ pub enum SyncError {
     Target(#[from] TargetError),
     #[error("no target is named `{0}`")]
     UnknownTarget(String),
+    #[error("no held set has the id `{0}`; `dirsync held` lists them")]
+    UnknownHeld(String),
+    #[error("held set `{id}` is {status}, not held: nothing to approve")]
+    NotHeld { id: String, status: String },
+    #[error("held set `{id}` belongs to target `{target}`, which the config no longer has")]
+    HeldForUnknownTarget { id: String, target: String },
     #[error("cannot write the plan: {0}")]
     Output(std::io::Error),
 }
@@ -88,8 +105,14 @@ pub struct TargetReport {
     /// for the whole target or an endpoint: what was planned for it waits.
     pub(crate) paused_until: Option<String>,
     pub(crate) drift: usize,
-    /// Why the safety limits refused this target's plan.
+    /// Why the plan may not go ahead at all (an empty source).
     pub refused: Option<String>,
+    /// The removals and disables a limit held back, waiting for `dirsync approve`.
+    pub held: Option<HeldReport>,
+    /// Removals and disables not made because the member is protected.
+    pub(crate) protected: usize,
+    /// Removals waiting out `safety.removal_delay`.
+    pub(crate) waiting: usize,
     /// Set when the target stopped early because it refused the credentials.
     pub(crate) auth_error: Option<String>,
     /// Attempts beyond the first, over all operations.
@@ -98,6 +121,16 @@ pub struct TargetReport {
     pub(crate) throttled: usize,
     /// Finished operations by kind (`replace_members`, `update_user`) and outcome.
     pub(crate) by_kind: BTreeMap<String, KindCounts>,
+}
+
+/// A held set, as a run reports it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HeldReport {
+    /// `None` in a dry run, which records nothing.
+    pub id: Option<String>,
+    pub removed_memberships: usize,
+    pub disabled_users: usize,
+    pub reasons: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -134,6 +167,16 @@ pub struct Report {
     pub(crate) source_users: usize,
     pub(crate) source_groups: usize,
     pub targets: Vec<TargetReport>,
+    /// The held set this run sent (`dirsync approve`), and who approved it.
+    pub approved: Option<ApprovedReport>,
+}
+
+/// An approval a run carried out.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ApprovedReport {
+    pub id: String,
+    pub target: String,
+    pub by: String,
 }
 
 /// How a run ended, for the exit code.
@@ -143,7 +186,7 @@ pub enum Outcome {
     Success,
     /// Some operations failed or were left for the next run.
     Partial,
-    /// A safety limit refused at least one target's plan.
+    /// A safety limit refused a target's plan, or held removals back.
     Refused,
 }
 
@@ -166,7 +209,11 @@ impl Report {
             .any(|t| t.failed + t.not_started + t.invalid_failing > 0)
         {
             Outcome::Partial
-        } else if self.targets.iter().any(|t| t.refused.is_some()) {
+        } else if self
+            .targets
+            .iter()
+            .any(|t| t.refused.is_some() || t.held.is_some())
+        {
             Outcome::Refused
         } else {
             Outcome::Success
@@ -178,12 +225,25 @@ impl Report {
 struct Prepared<'c> {
     config: &'c TargetConfig,
     target: HttpTarget,
-    snapshot: Snapshot,
     plan: Plan,
     users: Arc<BTreeMap<String, DesiredUser>>,
     /// The target ids of every desired group and user; a resync's only.
     desired_ids: (BTreeSet<String>, BTreeSet<String>),
     invalid: Vec<Skipped>,
+    /// What the removal policy held back or kept.
+    hold: hold::Outcome,
+    /// The approval this run carries out (`{held, by}`), for the audit rows of the
+    /// operations it lets through.
+    approval: Option<serde_json::Value>,
+}
+
+/// What the removal policy of every target shares in one run.
+struct RunPolicy<'a> {
+    /// The read's size against the last accepted one: (before, now) as (users, memberships).
+    sizes: Option<((usize, usize), (usize, usize))>,
+    approved: Option<&'a Held>,
+    allow_removals: bool,
+    source_users: usize,
 }
 
 /// Runs one sync or resync. `out` receives the dry-run plan.
@@ -194,16 +254,16 @@ pub async fn run(
     progress: &dyn Progress,
     out: &mut (dyn Write + Send),
 ) -> Result<Report, SyncError> {
-    let targets: Vec<&TargetConfig> = match &opts.target {
-        None => config.targets.iter().collect(),
-        Some(name) => vec![
-            config
-                .targets
-                .iter()
-                .find(|t| &t.name == name)
-                .ok_or_else(|| SyncError::UnknownTarget(name.clone()))?,
-        ],
+    let named = |name: &String| {
+        config
+            .targets
+            .iter()
+            .find(|t| &t.name == name)
+            .ok_or_else(|| SyncError::UnknownTarget(name.clone()))
     };
+    if let Some(name) = &opts.target {
+        named(name)?;
+    }
     // A dry run writes nothing, so it needs no lock and does not create the database.
     let _lock = if opts.dry_run {
         None
@@ -215,6 +275,33 @@ pub async fn run(
     } else {
         Some(Store::open(&config.state_db).await?)
     };
+    // An approval is of one target's held set, and only while it is held.
+    let approval = match (&opts.approve, &store) {
+        (Some(a), Some(s)) => {
+            let row = s
+                .held_set(&a.id)
+                .await?
+                .ok_or_else(|| SyncError::UnknownHeld(a.id.clone()))?;
+            if row.status != "held" {
+                return Err(SyncError::NotHeld {
+                    id: row.id,
+                    status: row.status,
+                });
+            }
+            Some(row)
+        }
+        (Some(a), None) => return Err(SyncError::UnknownHeld(a.id.clone())),
+        (None, _) => None,
+    };
+    let targets: Vec<&TargetConfig> = match (&approval, &opts.target) {
+        (Some(row), _) => vec![named(&row.target).map_err(|_| SyncError::HeldForUnknownTarget {
+            id: row.id.clone(),
+            target: row.target.clone(),
+        })?],
+        (None, Some(name)) => vec![named(name)?],
+        (None, None) => config.targets.iter().collect(),
+    };
+    let approved = approval.as_ref().map(|row| row.held());
 
     // Whether the source changed since the last run, from its token (a dry run plans
     // every target and writes nothing, so it needs neither).
@@ -271,6 +358,7 @@ pub async fn run(
     // config has nothing to plan while the source is unchanged.
     let (skipped, targets): (Vec<&TargetConfig>, Vec<&TargetConfig>) = targets.into_iter().partition(|tc| {
         decision.mode == ReadMode::Unchanged
+            && approval.is_none()
             && target_states
                 .get(&tc.name)
                 .is_some_and(|ts| ts.clean && ts.generation == generation && ts.config_hash == tc.config_hash)
@@ -366,23 +454,53 @@ pub async fn run(
                 ..TargetReport::default()
             })
             .collect(),
+        approved: None,
     };
 
+    // The read's size against the last one trusted with removals.
+    let sizes = match (&dir, &store) {
+        (Some(dir), Some(s)) => s
+            .accepted_read()
+            .await?
+            .map(|before| (before, (dir.users.len(), dir.membership_count()))),
+        _ => None,
+    };
+    // Since when members have been absent, for targets with a removal delay.
+    let mut absences = Vec::new();
+    for tc in &targets {
+        absences.push(match &store {
+            Some(s) if tc.removals.removal_delay.is_some() => s.absences(&tc.name).await?,
+            _ => BTreeMap::new(),
+        });
+    }
+    let policy = RunPolicy {
+        sizes,
+        approved: approved.as_ref(),
+        allow_removals: opts.allow_removals,
+        source_users,
+    };
     let mut prepared = Vec::new();
     if let Some(dir) = &dir {
-        for ((tc, target), snapshot) in targets.iter().zip(clients).zip(snapshots) {
+        for (((tc, target), snapshot), absent) in targets.iter().zip(clients).zip(snapshots).zip(&absences) {
             let t = std::time::Instant::now();
-            prepared.push(prepare(tc, target, dir, snapshot, opts.mode)?);
+            prepared.push(prepare(tc, target, dir, snapshot, opts.mode, &policy, absent)?);
             tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
         }
     }
+    // A read that made no target hold removals for its size is the new baseline.
+    let accept = match &dir {
+        Some(dir) if !prepared.iter().any(|p| p.hold.source_drop) => {
+            Some((dir.users.len(), dir.membership_count()))
+        }
+        _ => None,
+    };
     // Every plan is built: the push does not need the directory.
     drop(dir);
 
     if opts.dry_run {
         for p in &prepared {
             let mut tr = summarize(p);
-            tr.refused = refusal(p, opts, &report);
+            tr.refused = refusal(p, &report);
             // The exit code the run would have: invalid entities not reported before.
             let known = match &store {
                 Some(s) => s.known_invalid(&p.config.name).await?,
@@ -430,14 +548,32 @@ pub async fn run(
     report.run_id = Some(run_id.clone());
     tracing::info!(run_id, mode = mode_name(opts.mode), "Started a run.");
 
-    for p in prepared {
+    for mut p in prepared {
         let mut tr = summarize(&p);
-        if let Some(why) = refusal(&p, opts, &report) {
+        if let Some(why) = refusal(&p, &report) {
             tracing::error!(target_name = %p.config.name, "Refused the plan: {why}");
             tr.refused = Some(why);
             report.targets.push(tr);
             // The target stays not clean: the next run plans it again.
             continue;
+        }
+        log_kept(&p);
+        store
+            .set_absences(&p.config.name, &p.hold.absent, &p.hold.waiting)
+            .await?;
+        if let Some(next) = p.hold.waiting.iter().map(|w| w.due).min() {
+            tracing::info!(target_name = %p.config.name, waiting = p.hold.waiting.len(), next_due = %next, "Removals wait out the removal delay; members who come back before then are not removed.");
+        }
+        let held_id = store.record_held(&run_id, &p.config.name, &p.hold.held).await?;
+        if let Some(h) = tr.held.as_mut() {
+            h.id.clone_from(&held_id);
+            let id = held_id.as_deref().unwrap_or_default();
+            tracing::error!(
+                target_name = %p.config.name, held = id, removed_memberships = h.removed_memberships,
+                disabled_users = h.disabled_users,
+                "Held removals back, the rest of the plan goes ahead: {}; `dirsync held` lists them, `dirsync approve {id}` sends them, --allow-removals allows them for one run",
+                h.reasons.join("; ")
+            );
         }
         store
             .record_unmapped(&run_id, &p.config.name, &p.plan.unmapped)
@@ -459,6 +595,10 @@ pub async fn run(
         }
         progress.start(&p.config.name, p.plan.ops.len());
         let pushing = std::time::Instant::now();
+        p.approval = approval
+            .as_ref()
+            .zip(opts.approve.as_ref())
+            .map(|(row, a)| serde_json::json!({ "held": row.id, "by": a.by }));
         let pauses = push(&store, &run_id, &p, &held, cancel, progress, &mut tr).await?;
         for pause in pauses {
             let endpoint = pause.endpoint.map(EndpointKind::key);
@@ -486,13 +626,28 @@ pub async fn run(
             push_ms,
             "Finished the target."
         );
-        let clean = tr.failed + tr.not_started + tr.invalid_failing == 0 && tr.paused_until.is_none();
+        let clean = tr.failed + tr.not_started + tr.invalid_failing == 0
+            && tr.paused_until.is_none()
+            && tr.held.is_none()
+            && tr.waiting == 0;
         store
             .set_target_state(&p.config.name, generation, &p.config.config_hash, clean)
             .await?;
         report.targets.push(tr);
     }
     report.targets.sort_by(|a, b| a.name.cmp(&b.name));
+    if let (Some(row), Some(a)) = (&approval, &opts.approve) {
+        store.decide_held(&row.id, "approved", &a.by).await?;
+        report.approved = Some(ApprovedReport {
+            id: row.id.clone(),
+            target: row.target.clone(),
+            by: a.by.clone(),
+        });
+        tracing::info!(held = row.id, by = a.by, "Approved the held set.");
+    }
+    if let Some((users, memberships)) = accept {
+        store.accept_read(users, memberships).await?;
+    }
     let outcome = report.outcome();
     let summary = serde_json::to_value(&report).unwrap_or_default();
     store.finish_run(&run_id, outcome.as_str(), &summary).await?;
@@ -564,6 +719,8 @@ fn prepare<'c>(
     dir: &Directory,
     snapshot: Snapshot,
     mode: Mode,
+    policy: &RunPolicy<'_>,
+    absent: &BTreeMap<(String, String), chrono::DateTime<chrono::Utc>>,
 ) -> Result<Prepared<'c>, SyncError> {
     let t = std::time::Instant::now();
     let updates_users = target.offers(EndpointKind::UpdateUser);
@@ -632,16 +789,96 @@ fn prepare<'c>(
     }
     tracing::debug!(target_name = %config.name, elapsed_ms = t.elapsed().as_millis() as u64, "Built and hashed every request.");
     let unmapped = desired.unmapped.into_values().collect();
-    let plan = plan::diff(groups, user_items, unmapped, &left, &snapshot, mode);
+    let mut plan = plan::diff(groups, user_items, unmapped, &left, &snapshot, mode);
+    let hold = hold_removals(config, dir, &snapshot, &mut plan, policy, absent);
+    rebuild_kept_groups(&target, &snapshot, &mut plan, &users, &hold);
     Ok(Prepared {
         config,
         target,
-        snapshot,
         plan,
         users,
         desired_ids,
         invalid,
+        hold,
+        approval: None,
     })
+}
+
+/// Applies the target's removal policy to its plan. Pure.
+fn hold_removals(
+    config: &TargetConfig,
+    dir: &Directory,
+    snapshot: &Snapshot,
+    plan: &mut Plan,
+    policy: &RunPolicy<'_>,
+    absent: &BTreeMap<(String, String), chrono::DateTime<chrono::Utc>>,
+) -> hold::Outcome {
+    let settings = &config.removals;
+    // Protected members are named by target id or source id.
+    let to_target_ids = |ids: &BTreeSet<String>| {
+        let mut all = ids.clone();
+        all.extend(mapping::target_ids_of(dir, ids, &config.users, &config.templates));
+        all
+    };
+    let protected = to_target_ids(&settings.protected);
+    let group_protected: BTreeMap<String, BTreeSet<String>> = settings
+        .group_protected
+        .iter()
+        .map(|(g, ids)| (g.clone(), to_target_ids(ids)))
+        .collect();
+    let drop = policy
+        .sizes
+        .and_then(|(before, now)| hold::source_drop(before, now, settings.max_source_drop_percent));
+    hold::apply(
+        plan,
+        snapshot,
+        &hold::Policy {
+            limits: &config.limits,
+            group_limit: settings.group_limit,
+            group_limits: &settings.group_limits,
+            protected: &protected,
+            group_protected: &group_protected,
+            source_drop: drop.as_deref(),
+            approved: policy.approved,
+            allow_removals: policy.allow_removals,
+            source_users: policy.source_users,
+            removal_delay: settings.removal_delay,
+            absent_since: absent,
+            now: chrono::Utc::now(),
+        },
+    )
+}
+
+/// Builds again the requests of the groups that keep members (another list is sent);
+/// a group left with what the target already has sends nothing. Pure.
+fn rebuild_kept_groups(
+    target: &HttpTarget,
+    snapshot: &Snapshot,
+    plan: &mut Plan,
+    users: &BTreeMap<String, DesiredUser>,
+    outcome: &hold::Outcome,
+) {
+    let mut unchanged = 0;
+    plan.ops.retain_mut(|op| {
+        let Operation::ReplaceMembers(g) = op else {
+            return true;
+        };
+        if !outcome.changed_groups.contains(&g.group.id) {
+            return true;
+        }
+        // The list only grew back towards what was confirmed: it still builds.
+        if let Ok(req) = target.group_request(&g.group, users, Secrets::Masked) {
+            g.fingerprint = request::fingerprint(&req);
+        }
+        let same = g.reason != plan::Reason::Resync
+            && snapshot
+                .groups
+                .get(&g.group.id)
+                .is_some_and(|s| s.fingerprint == g.fingerprint);
+        unchanged += usize::from(same);
+        !same
+    });
+    plan.unchanged_groups += unchanged;
 }
 
 fn summarize(p: &Prepared<'_>) -> TargetReport {
@@ -655,13 +892,48 @@ fn summarize(p: &Prepared<'_>) -> TargetReport {
         disabled_users: p.plan.disabled_users(),
         unmapped_users: p.plan.unmapped.len(),
         invalid: p.invalid.len(),
+        held: (!p.hold.held.is_empty()).then(|| HeldReport {
+            id: None,
+            removed_memberships: p.hold.held.removed_memberships(),
+            disabled_users: p.hold.held.disabled_users(),
+            reasons: p.hold.held.reasons.clone(),
+        }),
+        protected: p.hold.kept.len(),
+        waiting: p.hold.waiting.len(),
         ..TargetReport::default()
     }
 }
 
+/// The entity kind of an operation, as the removal policy names it.
+fn op_kind(op: &Operation) -> &'static str {
+    match op {
+        Operation::ReplaceMembers(_) => "group",
+        Operation::UpdateUser(_) => "user",
+    }
+}
+
+/// Logs each removal or disable not made because the member is protected.
+fn log_kept(p: &Prepared<'_>) {
+    for k in &p.hold.kept {
+        match &k.group {
+            Some(group) => {
+                tracing::warn!(target_name = %p.config.name, group = %group, member = %k.member, "Kept a protected member the source no longer has in the group.")
+            }
+            None => {
+                tracing::warn!(target_name = %p.config.name, user = %k.member, "Left a protected user enabled whom the source would disable.")
+            }
+        }
+    }
+}
+
 /// Why the plan may not go ahead, if it may not.
-fn refusal(p: &Prepared<'_>, opts: &Options, report: &Report) -> Option<String> {
-    let removes = p.plan.removed_memberships() + p.plan.disabled_users() > 0;
+fn refusal(p: &Prepared<'_>, report: &Report) -> Option<String> {
+    let held = &p.hold.held;
+    let removes = p.plan.removed_memberships()
+        + p.plan.disabled_users()
+        + held.removed_memberships()
+        + held.disabled_users()
+        > 0;
     if removes && !p.config.allow_empty_source && (report.source_users == 0 || report.source_groups == 0) {
         return Some(format!(
             "the source returned {} users and {} groups; an empty source never removes anything \
@@ -669,12 +941,7 @@ fn refusal(p: &Prepared<'_>, opts: &Options, report: &Report) -> Option<String> 
             report.source_users, report.source_groups
         ));
     }
-    if opts.allow_removals {
-        return None;
-    }
-    safety::check(&p.plan, &p.snapshot, &p.config.limits, report.source_users)
-        .err()
-        .map(|r| r.to_string())
+    None
 }
 
 /// The endpoints a stored pause holds back (all of them for a target-wide pause).
@@ -787,6 +1054,10 @@ async fn push(
                     drift,
                     error,
                     warning: outcome.warning.clone(),
+                    approval: p
+                        .approval
+                        .as_ref()
+                        .filter(|_| p.hold.approved_ops.contains(&(op_kind(op), op.entity_id().to_owned()))),
                 };
                 // A closed channel means the writer failed; its error is returned below.
                 let _ = records.send(record).await;
@@ -898,6 +1169,22 @@ fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport)
         "target {}{preset}: {} operation(s); {} group(s) and {} user(s) unchanged; {} unmapped user(s)",
         tr.name, tr.planned, tr.unchanged_groups, tr.unchanged_users, tr.unmapped_users
     )?;
+    if let Some(h) = &tr.held {
+        writeln!(
+            out,
+            "  held until approved: {} membership removal(s), {} disable(s): {}",
+            h.removed_memberships,
+            h.disabled_users,
+            shown(&h.reasons.join("; "))
+        )?;
+    }
+    for k in &p.hold.kept {
+        let group = k
+            .group
+            .as_deref()
+            .map_or("(disable)".to_owned(), |g| g.escape_debug().to_string());
+        writeln!(out, "  protected, kept: {} in {group}", k.member.escape_debug())?;
+    }
     for op in &p.plan.ops {
         match op {
             Operation::ReplaceMembers(g) => {

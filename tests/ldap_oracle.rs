@@ -42,6 +42,8 @@ base_dn = "ou=groups,{BASE}"
 max_removed_memberships = 0
 max_removed_memberships_percent = 0
 max_unmapped_users_percent = 0
+max_removed_members_per_group_percent = 0
+max_source_drop_percent = 0
 
 [targets.office]
 preset = "onlyoffice-group-members"

@@ -74,7 +74,8 @@ async fn a_zero_turns_a_limit_off() {
     let mock = GroupMembersApi::start().await;
     let env = setup(
         &mock,
-        "[targets.office.safety]\nmax_removed_memberships = 0\nmax_removed_memberships_percent = 0\n",
+        "[targets.office.safety]\nmax_removed_memberships = 0\nmax_removed_memberships_percent = 0\n\
+         max_removed_members_per_group_percent = 0\nmax_source_drop_percent = 0\n",
     );
     sync(&env, &["sync"]).await.expect_code(0);
     env.write("groups.csv", &groups_csv(&as_refs(&cut())));

@@ -18,6 +18,7 @@ use regex::Regex;
 pub(crate) use raw::{RawAuth, RawConfig, RawCsv, RawEndpoint, RawSafety, RawTarget};
 pub(crate) use secret::{Secret, SecretSource};
 
+use crate::hold::{self, GroupLimit};
 use crate::mapping::{ExplicitGroup, GroupIdMap, GroupMapping, GroupRule, UserIdSource};
 use crate::plan::{RemovedGroups, RemovedUsers};
 use crate::safety::Limits;
@@ -103,6 +104,8 @@ pub struct TargetConfig {
     pub users: UserIdSource,
     pub(crate) removed_users: RemovedUsers,
     pub limits: Limits,
+    /// What holds removals besides `limits`, and who is never removed.
+    pub(crate) removals: hold::Settings,
     /// Whether a source with no users or no groups may still be planned.
     pub(crate) allow_empty_source: bool,
     /// Whether entities the source data cannot build a request for fail every run,
@@ -350,9 +353,13 @@ impl Ctx {
 
         let raw_groups = raw.groups.unwrap_or_default();
         let mut groups = GroupMapping::default();
+        let mut group_safety = Vec::new();
         for (i, g) in raw_groups.map.into_iter().enumerate() {
             if g.target_id.trim().is_empty() {
                 return Err(self.invalid(key(&format!("groups.map[{i}].target_id")), "is empty"));
+            }
+            if let Some(gs) = g.safety {
+                group_safety.push((i, g.target_id.clone(), gs));
             }
             groups.explicit.push(ExplicitGroup {
                 source: g.source,
@@ -451,6 +458,11 @@ impl Ctx {
             ),
             ("max_disabled_users_percent", safety.max_disabled_users_percent),
             ("max_unmapped_users_percent", safety.max_unmapped_users_percent),
+            (
+                "max_removed_members_per_group_percent",
+                safety.max_removed_members_per_group_percent,
+            ),
+            ("max_source_drop_percent", safety.max_source_drop_percent),
         ] {
             if v.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
                 return Err(self.invalid(format!("safety.{k}"), "a percentage between 0 and 100"));
@@ -477,6 +489,56 @@ impl Ctx {
             ),
             percent_min_count: safety.percent_min_count.unwrap_or(d.percent_min_count),
         };
+        let group_limit = GroupLimit {
+            max_percent: percent(
+                safety.max_removed_members_per_group_percent,
+                GroupLimit::DEFAULT.max_percent,
+            ),
+            min_members: safety
+                .per_group_min_members
+                .unwrap_or(GroupLimit::DEFAULT.min_members),
+        };
+        // `0s` (or no key) turns the delay off.
+        let removal_delay = self.duration(
+            &key("safety.removal_delay"),
+            safety.removal_delay.as_deref(),
+            Duration::ZERO,
+        )?;
+        let mut removals = hold::Settings {
+            group_limit,
+            removal_delay: Some(removal_delay).filter(|d| !d.is_zero()),
+            max_source_drop_percent: percent(safety.max_source_drop_percent, hold::Settings::SOURCE_DROP),
+            protected: safety
+                .protected_members
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            ..hold::Settings::default()
+        };
+        for (i, target_id, gs) in group_safety {
+            let pct = gs.max_removed_members_per_group_percent;
+            if pct.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+                return Err(self.invalid(
+                    key(&format!(
+                        "groups.map[{i}].safety.max_removed_members_per_group_percent"
+                    )),
+                    "a percentage between 0 and 100",
+                ));
+            }
+            let limit = GroupLimit {
+                max_percent: pct.map_or(group_limit.max_percent, |p| Some(p).filter(|p| *p != 0.0)),
+                min_members: gs.per_group_min_members.unwrap_or(group_limit.min_members),
+            };
+            removals.group_limits.insert(target_id.clone(), limit);
+            if let Some(members) = gs.protected_members {
+                removals
+                    .group_protected
+                    .entry(target_id)
+                    .or_default()
+                    .extend(members);
+            }
+        }
 
         let config_hash = crate::source::token::sha256_hex(&format!("{raw_text}\n{groups:?}\n{users:?}"));
         Ok(TargetConfig {
@@ -501,6 +563,7 @@ impl Ctx {
             users,
             removed_users,
             limits,
+            removals,
             allow_empty_source: safety.allow_empty_source.unwrap_or(false),
             strict: raw.strict.unwrap_or(false),
             probe: match raw.probe {

@@ -92,14 +92,41 @@ pub struct RawSafety {
     pub max_unmapped_users_percent: Option<f64>,
     pub percent_min_count: Option<usize>,
     pub allow_empty_source: Option<bool>,
+    /// A group with at least `per_group_min_members` members may lose at most this
+    /// share of them in one run; more is held.
+    pub max_removed_members_per_group_percent: Option<f64>,
+    pub per_group_min_members: Option<usize>,
+    /// Removals are held when the users or memberships read fall by more than this
+    /// share from the last accepted read.
+    pub max_source_drop_percent: Option<f64>,
+    /// Target user ids or source user ids never removed nor disabled.
+    pub protected_members: Option<Vec<String>>,
+    /// A member absent from the source is removed only after this long ("6h").
+    pub removal_delay: Option<String>,
+}
+
+/// `[[targets.NAME.groups.map]] safety = {…}`: one mapped group's own limits.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroupSafety {
+    pub max_removed_members_per_group_percent: Option<f64>,
+    pub per_group_min_members: Option<usize>,
+    pub protected_members: Option<Vec<String>>,
 }
 
 impl RawSafety {
     /// A target's own limits, each falling back to the global one.
+    /// Protected members add up: the global ones and the target's own.
     pub fn or(mut self, global: &RawSafety) -> RawSafety {
+        if let Some(all) = &global.protected_members {
+            self.protected_members
+                .get_or_insert_default()
+                .extend(all.iter().cloned());
+        }
         fill!(self, global: max_removed_memberships, max_removed_memberships_percent,
             max_disabled_users, max_disabled_users_percent, max_unmapped_users_percent,
-            percent_min_count, allow_empty_source)
+            percent_min_count, allow_empty_source, max_removed_members_per_group_percent,
+            per_group_min_members, max_source_drop_percent)
     }
 }
 
@@ -195,6 +222,7 @@ pub struct RawExplicitGroup {
     pub source: String,
     pub target_id: String,
     pub name: Option<String>,
+    pub safety: Option<RawGroupSafety>,
 }
 
 #[derive(Debug, Deserialize)]

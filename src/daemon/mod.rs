@@ -267,6 +267,7 @@ async fn run_once(config: &Config, mode: Mode, shutdown: &CancellationToken, sha
         target: None,
         allow_removals: false,
         wait: false,
+        approve: None,
     };
     let cancel = CancellationToken::new();
     let mut sink = std::io::sink();

@@ -17,6 +17,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row};
 
+mod held;
+
+pub use held::{AbsentRow, HeldRow};
+
 use crate::mapping::Unmapped;
 use crate::plan::{Members, Operation, Snapshot, SnapshotGroup, SnapshotUser};
 use crate::source::ldap::Entry;
@@ -63,6 +67,8 @@ pub(crate) struct Record<'a> {
     pub(crate) error: Option<String>,
     /// A confirmation whose answer lacked a declared echo; free of secrets.
     pub(crate) warning: Option<String>,
+    /// The approval that let this operation's removals through (held set, who).
+    pub(crate) approval: Option<&'a serde_json::Value>,
 }
 
 /// An entity left out of a run because its request cannot be built (a template
@@ -390,7 +396,7 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
             }
         }
     }
-    let (kind, summary) = match rec.op {
+    let (kind, mut summary) = match rec.op {
         Operation::ReplaceMembers(g) => (
             "group",
             serde_json::json!({ "reason": g.reason, "members": g.group.members.len(), "added": g.added, "removed": g.removed }),
@@ -400,6 +406,9 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
             serde_json::json!({ "reason": u.reason, "enabled": u.user.user.enabled, "disables": u.disables }),
         ),
     };
+    if let Some(approval) = rec.approval {
+        summary["approved"] = approval.clone();
+    }
     insert_audit(
         tx,
         AuditInsert {
@@ -1017,4 +1026,9 @@ async fn insert_audit(tx: &mut sqlx::SqliteConnection, a: AuditInsert<'_>) -> Re
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// A stored count; a negative one (a hand-edited database) reads as none.
+fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
 }
