@@ -7,7 +7,6 @@
 //! column. A directory that was half understood must never be pushed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::RawCsv;
@@ -142,24 +141,17 @@ impl CsvConfig {
 
 /// A CSV file is not usable. Names the file, and the line and column when known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{}{}{}: {message}",
+    .file.display(),
+    .line.map(|line| format!(": line {line}")).unwrap_or_default(),
+    .column.as_ref().map(|column| format!(", column `{column}`")).unwrap_or_default()
+)]
 pub struct CsvError {
     pub(crate) file: PathBuf,
     pub(crate) line: Option<u64>,
     pub(crate) column: Option<String>,
     pub(crate) message: String,
-}
-
-impl fmt::Display for CsvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ": line {line}")?;
-        }
-        if let Some(column) = &self.column {
-            write!(f, ", column `{column}`")?;
-        }
-        write!(f, ": {}", self.message)
-    }
 }
 
 impl CsvError {
