@@ -681,10 +681,6 @@ impl Ctx {
                 )
             })
         };
-        let name = |n: Option<String>| {
-            n.filter(|n| !n.is_empty())
-                .ok_or_else(|| self.invalid(k("name"), "missing"))
-        };
         Ok(match kind {
             "bearer" => Auth::Bearer(need(token, "token")?),
             "basic" => Auth::Basic {
@@ -693,18 +689,16 @@ impl Ctx {
                     .ok_or_else(|| self.invalid(k("username"), "missing"))?,
                 password: need(password, "password")?,
             },
-            "header" => Auth::Header {
-                name: name(raw.name)?,
-                value: need(value, "value")?,
-            },
-            "cookie" => Auth::Cookie {
-                name: name(raw.name)?,
-                value: need(value, "value")?,
-            },
-            "query" => Auth::Query {
-                name: name(raw.name)?,
-                value: need(value, "value")?,
-            },
+            "header" | "cookie" | "query" => {
+                let name = raw.name.filter(|n| !n.is_empty());
+                let name = name.ok_or_else(|| self.invalid(k("name"), "missing"))?;
+                let value = need(value, "value")?;
+                match kind {
+                    "header" => Auth::Header { name, value },
+                    "cookie" => Auth::Cookie { name, value },
+                    _ => Auth::Query { name, value },
+                }
+            }
             _ => Auth::None,
         })
     }
