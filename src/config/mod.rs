@@ -133,11 +133,7 @@ pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
 
 /// Reads and validates the config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(&text, path)
+    parse(&read(path)?, path)
 }
 
 /// Validates config text; `path` names it in errors and anchors relative paths.
@@ -149,12 +145,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 /// Only the state database's path: for `audit` and `status`, which read the state
 /// and must work without the secrets (or the network) a run needs.
 pub fn load_state_db(path: &Path) -> Result<PathBuf, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let (raw, ctx) = parse_raw(&read(path)?, path)?;
+    Ok(ctx.state_db(raw.state_db))
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    let (raw, ctx) = parse_raw(&text, path)?;
-    Ok(ctx.state_db(raw.state_db))
+    })
 }
 
 fn parse_raw(text: &str, path: &Path) -> Result<(RawConfig, Ctx), ConfigError> {
