@@ -201,32 +201,27 @@ impl Ctx {
 
     fn build(self, raw: RawConfig) -> Result<Config, ConfigError> {
         let state_db = self.state_db(raw.state_db);
-        let full_read_every;
-        let source = match raw.source {
-            None => return Err(self.invalid("source", "missing: say where users and groups come from")),
-            Some(raw::RawSource::Csv(mut csv)) => {
-                full_read_every = self.duration(
-                    "source.full_read_every",
-                    csv.full_read_every.take().as_deref(),
-                    DEFAULT_FULL_READ_EVERY,
-                )?;
-                SourceConfig::Csv(Box::new(
-                    CsvConfig::from_raw(*csv, &self.base)
-                        .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
-                ))
-            }
-            Some(raw::RawSource::Ldap(mut ldap)) => {
-                full_read_every = self.duration(
-                    "source.full_read_every",
-                    ldap.0.full_read_every.take().as_deref(),
-                    DEFAULT_FULL_READ_EVERY,
-                )?;
-                SourceConfig::Ldap(Box::new(
-                    LdapConfig::from_raw(ldap, &self.base)
-                        .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
-                ))
-            }
+        let mut source = raw
+            .source
+            .ok_or_else(|| self.invalid("source", "missing: say where users and groups come from"))?;
+        let every = match &mut source {
+            raw::RawSource::Csv(csv) => csv.full_read_every.take(),
+            raw::RawSource::Ldap(ldap) => ldap.0.full_read_every.take(),
         };
+        let full_read_every = self.duration(
+            "source.full_read_every",
+            every.as_deref(),
+            DEFAULT_FULL_READ_EVERY,
+        )?;
+        let source = match source {
+            raw::RawSource::Csv(csv) => {
+                CsvConfig::from_raw(*csv, &self.base).map(|c| SourceConfig::Csv(Box::new(c)))
+            }
+            raw::RawSource::Ldap(ldap) => {
+                LdapConfig::from_raw(ldap, &self.base).map(|c| SourceConfig::Ldap(Box::new(c)))
+            }
+        }
+        .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?;
         if raw.targets.is_empty() {
             return Err(self.invalid("targets", "no target is configured"));
         }
