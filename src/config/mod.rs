@@ -766,35 +766,26 @@ impl Ctx {
         let path = raw.path.ok_or_else(|| self.invalid(k("path"), "missing"))?;
         let body = raw.body.ok_or_else(|| self.invalid(k("body"), "missing"))?;
         let prefix = kind.key();
-        let add = |templates: &mut Templates, part: &str, tkind: Kind, src: &str, field: String| {
+        // A template named `<kind>.<part>`, from the endpoint's key `field`.
+        let add = |templates: &mut Templates, part: &str, field: &str, tkind: Kind, src: &str| {
             templates
                 .add(&format!("{prefix}.{part}"), tkind, src)
-                .map_err(|e| self.invalid(field, e.message))
+                .map_err(|e| self.invalid(k(field), e.message))
         };
-        add(templates, "path", Kind::Url, &path, k("path"))?;
-        add(templates, "body", format.template_kind(), &body, k("body"))?;
+        add(templates, "path", "path", Kind::Url, &path)?;
+        add(templates, "body", "body", format.template_kind(), &body)?;
         let mut query = Vec::new();
         for (name, value) in raw.query.unwrap_or_default() {
-            add(
-                templates,
-                &format!("query.{name}"),
-                Kind::Text,
-                &value,
-                k(&format!("query.{name}")),
-            )?;
+            let part = format!("query.{name}");
+            add(templates, &part, &part, Kind::Text, &value)?;
             query.push(name);
         }
         let mut headers = Vec::new();
         for (name, value) in raw.headers.unwrap_or_default() {
+            let field = format!("headers.{name}");
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| self.invalid(k(&format!("headers.{name}")), "not a valid header name"))?;
-            add(
-                templates,
-                &format!("header.{name}"),
-                Kind::Text,
-                &value,
-                k(&format!("headers.{name}")),
-            )?;
+                .map_err(|_| self.invalid(k(&field), "not a valid header name"))?;
+            add(templates, &format!("header.{name}"), &field, Kind::Text, &value)?;
             headers.push(name);
         }
         let success = raw.success.unwrap_or_default();
