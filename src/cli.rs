@@ -731,21 +731,18 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let (runs, pending, counts, invalid, pauses) = match (
-        store.runs(10).await,
-        store.pending().await,
-        store.snapshot_counts().await,
-        store.invalid().await,
-        store.pauses(None, &dirsync::store::now()).await,
-    ) {
-        (Ok(r), Ok(p), Ok(c), Ok(i), Ok(w)) => (r, p, c, i, w),
-        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
-            report_error(&e);
-            return exit::FAILURE;
-        }
+    let read = async {
+        Ok::<_, dirsync::store::StoreError>((
+            store.runs(10).await?,
+            store.pending().await?,
+            store.snapshot_counts().await?,
+            store.invalid().await?,
+            store.pauses(None, &dirsync::store::now()).await?,
+            store.source_state().await?,
+        ))
     };
-    let source = match store.source_state().await {
-        Ok(s) => s,
+    let (runs, pending, counts, invalid, pauses, source) = match read.await {
+        Ok(state) => state,
         Err(e) => {
             report_error(&e);
             return exit::FAILURE;
