@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-pub(crate) use raw::{RawAuth, RawConfig, RawCsv, RawEndpoint, RawSafety, RawTarget};
+pub(crate) use raw::{RawAuth, RawConfig, RawCsv, RawEndpoint, RawSafety, RawTarget, fill};
 pub(crate) use secret::{Secret, SecretSource};
 
 use crate::mapping::{ExplicitGroup, GroupIdMap, GroupMapping, GroupRule, UserIdSource};

@@ -20,6 +20,7 @@ macro_rules! fill {
         $mine
     }};
 }
+pub(crate) use fill;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
