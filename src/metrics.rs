@@ -131,17 +131,12 @@ impl Metrics {
                     }
                 }
             }
-            self.retries
-                .get_or_create(&labels(&[("target", &t.name)]))
-                .inc_by(t.retries as u64);
-            self.throttled
-                .get_or_create(&labels(&[("target", &t.name)]))
-                .inc_by(t.throttled as u64);
+            let target = labels(&[("target", &t.name)]);
+            self.retries.get_or_create(&target).inc_by(t.retries as u64);
+            self.throttled.get_or_create(&target).inc_by(t.throttled as u64);
             // A target refused by a safety limit built no requests: its count is unknown.
             if t.refused.is_none() {
-                self.invalid_entities
-                    .get_or_create(&labels(&[("target", &t.name)]))
-                    .set(t.invalid as i64);
+                self.invalid_entities.get_or_create(&target).set(t.invalid as i64);
             }
         }
     }
