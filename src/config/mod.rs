@@ -23,6 +23,7 @@ use crate::plan::{RemovedGroups, RemovedUsers};
 use crate::safety::Limits;
 use crate::source::csv::CsvConfig;
 use crate::source::ldap::LdapConfig;
+use crate::target::presets;
 use crate::target::spec::{
     Auth, BodyFormat, Condition, Endpoint, EndpointKind, ResponseEcho, ResponseMembers, Retry, Spec,
     SuccessRule, Validation,
@@ -255,11 +256,8 @@ impl Ctx {
 
     fn target(&self, name: &str, raw: RawTarget, safety: &RawSafety) -> Result<TargetConfig, ConfigError> {
         let key = |k: &str| format!("targets.{name}.{k}");
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if name.is_empty() || !name.chars().all(allowed) {
             return Err(self.invalid(
                 format!("targets.{name}"),
                 "a target name uses only letters, digits, `-` and `_`",
@@ -269,14 +267,9 @@ impl Ctx {
         let raw = match &preset {
             None => raw,
             Some(p) => {
-                let text = crate::target::presets::get(p).ok_or_else(|| {
-                    self.invalid(
-                        key("preset"),
-                        format!(
-                            "unknown preset `{p}`; known: {}",
-                            crate::target::presets::NAMES.join(", ")
-                        ),
-                    )
+                let text = presets::get(p).ok_or_else(|| {
+                    let known = presets::NAMES.join(", ");
+                    self.invalid(key("preset"), format!("unknown preset `{p}`; known: {known}"))
                 })?;
                 let base: RawTarget = toml::from_str(text)
                     .map_err(|e| self.invalid(key("preset"), format!("preset `{p}` is invalid: {e}")))?;
