@@ -301,26 +301,18 @@ fn add_member(
 fn read_users(table: &Table, c: &UserColumns, dir: &mut Directory) -> Result<(), CsvError> {
     let id_col = table.required(&c.id, "user_columns.id")?;
     let username_col = table.required(&c.username, "user_columns.username")?;
-    let optional = |name: &str| table.column(name);
-    let email = optional(&c.email);
-    let display_name = optional(&c.display_name);
-    let first_name = optional(&c.first_name);
-    let last_name = optional(&c.last_name);
-    let phone = optional(&c.phone);
-    let enabled = optional(&c.enabled);
-    let known: BTreeSet<usize> = [
-        Some(id_col),
-        Some(username_col),
-        email,
-        display_name,
-        first_name,
-        last_name,
-        phone,
-        enabled,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let email = table.column(&c.email);
+    let display_name = table.column(&c.display_name);
+    let first_name = table.column(&c.first_name);
+    let last_name = table.column(&c.last_name);
+    let phone = table.column(&c.phone);
+    let enabled = table.column(&c.enabled);
+    // Every other column is kept as an extra attribute.
+    let known: BTreeSet<usize> = [email, display_name, first_name, last_name, phone, enabled]
+        .into_iter()
+        .flatten()
+        .chain([id_col, username_col])
+        .collect();
     let mut first_line: BTreeMap<String, u64> = BTreeMap::new();
     for (line, row) in &table.rows {
         let id = non_empty(table, *line, &c.id, &row[id_col])?;
