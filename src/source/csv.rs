@@ -42,21 +42,6 @@ pub struct UserColumns {
     pub enabled: String,
 }
 
-impl Default for UserColumns {
-    fn default() -> Self {
-        UserColumns {
-            id: "id".into(),
-            username: "username".into(),
-            email: "email".into(),
-            display_name: "display_name".into(),
-            first_name: "first_name".into(),
-            last_name: "last_name".into(),
-            phone: "phone".into(),
-            enabled: "enabled".into(),
-        }
-    }
-}
-
 /// `[source.group_columns]`, each defaulting to the field's name.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,16 +49,6 @@ pub struct GroupColumns {
     pub id: String,
     pub name: String,
     pub members: String,
-}
-
-impl Default for GroupColumns {
-    fn default() -> Self {
-        GroupColumns {
-            id: "id".into(),
-            name: "name".into(),
-            members: "members".into(),
-        }
-    }
 }
 
 /// `[source.membership_columns]`, each defaulting to the field's name.
@@ -84,14 +59,22 @@ pub struct MembershipColumns {
     pub user: String,
 }
 
-impl Default for MembershipColumns {
-    fn default() -> Self {
-        MembershipColumns {
-            group: "group".into(),
-            user: "user".into(),
+/// `Default` for the column structs: each field's column is named as the field.
+macro_rules! named_after_fields {
+    ($columns:ident: $($field:ident),+) => {
+        impl Default for $columns {
+            fn default() -> Self {
+                $columns {
+                    $($field: stringify!($field).to_owned()),+
+                }
+            }
         }
-    }
+    };
 }
+
+named_after_fields!(UserColumns: id, username, email, display_name, first_name, last_name, phone, enabled);
+named_after_fields!(GroupColumns: id, name, members);
+named_after_fields!(MembershipColumns: group, user);
 
 impl CsvConfig {
     /// Validates the raw table; errors are `(key, message)` for the config layer.
