@@ -95,11 +95,12 @@ pub(crate) struct RawGroups {
 /// The names `preset` accepts.
 pub(crate) const PRESETS: &[&str] = &["openldap", "active-directory"];
 
-#[derive(Deserialize)]
+/// What a preset fills in; `Default` is no preset at all.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Preset {
-    page_size: u32,
-    domain_scope: bool,
+    page_size: Option<u32>,
+    domain_scope: Option<bool>,
     users: RawUsers,
     groups: RawGroups,
 }
@@ -273,13 +274,13 @@ impl LdapConfig {
     pub fn from_raw(raw: RawLdap, base: &Path) -> Result<LdapConfig, Invalid> {
         let raw = *raw.0;
         let preset = match raw.preset.as_deref() {
-            None => None,
-            Some(name) => Some(preset(name).ok_or_else(|| {
+            None => Preset::default(),
+            Some(name) => preset(name).ok_or_else(|| {
                 invalid(
                     "preset",
                     format!("unknown preset `{name}`; known: {}", PRESETS.join(", ")),
                 )
-            })?),
+            })?,
         };
 
         let url = raw.url.trim().to_owned();
@@ -394,22 +395,11 @@ impl LdapConfig {
             }
         };
 
-        let page_size = raw
-            .page_size
-            .or(preset.as_ref().map(|p| p.page_size))
-            .unwrap_or(500);
-        let domain_scope = raw
-            .domain_scope
-            .or(preset.as_ref().map(|p| p.domain_scope))
-            .unwrap_or(false);
-
-        let (pu, pg) = match preset {
-            Some(p) => (p.users, p.groups),
-            None => (RawUsers::default(), RawGroups::default()),
-        };
+        let page_size = raw.page_size.or(preset.page_size).unwrap_or(500);
+        let domain_scope = raw.domain_scope.or(preset.domain_scope).unwrap_or(false);
         let base_dn = raw.base_dn;
-        let users = users(raw.users, pu, base_dn.as_deref())?;
-        let groups = groups(raw.groups, pg, base_dn.as_deref())?;
+        let users = users(raw.users, preset.users, base_dn.as_deref())?;
+        let groups = groups(raw.groups, preset.groups, base_dn.as_deref())?;
 
         Ok(LdapConfig {
             url,
