@@ -358,6 +358,7 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
         column,
         message,
     };
+    let empty = || err(None, None, "the file is empty (expected a header line)".into());
     let bytes = std::fs::read(path).map_err(|e| err(None, None, format!("cannot read: {e}")))?;
     // A spreadsheet's "Unicode text" export is UTF-16: without this, its NUL bytes
     // would be reported one field at a time.
@@ -372,11 +373,7 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(err(
-            None,
-            None,
-            "the file is empty (expected a header line)".into(),
-        ));
+        return Err(empty());
     }
     if let Err(bad) = check_quoting(bytes, delimiter) {
         // The header names the column, unless the header itself is the broken record.
@@ -397,13 +394,7 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
     let header_record = match records.next() {
         Some(Ok(h)) => h,
         Some(Err(e)) => return Err(err(Some(1), None, e.to_string())),
-        None => {
-            return Err(err(
-                None,
-                None,
-                "the file is empty (expected a header line)".into(),
-            ));
-        }
+        None => return Err(empty()),
     };
     let mut header = Vec::with_capacity(header_record.len());
     for (i, field) in header_record.iter().enumerate() {
