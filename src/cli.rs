@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use dirsync::config::{self, Config};
 use dirsync::exit;
@@ -13,6 +14,7 @@ use dirsync::lock::LockError;
 use dirsync::plan::Mode;
 use dirsync::store::{AuditQuery, Store};
 use dirsync::sync::{self, Outcome, SyncError};
+use dirsync::text::visible;
 
 /// Keep SaaS admin API users and groups in step with a company directory.
 #[derive(Debug, Parser)]
@@ -177,20 +179,17 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-fn load(path: Option<PathBuf>) -> Result<Config, u8> {
-    let path = config::resolve_path(path);
-    match config::load(&path) {
-        Ok(c) => {
-            for w in &c.warnings {
-                tracing::warn!("{w}");
-            }
-            Ok(c)
-        }
-        Err(e) => {
-            report_error(&e);
-            Err(exit::CONFIG)
-        }
+fn load(path: &Path) -> Result<Config, u8> {
+    let config = config::load(path).map_err(|e| config_error(&e))?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
     }
+    Ok(config)
+}
+
+fn config_error(e: &config::ConfigError) -> u8 {
+    report_error(e);
+    exit::CONFIG
 }
 
 fn report_error(e: &dyn std::error::Error) {
@@ -202,9 +201,12 @@ fn report_error(e: &dyn std::error::Error) {
 }
 
 async fn dispatch(cli: Cli) -> u8 {
-    match &cli.command {
+    let config_path = config::resolve_path(cli.config);
+    // Reading the state needs only its path, not the secrets a run needs.
+    let state_db = || config::load_state_db(&config_path).map_err(|e| config_error(&e));
+    match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "dirsync", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut Cli::command(), "dirsync", &mut std::io::stdout());
             return exit::SUCCESS;
         }
         Command::Man => {
@@ -216,30 +218,33 @@ async fn dispatch(cli: Cli) -> u8 {
                 }
             };
         }
+        Command::Audit(args) => {
+            return match state_db() {
+                Ok(state_db) => audit(&state_db, args).await,
+                Err(code) => code,
+            };
+        }
+        Command::Status { json } => {
+            return match state_db() {
+                Ok(state_db) => status(&state_db, json).await,
+                Err(code) => code,
+            };
+        }
+        Command::Held { json } => {
+            return match state_db() {
+                Ok(state_db) => held(&state_db, json).await,
+                Err(code) => code,
+            };
+        }
+        Command::Discard { id } => {
+            return match state_db() {
+                Ok(state_db) => discard(&state_db, &id).await,
+                Err(code) => code,
+            };
+        }
         _ => {}
     }
-    // Reading the state needs only its path, not the secrets a run needs.
-    if let Command::Audit(_) | Command::Status { .. } | Command::Held { .. } | Command::Discard { .. } =
-        cli.command
-    {
-        let path = config::resolve_path(cli.config);
-        let state_db = match config::load_state_db(&path) {
-            Ok(p) => p,
-            Err(e) => {
-                report_error(&e);
-                return exit::CONFIG;
-            }
-        };
-        return match cli.command {
-            Command::Audit(args) => audit(&state_db, args).await,
-            Command::Status { json } => status(&state_db, json).await,
-            Command::Held { json } => held(&state_db, json).await,
-            Command::Discard { id } => discard(&state_db, &id).await,
-            _ => unreachable!("matched above"),
-        };
-    }
-    let config_path = config::resolve_path(cli.config.clone());
-    let config = match load(cli.config) {
+    let config = match load(&config_path) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -707,12 +712,9 @@ const DETAIL: usize = 200;
 /// The columns an entity's name keeps when a long id takes the rest.
 const NAME_AT_LEAST: usize = 10;
 
-use dirsync::text::visible;
-
 /// `text` (already visible) cut to at most `width` terminal columns, ending in `…`
 /// when something was cut.
 fn cut(text: &str, width: usize) -> String {
-    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
     if text.width() <= width {
         return text.to_owned();
     }
@@ -733,7 +735,6 @@ fn cut(text: &str, width: usize) -> String {
 /// One table cell: `text` made visible, cut to `width` terminal columns and padded to
 /// them, so that wide (CJK) and long names keep the next columns in place.
 fn cell(text: &str, width: usize) -> String {
-    use unicode_width::UnicodeWidthStr;
     let mut out = cut(&visible(text), width);
     let pad = width.saturating_sub(out.width());
     out.extend(std::iter::repeat_n(' ', pad));
@@ -743,7 +744,6 @@ fn cell(text: &str, width: usize) -> String {
 /// `name (id)` as one cell: the id, which tells entities apart, is kept whole unless
 /// it leaves the name fewer than `NAME_AT_LEAST` columns.
 fn entity_cell(name: &str, id: &str, width: usize) -> String {
-    use unicode_width::UnicodeWidthStr;
     let id = cut(&visible(id), width.saturating_sub(NAME_AT_LEAST + 3));
     let name = cut(&visible(name), width.saturating_sub(id.width() + 3));
     cell(&format!("{name} ({id})"), width)
@@ -895,26 +895,21 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let (runs, pending, counts, invalid, pauses) = match (
-        store.runs(10).await,
-        store.pending().await,
-        store.snapshot_counts().await,
-        store.invalid().await,
-        store.pauses(None, &dirsync::store::now()).await,
-    ) {
-        (Ok(r), Ok(p), Ok(c), Ok(i), Ok(w)) => (r, p, c, i, w),
-        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
-            report_error(&e);
-            return exit::FAILURE;
-        }
+    let read = async {
+        Ok::<_, dirsync::store::StoreError>((
+            store.runs(10).await?,
+            store.pending().await?,
+            store.snapshot_counts().await?,
+            store.invalid().await?,
+            store.pauses(None, &dirsync::store::now()).await?,
+            store.source_state().await?,
+            store.held().await?,
+            store.waiting_removals().await?,
+        ))
     };
-    let (source, held, waiting) = match (
-        store.source_state().await,
-        store.held().await,
-        store.waiting_removals().await,
-    ) {
-        (Ok(s), Ok(h), Ok(w)) => (s, h, w),
-        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+    let (runs, pending, counts, invalid, pauses, source, held, waiting) = match read.await {
+        Ok(state) => state,
+        Err(e) => {
             report_error(&e);
             return exit::FAILURE;
         }

@@ -29,37 +29,29 @@ impl RunLock {
         let mut name = state_db.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| LockError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(io)?;
         }
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|source| LockError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => Ok(RunLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) if wait => {
                 tracing::info!(lock = %path.display(), "Another sync is running; waiting for it to finish.");
-                let p = path.clone();
-                tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-                    .await
-                    .map_err(|e| LockError::Io {
-                        path: p.clone(),
-                        source: std::io::Error::other(e),
-                    })?
-                    .map(|file| RunLock { _file: file })
-                    .map_err(|source| LockError::Io { path: p, source })
+                let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
+                let file = locked.map_err(|e| io(std::io::Error::other(e)))?.map_err(io)?;
+                Ok(RunLock { _file: file })
             }
             Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held { path }),
-            Err(std::fs::TryLockError::Error(source)) => Err(LockError::Io { path, source }),
+            Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
         }
     }
 }

@@ -56,62 +56,55 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("dirsync");
-        let invalid_entities = register(
-            &mut r,
-            "invalid_entities",
-            "Entities the source data cannot build a request for, by target, in the last run",
-            Family::default(),
-        );
-        let held_removals = register(
-            &mut r,
-            "held_removals",
-            "Membership removals and disables held back by a safety limit, by target, in the last run",
-            Family::default(),
-        );
-        let runs = register(&mut r, "runs", "Runs by outcome", Family::default());
-        let operations = register(
-            &mut r,
-            "operations",
-            "Finished operations by target, kind and outcome",
-            Family::default(),
-        );
-        let retries = register(
-            &mut r,
-            "retries",
-            "Request attempts beyond the first, by target",
-            Family::default(),
-        );
-        let throttled = register(
-            &mut r,
-            "throttled",
-            "429 Too Many Requests answers, by target",
-            Family::default(),
-        );
-        let last_success = register(
-            &mut r,
-            "last_success_timestamp_seconds",
-            "Unix time of the end of the last successful run",
-            Gauge::default(),
-        );
         let buckets = Histogram::new(exponential_buckets(0.05, 2.0, 16));
-        let run_duration = register(&mut r, "run_duration_seconds", "Duration of runs", buckets);
-        let source_objects = register(
-            &mut r,
-            "source_objects",
-            "Users and groups read from the source in the last run",
-            Family::default(),
-        );
+        // Fields are evaluated in the order written, which is the order of the
+        // exposition; the registry is moved in last, after every metric is registered.
         Metrics {
+            invalid_entities: register(
+                &mut r,
+                "invalid_entities",
+                "Entities the source data cannot build a request for, by target, in the last run",
+                Family::default(),
+            ),
+            held_removals: register(
+                &mut r,
+                "held_removals",
+                "Membership removals and disables held back by a safety limit, by target, in the last run",
+                Family::default(),
+            ),
+            runs: register(&mut r, "runs", "Runs by outcome", Family::default()),
+            operations: register(
+                &mut r,
+                "operations",
+                "Finished operations by target, kind and outcome",
+                Family::default(),
+            ),
+            retries: register(
+                &mut r,
+                "retries",
+                "Request attempts beyond the first, by target",
+                Family::default(),
+            ),
+            throttled: register(
+                &mut r,
+                "throttled",
+                "429 Too Many Requests answers, by target",
+                Family::default(),
+            ),
+            last_success: register(
+                &mut r,
+                "last_success_timestamp_seconds",
+                "Unix time of the end of the last successful run",
+                Gauge::default(),
+            ),
+            run_duration: register(&mut r, "run_duration_seconds", "Duration of runs", buckets),
+            source_objects: register(
+                &mut r,
+                "source_objects",
+                "Users and groups read from the source in the last run",
+                Family::default(),
+            ),
             registry: r,
-            runs,
-            operations,
-            retries,
-            throttled,
-            last_success,
-            run_duration,
-            source_objects,
-            invalid_entities,
-            held_removals,
         }
     }
 
@@ -145,24 +138,17 @@ impl Metrics {
                     }
                 }
             }
-            self.retries
-                .get_or_create(&labels(&[("target", &t.name)]))
-                .inc_by(t.retries as u64);
-            self.throttled
-                .get_or_create(&labels(&[("target", &t.name)]))
-                .inc_by(t.throttled as u64);
+            let target = labels(&[("target", &t.name)]);
+            self.retries.get_or_create(&target).inc_by(t.retries as u64);
+            self.throttled.get_or_create(&target).inc_by(t.throttled as u64);
             // A target refused by a safety limit built no requests: its count is unknown.
             if t.refused.is_none() {
-                self.invalid_entities
-                    .get_or_create(&labels(&[("target", &t.name)]))
-                    .set(t.invalid as i64);
+                self.invalid_entities.get_or_create(&target).set(t.invalid as i64);
                 let held = t
                     .held
                     .as_ref()
                     .map_or(0, |h| h.removed_memberships + h.disabled_users);
-                self.held_removals
-                    .get_or_create(&labels(&[("target", &t.name)]))
-                    .set(held as i64);
+                self.held_removals.get_or_create(&target).set(held as i64);
             }
         }
     }

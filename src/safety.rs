@@ -91,97 +91,81 @@ pub struct Refusal {
 /// Checks a target's plan against its limits, relative to what the target has now
 /// (removals, disables) and to the `source_users` read (unmapped users).
 pub fn check(plan: &Plan, snapshot: &Snapshot, limits: &Limits, source_users: usize) -> Result<(), Refusal> {
-    // First: when users lost their target ids, that is the cause of any removals.
-    check_one(
-        Measure {
+    let checks = [
+        // First: when users lost their target ids, that is the cause of any removals.
+        Check {
             what: "leave users without a target id",
             count: plan.unmapped.len(),
             base: source_users,
-        },
-        Limit {
             max: None,
             max_percent: limits.max_unmapped_users_percent,
-            percent_min_count: limits.percent_min_count,
             keys: ("", "safety.max_unmapped_users_percent"),
         },
-    )?;
-    check_one(
-        Measure {
+        Check {
             what: "remove memberships",
             count: plan.removed_memberships(),
             base: snapshot.membership_count(),
-        },
-        Limit {
             max: limits.max_removed_memberships,
             max_percent: limits.max_removed_memberships_percent,
-            percent_min_count: limits.percent_min_count,
             keys: (
                 "safety.max_removed_memberships",
                 "safety.max_removed_memberships_percent",
             ),
         },
-    )?;
-    check_one(
-        Measure {
+        Check {
             what: "disable users",
             count: plan.disabled_users(),
             base: snapshot.enabled_users(),
-        },
-        Limit {
             max: limits.max_disabled_users,
             max_percent: limits.max_disabled_users_percent,
-            percent_min_count: limits.percent_min_count,
             keys: ("safety.max_disabled_users", "safety.max_disabled_users_percent"),
         },
-    )
+    ];
+    checks
+        .into_iter()
+        .try_for_each(|c| c.run(limits.percent_min_count))
 }
 
-/// What a plan would do, counted against what there is.
-struct Measure {
+/// What a plan would do, counted against what there is, and the limits of that kind
+/// with the config keys that set them.
+struct Check {
     what: &'static str,
     count: usize,
     base: usize,
-}
-
-/// One kind of limit, with the config keys that set it.
-struct Limit {
     max: Option<usize>,
     max_percent: Option<f64>,
-    percent_min_count: usize,
     keys: (&'static str, &'static str),
 }
 
-fn check_one(m: Measure, limit: Limit) -> Result<(), Refusal> {
-    let Measure { what, count, base } = m;
-    let Limit {
-        max,
-        max_percent,
-        percent_min_count,
-        keys,
-    } = limit;
-    if count == 0 {
-        return Ok(());
+impl Check {
+    fn run(self, percent_min_count: usize) -> Result<(), Refusal> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let percent = if self.base == 0 {
+            100.0
+        } else {
+            self.count as f64 * 100.0 / self.base as f64
+        };
+        let refusal = |limit: String, key| Refusal {
+            what: self.what,
+            count: self.count,
+            base: self.base,
+            percent,
+            limit,
+            key,
+        };
+        if let Some(max) = self.max.filter(|max| self.count > *max) {
+            return Err(refusal(max.to_string(), self.keys.0));
+        }
+        if let Some(max) = self
+            .max_percent
+            .filter(|max| percent > *max && self.count > percent_min_count)
+        {
+            return Err(refusal(format!("{max}%"), self.keys.1));
+        }
+        Ok(())
     }
-    let percent = if base == 0 {
-        100.0
-    } else {
-        count as f64 * 100.0 / base as f64
-    };
-    let refusal = |limit: String, key| Refusal {
-        what,
-        count,
-        base,
-        percent,
-        limit,
-        key,
-    };
-    if let Some(max) = max.filter(|max| count > *max) {
-        return Err(refusal(max.to_string(), keys.0));
-    }
-    if let Some(max) = max_percent.filter(|max| percent > *max && count > percent_min_count) {
-        return Err(refusal(format!("{max}%"), keys.1));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

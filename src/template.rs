@@ -75,16 +75,12 @@ impl Templates {
     pub(crate) fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(".json") {
-                AutoEscape::Json
-            } else if name.ends_with(".xml") {
-                AutoEscape::Custom("xml".into())
-            } else if name.ends_with(".url") {
-                AutoEscape::Custom("url".into())
-            } else {
-                AutoEscape::None
-            }
+        // The name's suffix is the template's kind (`Kind::suffix`).
+        env.set_auto_escape_callback(|name| match name.rsplit_once('.').map(|(_, suffix)| suffix) {
+            Some("json") => AutoEscape::Json,
+            Some("xml") => AutoEscape::Custom("xml".into()),
+            Some("url") => AutoEscape::Custom("url".into()),
+            _ => AutoEscape::None,
         });
         env.set_formatter(|out, state, value| match state.auto_escape() {
             AutoEscape::Custom(kind) if kind == "xml" => {

@@ -38,10 +38,7 @@ pub(crate) fn untrusted(text: &str, max: usize) -> String {
     if shown.len() <= max {
         return shown.into_owned();
     }
-    let mut end = max;
-    while !shown.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = shown.floor_char_boundary(max);
     format!("{}… ({} bytes in all)", &shown[..end], text.len())
 }
 

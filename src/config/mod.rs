@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-pub(crate) use raw::{RawAuth, RawConfig, RawCsv, RawEndpoint, RawSafety, RawTarget};
+pub(crate) use raw::{RawAuth, RawConfig, RawCsv, RawEndpoint, RawSafety, RawTarget, fill};
 pub(crate) use secret::{Secret, SecretSource};
 
 use crate::hold::{self, GroupLimit};
@@ -24,6 +24,7 @@ use crate::plan::{RemovedGroups, RemovedUsers};
 use crate::safety::Limits;
 use crate::source::csv::CsvConfig;
 use crate::source::ldap::LdapConfig;
+use crate::target::presets;
 use crate::target::spec::{
     Auth, BodyFormat, Condition, Endpoint, EndpointKind, ResponseEcho, ResponseMembers, Retry, Spec,
     SuccessRule, Validation,
@@ -136,11 +137,7 @@ pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
 
 /// Reads and validates the config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(&text, path)
+    parse(&read(path)?, path)
 }
 
 /// Validates config text; `path` names it in errors and anchors relative paths.
@@ -152,12 +149,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 /// Only the state database's path: for `audit` and `status`, which read the state
 /// and must work without the secrets (or the network) a run needs.
 pub fn load_state_db(path: &Path) -> Result<PathBuf, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let (raw, ctx) = parse_raw(&read(path)?, path)?;
+    Ok(ctx.state_db(raw.state_db))
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    let (raw, ctx) = parse_raw(&text, path)?;
-    Ok(ctx.state_db(raw.state_db))
+    })
 }
 
 fn parse_raw(text: &str, path: &Path) -> Result<(RawConfig, Ctx), ConfigError> {
@@ -205,32 +205,27 @@ impl Ctx {
 
     fn build(self, raw: RawConfig) -> Result<Config, ConfigError> {
         let state_db = self.state_db(raw.state_db);
-        let full_read_every;
-        let source = match raw.source {
-            None => return Err(self.invalid("source", "missing: say where users and groups come from")),
-            Some(raw::RawSource::Csv(mut csv)) => {
-                full_read_every = self.duration(
-                    "source.full_read_every",
-                    csv.full_read_every.take().as_deref(),
-                    DEFAULT_FULL_READ_EVERY,
-                )?;
-                SourceConfig::Csv(Box::new(
-                    CsvConfig::from_raw(*csv, &self.base)
-                        .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
-                ))
-            }
-            Some(raw::RawSource::Ldap(mut ldap)) => {
-                full_read_every = self.duration(
-                    "source.full_read_every",
-                    ldap.0.full_read_every.take().as_deref(),
-                    DEFAULT_FULL_READ_EVERY,
-                )?;
-                SourceConfig::Ldap(Box::new(
-                    LdapConfig::from_raw(ldap, &self.base)
-                        .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?,
-                ))
-            }
+        let mut source = raw
+            .source
+            .ok_or_else(|| self.invalid("source", "missing: say where users and groups come from"))?;
+        let every = match &mut source {
+            raw::RawSource::Csv(csv) => csv.full_read_every.take(),
+            raw::RawSource::Ldap(ldap) => ldap.0.full_read_every.take(),
         };
+        let full_read_every = self.duration(
+            "source.full_read_every",
+            every.as_deref(),
+            DEFAULT_FULL_READ_EVERY,
+        )?;
+        let source = match source {
+            raw::RawSource::Csv(csv) => {
+                CsvConfig::from_raw(*csv, &self.base).map(|c| SourceConfig::Csv(Box::new(c)))
+            }
+            raw::RawSource::Ldap(ldap) => {
+                LdapConfig::from_raw(ldap, &self.base).map(|c| SourceConfig::Ldap(Box::new(c)))
+            }
+        }
+        .map_err(|(k, m)| self.invalid(format!("source.{k}"), m))?;
         if raw.targets.is_empty() {
             return Err(self.invalid("targets", "no target is configured"));
         }
@@ -264,11 +259,8 @@ impl Ctx {
 
     fn target(&self, name: &str, raw: RawTarget, safety: &RawSafety) -> Result<TargetConfig, ConfigError> {
         let key = |k: &str| format!("targets.{name}.{k}");
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if name.is_empty() || !name.chars().all(allowed) {
             return Err(self.invalid(
                 format!("targets.{name}"),
                 "a target name uses only letters, digits, `-` and `_`",
@@ -278,14 +270,9 @@ impl Ctx {
         let raw = match &preset {
             None => raw,
             Some(p) => {
-                let text = crate::target::presets::get(p).ok_or_else(|| {
-                    self.invalid(
-                        key("preset"),
-                        format!(
-                            "unknown preset `{p}`; known: {}",
-                            crate::target::presets::NAMES.join(", ")
-                        ),
-                    )
+                let text = presets::get(p).ok_or_else(|| {
+                    let known = presets::NAMES.join(", ");
+                    self.invalid(key("preset"), format!("unknown preset `{p}`; known: {known}"))
                 })?;
                 let base: RawTarget = toml::from_str(text)
                     .map_err(|e| self.invalid(key("preset"), format!("preset `{p}` is invalid: {e}")))?;
@@ -744,10 +731,6 @@ impl Ctx {
                 )
             })
         };
-        let name = |n: Option<String>| {
-            n.filter(|n| !n.is_empty())
-                .ok_or_else(|| self.invalid(k("name"), "missing"))
-        };
         Ok(match kind {
             "bearer" => Auth::Bearer(need(token, "token")?),
             "basic" => Auth::Basic {
@@ -756,18 +739,16 @@ impl Ctx {
                     .ok_or_else(|| self.invalid(k("username"), "missing"))?,
                 password: need(password, "password")?,
             },
-            "header" => Auth::Header {
-                name: name(raw.name)?,
-                value: need(value, "value")?,
-            },
-            "cookie" => Auth::Cookie {
-                name: name(raw.name)?,
-                value: need(value, "value")?,
-            },
-            "query" => Auth::Query {
-                name: name(raw.name)?,
-                value: need(value, "value")?,
-            },
+            "header" | "cookie" | "query" => {
+                let name = raw.name.filter(|n| !n.is_empty());
+                let name = name.ok_or_else(|| self.invalid(k("name"), "missing"))?;
+                let value = need(value, "value")?;
+                match kind {
+                    "header" => Auth::Header { name, value },
+                    "cookie" => Auth::Cookie { name, value },
+                    _ => Auth::Query { name, value },
+                }
+            }
             _ => Auth::None,
         })
     }
@@ -841,35 +822,26 @@ impl Ctx {
         let path = raw.path.ok_or_else(|| self.invalid(k("path"), "missing"))?;
         let body = raw.body.ok_or_else(|| self.invalid(k("body"), "missing"))?;
         let prefix = kind.key();
-        let add = |templates: &mut Templates, part: &str, tkind: Kind, src: &str, field: String| {
+        // A template named `<kind>.<part>`, from the endpoint's key `field`.
+        let add = |templates: &mut Templates, part: &str, field: &str, tkind: Kind, src: &str| {
             templates
                 .add(&format!("{prefix}.{part}"), tkind, src)
-                .map_err(|e| self.invalid(field, e.message))
+                .map_err(|e| self.invalid(k(field), e.message))
         };
-        add(templates, "path", Kind::Url, &path, k("path"))?;
-        add(templates, "body", format.template_kind(), &body, k("body"))?;
+        add(templates, "path", "path", Kind::Url, &path)?;
+        add(templates, "body", "body", format.template_kind(), &body)?;
         let mut query = Vec::new();
         for (name, value) in raw.query.unwrap_or_default() {
-            add(
-                templates,
-                &format!("query.{name}"),
-                Kind::Text,
-                &value,
-                k(&format!("query.{name}")),
-            )?;
+            let part = format!("query.{name}");
+            add(templates, &part, &part, Kind::Text, &value)?;
             query.push(name);
         }
         let mut headers = Vec::new();
         for (name, value) in raw.headers.unwrap_or_default() {
+            let field = format!("headers.{name}");
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| self.invalid(k(&format!("headers.{name}")), "not a valid header name"))?;
-            add(
-                templates,
-                &format!("header.{name}"),
-                Kind::Text,
-                &value,
-                k(&format!("headers.{name}")),
-            )?;
+                .map_err(|_| self.invalid(k(&field), "not a valid header name"))?;
+            add(templates, &format!("header.{name}"), &field, Kind::Text, &value)?;
             headers.push(name);
         }
         let success = raw.success.unwrap_or_default();

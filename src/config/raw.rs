@@ -20,6 +20,7 @@ macro_rules! fill {
         $mine
     }};
 }
+pub(crate) use fill;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -391,22 +392,11 @@ impl RawTarget {
             (mine, base) => mine.or(base),
         };
         self.secrets = merge_maps(self.secrets, preset.secrets);
-        self.vars = match (self.vars, preset.vars) {
-            (Some(mut mine), Some(base)) => {
-                for (k, v) in base {
-                    mine.entry(k).or_insert(v);
-                }
-                Some(mine)
-            }
-            (mine, base) => mine.or(base),
-        };
-        self.endpoints = match (self.endpoints, preset.endpoints) {
-            (Some(mine), Some(base)) => Some(RawEndpoints {
-                group_members: merge_endpoint(mine.group_members, base.group_members),
-                update_user: merge_endpoint(mine.update_user, base.update_user),
-            }),
-            (mine, base) => mine.or(base),
-        };
+        self.vars = merge_maps(self.vars, preset.vars);
+        self.endpoints = merge_with(self.endpoints, preset.endpoints, |mine, base| RawEndpoints {
+            group_members: merge_endpoint(mine.group_members, base.group_members),
+            update_user: merge_endpoint(mine.update_user, base.update_user),
+        });
         fill!(self, preset: base_url, timeout, concurrency, rate_limit, max_consecutive_failures,
             retry, strict, groups, users, safety, probe)
     }
@@ -420,36 +410,33 @@ impl RawAuth {
     }
 }
 
-fn merge_maps(
-    mine: Option<BTreeMap<String, String>>,
-    base: Option<BTreeMap<String, String>>,
-) -> Option<BTreeMap<String, String>> {
+/// `merge(mine, base)` when both sides are given, else the side that is.
+fn merge_with<T>(mine: Option<T>, base: Option<T>, merge: impl FnOnce(T, T) -> T) -> Option<T> {
     match (mine, base) {
-        (Some(mut mine), Some(base)) => {
-            for (k, v) in base {
-                mine.entry(k).or_insert(v);
-            }
-            Some(mine)
-        }
+        (Some(mine), Some(base)) => Some(merge(mine, base)),
         (mine, base) => mine.or(base),
     }
 }
 
+/// Every key of both maps, with `mine`'s value where both have it.
+fn merge_maps<M: IntoIterator + Extend<M::Item>>(mine: Option<M>, base: Option<M>) -> Option<M> {
+    merge_with(mine, base, |mine, mut base| {
+        base.extend(mine);
+        base
+    })
+}
+
 fn merge_endpoint(mine: Option<RawEndpoint>, base: Option<RawEndpoint>) -> Option<RawEndpoint> {
-    let (mine, base) = match (mine, base) {
-        (Some(mine), Some(base)) => (mine, base),
-        (mine, base) => return mine.or(base),
-    };
-    // Each side's variant of the chosen format is applied before the sides are merged,
-    // so that the operator's own `body` beats the preset's `[….xml] body`.
-    let format = mine.format.clone().or_else(|| base.format.clone());
-    let (mut mine, mut base) = (mine.select(format.as_deref()), base.select(format.as_deref()));
-    mine.query = merge_maps(mine.query, base.query.take());
-    mine.headers = merge_maps(mine.headers, base.headers.take());
-    Some(
+    merge_with(mine, base, |mine, base| {
+        // Each side's variant of the chosen format is applied before the sides are
+        // merged, so that the operator's own `body` beats the preset's `[….xml] body`.
+        let format = mine.format.clone().or_else(|| base.format.clone());
+        let (mut mine, mut base) = (mine.select(format.as_deref()), base.select(format.as_deref()));
+        mine.query = merge_maps(mine.query, base.query.take());
+        mine.headers = merge_maps(mine.headers, base.headers.take());
         fill!(mine, base: enabled, method, path, format, content_type, accept, body, success,
-        error_message, response_members, response_echo, validate),
-    )
+            error_message, response_members, response_echo, validate)
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! column. A directory that was half understood must never be pushed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::RawCsv;
@@ -43,21 +42,6 @@ pub struct UserColumns {
     pub enabled: String,
 }
 
-impl Default for UserColumns {
-    fn default() -> Self {
-        UserColumns {
-            id: "id".into(),
-            username: "username".into(),
-            email: "email".into(),
-            display_name: "display_name".into(),
-            first_name: "first_name".into(),
-            last_name: "last_name".into(),
-            phone: "phone".into(),
-            enabled: "enabled".into(),
-        }
-    }
-}
-
 /// `[source.group_columns]`, each defaulting to the field's name.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -65,16 +49,6 @@ pub struct GroupColumns {
     pub id: String,
     pub name: String,
     pub members: String,
-}
-
-impl Default for GroupColumns {
-    fn default() -> Self {
-        GroupColumns {
-            id: "id".into(),
-            name: "name".into(),
-            members: "members".into(),
-        }
-    }
 }
 
 /// `[source.membership_columns]`, each defaulting to the field's name.
@@ -85,14 +59,22 @@ pub struct MembershipColumns {
     pub user: String,
 }
 
-impl Default for MembershipColumns {
-    fn default() -> Self {
-        MembershipColumns {
-            group: "group".into(),
-            user: "user".into(),
+/// `Default` for the column structs: each field's column is named as the field.
+macro_rules! named_after_fields {
+    ($columns:ident: $($field:ident),+) => {
+        impl Default for $columns {
+            fn default() -> Self {
+                $columns {
+                    $($field: stringify!($field).to_owned()),+
+                }
+            }
         }
-    }
+    };
 }
+
+named_after_fields!(UserColumns: id, username, email, display_name, first_name, last_name, phone, enabled);
+named_after_fields!(GroupColumns: id, name, members);
+named_after_fields!(MembershipColumns: group, user);
 
 impl CsvConfig {
     /// Validates the raw table; errors are `(key, message)` for the config layer.
@@ -142,24 +124,17 @@ impl CsvConfig {
 
 /// A CSV file is not usable. Names the file, and the line and column when known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{}{}{}: {message}",
+    .file.display(),
+    .line.map(|line| format!(": line {line}")).unwrap_or_default(),
+    .column.as_ref().map(|column| format!(", column `{column}`")).unwrap_or_default()
+)]
 pub struct CsvError {
     pub(crate) file: PathBuf,
     pub(crate) line: Option<u64>,
     pub(crate) column: Option<String>,
     pub(crate) message: String,
-}
-
-impl fmt::Display for CsvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ": line {line}")?;
-        }
-        if let Some(column) = &self.column {
-            write!(f, ", column `{column}`")?;
-        }
-        write!(f, ": {}", self.message)
-    }
 }
 
 impl CsvError {
@@ -309,26 +284,18 @@ fn add_member(
 fn read_users(table: &Table, c: &UserColumns, dir: &mut Directory) -> Result<(), CsvError> {
     let id_col = table.required(&c.id, "user_columns.id")?;
     let username_col = table.required(&c.username, "user_columns.username")?;
-    let optional = |name: &str| table.column(name);
-    let email = optional(&c.email);
-    let display_name = optional(&c.display_name);
-    let first_name = optional(&c.first_name);
-    let last_name = optional(&c.last_name);
-    let phone = optional(&c.phone);
-    let enabled = optional(&c.enabled);
-    let known: BTreeSet<usize> = [
-        Some(id_col),
-        Some(username_col),
-        email,
-        display_name,
-        first_name,
-        last_name,
-        phone,
-        enabled,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let email = table.column(&c.email);
+    let display_name = table.column(&c.display_name);
+    let first_name = table.column(&c.first_name);
+    let last_name = table.column(&c.last_name);
+    let phone = table.column(&c.phone);
+    let enabled = table.column(&c.enabled);
+    // Every other column is kept as an extra attribute.
+    let known: BTreeSet<usize> = [email, display_name, first_name, last_name, phone, enabled]
+        .into_iter()
+        .flatten()
+        .chain([id_col, username_col])
+        .collect();
     let mut first_line: BTreeMap<String, u64> = BTreeMap::new();
     for (line, row) in &table.rows {
         let id = non_empty(table, *line, &c.id, &row[id_col])?;
@@ -391,6 +358,7 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
         column,
         message,
     };
+    let empty = || err(None, None, "the file is empty (expected a header line)".into());
     let bytes = std::fs::read(path).map_err(|e| err(None, None, format!("cannot read: {e}")))?;
     // A spreadsheet's "Unicode text" export is UTF-16: without this, its NUL bytes
     // would be reported one field at a time.
@@ -405,11 +373,7 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(err(
-            None,
-            None,
-            "the file is empty (expected a header line)".into(),
-        ));
+        return Err(empty());
     }
     if let Err(bad) = check_quoting(bytes, delimiter) {
         // The header names the column, unless the header itself is the broken record.
@@ -430,13 +394,7 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
     let header_record = match records.next() {
         Some(Ok(h)) => h,
         Some(Err(e)) => return Err(err(Some(1), None, e.to_string())),
-        None => {
-            return Err(err(
-                None,
-                None,
-                "the file is empty (expected a header line)".into(),
-            ));
-        }
+        None => return Err(empty()),
     };
     let mut header = Vec::with_capacity(header_record.len());
     for (i, field) in header_record.iter().enumerate() {

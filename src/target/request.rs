@@ -190,8 +190,8 @@ pub fn build<C: Serialize>(templates: &Templates, ep: &Endpoint, ctx: &C) -> Res
     }
     let mut query = Vec::new();
     for name in &ep.query {
-        // A parameter that renders empty is left out: optional parameters (001's
-        // `responseFields`) are set by giving their var a value.
+        // A parameter that renders empty is left out: optional parameters (the
+        // admin-user group API's `responseFields`) are set by giving their var a value.
         let value = render(&format!("query.{name}"), Kind::Text)?;
         if !value.is_empty() {
             query.push((name.clone(), value));
@@ -211,21 +211,17 @@ pub fn build<C: Serialize>(templates: &Templates, ep: &Endpoint, ctx: &C) -> Res
         headers.push((name.clone(), render(&format!("header.{name}"), Kind::Text)?));
     }
     let body = render("body", ep.format.template_kind())?;
-    match ep.format {
-        BodyFormat::Json => {
-            serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|e| {
-                BuildError(format!(
-                    "template `{}` rendered invalid JSON: {e}",
-                    ep.template("body")
-                ))
-            })?;
-        }
-        BodyFormat::Xml => check_xml(&body).map_err(|e| {
-            BuildError(format!(
-                "template `{}` rendered invalid XML: {e}",
-                ep.template("body")
-            ))
-        })?,
+    let well_formed = match ep.format {
+        BodyFormat::Json => serde_json::from_str::<serde::de::IgnoredAny>(&body)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        BodyFormat::Xml => check_xml(&body),
+    };
+    if let Err(e) = well_formed {
+        let (template, format) = (ep.template("body"), ep.format.name());
+        return Err(BuildError(format!(
+            "template `{template}` rendered invalid {format}: {e}"
+        )));
     }
     if !ep.validations.is_empty() {
         let doc = parse_body(&body).unwrap_or(Value::Null);
@@ -463,20 +459,13 @@ pub fn judge(ep: &Endpoint, answer: &Answer<'_>, sent: Sent<'_>) -> Verdict {
         };
     }
     for cond in &ep.success.conditions {
+        let found = |pointer| parsed.as_ref().and_then(|p| find(p, pointer));
         let (ok, pointer) = match cond {
-            Condition::Equals { pointer, value } => (
-                parsed.as_ref().and_then(|p| find(p, pointer)) == Some(value),
-                pointer,
-            ),
-            Condition::Empty { pointer } => (
-                match parsed.as_ref().map(|p| find(p, pointer)) {
-                    None => true,
-                    Some(None) | Some(Some(Value::Null)) => true,
-                    Some(Some(Value::String(s))) => s.is_empty(),
-                    Some(Some(_)) => false,
-                },
-                pointer,
-            ),
+            Condition::Equals { pointer, value } => (found(pointer) == Some(value), pointer),
+            Condition::Empty { pointer } => {
+                let empty = found(pointer).is_none_or(|v| v.is_null() || v.as_str() == Some(""));
+                (empty, pointer)
+            }
         };
         if !ok {
             return Verdict::Failure {
@@ -540,10 +529,7 @@ fn not_a_confirmation(rule: &SuccessRule, answer: &Answer<'_>) -> Option<String>
         }
     }
     let format = rule.body?;
-    let name = match format {
-        BodyFormat::Json => "JSON",
-        BodyFormat::Xml => "XML",
-    };
+    let name = format.name();
     let body = answer.body.trim();
     if body.is_empty() {
         return Some(format!("expected a {name} body, got an empty one"));
@@ -661,9 +647,7 @@ fn xml_to_json(body: &str) -> Option<Value> {
                 let name = e.local_name().as_ref().to_owned();
                 insert_child(&mut stack.last_mut()?.1, name, Value::Null);
             }
-            Event::Text(t) => {
-                stack.last_mut()?.2.push_str(&t.html_content());
-            }
+            Event::Text(t) => stack.last_mut()?.2.push_str(&t.html_content()),
             Event::GeneralRef(r) => {
                 let text = match r.resolve_char_ref().ok()? {
                     Some(c) => c.to_string(),
@@ -671,9 +655,7 @@ fn xml_to_json(body: &str) -> Option<Value> {
                 };
                 stack.last_mut()?.2.push_str(&text);
             }
-            Event::CData(c) => {
-                stack.last_mut()?.2.push_str(&c.html_content());
-            }
+            Event::CData(c) => stack.last_mut()?.2.push_str(&c.html_content()),
             Event::End(_) => {
                 let (name, children, text) = stack.pop()?;
                 let value = if children.is_empty() {
@@ -711,12 +693,8 @@ fn error_message(ep: &Endpoint, parsed: Option<&Value>) -> Option<String> {
         .error_message
         .iter()
         .filter_map(|p| find(doc, p))
-        .filter_map(|v| match v {
-            Value::Null => None,
-            Value::String(s) if s.is_empty() => None,
-            Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
-        })
+        .map(text)
+        .filter(|t| !t.is_empty())
         .collect();
     (!parts.is_empty()).then(|| untrusted(&parts.join(": "), MAX_MESSAGE_LEN))
 }

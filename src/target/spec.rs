@@ -38,6 +38,14 @@ impl BodyFormat {
             BodyFormat::Xml => Kind::Xml,
         }
     }
+
+    /// The format's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "JSON",
+            BodyFormat::Xml => "XML",
+        }
+    }
 }
 
 /// One endpoint. Templates are compiled into the target's `Templates` under

@@ -100,17 +100,20 @@ impl<'c> Users<'c> {
     }
 }
 
+/// The trimmed first value of an attribute the `search`'s `key` names; absent or
+/// blank is an error.
+fn required(e: &Entry, search: &'static str, key: &'static str, attr: &str) -> Result<String, DataError> {
+    match e.first_text(attr)? {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        _ => Err(DataError {
+            dn: e.dn.clone(),
+            attribute: Some(attr.to_owned()),
+            problem: DataProblem::Missing { search, key },
+        }),
+    }
+}
+
 fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
-    let required = |attr: &str, key: &'static str| -> Result<String, DataError> {
-        match e.first_text(attr)? {
-            Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
-            _ => Err(DataError {
-                dn: e.dn.clone(),
-                attribute: Some(attr.to_owned()),
-                problem: DataProblem::Missing { search: "users", key },
-            }),
-        }
-    };
     let optional = |attr: &Option<String>| -> Result<Option<String>, DataError> {
         match attr {
             None => Ok(None),
@@ -120,7 +123,8 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
                 .filter(|v| !v.is_empty())),
         }
     };
-    let mut user = User::new(required(&c.id, "id")?, required(&c.username, "username")?);
+    let id = required(e, "users", "id", &c.id)?;
+    let mut user = User::new(id, required(e, "users", "username", &c.username)?);
     user.email = optional(&c.email)?;
     user.display_name = match optional(&c.display_name)? {
         Some(name) => Some(name),
@@ -223,20 +227,8 @@ impl<'c> Groups<'c> {
     /// more values to fetch.
     pub fn add(&mut self, e: &Entry, users: &UserIndex) -> Result<Vec<PendingRange>, DataError> {
         let c = self.config;
-        let required = |attr: &str, key: &'static str| -> Result<String, DataError> {
-            match e.first_text(attr)? {
-                Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
-                _ => Err(DataError {
-                    dn: e.dn.clone(),
-                    attribute: Some(attr.to_owned()),
-                    problem: DataProblem::Missing {
-                        search: "groups",
-                        key,
-                    },
-                }),
-            }
-        };
-        let mut group = Group::new(required(&c.id, "id")?, required(&c.name, "name")?);
+        let id = required(e, "groups", "id", &c.id)?;
+        let mut group = Group::new(id, required(e, "groups", "name", &c.name)?);
         for attr in &c.extra {
             if let Some(v) = e.first_text(attr)? {
                 group.attrs.insert(attr.clone(), v);

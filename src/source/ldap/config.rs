@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
 use super::filter;
-use crate::config::{Secret, SecretSource};
+use crate::config::{Secret, SecretSource, fill};
 
 /// The `[source]` table with `kind = "ldap"`, as written. Boxed, so that the
 /// config's source enum stays small whichever kind it holds.
@@ -95,11 +95,12 @@ pub(crate) struct RawGroups {
 /// The names `preset` accepts.
 pub(crate) const PRESETS: &[&str] = &["openldap", "active-directory"];
 
-#[derive(Deserialize)]
+/// What a preset fills in; `Default` is no preset at all.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Preset {
-    page_size: u32,
-    domain_scope: bool,
+    page_size: Option<u32>,
+    domain_scope: Option<bool>,
     users: RawUsers,
     groups: RawGroups,
 }
@@ -273,13 +274,13 @@ impl LdapConfig {
     pub fn from_raw(raw: RawLdap, base: &Path) -> Result<LdapConfig, Invalid> {
         let raw = *raw.0;
         let preset = match raw.preset.as_deref() {
-            None => None,
-            Some(name) => Some(preset(name).ok_or_else(|| {
+            None => Preset::default(),
+            Some(name) => preset(name).ok_or_else(|| {
                 invalid(
                     "preset",
                     format!("unknown preset `{name}`; known: {}", PRESETS.join(", ")),
                 )
-            })?),
+            })?,
         };
 
         let url = raw.url.trim().to_owned();
@@ -394,22 +395,11 @@ impl LdapConfig {
             }
         };
 
-        let page_size = raw
-            .page_size
-            .or(preset.as_ref().map(|p| p.page_size))
-            .unwrap_or(500);
-        let domain_scope = raw
-            .domain_scope
-            .or(preset.as_ref().map(|p| p.domain_scope))
-            .unwrap_or(false);
-
-        let (pu, pg) = match preset {
-            Some(p) => (p.users, p.groups),
-            None => (RawUsers::default(), RawGroups::default()),
-        };
+        let page_size = raw.page_size.or(preset.page_size).unwrap_or(500);
+        let domain_scope = raw.domain_scope.or(preset.domain_scope).unwrap_or(false);
         let base_dn = raw.base_dn;
-        let users = users(raw.users, pu, base_dn.as_deref())?;
-        let groups = groups(raw.groups, pg, base_dn.as_deref())?;
+        let users = users(raw.users, preset.users, base_dn.as_deref())?;
+        let groups = groups(raw.groups, preset.groups, base_dn.as_deref())?;
 
         Ok(LdapConfig {
             url,
@@ -523,24 +513,24 @@ fn search(
 }
 
 /// A required attribute name.
-fn required(key: &str, mine: Option<String>, preset: Option<String>) -> Result<String, Invalid> {
-    match mine.or(preset) {
+fn required(key: &str, attribute: Option<String>) -> Result<String, Invalid> {
+    match attribute {
         Some(a) if !a.trim().is_empty() => attribute_name(key, a),
         _ => Err(invalid(key, "missing: name the attribute, or choose a `preset`")),
     }
 }
 
 /// An optional attribute name; `""` turns off what a preset set.
-fn optional(key: &str, mine: Option<String>, preset: Option<String>) -> Result<Option<String>, Invalid> {
-    match mine.or(preset) {
+fn optional(key: &str, attribute: Option<String>) -> Result<Option<String>, Invalid> {
+    match attribute {
         Some(a) if a.trim().is_empty() => Ok(None),
         Some(a) => attribute_name(key, a).map(Some),
         None => Ok(None),
     }
 }
 
-fn list(key: &str, mine: Option<Vec<String>>, preset: Option<Vec<String>>) -> Result<Vec<String>, Invalid> {
-    mine.or(preset)
+fn list(key: &str, attributes: Option<Vec<String>>) -> Result<Vec<String>, Invalid> {
+    attributes
         .unwrap_or_default()
         .into_iter()
         .map(|a| attribute_name(key, a))
@@ -564,17 +554,13 @@ fn attribute_name(key: &str, a: String) -> Result<String, Invalid> {
     }
 }
 
-fn users(raw: RawUsers, p: RawUsers, default_base: Option<&str>) -> Result<UserSearch, Invalid> {
+fn users(mut raw: RawUsers, p: RawUsers, default_base: Option<&str>) -> Result<UserSearch, Invalid> {
+    let raw = fill!(raw, p: base_dn, scope, filter, id, username, email, display_name,
+        display_name_fallback, first_name, last_name, phone, enabled, enabled_rule, extra);
     let k = |f: &str| format!("users.{f}");
-    let search = search(
-        "users",
-        raw.base_dn.or(p.base_dn),
-        raw.scope.or(p.scope),
-        raw.filter.or(p.filter),
-        default_base,
-    )?;
-    let enabled_attr = optional(&k("enabled"), raw.enabled, p.enabled.clone())?;
-    let rule = match raw.enabled_rule.or(p.enabled_rule).as_deref() {
+    let search = search("users", raw.base_dn, raw.scope, raw.filter, default_base)?;
+    let enabled_attr = optional(&k("enabled"), raw.enabled)?;
+    let rule = match raw.enabled_rule.as_deref() {
         None | Some("true-is-enabled") => EnabledRule::TrueIsEnabled,
         Some("true-is-disabled") => EnabledRule::TrueIsDisabled,
         Some("present-is-disabled") => EnabledRule::PresentIsDisabled,
@@ -591,34 +577,26 @@ fn users(raw: RawUsers, p: RawUsers, default_base: Option<&str>) -> Result<UserS
     };
     Ok(UserSearch {
         search,
-        id: required(&k("id"), raw.id, p.id)?,
-        username: required(&k("username"), raw.username, p.username)?,
-        email: optional(&k("email"), raw.email, p.email)?,
-        display_name: optional(&k("display_name"), raw.display_name, p.display_name)?,
-        display_name_fallback: optional(
-            &k("display_name_fallback"),
-            raw.display_name_fallback,
-            p.display_name_fallback,
-        )?,
-        first_name: optional(&k("first_name"), raw.first_name, p.first_name)?,
-        last_name: optional(&k("last_name"), raw.last_name, p.last_name)?,
-        phone: optional(&k("phone"), raw.phone, p.phone)?,
+        id: required(&k("id"), raw.id)?,
+        username: required(&k("username"), raw.username)?,
+        email: optional(&k("email"), raw.email)?,
+        display_name: optional(&k("display_name"), raw.display_name)?,
+        display_name_fallback: optional(&k("display_name_fallback"), raw.display_name_fallback)?,
+        first_name: optional(&k("first_name"), raw.first_name)?,
+        last_name: optional(&k("last_name"), raw.last_name)?,
+        phone: optional(&k("phone"), raw.phone)?,
         enabled: enabled_attr.map(|a| (a, rule)),
-        extra: list(&k("extra"), raw.extra, p.extra)?,
+        extra: list(&k("extra"), raw.extra)?,
     })
 }
 
-fn groups(raw: RawGroups, p: RawGroups, default_base: Option<&str>) -> Result<GroupSearch, Invalid> {
+fn groups(mut raw: RawGroups, p: RawGroups, default_base: Option<&str>) -> Result<GroupSearch, Invalid> {
+    let raw = fill!(raw, p: base_dn, scope, filter, id, name, members, member_uids,
+        member_uid_attribute, extra);
     let k = |f: &str| format!("groups.{f}");
-    let search = search(
-        "groups",
-        raw.base_dn.or(p.base_dn),
-        raw.scope.or(p.scope),
-        raw.filter.or(p.filter),
-        default_base,
-    )?;
-    let members = list(&k("members"), raw.members, p.members)?;
-    let member_uids = list(&k("member_uids"), raw.member_uids, p.member_uids)?;
+    let search = search("groups", raw.base_dn, raw.scope, raw.filter, default_base)?;
+    let members = list(&k("members"), raw.members)?;
+    let member_uids = list(&k("member_uids"), raw.member_uids)?;
     if members.is_empty() && member_uids.is_empty() {
         return Err(invalid(
             &k("members"),
@@ -629,20 +607,16 @@ fn groups(raw: RawGroups, p: RawGroups, default_base: Option<&str>) -> Result<Gr
     let member_uid_attribute = if member_uids.is_empty() {
         None
     } else {
-        Some(required(
-            &k("member_uid_attribute"),
-            raw.member_uid_attribute,
-            p.member_uid_attribute,
-        )?)
+        Some(required(&k("member_uid_attribute"), raw.member_uid_attribute)?)
     };
     Ok(GroupSearch {
         search,
-        id: required(&k("id"), raw.id, p.id)?,
-        name: required(&k("name"), raw.name, p.name)?,
+        id: required(&k("id"), raw.id)?,
+        name: required(&k("name"), raw.name)?,
         members,
         member_uids,
         member_uid_attribute,
-        extra: list(&k("extra"), raw.extra, p.extra)?,
+        extra: list(&k("extra"), raw.extra)?,
     })
 }
 

@@ -88,7 +88,8 @@ fn parse(dn: &str) -> Option<String> {
             }
             out.push_str(ty);
             out.push('=');
-            escape_into(value, &mut out);
+            // Escaped one canonical way (RFC 4514, section 2.4).
+            out.push_str(&ldap3::dn_escape(value));
         }
     }
     Some(out)
@@ -157,12 +158,6 @@ fn value(bytes: &[u8], i: &mut usize) -> Option<String> {
     }
     raw.truncate(keep);
     Some(String::from_utf8(raw).ok()?.to_lowercase())
-}
-
-/// Escapes a decoded value one canonical way (RFC 4514, section 2.4), with ldap3's
-/// `dn_escape`.
-fn escape_into(value: &str, out: &mut String) {
-    out.push_str(&ldap3::dn_escape(value));
 }
 
 #[cfg(test)]

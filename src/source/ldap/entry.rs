@@ -39,10 +39,8 @@ impl Entry {
 
     /// The first value of `attribute` as text, `None` when the entry lacks it.
     pub fn first_text(&self, attribute: &str) -> Result<Option<String>, ValueError> {
-        match self.values(attribute).and_then(|v| v.first()) {
-            None => Ok(None),
-            Some(bytes) => self.text(attribute, bytes).map(Some),
-        }
+        let first = self.values(attribute).and_then(|v| v.first());
+        first.map(|bytes| self.text(attribute, bytes)).transpose()
     }
 
     /// Every value of `attribute` as text.

@@ -2,7 +2,6 @@
 //! filter, attribute), what the server answered (its result code and text), and the
 //! hint that fixes it. The `Display` text is what operators read (exit code 6).
 
-use std::fmt;
 use std::time::Duration;
 
 /// The directory could not be read completely. Every variant names the server.
@@ -51,7 +50,12 @@ pub enum Interrupted {
 
 /// An LDAP result code and the server's diagnostic text, shown as
 /// `name (code): text` so that an operator can look the code up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} ({code}){}",
+    code_name(*.code),
+    if .text.is_empty() { String::new() } else { format!(": {}", .text) }
+)]
 pub struct ServerResult {
     pub code: u32,
     pub text: String,
@@ -63,16 +67,6 @@ impl From<&ldap3::LdapResult> for ServerResult {
             code: res.rc,
             text: res.text.trim().to_owned(),
         }
-    }
-}
-
-impl fmt::Display for ServerResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", code_name(self.code), self.code)?;
-        if !self.text.is_empty() {
-            write!(f, ": {}", self.text)?;
-        }
-        Ok(())
     }
 }
 

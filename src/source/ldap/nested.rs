@@ -2,7 +2,7 @@
 //! the users of every group it contains.
 //!
 //! Pure and cycle-safe. The group graph is split into strongly connected components
-//! (Tarjan's algorithm, iterative so that deep nesting cannot overflow the stack);
+//! (petgraph's Kosaraju, iterative so that deep nesting cannot overflow the stack);
 //! every group of a cycle has the same members, so each component is resolved once,
 //! children before parents, and a cycle is found and reported once instead of being
 //! walked forever. The work is linear in groups plus nesting edges, plus the size of
@@ -69,83 +69,31 @@ impl Graph {
         Flattened { members, cycles }
     }
 
-    /// Strongly connected components, each listed after every component it reaches
-    /// (Tarjan's order), and the component of each group.
+    /// Strongly connected components, each listed after every component it reaches,
+    /// and the component of each group.
     fn components(&self) -> (Vec<usize>, Vec<Vec<u32>>) {
         let n = self.children.len();
-        let mut t = Tarjan {
-            index: vec![UNSEEN; n],
-            low: vec![0; n],
-            on_stack: vec![false; n],
-            stack: Vec::new(),
-            calls: Vec::new(),
-            next: 0,
-        };
-        let mut component = vec![usize::MAX; n];
-        let mut components: Vec<Vec<u32>> = Vec::new();
-        for root in 0..n as u32 {
-            if t.index[root as usize] != UNSEEN {
-                continue;
-            }
-            t.visit(root);
-            while let Some(&(v, pos)) = t.calls.last() {
-                let vi = v as usize;
-                if let Some(&w) = self.children[vi].get(pos) {
-                    if let Some(top) = t.calls.last_mut() {
-                        top.1 += 1;
-                    }
-                    let wi = w as usize;
-                    if t.index[wi] == UNSEEN {
-                        t.visit(w);
-                    } else if t.on_stack[wi] {
-                        t.low[vi] = t.low[vi].min(t.index[wi]);
-                    }
-                    continue;
-                }
-                t.calls.pop();
-                if let Some(&(parent, _)) = t.calls.last() {
-                    let pi = parent as usize;
-                    t.low[pi] = t.low[pi].min(t.low[vi]);
-                }
-                if t.low[vi] == t.index[vi] {
-                    let c = components.len();
-                    let mut members = Vec::new();
-                    while let Some(w) = t.stack.pop() {
-                        t.on_stack[w as usize] = false;
-                        component[w as usize] = c;
-                        members.push(w);
-                        if w == v {
-                            break;
-                        }
-                    }
-                    components.push(members);
-                }
+        let mut graph = petgraph::graph::DiGraph::<(), ()>::with_capacity(n, 0);
+        for _ in 0..n {
+            graph.add_node(());
+        }
+        graph.extend_with_edges(
+            self.children
+                .iter()
+                .enumerate()
+                .flat_map(|(g, children)| children.iter().map(move |&child| (g as u32, child))),
+        );
+        let components: Vec<Vec<u32>> = petgraph::algo::kosaraju_scc(&graph)
+            .into_iter()
+            .map(|groups| groups.into_iter().map(|g| g.index() as u32).collect())
+            .collect();
+        let mut component = vec![0; n];
+        for (c, groups) in components.iter().enumerate() {
+            for &g in groups {
+                component[g as usize] = c;
             }
         }
         (component, components)
-    }
-}
-
-const UNSEEN: u32 = u32::MAX;
-
-/// Tarjan's bookkeeping, with an explicit call stack of (group, next child position).
-struct Tarjan {
-    index: Vec<u32>,
-    low: Vec<u32>,
-    on_stack: Vec<bool>,
-    stack: Vec<u32>,
-    calls: Vec<(u32, usize)>,
-    next: u32,
-}
-
-impl Tarjan {
-    fn visit(&mut self, v: u32) {
-        self.index[v as usize] = self.next;
-        self.low[v as usize] = self.next;
-        self.next += 1;
-        self.stack.push(v);
-        self.on_stack[v as usize] = true;
-        self.calls.push((v, 0));
     }
 }
 
