@@ -77,6 +77,15 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Send exactly the operations of a plan saved by `sync --dry-run --out`, if every
+    /// target still has what the plan was computed against.
+    Apply {
+        /// The plan file.
+        plan: PathBuf,
+        /// Wait for a running sync to finish instead of exiting with code 7.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Drop a held set; its removals are held again by the next run that plans them.
     Discard {
         /// The held set's id, from `dirsync held`.
@@ -105,6 +114,22 @@ struct RunArgs {
     /// Wait for a running sync to finish instead of exiting with code 7.
     #[arg(long)]
     wait: bool,
+    /// With --dry-run: also write the plan to this file, for `dirsync apply`.
+    #[arg(long, value_name = "PLAN.json", requires = "dry_run")]
+    out: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// A sync of every target, as `approve` and `apply` run it.
+    fn plain(wait: bool) -> RunArgs {
+        RunArgs {
+            dry_run: false,
+            target: None,
+            allow_removals: false,
+            wait,
+            out: None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -256,17 +281,20 @@ async fn dispatch(cli: Cli) -> u8 {
             exit::SUCCESS
         }
         Command::Check { offline: false } => check(&config).await,
-        Command::Sync(args) => run(&config, Mode::Sync, args, None).await,
-        Command::Resync(args) => run(&config, Mode::Resync, args, None).await,
+        Command::Sync(args) => run(&config, Mode::Sync, args, Extra::None).await,
+        Command::Resync(args) => run(&config, Mode::Resync, args, Extra::None).await,
+        Command::Apply { plan, wait } => {
+            run(&config, Mode::Sync, RunArgs::plain(wait), Extra::Apply(plan)).await
+        }
         Command::Approve { id, wait } => {
-            let args = RunArgs {
-                dry_run: false,
-                target: None,
-                allow_removals: false,
-                wait,
-            };
             let by = local_user();
-            run(&config, Mode::Sync, args, Some(sync::Approve { id, by })).await
+            run(
+                &config,
+                Mode::Sync,
+                RunArgs::plain(wait),
+                Extra::Approve(sync::Approve { id, by }),
+            )
+            .await
         }
         Command::Audit(_)
         | Command::Status { .. }
@@ -279,7 +307,19 @@ async fn dispatch(cli: Cli) -> u8 {
     }
 }
 
-async fn run(config: &Config, mode: Mode, args: RunArgs, approve: Option<sync::Approve>) -> u8 {
+/// What a run does besides a sync: carry out an approval, or apply a saved plan.
+enum Extra {
+    None,
+    Approve(sync::Approve),
+    Apply(PathBuf),
+}
+
+async fn run(config: &Config, mode: Mode, args: RunArgs, extra: Extra) -> u8 {
+    let (approve, apply) = match extra {
+        Extra::None => (None, None),
+        Extra::Approve(a) => (Some(a), None),
+        Extra::Apply(path) => (None, Some(path)),
+    };
     let opts = sync::Options {
         mode,
         dry_run: args.dry_run,
@@ -287,6 +327,7 @@ async fn run(config: &Config, mode: Mode, args: RunArgs, approve: Option<sync::A
         allow_removals: args.allow_removals,
         wait: args.wait,
         approve,
+        out: args.out,
     };
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
@@ -302,7 +343,11 @@ async fn run(config: &Config, mode: Mode, args: RunArgs, approve: Option<sync::A
         std::io::stderr().is_terminal() && !opts.dry_run && std::env::var_os("JOURNAL_STREAM").is_none();
     let bar = Bar::default();
     let progress: &dyn sync::Progress = if interactive { &bar } else { &sync::NoProgress };
-    match sync::run(config, &opts, &cancel, progress, &mut stdout).await {
+    let result = match &apply {
+        Some(path) => sync::apply(config, path, opts.wait, &cancel, progress).await,
+        None => sync::run(config, &opts, &cancel, progress, &mut stdout).await,
+    };
+    match result {
         Ok(report) => {
             let _ = stdout.flush();
             let outcome = report.outcome();
@@ -333,7 +378,10 @@ async fn run(config: &Config, mode: Mode, args: RunArgs, approve: Option<sync::A
                 | SyncError::UnknownTarget(_)
                 | SyncError::Target(_)
                 | SyncError::HeldForUnknownTarget { .. } => exit::CONFIG,
-                SyncError::UnknownHeld(_) | SyncError::NotHeld { .. } => exit::USAGE,
+                SyncError::UnknownHeld(_) | SyncError::NotHeld { .. } | SyncError::PlanFile { .. } => {
+                    exit::USAGE
+                }
+                SyncError::StalePlan { .. } => exit::REFUSED,
                 SyncError::Lock(_) | SyncError::Store(_) | SyncError::Output(_) => exit::FAILURE,
             }
         }

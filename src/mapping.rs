@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use regex::Regex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Attrs, Directory, Group, User};
 use crate::template::{Kind, Templates};
@@ -63,7 +63,7 @@ pub enum UserIdSource {
 }
 
 /// A group as the target should have it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredGroup {
     /// Target group id: the key of the snapshot row and the `{id}` of the request.
     pub(crate) id: String,
@@ -78,7 +78,7 @@ pub struct DesiredGroup {
 }
 
 /// A user as the target should have it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredUser {
     /// Target user id.
     pub(crate) id: String,

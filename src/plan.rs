@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::mapping::{DesiredGroup, DesiredState, DesiredUser, Unmapped};
 use crate::model::{Attrs, User};
@@ -114,7 +114,7 @@ pub(crate) enum RemovedUsers {
 }
 
 /// Why an operation is in the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Reason {
     /// Never confirmed by the target.
@@ -134,7 +134,7 @@ pub(crate) enum Reason {
 }
 
 /// One request's worth of change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum Operation {
     ReplaceMembers(GroupOp),
@@ -164,7 +164,7 @@ impl Operation {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct GroupOp {
     pub(crate) group: DesiredGroup,
     pub(crate) fingerprint: String,
@@ -175,7 +175,7 @@ pub(crate) struct GroupOp {
     pub(crate) removed: BTreeSet<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct UserOp {
     pub(crate) user: DesiredUser,
     pub(crate) fingerprint: String,

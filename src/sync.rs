@@ -17,6 +17,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 mod incremental;
+mod saved;
+
+pub use saved::apply;
 
 use crate::config::{Config, SourceConfig, TargetConfig};
 use crate::hold::{self, Held};
@@ -45,6 +48,8 @@ pub struct Options {
     pub wait: bool,
     /// Send the removals of this held set that are still planned (`dirsync approve`).
     pub approve: Option<Approve>,
+    /// With `dry_run`: also write the plan here, for `dirsync apply`.
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// An operator's approval of a held set.
@@ -79,6 +84,13 @@ pub enum SyncError {
     HeldForUnknownTarget { id: String, target: String },
     #[error("cannot write the plan: {0}")]
     Output(std::io::Error),
+    #[error("plan file {}: {message}", path.display())]
+    PlanFile {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("the saved plan no longer applies to target `{target}`: {why}; make a new one")]
+    StalePlan { target: String, why: String },
 }
 
 /// What happened to one target in a run.
@@ -510,6 +522,17 @@ pub async fn run(
             print_plan(out, p, &tr).map_err(SyncError::Output)?;
             report.targets.push(tr);
         }
+        if let Some(path) = &opts.out {
+            let mut snapshots = Vec::new();
+            for p in &prepared {
+                snapshots.push(match &store {
+                    Some(s) => s.load_snapshot(&p.config.name).await?,
+                    None => Snapshot::default(),
+                });
+            }
+            saved::write(path, &saved::save(&prepared, &snapshots, mode_name(opts.mode)))?;
+            tracing::info!(plan = %path.display(), "Wrote the plan; `dirsync apply` sends exactly it while the targets are unchanged.");
+        }
         return Ok(report);
     }
 
@@ -586,32 +609,11 @@ pub async fn run(
             tracing::info!(target_name = %p.config.name, invalid = p.invalid.len() - fresh.len(), "Skipped entities already reported as invalid source data (see `dirsync status`).");
         }
         tr.invalid_failing = failing_invalid(&p, fresh.len());
-        let paused = store.pauses(Some(&p.config.name), &crate::store::now()).await?;
-        let held = held_endpoints(&paused);
-        if let Some(pause) = paused.iter().max_by(|a, b| a.until.cmp(&b.until)) {
-            let scope = pause.endpoint.as_deref().unwrap_or("every endpoint");
-            tracing::warn!(target_name = %p.config.name, until = %pause.until, scope, "Sent nothing the target asked to wait for (Retry-After); it is left for a run after that time.");
-            tr.paused_until = Some(pause.until.clone());
-        }
-        progress.start(&p.config.name, p.plan.ops.len());
-        let pushing = std::time::Instant::now();
         p.approval = approval
             .as_ref()
             .zip(opts.approve.as_ref())
             .map(|(row, a)| serde_json::json!({ "held": row.id, "by": a.by }));
-        let pauses = push(&store, &run_id, &p, &held, cancel, progress, &mut tr).await?;
-        for pause in pauses {
-            let endpoint = pause.endpoint.map(EndpointKind::key);
-            // A target cannot shut dirsync out for longer than a day with one answer.
-            let wait = pause.wait.min(MAX_KEPT_PAUSE);
-            let until = store
-                .set_pause(&run_id, &p.config.name, endpoint, wait, pause.status)
-                .await?;
-            tracing::warn!(target_name = %p.config.name, %until, endpoint = endpoint.unwrap_or("every endpoint"), "Keeping the target's Retry-After: no run sends to it before that time.");
-            tr.paused_until = Some(tr.paused_until.take().map_or(until.clone(), |u| u.max(until)));
-        }
-        let push_ms = pushing.elapsed().as_millis() as u64;
-        progress.finish();
+        let push_ms = deliver(&store, &run_id, &p, cancel, progress, &mut tr).await?;
         if opts.mode == Mode::Resync && tr.failed + tr.not_started + tr.invalid == 0 {
             let forgotten = store
                 .retain(&p.config.name, &p.desired_ids.0, &p.desired_ids.1)
@@ -942,6 +944,42 @@ fn refusal(p: &Prepared<'_>, report: &Report) -> Option<String> {
         ));
     }
     None
+}
+
+/// Sends a target's plan (nothing to an endpoint whose kept `Retry-After` has not
+/// passed) and keeps the pauses it asks for beyond the run. Returns the push phase's
+/// duration in milliseconds.
+async fn deliver(
+    store: &Store,
+    run_id: &str,
+    p: &Prepared<'_>,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+    tr: &mut TargetReport,
+) -> Result<u64, StoreError> {
+    let paused = store.pauses(Some(&p.config.name), &crate::store::now()).await?;
+    let held = held_endpoints(&paused);
+    if let Some(pause) = paused.iter().max_by(|a, b| a.until.cmp(&b.until)) {
+        let scope = pause.endpoint.as_deref().unwrap_or("every endpoint");
+        tracing::warn!(target_name = %p.config.name, until = %pause.until, scope, "Sent nothing the target asked to wait for (Retry-After); it is left for a run after that time.");
+        tr.paused_until = Some(pause.until.clone());
+    }
+    progress.start(&p.config.name, p.plan.ops.len());
+    let pushing = std::time::Instant::now();
+    let pauses = push(store, run_id, p, &held, cancel, progress, tr).await?;
+    for pause in pauses {
+        let endpoint = pause.endpoint.map(EndpointKind::key);
+        // A target cannot shut dirsync out for longer than a day with one answer.
+        let wait = pause.wait.min(MAX_KEPT_PAUSE);
+        let until = store
+            .set_pause(run_id, &p.config.name, endpoint, wait, pause.status)
+            .await?;
+        tracing::warn!(target_name = %p.config.name, %until, endpoint = endpoint.unwrap_or("every endpoint"), "Keeping the target's Retry-After: no run sends to it before that time.");
+        tr.paused_until = Some(tr.paused_until.take().map_or(until.clone(), |u| u.max(until)));
+    }
+    let push_ms = pushing.elapsed().as_millis() as u64;
+    progress.finish();
+    Ok(push_ms)
 }
 
 /// The endpoints a stored pause holds back (all of them for a target-wide pause).

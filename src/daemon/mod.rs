@@ -268,6 +268,7 @@ async fn run_once(config: &Config, mode: Mode, shutdown: &CancellationToken, sha
         allow_removals: false,
         wait: false,
         approve: None,
+        out: None,
     };
     let cancel = CancellationToken::new();
     let mut sink = std::io::sink();

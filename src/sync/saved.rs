@@ -1,0 +1,234 @@
+//! Saved plans, for change-controlled environments: `sync --dry-run --out plan.json`
+//! writes the exact operations of every target with the snapshot they were computed
+//! against, and `dirsync apply plan.json` sends exactly those operations, only if
+//! each target's snapshot and config are still what the plan saw.
+//!
+//! A plan holds directory data (ids, names, the fields a request sends) and the
+//! fingerprints of the requests, never a secret: requests are rendered again with the
+//! real secrets when applied.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::{Prepared, Progress, Report, SyncError, TargetReport, deliver, summarize};
+use crate::config::Config;
+use crate::lock::RunLock;
+use crate::mapping::DesiredUser;
+use crate::plan::{Operation, Plan, Snapshot};
+use crate::store::Store;
+use crate::target::HttpTarget;
+
+/// The format version `apply` reads.
+const FORMAT: u32 = 1;
+
+/// What `sync --dry-run --out` writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct SavedPlan {
+    format: u32,
+    created_at: String,
+    /// `sync` or `resync`.
+    mode: String,
+    targets: Vec<SavedTarget>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedTarget {
+    name: String,
+    /// The target's config hash: a changed mapping or request template would send
+    /// something else than what was reviewed.
+    config_hash: String,
+    /// The snapshot the plan was computed against: each entity's request fingerprint.
+    snapshot: Fingerprints,
+    operations: Vec<Operation>,
+    /// The users the group requests read member details from (empty when the
+    /// target's requests only name member ids).
+    #[serde(default)]
+    users: BTreeMap<String, DesiredUser>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Fingerprints {
+    groups: BTreeMap<String, String>,
+    users: BTreeMap<String, String>,
+}
+
+impl Fingerprints {
+    fn of(snapshot: &Snapshot) -> Fingerprints {
+        Fingerprints {
+            groups: snapshot
+                .groups
+                .iter()
+                .map(|(id, g)| (id.clone(), g.fingerprint.clone()))
+                .collect(),
+            users: snapshot
+                .users
+                .iter()
+                .map(|(id, u)| (id.clone(), u.fingerprint.clone()))
+                .collect(),
+        }
+    }
+
+    /// The ids whose confirmed request differs between the two, by kind.
+    fn changed(&self, now: &Fingerprints) -> Vec<String> {
+        let diff = |kind: &str, a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
+            let ids: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            ids.into_iter()
+                .filter(|id| a.get(*id) != b.get(*id))
+                .map(|id| format!("{kind} {}", crate::text::visible(id)))
+                .collect::<Vec<_>>()
+        };
+        let mut out = diff("group", &self.groups, &now.groups);
+        out.extend(diff("user", &self.users, &now.users));
+        out
+    }
+}
+
+/// The plan of every prepared target, as `apply` reads it back.
+pub(super) fn save(prepared: &[Prepared<'_>], snapshots: &[Snapshot], mode: &str) -> SavedPlan {
+    SavedPlan {
+        format: FORMAT,
+        created_at: crate::store::now(),
+        mode: mode.to_owned(),
+        targets: prepared
+            .iter()
+            .zip(snapshots)
+            .map(|(p, snapshot)| {
+                let members: BTreeSet<&String> = p.plan.group_ops().flat_map(|g| &g.group.members).collect();
+                SavedTarget {
+                    name: p.config.name.clone(),
+                    config_hash: p.config.config_hash.clone(),
+                    snapshot: Fingerprints::of(snapshot),
+                    operations: p.plan.ops.clone(),
+                    users: p
+                        .users
+                        .iter()
+                        .filter(|(id, _)| members.contains(id))
+                        .map(|(id, u)| (id.clone(), u.clone()))
+                        .collect(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Writes a saved plan as pretty JSON.
+pub(super) fn write(path: &Path, plan: &SavedPlan) -> Result<(), SyncError> {
+    let text = serde_json::to_string_pretty(plan).unwrap_or_default();
+    let mut file = std::fs::File::create(path).map_err(|e| SyncError::PlanFile {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .map_err(|e| SyncError::PlanFile {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// Sends exactly the operations of a saved plan, after checking that every target's
+/// snapshot and config are what the plan was computed against; if one is not,
+/// nothing is sent and the error names what changed.
+pub async fn apply(
+    config: &Config,
+    path: &Path,
+    wait: bool,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+) -> Result<Report, SyncError> {
+    let plan_error = |message: String| SyncError::PlanFile {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| plan_error(e.to_string()))?;
+    let saved: SavedPlan =
+        serde_json::from_str(&text).map_err(|e| plan_error(format!("not a saved plan: {e}")))?;
+    if saved.format != FORMAT {
+        return Err(plan_error(format!(
+            "format {} is not the format {FORMAT} this dirsync writes",
+            saved.format
+        )));
+    }
+    let _lock = RunLock::acquire(&config.state_db, wait).await?;
+    let store = Store::open(&config.state_db).await?;
+
+    // Every check first: a plan applies whole or not at all.
+    let mut prepared = Vec::new();
+    for t in &saved.targets {
+        let tc = config
+            .targets
+            .iter()
+            .find(|tc| tc.name == t.name)
+            .ok_or_else(|| SyncError::UnknownTarget(t.name.clone()))?;
+        let stale = |why: String| SyncError::StalePlan {
+            target: t.name.clone(),
+            why,
+        };
+        if tc.config_hash != t.config_hash {
+            return Err(stale(
+                "the target's config changed since the plan was made".into(),
+            ));
+        }
+        let snapshot = store.load_snapshot(&t.name).await?;
+        let changed = t.snapshot.changed(&Fingerprints::of(&snapshot));
+        if !changed.is_empty() {
+            const SHOWN: usize = 5;
+            let more = changed.len().saturating_sub(SHOWN);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            return Err(stale(format!(
+                "the target confirmed other changes since the plan was made: {}{more}",
+                changed.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        prepared.push(Prepared {
+            config: tc,
+            target: HttpTarget::new(tc)?,
+            plan: Plan {
+                ops: t.operations.clone(),
+                ..Plan::default()
+            },
+            users: Arc::new(t.users.clone()),
+            desired_ids: Default::default(),
+            invalid: Vec::new(),
+            hold: Default::default(),
+            approval: None,
+        });
+    }
+
+    let run_id = uuid::Uuid::now_v7().to_string();
+    store.start_run(&run_id, "apply", false).await?;
+    tracing::info!(run_id, plan = %path.display(), created_at = saved.created_at, "Applying a saved plan.");
+    let generation = store.source_state().await?.map_or(0, |s| s.generation);
+    let mut report = Report {
+        run_id: Some(run_id.clone()),
+        ..Report::default()
+    };
+    for p in &prepared {
+        let mut tr: TargetReport = summarize(p);
+        let push_ms = deliver(&store, &run_id, p, cancel, progress, &mut tr).await?;
+        tracing::info!(
+            target_name = %tr.name, succeeded = tr.succeeded, failed = tr.failed, not_started = tr.not_started,
+            push_ms,
+            "Finished the target."
+        );
+        // The next sync plans the target from the source again.
+        store
+            .set_target_state(&p.config.name, generation, &p.config.config_hash, false)
+            .await?;
+        report.targets.push(tr);
+    }
+    let outcome = report.outcome();
+    let summary = serde_json::to_value(&report).unwrap_or_default();
+    store.finish_run(&run_id, outcome.as_str(), &summary).await?;
+    store.close().await;
+    Ok(report)
+}
