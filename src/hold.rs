@@ -301,15 +301,23 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
 
     // Target-wide: every removal not approved counts, held per group or not: a deep
     // cut is one event, held whole.
-    let mut rest = plan.clone();
-    rest.ops.retain_mut(|op| match op {
-        Operation::ReplaceMembers(g) => {
-            let id = g.group.id.clone();
-            g.removed.retain(|m| !Held::is_approved_member(approved, &id, m));
-            true
+    // Only an approval needs a copy without what it lets through: a plan of 10,000
+    // new groups is not copied to be counted.
+    let rest = match approved {
+        None => std::borrow::Cow::Borrowed(&*plan),
+        Some(_) => {
+            let mut rest = plan.clone();
+            rest.ops.retain_mut(|op| match op {
+                Operation::ReplaceMembers(g) => {
+                    let id = g.group.id.clone();
+                    g.removed.retain(|m| !Held::is_approved_member(approved, &id, m));
+                    true
+                }
+                Operation::UpdateUser(u) => !(u.disables && Held::is_approved_user(approved, &u.user.id)),
+            });
+            std::borrow::Cow::Owned(rest)
         }
-        Operation::UpdateUser(u) => !(u.disables && Held::is_approved_user(approved, &u.user.id)),
-    });
+    };
     let mut hold_rest = Vec::new();
     if let Err(r) = safety::check(&rest, snapshot, policy.limits, policy.source_users) {
         hold_rest.push(format!(

@@ -8,20 +8,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::group_members::{GroupMembersApi, KEY};
-use common::{Env, config_group_members, expected_state, groups_csv, users_csv, uuid};
+use common::{Env, as_refs, config_group_members, expected_state, groups_csv, users_csv, uuid};
 
-/// 20 users in four groups: 44 memberships.
 fn groups() -> Vec<(String, Vec<u64>)> {
-    vec![
-        ("eng".into(), (1..=12).collect()),
-        ("ops".into(), (8..=20).collect()),
-        ("sales".into(), (1..=10).collect()),
-        ("all-hands".into(), (1..=9).collect()),
-    ]
-}
-
-fn as_refs(groups: &[(String, Vec<u64>)]) -> Vec<(&str, &[u64])> {
-    groups.iter().map(|(n, m)| (n.as_str(), m.as_slice())).collect()
+    common::four_groups()
 }
 
 /// `groups()` with `eng` replaced.
@@ -36,11 +26,7 @@ fn state(groups: &[(String, Vec<u64>)]) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 fn setup(mock: &GroupMembersApi, extra: &str) -> Env {
-    let env = Env::new();
-    env.write("users.csv", &users_csv(20));
-    env.write("groups.csv", &groups_csv(&as_refs(&groups())));
-    env.write("dirsync.toml", &config_group_members(&mock.uri(), extra));
-    env
+    common::four_groups_env(&mock.uri(), extra)
 }
 
 async fn dirsync(env: &Env, args: &[&str]) -> common::Run {

@@ -310,6 +310,32 @@ pub fn group_uuid(k: u64) -> String {
     uuid(1_000_000 + k)
 }
 
+/// 20 users in four groups, 44 memberships: `eng` 1–12, `ops` 8–20, `sales` 1–10,
+/// `all-hands` 1–9. Big enough for the safety limits' percentages to matter.
+pub fn four_groups() -> Vec<(String, Vec<u64>)> {
+    vec![
+        ("eng".into(), (1..=12).collect()),
+        ("ops".into(), (8..=20).collect()),
+        ("sales".into(), (1..=10).collect()),
+        ("all-hands".into(), (1..=9).collect()),
+    ]
+}
+
+/// Owned (name, members) pairs as the borrowed form `groups_csv` takes.
+pub fn as_refs(groups: &[(String, Vec<u64>)]) -> Vec<(&str, &[u64])> {
+    groups.iter().map(|(n, m)| (n.as_str(), m.as_slice())).collect()
+}
+
+/// `users.csv` with 20 users, `groups.csv` with [`four_groups`], and a config for one
+/// group-members API target at `base_url` with `extra` appended.
+pub fn four_groups_env(base_url: &str, extra: &str) -> Env {
+    let env = Env::new();
+    env.write("users.csv", &users_csv(20));
+    env.write("groups.csv", &groups_csv(&as_refs(&four_groups())));
+    env.write("dirsync.toml", &config_group_members(base_url, extra));
+    env
+}
+
 /// Expected target state for `groups_csv(groups)`: group uuid → member uuids.
 pub fn expected_state(groups: &[(&str, &[u64])]) -> BTreeMap<String, BTreeSet<String>> {
     groups
