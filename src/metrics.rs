@@ -26,6 +26,7 @@ pub struct Metrics {
     source_objects: Family<Labels, Gauge>,
     invalid_entities: Family<Labels, Gauge>,
     held_removals: Family<Labels, Gauge>,
+    concurrency_limit: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -70,6 +71,12 @@ impl Metrics {
                 &mut r,
                 "held_removals",
                 "Membership removals and disables held back by a safety limit, by target, in the last run",
+                Family::default(),
+            ),
+            concurrency_limit: register(
+                &mut r,
+                "concurrency_limit",
+                "Requests the target allowed in flight at the end of the last run (lowered by 429 and 503 answers)",
                 Family::default(),
             ),
             runs: register(&mut r, "runs", "Runs by outcome", Family::default()),
@@ -141,6 +148,11 @@ impl Metrics {
             let target = labels(&[("target", &t.name)]);
             self.retries.get_or_create(&target).inc_by(t.retries as u64);
             self.throttled.get_or_create(&target).inc_by(t.throttled as u64);
+            if t.concurrency_limit > 0 {
+                self.concurrency_limit
+                    .get_or_create(&target)
+                    .set(t.concurrency_limit as i64);
+            }
             // A target refused by a safety limit built no requests: its count is unknown.
             if t.refused.is_none() {
                 self.invalid_entities.get_or_create(&target).set(t.invalid as i64);
@@ -181,6 +193,7 @@ mod tests {
             retries: 2,
             throttled: 1,
             invalid: 4,
+            concurrency_limit: 2,
             held: Some(HeldReport {
                 id: Some("h1".into()),
                 removed_memberships: 7,
@@ -207,6 +220,7 @@ mod tests {
         for line in [
             "dirsync_invalid_entities{target=\"office\"} 4",
             "dirsync_held_removals{target=\"office\"} 8",
+            "dirsync_concurrency_limit{target=\"office\"} 2",
             "dirsync_runs_total{outcome=\"partial\"} 1",
             "dirsync_operations_total{target=\"office\",kind=\"replace_members\",outcome=\"success\"} 3",
             "dirsync_operations_total{target=\"office\",kind=\"replace_members\",outcome=\"failed\"} 1",

@@ -125,6 +125,9 @@ pub struct TargetReport {
     pub(crate) protected: usize,
     /// Removals waiting out `safety.removal_delay`.
     pub(crate) waiting: usize,
+    /// The requests the target allowed in flight at the end of its push (the configured
+    /// concurrency, unless 429 or 503 answers lowered it).
+    pub(crate) concurrency_limit: usize,
     /// Set when the target stopped early because it refused the credentials.
     pub(crate) auth_error: Option<String>,
     /// Attempts beyond the first, over all operations.
@@ -624,7 +627,7 @@ pub async fn run(
         }
         tracing::info!(
             target_name = %tr.name, succeeded = tr.succeeded, failed = tr.failed, not_started = tr.not_started,
-            unchanged = tr.unchanged_groups + tr.unchanged_users, unmapped = tr.unmapped_users,
+            unchanged = tr.unchanged_groups + tr.unchanged_users, unmapped = tr.unmapped_users, concurrency_limit = tr.concurrency_limit,
             push_ms,
             "Finished the target."
         );
@@ -979,6 +982,7 @@ async fn deliver(
     }
     let push_ms = pushing.elapsed().as_millis() as u64;
     progress.finish();
+    tr.concurrency_limit = p.target.concurrency_limit();
     Ok(push_ms)
 }
 

@@ -340,3 +340,58 @@ async fn two_invocations_one_gets_the_lock_code_or_waits() {
     );
     assert_eq!(mock.groups(), expected_state(&as_refs(&groups)));
 }
+
+/// The most arrivals among `arrivals` that fall within any `window` from one of them:
+/// with every answer `window` + a little after its arrival, that many were in flight.
+fn most_in_flight(arrivals: &[Instant], window: Duration) -> usize {
+    arrivals
+        .iter()
+        .map(|a| arrivals.iter().filter(|b| **b >= *a && **b < *a + window).count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A storm of 429s narrows the requests in flight to one; successes widen it again one
+/// at a time (here after every 3), up to the configured concurrency of 4; nothing is
+/// sent inside the Retry-After window.
+#[tokio::test]
+async fn a_throttling_storm_narrows_concurrency_and_successes_widen_it_again() {
+    let mock = GroupMembersApi::start().await;
+    let groups = many_groups(40);
+    let env = setup(&mock.uri(), &groups, "concurrency_increase_after = 3");
+    let delay = Duration::from_millis(100);
+    mock.lock().delay = delay;
+    for _ in 0..3 {
+        mock.lock().faults.push_back(Fault::RetryAfter(1));
+    }
+    sync(&env, &["sync"]).await.expect_code(0);
+    let state = mock.lock();
+    let first = *state.throttled_at.iter().min().expect("throttled");
+    let last = *state.throttled_at.iter().max().expect("throttled");
+    let window = delay - Duration::from_millis(20);
+    let inside: Vec<&Instant> = state
+        .arrivals
+        .iter()
+        .filter(|a| **a > first + Duration::from_millis(100) && **a < first + Duration::from_secs(1))
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "{} requests inside the Retry-After window",
+        inside.len()
+    );
+    // Right after the pause: one at a time.
+    let reopened: Vec<Instant> = state
+        .arrivals
+        .iter()
+        .copied()
+        .filter(|a| *a >= last + Duration::from_secs(1) && *a < last + Duration::from_millis(1150))
+        .collect();
+    assert!(!reopened.is_empty(), "requests resumed after the pause");
+    assert_eq!(most_in_flight(&reopened, window), 1, "{reopened:?}");
+    // Towards the end: wide again.
+    let n = state.arrivals.len();
+    let tail = &state.arrivals[n - 16..n - 4];
+    assert!(most_in_flight(tail, window) >= 3, "{tail:?}");
+    drop(state);
+    assert_eq!(mock.groups(), expected_state(&as_refs(&groups)));
+}

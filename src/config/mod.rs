@@ -294,6 +294,10 @@ impl Ctx {
         if concurrency == 0 {
             return Err(self.invalid(key("concurrency"), "must be at least 1"));
         }
+        let concurrency_increase_after = raw.concurrency_increase_after.unwrap_or(10);
+        if concurrency_increase_after == 0 {
+            return Err(self.invalid(key("concurrency_increase_after"), "must be at least 1"));
+        }
         let rate_limit = match raw.rate_limit {
             None => None,
             Some(r) if r.is_finite() && r > 0.0 => Some(r),
@@ -536,6 +540,7 @@ impl Ctx {
                 base_url,
                 timeout,
                 concurrency,
+                concurrency_increase_after,
                 rate_limit,
                 max_consecutive_failures,
                 retry,

@@ -140,6 +140,9 @@ pub struct RawTarget {
     pub base_url: Option<String>,
     pub timeout: Option<String>,
     pub concurrency: Option<usize>,
+    /// After a 429 or 503 halved the requests in flight, grow back by one after this
+    /// many successes in a row (default 10).
+    pub concurrency_increase_after: Option<usize>,
     /// Requests per second at most (no limit when absent).
     pub rate_limit: Option<f64>,
     /// Stop the target's run after this many failed operations in a row.
@@ -397,7 +400,7 @@ impl RawTarget {
             group_members: merge_endpoint(mine.group_members, base.group_members),
             update_user: merge_endpoint(mine.update_user, base.update_user),
         });
-        fill!(self, preset: base_url, timeout, concurrency, rate_limit, max_consecutive_failures,
+        fill!(self, preset: base_url, timeout, concurrency, concurrency_increase_after, rate_limit, max_consecutive_failures,
             retry, strict, groups, users, safety, probe)
     }
 }

@@ -13,7 +13,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderValue, 
 use crate::config::TargetConfig;
 use crate::mapping::{DesiredGroup, DesiredUser};
 use crate::plan::Operation;
-use crate::target::pace::Pacer;
+use crate::target::pace::{Pacer, Window};
 use crate::target::request::{self, Failure, Request, Secrets, Verdict};
 use crate::target::spec::{Auth, Endpoint, EndpointKind, Retry, Spec};
 use crate::template::Templates;
@@ -96,6 +96,8 @@ pub struct HttpTarget {
     client: reqwest::Client,
     /// Shared by every request to this target: rate limit and `Retry-After` pauses.
     pacer: Arc<Pacer>,
+    /// How many of its requests may be in flight, adapting to 429 and 503 answers.
+    window: Arc<Window>,
 }
 
 impl HttpTarget {
@@ -115,11 +117,20 @@ impl HttpTarget {
             templates: Arc::clone(&config.templates),
             client,
             pacer: Arc::new(Pacer::new(config.spec.rate_limit)),
+            window: Arc::new(Window::new(
+                config.spec.concurrency,
+                config.spec.concurrency_increase_after,
+            )),
         })
     }
 
     pub fn spec(&self) -> &Spec {
         &self.spec
+    }
+
+    /// How many requests may be in flight now (lowered by 429 and 503 answers).
+    pub fn concurrency_limit(&self) -> usize {
+        self.window.limit()
     }
 
     pub fn offers(&self, kind: EndpointKind) -> bool {
@@ -186,7 +197,10 @@ impl HttpTarget {
         loop {
             self.pacer.wait_turn().await;
             outcome.attempts += 1;
-            let (verdict, retry_after) = match self.send_once(req).await {
+            let slot = self.window.enter().await;
+            let answer = self.send_once(req).await;
+            drop(slot);
+            let (verdict, retry_after) = match answer {
                 Ok((code, headers, body)) => {
                     outcome.status = Some(code);
                     outcome.throttled += u32::from(code == 429);
@@ -214,6 +228,14 @@ impl HttpTarget {
                     (verdict, None)
                 }
             };
+            match (&verdict, outcome.status) {
+                (Verdict::Success { .. }, _) => self.window.succeeded(),
+                (_, Some(429 | 503)) => {
+                    self.window.throttled();
+                    tracing::debug!(target_name = %self.name, limit = self.window.limit(), "Lowered the requests in flight after the target asked to slow down.");
+                }
+                _ => self.window.failed(),
+            }
             let (kind, message) = match verdict {
                 Verdict::Success { drift, warning } => {
                     outcome.result = Ok(drift);

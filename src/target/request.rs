@@ -778,6 +778,7 @@ mod tests {
             base_url: reqwest::Url::parse("http://127.0.0.1:1/").expect("a URL"),
             timeout: std::time::Duration::from_secs(1),
             concurrency: 1,
+            concurrency_increase_after: 10,
             rate_limit: None,
             max_consecutive_failures: 1,
             retry: crate::target::spec::Retry::default(),

@@ -187,6 +187,8 @@ pub struct Spec {
     pub timeout: Duration,
     /// Requests in flight at most.
     pub(crate) concurrency: usize,
+    /// Successes in a row after which a window lowered by 429/503 grows by one.
+    pub(crate) concurrency_increase_after: usize,
     /// Requests per second at most.
     pub(crate) rate_limit: Option<f64>,
     /// Failed operations in a row after which the target's run stops (an outage).
