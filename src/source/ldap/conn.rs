@@ -36,6 +36,9 @@ use super::error::{
 /// LDAP_SERVER_DOMAIN_SCOPE_OID: no continuation references to other partitions.
 const DOMAIN_SCOPE_OID: &str = "1.2.840.113556.1.4.1339";
 
+/// LDAP_SERVER_SHOW_DELETED_OID: deleted objects (tombstones) among the entries.
+pub const SHOW_DELETED_OID: &str = "1.2.840.113556.1.4.417";
+
 /// The name of RFC 4533's Sync Info intermediate response.
 const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 /// The content synchronisation request control (RFC 4533), as the root DSE lists it.
@@ -184,13 +187,25 @@ impl Conn {
         search: &Search,
         attrs: &[String],
         mode: SearchMode,
+        each: impl FnMut(&Entry) -> Result<(), LdapError>,
+    ) -> Result<SearchStats, LdapError> {
+        self.search_with(search, attrs, mode, Vec::new(), each).await
+    }
+
+    /// [`Conn::search`] with more request controls (Active Directory's show-deleted).
+    pub async fn search_with(
+        &mut self,
+        search: &Search,
+        attrs: &[String],
+        mode: SearchMode,
+        controls: Vec<RawControl>,
         mut each: impl FnMut(&Entry) -> Result<(), LdapError>,
     ) -> Result<SearchStats, LdapError> {
         let each = |item: Item<'_>| match item {
             Item::Entry(e, _) => each(e),
             Item::Intermediate(_) => Ok(()),
         };
-        let (stats, res) = self.stream(search, attrs, mode, Vec::new(), each).await?;
+        let (stats, res) = self.stream(search, attrs, mode, controls, each).await?;
         if res.rc != rc::SUCCESS {
             let reason = SearchFailure::from_result(&res, mode.page_size > 0, stats.pages <= 1);
             return Err(self.search_error(search, reason));

@@ -16,6 +16,7 @@
 //! - `ad`: pure; objectGUID, objectSid, userAccountControl, `member;range=…`.
 //! - `dn`: pure; DNs normalized for comparison.
 //! - `filter`: pure; RFC 4515 filter checks (ldap3's).
+//! - `usn`: Active Directory read by `uSNChanged`, entries keyed by objectGUID.
 //!
 //! Architecture Invariant: `read` returns the whole directory or an error. A bind
 //! failure, a lost connection, a timeout, a size or time limit, a referral, a failed
@@ -31,6 +32,7 @@ mod entry;
 mod error;
 pub(crate) mod filter;
 pub(crate) mod nested;
+pub(crate) mod usn;
 
 use crate::model::Directory;
 
