@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::group_members::{GroupMembersApi, KEY};
 use common::samba::{ADMIN_DN, DOMAIN, Dc, STAFF, admin, in_private_network};
@@ -424,6 +424,70 @@ fn a_token_from_another_dc_or_ahead_of_it_reads_everything() {
             }
             let (groups, _) = oracle(&dc).await;
             assert_eq!(mock.groups(), groups);
+        },
+    );
+}
+
+/// The service with `watch = true` and no schedule: a change made on the DC reaches
+/// the target through the poll of its USN.
+#[test]
+fn a_watched_domain_controller_change_reaches_the_target_without_a_schedule() {
+    with_dc(
+        "a_watched_domain_controller_change_reaches_the_target_without_a_schedule",
+        |dc| async move {
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            let daemon = "\n[daemon]\nwatch = true\nwatch_poll = \"200ms\"\ndebounce = \"200ms\"\n\
+                      run_at_start = true\nshutdown_grace = \"5s\"\n";
+            env.write("dirsync.toml", &config(&dc, &mock, daemon));
+            let child = env
+                .command(&["run"])
+                .env("TEST_OFFICE_KEY", KEY)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn");
+            let sre = dc.guids["sre"].clone();
+            let wait_for = |what: &'static str, want: BTreeSet<String>| {
+                let mock = mock.clone();
+                let sre = sre.clone();
+                async move {
+                    let started = Instant::now();
+                    while mock.groups().get(&sre) != Some(&want) {
+                        assert!(
+                            started.elapsed() < Duration::from_secs(60),
+                            "timed out waiting for {what}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    started.elapsed()
+                }
+            };
+            let ids = |names: &[&str]| {
+                names
+                    .iter()
+                    .map(|n| dc.guids[*n].clone())
+                    .collect::<BTreeSet<_>>()
+            };
+            wait_for("the sync at start", ids(&["bob", "dave"])).await;
+
+            let mut ldap = admin().await;
+            set_members(&mut ldap, &staff("SRE"), true, &staff("Alice Example")).await;
+            let took = wait_for("the change on the target", ids(&["alice", "bob", "dave"])).await;
+            eprintln!("the change reached the target {took:?} after it was made");
+            ldap.unbind().await.expect("unbind");
+
+            let pid = child.id().expect("pid");
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .expect("kill");
+            let out = child.wait_with_output().await.expect("the service ends");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{stderr}");
+            assert!(stderr.contains("The directory changed"), "{stderr}");
+            mock.assert_no_violations();
         },
     );
 }

@@ -100,6 +100,11 @@ impl Session {
         })
     }
 
+    /// The controller's `highestCommittedUSN` as it is now.
+    pub async fn highest_usn(&mut self) -> Result<u64, LdapError> {
+        Ok(root_dse(&mut self.conn, &self.url).await?.0)
+    }
+
     /// Every entry of the user and group searches, keyed by objectGUID, with each
     /// ranged `member` attribute read to its end.
     pub async fn full(&mut self, config: &LdapConfig) -> Result<Cache, LdapError> {
