@@ -428,6 +428,56 @@ fn a_token_from_another_dc_or_ahead_of_it_reads_everything() {
     );
 }
 
+/// A read that fails (here: the DC is down) commits nothing, exits 6 saying the
+/// next run reads everything, and the next run does.
+#[test]
+fn a_failed_read_commits_nothing_and_the_next_run_reads_everything() {
+    with_dc(
+        "a_failed_read_commits_nothing_and_the_next_run_reads_everything",
+        |mut dc| async move {
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            env.write("dirsync.toml", &config(&dc, &mock, ""));
+            dirsync(&env, &["sync"]).await.expect_code(0);
+            let before = cache(&env).await;
+
+            dc.stop();
+            let requests = mock.request_count().await;
+            let failed = dirsync(&env, &["sync"]).await;
+            failed.expect_code(6);
+            assert!(
+                failed.stderr.contains("the next run reads every entry"),
+                "{}",
+                failed.stderr
+            );
+            assert_eq!(
+                mock.request_count().await,
+                requests,
+                "a failed read pushes nothing"
+            );
+            assert_eq!(cache(&env).await, before, "a failed read commits nothing");
+            let status = dirsync(&env, &["status"]).await;
+            assert!(
+                status.stdout.contains("the next read is full"),
+                "{}",
+                status.stdout
+            );
+
+            dc.restart();
+            let mut ldap = admin().await;
+            set_members(&mut ldap, &staff("SRE"), true, &staff("Alice Example")).await;
+            ldap.unbind().await.expect("unbind");
+            let next = dirsync(&env, &["sync"]).await;
+            next.expect_code(0);
+            assert!(next.stderr.contains(FULL_READ), "{}", next.stderr);
+            assert!(next.stderr.contains("the last read failed"), "{}", next.stderr);
+            let (groups, entries) = oracle(&dc).await;
+            assert_eq!(mock.groups(), groups);
+            assert_eq!(cache(&env).await, entries);
+        },
+    );
+}
+
 /// The service with `watch = true` and no schedule: a change made on the DC reaches
 /// the target through the poll of its USN.
 #[test]

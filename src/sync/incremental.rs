@@ -271,13 +271,18 @@ async fn read_usn(
     stored: Option<&token::Stored>,
     facts: Facts<'_>,
 ) -> Result<CachedRead, SyncError> {
-    let mut session = usn::Session::open(config).await.map_err(SourceError::from)?;
-    let read = read_usn_on(&mut session, store, config, stored, facts).await;
-    session.close().await;
+    let read = match usn::Session::open(config).await {
+        Ok(mut session) => {
+            let read = read_usn_on(&mut session, store, config, stored, facts).await;
+            session.close().await;
+            read
+        }
+        Err(e) => Err(SourceError::from(e).into()),
+    };
     if let Err(e) = &read {
         tracing::warn!(
             error = %e,
-            "The Active Directory read failed part way; nothing of it is committed and the next run reads every entry."
+            "The Active Directory read failed; nothing of it is committed and the next run reads every entry."
         );
     }
     read

@@ -149,6 +149,10 @@ impl Dc {
     /// machine starts it slowly) until it answers on its LDAP port.
     pub fn start(dir: &Path) -> Dc {
         let guids = provision(dir);
+        Dc::spawn(dir, guids)
+    }
+
+    fn spawn(dir: &Path, guids: BTreeMap<String, String>) -> Dc {
         let log = std::fs::File::create(dir.join("samba.out")).expect("samba log");
         let child = Command::new("samba")
             .args(["-i", "-M", "single", "-s"])
@@ -176,6 +180,18 @@ impl Dc {
             std::thread::sleep(Duration::from_millis(50));
         }
         dc
+    }
+
+    /// Stops the DC; [`Dc::restart`] starts it again on the same database.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        let (dir, guids) = (self.dir.clone(), std::mem::take(&mut self.guids));
+        *self = Dc::spawn(&dir, guids);
     }
 
     pub fn password_file(&self) -> PathBuf {
