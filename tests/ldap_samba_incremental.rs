@@ -229,6 +229,18 @@ fn an_unchanged_directory_sends_nothing_and_each_change_pushes_what_a_resync_wou
             assert!(status.stdout.contains("last read unchanged"), "{}", status.stdout);
 
             let mut ldap = admin().await;
+            // The USN moves for an object that is neither a user nor a group: still
+            // no change, and nothing is sent.
+            let m = Mod::Replace("description", HashSet::from(["the staff"]));
+            ok("describe the OU", ldap.modify(STAFF, vec![m]).await).await;
+            let quiet = dirsync(&env, &["sync"]).await;
+            quiet.expect_code(0);
+            assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);
+            assert_eq!(
+                mock.request_count().await,
+                requests,
+                "a change to an OU sends nothing"
+            );
             // Members added and removed.
             set_members(&mut ldap, &staff("SRE"), true, &staff("Alice Example")).await;
             set_members(&mut ldap, &staff("SRE"), false, &staff("Dave Example")).await;

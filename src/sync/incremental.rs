@@ -328,9 +328,23 @@ async fn read_usn_on(
         }
         UsnRead::Since(since) => since,
     };
+    let found = session
+        .changed_since(config, since)
+        .await
+        .map_err(SourceError::from)?;
+    // The USN also moves for objects that are neither users nor groups (a DNS
+    // record, a policy): then the cache is not even loaded.
+    if found.is_empty() {
+        return Ok(CachedRead {
+            decision: usn_unchanged(usn),
+            token,
+            entries: Entries::Stored,
+            delta: Delta::default(),
+        });
+    }
     let mut cache = store.source_entries().await?;
     let changes = session
-        .changes(config, since, &cache)
+        .changes(config, found, &cache)
         .await
         .map_err(SourceError::from)?;
     tracing::debug!(

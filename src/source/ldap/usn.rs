@@ -116,15 +116,9 @@ impl Session {
         })
     }
 
-    /// What changed since `since` (the USN stored by the last read), against the
-    /// entries of `cache`: every object above it, read again through the configured
-    /// searches; what they no longer return, and every tombstone, is removed.
-    pub async fn changes(
-        &mut self,
-        config: &LdapConfig,
-        since: u64,
-        cache: &Cache,
-    ) -> Result<UsnChanges, LdapError> {
+    /// The users and groups (of the whole domain) whose `uSNChanged` is above
+    /// `since`, the USN stored by the last read, tombstones included.
+    pub async fn changed_since(&mut self, config: &LdapConfig, since: u64) -> Result<Found, LdapError> {
         let search = Search {
             base_dn: self.dc.naming_context.clone(),
             scope: Scope::Sub,
@@ -174,6 +168,19 @@ impl Session {
                 Ok(())
             })
             .await?;
+        Ok(Found { live, tombstones })
+    }
+
+    /// What `found` changed against the entries of `cache`: each object read again
+    /// through the configured searches; what they no longer return, and every
+    /// tombstone, is removed.
+    pub async fn changes(
+        &mut self,
+        config: &LdapConfig,
+        found: Found,
+        cache: &Cache,
+    ) -> Result<UsnChanges, LdapError> {
+        let Found { live, tombstones } = found;
         let changed = live.len() + tombstones.len();
         let mut again: BTreeSet<String> = live.iter().map(|c| c.guid.clone()).collect();
         again.extend(groups_naming_moved(cache, &live));
@@ -316,6 +323,21 @@ impl Session {
 enum Kind {
     Users,
     Groups,
+}
+
+/// The objects whose `uSNChanged` moved.
+#[derive(Debug, Default)]
+pub struct Found {
+    live: Vec<Changed>,
+    /// Deleted objects, by objectGUID.
+    tombstones: BTreeSet<String>,
+}
+
+impl Found {
+    /// No user or group changed: the USN moved for other objects only.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.tombstones.is_empty()
+    }
 }
 
 /// An object whose `uSNChanged` moved and that is not deleted.
