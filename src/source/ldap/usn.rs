@@ -446,7 +446,87 @@ fn bad(url: &str, base: &str, what: &'static str) -> LdapError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::ldap::conn::tests::{Answer, done, entry_with, scripted};
     use crate::source::ldap::entry::tests::entry;
+
+    /// Attribute names and values of one scripted entry.
+    type Attrs = Vec<(&'static str, Vec<Vec<u8>>)>;
+
+    /// One search's answer: these entries (DN, attributes), then success.
+    fn answer(entries: Vec<(&'static str, Attrs)>) -> Answer {
+        Box::new(move |id| {
+            let mut out = Vec::new();
+            for (dn, attrs) in &entries {
+                let values: Vec<Vec<&[u8]>> = attrs
+                    .iter()
+                    .map(|(_, v)| v.iter().map(Vec::as_slice).collect())
+                    .collect();
+                let attrs: Vec<(&str, &[&[u8]])> = attrs
+                    .iter()
+                    .zip(&values)
+                    .map(|((name, _), v)| (*name, v.as_slice()))
+                    .collect();
+                out.extend(entry_with(id, dn, &attrs));
+            }
+            out.extend(done(id, 0, &[]));
+            out
+        })
+    }
+
+    /// A group whose `member` comes in two ranges is read to the end and cached
+    /// whole under `member`; the controller's state comes from the root DSE and its
+    /// NTDS settings object.
+    #[tokio::test]
+    async fn a_ranged_member_attribute_is_cached_whole() {
+        let v = |s: &str| vec![s.as_bytes().to_vec()];
+        let answers = vec![
+            answer(vec![(
+                "",
+                vec![
+                    ("highestCommittedUSN", v("4003")),
+                    ("dsServiceName", v("CN=NTDS Settings,CN=DC1")),
+                    ("defaultNamingContext", v("dc=x")),
+                ],
+            )]),
+            answer(vec![(
+                "CN=NTDS Settings,CN=DC1",
+                vec![("invocationId", vec![vec![9; 16]])],
+            )]),
+            answer(vec![("uid=a,dc=x", vec![("objectGUID", vec![vec![1; 16]])])]),
+            answer(vec![(
+                "cn=g,dc=x",
+                vec![
+                    ("objectGUID", vec![vec![2; 16]]),
+                    ("member;range=0-0", v("uid=a,dc=x")),
+                ],
+            )]),
+            answer(vec![("cn=g,dc=x", vec![("member;range=1-1", v("uid=b,dc=x"))])]),
+            answer(vec![("cn=g,dc=x", vec![("member;range=2-*", v("uid=c,dc=x"))])]),
+        ];
+        let config = scripted(answers, true).await;
+        let mut session = Session::open(&config).await.expect("opens");
+        assert_eq!(
+            session.dc,
+            DcState {
+                usn: 4003,
+                invocation_id: "09090909-0909-0909-0909-090909090909".into(),
+                ds_service_name: "CN=NTDS Settings,CN=DC1".into(),
+                naming_context: "dc=x".into(),
+            }
+        );
+        let cache = session.full(&config).await.expect("reads");
+        session.close().await;
+        let group = &cache.groups["02020202-0202-0202-0202-020202020202"];
+        let member: Vec<&[u8]> = group
+            .values("member")
+            .expect("member")
+            .iter()
+            .map(Vec::as_slice)
+            .collect();
+        assert_eq!(member, [&b"uid=a,dc=x"[..], b"uid=b,dc=x", b"uid=c,dc=x"]);
+        assert!(group.attrs.iter().all(|(d, _)| !d.contains(';')), "{group:?}");
+        assert!(cache.users.contains_key("01010101-0101-0101-0101-010101010101"));
+    }
 
     fn changed(guid: &str, dn: &str, member_of: &[&str]) -> Changed {
         Changed {
