@@ -295,12 +295,12 @@ async fn watch_usn(
     poll: std::time::Duration,
     changed: impl Fn(),
 ) -> Result<(), LdapError> {
-    let mut session = usn::Session::open(config).await?;
-    let mut last = session.dc.usn;
+    let mut controller = usn::Controller::open(config).await?;
+    let mut last = controller.dc.usn;
     changed();
     let ended = loop {
         tokio::time::sleep(poll).await;
-        match session.highest_usn().await {
+        match controller.highest_usn().await {
             Ok(usn) if usn != last => {
                 last = usn;
                 changed();
@@ -309,7 +309,7 @@ async fn watch_usn(
             Err(e) => break e,
         }
     };
-    session.close().await;
+    controller.close().await;
     Err(ended)
 }
 

@@ -42,7 +42,7 @@ pub struct DcState {
     pub naming_context: String,
 }
 
-/// What changed since a USN, as the configured searches see it now.
+/// What changed since a USN, as the configured searches see it.
 #[derive(Debug, Default)]
 pub struct UsnChanges {
     /// Users to write (changed) and to remove (deleted: gone, or out of the search).
@@ -56,19 +56,19 @@ pub struct UsnChanges {
 /// An open, bound connection to a domain controller and its state when it was
 /// opened.
 #[derive(Debug)]
-pub struct Session {
+pub struct Controller {
     conn: Conn,
     pub dc: DcState,
     url: String,
 }
 
-impl Session {
+impl Controller {
     /// Connects, binds and reads the controller's state: the root DSE, then its
     /// NTDS settings object for the `invocationId`.
-    pub async fn open(config: &LdapConfig) -> Result<Session, LdapError> {
+    pub async fn open(config: &LdapConfig) -> Result<Controller, LdapError> {
         let mut conn = Conn::open(config).await?;
-        match Session::state(&mut conn, config).await {
-            Ok(dc) => Ok(Session {
+        match Controller::state(&mut conn, config).await {
+            Ok(dc) => Ok(Controller {
                 conn,
                 dc,
                 url: config.url.clone(),
@@ -100,7 +100,7 @@ impl Session {
         })
     }
 
-    /// The controller's `highestCommittedUSN` as it is now.
+    /// The controller's current `highestCommittedUSN`.
     pub async fn highest_usn(&mut self) -> Result<u64, LdapError> {
         Ok(root_dse(&mut self.conn, &self.url).await?.0)
     }
@@ -313,7 +313,7 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the session; a failure here changes nothing that was read.
+    /// Ends the connection; a failure here changes nothing that was read.
     pub async fn close(self) {
         self.conn.close().await;
     }
@@ -504,9 +504,9 @@ mod tests {
             answer(vec![("cn=g,dc=x", vec![("member;range=2-*", v("uid=c,dc=x"))])]),
         ];
         let config = scripted(answers, true).await;
-        let mut session = Session::open(&config).await.expect("opens");
+        let mut controller = Controller::open(&config).await.expect("opens");
         assert_eq!(
-            session.dc,
+            controller.dc,
             DcState {
                 usn: 4003,
                 invocation_id: "09090909-0909-0909-0909-090909090909".into(),
@@ -514,8 +514,8 @@ mod tests {
                 naming_context: "dc=x".into(),
             }
         );
-        let cache = session.full(&config).await.expect("reads");
-        session.close().await;
+        let cache = controller.full(&config).await.expect("reads");
+        controller.close().await;
         let group = &cache.groups["02020202-0202-0202-0202-020202020202"];
         let member: Vec<&[u8]> = group
             .values("member")

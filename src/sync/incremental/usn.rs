@@ -20,10 +20,10 @@ pub(super) async fn read(
     stored: Option<&token::Stored>,
     facts: Facts<'_>,
 ) -> Result<CachedRead, SyncError> {
-    let read = match usn::Session::open(config).await {
-        Ok(mut session) => {
-            let read = read_on(&mut session, store, config, stored, facts).await;
-            session.close().await;
+    let read = match usn::Controller::open(config).await {
+        Ok(mut controller) => {
+            let read = read_on(&mut controller, store, config, stored, facts).await;
+            controller.close().await;
             read
         }
         Err(e) => Err(SourceError::from(e).into()),
@@ -38,13 +38,13 @@ pub(super) async fn read(
 }
 
 async fn read_on(
-    session: &mut usn::Session,
+    controller: &mut usn::Controller,
     store: &Store,
     config: &LdapConfig,
     stored: Option<&token::Stored>,
     facts: Facts<'_>,
 ) -> Result<CachedRead, SyncError> {
-    let dc = &session.dc;
+    let dc = &controller.dc;
     let point = UsnPoint {
         usn: dc.usn,
         invocation_id: dc.invocation_id.clone(),
@@ -63,7 +63,7 @@ async fn read_on(
         }
         UsnRead::Full { reason } => {
             tracing::info!(reason, usn, "Reading every entry of the source.");
-            let cache = session.full(config).await.map_err(SourceError::from)?;
+            let cache = controller.full(config).await.map_err(SourceError::from)?;
             return Ok(CachedRead {
                 decision: Decision {
                     mode: ReadMode::Full,
@@ -77,7 +77,7 @@ async fn read_on(
         }
         UsnRead::Since(since) => since,
     };
-    let found = session
+    let found = controller
         .changed_since(config, since)
         .await
         .map_err(SourceError::from)?;
@@ -92,7 +92,7 @@ async fn read_on(
         });
     }
     let mut cache = store.source_entries().await?;
-    let changes = session
+    let changes = controller
         .changes(config, found, &cache)
         .await
         .map_err(SourceError::from)?;
