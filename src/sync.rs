@@ -337,10 +337,10 @@ pub async fn run(
         resync: opts.mode == Mode::Resync,
         full_read_every: config.full_read_every,
     };
-    // OpenLDAP is refreshed from its cookies first: only the refresh tells whether it
-    // changed. Active Directory is read in full.
+    // LDAP is read first: only the refresh from the stored cookies (OpenLDAP), or the
+    // domain controller's USN (Active Directory), tells whether it changed.
     let cached = match (&config.source, &store) {
-        (SourceConfig::Ldap(c), Some(s)) if !opts.dry_run && !c.domain_scope => {
+        (SourceConfig::Ldap(c), Some(s)) if !opts.dry_run => {
             match incremental::read(s, c, decided.as_ref(), facts).await {
                 Ok(r) => Some(r),
                 Err(e) => {

@@ -15,95 +15,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::slapd::fixture;
-
-const ADMIN_PASSWORD: &str = "Dirsync-Test-1";
-const STAFF: &str = "OU=Staff,DC=corp,DC=example,DC=com";
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Provisions a DC in `dir/dc`, LDAP only, simple binds allowed without TLS, and
-/// loads tests/fixtures/ad-samba.ldif. Returns sAMAccountName → objectGUID as Samba
-/// renders it.
-fn provision(dir: &Path) -> BTreeMap<String, String> {
-    let dc = dir.join("dc");
-    run(Command::new("samba-tool")
-        .args([
-            "domain",
-            "provision",
-            "--server-role=dc",
-            "--dns-backend=NONE",
-            "--use-rfc2307",
-        ])
-        .args(["--realm=CORP.EXAMPLE.COM", "--domain=CORP", "--host-name=dc1"])
-        .arg(format!("--adminpass={ADMIN_PASSWORD}"))
-        .arg(format!("--targetdir={}", dc.display())));
-    let conf = dc.join("etc/smb.conf");
-    let text = std::fs::read_to_string(&conf).expect("smb.conf");
-    let mut patched = String::new();
-    for line in text.lines() {
-        let key = line.trim_start().split('=').next().unwrap_or("").trim();
-        if [
-            "server services",
-            "log file",
-            "interfaces",
-            "bind interfaces only",
-        ]
-        .contains(&key)
-        {
-            continue;
-        }
-        patched.push_str(line);
-        patched.push('\n');
-        if line.trim() == "[global]" {
-            patched.push_str(&format!(
-                "\tserver services = ldap\n\tldap server require strong auth = no\n\
-                 \tinterfaces = lo\n\tbind interfaces only = yes\n\tlog file = {}/log.%m\n",
-                dir.display()
-            ));
-        }
-    }
-    std::fs::write(&conf, patched).expect("write smb.conf");
-
-    let sam = dc.join("private/sam.ldb");
-    std::fs::write(dir.join("data.ldif"), fixture("ad-samba.ldif")).expect("write ldif");
-    run(Command::new("ldbmodify")
-        .arg("-H")
-        .arg(&sam)
-        .arg(dir.join("data.ldif")));
-    let listing = run(Command::new("ldbsearch")
-        .arg("-H")
-        .arg(&sam)
-        .args(["-b", STAFF, "(|(objectClass=user)(objectClass=group))"])
-        .args(["sAMAccountName", "objectGUID"]));
-    let mut guids = BTreeMap::new();
-    for record in listing.split("\n\n") {
-        let field = |name: &str| {
-            record
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-                .map(str::to_owned)
-        };
-        if let (Some(name), Some(guid)) = (field("sAMAccountName"), field("objectGUID")) {
-            guids.insert(name, guid);
-        }
-    }
-    assert_eq!(guids.len(), 10, "{listing}");
-    guids
-}
+use common::samba::{STAFF, provision, run};
 
 fn config(dir: &Path, domain_scope: bool) -> String {
     format!(
@@ -146,7 +61,6 @@ fn active_directory_preset_against_a_samba_ad_dc() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let guids = provision(dir);
-    std::fs::write(dir.join("admin.pw"), ADMIN_PASSWORD).expect("write password");
     std::fs::write(dir.join("scoped.toml"), config(dir, true)).expect("write config");
     std::fs::write(dir.join("unscoped.toml"), config(dir, false)).expect("write config");
 

@@ -144,4 +144,18 @@ async fn watch_needs_a_directory_that_can_be_watched() {
         "{}",
         run.stderr
     );
+
+    env.write(
+        "dirsync.toml",
+        &(common::config_group_members("http://127.0.0.1:9", "") + "\n[daemon]\nwatch_poll = \"0s\"\n"),
+    );
+    let run = env
+        .run(&["check", "--offline"], &[("TEST_OFFICE_KEY", KEY)])
+        .await;
+    run.expect_code(5);
+    assert!(
+        run.stderr.contains("daemon.watch_poll") && run.stderr.contains("must be longer than zero"),
+        "{}",
+        run.stderr
+    );
 }

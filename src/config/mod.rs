@@ -84,6 +84,8 @@ pub(crate) struct DaemonConfig {
     /// Sync `debounce` after a change the directory reports (`watch = true`).
     pub(crate) watch: bool,
     pub(crate) debounce: Duration,
+    /// How often a watched Active Directory source's highest committed USN is read.
+    pub(crate) watch_poll: Duration,
 }
 
 #[derive(Debug)]
@@ -234,12 +236,14 @@ impl Ctx {
             targets.push(self.target(&name, target, &raw.safety)?);
         }
         let daemon = self.daemon(raw.daemon)?;
-        let watchable = matches!(&source, SourceConfig::Ldap(l) if !l.domain_scope);
-        if daemon.watch && !watchable {
+        if daemon.watch_poll.is_zero() {
+            return Err(self.invalid("daemon.watch_poll", "must be longer than zero"));
+        }
+        if daemon.watch && !matches!(&source, SourceConfig::Ldap(_)) {
             return Err(self.invalid(
                 "daemon.watch",
-                "needs an LDAP source whose server offers content synchronisation (OpenLDAP with \
-                 the syncprov overlay); Active Directory and CSV sources run on the schedule",
+                "needs an LDAP source: OpenLDAP with the syncprov overlay, or Active Directory; \
+                 CSV sources run on the schedule",
             ));
         }
         // The validated form: paths resolved against the config's directory, defaults
@@ -626,6 +630,11 @@ impl Ctx {
             )?,
             watch: raw.watch.unwrap_or(false),
             debounce: self.duration("daemon.debounce", raw.debounce.as_deref(), Duration::from_secs(2))?,
+            watch_poll: self.duration(
+                "daemon.watch_poll",
+                raw.watch_poll.as_deref(),
+                Duration::from_secs(5),
+            )?,
         })
     }
 

@@ -50,10 +50,13 @@ pub struct RawDaemon {
     pub listen: Option<String>,
     /// /healthz stays healthy this long after the last successful run.
     pub healthy_within: Option<String>,
-    /// Keep a content synchronisation search open and sync soon after a change.
+    /// Keep a content synchronisation search open (OpenLDAP), or poll the domain
+    /// controller's USN (Active Directory), and sync soon after a change.
     pub watch: Option<bool>,
     /// How long after the first change seen a watched sync starts (default 2s).
     pub debounce: Option<String>,
+    /// How often a watched Active Directory source's USN is polled (default 5s).
+    pub watch_poll: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

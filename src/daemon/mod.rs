@@ -217,8 +217,9 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
     Ok(())
 }
 
-/// Keeps a content synchronisation search open on the directory (with `daemon.watch`)
-/// and sends on `changed` for every change it reports. A watch that ends is opened
+/// Keeps a content synchronisation search open on the directory, or polls an Active
+/// Directory controller's USN every `daemon.watch_poll` (with `daemon.watch`), and
+/// sends on `changed` for every change it reports. A watch that ends is opened
 /// again after a backoff (1 s, doubling to a minute), and counts as a change: what
 /// happened while it was closed is not known.
 fn watch(config: &Config, changed: mpsc::UnboundedSender<()>) -> Option<tokio::task::JoinHandle<()>> {
@@ -229,13 +230,14 @@ fn watch(config: &Config, changed: mpsc::UnboundedSender<()>) -> Option<tokio::t
         return None;
     }
     let ldap = (**ldap).clone();
+    let poll = config.daemon.watch_poll;
     tracing::info!(url = %ldap.url, "Watching the directory for changes.");
     Some(tokio::spawn(async move {
         let mut backoff = Duration::from_secs(1);
         loop {
             let opened = Instant::now();
             let tx = changed.clone();
-            let ended = crate::source::ldap::watch(&ldap, move || {
+            let ended = crate::source::ldap::watch(&ldap, poll, move || {
                 let _ = tx.send(());
             })
             .await;

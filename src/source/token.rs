@@ -5,8 +5,10 @@
 //! CSV: each file's path, size, mtime and SHA-256. Size and mtime alone are not
 //! trusted (a copy can keep both), so an unchanged read still hashes every file; it
 //! never parses one. OpenLDAP: the content synchronisation cookies of the user and
-//! group searches; whether anything changed is known only after the refresh.
-//! `decide` and `decide_refresh` are pure: the caller gathers the stored state and now.
+//! group searches; whether anything changed is known only after the refresh. Active
+//! Directory: the domain controller's highest committed USN, invocationId and
+//! dsServiceName. `decide`, `decide_refresh` and `decide_usn` are pure: the caller
+//! gathers the stored state and now.
 
 use std::io::Read;
 use std::path::Path;
@@ -30,6 +32,18 @@ pub(crate) enum Token {
         users_cookie: StoredValue,
         groups_cookie: StoredValue,
     },
+    /// The Active Directory domain controller's USN when the last read began, and
+    /// which controller (and copy of its database) counted it.
+    #[serde(rename = "active_directory")]
+    ActiveDirectory(UsnPoint),
+}
+
+/// A domain controller's highest committed USN, and the controller that counted it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UsnPoint {
+    pub(crate) usn: u64,
+    pub(crate) invocation_id: String,
+    pub(crate) ds_service_name: String,
 }
 
 /// One CSV file as it was read.
@@ -276,6 +290,72 @@ pub(crate) fn decide_refresh(stored: Option<&Stored>, now: Facts<'_>) -> Refresh
     }
 }
 
+/// How an Active Directory source is read this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UsnRead {
+    /// The controller's USN is the stored one: nothing changed.
+    Unchanged,
+    /// Only the objects changed after this (stored) USN.
+    Since(u64),
+    /// Every entry, replacing the cache. Why, for the log and `dirsync status`.
+    Full { reason: String },
+}
+
+/// Chooses how an Active Directory source is read from the stored state and the
+/// domain controller's state (`dc`) as this run's first request found it. A USN
+/// from another controller, or from another copy of its database (a restore), or
+/// above the controller's own, is in doubt: everything is read.
+pub(crate) fn decide_usn(stored: Option<&Stored>, now: Facts<'_>, dc: &UsnPoint) -> UsnRead {
+    let full = |reason: String| UsnRead::Full { reason };
+    let Some(stored) = stored else {
+        return full("no earlier read is recorded".into());
+    };
+    if now.resync {
+        return full("a resync reads and plans everything".into());
+    }
+    if stored.kind != now.kind || stored.config_hash != now.config_hash {
+        return full("the source configuration changed".into());
+    }
+    if let Some(why) = &stored.force_full {
+        return full(format!("the last read failed: {why}"));
+    }
+    let Some(Token::ActiveDirectory(last)) = &stored.token else {
+        return full("no USN is stored".into());
+    };
+    if last.ds_service_name != dc.ds_service_name {
+        return full(format!(
+            "another domain controller answers ({}, the stored USN was counted by {})",
+            dc.ds_service_name, last.ds_service_name
+        ));
+    }
+    if last.invocation_id != dc.invocation_id {
+        return full(format!(
+            "the domain controller's invocationId changed ({} to {}): its database was restored",
+            last.invocation_id, dc.invocation_id
+        ));
+    }
+    if dc.usn < last.usn {
+        return full(format!(
+            "the domain controller's highest committed USN ({}) is below the stored one ({}): its database was restored",
+            dc.usn, last.usn
+        ));
+    }
+    match stored.since_full {
+        Some(age) if age <= now.full_read_every => {}
+        _ => {
+            return full(format!(
+                "the last full read is older than source.full_read_every ({})",
+                humantime::format_duration(now.full_read_every)
+            ));
+        }
+    }
+    if dc.usn == last.usn {
+        UsnRead::Unchanged
+    } else {
+        UsnRead::Since(last.usn)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,6 +569,121 @@ mod tests {
             "older than source.full_read_every (1h)",
         );
         check(Some(ldap(Some(cookies), None, None)), "h", false, "older than");
+    }
+
+    #[test]
+    fn usn_decisions() {
+        let point = |usn: u64, invocation_id: &str, ds: &str| UsnPoint {
+            usn,
+            invocation_id: invocation_id.into(),
+            ds_service_name: ds.into(),
+        };
+        let stored_at = |token: Option<Token>, since_full: Option<u64>, force_full: Option<&str>| Stored {
+            kind: "ldap".into(),
+            config_hash: "h".into(),
+            token,
+            generation: 3,
+            since_full: since_full.map(Duration::from_secs),
+            users: 1,
+            groups: 1,
+            force_full: force_full.map(Into::into),
+        };
+        let dc1 = Token::ActiveDirectory(point(4000, "i1", "CN=NTDS Settings,CN=DC1"));
+        let check =
+            |stored: Option<Stored>, config_hash: &str, resync: bool, now: UsnPoint, expected: &str| {
+                let facts = Facts {
+                    kind: "ldap",
+                    config_hash,
+                    token: None,
+                    resync,
+                    full_read_every: Duration::from_secs(3600),
+                };
+                match decide_usn(stored.as_ref(), facts, &now) {
+                    UsnRead::Unchanged => assert_eq!(expected, "unchanged"),
+                    UsnRead::Since(usn) => assert_eq!(expected, format!("since {usn}")),
+                    UsnRead::Full { reason } => assert!(reason.contains(expected), "{reason} / {expected}"),
+                }
+            };
+        let fresh = Some(60);
+        let same = || Some(stored_at(Some(dc1.clone()), fresh, None));
+        check(
+            same(),
+            "h",
+            false,
+            point(4000, "i1", "CN=NTDS Settings,CN=DC1"),
+            "unchanged",
+        );
+        check(
+            same(),
+            "h",
+            false,
+            point(4010, "i1", "CN=NTDS Settings,CN=DC1"),
+            "since 4000",
+        );
+        check(None, "h", false, point(4000, "i1", "x"), "no earlier read");
+        check(
+            same(),
+            "h",
+            true,
+            point(4000, "i1", "CN=NTDS Settings,CN=DC1"),
+            "resync",
+        );
+        check(
+            same(),
+            "other",
+            false,
+            point(4000, "i1", "CN=NTDS Settings,CN=DC1"),
+            "configuration changed",
+        );
+        check(
+            Some(stored_at(Some(dc1.clone()), fresh, Some("lost"))),
+            "h",
+            false,
+            point(4000, "i1", "CN=NTDS Settings,CN=DC1"),
+            "the last read failed: lost",
+        );
+        check(
+            same(),
+            "h",
+            false,
+            point(4000, "i1", "CN=NTDS Settings,CN=DC2"),
+            "another domain controller answers (CN=NTDS Settings,CN=DC2",
+        );
+        check(
+            same(),
+            "h",
+            false,
+            point(4000, "i2", "CN=NTDS Settings,CN=DC1"),
+            "invocationId changed (i1 to i2)",
+        );
+        check(
+            same(),
+            "h",
+            false,
+            point(3999, "i1", "CN=NTDS Settings,CN=DC1"),
+            "highest committed USN (3999) is below the stored one (4000)",
+        );
+        check(
+            Some(stored_at(Some(dc1.clone()), Some(7200), None)),
+            "h",
+            false,
+            point(4000, "i1", "CN=NTDS Settings,CN=DC1"),
+            "older than source.full_read_every (1h)",
+        );
+        check(
+            Some(stored_at(None, fresh, None)),
+            "h",
+            false,
+            point(4000, "i1", "CN=NTDS Settings,CN=DC1"),
+            "no USN is stored",
+        );
+        let json = serde_json::to_value(&dc1).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "active_directory", "usn": 4000, "invocation_id": "i1",
+                "ds_service_name": "CN=NTDS Settings,CN=DC1"})
+        );
+        assert_eq!(serde_json::from_value::<Token>(json).expect("parses"), dc1);
     }
 
     #[test]

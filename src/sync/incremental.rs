@@ -7,6 +7,11 @@
 //! every entry and replaces the cache. A server without content synchronisation, or
 //! a bind identity whose size limit stops an unpaged refresh, is read in full
 //! through paged searches and no cache is kept.
+//!
+//! An Active Directory source (`domain_scope`) is read through its update sequence
+//! numbers instead (`usn`): the controller's highest committed USN against the
+//! stored one, then the objects changed since, read again through the configured
+//! searches. Its answer takes the same shape, so the rest of the run is the same.
 
 use crate::config::SourceConfig;
 use crate::source::ldap::cache::{Cache, Delta, Kind};
@@ -16,6 +21,8 @@ use crate::source::{self, SourceError};
 use crate::store::{EntryWrite, Store};
 
 use super::SyncError;
+
+mod usn;
 
 /// Where the directory of this run comes from.
 #[derive(Debug)]
@@ -80,6 +87,9 @@ pub(super) async fn read(
     stored: Option<&token::Stored>,
     facts: Facts<'_>,
 ) -> Result<CachedRead, SyncError> {
+    if config.domain_scope {
+        return usn::read(store, config, stored, facts).await;
+    }
     let cookies = match token::decide_refresh(stored, facts) {
         token::Refresh::WithCookies { users, groups } => (users, groups),
         token::Refresh::Full { reason } => return full_refresh(config, reason).await,

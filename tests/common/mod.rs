@@ -9,6 +9,7 @@ pub mod adminuser_group;
 pub mod faults;
 pub mod group_members;
 pub mod mock;
+pub mod samba;
 pub mod security_group_users;
 pub mod slapd;
 pub mod usergroup_v2;

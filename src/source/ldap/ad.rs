@@ -51,6 +51,36 @@ pub fn guid(bytes: &[u8]) -> Result<String, DataProblem> {
     ))
 }
 
+/// The 16 bytes of a GUID from its canonical string ([`guid`]'s inverse), or `None`
+/// when `text` is not one.
+pub fn guid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || text.len() != 36 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    for (i, byte) in b.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    // The first three fields are stored little-endian.
+    b[..4].reverse();
+    b[4..6].reverse();
+    b[6..8].reverse();
+    Some(b)
+}
+
+/// An equality filter on `objectGUID` for a GUID's bytes: every byte escaped
+/// (RFC 4515), as a binary value must be.
+pub fn guid_filter(bytes: &[u8; 16]) -> String {
+    let mut f = String::with_capacity(16 * 3 + 14);
+    f.push_str("(objectGUID=");
+    for b in bytes {
+        f.push_str(&format!("\\{b:02x}"));
+    }
+    f.push(')');
+    f
+}
+
 /// The string form of a binary SID (MS-DTYP 2.4.2.2): revision, a 48-bit big-endian
 /// identifier authority, then little-endian 32-bit sub-authorities.
 pub fn sid(bytes: &[u8]) -> Result<String, DataProblem> {
@@ -141,6 +171,14 @@ mod tests {
             Ok("01234567-89ab-cdef-0123-456789abcdef")
         );
         assert!(guid(&bytes[..15]).is_err());
+        assert_eq!(guid_bytes("01234567-89ab-cdef-0123-456789abcdef"), Some(bytes));
+        assert_eq!(guid_bytes("01234567-89AB-CDEF-0123-456789ABCDEF"), Some(bytes));
+        assert_eq!(guid_bytes("0123456789abcdef0123456789abcdef"), None);
+        assert_eq!(guid_bytes("01234567-89ab-cdef-0123-456789abcdeg"), None);
+        assert_eq!(
+            guid_filter(&bytes),
+            "(objectGUID=\\67\\45\\23\\01\\ab\\89\\ef\\cd\\01\\23\\45\\67\\89\\ab\\cd\\ef)"
+        );
         assert_eq!(binary_kind("objectGUID"), Some(Binary::Guid));
         assert_eq!(binary_kind("OBJECTSID"), Some(Binary::Sid));
         assert_eq!(binary_kind("mail"), None);

@@ -36,6 +36,9 @@ use super::error::{
 /// LDAP_SERVER_DOMAIN_SCOPE_OID: no continuation references to other partitions.
 const DOMAIN_SCOPE_OID: &str = "1.2.840.113556.1.4.1339";
 
+/// LDAP_SERVER_SHOW_DELETED_OID: deleted objects (tombstones) among the entries.
+pub const SHOW_DELETED_OID: &str = "1.2.840.113556.1.4.417";
+
 /// The name of RFC 4533's Sync Info intermediate response.
 const SYNC_INFO_OID: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 /// The content synchronisation request control (RFC 4533), as the root DSE lists it.
@@ -184,13 +187,25 @@ impl Conn {
         search: &Search,
         attrs: &[String],
         mode: SearchMode,
+        each: impl FnMut(&Entry) -> Result<(), LdapError>,
+    ) -> Result<SearchStats, LdapError> {
+        self.search_with(search, attrs, mode, Vec::new(), each).await
+    }
+
+    /// [`Conn::search`] with more request controls (Active Directory's show-deleted).
+    pub async fn search_with(
+        &mut self,
+        search: &Search,
+        attrs: &[String],
+        mode: SearchMode,
+        controls: Vec<RawControl>,
         mut each: impl FnMut(&Entry) -> Result<(), LdapError>,
     ) -> Result<SearchStats, LdapError> {
         let each = |item: Item<'_>| match item {
             Item::Entry(e, _) => each(e),
             Item::Intermediate(_) => Ok(()),
         };
-        let (stats, res) = self.stream(search, attrs, mode, Vec::new(), each).await?;
+        let (stats, res) = self.stream(search, attrs, mode, controls, each).await?;
         if res.rc != rc::SUCCESS {
             let reason = SearchFailure::from_result(&res, mode.page_size > 0, stats.pages <= 1);
             return Err(self.search_error(search, reason));
@@ -829,14 +844,14 @@ impl<'a> Adapter<'a, String, Vec<String>> for PageCheck {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::source::ldap::config::RawLdap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// BER type, length (definite, short or long form) and contents.
-    fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
+    pub(crate) fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
         let mut out = vec![tag];
         let len = contents.len();
         if len < 0x80 {
@@ -850,12 +865,12 @@ mod tests {
         out
     }
 
-    fn octets(b: &[u8]) -> Vec<u8> {
+    pub(crate) fn octets(b: &[u8]) -> Vec<u8> {
         tlv(0x04, b)
     }
 
     /// An LDAPMessage: message ID, protocol operation, controls.
-    fn message(id: i32, op: Vec<u8>, controls: &[Vec<u8>]) -> Vec<u8> {
+    pub(crate) fn message(id: i32, op: Vec<u8>, controls: &[Vec<u8>]) -> Vec<u8> {
         let mut body = tlv(0x02, &[id as u8]);
         body.extend(op);
         if !controls.is_empty() {
@@ -876,12 +891,28 @@ mod tests {
         )
     }
 
+    /// A search result entry with these attributes and values.
+    pub(crate) fn entry_with(id: i32, dn: &str, attrs: &[(&str, &[&[u8]])]) -> Vec<u8> {
+        let attrs: Vec<u8> = attrs
+            .iter()
+            .flat_map(|(name, values)| {
+                let values: Vec<u8> = values.iter().flat_map(|v| octets(v)).collect();
+                tlv(0x30, &[octets(name.as_bytes()), tlv(0x31, &values)].concat())
+            })
+            .collect();
+        message(
+            id,
+            tlv(0x64, &[octets(dn.as_bytes()), tlv(0x30, &attrs)].concat()),
+            &[],
+        )
+    }
+
     fn entry(id: i32, dn: &[u8]) -> Vec<u8> {
         let attr = tlv(0x30, &[octets(b"uid"), tlv(0x31, &octets(b"x"))].concat());
         message(id, tlv(0x64, &[octets(dn), tlv(0x30, &attr)].concat()), &[])
     }
 
-    fn done(id: i32, rc: u8, controls: &[Vec<u8>]) -> Vec<u8> {
+    pub(crate) fn done(id: i32, rc: u8, controls: &[Vec<u8>]) -> Vec<u8> {
         let result = [tlv(0x0a, &[rc]), octets(b""), octets(b"")].concat();
         message(id, tlv(0x65, &result), controls)
     }
@@ -898,12 +929,12 @@ mod tests {
     }
 
     /// The bytes that answer a request with this message ID.
-    type Answer = Box<dyn Fn(i32) -> Vec<u8> + Send>;
+    pub(crate) type Answer = Box<dyn Fn(i32) -> Vec<u8> + Send>;
 
     /// A server that answers the bind, then each search request it reads with the
     /// next scripted answer; when the script ends it stays silent, or closes the
     /// connection without `hold`. Enough to reach what slapd never sends.
-    async fn scripted(answers: Vec<Answer>, hold: bool) -> LdapConfig {
+    pub(crate) async fn scripted(answers: Vec<Answer>, hold: bool) -> LdapConfig {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         tokio::spawn(async move {

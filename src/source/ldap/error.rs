@@ -252,6 +252,10 @@ pub enum SearchFailure {
     /// everything.
     #[error("the server's content synchronisation answer holds {what}")]
     BadSync { what: &'static str },
+    /// An Active Directory answer that the USN read cannot use; the next run reads
+    /// everything.
+    #[error("the domain controller's answer holds {what}")]
+    BadUsn { what: &'static str },
     #[error("the filter is not valid")]
     BadFilter,
     #[error("no answer within {} (`timeout`) after {entries} entries", within(.after))]

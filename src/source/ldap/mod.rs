@@ -16,6 +16,7 @@
 //! - `ad`: pure; objectGUID, objectSid, userAccountControl, `member;range=…`.
 //! - `dn`: pure; DNs normalized for comparison.
 //! - `filter`: pure; RFC 4515 filter checks (ldap3's).
+//! - `usn`: Active Directory read by `uSNChanged`, entries keyed by objectGUID.
 //!
 //! Architecture Invariant: `read` returns the whole directory or an error. A bind
 //! failure, a lost connection, a timeout, a size or time limit, a referral, a failed
@@ -31,6 +32,7 @@ mod entry;
 mod error;
 pub(crate) mod filter;
 pub(crate) mod nested;
+pub(crate) mod usn;
 
 use crate::model::Directory;
 
@@ -265,15 +267,50 @@ pub async fn offers_content_sync(config: &LdapConfig) -> Result<Option<bool>, Ld
 }
 
 /// Watches the user and group searches for changes (RFC 4533 `refreshAndPersist`,
-/// one connection each) and calls `changed` for each change the server reports.
-/// Returns only with the error that ended a watch.
-pub async fn watch(config: &LdapConfig, changed: impl Fn() + Clone + Send) -> Result<(), LdapError> {
+/// one connection each) and calls `changed` for each change the server reports; an
+/// Active Directory source (`domain_scope`) is watched by reading its domain
+/// controller's highest committed USN every `poll`. Returns only with the error
+/// that ended a watch.
+pub async fn watch(
+    config: &LdapConfig,
+    poll: std::time::Duration,
+    changed: impl Fn() + Clone + Send,
+) -> Result<(), LdapError> {
+    if config.domain_scope {
+        return watch_usn(config, poll, changed).await;
+    }
     let (users, groups) = (changed.clone(), changed);
     tokio::try_join!(
         watch_one(config, &config.users.search, users),
         watch_one(config, &config.groups.search, groups),
     )
     .map(|_| ())
+}
+
+/// Reads the domain controller's highest committed USN every `poll` on one
+/// connection, and calls `changed` when it moved, and once when the watch is
+/// open: what changed before is not known.
+async fn watch_usn(
+    config: &LdapConfig,
+    poll: std::time::Duration,
+    changed: impl Fn(),
+) -> Result<(), LdapError> {
+    let mut controller = usn::Controller::open(config).await?;
+    let mut last = controller.dc.usn;
+    changed();
+    let ended = loop {
+        tokio::time::sleep(poll).await;
+        match controller.highest_usn().await {
+            Ok(usn) if usn != last => {
+                last = usn;
+                changed();
+            }
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    controller.close().await;
+    Err(ended)
 }
 
 async fn watch_one(

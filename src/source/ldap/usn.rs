@@ -1,0 +1,611 @@
+//! Active Directory read through its update sequence numbers: the domain
+//! controller's `highestCommittedUSN` says whether anything changed, a search for
+//! `uSNChanged` above the stored USN (with tombstones, through the show-deleted
+//! control) names what did, and the configured searches read those objects again
+//! by objectGUID. The entries are keyed by objectGUID in the entry cache.
+//!
+//! Which controller answered, and which copy of its database, is its
+//! `dsServiceName` and `invocationId`: a USN means something only to the copy that
+//! counted it, so the caller compares both before trusting a stored USN.
+//!
+//! A group's `member` values name its members by DN as they were when the group
+//! was read; a member renamed, moved or deleted later leaves the group's
+//! `uSNChanged` as it was. So the groups that list a renamed, moved or returning
+//! object (its `memberOf`), and the cached groups that name a deleted one, are read
+//! again with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ldap3::controls::RawControl;
+
+use super::cache::Cache;
+use super::config::{LdapConfig, Scope, Search};
+use super::conn::{Conn, Refresh, SHOW_DELETED_OID, SearchMode};
+use super::entry::Entry;
+use super::error::{DataProblem, LdapError, RangeStop, SearchFailure};
+use super::{ad, dn};
+
+/// Object GUIDs per re-read search: short enough for any server's filter limits.
+const GUIDS_PER_SEARCH: usize = 100;
+
+/// Which domain controller answers, which copy of its database, and how far its
+/// changes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DcState {
+    /// `highestCommittedUSN` of the root DSE when the read began.
+    pub usn: u64,
+    /// The controller's `invocationId` (a GUID); a restored database gets a new one.
+    pub invocation_id: String,
+    /// The DN of the controller's NTDS settings object.
+    pub ds_service_name: String,
+    /// `defaultNamingContext`: where the search for changes starts.
+    pub naming_context: String,
+}
+
+/// What changed since a USN, as the configured searches see it.
+#[derive(Debug, Default)]
+pub struct UsnChanges {
+    /// Users to write (changed) and to remove (deleted: gone, or out of the search).
+    pub users: Refresh,
+    pub groups: Refresh,
+    /// Objects whose `uSNChanged` moved, tombstones included.
+    pub changed: usize,
+    pub tombstones: usize,
+}
+
+/// An open, bound connection to a domain controller and its state when it was
+/// opened.
+#[derive(Debug)]
+pub struct Controller {
+    conn: Conn,
+    pub dc: DcState,
+    url: String,
+}
+
+impl Controller {
+    /// Connects, binds and reads the controller's state: the root DSE, then its
+    /// NTDS settings object for the `invocationId`.
+    pub async fn open(config: &LdapConfig) -> Result<Controller, LdapError> {
+        let mut conn = Conn::open(config).await?;
+        match Controller::state(&mut conn, config).await {
+            Ok(dc) => Ok(Controller {
+                conn,
+                dc,
+                url: config.url.clone(),
+            }),
+            Err(e) => {
+                conn.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn state(conn: &mut Conn, config: &LdapConfig) -> Result<DcState, LdapError> {
+        conn.bind(&config.bind).await?;
+        let (usn, ds_service_name, naming_context) = root_dse(conn, &config.url).await?;
+        let settings = conn
+            .read_entry(&ds_service_name, &["invocationId".to_owned()])
+            .await?;
+        let invocation_id = settings
+            .as_ref()
+            .and_then(|e| e.values("invocationId"))
+            .and_then(|v| v.first())
+            .and_then(|b| ad::guid(b).ok())
+            .ok_or_else(|| bad(&config.url, &ds_service_name, "no invocationId of 16 bytes"))?;
+        Ok(DcState {
+            usn,
+            invocation_id,
+            ds_service_name,
+            naming_context,
+        })
+    }
+
+    /// The controller's current `highestCommittedUSN`.
+    pub async fn highest_usn(&mut self) -> Result<u64, LdapError> {
+        Ok(root_dse(&mut self.conn, &self.url).await?.0)
+    }
+
+    /// Every entry of the user and group searches, keyed by objectGUID, with each
+    /// ranged `member` attribute read to its end.
+    pub async fn full(&mut self, config: &LdapConfig) -> Result<Cache, LdapError> {
+        let users = self.read(config, Kind::Users, None).await?;
+        let groups = self.read(config, Kind::Groups, None).await?;
+        Ok(Cache {
+            users: users.into_iter().collect(),
+            groups: groups.into_iter().collect(),
+        })
+    }
+
+    /// The users and groups (of the whole domain) whose `uSNChanged` is above
+    /// `since`, the USN stored by the last read, tombstones included.
+    pub async fn changed_since(&mut self, config: &LdapConfig, since: u64) -> Result<Found, LdapError> {
+        let search = Search {
+            base_dn: self.dc.naming_context.clone(),
+            scope: Scope::Sub,
+            filter: format!(
+                "(&(|(objectClass=user)(objectClass=group))(uSNChanged>={}))",
+                since.saturating_add(1)
+            ),
+        };
+        let attrs = ["objectGUID", "isDeleted", "memberOf"].map(str::to_owned);
+        // Always scoped to the domain: at the naming context's root a controller
+        // refers to its other partitions otherwise.
+        let mode = SearchMode {
+            page_size: config.page_size,
+            domain_scope: true,
+        };
+        let show_deleted = RawControl {
+            ctype: SHOW_DELETED_OID.to_owned(),
+            crit: true,
+            val: None,
+        };
+        let mut live: Vec<Changed> = Vec::new();
+        let mut tombstones = BTreeSet::new();
+        let url = self.url.clone();
+        self.conn
+            .search_with(&search, &attrs, mode, vec![show_deleted], |e| {
+                let guid = entry_guid(e)
+                    .ok_or_else(|| bad(&url, &e.dn, "an entry without an objectGUID of 16 bytes"))?;
+                let deleted = e
+                    .values("isDeleted")
+                    .and_then(|v| v.first())
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"));
+                if deleted {
+                    tombstones.insert(guid);
+                } else {
+                    let member_of = e
+                        .values("memberOf")
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|v| dn::normalize(&String::from_utf8_lossy(v)))
+                        .collect();
+                    live.push(Changed {
+                        guid,
+                        dn: e.dn.clone(),
+                        member_of,
+                    });
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(Found { live, tombstones })
+    }
+
+    /// What `found` changed against the entries of `cache`: each object read again
+    /// through the configured searches; what they no longer return, and every
+    /// tombstone, is removed.
+    pub async fn changes(
+        &mut self,
+        config: &LdapConfig,
+        found: Found,
+        cache: &Cache,
+    ) -> Result<UsnChanges, LdapError> {
+        let Found { live, tombstones } = found;
+        let changed = live.len() + tombstones.len();
+        let mut again: BTreeSet<String> = live.iter().map(|c| c.guid.clone()).collect();
+        again.extend(groups_naming_moved(cache, &live));
+        again.extend(groups_naming_deleted(cache, &tombstones, &config.groups.members));
+        let users = self.read(config, Kind::Users, Some(&again)).await?;
+        let groups = self.read(config, Kind::Groups, Some(&again)).await?;
+        let gone = |found: &BTreeMap<String, Entry>| -> BTreeSet<String> {
+            again
+                .iter()
+                .chain(&tombstones)
+                .filter(|g| !found.contains_key(*g))
+                .cloned()
+                .collect()
+        };
+        let (users_gone, groups_gone) = (gone(&users), gone(&groups));
+        Ok(UsnChanges {
+            users: Refresh {
+                changed: users.into_iter().collect(),
+                deleted: users_gone,
+                ..Refresh::default()
+            },
+            groups: Refresh {
+                changed: groups.into_iter().collect(),
+                deleted: groups_gone,
+                ..Refresh::default()
+            },
+            changed,
+            tombstones: tombstones.len(),
+        })
+    }
+
+    /// The entries of one configured search, keyed by objectGUID: all of them, or
+    /// only those of `guids` (in chunks, each ANDed with the search's filter).
+    async fn read(
+        &mut self,
+        config: &LdapConfig,
+        kind: Kind,
+        guids: Option<&BTreeSet<String>>,
+    ) -> Result<BTreeMap<String, Entry>, LdapError> {
+        let (search, mut attrs, members) = match kind {
+            Kind::Users => {
+                let uid = config.groups.member_uid_attribute.as_deref();
+                (&config.users.search, config.users.attributes(uid), &[][..])
+            }
+            Kind::Groups => (
+                &config.groups.search,
+                config.groups.attributes(),
+                config.groups.members.as_slice(),
+            ),
+        };
+        if !attrs.iter().any(|a| a.eq_ignore_ascii_case("objectGUID")) {
+            attrs.push("objectGUID".to_owned());
+        }
+        let mode = SearchMode {
+            page_size: config.page_size,
+            domain_scope: config.domain_scope,
+        };
+        let filters: Vec<String> = match guids {
+            None => vec![search.filter.clone()],
+            Some(guids) => {
+                let parts: Vec<String> = guids
+                    .iter()
+                    .filter_map(|g| ad::guid_bytes(g))
+                    .map(|b| ad::guid_filter(&b))
+                    .collect();
+                parts
+                    .chunks(GUIDS_PER_SEARCH)
+                    .map(|chunk| format!("(&{}(|{}))", search.filter, chunk.concat()))
+                    .collect()
+            }
+        };
+        let mut found = BTreeMap::new();
+        let url = self.url.clone();
+        for filter in filters {
+            let search = Search {
+                filter,
+                ..search.clone()
+            };
+            self.conn
+                .search(&search, &attrs, mode, |e| {
+                    let guid = entry_guid(e)
+                        .ok_or_else(|| bad(&url, &e.dn, "an entry without an objectGUID of 16 bytes"))?;
+                    found.insert(guid, e.clone());
+                    Ok(())
+                })
+                .await?;
+        }
+        for e in found.values_mut() {
+            for attr in members {
+                self.complete_range(e, attr).await?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Reads the rest of a ranged attribute (`member;range=0-1499`) and keeps every
+    /// value under the attribute's own name, so a cached entry is whole.
+    async fn complete_range(&mut self, e: &mut Entry, attribute: &str) -> Result<(), LdapError> {
+        let Some((at, range)) = e
+            .attrs
+            .iter()
+            .enumerate()
+            .find_map(|(i, (desc, _))| ad::parse_range(desc, attribute).map(|r| (i, r)))
+        else {
+            return Ok(());
+        };
+        let mut values = std::mem::take(&mut e.attrs[at].1);
+        let mut next = range.next_request(attribute);
+        while let Some(request) = next {
+            let stopped = |why| LdapError::Data {
+                url: self.url.clone(),
+                dn: e.dn.clone(),
+                attribute: Some(request.clone()),
+                problem: DataProblem::RangeStopped(why),
+            };
+            let answer = self
+                .conn
+                .read_entry(&e.dn, std::slice::from_ref(&request))
+                .await?
+                .ok_or_else(|| stopped(RangeStop::NoEntry))?;
+            let (range, more) = answer
+                .attrs
+                .into_iter()
+                .find_map(|(desc, v)| ad::parse_range(&desc, attribute).map(|r| (r, v)))
+                .ok_or_else(|| stopped(RangeStop::NoValues))?;
+            values.extend(more);
+            next = range.next_request(attribute);
+        }
+        e.attrs[at] = (attribute.to_owned(), values);
+        Ok(())
+    }
+
+    /// Ends the connection; a failure here changes nothing that was read.
+    pub async fn close(self) {
+        self.conn.close().await;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Users,
+    Groups,
+}
+
+/// The objects whose `uSNChanged` moved.
+#[derive(Debug, Default)]
+pub struct Found {
+    live: Vec<Changed>,
+    /// Deleted objects, by objectGUID.
+    tombstones: BTreeSet<String>,
+}
+
+impl Found {
+    /// No user or group changed: the USN moved for other objects only.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.tombstones.is_empty()
+    }
+}
+
+/// An object whose `uSNChanged` moved and that is not deleted.
+#[derive(Debug)]
+struct Changed {
+    guid: String,
+    dn: String,
+    /// Normalized DNs of the groups that list it.
+    member_of: Vec<String>,
+}
+
+/// The cached groups whose `member` values name an object by a DN it no longer
+/// has: the groups (`memberOf`) of every changed object that the cache holds under
+/// another DN, or does not hold (new, or back in the searches).
+fn groups_naming_moved(cache: &Cache, changed: &[Changed]) -> BTreeSet<String> {
+    let moved: Vec<&Changed> = changed
+        .iter()
+        .filter(|c| {
+            let cached = cache.users.get(&c.guid).or_else(|| cache.groups.get(&c.guid));
+            cached.is_none_or(|e| dn::normalize(&e.dn) != dn::normalize(&c.dn))
+        })
+        .filter(|c| !c.member_of.is_empty())
+        .collect();
+    if moved.is_empty() {
+        return BTreeSet::new();
+    }
+    let by_dn: BTreeMap<String, &String> = cache
+        .groups
+        .iter()
+        .map(|(guid, e)| (dn::normalize(&e.dn), guid))
+        .collect();
+    moved
+        .iter()
+        .flat_map(|c| &c.member_of)
+        .filter_map(|group| by_dn.get(group).map(|g| (*g).clone()))
+        .collect()
+}
+
+/// The cached groups whose `member` values name a deleted object: a controller
+/// removes a deleted object's links without moving the groups' `uSNChanged`, so
+/// the cache would keep naming it, and its DN, if used again, would name another.
+fn groups_naming_deleted(
+    cache: &Cache,
+    tombstones: &BTreeSet<String>,
+    members: &[String],
+) -> BTreeSet<String> {
+    let gone: BTreeSet<String> = tombstones
+        .iter()
+        .filter_map(|g| cache.users.get(g).or_else(|| cache.groups.get(g)))
+        .map(|e| dn::normalize(&e.dn))
+        .collect();
+    if gone.is_empty() {
+        return BTreeSet::new();
+    }
+    cache
+        .groups
+        .iter()
+        .filter(|(_, e)| {
+            members.iter().any(|attr| {
+                e.values(attr)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|v| gone.contains(&dn::normalize(&String::from_utf8_lossy(v))))
+            })
+        })
+        .map(|(guid, _)| guid.clone())
+        .collect()
+}
+
+/// Reads the root DSE: `highestCommittedUSN` (given only when asked for by name),
+/// `dsServiceName` and `defaultNamingContext`.
+async fn root_dse(conn: &mut Conn, url: &str) -> Result<(u64, String, String), LdapError> {
+    let attrs = ["highestCommittedUSN", "dsServiceName", "defaultNamingContext"].map(str::to_owned);
+    let root = conn.read_entry("", &attrs).await?;
+    let text = |name: &str| {
+        root.as_ref()
+            .and_then(|e| e.values(name))
+            .and_then(|v| v.first())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    let usn = text("highestCommittedUSN")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad(url, "", "no highestCommittedUSN in the root DSE"))?;
+    let service = text("dsServiceName").ok_or_else(|| bad(url, "", "no dsServiceName in the root DSE"))?;
+    let naming_context = text("defaultNamingContext")
+        .ok_or_else(|| bad(url, "", "no defaultNamingContext in the root DSE"))?;
+    Ok((usn, service, naming_context))
+}
+
+fn entry_guid(e: &Entry) -> Option<String> {
+    e.values("objectGUID")
+        .and_then(|v| v.first())
+        .and_then(|b| ad::guid(b).ok())
+}
+
+fn bad(url: &str, base: &str, what: &'static str) -> LdapError {
+    LdapError::Search {
+        url: url.to_owned(),
+        base: base.to_owned(),
+        filter: "(objectClass=*)".to_owned(),
+        reason: SearchFailure::BadUsn { what },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ldap::conn::tests::{Answer, done, entry_with, scripted};
+    use crate::source::ldap::entry::tests::entry;
+
+    /// Attribute names and values of one scripted entry.
+    type Attrs = Vec<(&'static str, Vec<Vec<u8>>)>;
+
+    /// One search's answer: these entries (DN, attributes), then success.
+    fn answer(entries: Vec<(&'static str, Attrs)>) -> Answer {
+        Box::new(move |id| {
+            let mut out = Vec::new();
+            for (dn, attrs) in &entries {
+                let values: Vec<Vec<&[u8]>> = attrs
+                    .iter()
+                    .map(|(_, v)| v.iter().map(Vec::as_slice).collect())
+                    .collect();
+                let attrs: Vec<(&str, &[&[u8]])> = attrs
+                    .iter()
+                    .zip(&values)
+                    .map(|((name, _), v)| (*name, v.as_slice()))
+                    .collect();
+                out.extend(entry_with(id, dn, &attrs));
+            }
+            out.extend(done(id, 0, &[]));
+            out
+        })
+    }
+
+    /// A group whose `member` comes in two ranges is read to the end and cached
+    /// whole under `member`; the controller's state comes from the root DSE and its
+    /// NTDS settings object.
+    #[tokio::test]
+    async fn a_ranged_member_attribute_is_cached_whole() {
+        let v = |s: &str| vec![s.as_bytes().to_vec()];
+        let answers = vec![
+            answer(vec![(
+                "",
+                vec![
+                    ("highestCommittedUSN", v("4003")),
+                    ("dsServiceName", v("CN=NTDS Settings,CN=DC1")),
+                    ("defaultNamingContext", v("dc=x")),
+                ],
+            )]),
+            answer(vec![(
+                "CN=NTDS Settings,CN=DC1",
+                vec![("invocationId", vec![vec![9; 16]])],
+            )]),
+            answer(vec![("uid=a,dc=x", vec![("objectGUID", vec![vec![1; 16]])])]),
+            answer(vec![(
+                "cn=g,dc=x",
+                vec![
+                    ("objectGUID", vec![vec![2; 16]]),
+                    ("member;range=0-0", v("uid=a,dc=x")),
+                ],
+            )]),
+            answer(vec![("cn=g,dc=x", vec![("member;range=1-1", v("uid=b,dc=x"))])]),
+            answer(vec![("cn=g,dc=x", vec![("member;range=2-*", v("uid=c,dc=x"))])]),
+        ];
+        let config = scripted(answers, true).await;
+        let mut controller = Controller::open(&config).await.expect("opens");
+        assert_eq!(
+            controller.dc,
+            DcState {
+                usn: 4003,
+                invocation_id: "09090909-0909-0909-0909-090909090909".into(),
+                ds_service_name: "CN=NTDS Settings,CN=DC1".into(),
+                naming_context: "dc=x".into(),
+            }
+        );
+        let cache = controller.full(&config).await.expect("reads");
+        controller.close().await;
+        let group = &cache.groups["02020202-0202-0202-0202-020202020202"];
+        let member: Vec<&[u8]> = group
+            .values("member")
+            .expect("member")
+            .iter()
+            .map(Vec::as_slice)
+            .collect();
+        assert_eq!(member, [&b"uid=a,dc=x"[..], b"uid=b,dc=x", b"uid=c,dc=x"]);
+        assert!(group.attrs.iter().all(|(d, _)| !d.contains(';')), "{group:?}");
+        assert!(cache.users.contains_key("01010101-0101-0101-0101-010101010101"));
+    }
+
+    fn changed(guid: &str, dn: &str, member_of: &[&str]) -> Changed {
+        Changed {
+            guid: guid.to_owned(),
+            dn: dn.to_owned(),
+            member_of: member_of.iter().map(|d| dn::normalize(d)).collect(),
+        }
+    }
+
+    /// The groups read again with a changed object: only those listing an object
+    /// whose DN moved, or that the cache does not hold, and only cached groups.
+    #[test]
+    fn groups_that_name_a_moved_object_are_read_again() {
+        let cache = Cache {
+            users: [("u1", "CN=Ann,OU=Staff,DC=x"), ("u2", "CN=Bob,OU=Staff,DC=x")]
+                .into_iter()
+                .map(|(g, d)| (g.to_owned(), entry(d, &[])))
+                .collect(),
+            groups: [("g1", "CN=Eng,OU=Groups,DC=x"), ("g2", "CN=Ops,OU=Groups,DC=x")]
+                .into_iter()
+                .map(|(g, d)| (g.to_owned(), entry(d, &[])))
+                .collect(),
+        };
+        let check = |changes: &[Changed], want: &[&str]| {
+            let got = groups_naming_moved(&cache, changes);
+            let want: BTreeSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
+            assert_eq!(got, want, "{changes:?}");
+        };
+        // Same DN (case aside): an attribute change, nothing more to read.
+        check(
+            &[changed("u1", "cn=ann,ou=staff,dc=x", &["CN=Eng,OU=Groups,DC=x"])],
+            &[],
+        );
+        // Renamed: its groups, as far as the cache holds them.
+        check(
+            &[changed(
+                "u1",
+                "CN=Anne,OU=Staff,DC=x",
+                &["cn=eng,ou=groups,dc=x", "CN=Other,DC=x"],
+            )],
+            &["g1"],
+        );
+        // Not cached (new, or back in the searches), and a renamed group in a group.
+        check(
+            &[
+                changed("u9", "CN=Kim,OU=Staff,DC=x", &["CN=Ops,OU=Groups,DC=x"]),
+                changed("g1", "CN=Engineering,OU=Groups,DC=x", &["CN=Ops,OU=Groups,DC=x"]),
+            ],
+            &["g2"],
+        );
+        check(&[changed("u2", "CN=Bob,OU=Gone,DC=x", &[])], &[]);
+    }
+
+    /// The cached groups that name a deleted object by its cached DN.
+    #[test]
+    fn groups_that_name_a_deleted_object_are_read_again() {
+        let group = |dn: &str, members: &[&str]| entry(dn, &[("member", members)]);
+        let cache = Cache {
+            users: [("u1".to_owned(), entry("CN=Ann,OU=Staff,DC=x", &[]))].into(),
+            groups: [
+                ("g1".to_owned(), group("CN=Eng,DC=x", &["cn=ann,ou=staff,dc=x"])),
+                ("g2".to_owned(), group("CN=Ops,DC=x", &["CN=Bob,OU=Staff,DC=x"])),
+                ("g3".to_owned(), group("CN=All,DC=x", &["CN=Eng,DC=x"])),
+            ]
+            .into(),
+        };
+        let members = ["member".to_owned()];
+        let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            groups_naming_deleted(&cache, &ids(&["u1"]), &members),
+            ids(&["g1"])
+        );
+        assert_eq!(
+            groups_naming_deleted(&cache, &ids(&["g1"]), &members),
+            ids(&["g3"])
+        );
+        assert_eq!(
+            groups_naming_deleted(&cache, &ids(&["unknown"]), &members),
+            ids(&[])
+        );
+    }
+}

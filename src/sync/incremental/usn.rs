@@ -1,0 +1,136 @@
+//! The read of an Active Directory source by update sequence numbers
+//! (`source::ldap::usn`), as `token::decide_usn` chooses: nothing more when the
+//! domain controller's USN is the stored one, every entry when the stored USN is in
+//! doubt, else the objects changed since, applied to the entry cache.
+
+use crate::source::SourceError;
+use crate::source::ldap::cache::{Delta, Kind};
+use crate::source::ldap::{LdapConfig, usn};
+use crate::source::token::{self, Decision, Facts, ReadMode, Token, UsnPoint, UsnRead};
+use crate::store::Store;
+
+use super::{CachedRead, Entries};
+use crate::sync::SyncError;
+
+/// Reads an Active Directory source by USN as `token::decide_usn` says. A failure
+/// part way commits nothing; the caller marks the next read full.
+pub(super) async fn read(
+    store: &Store,
+    config: &LdapConfig,
+    stored: Option<&token::Stored>,
+    facts: Facts<'_>,
+) -> Result<CachedRead, SyncError> {
+    let read = match usn::Controller::open(config).await {
+        Ok(mut controller) => {
+            let read = read_on(&mut controller, store, config, stored, facts).await;
+            controller.close().await;
+            read
+        }
+        Err(e) => Err(SourceError::from(e).into()),
+    };
+    if let Err(e) = &read {
+        tracing::warn!(
+            error = %e,
+            "The Active Directory read failed; nothing of it is committed and the next run reads every entry."
+        );
+    }
+    read
+}
+
+async fn read_on(
+    controller: &mut usn::Controller,
+    store: &Store,
+    config: &LdapConfig,
+    stored: Option<&token::Stored>,
+    facts: Facts<'_>,
+) -> Result<CachedRead, SyncError> {
+    let dc = &controller.dc;
+    let point = UsnPoint {
+        usn: dc.usn,
+        invocation_id: dc.invocation_id.clone(),
+        ds_service_name: dc.ds_service_name.clone(),
+    };
+    let usn = point.usn;
+    let token = Some(Token::ActiveDirectory(point.clone()));
+    let since = match token::decide_usn(stored, facts, &point) {
+        UsnRead::Unchanged => {
+            return Ok(CachedRead {
+                decision: usn_unchanged(usn),
+                token,
+                entries: Entries::Stored,
+                delta: Delta::default(),
+            });
+        }
+        UsnRead::Full { reason } => {
+            tracing::info!(reason, usn, "Reading every entry of the source.");
+            let cache = controller.full(config).await.map_err(SourceError::from)?;
+            return Ok(CachedRead {
+                decision: Decision {
+                    mode: ReadMode::Full,
+                    reason,
+                    changed: true,
+                },
+                token,
+                entries: Entries::Cache(cache),
+                delta: Delta::default(),
+            });
+        }
+        UsnRead::Since(since) => since,
+    };
+    let found = controller
+        .changed_since(config, since)
+        .await
+        .map_err(SourceError::from)?;
+    // The USN also moves for objects that are neither users nor groups (a DNS
+    // record, a policy): then the cache is not even loaded.
+    if found.is_empty() {
+        return Ok(CachedRead {
+            decision: usn_unchanged(usn),
+            token,
+            entries: Entries::Stored,
+            delta: Delta::default(),
+        });
+    }
+    let mut cache = store.source_entries().await?;
+    let changes = controller
+        .changes(config, found, &cache)
+        .await
+        .map_err(SourceError::from)?;
+    tracing::debug!(
+        since,
+        usn,
+        changed = changes.changed,
+        tombstones = changes.tombstones,
+        "Read the objects changed since the stored USN."
+    );
+    let mut delta = Delta::default();
+    cache.apply(Kind::User, changes.users, &mut delta);
+    cache.apply(Kind::Group, changes.groups, &mut delta);
+    let decision = if delta.is_empty() {
+        usn_unchanged(usn)
+    } else {
+        Decision {
+            mode: ReadMode::Incremental,
+            reason: format!(
+                "the domain controller names {} changed and {} removed entries between USN {since} and {usn}",
+                delta.upserted.len(),
+                delta.removed.len()
+            ),
+            changed: true,
+        }
+    };
+    Ok(CachedRead {
+        decision,
+        token,
+        entries: Entries::Cache(cache),
+        delta,
+    })
+}
+
+fn usn_unchanged(usn: u64) -> Decision {
+    Decision {
+        mode: ReadMode::Unchanged,
+        reason: format!("the domain controller names no change up to its USN {usn}"),
+        changed: false,
+    }
+}

@@ -1,0 +1,555 @@
+//! Active Directory read by USN against a real Samba AD DC: the real binary syncs
+//! the `active-directory` preset to a mock of the group-members API. The oracle of
+//! every case is a `resync` from an empty state database into a second mock: an
+//! incremental run must leave the target, and the entry cache, as a full read
+//! would.
+//!
+//! Each test runs in a network namespace of its own (the DC listens on port 389):
+//! the test binary runs the test again under `unshare -n`, which starts the DC, the
+//! mocks and dirsync.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use common::group_members::{GroupMembersApi, KEY};
+use common::samba::{ADMIN_DN, DOMAIN, Dc, STAFF, admin, in_private_network};
+use common::{Env, Run};
+use ldap3::{Ldap, Mod};
+use rand::{Rng, SeedableRng};
+
+const FULL_READ: &str = "Reading every entry of the source.";
+const OUTSIDE: &str = "CN=Users,DC=corp,DC=example,DC=com";
+
+fn config(dc: &Dc, mock: &GroupMembersApi, daemon: &str) -> String {
+    format!(
+        r#"
+state_db = "state.db"
+
+[source]
+kind = "ldap"
+preset = "active-directory"
+url = "ldap://127.0.0.1"
+base_dn = "{DOMAIN}"
+bind_dn = "{ADMIN_DN}"
+bind_password_file = "{pw}"
+page_size = 2
+timeout = "20s"
+
+[source.users]
+base_dn = "{STAFF}"
+
+[source.groups]
+base_dn = "{STAFF}"
+
+[targets.office]
+preset = "onlyoffice-group-members"
+base_url = "{uri}"
+timeout = "5s"
+
+[targets.office.auth]
+value_env = "TEST_OFFICE_KEY"
+
+[[targets.office.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.id }}}}"
+
+[targets.office.users]
+id_attribute = "id"
+{daemon}
+"#,
+        pw = dc.password_file().display(),
+        uri = mock.uri()
+    )
+}
+
+/// Runs `test` (named `name`) in a network namespace of its own with a started DC.
+fn with_dc<F: Future<Output = ()>>(name: &str, test: impl FnOnce(Dc) -> F) {
+    if !in_private_network(name) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dc = Dc::start(tmp.path());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(test(dc));
+}
+
+async fn dirsync(env: &Env, args: &[&str]) -> Run {
+    let mut cmd = env.command(args);
+    cmd.env("TEST_OFFICE_KEY", KEY);
+    Run::from(cmd.output().await.expect("run dirsync"))
+}
+
+type Groups = BTreeMap<String, BTreeSet<String>>;
+type Entries = BTreeMap<(String, String), (String, String)>;
+
+/// The entry cache of a state database: (kind, id) → (DN, attributes).
+async fn cache(env: &Env) -> Entries {
+    let db = common::sqlite(&env.db()).await;
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT kind, id, dn, attrs FROM source_entries")
+            .fetch_all(&db)
+            .await
+            .expect("read the cache");
+    db.close().await;
+    rows.into_iter()
+        .map(|(k, id, dn, a)| ((k, id), (dn, a)))
+        .collect()
+}
+
+/// What a `resync` from an empty state database pushes for the directory as it is,
+/// and the entry cache it keeps.
+async fn oracle(dc: &Dc) -> (Groups, Entries) {
+    let mock = GroupMembersApi::start().await;
+    let env = Env::new();
+    env.write("dirsync.toml", &config(dc, &mock, ""));
+    let run = dirsync(&env, &["resync"]).await;
+    run.expect_code(0);
+    assert!(run.stderr.contains(FULL_READ), "{}", run.stderr);
+    mock.assert_no_violations();
+    (mock.groups(), cache(&env).await)
+}
+
+/// An incremental sync, then the target and the cache compared with the oracle's.
+async fn sync_and_compare(env: &Env, mock: &GroupMembersApi, dc: &Dc, what: &str) {
+    let run = dirsync(env, &["sync"]).await;
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("mode=\"incremental\""),
+        "{what}: not incremental:\n{}",
+        run.stderr
+    );
+    let (groups, entries) = oracle(dc).await;
+    assert_eq!(
+        mock.groups(),
+        groups,
+        "{what}: the target differs from a resync's"
+    );
+    assert_eq!(
+        cache(env).await,
+        entries,
+        "{what}: the cache differs from a full read's"
+    );
+    mock.assert_no_violations();
+}
+
+async fn ok(what: &str, r: ldap3::result::Result<ldap3::LdapResult>) {
+    r.and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+fn staff(cn: &str) -> String {
+    format!("CN={cn},{STAFF}")
+}
+
+async fn set_members(ldap: &mut Ldap, group: &str, add: bool, member: &str) {
+    let values = HashSet::from([member]);
+    let m = if add {
+        Mod::Add("member", values)
+    } else {
+        Mod::Delete("member", values)
+    };
+    ok(&format!("member of {group}"), ldap.modify(group, vec![m]).await).await;
+}
+
+async fn add_user(ldap: &mut Ldap, dn: &str, sam: &str) {
+    let upn = format!("{sam}@corp.example.com");
+    let attrs = vec![
+        ("objectClass", HashSet::from(["user"])),
+        ("sAMAccountName", HashSet::from([sam])),
+        ("userPrincipalName", HashSet::from([upn.as_str()])),
+        // 0x200 NORMAL_ACCOUNT | 0x20 PASSWD_NOTREQD: enabled without a password.
+        ("userAccountControl", HashSet::from(["544"])),
+    ];
+    ok(&format!("add {dn}"), ldap.add(dn, attrs).await).await;
+}
+
+async fn set_uac(ldap: &mut Ldap, dn: &str, value: &str) {
+    let m = Mod::Replace("userAccountControl", HashSet::from([value]));
+    ok(
+        &format!("userAccountControl of {dn}"),
+        ldap.modify(dn, vec![m]).await,
+    )
+    .await;
+}
+
+async fn move_to(ldap: &mut Ldap, dn: &str, rdn: &str, parent: &str) {
+    ok(
+        &format!("move {dn}"),
+        ldap.modifydn(dn, rdn, true, Some(parent)).await,
+    )
+    .await;
+}
+
+#[test]
+fn an_unchanged_directory_sends_nothing_and_each_change_pushes_what_a_resync_would() {
+    with_dc(
+        "an_unchanged_directory_sends_nothing_and_each_change_pushes_what_a_resync_would",
+        |dc| async move {
+            let started = Instant::now();
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            env.write("dirsync.toml", &config(&dc, &mock, ""));
+
+            let first = dirsync(&env, &["sync"]).await;
+            first.expect_code(0);
+            assert!(first.stderr.contains(FULL_READ), "{}", first.stderr);
+            let (groups, entries) = oracle(&dc).await;
+            assert_eq!(mock.groups(), groups, "the first sync pushes everything");
+            assert_eq!(cache(&env).await, entries);
+            assert_eq!(entries.len(), 10, "{entries:?}");
+
+            let requests = mock.request_count().await;
+            let quiet = dirsync(&env, &["--log-format", "json", "sync"]).await;
+            quiet.expect_code(0);
+            assert!(
+                quiet.stderr.contains("\"mode\":\"unchanged\""),
+                "{}",
+                quiet.stderr
+            );
+            assert!(
+                quiet
+                    .stderr
+                    .contains("the domain controller names no change up to its USN"),
+                "{}",
+                quiet.stderr
+            );
+            assert_eq!(
+                mock.request_count().await,
+                requests,
+                "an unchanged directory sends nothing"
+            );
+            let status = dirsync(&env, &["status"]).await;
+            status.expect_code(0);
+            assert!(status.stdout.contains("last read unchanged"), "{}", status.stdout);
+
+            let mut ldap = admin().await;
+            // The USN moves for an object that is neither a user nor a group: still
+            // no change, and nothing is sent.
+            let m = Mod::Replace("description", HashSet::from(["the staff"]));
+            ok("describe the OU", ldap.modify(STAFF, vec![m]).await).await;
+            let quiet = dirsync(&env, &["sync"]).await;
+            quiet.expect_code(0);
+            assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);
+            assert_eq!(
+                mock.request_count().await,
+                requests,
+                "a change to an OU sends nothing"
+            );
+            // Members added and removed.
+            set_members(&mut ldap, &staff("SRE"), true, &staff("Alice Example")).await;
+            set_members(&mut ldap, &staff("SRE"), false, &staff("Dave Example")).await;
+            sync_and_compare(&env, &mock, &dc, "members added and removed").await;
+            // A user disabled.
+            set_uac(&mut ldap, &staff("Carol Example"), "514").await;
+            sync_and_compare(&env, &mock, &dc, "a user disabled").await;
+            // A user deleted (a tombstone).
+            ok("delete erin", ldap.delete(&staff("Erin Example")).await).await;
+            sync_and_compare(&env, &mock, &dc, "a user deleted").await;
+            // A user moved out of the users' base.
+            move_to(&mut ldap, &staff("Dave Example"), "CN=Dave Example", OUTSIDE).await;
+            sync_and_compare(&env, &mock, &dc, "a user moved out of the base").await;
+            // A group renamed (nested in Engineering), and a user renamed: the groups
+            // that name them by DN are read again.
+            move_to(&mut ldap, &staff("Platform"), "CN=Platform Team", STAFF).await;
+            move_to(&mut ldap, &staff("Alice Example"), "CN=Alice Renamed", STAFF).await;
+            sync_and_compare(&env, &mock, &dc, "a group and a user renamed").await;
+            // A user added to a group, and a moved user back in the base.
+            add_user(&mut ldap, &staff("Kim Example"), "kim").await;
+            set_members(&mut ldap, &staff("Ring B"), true, &staff("Kim Example")).await;
+            move_to(
+                &mut ldap,
+                &format!("CN=Dave Example,{OUTSIDE}"),
+                "CN=Dave Example",
+                STAFF,
+            )
+            .await;
+            sync_and_compare(&env, &mock, &dc, "a user added, a user back in the base").await;
+            ldap.unbind().await.expect("unbind");
+            eprintln!("the scripted changes took {:?}", started.elapsed());
+        },
+    );
+}
+
+/// A seeded random sequence of changes, in batches, each followed by an
+/// incremental sync compared with a resync from an empty state database.
+#[test]
+fn random_changes_in_batches_push_what_a_resync_would() {
+    with_dc(
+        "random_changes_in_batches_push_what_a_resync_would",
+        |dc| async move {
+            let started = Instant::now();
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            env.write("dirsync.toml", &config(&dc, &mock, ""));
+            dirsync(&env, &["sync"]).await.expect_code(0);
+
+            let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+            let mut ldap = admin().await;
+            // Users by sAMAccountName → (cn, parent); groups by cn.
+            let mut users: BTreeMap<String, (String, String)> = ["alice", "bob", "carol", "dave", "erin"]
+                .iter()
+                .map(|s| {
+                    let cn = format!("{}{} Example", s[..1].to_uppercase(), &s[1..]);
+                    ((*s).to_owned(), (cn, STAFF.to_owned()))
+                })
+                .collect();
+            let mut groups: Vec<String> = ["SRE", "Platform", "Engineering", "Ring A", "Ring B"]
+                .map(str::to_owned)
+                .to_vec();
+            let mut next_user = 0;
+            let mut changes = 0;
+            for batch in 0..5 {
+                for _ in 0..8 {
+                    let names: Vec<String> = users.keys().cloned().collect();
+                    let pick =
+                        |rng: &mut rand::rngs::StdRng, v: &[String]| v[rng.random_range(0..v.len())].clone();
+                    let user = pick(&mut rng, &names);
+                    let (cn, parent) = users[&user].clone();
+                    let dn = format!("CN={cn},{parent}");
+                    let group_cn = pick(&mut rng, &groups);
+                    let group = staff(&group_cn);
+                    match rng.random_range(0..8) {
+                        0 => {
+                            next_user += 1;
+                            let sam = format!("new{next_user}");
+                            let cn = format!("New User {next_user}");
+                            add_user(&mut ldap, &staff(&cn), &sam).await;
+                            set_members(&mut ldap, &group, true, &staff(&cn)).await;
+                            users.insert(sam, (cn, STAFF.to_owned()));
+                        }
+                        1 if users.len() > 3 => {
+                            ok("delete", ldap.delete(&dn).await).await;
+                            users.remove(&user);
+                        }
+                        2 => {
+                            let uac = if rng.random_bool(0.5) { "514" } else { "544" };
+                            set_uac(&mut ldap, &dn, uac).await;
+                        }
+                        3 => {
+                            // Adding a member twice, or removing one that is not, is
+                            // refused: look first.
+                            let found = ldap
+                                .search(&group, ldap3::Scope::Base, "(objectClass=*)", vec!["member"])
+                                .await
+                                .and_then(|r| r.success())
+                                .expect("read the group")
+                                .0;
+                            let members = found
+                                .into_iter()
+                                .map(ldap3::SearchEntry::construct)
+                                .flat_map(|e| e.attrs.get("member").cloned().unwrap_or_default())
+                                .map(|m| m.to_lowercase())
+                                .collect::<BTreeSet<_>>();
+                            let add = !members.contains(&dn.to_lowercase());
+                            set_members(&mut ldap, &group, add, &dn).await;
+                        }
+                        4 => {
+                            let to = if parent == STAFF { OUTSIDE } else { STAFF };
+                            move_to(&mut ldap, &dn, &format!("CN={cn}"), to).await;
+                            users.insert(user, (cn, to.to_owned()));
+                        }
+                        5 => {
+                            let cn2 = format!("{cn} R");
+                            move_to(&mut ldap, &dn, &format!("CN={cn2}"), &parent).await;
+                            users.insert(user, (cn2, parent));
+                        }
+                        6 => {
+                            let renamed = format!("{group_cn} R");
+                            move_to(&mut ldap, &group, &format!("CN={renamed}"), STAFF).await;
+                            groups.retain(|g| g != &group_cn);
+                            groups.push(renamed);
+                        }
+                        _ => {
+                            let mail = format!("{user}{batch}@example.com");
+                            let m = Mod::Replace("mail", HashSet::from([mail.as_str()]));
+                            ok("mail", ldap.modify(&dn, vec![m]).await).await;
+                        }
+                    }
+                    changes += 1;
+                }
+                sync_and_compare(&env, &mock, &dc, &format!("batch {batch}")).await;
+            }
+            ldap.unbind().await.expect("unbind");
+            assert!(changes >= 30, "{changes}");
+            eprintln!(
+                "{changes} random changes in 5 batches took {:?}",
+                started.elapsed()
+            );
+        },
+    );
+}
+
+/// A stored USN from another copy of the DC's database, or above the DC's own,
+/// is in doubt: the run reads everything and says why.
+#[test]
+fn a_token_from_another_dc_or_ahead_of_it_reads_everything() {
+    with_dc(
+        "a_token_from_another_dc_or_ahead_of_it_reads_everything",
+        |dc| async move {
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            env.write("dirsync.toml", &config(&dc, &mock, ""));
+            dirsync(&env, &["sync"]).await.expect_code(0);
+
+            let tamper = |sql: &'static str| {
+                let db = env.db();
+                async move {
+                    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&db);
+                    let pool = sqlx::SqlitePool::connect_with(opts).await.expect("open");
+                    sqlx::query(sql).execute(&pool).await.expect("tamper");
+                    pool.close().await;
+                }
+            };
+            for (sql, reason) in [
+                (
+                    "UPDATE source_state SET token = json_set(token, '$.invocation_id', \
+                 '00000000-0000-0000-0000-000000000001')",
+                    "the domain controller's invocationId changed (00000000-0000-0000-0000-000000000001 to ",
+                ),
+                (
+                    "UPDATE source_state SET token = json_set(token, '$.usn', json_extract(token, '$.usn') + 1000)",
+                    "is below the stored one",
+                ),
+                (
+                    "UPDATE source_state SET token = json_set(token, '$.ds_service_name', 'CN=NTDS Settings,CN=DC2')",
+                    "another domain controller answers",
+                ),
+            ] {
+                tamper(sql).await;
+                let run = dirsync(&env, &["sync"]).await;
+                run.expect_code(0);
+                assert!(run.stderr.contains(FULL_READ), "{}", run.stderr);
+                assert!(run.stderr.contains(reason), "{reason}\n{}", run.stderr);
+                let status = dirsync(&env, &["status"]).await;
+                assert!(status.stdout.contains("last read full"), "{}", status.stdout);
+                assert!(status.stdout.contains(reason), "{reason}\n{}", status.stdout);
+                // The full read stored a token the next run trusts.
+                let quiet = dirsync(&env, &["sync"]).await;
+                quiet.expect_code(0);
+                assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);
+            }
+            let (groups, _) = oracle(&dc).await;
+            assert_eq!(mock.groups(), groups);
+        },
+    );
+}
+
+/// A read that fails (here: the DC is down) commits nothing, exits 6 saying the
+/// next run reads everything, and the next run does.
+#[test]
+fn a_failed_read_commits_nothing_and_the_next_run_reads_everything() {
+    with_dc(
+        "a_failed_read_commits_nothing_and_the_next_run_reads_everything",
+        |mut dc| async move {
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            env.write("dirsync.toml", &config(&dc, &mock, ""));
+            dirsync(&env, &["sync"]).await.expect_code(0);
+            let before = cache(&env).await;
+
+            dc.stop();
+            let requests = mock.request_count().await;
+            let failed = dirsync(&env, &["sync"]).await;
+            failed.expect_code(6);
+            assert!(
+                failed.stderr.contains("the next run reads every entry"),
+                "{}",
+                failed.stderr
+            );
+            assert_eq!(
+                mock.request_count().await,
+                requests,
+                "a failed read pushes nothing"
+            );
+            assert_eq!(cache(&env).await, before, "a failed read commits nothing");
+            let status = dirsync(&env, &["status"]).await;
+            assert!(
+                status.stdout.contains("the next read is full"),
+                "{}",
+                status.stdout
+            );
+
+            dc.restart();
+            let mut ldap = admin().await;
+            set_members(&mut ldap, &staff("SRE"), true, &staff("Alice Example")).await;
+            ldap.unbind().await.expect("unbind");
+            let next = dirsync(&env, &["sync"]).await;
+            next.expect_code(0);
+            assert!(next.stderr.contains(FULL_READ), "{}", next.stderr);
+            assert!(next.stderr.contains("the last read failed"), "{}", next.stderr);
+            let (groups, entries) = oracle(&dc).await;
+            assert_eq!(mock.groups(), groups);
+            assert_eq!(cache(&env).await, entries);
+        },
+    );
+}
+
+/// The service with `watch = true` and no schedule: a change made on the DC reaches
+/// the target through the poll of its USN.
+#[test]
+fn a_watched_domain_controller_change_reaches_the_target_without_a_schedule() {
+    with_dc(
+        "a_watched_domain_controller_change_reaches_the_target_without_a_schedule",
+        |dc| async move {
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            let daemon = "\n[daemon]\nwatch = true\nwatch_poll = \"200ms\"\ndebounce = \"200ms\"\n\
+                      run_at_start = true\nshutdown_grace = \"5s\"\n";
+            env.write("dirsync.toml", &config(&dc, &mock, daemon));
+            let child = env
+                .command(&["run"])
+                .env("TEST_OFFICE_KEY", KEY)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn");
+            let sre = dc.guids["sre"].clone();
+            let wait_for = |what: &'static str, want: BTreeSet<String>| {
+                let mock = mock.clone();
+                let sre = sre.clone();
+                async move {
+                    let started = Instant::now();
+                    while mock.groups().get(&sre) != Some(&want) {
+                        assert!(
+                            started.elapsed() < Duration::from_secs(60),
+                            "timed out waiting for {what}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    started.elapsed()
+                }
+            };
+            let ids = |names: &[&str]| {
+                names
+                    .iter()
+                    .map(|n| dc.guids[*n].clone())
+                    .collect::<BTreeSet<_>>()
+            };
+            wait_for("the sync at start", ids(&["bob", "dave"])).await;
+
+            let mut ldap = admin().await;
+            set_members(&mut ldap, &staff("SRE"), true, &staff("Alice Example")).await;
+            let took = wait_for("the change on the target", ids(&["alice", "bob", "dave"])).await;
+            eprintln!("the change reached the target {took:?} after it was made");
+            ldap.unbind().await.expect("unbind");
+
+            let pid = child.id().expect("pid");
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .expect("kill");
+            let out = child.wait_with_output().await.expect("the service ends");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{stderr}");
+            assert!(stderr.contains("The directory changed"), "{stderr}");
+            mock.assert_no_violations();
+        },
+    );
+}
