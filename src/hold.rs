@@ -391,15 +391,18 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
 }
 
 /// Why a source read is too small to trust with removals: the users or memberships
-/// read fell by more than `max_percent` from the last read that was accepted.
+/// read fell by more than `max_percent` from the last read that was accepted, and by
+/// more than `min_count` (as the percentage limits, so that ordinary churn in a small
+/// directory is not held).
 pub(crate) fn source_drop(
     before: (usize, usize),
     now: (usize, usize),
     max_percent: Option<f64>,
+    min_count: usize,
 ) -> Option<String> {
     let max = max_percent?;
     let drop = |before: usize, now: usize| {
-        (before > 0 && now < before).then(|| (before - now) as f64 * 100.0 / before as f64)
+        (now < before && before - now > min_count).then(|| (before - now) as f64 * 100.0 / before as f64)
     };
     for (what, b, n) in [("users", before.0, now.0), ("memberships", before.1, now.1)] {
         if let Some(pct) = drop(b, n).filter(|p| *p > max) {
@@ -651,7 +654,7 @@ mod tests {
     #[test]
     fn a_source_drop_holds_removals_not_additions() {
         let f = Fixture::new();
-        let why = source_drop((1000, 3000), (600, 1800), Some(30.0)).expect("a 40% drop");
+        let why = source_drop((1000, 3000), (600, 1800), Some(30.0), 10).expect("a 40% drop");
         assert!(
             why.starts_with("the source returned 600 users, 40.0% fewer than the 1000"),
             "{why}"
@@ -663,7 +666,9 @@ mod tests {
         assert_eq!(out.held.removed_memberships(), 2);
         assert_eq!(out.held.reasons, [why]);
         assert_eq!(plan.added_memberships(), 2);
-        assert_eq!(source_drop((1000, 3000), (800, 3000), Some(30.0)), None);
-        assert_eq!(source_drop((1000, 3000), (0, 0), None), None);
+        assert_eq!(source_drop((1000, 3000), (800, 3000), Some(30.0), 10), None);
+        assert_eq!(source_drop((1000, 3000), (0, 0), None, 10), None);
+        // 5 users down to 3 is 40%, but no more than `percent_min_count` users.
+        assert_eq!(source_drop((5, 8), (3, 6), Some(30.0), 10), None);
     }
 }

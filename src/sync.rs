@@ -831,9 +831,10 @@ fn hold_removals(
         .iter()
         .map(|(g, ids)| (g.clone(), to_target_ids(ids)))
         .collect();
-    let drop = policy
-        .sizes
-        .and_then(|(before, now)| hold::source_drop(before, now, settings.max_source_drop_percent));
+    let drop = policy.sizes.and_then(|(before, now)| {
+        let min_count = config.limits.percent_min_count;
+        hold::source_drop(before, now, settings.max_source_drop_percent, min_count)
+    });
     hold::apply(
         plan,
         snapshot,

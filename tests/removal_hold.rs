@@ -201,9 +201,11 @@ async fn one_group_losing_most_of_its_members_is_held_by_the_per_group_limit() {
 #[tokio::test]
 async fn a_source_with_40_percent_fewer_users_holds_removals_not_additions() {
     let mock = GroupMembersApi::start().await;
+    // A small directory: drops of more than 5 are judged (not the default 10).
     let env = setup(
         &mock,
-        "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n",
+        "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n\
+         percent_min_count = 5\n",
     );
     dirsync(&env, &["sync"]).await.expect_code(0);
 
