@@ -9,10 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use dirsync::config::{self, Config};
 use dirsync::exit;
-use dirsync::lock::LockError;
 use dirsync::plan::Mode;
 use dirsync::store::{AuditQuery, Store};
-use dirsync::sync::{self, Outcome, SyncError};
+use dirsync::sync;
 
 /// Keep SaaS admin API users and groups in step with a company directory.
 #[derive(Debug, Parser)]
@@ -248,6 +247,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Check { offline: true } => {
             println!("config {}: valid", config.path.display());
             print_limits(&config);
+            println!("{}", dirsync::notify::describe(&config));
             exit::SUCCESS
         }
         Command::Check { offline: false } => check(&config).await,
@@ -297,7 +297,8 @@ async fn run(config: &Config, mode: Mode, args: RunArgs, approve: Option<sync::A
         std::io::stderr().is_terminal() && !opts.dry_run && std::env::var_os("JOURNAL_STREAM").is_none();
     let bar = Bar::default();
     let progress: &dyn sync::Progress = if interactive { &bar } else { &sync::NoProgress };
-    match sync::run(config, &opts, &cancel, progress, &mut stdout).await {
+    let result = sync::run(config, &opts, &cancel, progress, &mut stdout).await;
+    let code = match &result {
         Ok(report) => {
             let _ = stdout.flush();
             let outcome = report.outcome();
@@ -313,26 +314,15 @@ async fn run(config: &Config, mode: Mode, args: RunArgs, approve: Option<sync::A
                     "Run finished."
                 );
             }
-            match outcome {
-                Outcome::Success => exit::SUCCESS,
-                Outcome::Partial => exit::PARTIAL,
-                Outcome::Refused => exit::REFUSED,
-            }
+            exit::of_outcome(outcome)
         }
         Err(e) => {
-            report_error(&e);
-            match e {
-                SyncError::Lock(LockError::Held { .. }) => exit::LOCKED,
-                SyncError::Source(_) => exit::SOURCE,
-                SyncError::Mapping { .. }
-                | SyncError::UnknownTarget(_)
-                | SyncError::Target(_)
-                | SyncError::HeldForUnknownTarget { .. } => exit::CONFIG,
-                SyncError::UnknownHeld(_) | SyncError::NotHeld { .. } => exit::USAGE,
-                SyncError::Lock(_) | SyncError::Store(_) | SyncError::Output(_) => exit::FAILURE,
-            }
+            report_error(e);
+            exit::of_error(e)
         }
-    }
+    };
+    dirsync::notify::after_run(config, &opts, result.as_ref()).await;
+    code
 }
 
 /// An indicatif progress bar per target.
@@ -467,6 +457,7 @@ async fn check(config: &Config) -> u8 {
         None => {}
     }
     print_limits(config);
+    println!("{}", dirsync::notify::describe(config));
     let mut code = exit::SUCCESS;
     for t in &config.targets {
         let options = dirsync::mapping::MapOptions {
