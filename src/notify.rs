@@ -105,8 +105,9 @@ impl Origin {
     }
 }
 
-/// The messages a run's result calls for, in the order they are sent: each held set,
-/// the approval, then the partial outcome; or the failure. A dry run sends nothing, and
+/// The messages a run's result calls for, in the order they are sent: each held set
+/// new in this run (a set held again under its id was reported when first held), the
+/// approval, then the partial outcome; or the failure. A dry run sends nothing, and
 /// neither does a run that did not start because another holds the lock (that one
 /// reports) or because the command named no held set (the person who typed it sees
 /// why).
@@ -139,8 +140,11 @@ pub(crate) fn messages(opts: &Options, result: Result<&Report, &SyncError>, orig
     let mut out = Vec::new();
     for t in &report.targets {
         let Some(held) = &t.held else { continue };
-        // A held set without an id was not recorded, so there is nothing to approve.
-        let Some(id) = &held.id else { continue };
+        // A held set without an id was not recorded, so there is nothing to approve;
+        // one held before was reported by the run that first held it.
+        let Some(id) = held.id.as_ref().filter(|_| !held.held_before) else {
+            continue;
+        };
         let event = Event::RemovalsHeld {
             held_set_id: id.clone(),
             target: t.name.clone(),
@@ -405,6 +409,7 @@ mod tests {
             removed_memberships: 9,
             disabled_users: 1,
             reasons: vec!["group `eng` would lose 9 of its 12 members".into()],
+            held_before: false,
         })
     }
 
@@ -449,9 +454,14 @@ mod tests {
                 "at": "2026-12-03T10:00:00.000Z", "host": "sync01", "dirsync": version, "run_id": "r1",
             })
         };
+        let mut again = target("d");
+        again.held = held(Some("h0"));
+        if let Some(h) = again.held.as_mut() {
+            h.held_before = true;
+        }
         check(
             &opts(false),
-            Ok(&report(vec![a, target("c"), b])),
+            Ok(&report(vec![a, target("c"), b, again])),
             serde_json::json!([one("h1", "a"), one("h2", "b")]),
         );
     }

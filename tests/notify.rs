@@ -149,6 +149,10 @@ async fn a_held_run_and_its_approval_each_send_one_message() {
         "{m}"
     );
 
+    // Held again under the same id: reported once already.
+    out.dirsync(&env, &url, &["sync"]).await.expect_code(4);
+    assert_eq!(messages(&hook).await.len(), 1);
+
     out.dirsync(&env, &url, &["approve", &id]).await.expect_code(0);
     let run_id = run_ids(&mut out, &env, &url).await[0].clone();
     let got = messages(&hook).await;
