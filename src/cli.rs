@@ -10,10 +10,9 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use dirsync::config::{self, Config};
 use dirsync::exit;
-use dirsync::lock::LockError;
 use dirsync::plan::Mode;
 use dirsync::store::{AuditQuery, Store};
-use dirsync::sync::{self, Outcome, SyncError};
+use dirsync::sync;
 use dirsync::text::visible;
 
 /// Keep SaaS admin API users and groups in step with a company directory.
@@ -278,6 +277,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Check { offline: true } => {
             println!("config {}: valid", config.path.display());
             print_limits(&config);
+            println!("{}", dirsync::notify::describe(&config));
             exit::SUCCESS
         }
         Command::Check { offline: false } => check(&config).await,
@@ -347,7 +347,7 @@ async fn run(config: &Config, mode: Mode, args: RunArgs, extra: Extra) -> u8 {
         Some(path) => sync::apply(config, path, opts.wait, &cancel, progress).await,
         None => sync::run(config, &opts, &cancel, progress, &mut stdout).await,
     };
-    match result {
+    let code = match &result {
         Ok(report) => {
             let _ = stdout.flush();
             let outcome = report.outcome();
@@ -363,29 +363,15 @@ async fn run(config: &Config, mode: Mode, args: RunArgs, extra: Extra) -> u8 {
                     "Run finished."
                 );
             }
-            match outcome {
-                Outcome::Success => exit::SUCCESS,
-                Outcome::Partial => exit::PARTIAL,
-                Outcome::Refused => exit::REFUSED,
-            }
+            exit::of_outcome(outcome)
         }
         Err(e) => {
-            report_error(&e);
-            match e {
-                SyncError::Lock(LockError::Held { .. }) => exit::LOCKED,
-                SyncError::Source(_) => exit::SOURCE,
-                SyncError::Mapping { .. }
-                | SyncError::UnknownTarget(_)
-                | SyncError::Target(_)
-                | SyncError::HeldForUnknownTarget { .. } => exit::CONFIG,
-                SyncError::UnknownHeld(_) | SyncError::NotHeld { .. } | SyncError::PlanFile { .. } => {
-                    exit::USAGE
-                }
-                SyncError::StalePlan { .. } => exit::REFUSED,
-                SyncError::Lock(_) | SyncError::Store(_) | SyncError::Output(_) => exit::FAILURE,
-            }
+            report_error(e);
+            exit::of_error(e)
         }
-    }
+    };
+    dirsync::notify::after_run(config, &opts, result.as_ref()).await;
+    code
 }
 
 /// An indicatif progress bar per target.
@@ -520,6 +506,7 @@ async fn check(config: &Config) -> u8 {
         None => {}
     }
     print_limits(config);
+    println!("{}", dirsync::notify::describe(config));
     let mut code = exit::SUCCESS;
     for t in &config.targets {
         let options = dirsync::mapping::MapOptions {

@@ -17,3 +17,30 @@ pub const CONFIG: u8 = 5;
 pub const SOURCE: u8 = 6;
 /// Another sync holds the lock on the state database.
 pub const LOCKED: u8 = 7;
+
+/// The code a run's outcome ends with.
+pub fn of_outcome(outcome: crate::sync::Outcome) -> u8 {
+    use crate::sync::Outcome;
+    match outcome {
+        Outcome::Success => SUCCESS,
+        Outcome::Partial => PARTIAL,
+        Outcome::Refused => REFUSED,
+    }
+}
+
+/// The code a run that could not go ahead ends with.
+pub fn of_error(e: &crate::sync::SyncError) -> u8 {
+    use crate::lock::LockError;
+    use crate::sync::SyncError;
+    match e {
+        SyncError::Lock(LockError::Held { .. }) => LOCKED,
+        SyncError::Source(_) => SOURCE,
+        SyncError::Mapping { .. }
+        | SyncError::UnknownTarget(_)
+        | SyncError::Target(_)
+        | SyncError::HeldForUnknownTarget { .. } => CONFIG,
+        SyncError::UnknownHeld(_) | SyncError::NotHeld { .. } | SyncError::PlanFile { .. } => USAGE,
+        SyncError::StalePlan { .. } => REFUSED,
+        SyncError::Lock(_) | SyncError::Store(_) | SyncError::Output(_) => FAILURE,
+    }
+}

@@ -17,6 +17,7 @@
 //! - [`sync`]: wires one run together; the only module that sequences I/O.
 //! - [`daemon`]: `dirsync run`: schedules, reload, graceful stop, systemd, health
 //!   and `metrics`.
+//! - [`notify`]: the webhook: a run's events as JSON messages (pure), posted after it.
 //! - [`exit`]: the process exit codes.
 
 pub mod config;
@@ -27,6 +28,7 @@ pub mod lock;
 pub mod mapping;
 pub(crate) mod metrics;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub(crate) mod safety;
 pub mod source;

@@ -199,6 +199,7 @@ mod tests {
                 removed_memberships: 7,
                 disabled_users: 1,
                 reasons: vec![],
+                held_before: false,
             }),
             ..TargetReport::default()
         };

@@ -146,6 +146,8 @@ pub struct HeldReport {
     pub removed_memberships: usize,
     pub disabled_users: usize,
     pub reasons: Vec<String>,
+    /// An earlier run held the same set (same id): it was reported then.
+    pub held_before: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -590,9 +592,17 @@ pub async fn run(
         if let Some(next) = p.hold.waiting.iter().map(|w| w.due).min() {
             tracing::info!(target_name = %p.config.name, waiting = p.hold.waiting.len(), next_due = %next, "Removals wait out the removal delay; members who come back before then are not removed.");
         }
+        // Whether an earlier run held this same set already (it keeps its id).
+        let earlier: Vec<String> = if p.hold.held.is_empty() {
+            Vec::new()
+        } else {
+            let rows = store.held().await?.into_iter();
+            rows.filter(|r| r.target == p.config.name).map(|r| r.id).collect()
+        };
         let held_id = store.record_held(&run_id, &p.config.name, &p.hold.held).await?;
         if let Some(h) = tr.held.as_mut() {
             h.id.clone_from(&held_id);
+            h.held_before = held_id.as_ref().is_some_and(|id| earlier.contains(id));
             let id = held_id.as_deref().unwrap_or_default();
             tracing::error!(
                 target_name = %p.config.name, held = id, removed_memberships = h.removed_memberships,
@@ -903,6 +913,7 @@ fn summarize(p: &Prepared<'_>) -> TargetReport {
             removed_memberships: p.hold.held.removed_memberships(),
             disabled_users: p.hold.held.disabled_users(),
             reasons: p.hold.held.reasons.clone(),
+            held_before: false,
         }),
         protected: p.hold.kept.len(),
         waiting: p.hold.waiting.len(),

@@ -67,6 +67,8 @@ pub struct Config {
     /// By name, sorted.
     pub targets: Vec<TargetConfig>,
     pub(crate) daemon: DaemonConfig,
+    /// The webhook run events are posted to (`[notify]`), if any.
+    pub(crate) notify: Option<NotifyConfig>,
     /// Things worth a warning at start (inline secrets, say), already worded.
     pub warnings: Vec<String>,
 }
@@ -87,6 +89,19 @@ pub(crate) struct DaemonConfig {
     /// How often a watched Active Directory source's highest committed USN is read.
     pub(crate) watch_poll: Duration,
 }
+
+/// `[notify]`: a webhook that receives a JSON POST per run event (`crate::notify`).
+#[derive(Debug, Clone)]
+pub(crate) struct NotifyConfig {
+    /// An http or https URL with a host, checked at load; a secret because a webhook
+    /// URL often carries its token in the path or query.
+    pub(crate) webhook_url: Secret,
+    /// How long one delivery may take, retries included.
+    pub(crate) timeout: Duration,
+}
+
+/// `notify.timeout` when the config does not set it.
+const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub enum SourceConfig {
@@ -239,6 +254,7 @@ impl Ctx {
         if daemon.watch_poll.is_zero() {
             return Err(self.invalid("daemon.watch_poll", "must be longer than zero"));
         }
+        let notify = raw.notify.map(|n| self.notify(n)).transpose()?;
         if daemon.watch && !matches!(&source, SourceConfig::Ldap(_)) {
             return Err(self.invalid(
                 "daemon.watch",
@@ -257,6 +273,7 @@ impl Ctx {
             full_read_every,
             targets,
             daemon,
+            notify,
             warnings: self.warnings.into_inner(),
         })
     }
@@ -636,6 +653,45 @@ impl Ctx {
                 Duration::from_secs(5),
             )?,
         })
+    }
+
+    fn notify(&self, raw: raw::RawNotify) -> Result<NotifyConfig, ConfigError> {
+        let key = "notify.webhook_url";
+        let source = SecretSource::one_of(
+            key,
+            raw.webhook_url,
+            raw.webhook_url_file,
+            raw.webhook_url_env,
+            raw.webhook_url_credential,
+        )
+        .map_err(|m| self.invalid(key, m))?;
+        // Errors name the key the URL was given by, never the URL.
+        let given = match &source {
+            Some(SecretSource::Inline(_)) | None => key.to_owned(),
+            Some(SecretSource::File(_)) => format!("{key}_file"),
+            Some(SecretSource::Env(_)) => format!("{key}_env"),
+            Some(SecretSource::Credential(_)) => format!("{key}_credential"),
+        };
+        let webhook_url = self.secret(key, source)?.ok_or_else(|| {
+            self.invalid(
+                key,
+                "missing: set `webhook_url_file`, `webhook_url_env` or `webhook_url_credential`",
+            )
+        })?;
+        // `url`'s parse errors describe the problem without quoting the input.
+        let url = reqwest::Url::parse(webhook_url.expose())
+            .map_err(|e| self.invalid(&given, format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(self.invalid(&given, "must start with http:// or https://"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(self.invalid(&given, "names no host"));
+        }
+        let timeout = self.duration("notify.timeout", raw.timeout.as_deref(), DEFAULT_NOTIFY_TIMEOUT)?;
+        if timeout.is_zero() {
+            return Err(self.invalid("notify.timeout", "must be above 0"));
+        }
+        Ok(NotifyConfig { webhook_url, timeout })
     }
 
     fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
@@ -1065,5 +1121,108 @@ impl Ctx {
             }
         }
         Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal valid config with `notify` as its `[notify]` table.
+    fn with_notify(notify: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            r#"
+[source]
+kind = "csv"
+users = "users.csv"
+groups = "groups.csv"
+
+[targets.t]
+preset = "onlyoffice-group-members"
+base_url = "http://127.0.0.1:1"
+auth = {{ value = "k" }}
+groups.rules = [{{ match = ".*", target_id = "x" }}]
+
+[notify]
+{notify}
+"#
+        );
+        parse(&text, Path::new("/etc/dirsync/dirsync.toml"))
+    }
+
+    #[test]
+    fn a_webhook_url_is_a_secret_checked_at_load() {
+        let token = "T0KEN-in-the-path";
+        let ok = with_notify(&format!(
+            "webhook_url = \"https://hooks.example/{token}\"\ntimeout = \"3s\""
+        ))
+        .expect("valid");
+        let n = ok.notify.as_ref().expect("configured");
+        assert_eq!(n.timeout, Duration::from_secs(3));
+        assert!(!format!("{ok:?}").contains(token), "Debug hides the URL");
+        assert!(
+            ok.warnings
+                .iter()
+                .any(|w| w.contains("`notify.webhook_url` holds a secret inline")),
+            "{:?}",
+            ok.warnings
+        );
+        let default = with_notify("webhook_url = \"http://127.0.0.1:9/x\"").expect("valid");
+        assert_eq!(default.notify.map(|n| n.timeout), Some(DEFAULT_NOTIFY_TIMEOUT));
+
+        // (table, key named, part of the message); no error quotes the URL.
+        let cases = [
+            (
+                format!("webhook_url = \"ftp://hooks.example/{token}\""),
+                "notify.webhook_url",
+                "http:// or https://",
+            ),
+            (
+                format!("webhook_url = \"hooks.example/{token}\""),
+                "notify.webhook_url",
+                "not a URL",
+            ),
+            ("timeout = \"3s\"".to_owned(), "notify.webhook_url", "missing"),
+            (
+                format!("webhook_url = \"https://h/{token}\"\nwebhook_url_env = \"HOOK\""),
+                "notify.webhook_url",
+                "give only one",
+            ),
+            (
+                "webhook_url_env = \"DIRSYNC_TEST_UNSET_HOOK\"".to_owned(),
+                "notify.webhook_url",
+                "is not set",
+            ),
+            (
+                "webhook_url = \"https://h/x\"\ntimeout = \"soon\"".to_owned(),
+                "notify.timeout",
+                "not a duration",
+            ),
+            (
+                "webhook_url = \"https://h/x\"\ntimeout = \"0s\"".to_owned(),
+                "notify.timeout",
+                "above 0",
+            ),
+        ];
+        for (table, key, message) in cases {
+            let err = with_notify(&table).expect_err(&table).to_string();
+            assert!(err.contains(&format!("`{key}`")), "{table}: {err}");
+            assert!(err.contains(message), "{table}: {err}");
+            assert!(!err.contains(token), "{table}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_webhook_url_from_a_file_names_that_key_when_invalid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("hook.url"), "mailto:T0KEN@example\n").expect("write");
+        let err = with_notify(&format!(
+            "webhook_url_file = \"{}\"",
+            dir.path().join("hook.url").display()
+        ))
+        .expect_err("not http")
+        .to_string();
+        assert!(err.contains("`notify.webhook_url_file`"), "{err}");
+        assert!(!err.contains("T0KEN"), "{err}");
     }
 }

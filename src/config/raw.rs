@@ -33,6 +33,20 @@ pub struct RawConfig {
     pub safety: RawSafety,
     #[serde(default)]
     pub daemon: RawDaemon,
+    pub notify: Option<RawNotify>,
+}
+
+/// `[notify]`: where run events are posted. The URL is a secret (it often carries a
+/// token), so it is given the ways every secret is.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub webhook_url: Option<String>,
+    pub webhook_url_file: Option<PathBuf>,
+    pub webhook_url_env: Option<String>,
+    pub webhook_url_credential: Option<String>,
+    /// How long one delivery may take, retries included (default 10s).
+    pub timeout: Option<String>,
 }
 
 /// `dirsync run`: schedules, shutdown, observability.

@@ -130,6 +130,7 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
     let (changed, mut changes) = mpsc::unbounded_channel::<()>();
     let mut watcher = watch(&config, changed.clone());
     let mut run_now = config.daemon.run_at_start;
+    let mut outbox = crate::notify::Outbox::default();
     loop {
         let mode = if run_now {
             run_now = false;
@@ -175,7 +176,7 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
         };
         let started_wall = Local::now();
         let started = Instant::now();
-        let outcome = run_once(&config, mode, &signals.shutdown, &shared).await;
+        let outcome = run_once(&config, mode, &signals.shutdown, &shared, &mut outbox).await;
         let elapsed = started.elapsed();
         {
             let mut health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
@@ -212,6 +213,7 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
     if let Some(w) = watcher {
         w.abort();
     }
+    outbox.drain().await;
     notify::stopping();
     tracing::info!("The daemon stopped.");
     Ok(())
@@ -261,8 +263,15 @@ async fn sleep_or_forever(wait: Option<Duration>) {
     }
 }
 
-/// One scheduled run; returns its outcome word.
-async fn run_once(config: &Config, mode: Mode, shutdown: &CancellationToken, shared: &Shared) -> String {
+/// One scheduled run; returns its outcome word. Its webhook notifications go out in
+/// `outbox` while the service goes on.
+async fn run_once(
+    config: &Config,
+    mode: Mode,
+    shutdown: &CancellationToken,
+    shared: &Shared,
+    outbox: &mut crate::notify::Outbox,
+) -> String {
     let opts = sync::Options {
         mode,
         dry_run: false,
@@ -293,6 +302,7 @@ async fn run_once(config: &Config, mode: Mode, shutdown: &CancellationToken, sha
         }
     };
     let elapsed = started.elapsed();
+    outbox.after_run(config, &opts, result.as_ref());
     match result {
         Ok(report) => {
             let outcome = report.outcome().as_str();

@@ -359,7 +359,7 @@ fn sensitive(value: &str) -> Result<HeaderValue, String> {
     Ok(v)
 }
 
-fn describe_transport(e: &reqwest::Error) -> String {
+pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
