@@ -625,7 +625,7 @@ pub async fn run(
         p.approval = approval
             .as_ref()
             .zip(opts.approve.as_ref())
-            .map(|(row, a)| serde_json::json!({ "held": row.id, "by": a.by }));
+            .map(|(row, a)| serde_json::json!({ "held": row.id, "by": a.by, "reasons": row.reasons() }));
         let push_ms = deliver(&store, &run_id, &p, cancel, progress, &mut tr).await?;
         if opts.mode == Mode::Resync && tr.failed + tr.not_started + tr.invalid == 0 {
             let forgotten = store

@@ -109,6 +109,10 @@ async fn removals_over_a_limit_wait_for_approval_while_additions_go_out() {
         serde_json::from_str(audit.stdout.lines().next().expect("an audit row")).expect("audit --json");
     assert_eq!(newest["summary"]["approved"]["held"], id.as_str(), "{newest}");
     assert_eq!(newest["summary"]["approved"]["by"], "alice", "{newest}");
+    let why = newest["summary"]["approved"]["reasons"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("over the per-group limit of 50%"), "{newest}");
     assert_eq!(
         newest["summary"]["removed"].as_array().map(Vec::len),
         Some(8),
