@@ -328,6 +328,7 @@ async fn run(config: &Config, mode: Mode, args: RunArgs, extra: Extra) -> u8 {
         wait: args.wait,
         approve,
         out: args.out,
+        warm: None,
     };
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();

@@ -385,6 +385,7 @@ mod tests {
             wait: false,
             approve: None,
             out: None,
+            warm: None,
         }
     }
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 mod incremental;
 mod saved;
 
+pub use incremental::Warm;
 pub use saved::apply;
 
 use crate::config::{Config, SourceConfig, TargetConfig};
@@ -50,6 +51,8 @@ pub struct Options {
     pub approve: Option<Approve>,
     /// With `dry_run`: also write the plan here, for `dirsync apply`.
     pub out: Option<std::path::PathBuf>,
+    /// The service with `watch = true` keeps the LDAP entry cache in memory here.
+    pub warm: Option<Warm>,
 }
 
 /// An operator's approval of a held set.
@@ -343,7 +346,7 @@ pub async fn run(
     // domain controller's USN (Active Directory), tells whether it changed.
     let cached = match (&config.source, &store) {
         (SourceConfig::Ldap(c), Some(s)) if !opts.dry_run => {
-            match incremental::read(s, c, decided.as_ref(), facts).await {
+            match incremental::read(s, c, decided.as_ref(), facts, opts.warm.as_ref()).await {
                 Ok(r) => Some(r),
                 Err(e) => {
                     force_full_read(s, &e).await;
@@ -429,7 +432,10 @@ pub async fn run(
     let read = async {
         match (&cached, &store, &config.source) {
             _ if targets.is_empty() => Ok(None),
-            (Some(c), Some(s), SourceConfig::Ldap(l)) => c.directory(s, &config.source, l).await.map(Some),
+            (Some(c), Some(s), SourceConfig::Ldap(l)) => c
+                .directory(s, &config.source, l, opts.warm.as_ref(), decided.as_ref())
+                .await
+                .map(Some),
             _ => Ok(source::read(&config.source).await.map(Some)?),
         }
     };
@@ -571,6 +577,14 @@ pub async fn run(
             &planned,
         )
         .await?;
+    // The service keeps what it committed for the next run.
+    if let Some(w) = &opts.warm {
+        match cached.map(|c| c.entries) {
+            Some(incremental::Entries::Cache(cache)) => w.put(generation, cache),
+            Some(incremental::Entries::Stored) => {}
+            _ => w.clear(),
+        }
+    }
     let run_id = uuid::Uuid::now_v7().to_string();
     store.start_run(&run_id, mode_name(opts.mode), false).await?;
     report.run_id = Some(run_id.clone());

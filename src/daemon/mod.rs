@@ -84,6 +84,9 @@ impl Health {
 pub(crate) struct Shared {
     pub(crate) health: Mutex<Health>,
     pub(crate) metrics: Metrics,
+    /// The LDAP entry cache between runs, kept only with `watch = true`: a watched
+    /// change is then synced without loading every kept entry again.
+    pub(crate) warm: sync::Warm,
 }
 
 /// Runs the service until `signals.shutdown` fires.
@@ -99,6 +102,7 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
             healthy_within: config.daemon.healthy_within,
         }),
         metrics: Metrics::new(),
+        warm: sync::Warm::default(),
     });
     if let Some(addr) = config.daemon.listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -280,7 +284,11 @@ async fn run_once(
         wait: false,
         approve: None,
         out: None,
+        warm: config.daemon.watch.then(|| shared.warm.clone()),
     };
+    if !config.daemon.watch {
+        shared.warm.clear();
+    }
     let cancel = CancellationToken::new();
     let mut sink = std::io::sink();
     let started = Instant::now();

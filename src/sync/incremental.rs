@@ -24,6 +24,55 @@ use super::SyncError;
 
 mod usn;
 
+/// The entry cache kept in memory between runs of the service with `watch = true`,
+/// with the source generation it was committed under: a watched change then costs a
+/// refresh and a build, not a load of every kept entry from the state database. Any
+/// doubt (another generation, a failed run that took it) means a load.
+#[derive(Clone, Default)]
+pub struct Warm(std::sync::Arc<std::sync::Mutex<Option<(i64, Cache)>>>);
+
+impl std::fmt::Debug for Warm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Warm")
+    }
+}
+
+impl Warm {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(i64, Cache)>> {
+        // A kept cache is whole or absent; a panic while it was held loses nothing.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the kept cache if it is the one committed under `generation`.
+    fn take(&self, generation: i64) -> Option<Cache> {
+        match self.lock().take() {
+            Some((g, cache)) if g == generation => Some(cache),
+            _ => None,
+        }
+    }
+
+    /// Keeps `cache`, committed under `generation`, for the next run.
+    pub(super) fn put(&self, generation: i64, cache: Cache) {
+        *self.lock() = Some((generation, cache));
+    }
+
+    /// Drops the kept cache (the service no longer watches).
+    pub(crate) fn clear(&self) {
+        *self.lock() = None;
+    }
+}
+
+/// The kept entries: from memory when `warm` holds the stored generation's, else from
+/// the state database.
+async fn kept(store: &Store, warm: Option<&Warm>, stored: Option<&token::Stored>) -> Result<Cache, SyncError> {
+    if let (Some(w), Some(s)) = (warm, stored)
+        && let Some(cache) = w.take(s.generation)
+    {
+        return Ok(cache);
+    }
+    Ok(store.source_entries().await?)
+}
+
 /// Where the directory of this run comes from.
 #[derive(Debug)]
 pub(super) enum Entries {
@@ -68,12 +117,19 @@ impl CachedRead {
         store: &Store,
         config: &SourceConfig,
         ldap: &LdapConfig,
+        warm: Option<&Warm>,
+        stored: Option<&token::Stored>,
     ) -> Result<crate::model::Directory, SyncError> {
         match &self.entries {
             Entries::Cache(cache) => Ok(ldap::build_from_cache(ldap, cache).map_err(SourceError::from)?),
             Entries::Stored => {
-                let cache = store.source_entries().await?;
-                Ok(ldap::build_from_cache(ldap, &cache).map_err(SourceError::from)?)
+                let cache = kept(store, warm, stored).await?;
+                let dir = ldap::build_from_cache(ldap, &cache).map_err(SourceError::from)?;
+                // Unchanged: what is kept stays valid for the same generation.
+                if let (Some(w), Some(s)) = (warm, stored) {
+                    w.put(s.generation, cache);
+                }
+                Ok(dir)
             }
             Entries::FullRead => Ok(source::read(config).await?),
         }
@@ -86,9 +142,10 @@ pub(super) async fn read(
     config: &LdapConfig,
     stored: Option<&token::Stored>,
     facts: Facts<'_>,
+    warm: Option<&Warm>,
 ) -> Result<CachedRead, SyncError> {
     if config.domain_scope {
-        return usn::read(store, config, stored, facts).await;
+        return usn::read(store, config, stored, facts, warm).await;
     }
     let cookies = match token::decide_refresh(stored, facts) {
         token::Refresh::WithCookies { users, groups } => (users, groups),
@@ -119,7 +176,7 @@ pub(super) async fn read(
             delta: Delta::default(),
         });
     }
-    let mut cache = store.source_entries().await?;
+    let mut cache = kept(store, warm, stored).await?;
     let mut delta = Delta::default();
     cache.apply(Kind::User, users, &mut delta);
     cache.apply(Kind::Group, groups, &mut delta);
@@ -260,5 +317,36 @@ fn refused(config: &LdapConfig, result: ServerResult) -> LdapError {
         base: config.users.search.base_dn.clone(),
         filter: config.users.search.filter.clone(),
         reason: SearchFailure::Refused { result },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(mail: &str) -> Cache {
+        let mut c = Cache::default();
+        let entry = crate::source::ldap::Entry {
+            dn: "uid=a,ou=people,dc=example,dc=com".into(),
+            attrs: vec![("mail".into(), vec![mail.as_bytes().to_vec()])],
+        };
+        c.users.insert("a".into(), entry);
+        c
+    }
+
+    /// The kept cache is handed out once, and only for the generation it was kept
+    /// under: a run that takes it and fails leaves nothing stale behind.
+    #[test]
+    fn a_kept_cache_serves_only_its_own_generation_once() {
+        let warm = Warm::default();
+        warm.put(4, cache("a@x"));
+        assert_eq!(warm.take(5), None, "another generation: loaded from the database");
+        assert_eq!(warm.take(4), None, "a mismatch drops it");
+        warm.put(4, cache("a@x"));
+        assert_eq!(warm.take(4), Some(cache("a@x")));
+        assert_eq!(warm.take(4), None, "taken");
+        warm.put(4, cache("a@x"));
+        warm.clear();
+        assert_eq!(warm.take(4), None);
     }
 }

@@ -19,10 +19,11 @@ pub(super) async fn read(
     config: &LdapConfig,
     stored: Option<&token::Stored>,
     facts: Facts<'_>,
+    warm: Option<&super::Warm>,
 ) -> Result<CachedRead, SyncError> {
     let read = match usn::Controller::open(config).await {
         Ok(mut controller) => {
-            let read = read_on(&mut controller, store, config, stored, facts).await;
+            let read = read_on(&mut controller, store, config, stored, facts, warm).await;
             controller.close().await;
             read
         }
@@ -43,6 +44,7 @@ async fn read_on(
     config: &LdapConfig,
     stored: Option<&token::Stored>,
     facts: Facts<'_>,
+    warm: Option<&super::Warm>,
 ) -> Result<CachedRead, SyncError> {
     let dc = &controller.dc;
     let point = UsnPoint {
@@ -91,7 +93,7 @@ async fn read_on(
             delta: Delta::default(),
         });
     }
-    let mut cache = store.source_entries().await?;
+    let mut cache = super::kept(store, warm, stored).await?;
     let changes = controller
         .changes(config, found, &cache)
         .await
