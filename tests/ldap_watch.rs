@@ -87,6 +87,7 @@ async fn a_watched_directory_change_reaches_the_target_without_a_schedule() {
     let child = env
         .command(&["run"])
         .env("TEST_OFFICE_KEY", KEY)
+        .env("RUST_LOG", "info,dirsync::sync::incremental=debug")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -123,6 +124,8 @@ async fn a_watched_directory_change_reaches_the_target_without_a_schedule() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("Watching the directory for changes."), "{stderr}");
     assert!(stderr.contains("The directory changed"), "{stderr}");
+    // The service keeps the entries it committed: watched changes do not load them.
+    assert!(stderr.contains("Took the kept entries from memory."), "{stderr}");
     mock.assert_no_violations();
 }
 

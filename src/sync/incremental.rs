@@ -64,13 +64,24 @@ impl Warm {
 
 /// The kept entries: from memory when `warm` holds the stored generation's, else from
 /// the state database.
-async fn kept(store: &Store, warm: Option<&Warm>, stored: Option<&token::Stored>) -> Result<Cache, SyncError> {
+async fn kept(
+    store: &Store,
+    warm: Option<&Warm>,
+    stored: Option<&token::Stored>,
+) -> Result<Cache, SyncError> {
     if let (Some(w), Some(s)) = (warm, stored)
         && let Some(cache) = w.take(s.generation)
     {
+        tracing::debug!(generation = s.generation, "Took the kept entries from memory.");
         return Ok(cache);
     }
-    Ok(store.source_entries().await?)
+    let cache = store.source_entries().await?;
+    tracing::debug!(
+        users = cache.users.len(),
+        groups = cache.groups.len(),
+        "Loaded the kept entries from the state database."
+    );
+    Ok(cache)
 }
 
 /// Where the directory of this run comes from.
