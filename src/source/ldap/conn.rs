@@ -1078,6 +1078,73 @@ pub(crate) mod tests {
 
     /// Paged results that would be asked for forever, and a control that does not
     /// parse, end the search with an error instead of a loop or a panic.
+    /// A search done whose result code is `rc` (a BER INTEGER's content bytes).
+    fn done_rc(id: i32, rc: &[u8]) -> Vec<u8> {
+        let result = [tlv(0x0a, rc), octets(b""), octets(b"")].concat();
+        message(id, tlv(0x65, &result), &[])
+    }
+
+    /// Binds anonymously and refreshes the user search from `cookie`.
+    async fn refresh(config: &LdapConfig, cookie: &[u8]) -> Result<Synced, LdapError> {
+        let mut conn = Conn::open(config).await?;
+        conn.bind(&Bind::Anonymous).await?;
+        let r = conn
+            .sync_refresh(&config.users.search, &[], Some(cookie.to_vec()))
+            .await;
+        conn.close().await;
+        r
+    }
+
+    /// `e-syncRefreshRequired` (4096), which slapd did not produce in any test:
+    /// the cookie cannot be served, so the read must be full.
+    #[tokio::test]
+    async fn a_server_that_cannot_serve_the_cookie_asks_for_a_full_refresh() {
+        let answers: Vec<Answer> = vec![Box::new(|id| done_rc(id, &[0x10, 0x00]))];
+        let config = scripted(answers, true).await;
+        let r = refresh(&config, b"rid=000,csn=20261203000000.000000Z#000000#000#000000").await;
+        assert!(
+            matches!(&r, Ok(Synced::RefreshRequired(res)) if res.code == 4096),
+            "{r:?}"
+        );
+    }
+
+    /// An entry whose sync state control cannot be read ends the refresh with a typed
+    /// error (the next run reads everything), not a panic in ldap3's parser.
+    #[tokio::test]
+    async fn a_malformed_sync_state_control_is_an_error_not_a_crash() {
+        let sync_state = |value: &[u8]| {
+            tlv(
+                0x30,
+                &[octets(b"1.3.6.1.4.1.4203.1.9.1.2"), octets(value)].concat(),
+            )
+        };
+        for value in [
+            &[0x30, 0x03, 0x0a, 0x01][..],
+            &[0x30, 0x00][..],
+            &[0x04, 0x01, 0x00][..],
+        ] {
+            let control = sync_state(value);
+            let answers: Vec<Answer> = vec![Box::new(move |id| {
+                let entry = tlv(0x64, &[octets(b"uid=a,dc=x"), tlv(0x30, &[])].concat());
+                let mut out = message(id, entry, std::slice::from_ref(&control));
+                out.extend(done(id, 0, &[]));
+                out
+            })];
+            let config = scripted(answers, true).await;
+            let r = refresh(&config, b"rid=000").await;
+            assert!(
+                matches!(
+                    &r,
+                    Err(LdapError::Search {
+                        reason: SearchFailure::BadSync { .. },
+                        ..
+                    })
+                ),
+                "{value:?}: {r:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn paged_results_that_cannot_go_on_are_an_error() {
         let stuck = vec![
