@@ -1,4 +1,5 @@
-//! The monitoring kit in `contrib/`: the alert rules pass `promtool check rules`, the
+//! The monitoring kit in `contrib/`: the alert rules pass `promtool check rules` and
+//! fire as `tests/fixtures/monitoring/dirsync.rules.test.yml` expects, the
 //! /metrics of a service that ran a sync passes `promtool check metrics`, and every
 //! metric the Grafana dashboard and the rules query is one the service exports.
 
@@ -129,6 +130,16 @@ fn alert_rules_pass_promtool() {
     let (ok, out) = promtool(&["check", "rules", rules.to_str().expect("utf-8 path")], "");
     assert!(ok, "{out}");
     assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// Each alert fires when it should and not before, on made-up series
+/// (`promtool test rules`).
+#[test]
+fn alert_rules_fire_when_they_should() {
+    let cases =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monitoring/dirsync.rules.test.yml");
+    let (ok, out) = promtool(&["test", "rules", cases.to_str().expect("utf-8 path")], "");
+    assert!(ok, "{out}");
 }
 
 #[tokio::test]
