@@ -1,4 +1,9 @@
 //! Prometheus metrics of the daemon, derived from each run's report.
+//!
+//! Requests to a target by outcome are `dirsync_operations_total{target,kind,outcome}`
+//! plus `dirsync_retries_total{target}` (attempts beyond the first) and
+//! `dirsync_throttled_total{target}` (429s): a per-attempt outcome is not in the run
+//! report, and a second counter of the same operations would only repeat the first.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -23,6 +28,7 @@ pub struct Metrics {
     throttled: Family<Labels, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     run_duration: Histogram,
+    source_read: Family<Labels, Histogram>,
     source_objects: Family<Labels, Gauge>,
     invalid_entities: Family<Labels, Gauge>,
     held_removals: Family<Labels, Gauge>,
@@ -105,6 +111,12 @@ impl Metrics {
                 Gauge::default(),
             ),
             run_duration: register(&mut r, "run_duration_seconds", "Duration of runs", buckets),
+            source_read: register(
+                &mut r,
+                "source_read_seconds",
+                "Time a run took to decide how to read the source and read it, by read mode (full, incremental, unchanged)",
+                Family::new_with_constructor(source_read_buckets as fn() -> Histogram),
+            ),
             source_objects: register(
                 &mut r,
                 "source_objects",
@@ -124,6 +136,11 @@ impl Metrics {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             self.last_success.set(now.as_secs_f64());
+        }
+        if let Some(read) = &report.source_read {
+            self.source_read
+                .get_or_create(&labels(&[("mode", read.mode)]))
+                .observe(read.seconds);
         }
         self.source_objects
             .get_or_create(&labels(&[("kind", "users")]))
@@ -171,19 +188,62 @@ impl Metrics {
         self.run_duration.observe(duration.as_secs_f64());
     }
 
-    /// The text exposition format (OpenMetrics, which Prometheus reads).
+    /// The OpenMetrics text format, which Prometheus asks for first.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// The Prometheus text format 0.0.4, for clients that do not ask for OpenMetrics
+    /// (curl, `promtool check metrics`, older scrapers).
+    pub fn encode_text(&self) -> String {
+        to_text_format(&self.encode())
+    }
+}
+
+/// From 10 ms (an unchanged CSV file) to about 80 s (a full read of a large directory).
+fn source_read_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 14))
+}
+
+/// OpenMetrics text → Prometheus text format 0.0.4. They differ, for the metric kinds
+/// dirsync exports, in three ways: a counter's HELP and TYPE name its family without
+/// `_total` in OpenMetrics and its samples in 0.0.4; 0.0.4 has no `# UNIT` lines; and
+/// it has no `# EOF`.
+fn to_text_format(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) { "_total" } else { "" };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::{HeldReport, KindCounts, TargetReport};
+    use crate::sync::{HeldReport, KindCounts, SourceReadReport, TargetReport};
 
     #[test]
     fn counts_come_from_the_report() {
@@ -214,6 +274,10 @@ mod tests {
             source_users: 5,
             source_groups: 2,
             targets: vec![t],
+            source_read: Some(SourceReadReport {
+                mode: "incremental",
+                seconds: 0.2,
+            }),
             ..Report::default()
         };
         m.observe(&report, "partial", Duration::from_millis(300));
@@ -228,8 +292,29 @@ mod tests {
             "dirsync_retries_total{target=\"office\"} 2",
             "dirsync_throttled_total{target=\"office\"} 1",
             "dirsync_source_objects{kind=\"users\"} 5",
+            "dirsync_source_read_seconds_count{mode=\"incremental\"} 1",
+            "dirsync_source_read_seconds_sum{mode=\"incremental\"} 0.2",
         ] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }
+    }
+
+    #[test]
+    fn text_format_names_counters_by_their_samples() {
+        let m = Metrics::new();
+        m.observe_error("source_error", Duration::from_millis(20));
+        let text = m.encode_text();
+        for line in [
+            "# HELP dirsync_runs_total Runs by outcome.",
+            "# TYPE dirsync_runs_total counter",
+            "dirsync_runs_total{outcome=\"source_error\"} 1",
+            "# TYPE dirsync_run_duration_seconds histogram",
+            "# TYPE dirsync_last_success_timestamp_seconds gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+        }
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT "), "{text}");
+        assert!(!text.contains("# TYPE dirsync_runs counter"), "{text}");
+        assert!(m.encode().ends_with("# EOF\n"));
     }
 }

@@ -189,6 +189,16 @@ pub struct Report {
     pub targets: Vec<TargetReport>,
     /// The held set this run sent (`dirsync approve`), and who approved it.
     pub approved: Option<ApprovedReport>,
+    /// How the source was read and how long deciding and reading took, for
+    /// `dirsync_source_read_seconds{mode}`; `None` when the run read no source.
+    pub(crate) source_read: Option<SourceReadReport>,
+}
+
+/// A run's source read: its mode (`full`, `incremental`, `unchanged`) and duration.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub(crate) struct SourceReadReport {
+    pub(crate) mode: &'static str,
+    pub(crate) seconds: f64,
 }
 
 /// An approval a run carried out.
@@ -326,6 +336,7 @@ pub async fn run(
     // Whether the source changed since the last run, from its token (a dry run plans
     // every target and writes nothing, so it needs neither).
     let kind = source_kind(&config.source);
+    let deciding = std::time::Instant::now();
     let (token, stored, target_states) = match &store {
         Some(s) if !opts.dry_run => (
             source::token(&config.source).await?,
@@ -371,6 +382,7 @@ pub async fn run(
     } else {
         token::decide(decided.as_ref(), facts)
     };
+    let decided_in = deciding.elapsed();
     let generation = stored
         .as_ref()
         .map_or(1, |s| s.generation + i64::from(decision.changed));
@@ -430,16 +442,21 @@ pub async fn run(
             .collect::<Result<Vec<_>, _>>()
     };
     let read = async {
-        match (&cached, &store, &config.source) {
+        let reading = std::time::Instant::now();
+        let dir = match (&cached, &store, &config.source) {
             _ if targets.is_empty() => Ok(None),
             (Some(c), Some(s), SourceConfig::Ldap(l)) => c
                 .directory(s, &config.source, l, opts.warm.as_ref(), decided.as_ref())
                 .await
                 .map(Some),
-            _ => Ok(source::read(&config.source).await.map(Some)?),
-        }
+            _ => source::read(&config.source)
+                .await
+                .map(Some)
+                .map_err(SyncError::from),
+        };
+        (dir, reading.elapsed())
     };
-    let (dir, snapshots, clients) = tokio::join!(read, load_snapshots, clients);
+    let ((dir, read_in), snapshots, clients) = tokio::join!(read, load_snapshots, clients);
     let dir = match (dir, &store) {
         (Err(e), Some(s)) if cached.is_some() => {
             force_full_read(s, &e).await;
@@ -478,6 +495,10 @@ pub async fn run(
             })
             .collect(),
         approved: None,
+        source_read: Some(SourceReadReport {
+            mode: decision.mode.as_str(),
+            seconds: (decided_in + read_in).as_secs_f64(),
+        }),
     };
 
     // The read's size against the last one trusted with removals.
