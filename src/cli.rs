@@ -90,6 +90,9 @@ enum Command {
         /// The held set's id, from `dirsync held`.
         id: String,
     },
+    /// Write a commented starting config for a source and a target; refuses to
+    /// overwrite an existing file.
+    Init(InitArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -129,6 +132,29 @@ impl RunArgs {
             out: None,
         }
     }
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Where users and groups come from.
+    #[arg(long, value_enum)]
+    source: InitSource,
+    /// A built-in target preset, or `http` for an API described in the config alone.
+    #[arg(long, value_name = "PRESET", value_parser = clap::builder::PossibleValuesParser::new(dirsync::init::target_names()))]
+    target: String,
+    /// Where to write [default: the --config path]
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// The directory the config's secret files (and CA file) are named in.
+    #[arg(long, value_name = "DIR", default_value = "/etc/dirsync")]
+    secrets_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum InitSource {
+    Csv,
+    Openldap,
+    ActiveDirectory,
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +289,7 @@ async fn dispatch(cli: Cli) -> u8 {
                 }
             };
         }
+        Command::Init(args) => return init(&config_path, args),
         Command::Audit(args) => {
             return match state_db() {
                 Ok(state_db) => audit(&state_db, args).await,
@@ -318,6 +345,7 @@ async fn dispatch(cli: Cli) -> u8 {
             .await
         }
         Command::Audit(_)
+        | Command::Init(_)
         | Command::Status { .. }
         | Command::Held { .. }
         | Command::Discard { .. }
@@ -674,6 +702,53 @@ async fn open_existing(state_db: &Path) -> Result<Store, u8> {
         report_error(&e);
         exit::FAILURE
     })
+}
+
+/// `dirsync init`: the starting config written where no file is, and what to do next.
+fn init(config_path: &Path, args: InitArgs) -> u8 {
+    let source = match args.source {
+        InitSource::Csv => dirsync::init::Source::Csv,
+        InitSource::Openldap => dirsync::init::Source::OpenLdap,
+        InitSource::ActiveDirectory => dirsync::init::Source::ActiveDirectory,
+    };
+    let out = args.out.unwrap_or_else(|| config_path.to_owned());
+    let starter = match dirsync::init::render(source, &args.target, &out, &args.secrets_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    // create_new: an existing config (or one written meanwhile) is never replaced.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&out)
+        .and_then(|mut f| f.write_all(starter.text.as_bytes()));
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "error: {}: already exists; not overwritten (choose another path with --out)",
+                out.display()
+            );
+            return exit::USAGE;
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", out.display());
+            return exit::FAILURE;
+        }
+    }
+    println!("wrote {}", out.display());
+    println!("next:");
+    for f in &starter.files {
+        println!("  write {}", f.display());
+    }
+    println!("  replace every CHANGE-ME in {}", out.display());
+    let config = format!("--config {}", out.display());
+    println!("  dirsync {config} check --offline");
+    println!("  dirsync {config} check");
+    exit::SUCCESS
 }
 
 async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
