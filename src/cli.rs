@@ -90,6 +90,9 @@ enum Command {
         /// The held set's id, from `dirsync held`.
         id: String,
     },
+    /// Write a commented starting config for a source and a target; refuses to
+    /// overwrite an existing file.
+    Init(InitArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -132,6 +135,29 @@ impl RunArgs {
 }
 
 #[derive(Debug, Args)]
+struct InitArgs {
+    /// Where users and groups come from.
+    #[arg(long, value_enum)]
+    source: InitSource,
+    /// A built-in target preset, or `http` for an API described in the config alone.
+    #[arg(long, value_name = "PRESET", value_parser = clap::builder::PossibleValuesParser::new(dirsync::init::target_names()))]
+    target: String,
+    /// Where to write [default: the --config path]
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// The directory the config's secret files (and CA file) are named in.
+    #[arg(long, value_name = "DIR", default_value = "/etc/dirsync")]
+    secrets_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum InitSource {
+    Csv,
+    Openldap,
+    ActiveDirectory,
+}
+
+#[derive(Debug, Args)]
 struct AuditArgs {
     /// Only this run id.
     #[arg(long)]
@@ -142,16 +168,37 @@ struct AuditArgs {
     /// Only this entity (target id or name).
     #[arg(long)]
     entity: Option<String>,
-    /// Only rows since a time: RFC 3339 (2026-11-24T08:00:00Z) or an age (2h, 3d).
-    #[arg(long)]
+    /// Only rows at or after a time: RFC 3339 (2026-11-24T08:00:00Z) or an age
+    /// before now (2h, 3d).
+    #[arg(long, value_name = "TIME")]
     since: Option<String>,
-    /// At most this many rows.
-    #[arg(long, default_value_t = 50)]
-    limit: i64,
-    /// Print JSON lines instead of a table.
-    #[arg(long)]
+    /// Only rows before a time, in the forms --since takes.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// At most this many rows [default: 50, or all with --since or --until].
+    #[arg(long, value_name = "N")]
+    limit: Option<i64>,
+    /// Output: a table, JSON lines, or CSV with a header row.
+    #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
+    format: AuditFormat,
+    /// The same as --format json.
+    #[arg(long, conflicts_with = "format")]
     json: bool,
 }
+
+/// How `dirsync audit` prints its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuditFormat {
+    /// Aligned columns for a terminal; long details are cut.
+    Table,
+    /// One JSON object per line, every field whole.
+    Json,
+    /// RFC 4180 CSV with a header row, for spreadsheets; summary and drift as JSON text.
+    Csv,
+}
+
+/// Rows `dirsync audit` shows when neither a limit nor a time range is given.
+const AUDIT_DEFAULT_LIMIT: i64 = 50;
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -242,6 +289,7 @@ async fn dispatch(cli: Cli) -> u8 {
                 }
             };
         }
+        Command::Init(args) => return init(&config_path, args),
         Command::Audit(args) => {
             return match state_db() {
                 Ok(state_db) => audit(&state_db, args).await,
@@ -297,6 +345,7 @@ async fn dispatch(cli: Cli) -> u8 {
             .await
         }
         Command::Audit(_)
+        | Command::Init(_)
         | Command::Status { .. }
         | Command::Held { .. }
         | Command::Discard { .. }
@@ -656,11 +705,58 @@ async fn open_existing(state_db: &Path) -> Result<Store, u8> {
     })
 }
 
-async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
-    let since = match args.since.as_deref().map(parse_since).transpose() {
+/// `dirsync init`: the starting config written where no file is, and what to do next.
+fn init(config_path: &Path, args: InitArgs) -> u8 {
+    let source = match args.source {
+        InitSource::Csv => dirsync::init::Source::Csv,
+        InitSource::Openldap => dirsync::init::Source::OpenLdap,
+        InitSource::ActiveDirectory => dirsync::init::Source::ActiveDirectory,
+    };
+    let out = args.out.unwrap_or_else(|| config_path.to_owned());
+    let starter = match dirsync::init::render(source, &args.target, &out, &args.secrets_dir) {
         Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    // create_new: an existing config (or one written meanwhile) is never replaced.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&out)
+        .and_then(|mut f| f.write_all(starter.text.as_bytes()));
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "error: {}: already exists; not overwritten (choose another path with --out)",
+                out.display()
+            );
+            return exit::USAGE;
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", out.display());
+            return exit::FAILURE;
+        }
+    }
+    println!("wrote {}", out.display());
+    println!("next:");
+    for f in &starter.files {
+        println!("  write {}", f.display());
+    }
+    println!("  replace every CHANGE-ME in {}", out.display());
+    let config = format!("--config {}", out.display());
+    println!("  dirsync {config} check --offline");
+    println!("  dirsync {config} check");
+    exit::SUCCESS
+}
+
+async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
+    let (since, until) = match audit_range(args.since.as_deref(), args.until.as_deref(), chrono::Utc::now()) {
+        Ok(r) => r,
         Err(msg) => {
-            eprintln!("error: --since: {msg}");
+            eprintln!("error: {msg}");
             return exit::USAGE;
         }
     };
@@ -668,12 +764,18 @@ async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let limit = match args.limit {
+        Some(n) => Some(n),
+        None if since.is_some() || until.is_some() => None,
+        None => Some(AUDIT_DEFAULT_LIMIT),
+    };
     let q = AuditQuery {
         run_id: args.run,
         target: args.target,
         entity: args.entity,
         since,
-        limit: args.limit,
+        until,
+        limit,
     };
     let rows = match store.audit(&q).await {
         Ok(r) => r,
@@ -682,13 +784,113 @@ async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
             return exit::FAILURE;
         }
     };
+    let format = if args.json { AuditFormat::Json } else { args.format };
     let mut out = std::io::stdout().lock();
-    if args.json {
-        for r in &rows {
-            let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
+    let written = match format {
+        AuditFormat::Table => audit_table(&mut out, &rows),
+        AuditFormat::Json => rows
+            .iter()
+            .try_for_each(|r| writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default())),
+        AuditFormat::Csv => audit_csv(&mut out, &rows),
+    };
+    match written {
+        Ok(()) => exit::SUCCESS,
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing the audit rows: {e}");
+            exit::FAILURE
         }
-        return exit::SUCCESS;
     }
+}
+
+/// The columns of `dirsync audit --format csv`, in order.
+const AUDIT_CSV_HEADER: [&str; 13] = [
+    "at",
+    "run_id",
+    "target",
+    "operation",
+    "entity_id",
+    "entity_name",
+    "outcome",
+    "http_status",
+    "attempts",
+    "summary",
+    "drift",
+    "error",
+    "warning",
+];
+
+/// The rows as CSV: a header, then one record per row. Names are written whole
+/// (quoted by the csv crate where needed); summary and drift are JSON text.
+fn audit_csv(out: &mut impl Write, rows: &[dirsync::store::AuditRow]) -> std::io::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(AUDIT_CSV_HEADER)?;
+    let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
+    for r in rows {
+        w.write_record([
+            r.at.as_str(),
+            &r.run_id,
+            &r.target,
+            &r.operation,
+            &r.entity_id,
+            &r.entity_name,
+            &r.outcome,
+            &r.http_status.map(|s| s.to_string()).unwrap_or_default(),
+            &r.attempts.to_string(),
+            &json(&r.summary),
+            &json(&r.drift),
+            r.error.as_deref().unwrap_or_default(),
+            r.warning.as_deref().unwrap_or_default(),
+        ])?;
+    }
+    w.flush()
+}
+
+/// `--since` and `--until` as UTC times in the audit table's form, checked against
+/// each other. Errors name the flag and the value.
+fn audit_range(
+    since: Option<&str>,
+    until: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Option<String>, Option<String>), String> {
+    let parse = |flag: &str, value: Option<&str>| {
+        value
+            .map(|v| parse_time(v, now).map_err(|msg| format!("--{flag} `{v}`: {msg}")))
+            .transpose()
+    };
+    let since_at = parse("since", since)?;
+    let until_at = parse("until", until)?;
+    if let (Some(s), Some(u)) = (since_at, until_at)
+        && u < s
+    {
+        return Err(format!(
+            "--until `{}` is before --since `{}`",
+            until.unwrap_or_default(),
+            since.unwrap_or_default()
+        ));
+    }
+    let text = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    Ok((since_at.map(text), until_at.map(text)))
+}
+
+/// An RFC 3339 time, or an age before `now` (`2h`, `3d`).
+fn parse_time(
+    value: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let age = humantime::parse_duration(value)
+        .map_err(|_| "neither an RFC 3339 time (2026-11-24T08:00:00Z) nor an age (2h, 3d)".to_owned())?;
+    let age = chrono::Duration::from_std(age).map_err(|_| "too long an age".to_owned())?;
+    now.checked_sub_signed(age)
+        .ok_or_else(|| "too long an age".to_owned())
+}
+
+/// The rows as the aligned table a terminal shows.
+fn audit_table(out: &mut impl Write, rows: &[dirsync::store::AuditRow]) -> std::io::Result<()> {
     let header = [
         cell("at", AT),
         cell("run", RUN),
@@ -697,8 +899,8 @@ async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
         cell("entity", ENTITY),
         cell("outcome", OUTCOME),
     ];
-    let _ = writeln!(out, "{} {:>4} {:>3}  detail", header.join(" "), "http", "try");
-    for r in &rows {
+    writeln!(out, "{} {:>4} {:>3}  detail", header.join(" "), "http", "try")?;
+    for r in rows {
         let detail = match (&r.error, &r.summary) {
             (Some(e), _) => cut(&visible(e), DETAIL),
             (None, Some(s)) => {
@@ -723,16 +925,16 @@ async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
             entity_cell(&r.entity_name, &r.entity_id, ENTITY),
             cell(&r.outcome, OUTCOME),
         ];
-        let _ = writeln!(
+        writeln!(
             out,
             "{} {:>4} {:>3}  {}",
             cells.join(" "),
             r.http_status.map(|s| s.to_string()).unwrap_or_default(),
             r.attempts,
             detail
-        );
+        )?;
     }
-    exit::SUCCESS
+    Ok(())
 }
 
 /// Widths of the audit table's columns, in terminal columns.
@@ -783,19 +985,6 @@ fn entity_cell(name: &str, id: &str, width: usize) -> String {
     let id = cut(&visible(id), width.saturating_sub(NAME_AT_LEAST + 3));
     let name = cut(&visible(name), width.saturating_sub(id.width() + 3));
     cell(&format!("{name} ({id})"), width)
-}
-
-/// `--since` as RFC 3339, or an age before now.
-fn parse_since(value: &str) -> Result<String, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
-        return Ok(t
-            .with_timezone(&chrono::Utc)
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    }
-    let age = humantime::parse_duration(value)
-        .map_err(|_| format!("`{value}` is neither RFC 3339 nor an age like 2h"))?;
-    let age = chrono::Duration::from_std(age).map_err(|e| e.to_string())?;
-    Ok((chrono::Utc::now() - age).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// How long ago an RFC 3339 time was; `None` if it does not parse.
@@ -1092,6 +1281,59 @@ async fn status(state_db: &Path, json: bool) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_ranges_take_rfc3339_times_and_ages() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T12:00:00Z")
+            .expect("now")
+            .with_timezone(&chrono::Utc);
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<(Option<&'a str>, Option<&'a str>), &'a str>,
+        );
+        let cases: &[Case] = &[
+            (None, None, Ok((None, None))),
+            (
+                Some("2026-11-01T00:00:00Z"),
+                Some("2026-12-01T00:00:00+01:00"),
+                Ok((Some("2026-11-01T00:00:00.000Z"), Some("2026-11-30T23:00:00.000Z"))),
+            ),
+            (Some("2h"), None, Ok((Some("2026-12-03T10:00:00.000Z"), None))),
+            (
+                Some("3d"),
+                Some("1d"),
+                Ok((Some("2026-11-30T12:00:00.000Z"), Some("2026-12-02T12:00:00.000Z"))),
+            ),
+            (
+                Some("yesterday"),
+                None,
+                Err(
+                    "--since `yesterday`: neither an RFC 3339 time (2026-11-24T08:00:00Z) nor an age (2h, 3d)",
+                ),
+            ),
+            (
+                None,
+                Some("2026-13-01T00:00:00Z"),
+                Err(
+                    "--until `2026-13-01T00:00:00Z`: neither an RFC 3339 time (2026-11-24T08:00:00Z) nor an age (2h, 3d)",
+                ),
+            ),
+            (
+                Some("2026-12-01T00:00:00Z"),
+                Some("2026-11-01T00:00:00Z"),
+                Err("--until `2026-11-01T00:00:00Z` is before --since `2026-12-01T00:00:00Z`"),
+            ),
+            (Some("1d"), Some("2d"), Err("--until `2d` is before --since `1d`")),
+        ];
+        for (since, until, want) in cases {
+            let got = audit_range(*since, *until, now);
+            let want = (*want)
+                .map(|(s, u)| (s.map(str::to_owned), u.map(str::to_owned)))
+                .map_err(str::to_owned);
+            assert_eq!(got, want, "{since:?} {until:?}");
+        }
+    }
 
     #[test]
     fn a_cell_is_visible_text_in_exactly_its_width() {

@@ -24,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod hold;
+pub mod init;
 pub mod lock;
 pub mod mapping;
 pub(crate) mod metrics;

@@ -109,8 +109,13 @@ pub struct AuditQuery {
     pub run_id: Option<String>,
     pub target: Option<String>,
     pub entity: Option<String>,
+    /// Rows at or after this time (RFC 3339, UTC, as `now` writes it).
     pub since: Option<String>,
-    pub limit: i64,
+    /// Rows before this time (same form): `since`..`until` is a half-open range, so
+    /// consecutive months neither overlap nor leave a gap.
+    pub until: Option<String>,
+    /// At most this many rows; `None` for all of them.
+    pub limit: Option<i64>,
 }
 
 /// One run, as `dirsync status` shows it.
@@ -639,13 +644,16 @@ impl Store {
              FROM audit
              WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR target = ?2)
                AND (?3 IS NULL OR entity_id = ?3 OR entity_name = ?3) AND (?4 IS NULL OR at >= ?4)
-             ORDER BY id DESC LIMIT ?5",
+               AND (?5 IS NULL OR at < ?5)
+             ORDER BY id DESC LIMIT ?6",
         )
         .bind(&q.run_id)
         .bind(&q.target)
         .bind(&q.entity)
         .bind(&q.since)
-        .bind(q.limit)
+        .bind(&q.until)
+        // SQLite reads a negative LIMIT as no limit.
+        .bind(q.limit.unwrap_or(-1))
         .fetch_all(&self.pool)
         .await?;
         let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());

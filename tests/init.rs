@@ -1,0 +1,107 @@
+//! `dirsync init` end to end: for every source and every target it offers, the config
+//! it writes passes `dirsync check --offline` once the files it names exist; it
+//! never overwrites a file.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dirsync(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dirsync"))
+        .args(args)
+        .env_remove("DIRSYNC_CONFIG")
+        .output()
+        .expect("run dirsync")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The files `init` says to write, created with content a check accepts.
+fn write_named_files(stdout: &str) -> usize {
+    let mut n = 0;
+    for line in stdout.lines() {
+        let Some(path) = line.strip_prefix("  write ") else {
+            continue;
+        };
+        let content = match Path::new(path).file_name().and_then(|f| f.to_str()) {
+            Some("users.csv") => "id,username\n1,ann\n",
+            Some("groups.csv") => "id,name,members\ng1,team-a,1\n",
+            _ => "not-a-real-secret\n",
+        };
+        std::fs::write(path, content).expect("write a named file");
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn every_source_and_target_passes_the_offline_check() {
+    for source in ["csv", "openldap", "active-directory"] {
+        for target in dirsync::init::target_names() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = dir.path().join("dirsync.toml");
+            let secrets = dir.path().join("secrets");
+            std::fs::create_dir(&secrets).expect("secrets dir");
+            let config_s = config.to_str().expect("utf-8 path");
+            let out = dirsync(&[
+                "init",
+                "--source",
+                source,
+                "--target",
+                target,
+                "--out",
+                config_s,
+                "--secrets-dir",
+                secrets.to_str().expect("utf-8 path"),
+            ]);
+            assert_eq!(out.status.code(), Some(0), "{source} {target}: {}", text(&out));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(write_named_files(&stdout) >= 1, "{source} {target}: {stdout}");
+            assert!(stdout.contains("check --offline"), "{stdout}");
+
+            let written = std::fs::read_to_string(&config).expect("config written");
+            assert!(written.contains("[daemon]\nschedule = "), "{written}");
+            assert!(written.contains("# [safety]"), "{written}");
+            assert!(!written.contains("/etc/dirsync"), "{source} {target}: {written}");
+            let check = dirsync(&["--config", config_s, "check", "--offline"]);
+            assert_eq!(
+                check.status.code(),
+                Some(0),
+                "{source} {target}:\n{written}\n{}",
+                text(&check)
+            );
+        }
+    }
+}
+
+#[test]
+fn an_existing_file_is_never_overwritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("dirsync.toml");
+    std::fs::write(&config, "# mine\n").expect("write");
+    let config_s = config.to_str().expect("utf-8 path");
+    // The default path is the --config path.
+    let out = dirsync(&[
+        "--config", config_s, "init", "--source", "csv", "--target", "http",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("error: {config_s}: already exists; not overwritten")),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).expect("read"), "# mine\n");
+
+    let unknown = dirsync(&["init", "--source", "csv", "--target", "nope", "--out", config_s]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("onlyoffice-group-members"),
+        "the presets are offered: {stderr}"
+    );
+}
