@@ -870,8 +870,10 @@ fn audit_range(
             since.unwrap_or_default()
         ));
     }
-    let text = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    Ok((since_at.map(text), until_at.map(text)))
+    Ok((
+        since_at.map(dirsync::store::stamp),
+        until_at.map(dirsync::store::stamp),
+    ))
 }
 
 /// An RFC 3339 time, or an age before `now` (`2h`, `3d`).

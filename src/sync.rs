@@ -479,7 +479,7 @@ pub async fn run(
             );
             (dir.users.len(), dir.groups.len())
         }
-        (None, Some(s)) => (count(s.users), count(s.groups)),
+        (None, Some(s)) => (crate::store::count(s.users), crate::store::count(s.groups)),
         (None, None) => (0, 0),
     };
     let mut report = Report {
@@ -739,14 +739,10 @@ fn as_decided(s: &SourceState) -> token::Stored {
         token: s.token.clone().and_then(|t| serde_json::from_value(t).ok()),
         generation: s.generation,
         since_full,
-        users: count(s.users),
-        groups: count(s.groups),
+        users: crate::store::count(s.users),
+        groups: crate::store::count(s.groups),
         force_full: s.force_full.clone(),
     }
-}
-
-fn count(n: i64) -> usize {
-    usize::try_from(n).unwrap_or(0)
 }
 
 /// The invalid entities that make the run partial: those not reported before

@@ -220,7 +220,6 @@ impl Store {
             .iter()
             .map(|w| ((w.group.as_str(), w.member.as_str()), w.due))
             .collect();
-        let stamp = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM absent_members WHERE target = ?")
             .bind(target)
@@ -234,8 +233,8 @@ impl Store {
             .bind(target)
             .bind(group)
             .bind(member)
-            .bind(stamp(since))
-            .bind(stamp(due))
+            .bind(super::stamp(*since))
+            .bind(super::stamp(*due))
             .execute(&mut *tx)
             .await?;
         }

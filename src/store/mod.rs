@@ -44,7 +44,12 @@ pub enum StoreError {
 
 /// Now, as stored: RFC 3339 UTC with milliseconds.
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    stamp(chrono::Utc::now())
+}
+
+/// A time as stored: RFC 3339 UTC with milliseconds, so stored times compare as text.
+pub fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// An open state database.
@@ -561,7 +566,7 @@ impl Store {
         http_status: Option<u16>,
     ) -> Result<String, StoreError> {
         let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
-        let until = (chrono::Utc::now() + wait).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let until = stamp(chrono::Utc::now() + wait);
         sqlx::query(
             "INSERT INTO target_pauses (target, endpoint, until, http_status, run_id) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (target, endpoint) DO UPDATE SET until = MAX(until, excluded.until),
@@ -1037,6 +1042,6 @@ async fn insert_audit(tx: &mut sqlx::SqliteConnection, a: AuditInsert<'_>) -> Re
 }
 
 /// A stored count; a negative one (a hand-edited database) reads as none.
-fn count(n: i64) -> usize {
+pub(crate) fn count(n: i64) -> usize {
     usize::try_from(n).unwrap_or(0)
 }
