@@ -821,30 +821,42 @@ const AUDIT_CSV_HEADER: [&str; 13] = [
     "warning",
 ];
 
-/// The rows as CSV: a header, then one record per row. Names are written whole
-/// (quoted by the csv crate where needed); summary and drift are JSON text.
+/// The rows as CSV: a header, then one record per row, quoted by the csv crate where
+/// needed; summary and drift are JSON text. A cell a spreadsheet would run as a
+/// formula gets a leading `'` (see `inert`).
 fn audit_csv(out: &mut impl Write, rows: &[dirsync::store::AuditRow]) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(AUDIT_CSV_HEADER)?;
     let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
     for r in rows {
         w.write_record([
-            r.at.as_str(),
-            &r.run_id,
-            &r.target,
-            &r.operation,
-            &r.entity_id,
-            &r.entity_name,
-            &r.outcome,
-            &r.http_status.map(|s| s.to_string()).unwrap_or_default(),
-            &r.attempts.to_string(),
-            &json(&r.summary),
-            &json(&r.drift),
-            r.error.as_deref().unwrap_or_default(),
-            r.warning.as_deref().unwrap_or_default(),
+            r.at.clone(),
+            r.run_id.clone(),
+            inert(&r.target),
+            r.operation.clone(),
+            inert(&r.entity_id),
+            inert(&r.entity_name),
+            r.outcome.clone(),
+            r.http_status.map(|s| s.to_string()).unwrap_or_default(),
+            r.attempts.to_string(),
+            json(&r.summary),
+            json(&r.drift),
+            inert(r.error.as_deref().unwrap_or_default()),
+            inert(r.warning.as_deref().unwrap_or_default()),
         ])?;
     }
     w.flush()
+}
+
+/// A text cell as a spreadsheet shows it but never runs it: names and ids come from
+/// the directory and errors from the targets, so a group named `=HYPERLINK(…)` would
+/// otherwise be a formula in the auditor's spreadsheet (OWASP's CSV injection). A
+/// leading `'` makes such a cell text; every other cell is written as it is.
+fn inert(cell: &str) -> String {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        _ => cell.to_owned(),
+    }
 }
 
 /// `--since` and `--until` as UTC times in the audit table's form, checked against
@@ -1283,6 +1295,25 @@ async fn status(state_db: &Path, json: bool) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cell a spreadsheet would run as a formula is written as text; ordinary names,
+    /// and a sign inside a name, stay as they are.
+    #[test]
+    fn audit_cells_never_start_a_formula() {
+        for cell in [
+            "=HYPERLINK(\"http://127.0.0.1\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
+            assert_eq!(inert(cell), format!("'{cell}"), "{cell:?}");
+        }
+        for cell in ["eng", "a=b", "", "'quoted", "k-8"] {
+            assert_eq!(inert(cell), cell);
+        }
+    }
 
     #[test]
     fn audit_ranges_take_rfc3339_times_and_ages() {
