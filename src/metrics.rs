@@ -127,6 +127,12 @@ impl Metrics {
         }
     }
 
+    /// The end of the last successful run as the state database records it, so a
+    /// restarted service does not report "never" (and page) until its first run.
+    pub(crate) fn restore_last_success(&self, unix_seconds: f64) {
+        self.last_success.set(unix_seconds);
+    }
+
     /// Counts a finished run.
     pub fn observe(&self, report: &Report, outcome: &str, duration: Duration) {
         self.runs.get_or_create(&labels(&[("outcome", outcome)])).inc();

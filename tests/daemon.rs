@@ -233,3 +233,65 @@ async fn service_syncs_on_schedule_reloads_and_stops_cleanly() {
     }
     assert_eq!(mock.groups(), want);
 }
+
+/// A restarted service reports the last success the state database records, not
+/// "never", until its own first run: the "no successful sync" alert does not fire
+/// on every restart.
+#[tokio::test]
+async fn a_restarted_service_reports_the_last_recorded_success() {
+    let mock = GroupMembersApi::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users_csv(5));
+    env.write("groups.csv", &groups_csv(GROUPS));
+    let port = free_port();
+    // Once a year: the service does not run during the test.
+    let yearly = config(&mock, port, ".*").replace("*/2 * * * * *", "0 0 0 1 1 *");
+    env.write("dirsync.toml", &yearly);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let mut sync = env.command(&["sync"]);
+    sync.env("TEST_OFFICE_KEY", KEY);
+    Run::from(sync.output().await.expect("sync")).expect_code(0);
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+
+    let mut child = env
+        .command(&["run"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        {
+            break r.text().await.expect("body");
+        }
+        assert!(Instant::now() < deadline, "the service never served /metrics");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.start_kill().expect("kill");
+    let _ = child.wait().await;
+    let at = parse_metrics(&text)
+        .get("dirsync_last_success_timestamp_seconds")
+        .copied()
+        .unwrap_or_else(|| panic!("no last success in {text}"));
+    // The stored end time has millisecond precision.
+    assert!(
+        before - 0.001 <= at && at <= after + 0.001,
+        "{at} is not the sync's end ({before}..{after})"
+    );
+    assert!(
+        !parse_metrics(&text).contains_key("dirsync_runs_total{outcome=\"success\"}"),
+        "the service ran during the test: {text}"
+    );
+}

@@ -93,7 +93,9 @@ pub(crate) struct Shared {
 pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Result<(), DaemonError> {
     let mut config = Arc::new(config);
     // READY means the config is valid and the state database usable.
-    Store::open(&config.state_db).await?.close().await;
+    let store = Store::open(&config.state_db).await?;
+    let last_success = store.last_success().await?;
+    store.close().await;
     let shared = Arc::new(Shared {
         health: Mutex::new(Health {
             started: Instant::now(),
@@ -104,6 +106,9 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
         metrics: Metrics::new(),
         warm: sync::Warm::default(),
     });
+    if let Some(at) = last_success {
+        shared.metrics.restore_last_success(at);
+    }
     if let Some(addr) = config.daemon.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -709,6 +709,18 @@ impl Store {
             .collect()
     }
 
+    /// When the last successful run (not a dry run) ended, as Unix seconds.
+    pub(crate) async fn last_success(&self) -> Result<Option<f64>, StoreError> {
+        let at: Option<String> = sqlx::query_scalar(
+            "SELECT finished_at FROM runs WHERE outcome = 'success' AND dry_run = 0 ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(at
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.timestamp_millis() as f64 / 1000.0))
+    }
+
     /// Entities whose latest push attempt failed and that no later success covered.
     /// (Entities skipped as invalid source data are listed by [`Store::invalid`].)
     pub async fn pending(&self) -> Result<Vec<Pending>, StoreError> {
