@@ -84,7 +84,7 @@ impl Templates {
         });
         env.set_formatter(|out, state, value| match state.auto_escape() {
             AutoEscape::Custom(kind) if kind == "xml" => {
-                out.write_str(&xml_text(value)).map_err(minijinja::Error::from)
+                out.write_str(&xml_text(value)?).map_err(minijinja::Error::from)
             }
             AutoEscape::Custom(kind) if kind == "url" => {
                 let text = plain_text(value);
@@ -204,7 +204,12 @@ fn plain_text(value: &Value) -> String {
     }
 }
 
-fn xml_text(value: &Value) -> String {
+/// A value as XML character data. A carriage return is written as `&#13;`, since a
+/// parser turns a literal one into a line feed and the target would store another
+/// value; a control character XML 1.0 cannot carry at all is an error, so the entity
+/// is reported as invalid source data instead of sent as a document the target
+/// rejects.
+fn xml_text(value: &Value) -> Result<String, minijinja::Error> {
     let text = plain_text(value);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -214,10 +219,18 @@ fn xml_text(value: &Value) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' | '\n' => out.push(c),
+            '\u{0}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}' => {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("the value holds U+{:04X}, which XML cannot carry", u32::from(c)),
+                ));
+            }
             _ => out.push(c),
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -249,6 +262,25 @@ mod tests {
             json!({"name": "a \"q\" <b> & c", "on": false, "none": null}),
             "<Name>a &quot;q&quot; &lt;b&gt; &amp; c</Name><On>false</On><N></N>",
         );
+    }
+
+    /// A carriage return survives a parser only as a character reference; a control
+    /// character XML cannot carry fails the render, naming it.
+    #[test]
+    fn xml_keeps_carriage_returns_and_refuses_what_it_cannot_carry() {
+        check(
+            Kind::Xml,
+            "<Name>{{ name }}</Name>",
+            json!({"name": "a\r\nb\tc"}),
+            "<Name>a&#13;\nb\tc</Name>",
+        );
+        let mut t = Templates::new();
+        t.add("t", Kind::Xml, "<Name>{{ name }}</Name>")
+            .expect("compiles");
+        let e = t
+            .render("t", Kind::Xml, &json!({"name": "a\u{1}b"}))
+            .expect_err("U+0001 is not XML");
+        assert!(e.to_string().contains("U+0001"), "{e}");
     }
 
     #[test]
