@@ -351,6 +351,94 @@ async fn a_run_killed_after_its_cache_commit_is_finished_by_the_next_run_from_th
     );
 }
 
+/// The source state as stored: generation and token.
+async fn source_state(env: &Env) -> (i64, String) {
+    let db = common::sqlite(&env.db()).await;
+    let row = sqlx::query_as("SELECT generation, token FROM source_state")
+        .fetch_one(&db)
+        .await
+        .expect("read the source state");
+    db.close().await;
+    row
+}
+
+#[tokio::test]
+async fn a_run_killed_between_its_read_and_its_commit_leaves_cookies_and_cache_as_they_were() {
+    // Enough users that building and planning after the refresh take about half a
+    // second (debug build): the kill lands in that window, which the test checks.
+    let mut ldif = common::slapd::people_ldif(5_000);
+    for k in 0..3 {
+        ldif.push_str(&format!(
+            "dn: cn=team{k},ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: team{k}\n"
+        ));
+        for u in (1 + k..=5_000).step_by(50) {
+            ldif.push_str(&format!("member: uid=user{u},ou=people,{BASE}\n"));
+        }
+        ldif.push_str(&format!("entryUUID: {}\n\n", common::group_uuid(k)));
+    }
+    let server = Slapd::start(
+        &ldif,
+        Options {
+            size_limit: 50_000,
+            ..syncprov()
+        },
+    );
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let (state, kept) = (source_state(&env).await, cache(&env).await);
+    let pushed = mock.request_count().await;
+
+    // A member leaves team0; the run that reads it is killed once the refresh is in.
+    let mut admin = admin(&server).await;
+    admin
+        .modify(
+            &group("team0"),
+            vec![Mod::Delete("member", HashSet::from([person("user1").as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("remove user1 from team0");
+    admin.unbind().await.expect("unbind");
+    let mut child = env
+        .command(&["sync"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stderr.take().expect("stderr")));
+    let mut seen = String::new();
+    while let Some(line) = lines.next_line().await.expect("stderr line") {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("Read what changed in the source.") {
+            child.start_kill().expect("SIGKILL");
+            break;
+        }
+    }
+    child.wait().await.expect("reaped");
+    assert!(seen.contains("Read what changed in the source."), "{seen}");
+    assert!(
+        !seen.contains("Started a run."),
+        "killed after the commit: {seen}"
+    );
+    assert_eq!(mock.request_count().await, pushed, "nothing was pushed");
+    assert_eq!(source_state(&env).await, state, "the cookies stay as they were");
+    assert!(cache(&env).await == kept, "the entry cache stays as it was");
+
+    // The next run refreshes from the same cookies and pushes the change.
+    let next = dirsync(&env, &["sync"]).await;
+    next.expect_code(0);
+    assert!(
+        next.stderr.contains("Read what changed in the source."),
+        "{}",
+        next.stderr
+    );
+    assert_eq!(mock.request_count().await, pushed + 1, "only team0");
+    assert_eq!(mock.groups(), oracle(&server).await);
+}
+
 #[tokio::test]
 async fn a_size_limit_that_stops_a_refresh_falls_back_to_paged_reads_with_a_warning() {
     let server = Slapd::start(
