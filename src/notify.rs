@@ -1,8 +1,8 @@
 //! Webhook notifications: the messages a run's result calls for, and their delivery.
 //!
 //! `messages` is pure: a run's report (or the error that stopped it) and the time and
-//! host → the JSON messages to post (`removals_held`, `held_approved`, `run_partial`,
-//! `run_failed`). `deliver` posts them to `[notify] webhook_url` once the run is over,
+//! host → the JSON messages to post (`removals_held`, `plan_refused`, `held_approved`,
+//! `run_partial`, `run_failed`). `deliver` posts them to `[notify] webhook_url` once the run is over,
 //! retrying connection errors, 429 and 5xx with the targets' backoff, all within
 //! `notify.timeout`. A receiver that is down or failing costs one warning, never the
 //! run's exit code: a notification reports a run, it is not part of it.
@@ -56,6 +56,13 @@ pub(crate) enum Event {
         held_set_id: String,
         target: String,
         by: String,
+    },
+    /// A target's whole plan was refused (an empty source never removes anything):
+    /// nothing was sent to it. Sent on every run that refuses, like `run_failed`.
+    PlanRefused {
+        target: String,
+        reason: String,
+        exit_code: u8,
     },
     /// Some operations failed or were left for the next run.
     RunPartial {
@@ -151,6 +158,15 @@ pub(crate) fn messages(opts: &Options, result: Result<&Report, &SyncError>, orig
             removed_memberships: held.removed_memberships,
             disabled_users: held.disabled_users,
             reasons: held.reasons.clone(),
+        };
+        out.push(message(event, run_id));
+    }
+    for t in &report.targets {
+        let Some(reason) = &t.refused else { continue };
+        let event = Event::PlanRefused {
+            target: t.name.clone(),
+            reason: reason.clone(),
+            exit_code: crate::exit::REFUSED,
         };
         out.push(message(event, run_id));
     }
@@ -277,6 +293,7 @@ fn event_name(event: &Event) -> &'static str {
     match event {
         Event::RemovalsHeld { .. } => "removals_held",
         Event::HeldApproved { .. } => "held_approved",
+        Event::PlanRefused { .. } => "plan_refused",
         Event::RunPartial { .. } => "run_partial",
         Event::RunFailed { .. } => "run_failed",
     }
@@ -438,6 +455,24 @@ mod tests {
             &opts(false),
             Ok(&report(vec![target("a")])),
             serde_json::json!([]),
+        );
+    }
+
+    /// A target whose plan an empty source refused is named with the reason; the
+    /// others are not.
+    #[test]
+    fn a_refused_plan_is_one_message_per_target() {
+        let mut a = target("a");
+        a.refused = Some("the source returned 0 users and 0 groups".into());
+        check(
+            &opts(false),
+            Ok(&report(vec![a, target("b")])),
+            serde_json::json!([{
+                "event": "plan_refused", "target": "a",
+                "reason": "the source returned 0 users and 0 groups", "exit_code": 4,
+                "at": "2026-12-03T10:00:00.000Z", "host": "sync01",
+                "dirsync": env!("CARGO_PKG_VERSION"), "run_id": "r1",
+            }]),
         );
     }
 

@@ -235,3 +235,65 @@ id_attribute = "id"
     assert_eq!(users[&uuid(1)]["DisplayName"], "Ann Archer");
     assert_eq!(users[&uuid(2)]["DisplayName"], "User 2");
 }
+
+/// A user search that comes back empty (here a filter that matches nothing) would empty
+/// every group: the target's plan is refused, nothing is sent, the groups stay as
+/// they are on the target, and the webhook hears which target and why.
+#[tokio::test]
+async fn an_empty_user_search_refuses_the_plan_and_notifies() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), Options::default());
+    let mock = GroupMembersApi::start().await;
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    let env = setup(&server, &mock, 100);
+    let good = config(&server.url(), &mock, 100) + "\n[notify]\nwebhook_url_env = \"TEST_HOOK_URL\"\n";
+    env.write("dirsync.toml", &good);
+    let run = |env: &Env| {
+        let mut cmd = env.command(&["sync"]);
+        cmd.env("TEST_OFFICE_KEY", KEY)
+            .env("TEST_HOOK_URL", format!("{}/hook", hook.uri()));
+        async move { common::Run::from(cmd.output().await.expect("run dirsync")) }
+    };
+    run(&env).await.expect_code(0);
+    let (pushed, groups) = (mock.request_count().await, mock.groups());
+    assert!(!groups.is_empty());
+
+    env.write(
+        "dirsync.toml",
+        &format!("{good}\n[source.users]\nfilter = \"(uid=no-such-user)\"\n"),
+    );
+    let refused = run(&env).await;
+    refused.expect_code(4);
+    assert!(
+        refused.stderr.contains("allow_empty_source"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(mock.request_count().await, pushed, "nothing sent");
+    assert_eq!(mock.groups(), groups, "nothing emptied");
+    let got: Vec<serde_json::Value> = hook
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("a JSON body"))
+        .collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["event"], "plan_refused", "{}", got[0]);
+    assert_eq!(got[0]["target"], "office", "{}", got[0]);
+    assert_eq!(got[0]["exit_code"], 4, "{}", got[0]);
+    assert!(
+        got[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("returned 0 users and")),
+        "{}",
+        got[0]
+    );
+}
