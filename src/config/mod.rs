@@ -328,6 +328,10 @@ impl Ctx {
         if max_consecutive_failures == 0 {
             return Err(self.invalid(key("max_consecutive_failures"), "must be at least 1"));
         }
+        let max_members_per_request = raw.max_members_per_request.unwrap_or(100);
+        if max_members_per_request == 0 {
+            return Err(self.invalid(key("max_members_per_request"), "must be at least 1"));
+        }
         let retry = self.retry(&key("retry"), raw.retry.unwrap_or_default())?;
         let auth = self.auth(&key("auth"), raw.auth.unwrap_or_default())?;
         let secrets = self.template_secrets(&key("secrets"), raw.secrets.unwrap_or_default())?;
@@ -342,6 +346,8 @@ impl Ctx {
         for (kind, ep) in [
             (EndpointKind::GroupMembers, raw_endpoints.group_members),
             (EndpointKind::UpdateUser, raw_endpoints.update_user),
+            (EndpointKind::AddMembers, raw_endpoints.add_members),
+            (EndpointKind::RemoveMembers, raw_endpoints.remove_members),
         ] {
             let Some(ep) = ep else { continue };
             if ep.enabled == Some(false) {
@@ -361,6 +367,16 @@ impl Ctx {
                 key("endpoints"),
                 "the target offers no endpoint (group_members or update_user)",
             ));
+        }
+        // A delta is sent only where a whole list can be sent instead: a new group, a
+        // resync and a change larger than the group are full replaces.
+        for kind in [EndpointKind::AddMembers, EndpointKind::RemoveMembers] {
+            if endpoints.contains_key(&kind) && !endpoints.contains_key(&EndpointKind::GroupMembers) {
+                return Err(self.invalid(
+                    key(&format!("endpoints.{}", kind.key())),
+                    "needs `endpoints.group_members` beside it (new groups and large changes send the whole list)",
+                ));
+            }
         }
 
         let raw_groups = raw.groups.unwrap_or_default();
@@ -564,6 +580,7 @@ impl Ctx {
                 concurrency_increase_after,
                 rate_limit,
                 max_consecutive_failures,
+                max_members_per_request,
                 retry,
                 auth,
                 secrets,
@@ -1042,9 +1059,10 @@ impl Ctx {
         vars: &serde_json::Map<String, serde_json::Value>,
         secrets: &BTreeMap<String, Secret>,
     ) -> Result<(), ConfigError> {
-        let context: &[&str] = match ep.kind {
-            EndpointKind::GroupMembers => &["group", "members", "member_users"],
-            EndpointKind::UpdateUser => &["user"],
+        let context: &[&str] = if ep.kind.is_group() {
+            &["group", "members", "member_users"]
+        } else {
+            &["user"]
         };
         // (template part, its key in the config, how it is rendered)
         let mut parts = vec![

@@ -164,6 +164,8 @@ pub struct RawTarget {
     pub rate_limit: Option<f64>,
     /// Stop the target's run after this many failed operations in a row.
     pub max_consecutive_failures: Option<usize>,
+    /// Members one `add_members` or `remove_members` request carries at most (100).
+    pub max_members_per_request: Option<usize>,
     pub retry: Option<RawRetry>,
     pub auth: Option<RawAuth>,
     /// Secrets for templates, `NAME` / `NAME_file` / `NAME_env` / `NAME_credential`.
@@ -270,6 +272,10 @@ pub struct RawUsers {
 pub struct RawEndpoints {
     pub group_members: Option<RawEndpoint>,
     pub update_user: Option<RawEndpoint>,
+    /// Adds members to a group; with `remove_members`, a changed group sends only
+    /// its added and removed members.
+    pub add_members: Option<RawEndpoint>,
+    pub remove_members: Option<RawEndpoint>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -416,9 +422,11 @@ impl RawTarget {
         self.endpoints = merge_with(self.endpoints, preset.endpoints, |mine, base| RawEndpoints {
             group_members: merge_endpoint(mine.group_members, base.group_members),
             update_user: merge_endpoint(mine.update_user, base.update_user),
+            add_members: merge_endpoint(mine.add_members, base.add_members),
+            remove_members: merge_endpoint(mine.remove_members, base.remove_members),
         });
         fill!(self, preset: base_url, timeout, concurrency, concurrency_increase_after, rate_limit, max_consecutive_failures,
-            retry, strict, groups, users, safety, probe)
+            max_members_per_request, retry, strict, groups, users, safety, probe)
     }
 }
 

@@ -4,7 +4,7 @@
 //! wire, so it is never part of a fingerprint, a log line or an audit row; anything a
 //! server echoes back is scrubbed of every configured secret before it is kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderValue, 
 
 use crate::config::TargetConfig;
 use crate::mapping::{DesiredGroup, DesiredUser};
-use crate::plan::Operation;
+use crate::plan::{Delta, Operation};
 use crate::target::pace::{Pacer, Window};
 use crate::target::request::{self, Failure, Request, Secrets, Verdict};
 use crate::target::spec::{Auth, Endpoint, EndpointKind, Retry, Spec};
@@ -143,15 +143,27 @@ impl HttpTarget {
         })
     }
 
-    /// The request for a group, as it would be sent.
+    /// The request that replaces a group's whole member list, as it would be sent.
     pub fn group_request(
         &self,
         group: &DesiredGroup,
         users: &BTreeMap<String, DesiredUser>,
         secrets: Secrets,
     ) -> Result<Request, request::BuildError> {
-        let ep = self.endpoint(EndpointKind::GroupMembers)?;
-        let ctx = request::group_context(&self.spec, ep, &self.name, group, users, secrets);
+        self.group_request_to(EndpointKind::GroupMembers, group, &group.members, users, secrets)
+    }
+
+    /// A group request to the endpoint `kind`, carrying `members`.
+    fn group_request_to(
+        &self,
+        kind: EndpointKind,
+        group: &DesiredGroup,
+        members: &BTreeSet<String>,
+        users: &BTreeMap<String, DesiredUser>,
+        secrets: Secrets,
+    ) -> Result<Request, request::BuildError> {
+        let ep = self.endpoint(kind)?;
+        let ctx = request::group_context(&self.spec, ep, &self.name, group, members, users, secrets);
         request::build(&self.templates, ep, &ctx)
     }
 
@@ -162,18 +174,39 @@ impl HttpTarget {
         request::build(&self.templates, ep, &ctx)
     }
 
+    /// The request an operation sends to its endpoint.
+    fn op_request(
+        &self,
+        op: &Operation,
+        users: &BTreeMap<String, DesiredUser>,
+        secrets: Secrets,
+    ) -> Result<Request, request::BuildError> {
+        match op {
+            Operation::ReplaceMembers(g) => {
+                let members = match g.delta {
+                    None => &g.group.members,
+                    Some(Delta::Add) => &g.added,
+                    Some(Delta::Remove) => &g.removed,
+                };
+                self.group_request_to(endpoint_of(op), &g.group, members, users, secrets)
+            }
+            Operation::UpdateUser(u) => self.user_request(&u.user, secrets),
+        }
+    }
+
     /// Sends one operation, retrying what is worth retrying. The request is rendered
     /// here, with the real secrets.
     pub async fn push(&self, op: &Operation, users: &BTreeMap<String, DesiredUser>) -> PushOutcome {
-        let (kind, sent) = match op {
-            Operation::ReplaceMembers(g) => (EndpointKind::GroupMembers, Some(&g.group.members)),
-            Operation::UpdateUser(_) => (EndpointKind::UpdateUser, None),
+        // A group answer that echoes the members is compared with the list the group
+        // should hold once this request is applied, for a delta as for a replace.
+        let sent = match op {
+            Operation::ReplaceMembers(g) => Some(&g.group.members),
+            Operation::UpdateUser(_) => None,
         };
-        let built = match op {
-            Operation::ReplaceMembers(g) => self.group_request(&g.group, users, Secrets::Real),
-            Operation::UpdateUser(u) => self.user_request(&u.user, Secrets::Real),
-        };
-        let (ep, req) = match (self.endpoint(kind), built) {
+        let (ep, req) = match (
+            self.endpoint(endpoint_of(op)),
+            self.op_request(op, users, Secrets::Real),
+        ) {
             (Ok(ep), Ok(req)) => (ep, req),
             (Err(e), _) | (_, Err(e)) => {
                 return PushOutcome::with(Err(PushError::Build(self.redact(&e.0))));
@@ -181,10 +214,9 @@ impl HttpTarget {
         };
         // Echoed fields are compared with the masked body, so a drift row never holds
         // a secret that was sent; the answer is redacted before it is judged.
-        let masked = match op {
-            _ if ep.response_echo.is_none() => None,
-            Operation::ReplaceMembers(g) => self.group_request(&g.group, users, Secrets::Masked).ok(),
-            Operation::UpdateUser(u) => self.user_request(&u.user, Secrets::Masked).ok(),
+        let masked = match ep.response_echo {
+            None => None,
+            Some(_) => self.op_request(op, users, Secrets::Masked).ok(),
         };
         let body = masked.as_ref().map(|m| m.body.as_str());
         let sent = request::Sent { members: sent, body };
@@ -349,6 +381,18 @@ impl HttpTarget {
             }
         }
         out
+    }
+}
+
+/// The endpoint an operation is sent to.
+pub(crate) fn endpoint_of(op: &Operation) -> EndpointKind {
+    match op {
+        Operation::ReplaceMembers(g) => match g.delta {
+            None => EndpointKind::GroupMembers,
+            Some(Delta::Add) => EndpointKind::AddMembers,
+            Some(Delta::Remove) => EndpointKind::RemoveMembers,
+        },
+        Operation::UpdateUser(_) => EndpointKind::UpdateUser,
     }
 }
 

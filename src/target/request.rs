@@ -131,17 +131,19 @@ fn secrets_view(spec: &Spec, secrets: Secrets) -> BTreeMap<&str, Cow<'_, str>> {
         .collect()
 }
 
+/// `members` is the group's whole list for a replace, or the members an add or remove
+/// request carries.
 pub fn group_context<'a>(
     spec: &'a Spec,
     ep: &Endpoint,
     target: &'a str,
     group: &'a DesiredGroup,
+    members: &'a BTreeSet<String>,
     users: &'a BTreeMap<String, DesiredUser>,
     secrets: Secrets,
 ) -> GroupContext<'a> {
     let member_users = ep.uses_member_users.then(|| {
-        group
-            .members
+        members
             .iter()
             .filter_map(|id| users.get(id).map(|u| user_view(id, &u.user)))
             .collect()
@@ -155,7 +157,7 @@ pub fn group_context<'a>(
             source_name: &group.source_name,
         },
         member_users,
-        members: &group.members,
+        members,
         secrets: secrets_view(spec, secrets),
         target: TargetView { name: target },
         vars: &spec.vars,
@@ -781,6 +783,7 @@ mod tests {
             concurrency_increase_after: 10,
             rate_limit: None,
             max_consecutive_failures: 1,
+            max_members_per_request: 100,
             retry: crate::target::spec::Retry::default(),
             auth: crate::target::spec::Auth::None,
             secrets: [("key".to_owned(), crate::config::Secret::new("s3cret"))].into(),
@@ -815,8 +818,16 @@ mod tests {
         });
         let mut ep = endpoint(vec![], &[]);
         let ctx = |ep: &Endpoint, secrets| {
-            serde_json::to_value(group_context(&spec, ep, "office", &group, &users, secrets))
-                .expect("serializes")
+            serde_json::to_value(group_context(
+                &spec,
+                ep,
+                "office",
+                &group,
+                &group.members,
+                &users,
+                secrets,
+            ))
+            .expect("serializes")
         };
         let common = json!({
             "group": { "id": "g-1", "name": "Staff", "source_id": "src-g", "source_name": "staff", "attrs": { "dn": "cn=staff" } },

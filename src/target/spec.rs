@@ -9,19 +9,39 @@ use std::time::Duration;
 use crate::config::Secret;
 use crate::template::Kind;
 
-/// Which of the two operations an endpoint serves. Also the template name prefix.
+/// Which operation an endpoint serves. Also the template name prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EndpointKind {
+    /// Replaces a group's whole member list.
     GroupMembers,
     UpdateUser,
+    /// Adds the members it is given to a group (optional, beside `GroupMembers`).
+    AddMembers,
+    /// Removes the members it is given from a group (optional, beside `GroupMembers`).
+    RemoveMembers,
 }
 
 impl EndpointKind {
+    /// Every kind, in the order the config lists them.
+    pub const ALL: [EndpointKind; 4] = [
+        EndpointKind::GroupMembers,
+        EndpointKind::UpdateUser,
+        EndpointKind::AddMembers,
+        EndpointKind::RemoveMembers,
+    ];
+
     pub fn key(self) -> &'static str {
         match self {
             EndpointKind::GroupMembers => "group_members",
             EndpointKind::UpdateUser => "update_user",
+            EndpointKind::AddMembers => "add_members",
+            EndpointKind::RemoveMembers => "remove_members",
         }
+    }
+
+    /// Whether the endpoint's templates see a group (`group`, `members`, `member_users`).
+    pub fn is_group(self) -> bool {
+        self != EndpointKind::UpdateUser
     }
 }
 
@@ -191,6 +211,8 @@ pub struct Spec {
     pub(crate) concurrency_increase_after: usize,
     /// Requests per second at most.
     pub(crate) rate_limit: Option<f64>,
+    /// Members one add or remove request carries at most: a larger change is split.
+    pub(crate) max_members_per_request: usize,
     /// Failed operations in a row after which the target's run stops (an outage).
     pub(crate) max_consecutive_failures: usize,
     pub(crate) retry: Retry,
