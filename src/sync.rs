@@ -1021,6 +1021,7 @@ async fn deliver(
         tracing::warn!(target_name = %p.config.name, until = %pause.until, scope, "Sent nothing the target asked to wait for (Retry-After); it is left for a run after that time.");
         tr.paused_until = Some(pause.until.clone());
     }
+    p.target.keep_ids_in(store);
     progress.start(&p.config.name, p.plan.ops.len());
     let pushing = std::time::Instant::now();
     let pauses = push(store, run_id, p, &held, cancel, progress, tr).await?;

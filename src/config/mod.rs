@@ -568,6 +568,30 @@ impl Ctx {
             }
         }
 
+        let scim = match raw.scim {
+            None => None,
+            Some(s) => {
+                let pick = |k: &str, given: Option<String>, allowed: [&str; 2]| match given {
+                    None => Ok(allowed[0].to_owned()),
+                    Some(v) if allowed.contains(&v.as_str()) => Ok(v),
+                    Some(v) => Err(self.invalid(
+                        key(&format!("scim.{k}")),
+                        format!("`{v}`: expected `{}` or `{}`", allowed[0], allowed[1]),
+                    )),
+                };
+                let page_size = s.page_size.unwrap_or(100);
+                if page_size == 0 {
+                    return Err(self.invalid(key("scim.page_size"), "must be at least 1"));
+                }
+                Some(crate::target::spec::Scim {
+                    user_filter: pick("user_filter", s.user_filter, ["userName", "externalId"])?,
+                    group_filter: pick("group_filter", s.group_filter, ["displayName", "externalId"])?,
+                    create_users: s.create_users.unwrap_or(false),
+                    create_groups: s.create_groups.unwrap_or(false),
+                    page_size,
+                })
+            }
+        };
         let config_hash = crate::source::token::sha256_hex(&format!("{raw_text}\n{groups:?}\n{users:?}"));
         Ok(TargetConfig {
             config_hash,
@@ -586,6 +610,7 @@ impl Ctx {
                 secrets,
                 vars,
                 endpoints,
+                scim,
             },
             templates: Arc::new(templates),
             groups,
@@ -980,6 +1005,7 @@ impl Ctx {
                     pointer: r.pointer,
                     request_pointer: r.request_pointer,
                     fields: r.fields,
+                    fail: r.fail,
                 })
             }
         };

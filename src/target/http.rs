@@ -15,6 +15,7 @@ use crate::mapping::{DesiredGroup, DesiredUser};
 use crate::plan::{Delta, Operation};
 use crate::target::pace::{Pacer, Window};
 use crate::target::request::{self, Failure, Request, Secrets, Verdict};
+use crate::target::scim;
 use crate::target::spec::{Auth, Endpoint, EndpointKind, Retry, Spec};
 use crate::template::Templates;
 
@@ -38,7 +39,7 @@ pub struct PushOutcome {
 
 impl PushOutcome {
     /// An outcome before any answer: no status, no attempt yet.
-    fn with(result: Result<Option<request::Drift>, PushError>) -> PushOutcome {
+    pub(super) fn with(result: Result<Option<request::Drift>, PushError>) -> PushOutcome {
         PushOutcome {
             result,
             status: None,
@@ -98,6 +99,8 @@ pub struct HttpTarget {
     pacer: Arc<Pacer>,
     /// How many of its requests may be in flight, adapting to 429 and 503 answers.
     window: Arc<Window>,
+    /// A SCIM service's ids for the entities dirsync maps, when the target is one.
+    pub(super) scim: Option<Arc<scim::Ids>>,
 }
 
 impl HttpTarget {
@@ -121,6 +124,7 @@ impl HttpTarget {
                 config.spec.concurrency,
                 config.spec.concurrency_increase_after,
             )),
+            scim: config.spec.scim.clone().map(|s| Arc::new(scim::Ids::new(s))),
         })
     }
 
@@ -137,7 +141,7 @@ impl HttpTarget {
         self.spec.endpoints.contains_key(&kind)
     }
 
-    fn endpoint(&self, kind: EndpointKind) -> Result<&Endpoint, request::BuildError> {
+    pub(super) fn endpoint(&self, kind: EndpointKind) -> Result<&Endpoint, request::BuildError> {
         self.spec.endpoints.get(&kind).ok_or_else(|| {
             request::BuildError(format!("target `{}` has no `{}` endpoint", self.name, kind.key()))
         })
@@ -195,8 +199,20 @@ impl HttpTarget {
     }
 
     /// Sends one operation, retrying what is worth retrying. The request is rendered
-    /// here, with the real secrets.
+    /// here, with the real secrets (and, for a SCIM service, its own ids).
     pub async fn push(&self, op: &Operation, users: &BTreeMap<String, DesiredUser>) -> PushOutcome {
+        match &self.scim {
+            None => self.push_as_planned(op, users).await,
+            Some(ids) => self.push_scim(ids, op, users).await,
+        }
+    }
+
+    /// Sends an operation as it is, its ids those of the request.
+    pub(super) async fn push_as_planned(
+        &self,
+        op: &Operation,
+        users: &BTreeMap<String, DesiredUser>,
+    ) -> PushOutcome {
         // A group answer that echoes the members is compared with the list the group
         // should hold once this request is applied, for a delta as for a replace.
         let sent = match op {
@@ -220,10 +236,19 @@ impl HttpTarget {
         };
         let body = masked.as_ref().map(|m| m.body.as_str());
         let sent = request::Sent { members: sent, body };
-        self.send_with_retries(ep, &req, sent).await
+        self.send_with_retries(ep, &req, sent, None).await
     }
 
-    async fn send_with_retries(&self, ep: &Endpoint, req: &Request, sent: request::Sent<'_>) -> PushOutcome {
+    /// Sends `req` until it is confirmed, refused or out of attempts. With `kept_answer`,
+    /// the last answer's body (secrets redacted) is left there, for a caller that
+    /// reads ids out of it.
+    pub(super) async fn send_with_retries(
+        &self,
+        ep: &Endpoint,
+        req: &Request,
+        sent: request::Sent<'_>,
+        mut kept_answer: Option<&mut String>,
+    ) -> PushOutcome {
         let retry = &self.spec.retry;
         let mut outcome = PushOutcome::with(Ok(None));
         loop {
@@ -243,12 +268,16 @@ impl HttpTarget {
                     // Redacted before anything reads it, so that no excerpt, message or
                     // drift value can hold a secret the target echoed, whole or cut.
                     let body = self.redact_secrets(&body);
-                    let answer = request::Answer {
+                    let judged = request::Answer {
                         status: code,
                         content_type: headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
                         body: &body,
                     };
-                    (request::judge(ep, &answer, sent), after)
+                    let verdict = request::judge(ep, &judged, sent);
+                    if let Some(kept) = kept_answer.as_deref_mut() {
+                        *kept = body;
+                    }
+                    (verdict, after)
                 }
                 Err(message) => {
                     // The audit row tells what the last attempt met: no answer at all.

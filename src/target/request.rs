@@ -497,6 +497,25 @@ pub fn judge(ep: &Endpoint, answer: &Answer<'_>, sent: Sent<'_>) -> Verdict {
             _ => {}
         }
     }
+    if let Some(echo) = ep
+        .response_echo
+        .as_ref()
+        .filter(|e| e.fail && !drift.fields.is_empty())
+    {
+        let fields = drift
+            .fields
+            .iter()
+            .map(|(name, d)| format!("`{name}` is {:?}, not {:?} as sent", d.answered, d.sent))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Verdict::Failure {
+            kind: Failure::Rejected,
+            message: format!(
+                "HTTP {status} but the answer at `{}` differs: {fields}",
+                echo.pointer
+            ),
+        };
+    }
     let warning = (!missing.is_empty()).then(|| {
         format!(
             "the answer confirmed but has no {}, so drift cannot be checked: {}",
@@ -789,6 +808,7 @@ mod tests {
             secrets: [("key".to_owned(), crate::config::Secret::new("s3cret"))].into(),
             vars: json!({ "scope": 7 }).as_object().cloned().unwrap_or_default(),
             endpoints: BTreeMap::new(),
+            scim: None,
         };
         let mut user = User::new("src-1", "ann");
         user.email = Some("ann@example.com".into());
@@ -1169,6 +1189,7 @@ mod tests {
             pointer: "/Data/Detail".into(),
             request_pointer: String::new(),
             fields: vec!["Name".into(), "On".into(), "Id".into(), "Gone".into()],
+            fail: false,
         });
         let sent = r#"{"Name": "a", "On": true, "Id": "4a6008e9-c171-4dcb-bb8d-9912de902dc3", "Gone": 1}"#;
         let judge_with = |answer: &str| {
@@ -1202,6 +1223,51 @@ mod tests {
             }
         );
         assert_eq!(judge_with(r#"{"Data": null}"#), None);
+    }
+
+    /// A SCIM service that answers another `userName` than the one sent changed the
+    /// user's identity: a failure, with both values, not a confirmation with drift.
+    #[test]
+    fn a_differing_identity_field_fails_when_the_echo_says_so() {
+        let mut ep = endpoint(vec![], &["/scimType", "/detail"]);
+        ep.response_members = None;
+        ep.response_echo = Some(ResponseEcho {
+            pointer: String::new(),
+            request_pointer: String::new(),
+            fields: vec!["userName".into()],
+            fail: true,
+        });
+        let sent = Sent {
+            members: None,
+            body: Some(r#"{"userName": "ann", "active": true}"#),
+        };
+        let answer = |status, body| Answer {
+            status,
+            content_type: None,
+            body,
+        };
+        let same = r#"{"id": "1", "userName": "ann", "active": true}"#;
+        assert!(matches!(
+            judge(&ep, &answer(200, same), sent),
+            Verdict::Success { drift: None, .. }
+        ));
+        let other = r#"{"id": "1", "userName": "ann2", "active": true}"#;
+        assert_eq!(
+            judge(&ep, &answer(200, other), sent),
+            Verdict::Failure {
+                kind: Failure::Rejected,
+                message: "HTTP 200 but the answer at `` differs: `userName` is \"ann2\", not \"ann\" as sent"
+                    .into()
+            }
+        );
+        let error = r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "409", "scimType": "uniqueness", "detail": "userName taken"}"#;
+        assert_eq!(
+            judge(&ep, &answer(409, error), sent),
+            Verdict::Failure {
+                kind: Failure::Rejected,
+                message: "HTTP 409: uniqueness: userName taken".into()
+            }
+        );
     }
 
     #[test]

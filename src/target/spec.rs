@@ -140,6 +140,9 @@ pub struct ResponseEcho {
     pub pointer: String,
     pub request_pointer: String,
     pub fields: Vec<String>,
+    /// A field answered differently makes the answer a failure, not drift: the
+    /// target changed what identifies the entity (a SCIM `userName`).
+    pub fail: bool,
 }
 
 /// A check on the rendered body, before anything is sent: every value at `pointer`
@@ -222,4 +225,21 @@ pub struct Spec {
     /// Plain values for templates, exposed as `vars.NAME`.
     pub(crate) vars: serde_json::Map<String, serde_json::Value>,
     pub(crate) endpoints: BTreeMap<EndpointKind, Endpoint>,
+    /// A SCIM service: the ids in requests are the ones it assigned.
+    pub(crate) scim: Option<Scim>,
+}
+
+/// How a SCIM 2.0 service's users and groups are found and created. The target ids
+/// the mapping gives are the values searched by; the service's own ids replace them
+/// in each request as it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scim {
+    /// `userName` or `externalId`.
+    pub user_filter: String,
+    /// `displayName` or `externalId`.
+    pub group_filter: String,
+    pub create_users: bool,
+    pub create_groups: bool,
+    /// `count` of each page of a search.
+    pub page_size: usize,
 }
