@@ -486,3 +486,60 @@ async fn a_service_that_answers_another_user_name_has_not_confirmed() {
         .count();
     assert_eq!(puts, 2);
 }
+
+#[tokio::test]
+async fn verify_reports_a_member_added_behind_dirsyncs_back_and_repair_removes_it() {
+    let server = ScimServer::start().await;
+    let env = Env::new();
+    let groups_now = vec![("eng", vec![1, 2]), ("ops", vec![3])];
+    env.write("users.csv", &users(3));
+    env.write("groups.csv", &groups(&groups_now));
+    env.write("dirsync.toml", &config_csv(&scim_target(&server.url)));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    env.run(&["verify"], VARS).await.expect_code(0);
+
+    // Someone adds user3 to eng in the service itself.
+    let eng = s(&server.get("/Groups?filter=displayName%20eq%20%22eng%22").await["Resources"][0]["id"]);
+    let user3 = s(&server.get("/Users?filter=userName%20eq%20%22user3%22").await["Resources"][0]["id"]);
+    let patch = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": user3}]}]
+    });
+    let patched = reqwest::Client::new()
+        .patch(format!("{}/Groups/{eng}", server.url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/scim+json")
+        .body(patch.to_string())
+        .send()
+        .await
+        .expect("PATCH");
+    assert!(patched.status().is_success());
+
+    let found = env.run(&["verify"], VARS).await;
+    found.expect_code(3);
+    assert!(
+        found.stdout.contains("added in the target: user3"),
+        "{}",
+        found.stdout
+    );
+    // A plain sync does not see it: the snapshot says eng is as confirmed.
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await["eng"].len(), 3);
+
+    env.run(&["verify", "--repair"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    let audit = env.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|(op, id, outcome)| op == "verify" && id == "eng" && outcome == "drift"),
+        "{audit:?}"
+    );
+    assert_eq!(
+        audit
+            .last()
+            .map(|(op, id, outcome)| (op.as_str(), id.as_str(), outcome.as_str())),
+        Some(("replace_members", "eng", "success"))
+    );
+    env.run(&["verify"], VARS).await.expect_code(0);
+}

@@ -61,3 +61,59 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Marks a group whose members in the target differ from the snapshot (found by
+    /// `dirsync verify --repair`): its row takes the members the target holds and a
+    /// fingerprint no request has, and the target is marked not clean, so the next
+    /// sync plans the group as changed and sends the whole list, its removals
+    /// counted by the safety limits. One audit row
+    /// (`verify`, outcome `drift`) says what was found, in the same transaction.
+    pub(crate) async fn mark_drift(
+        &self,
+        run_id: &str,
+        target: &str,
+        group: (&str, &str),
+        held: &std::collections::BTreeSet<String>,
+        drift: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (id, name) = group;
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE snapshot_groups SET members = ?, fingerprint = 'drift', run_id = ?, updated_at = ? WHERE target = ? AND id = ?")
+            .bind(serde_json::to_string(held).unwrap_or_default())
+            .bind(run_id)
+            .bind(&at)
+            .bind(target)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        // A clean target is skipped while the source is unchanged: this one is not.
+        sqlx::query("UPDATE target_state SET clean = 0 WHERE target = ?")
+            .bind(target)
+            .execute(&mut *tx)
+            .await?;
+        super::insert_audit(
+            &mut tx,
+            super::AuditInsert {
+                run_id,
+                at: &at,
+                target,
+                operation: "verify",
+                entity_kind: "group",
+                entity_id: id,
+                entity_name: name,
+                outcome: "drift",
+                http_status: None,
+                attempts: 0,
+                summary: None,
+                drift: Some(drift.to_string()),
+                error: None,
+                warning: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

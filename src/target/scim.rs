@@ -99,6 +99,11 @@ enum Resolved {
 }
 
 impl HttpTarget {
+    /// Whether `read_members` can read this target's groups back.
+    pub(crate) fn reads_groups(&self) -> bool {
+        self.scim.is_some()
+    }
+
     /// Keeps the ids found and created from here on in `store`.
     pub(crate) fn keep_ids_in(&self, store: &Store) {
         if let Some(ids) = &self.scim {
@@ -204,6 +209,54 @@ impl HttpTarget {
                 Ok(Resolved::Send(Operation::ReplaceMembers(sent)))
             }
         }
+    }
+
+    /// The members a group holds in the service, by the keys dirsync knows them by
+    /// (a member dirsync never mapped, by the service's id); `None` when the service
+    /// has no such group.
+    pub(crate) async fn read_members(&self, group: &str) -> Result<Option<BTreeSet<String>>, PushError> {
+        let Some(ids) = &self.scim else {
+            return Err(PushError::Rejected(
+                "the target cannot read a group's members".into(),
+            ));
+        };
+        let Some((id, _)) = self.find_or_create(ids, Kind::Group, group, None).await? else {
+            return Ok(None);
+        };
+        let (outcome, answer) = self
+            .call(
+                ids,
+                reqwest::Method::GET,
+                format!("/Groups/{}", encode(&id)),
+                String::new(),
+            )
+            .await;
+        if outcome.status == Some(404) {
+            self.forget(ids, Kind::Group, group).await?;
+            return Ok(None);
+        }
+        outcome.result?;
+        let keys: BTreeMap<String, String> = ids
+            .known
+            .lock()
+            .await
+            .iter()
+            .flatten()
+            .filter(|((kind, _), _)| kind == Kind::User.key())
+            .map(|((_, key), id)| (id.clone(), key.clone()))
+            .collect();
+        let members = answer
+            .as_ref()
+            .and_then(|a| a.get("members"))
+            .and_then(Value::as_array)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m.get("value").and_then(Value::as_str))
+                    .map(|id| keys.get(id).cloned().unwrap_or_else(|| id.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(members))
     }
 
     /// The service's ids of `keys`. With `required`, every member must be found (or
