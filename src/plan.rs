@@ -360,6 +360,7 @@ fn deltas(
         return None;
     }
     let mut out = Vec::new();
+    let count = g.added.len().div_ceil(max) + g.removed.len().div_ceil(max);
     let sides = [(Delta::Add, &g.added), (Delta::Remove, &g.removed)];
     for (delta, side) in sides {
         let ids: Vec<&String> = side.iter().collect();
@@ -373,9 +374,15 @@ fn deltas(
                 Delta::Add => (chunk, BTreeSet::new()),
                 Delta::Remove => (BTreeSet::new(), chunk),
             };
+            // The last one leaves the desired list (checked below), whose request
+            // is already hashed: a one-request change renders no list again.
+            let fingerprint = match out.len() + 1 == count {
+                true => g.fingerprint.clone(),
+                false => fingerprint(&current)?,
+            };
             out.push(GroupOp {
                 group: current.clone(),
-                fingerprint: fingerprint(&current)?,
+                fingerprint,
                 reason: g.reason,
                 added,
                 removed,

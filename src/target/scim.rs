@@ -329,10 +329,15 @@ impl HttpTarget {
                     Kind::User => (&ids.settings.user_filter, "create_users"),
                     Kind::Group => (&ids.settings.group_filter, "create_groups"),
                 };
-                let hint = if may_create {
-                    String::new()
-                } else {
-                    format!("; set `scim.{switch} = true` to create it")
+                let allowed = match kind {
+                    Kind::User => ids.settings.create_users,
+                    Kind::Group => ids.settings.create_groups,
+                };
+                let hint = match (may_create, allowed) {
+                    (true, _) => String::new(),
+                    // A disabled user is never created just to be disabled.
+                    (false, true) => "; a disabled user is not created".to_owned(),
+                    (false, false) => format!("; set `scim.{switch} = true` to create it"),
                 };
                 Err(PushError::Rejected(self.redact(&format!(
                     "no {} with {attr} {key:?} in the target{hint}",
