@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 target for benchmarks: answers every request but `GET /count`
-//! with 200 `{}` after a fixed latency, and counts them (`GET /count`). Loopback only.
+//! and `GET /bytes` with 200 `{}` after a fixed latency, and counts them (`GET
+//! /count`) and their body bytes (`GET /bytes`). Loopback only.
 //!
 //! One thread per connection, blocking I/O: the latency runs from the moment a
 //! request has been read whole to the moment its answer is written, on the thread
@@ -34,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let latency = Duration::from_millis(latency_ms);
-    let count = Arc::new(AtomicU64::new(0));
+    let count = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let listener = TcpListener::bind(("127.0.0.1", port))?;
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -48,7 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Answers requests on one kept-alive connection until the client closes it.
-fn serve(stream: TcpStream, latency: Duration, count: &AtomicU64) -> std::io::Result<()> {
+/// `count` is (requests, body bytes).
+fn serve(stream: TcpStream, latency: Duration, count: &(AtomicU64, AtomicU64)) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -60,6 +62,7 @@ fn serve(stream: TcpStream, latency: Duration, count: &AtomicU64) -> std::io::Re
             return Ok(());
         }
         let is_count = line.starts_with("GET /count ");
+        let is_bytes = line.starts_with("GET /bytes ");
         let mut length = 0usize;
         let mut chunked = false;
         loop {
@@ -88,9 +91,12 @@ fn serve(stream: TcpStream, latency: Duration, count: &AtomicU64) -> std::io::Re
         }
         std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink())?;
         let body = if is_count {
-            format!("{}\n", count.load(Ordering::Relaxed))
+            format!("{}\n", count.0.load(Ordering::Relaxed))
+        } else if is_bytes {
+            format!("{}\n", count.1.load(Ordering::Relaxed))
         } else {
-            count.fetch_add(1, Ordering::Relaxed);
+            count.0.fetch_add(1, Ordering::Relaxed);
+            count.1.fetch_add(length as u64, Ordering::Relaxed);
             hold(Instant::now() + latency);
             "{}".to_owned()
         };

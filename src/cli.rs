@@ -85,6 +85,20 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Read each confirmed group's members back from its target and report those
+    /// added or removed behind dirsync's back. Exits with code 3 when any differ.
+    Verify {
+        /// Only this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Mark the drifted groups and run a sync (safety limits and audit as usual)
+        /// that sends them their lists again.
+        #[arg(long)]
+        repair: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drop a held set; its removals are held again by the next run that plans them.
     Discard {
         /// The held set's id, from `dirsync held`.
@@ -344,6 +358,7 @@ async fn dispatch(cli: Cli) -> u8 {
             )
             .await
         }
+        Command::Verify { target, repair, json } => verify(&config, target, repair, json).await,
         Command::Audit(_)
         | Command::Init(_)
         | Command::Status { .. }
@@ -354,6 +369,80 @@ async fn dispatch(cli: Cli) -> u8 {
             unreachable!("handled above")
         }
     }
+}
+
+/// `dirsync verify`: the drift per group; with `repair`, the drifted groups marked
+/// and a sync of their targets.
+async fn verify(config: &Config, target: Option<String>, repair: bool, json: bool) -> u8 {
+    let report = match dirsync::verify::verify(config, target.as_deref()).await {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(&e);
+            return match e {
+                dirsync::verify::VerifyError::UnknownTarget(_) => exit::USAGE,
+                _ => exit::FAILURE,
+            };
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        for (name, why) in &report.skipped {
+            println!("target {name}: not verified: {why}");
+        }
+        for d in &report.drift {
+            let shown = |ids: &std::collections::BTreeSet<String>| {
+                ids.iter()
+                    .map(|i| i.escape_debug().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if d.missing {
+                println!(
+                    "target {}: group {:?} ({}): not in the target",
+                    d.target,
+                    d.name,
+                    d.group.escape_debug()
+                );
+                continue;
+            }
+            println!(
+                "target {}: group {:?} ({}): +{} -{} member(s) differ from what dirsync confirmed",
+                d.target,
+                d.name,
+                d.group.escape_debug(),
+                d.added.len(),
+                d.removed.len()
+            );
+            if !d.added.is_empty() {
+                println!("    added in the target: {}", shown(&d.added));
+            }
+            if !d.removed.is_empty() {
+                println!("    removed in the target: {}", shown(&d.removed));
+            }
+        }
+        println!(
+            "{} group(s) checked, {} with drift ({} member(s))",
+            report.groups_checked,
+            report.drift.len(),
+            report.drifted_members()
+        );
+    }
+    if report.drift.is_empty() {
+        return exit::SUCCESS;
+    }
+    if !repair {
+        return exit::PARTIAL;
+    }
+    if let Err(e) = dirsync::verify::mark(config, &report).await {
+        report_error(&e);
+        return exit::FAILURE;
+    }
+    let args = RunArgs {
+        target,
+        ..RunArgs::plain(false)
+    };
+    run(config, Mode::Sync, args, Extra::None).await
 }
 
 /// What a run does besides a sync: carry out an approval, or apply a saved plan.

@@ -453,6 +453,7 @@ mod tests {
             reason: Reason::Changed,
             added: now.difference(&before).cloned().collect(),
             removed: before.difference(&now).cloned().collect(),
+            delta: None,
         };
         let plan = Plan {
             ops: vec![Operation::ReplaceMembers(op)],

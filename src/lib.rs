@@ -9,7 +9,8 @@
 //! - [`plan`]: pure; desired state diffed against the target's snapshot → operations.
 //! - `safety`: pure; refuses plans that remove more than the limits allow.
 //! - `target`: a target described as data (`spec`), requests built and answers
-//!   judged purely (`request`), sent over HTTP with retries (`http`), and presets.
+//!   judged purely (`request`), sent over HTTP with retries (`http`), a SCIM
+//!   service's own ids (`scim`), and presets.
 //! - `template`: minijinja with escaping chosen by the output format.
 //! - [`text`]: pure; directory and target text made safe to print or keep.
 //! - [`store`]: the SQLite state database: snapshots, runs, audit log.
@@ -18,6 +19,8 @@
 //! - [`daemon`]: `dirsync run`: schedules, reload, graceful stop, systemd, health
 //!   and `metrics`.
 //! - [`notify`]: the webhook: a run's events as JSON messages (pure), posted after it.
+//! - [`verify`]: `dirsync verify`: groups read back from a target, compared with
+//!   the snapshot; drift marked for the next sync to correct.
 //! - [`exit`]: the process exit codes.
 
 pub mod config;
@@ -38,3 +41,4 @@ pub mod sync;
 pub(crate) mod target;
 pub(crate) mod template;
 pub mod text;
+pub mod verify;

@@ -158,10 +158,30 @@ impl Operation {
 
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            Operation::ReplaceMembers(_) => "replace_members",
+            Operation::ReplaceMembers(g) => match g.delta {
+                None => "replace_members",
+                Some(Delta::Add) => "add_members",
+                Some(Delta::Remove) => "remove_members",
+            },
             Operation::UpdateUser(_) => "update_user",
         }
     }
+
+    /// Whether this operation is one of a group's delta requests, which are sent in
+    /// order, each only once the one before it was confirmed.
+    pub(crate) fn is_delta(&self) -> bool {
+        matches!(self, Operation::ReplaceMembers(g) if g.delta.is_some())
+    }
+}
+
+/// Which part of a group's change an operation sends, when not the whole list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Delta {
+    /// Sends `added` to the add-members endpoint.
+    Add,
+    /// Sends `removed` to the remove-members endpoint.
+    Remove,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +193,11 @@ pub(crate) struct GroupOp {
     pub(crate) added: BTreeSet<String>,
     /// Members the target loses, relative to the snapshot.
     pub(crate) removed: BTreeSet<String>,
+    /// `None`: the whole list (`group.members`) is sent. Otherwise only `added` or
+    /// `removed`, and `group.members` with `fingerprint` are the list the target holds
+    /// once this operation and the group's earlier ones are confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) delta: Option<Delta>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +290,111 @@ pub(crate) fn add_removals(
     left
 }
 
+/// What a target accepts besides whole member lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeltaRules {
+    /// The target has an add-members endpoint.
+    pub(crate) add: bool,
+    /// The target has a remove-members endpoint.
+    pub(crate) remove: bool,
+    /// Members one delta request carries at most.
+    pub(crate) max_per_request: usize,
+}
+
+/// Turns each group operation whose change can be sent as deltas into add and then
+/// remove operations of at most `rules.max_per_request` members each.
+///
+/// A group is sent whole when it is new or resynced, when its confirmed list is not
+/// known, when the change is larger than the group, when the target lacks the
+/// endpoint a side of the change needs, or when more than the members changed
+/// (`fingerprint` of the request for the confirmed list differs from the confirmed
+/// fingerprint: a new name, say). Each delta operation carries the list the target
+/// holds once it and the group's earlier ones are confirmed, and `fingerprint` of the
+/// whole request for that list, so that the snapshot is true after any prefix of
+/// them and the last one leaves the group unchanged for the next plan.
+pub(crate) fn split_deltas(
+    plan: &mut Plan,
+    snapshot: &Snapshot,
+    rules: DeltaRules,
+    fingerprint: impl Fn(&DesiredGroup) -> Option<String>,
+) {
+    if !rules.add && !rules.remove {
+        return;
+    }
+    let max = rules.max_per_request.max(1);
+    let ops = std::mem::take(&mut plan.ops);
+    for op in ops {
+        match op {
+            Operation::ReplaceMembers(g) if g.delta.is_none() => {
+                match deltas(&g, snapshot, rules, max, &fingerprint) {
+                    Some(parts) => plan.ops.extend(parts.into_iter().map(Operation::ReplaceMembers)),
+                    None => plan.ops.push(Operation::ReplaceMembers(g)),
+                }
+            }
+            other => plan.ops.push(other),
+        }
+    }
+}
+
+/// The delta operations of one group, or `None` when it is sent whole.
+fn deltas(
+    g: &GroupOp,
+    snapshot: &Snapshot,
+    rules: DeltaRules,
+    max: usize,
+    fingerprint: &impl Fn(&DesiredGroup) -> Option<String>,
+) -> Option<Vec<GroupOp>> {
+    let snap = snapshot.groups.get(&g.group.id)?;
+    let size = g.added.len() + g.removed.len();
+    let possible = g.reason != Reason::Resync
+        && size > 0
+        && size <= g.group.members.len()
+        && (g.added.is_empty() || rules.add)
+        && (g.removed.is_empty() || rules.remove);
+    if !possible {
+        return None;
+    }
+    let mut current = g.group.clone();
+    current.members = snap.members.ids();
+    if fingerprint(&current).as_deref() != Some(snap.fingerprint.as_str()) {
+        return None;
+    }
+    let mut out = Vec::new();
+    let count = g.added.len().div_ceil(max) + g.removed.len().div_ceil(max);
+    let sides = [(Delta::Add, &g.added), (Delta::Remove, &g.removed)];
+    for (delta, side) in sides {
+        let ids: Vec<&String> = side.iter().collect();
+        for chunk in ids.chunks(max) {
+            let chunk: BTreeSet<String> = chunk.iter().map(|id| (*id).clone()).collect();
+            match delta {
+                Delta::Add => current.members.extend(chunk.iter().cloned()),
+                Delta::Remove => current.members.retain(|m| !chunk.contains(m)),
+            }
+            let (added, removed) = match delta {
+                Delta::Add => (chunk, BTreeSet::new()),
+                Delta::Remove => (BTreeSet::new(), chunk),
+            };
+            // The last one leaves the desired list (checked below), whose request
+            // is already hashed: a one-request change renders no list again.
+            let fingerprint = match out.len() + 1 == count {
+                true => g.fingerprint.clone(),
+                false => fingerprint(&current)?,
+            };
+            out.push(GroupOp {
+                group: current.clone(),
+                fingerprint,
+                reason: g.reason,
+                added,
+                removed,
+                delta: Some(delta),
+            });
+        }
+    }
+    // The sides must lead from the confirmed list to the desired one; when they do
+    // not (a hand-edited database), the whole list is the safe request.
+    (current.members == g.group.members).then_some(out)
+}
+
 /// Diffs fingerprinted desired entities against the snapshot.
 ///
 /// `groups` and `users` pair each desired entity with the fingerprint of its request;
@@ -304,6 +434,7 @@ pub(crate) fn diff(
             reason,
             added,
             removed,
+            delta: None,
         }));
     }
     for (user, fingerprint) in users {
@@ -543,5 +674,132 @@ mod tests {
         }
         let plan = diff(vec![], users, vec![], &left, &snap, Mode::Sync);
         assert!(plan.ops.is_empty());
+    }
+
+    /// An operation's kind and the members it sends.
+    type Sent = (String, Vec<String>);
+
+    /// Desired members, confirmed members, the target's rules, whether the group was
+    /// renamed, and what should be sent.
+    type DeltaCase<'a> = (&'a [&'a str], &'a [&'a str], DeltaRules, bool, Vec<Sent>);
+
+    /// What each operation `split_deltas` leaves for one group sends.
+    fn split(desired: &[&str], confirmed: &[&str], rules: DeltaRules, renamed: bool) -> Vec<Sent> {
+        let snap = snapshot(&[("g", confirmed)]);
+        let mut g = group("g", desired);
+        if renamed {
+            g.name = "new name".into();
+        }
+        // The fingerprint stands for the whole request: the name and the members.
+        let fp = |g: &DesiredGroup| Some(format!("{}:{}", g.name, fp(g)));
+        let f = fp(&g).unwrap_or_default();
+        let mut plan = diff(vec![(g, f)], vec![], vec![], &BTreeSet::new(), &snap, Mode::Sync);
+        if let Some(s) = snap.groups.get("g") {
+            let base = group("g", confirmed);
+            assert_eq!(
+                fp(&base).as_deref(),
+                Some(format!("name-g:{}", s.fingerprint).as_str())
+            );
+        }
+        let mut snap = snap;
+        for s in snap.groups.values_mut() {
+            s.fingerprint = format!("name-g:{}", s.fingerprint);
+        }
+        split_deltas(&mut plan, &snap, rules, fp);
+        let last = plan
+            .group_ops()
+            .last()
+            .map(|g| (g.group.members.clone(), fp(&g.group)));
+        if let Some((members, f)) = last {
+            // The last operation leaves the group as desired, with its fingerprint.
+            assert_eq!(members, desired.iter().map(|s| (*s).to_owned()).collect());
+            assert_eq!(f, plan.group_ops().last().map(|g| g.fingerprint.clone()));
+        }
+        plan.ops
+            .iter()
+            .map(|op| {
+                let Operation::ReplaceMembers(g) = op else {
+                    return (op.kind().to_owned(), vec![]);
+                };
+                let sent = match g.delta {
+                    None => &g.group.members,
+                    Some(Delta::Add) => &g.added,
+                    Some(Delta::Remove) => &g.removed,
+                };
+                (op.kind().to_owned(), sent.iter().cloned().collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn deltas_are_split_by_the_limit_and_fall_back_to_the_whole_list() {
+        let both = DeltaRules {
+            add: true,
+            remove: true,
+            max_per_request: 2,
+        };
+        let row = |kind: &str, ids: &[&str]| {
+            (
+                kind.to_owned(),
+                ids.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+            )
+        };
+        let cases: Vec<DeltaCase<'_>> = vec![
+            (
+                &["1", "2", "3", "4", "5", "6"],
+                &["1", "2", "7"],
+                both,
+                false,
+                vec![
+                    row("add_members", &["3", "4"]),
+                    row("add_members", &["5", "6"]),
+                    row("remove_members", &["7"]),
+                ],
+            ),
+            // Five changes to a group of three: the whole list.
+            (
+                &["1", "2", "3"],
+                &["4", "5"],
+                both,
+                false,
+                vec![row("replace_members", &["1", "2", "3"])],
+            ),
+            // A renamed group: the delta would not carry the name.
+            (
+                &["1", "2", "3"],
+                &["1", "2"],
+                both,
+                true,
+                vec![row("replace_members", &["1", "2", "3"])],
+            ),
+            // No remove endpoint: a change that removes is sent whole.
+            (
+                &["1", "2", "3"],
+                &["1", "2", "4"],
+                DeltaRules {
+                    remove: false,
+                    ..both
+                },
+                false,
+                vec![row("replace_members", &["1", "2", "3"])],
+            ),
+            (
+                &["1", "2", "3"],
+                &["1", "2"],
+                DeltaRules {
+                    remove: false,
+                    ..both
+                },
+                false,
+                vec![row("add_members", &["3"])],
+            ),
+        ];
+        for (desired, confirmed, rules, renamed, want) in cases {
+            assert_eq!(
+                split(desired, confirmed, rules, renamed),
+                want,
+                "{desired:?} from {confirmed:?}"
+            );
+        }
     }
 }

@@ -205,6 +205,7 @@ mod tests {
                 reason: Reason::Changed,
                 added: BTreeSet::new(),
                 removed: ids(removed),
+                delta: None,
             })],
             ..Plan::default()
         };

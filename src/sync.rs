@@ -31,6 +31,7 @@ use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::source::token::{self, Decision, Facts, ReadMode};
 use crate::source::{self, SourceError};
 use crate::store::{EntryWrite, Record, Skipped, SourceRead, SourceState, Store, StoreError};
+use crate::target::http::endpoint_of;
 use crate::target::request::{self, Secrets};
 use crate::target::spec::EndpointKind;
 use crate::target::{HttpTarget, TargetError};
@@ -838,6 +839,16 @@ fn prepare<'c>(
     let mut plan = plan::diff(groups, user_items, unmapped, &left, &snapshot, mode);
     let hold = hold_removals(config, dir, &snapshot, &mut plan, policy, absent);
     rebuild_kept_groups(&target, &snapshot, &mut plan, &users, &hold);
+    // After the removal policy: a delta carries the members it let through.
+    let rules = plan::DeltaRules {
+        add: target.offers(EndpointKind::AddMembers),
+        remove: target.offers(EndpointKind::RemoveMembers),
+        max_per_request: target.spec().max_members_per_request,
+    };
+    plan::split_deltas(&mut plan, &snapshot, rules, |group| {
+        let req = target.group_request(group, &users, Secrets::Masked).ok()?;
+        Some(request::fingerprint(&req))
+    });
     Ok(Prepared {
         config,
         target,
@@ -1010,6 +1021,7 @@ async fn deliver(
         tracing::warn!(target_name = %p.config.name, until = %pause.until, scope, "Sent nothing the target asked to wait for (Retry-After); it is left for a run after that time.");
         tr.paused_until = Some(pause.until.clone());
     }
+    p.target.keep_ids_in(store);
     progress.start(&p.config.name, p.plan.ops.len());
     let pushing = std::time::Instant::now();
     let pauses = push(store, run_id, p, &held, cancel, progress, tr).await?;
@@ -1031,7 +1043,7 @@ async fn deliver(
 
 /// The endpoints a stored pause holds back (all of them for a target-wide pause).
 fn held_endpoints(paused: &[crate::store::PauseRow]) -> BTreeSet<EndpointKind> {
-    let all = [EndpointKind::GroupMembers, EndpointKind::UpdateUser];
+    let all = EndpointKind::ALL;
     paused
         .iter()
         .flat_map(|p| match p.endpoint.as_deref() {
@@ -1051,12 +1063,32 @@ struct AskedPause {
     status: Option<u16>,
 }
 
+/// The plan cut into what is pushed in order: a group's delta operations together,
+/// every other operation alone.
+fn units(ops: &[Operation]) -> Vec<&[Operation]> {
+    let mut out = Vec::new();
+    let mut rest = ops;
+    while let Some(first) = rest.first() {
+        let len = if first.is_delta() {
+            rest.iter()
+                .take_while(|op| op.is_delta() && op.entity_id() == first.entity_id())
+                .count()
+        } else {
+            1
+        };
+        let (unit, tail) = rest.split_at(len);
+        out.push(unit);
+        rest = tail;
+    }
+    out
+}
+
 /// Pushes a target's plan, recording each operation as it completes. Operations for
 /// a `held` endpoint are not started. Returns the pauses the target asked for.
-async fn push(
+async fn push<'p>(
     store: &Store,
     run_id: &str,
-    p: &Prepared<'_>,
+    p: &'p Prepared<'_>,
     held: &BTreeSet<EndpointKind>,
     cancel: &CancellationToken,
     progress: &dyn Progress,
@@ -1092,64 +1124,92 @@ async fn push(
         Ok::<_, StoreError>(())
     };
     let (stop, consecutive_failures, users) = (&stop, &consecutive_failures, &p.users);
-    let pushes = futures_util::stream::iter(p.plan.ops.iter())
-        .map(move |op| {
-            let records = records.clone();
+    let push_one = move |op: &'p Operation| {
+        let records = records.clone();
+        async move {
+            if cancel.is_cancelled() || stop.load(Ordering::Relaxed) || held.contains(&endpoint_of(op)) {
+                progress.advance();
+                return (op.kind(), None);
+            }
+            let outcome = p.target.push(op, users).await;
+            let failures = match &outcome.result {
+                Ok(_) => {
+                    consecutive_failures.store(0, Ordering::Relaxed);
+                    0
+                }
+                Err(_) => consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1,
+            };
+            let auth = matches!(&outcome.result, Err(e) if e.is_auth());
+            // More requests with credentials the target refuses only lock accounts;
+            // more requests to a target that is down only prolong the outage.
+            if (auth || outcome.stop_target || failures >= max_failures)
+                && !stop.swap(true, Ordering::Relaxed)
+            {
+                let why = if auth {
+                    "it refused the credentials".to_owned()
+                } else if outcome.stop_target {
+                    "it asked to wait longer than retry.max_retry_after".to_owned()
+                } else {
+                    format!("{failures} operations failed in a row")
+                };
+                tracing::error!(
+                    target_name = name,
+                    "Stopped pushing to the target because {why}; the remaining operations are left for the next run."
+                );
+            }
+            let drift = outcome
+                .result
+                .as_ref()
+                .ok()
+                .and_then(|d| d.as_ref())
+                .map(|d| serde_json::json!(d));
+            let error = outcome.result.as_ref().err().map(ToString::to_string);
+            log_outcome(name, op, &outcome, drift.as_ref());
+            let record = Record {
+                run_id,
+                target: name,
+                op,
+                success: outcome.result.is_ok(),
+                http_status: outcome.status,
+                attempts: outcome.attempts,
+                drift,
+                error,
+                warning: outcome.warning.clone(),
+                approval: p.approval.as_ref().filter(|_| {
+                    p.hold
+                        .approved_ops
+                        .contains(&(op_kind(op), op.entity_id().to_owned()))
+                }),
+            };
+            // A closed channel means the writer failed; its error is returned below.
+            let _ = records.send(record).await;
+            (op.kind(), Some(outcome))
+        }
+    };
+    // A group's delta operations go in order, each only after the one before it was
+    // confirmed: the snapshot then always holds a list the target had, and a failure
+    // leaves the rest to the next run.
+    let pushes = futures_util::stream::iter(units(&p.plan.ops))
+        .map(move |unit| {
+            let push_one = push_one.clone();
             async move {
-                if cancel.is_cancelled() || stop.load(Ordering::Relaxed) || held.contains(&endpoint_of(op)) {
-                    progress.advance();
-                    return (op.kind(), None);
-                }
-                let outcome = p.target.push(op, users).await;
-                let failures = match &outcome.result {
-                    Ok(_) => {
-                        consecutive_failures.store(0, Ordering::Relaxed);
-                        0
+                let mut out = Vec::with_capacity(unit.len());
+                let mut blocked = false;
+                for op in unit {
+                    if blocked {
+                        progress.advance();
+                        out.push((op.kind(), None));
+                        continue;
                     }
-                    Err(_) => consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1,
-                };
-                let auth = matches!(&outcome.result, Err(e) if e.is_auth());
-                // More requests with credentials the target refuses only lock accounts;
-                // more requests to a target that is down only prolong the outage.
-                if (auth || outcome.stop_target || failures >= max_failures) && !stop.swap(true, Ordering::Relaxed) {
-                    let why = if auth {
-                        "it refused the credentials".to_owned()
-                    } else if outcome.stop_target {
-                        "it asked to wait longer than retry.max_retry_after".to_owned()
-                    } else {
-                        format!("{failures} operations failed in a row")
-                    };
-                    tracing::error!(target_name = name, "Stopped pushing to the target because {why}; the remaining operations are left for the next run.");
+                    let (kind, outcome) = push_one(op).await;
+                    blocked = outcome.as_ref().is_none_or(|o| o.result.is_err());
+                    out.push((kind, outcome));
                 }
-                let drift = outcome
-                    .result
-                    .as_ref()
-                    .ok()
-                    .and_then(|d| d.as_ref())
-                    .map(|d| serde_json::json!(d));
-                let error = outcome.result.as_ref().err().map(ToString::to_string);
-                log_outcome(name, op, &outcome, drift.as_ref());
-                let record = Record {
-                    run_id,
-                    target: name,
-                    op,
-                    success: outcome.result.is_ok(),
-                    http_status: outcome.status,
-                    attempts: outcome.attempts,
-                    drift,
-                    error,
-                    warning: outcome.warning.clone(),
-                    approval: p
-                        .approval
-                        .as_ref()
-                        .filter(|_| p.hold.approved_ops.contains(&(op_kind(op), op.entity_id().to_owned()))),
-                };
-                // A closed channel means the writer failed; its error is returned below.
-                let _ = records.send(record).await;
-                (op.kind(), Some(outcome))
+                out
             }
         })
         .buffer_unordered(concurrency)
+        .flat_map(futures_util::stream::iter)
         .collect::<Vec<_>>()
         .boxed();
     // The stream owns the last sender: once every push is done, the writer drains and ends.
@@ -1187,13 +1247,6 @@ async fn push(
         }
     }
     Ok(pauses)
-}
-
-fn endpoint_of(op: &Operation) -> EndpointKind {
-    match op {
-        Operation::ReplaceMembers(_) => EndpointKind::GroupMembers,
-        Operation::UpdateUser(_) => EndpointKind::UpdateUser,
-    }
 }
 
 fn log_outcome(
@@ -1272,6 +1325,26 @@ fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport)
     }
     for op in &p.plan.ops {
         match op {
+            Operation::ReplaceMembers(g) if g.delta.is_some() => {
+                let (verb, ids) = match g.delta {
+                    Some(plan::Delta::Remove) => ("remove from", &g.removed),
+                    _ => ("add to", &g.added),
+                };
+                writeln!(
+                    out,
+                    "  {verb} group {:?} ({}): {} member(s) [{:?}]",
+                    g.group.name,
+                    g.group.id.escape_debug(),
+                    ids.len(),
+                    g.reason
+                )?;
+                writeln!(
+                    out,
+                    "      {} {}",
+                    if g.added.is_empty() { '-' } else { '+' },
+                    join(ids)
+                )?;
+            }
             Operation::ReplaceMembers(g) => {
                 writeln!(
                     out,

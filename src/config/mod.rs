@@ -328,6 +328,10 @@ impl Ctx {
         if max_consecutive_failures == 0 {
             return Err(self.invalid(key("max_consecutive_failures"), "must be at least 1"));
         }
+        let max_members_per_request = raw.max_members_per_request.unwrap_or(100);
+        if max_members_per_request == 0 {
+            return Err(self.invalid(key("max_members_per_request"), "must be at least 1"));
+        }
         let retry = self.retry(&key("retry"), raw.retry.unwrap_or_default())?;
         let auth = self.auth(&key("auth"), raw.auth.unwrap_or_default())?;
         let secrets = self.template_secrets(&key("secrets"), raw.secrets.unwrap_or_default())?;
@@ -342,6 +346,8 @@ impl Ctx {
         for (kind, ep) in [
             (EndpointKind::GroupMembers, raw_endpoints.group_members),
             (EndpointKind::UpdateUser, raw_endpoints.update_user),
+            (EndpointKind::AddMembers, raw_endpoints.add_members),
+            (EndpointKind::RemoveMembers, raw_endpoints.remove_members),
         ] {
             let Some(ep) = ep else { continue };
             if ep.enabled == Some(false) {
@@ -361,6 +367,16 @@ impl Ctx {
                 key("endpoints"),
                 "the target offers no endpoint (group_members or update_user)",
             ));
+        }
+        // A delta is sent only where a whole list can be sent instead: a new group, a
+        // resync and a change larger than the group are full replaces.
+        for kind in [EndpointKind::AddMembers, EndpointKind::RemoveMembers] {
+            if endpoints.contains_key(&kind) && !endpoints.contains_key(&EndpointKind::GroupMembers) {
+                return Err(self.invalid(
+                    key(&format!("endpoints.{}", kind.key())),
+                    "needs `endpoints.group_members` beside it (new groups and large changes send the whole list)",
+                ));
+            }
         }
 
         let raw_groups = raw.groups.unwrap_or_default();
@@ -552,6 +568,30 @@ impl Ctx {
             }
         }
 
+        let scim = match raw.scim {
+            None => None,
+            Some(s) => {
+                let pick = |k: &str, given: Option<String>, allowed: [&str; 2]| match given {
+                    None => Ok(allowed[0].to_owned()),
+                    Some(v) if allowed.contains(&v.as_str()) => Ok(v),
+                    Some(v) => Err(self.invalid(
+                        key(&format!("scim.{k}")),
+                        format!("`{v}`: expected `{}` or `{}`", allowed[0], allowed[1]),
+                    )),
+                };
+                let page_size = s.page_size.unwrap_or(100);
+                if page_size == 0 {
+                    return Err(self.invalid(key("scim.page_size"), "must be at least 1"));
+                }
+                Some(crate::target::spec::Scim {
+                    user_filter: pick("user_filter", s.user_filter, ["userName", "externalId"])?,
+                    group_filter: pick("group_filter", s.group_filter, ["displayName", "externalId"])?,
+                    create_users: s.create_users.unwrap_or(false),
+                    create_groups: s.create_groups.unwrap_or(false),
+                    page_size,
+                })
+            }
+        };
         let config_hash = crate::source::token::sha256_hex(&format!("{raw_text}\n{groups:?}\n{users:?}"));
         Ok(TargetConfig {
             config_hash,
@@ -564,11 +604,13 @@ impl Ctx {
                 concurrency_increase_after,
                 rate_limit,
                 max_consecutive_failures,
+                max_members_per_request,
                 retry,
                 auth,
                 secrets,
                 vars,
                 endpoints,
+                scim,
             },
             templates: Arc::new(templates),
             groups,
@@ -963,6 +1005,7 @@ impl Ctx {
                     pointer: r.pointer,
                     request_pointer: r.request_pointer,
                     fields: r.fields,
+                    fail: r.fail,
                 })
             }
         };
@@ -1042,9 +1085,10 @@ impl Ctx {
         vars: &serde_json::Map<String, serde_json::Value>,
         secrets: &BTreeMap<String, Secret>,
     ) -> Result<(), ConfigError> {
-        let context: &[&str] = match ep.kind {
-            EndpointKind::GroupMembers => &["group", "members", "member_users"],
-            EndpointKind::UpdateUser => &["user"],
+        let context: &[&str] = if ep.kind.is_group() {
+            &["group", "members", "member_users"]
+        } else {
+            &["user"]
         };
         // (template part, its key in the config, how it is rendered)
         let mut parts = vec![

@@ -164,6 +164,8 @@ pub struct RawTarget {
     pub rate_limit: Option<f64>,
     /// Stop the target's run after this many failed operations in a row.
     pub max_consecutive_failures: Option<usize>,
+    /// Members one `add_members` or `remove_members` request carries at most (100).
+    pub max_members_per_request: Option<usize>,
     pub retry: Option<RawRetry>,
     pub auth: Option<RawAuth>,
     /// Secrets for templates, `NAME` / `NAME_file` / `NAME_env` / `NAME_credential`.
@@ -179,6 +181,25 @@ pub struct RawTarget {
     pub strict: Option<bool>,
     /// What `dirsync check` sends to show the target answers (nothing when absent).
     pub probe: Option<RawProbe>,
+    /// A SCIM 2.0 service: ids it assigns, found by a filter (the `scim2` preset).
+    pub scim: Option<RawScim>,
+}
+
+/// `[targets.NAME.scim]`: how a SCIM service's users and groups are found and made.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawScim {
+    /// The attribute users are found by: `userName` (default) or `externalId`; it
+    /// holds the target user id the mapping gives.
+    pub user_filter: Option<String>,
+    /// The attribute groups are found by: `displayName` (default) or `externalId`.
+    pub group_filter: Option<String>,
+    /// Create a user the service does not have (POST /Users); default false.
+    pub create_users: Option<bool>,
+    /// Create a group the service does not have (POST /Groups); default false.
+    pub create_groups: Option<bool>,
+    /// Resources per page of a search (`count`), default 100.
+    pub page_size: Option<usize>,
 }
 
 /// `probe = { method = "GET", path = "/health" }`: an endpoint the API documents.
@@ -270,6 +291,10 @@ pub struct RawUsers {
 pub struct RawEndpoints {
     pub group_members: Option<RawEndpoint>,
     pub update_user: Option<RawEndpoint>,
+    /// Adds members to a group; with `remove_members`, a changed group sends only
+    /// its added and removed members.
+    pub add_members: Option<RawEndpoint>,
+    pub remove_members: Option<RawEndpoint>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -343,6 +368,10 @@ pub struct RawResponseEcho {
     #[serde(default)]
     pub request_pointer: String,
     pub fields: Vec<String>,
+    /// `true`: an echoed field that differs fails the operation instead of being
+    /// recorded as drift.
+    #[serde(default)]
+    pub fail: bool,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -404,7 +433,7 @@ pub struct RawResponseMembers {
 
 impl RawTarget {
     /// Fills every key not given here from the preset.
-    pub fn merge(mut self, preset: RawTarget) -> RawTarget {
+    pub fn merge(mut self, mut preset: RawTarget) -> RawTarget {
         self.auth = match (self.auth, preset.auth) {
             (Some(mine), Some(base)) if mine.kind.is_none() || mine.kind == base.kind => {
                 Some(mine.merge(base))
@@ -416,9 +445,24 @@ impl RawTarget {
         self.endpoints = merge_with(self.endpoints, preset.endpoints, |mine, base| RawEndpoints {
             group_members: merge_endpoint(mine.group_members, base.group_members),
             update_user: merge_endpoint(mine.update_user, base.update_user),
+            add_members: merge_endpoint(mine.add_members, base.add_members),
+            remove_members: merge_endpoint(mine.remove_members, base.remove_members),
         });
+        let scim = preset.scim.take();
         fill!(self, preset: base_url, timeout, concurrency, concurrency_increase_after, rate_limit, max_consecutive_failures,
-            retry, strict, groups, users, safety, probe)
+            max_members_per_request, retry, strict, groups, users, safety, probe)
+        .merge_scim(scim)
+    }
+}
+
+impl RawTarget {
+    fn merge_scim(mut self, base: Option<RawScim>) -> RawTarget {
+        self.scim = merge_with(
+            self.scim,
+            base,
+            |mut mine, base| fill!(mine, base: user_filter, group_filter, create_users, create_groups, page_size),
+        );
+        self
     }
 }
 

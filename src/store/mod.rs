@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Row};
 
 mod held;
+mod ids;
 
 pub use held::{AbsentRow, HeldRow};
 

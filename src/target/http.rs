@@ -4,7 +4,7 @@
 //! wire, so it is never part of a fingerprint, a log line or an audit row; anything a
 //! server echoes back is scrubbed of every configured secret before it is kept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +12,10 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderValue, 
 
 use crate::config::TargetConfig;
 use crate::mapping::{DesiredGroup, DesiredUser};
-use crate::plan::Operation;
+use crate::plan::{Delta, Operation};
 use crate::target::pace::{Pacer, Window};
 use crate::target::request::{self, Failure, Request, Secrets, Verdict};
+use crate::target::scim;
 use crate::target::spec::{Auth, Endpoint, EndpointKind, Retry, Spec};
 use crate::template::Templates;
 
@@ -38,7 +39,7 @@ pub struct PushOutcome {
 
 impl PushOutcome {
     /// An outcome before any answer: no status, no attempt yet.
-    fn with(result: Result<Option<request::Drift>, PushError>) -> PushOutcome {
+    pub(super) fn with(result: Result<Option<request::Drift>, PushError>) -> PushOutcome {
         PushOutcome {
             result,
             status: None,
@@ -98,6 +99,8 @@ pub struct HttpTarget {
     pacer: Arc<Pacer>,
     /// How many of its requests may be in flight, adapting to 429 and 503 answers.
     window: Arc<Window>,
+    /// A SCIM service's ids for the entities dirsync maps, when the target is one.
+    pub(super) scim: Option<Arc<scim::Ids>>,
 }
 
 impl HttpTarget {
@@ -121,6 +124,7 @@ impl HttpTarget {
                 config.spec.concurrency,
                 config.spec.concurrency_increase_after,
             )),
+            scim: config.spec.scim.clone().map(|s| Arc::new(scim::Ids::new(s))),
         })
     }
 
@@ -137,21 +141,33 @@ impl HttpTarget {
         self.spec.endpoints.contains_key(&kind)
     }
 
-    fn endpoint(&self, kind: EndpointKind) -> Result<&Endpoint, request::BuildError> {
+    pub(super) fn endpoint(&self, kind: EndpointKind) -> Result<&Endpoint, request::BuildError> {
         self.spec.endpoints.get(&kind).ok_or_else(|| {
             request::BuildError(format!("target `{}` has no `{}` endpoint", self.name, kind.key()))
         })
     }
 
-    /// The request for a group, as it would be sent.
+    /// The request that replaces a group's whole member list, as it would be sent.
     pub fn group_request(
         &self,
         group: &DesiredGroup,
         users: &BTreeMap<String, DesiredUser>,
         secrets: Secrets,
     ) -> Result<Request, request::BuildError> {
-        let ep = self.endpoint(EndpointKind::GroupMembers)?;
-        let ctx = request::group_context(&self.spec, ep, &self.name, group, users, secrets);
+        self.group_request_to(EndpointKind::GroupMembers, group, &group.members, users, secrets)
+    }
+
+    /// A group request to the endpoint `kind`, carrying `members`.
+    fn group_request_to(
+        &self,
+        kind: EndpointKind,
+        group: &DesiredGroup,
+        members: &BTreeSet<String>,
+        users: &BTreeMap<String, DesiredUser>,
+        secrets: Secrets,
+    ) -> Result<Request, request::BuildError> {
+        let ep = self.endpoint(kind)?;
+        let ctx = request::group_context(&self.spec, ep, &self.name, group, members, users, secrets);
         request::build(&self.templates, ep, &ctx)
     }
 
@@ -162,18 +178,51 @@ impl HttpTarget {
         request::build(&self.templates, ep, &ctx)
     }
 
+    /// The request an operation sends to its endpoint.
+    fn op_request(
+        &self,
+        op: &Operation,
+        users: &BTreeMap<String, DesiredUser>,
+        secrets: Secrets,
+    ) -> Result<Request, request::BuildError> {
+        match op {
+            Operation::ReplaceMembers(g) => {
+                let members = match g.delta {
+                    None => &g.group.members,
+                    Some(Delta::Add) => &g.added,
+                    Some(Delta::Remove) => &g.removed,
+                };
+                self.group_request_to(endpoint_of(op), &g.group, members, users, secrets)
+            }
+            Operation::UpdateUser(u) => self.user_request(&u.user, secrets),
+        }
+    }
+
     /// Sends one operation, retrying what is worth retrying. The request is rendered
-    /// here, with the real secrets.
+    /// here, with the real secrets (and, for a SCIM service, its own ids).
     pub async fn push(&self, op: &Operation, users: &BTreeMap<String, DesiredUser>) -> PushOutcome {
-        let (kind, sent) = match op {
-            Operation::ReplaceMembers(g) => (EndpointKind::GroupMembers, Some(&g.group.members)),
-            Operation::UpdateUser(_) => (EndpointKind::UpdateUser, None),
+        match &self.scim {
+            None => self.push_as_planned(op, users).await,
+            Some(ids) => self.push_scim(ids, op, users).await,
+        }
+    }
+
+    /// Sends an operation as it is, its ids those of the request.
+    pub(super) async fn push_as_planned(
+        &self,
+        op: &Operation,
+        users: &BTreeMap<String, DesiredUser>,
+    ) -> PushOutcome {
+        // A group answer that echoes the members is compared with the list the group
+        // should hold once this request is applied, for a delta as for a replace.
+        let sent = match op {
+            Operation::ReplaceMembers(g) => Some(&g.group.members),
+            Operation::UpdateUser(_) => None,
         };
-        let built = match op {
-            Operation::ReplaceMembers(g) => self.group_request(&g.group, users, Secrets::Real),
-            Operation::UpdateUser(u) => self.user_request(&u.user, Secrets::Real),
-        };
-        let (ep, req) = match (self.endpoint(kind), built) {
+        let (ep, req) = match (
+            self.endpoint(endpoint_of(op)),
+            self.op_request(op, users, Secrets::Real),
+        ) {
             (Ok(ep), Ok(req)) => (ep, req),
             (Err(e), _) | (_, Err(e)) => {
                 return PushOutcome::with(Err(PushError::Build(self.redact(&e.0))));
@@ -181,17 +230,25 @@ impl HttpTarget {
         };
         // Echoed fields are compared with the masked body, so a drift row never holds
         // a secret that was sent; the answer is redacted before it is judged.
-        let masked = match op {
-            _ if ep.response_echo.is_none() => None,
-            Operation::ReplaceMembers(g) => self.group_request(&g.group, users, Secrets::Masked).ok(),
-            Operation::UpdateUser(u) => self.user_request(&u.user, Secrets::Masked).ok(),
+        let masked = match ep.response_echo {
+            None => None,
+            Some(_) => self.op_request(op, users, Secrets::Masked).ok(),
         };
         let body = masked.as_ref().map(|m| m.body.as_str());
         let sent = request::Sent { members: sent, body };
-        self.send_with_retries(ep, &req, sent).await
+        self.send_with_retries(ep, &req, sent, None).await
     }
 
-    async fn send_with_retries(&self, ep: &Endpoint, req: &Request, sent: request::Sent<'_>) -> PushOutcome {
+    /// Sends `req` until it is confirmed, refused or out of attempts. With `kept_answer`,
+    /// the last answer's body (secrets redacted) is left there, for a caller that
+    /// reads ids out of it.
+    pub(super) async fn send_with_retries(
+        &self,
+        ep: &Endpoint,
+        req: &Request,
+        sent: request::Sent<'_>,
+        mut kept_answer: Option<&mut String>,
+    ) -> PushOutcome {
         let retry = &self.spec.retry;
         let mut outcome = PushOutcome::with(Ok(None));
         loop {
@@ -211,12 +268,16 @@ impl HttpTarget {
                     // Redacted before anything reads it, so that no excerpt, message or
                     // drift value can hold a secret the target echoed, whole or cut.
                     let body = self.redact_secrets(&body);
-                    let answer = request::Answer {
+                    let judged = request::Answer {
                         status: code,
                         content_type: headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
                         body: &body,
                     };
-                    (request::judge(ep, &answer, sent), after)
+                    let verdict = request::judge(ep, &judged, sent);
+                    if let Some(kept) = kept_answer.as_deref_mut() {
+                        *kept = body;
+                    }
+                    (verdict, after)
                 }
                 Err(message) => {
                     // The audit row tells what the last attempt met: no answer at all.
@@ -349,6 +410,18 @@ impl HttpTarget {
             }
         }
         out
+    }
+}
+
+/// The endpoint an operation is sent to.
+pub(crate) fn endpoint_of(op: &Operation) -> EndpointKind {
+    match op {
+        Operation::ReplaceMembers(g) => match g.delta {
+            None => EndpointKind::GroupMembers,
+            Some(Delta::Add) => EndpointKind::AddMembers,
+            Some(Delta::Remove) => EndpointKind::RemoveMembers,
+        },
+        Operation::UpdateUser(_) => EndpointKind::UpdateUser,
     }
 }
 

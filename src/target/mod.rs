@@ -8,6 +8,7 @@ pub mod http;
 pub mod pace;
 pub mod presets;
 pub mod request;
+mod scim;
 pub mod spec;
 
 pub use http::{HttpTarget, PushOutcome, TargetError};

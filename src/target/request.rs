@@ -131,17 +131,19 @@ fn secrets_view(spec: &Spec, secrets: Secrets) -> BTreeMap<&str, Cow<'_, str>> {
         .collect()
 }
 
+/// `members` is the group's whole list for a replace, or the members an add or remove
+/// request carries.
 pub fn group_context<'a>(
     spec: &'a Spec,
     ep: &Endpoint,
     target: &'a str,
     group: &'a DesiredGroup,
+    members: &'a BTreeSet<String>,
     users: &'a BTreeMap<String, DesiredUser>,
     secrets: Secrets,
 ) -> GroupContext<'a> {
     let member_users = ep.uses_member_users.then(|| {
-        group
-            .members
+        members
             .iter()
             .filter_map(|id| users.get(id).map(|u| user_view(id, &u.user)))
             .collect()
@@ -155,7 +157,7 @@ pub fn group_context<'a>(
             source_name: &group.source_name,
         },
         member_users,
-        members: &group.members,
+        members,
         secrets: secrets_view(spec, secrets),
         target: TargetView { name: target },
         vars: &spec.vars,
@@ -495,6 +497,25 @@ pub fn judge(ep: &Endpoint, answer: &Answer<'_>, sent: Sent<'_>) -> Verdict {
             _ => {}
         }
     }
+    if let Some(echo) = ep
+        .response_echo
+        .as_ref()
+        .filter(|e| e.fail && !drift.fields.is_empty())
+    {
+        let fields = drift
+            .fields
+            .iter()
+            .map(|(name, d)| format!("`{name}` is {:?}, not {:?} as sent", d.answered, d.sent))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Verdict::Failure {
+            kind: Failure::Rejected,
+            message: format!(
+                "HTTP {status} but the answer at `{}` differs: {fields}",
+                echo.pointer
+            ),
+        };
+    }
     let warning = (!missing.is_empty()).then(|| {
         format!(
             "the answer confirmed but has no {}, so drift cannot be checked: {}",
@@ -781,11 +802,13 @@ mod tests {
             concurrency_increase_after: 10,
             rate_limit: None,
             max_consecutive_failures: 1,
+            max_members_per_request: 100,
             retry: crate::target::spec::Retry::default(),
             auth: crate::target::spec::Auth::None,
             secrets: [("key".to_owned(), crate::config::Secret::new("s3cret"))].into(),
             vars: json!({ "scope": 7 }).as_object().cloned().unwrap_or_default(),
             endpoints: BTreeMap::new(),
+            scim: None,
         };
         let mut user = User::new("src-1", "ann");
         user.email = Some("ann@example.com".into());
@@ -815,8 +838,16 @@ mod tests {
         });
         let mut ep = endpoint(vec![], &[]);
         let ctx = |ep: &Endpoint, secrets| {
-            serde_json::to_value(group_context(&spec, ep, "office", &group, &users, secrets))
-                .expect("serializes")
+            serde_json::to_value(group_context(
+                &spec,
+                ep,
+                "office",
+                &group,
+                &group.members,
+                &users,
+                secrets,
+            ))
+            .expect("serializes")
         };
         let common = json!({
             "group": { "id": "g-1", "name": "Staff", "source_id": "src-g", "source_name": "staff", "attrs": { "dn": "cn=staff" } },
@@ -1158,6 +1189,7 @@ mod tests {
             pointer: "/Data/Detail".into(),
             request_pointer: String::new(),
             fields: vec!["Name".into(), "On".into(), "Id".into(), "Gone".into()],
+            fail: false,
         });
         let sent = r#"{"Name": "a", "On": true, "Id": "4a6008e9-c171-4dcb-bb8d-9912de902dc3", "Gone": 1}"#;
         let judge_with = |answer: &str| {
@@ -1191,6 +1223,51 @@ mod tests {
             }
         );
         assert_eq!(judge_with(r#"{"Data": null}"#), None);
+    }
+
+    /// A SCIM service that answers another `userName` than the one sent changed the
+    /// user's identity: a failure, with both values, not a confirmation with drift.
+    #[test]
+    fn a_differing_identity_field_fails_when_the_echo_says_so() {
+        let mut ep = endpoint(vec![], &["/scimType", "/detail"]);
+        ep.response_members = None;
+        ep.response_echo = Some(ResponseEcho {
+            pointer: String::new(),
+            request_pointer: String::new(),
+            fields: vec!["userName".into()],
+            fail: true,
+        });
+        let sent = Sent {
+            members: None,
+            body: Some(r#"{"userName": "ann", "active": true}"#),
+        };
+        let answer = |status, body| Answer {
+            status,
+            content_type: None,
+            body,
+        };
+        let same = r#"{"id": "1", "userName": "ann", "active": true}"#;
+        assert!(matches!(
+            judge(&ep, &answer(200, same), sent),
+            Verdict::Success { drift: None, .. }
+        ));
+        let other = r#"{"id": "1", "userName": "ann2", "active": true}"#;
+        assert_eq!(
+            judge(&ep, &answer(200, other), sent),
+            Verdict::Failure {
+                kind: Failure::Rejected,
+                message: "HTTP 200 but the answer at `` differs: `userName` is \"ann2\", not \"ann\" as sent"
+                    .into()
+            }
+        );
+        let error = r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "409", "scimType": "uniqueness", "detail": "userName taken"}"#;
+        assert_eq!(
+            judge(&ep, &answer(409, error), sent),
+            Verdict::Failure {
+                kind: Failure::Rejected,
+                message: "HTTP 409: uniqueness: userName taken".into()
+            }
+        );
     }
 
     #[test]

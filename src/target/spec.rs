@@ -9,19 +9,39 @@ use std::time::Duration;
 use crate::config::Secret;
 use crate::template::Kind;
 
-/// Which of the two operations an endpoint serves. Also the template name prefix.
+/// Which operation an endpoint serves. Also the template name prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EndpointKind {
+    /// Replaces a group's whole member list.
     GroupMembers,
     UpdateUser,
+    /// Adds the members it is given to a group (optional, beside `GroupMembers`).
+    AddMembers,
+    /// Removes the members it is given from a group (optional, beside `GroupMembers`).
+    RemoveMembers,
 }
 
 impl EndpointKind {
+    /// Every kind, in the order the config lists them.
+    pub const ALL: [EndpointKind; 4] = [
+        EndpointKind::GroupMembers,
+        EndpointKind::UpdateUser,
+        EndpointKind::AddMembers,
+        EndpointKind::RemoveMembers,
+    ];
+
     pub fn key(self) -> &'static str {
         match self {
             EndpointKind::GroupMembers => "group_members",
             EndpointKind::UpdateUser => "update_user",
+            EndpointKind::AddMembers => "add_members",
+            EndpointKind::RemoveMembers => "remove_members",
         }
+    }
+
+    /// Whether the endpoint's templates see a group (`group`, `members`, `member_users`).
+    pub fn is_group(self) -> bool {
+        self != EndpointKind::UpdateUser
     }
 }
 
@@ -120,6 +140,9 @@ pub struct ResponseEcho {
     pub pointer: String,
     pub request_pointer: String,
     pub fields: Vec<String>,
+    /// A field answered differently makes the answer a failure, not drift: the
+    /// target changed what identifies the entity (a SCIM `userName`).
+    pub fail: bool,
 }
 
 /// A check on the rendered body, before anything is sent: every value at `pointer`
@@ -191,6 +214,8 @@ pub struct Spec {
     pub(crate) concurrency_increase_after: usize,
     /// Requests per second at most.
     pub(crate) rate_limit: Option<f64>,
+    /// Members one add or remove request carries at most: a larger change is split.
+    pub(crate) max_members_per_request: usize,
     /// Failed operations in a row after which the target's run stops (an outage).
     pub(crate) max_consecutive_failures: usize,
     pub(crate) retry: Retry,
@@ -200,4 +225,21 @@ pub struct Spec {
     /// Plain values for templates, exposed as `vars.NAME`.
     pub(crate) vars: serde_json::Map<String, serde_json::Value>,
     pub(crate) endpoints: BTreeMap<EndpointKind, Endpoint>,
+    /// A SCIM service: the ids in requests are the ones it assigned.
+    pub(crate) scim: Option<Scim>,
+}
+
+/// How a SCIM 2.0 service's users and groups are found and created. The target ids
+/// the mapping gives are the values searched by; the service's own ids replace them
+/// in each request as it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scim {
+    /// `userName` or `externalId`.
+    pub user_filter: String,
+    /// `displayName` or `externalId`.
+    pub group_filter: String,
+    pub create_users: bool,
+    pub create_groups: bool,
+    /// `count` of each page of a search.
+    pub page_size: usize,
 }

@@ -8,6 +8,7 @@ pub const NAMES: &[&str] = &[
     "admin-user",
     "usergroup-v2",
     "onlyoffice-group-members",
+    "scim2",
 ];
 
 /// The TOML text of a preset.
@@ -23,6 +24,8 @@ pub fn get(name: &str) -> Option<&'static str> {
         "usergroup-v2" => Some(include_str!("usergroup_v2.toml")),
         // the group-members API: POST /api/2.0/group/{id}/members
         "onlyoffice-group-members" => Some(include_str!("onlyoffice_group_members.toml")),
+        // SCIM 2.0 (RFC 7643/7644): /Users and /Groups, the service assigns the ids
+        "scim2" => Some(include_str!("scim2.toml")),
         _ => None,
     }
 }

@@ -1,0 +1,554 @@
+//! A SCIM 2.0 service (RFC 7643/7644) as a target: it assigns the ids.
+//!
+//! The plan, the fingerprints and the snapshot use the keys the mapping gives (the
+//! `userName`, `displayName` or `externalId` of each entity). As an operation is
+//! sent, each key is replaced by the service's id: kept in the state database, else
+//! found with a filtered, paged search, else (when allowed) created. A 404 on a kept
+//! id forgets it and finds the entity again. `/ServiceProviderConfig` is read once,
+//! the first time a delta is to be sent: a service without PATCH gets the group's
+//! whole list instead. Every request goes through `send_with_retries` (auth, retries,
+//! pace), like the planned ones.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+use crate::mapping::DesiredUser;
+use crate::plan::{Delta, Operation};
+use crate::store::Store;
+use crate::target::http::{HttpTarget, PushError, PushOutcome};
+use crate::target::request::{self, Request, Secrets};
+use crate::target::spec::{BodyFormat, Endpoint, EndpointKind, Scim, SuccessRule};
+
+const MEDIA: &str = "application/scim+json";
+const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+/// Users or groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    User,
+    Group,
+}
+
+impl Kind {
+    fn key(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Group => "group",
+        }
+    }
+
+    fn resources(self) -> &'static str {
+        match self {
+            Kind::User => "/Users",
+            Kind::Group => "/Groups",
+        }
+    }
+}
+
+/// The ids a SCIM service gave the entities of one target, and what it supports.
+#[derive(Debug)]
+pub(crate) struct Ids {
+    settings: Scim,
+    /// Where found and created ids are kept; none in a dry run.
+    store: OnceLock<Store>,
+    /// (kind, key) → the service's id; loaded from the store on first use.
+    known: tokio::sync::Mutex<Option<BTreeMap<(String, String), String>>>,
+    /// Whether the service takes PATCH, read once from `/ServiceProviderConfig`.
+    patch: tokio::sync::OnceCell<bool>,
+    /// How searches, creates and the configuration read are judged.
+    endpoint: Endpoint,
+}
+
+impl Ids {
+    pub(crate) fn new(settings: Scim) -> Ids {
+        Ids {
+            settings,
+            store: OnceLock::new(),
+            known: tokio::sync::Mutex::new(None),
+            patch: tokio::sync::OnceCell::new(),
+            endpoint: Endpoint {
+                kind: EndpointKind::UpdateUser,
+                method: reqwest::Method::GET,
+                query: vec![],
+                headers: vec![],
+                format: BodyFormat::Json,
+                content_type: MEDIA.into(),
+                accept: Some(MEDIA.into()),
+                success: SuccessRule {
+                    status: 200..=299,
+                    conditions: vec![],
+                    body: Some(BodyFormat::Json),
+                    content_type: None,
+                },
+                error_message: vec!["/scimType".into(), "/detail".into()],
+                response_members: None,
+                response_echo: None,
+                validations: vec![],
+                uses_member_users: false,
+            },
+        }
+    }
+}
+
+/// An operation with the service's ids, or its outcome when nothing is left to send.
+enum Resolved {
+    Send(Operation),
+    Done(PushOutcome),
+}
+
+impl HttpTarget {
+    /// Whether `read_members` can read this target's groups back.
+    pub(crate) fn reads_groups(&self) -> bool {
+        self.scim.is_some()
+    }
+
+    /// Keeps the ids found and created from here on in `store`.
+    pub(crate) fn keep_ids_in(&self, store: &Store) {
+        if let Some(ids) = &self.scim {
+            let _ = ids.store.set(store.clone());
+        }
+    }
+
+    pub(super) async fn push_scim(
+        &self,
+        ids: &Ids,
+        op: &Operation,
+        users: &BTreeMap<String, DesiredUser>,
+    ) -> PushOutcome {
+        let mut requests = 0;
+        for attempt in 0..2 {
+            let resolved = match self.resolve(ids, op, users).await {
+                Ok(r) => r,
+                Err(e) => return PushOutcome::with(Err(e)),
+            };
+            let sent = match resolved {
+                Resolved::Done(outcome) => return outcome,
+                Resolved::Send(sent) => sent,
+            };
+            let mut outcome = self.push_as_planned(&sent, users).await;
+            requests += outcome.attempts;
+            outcome.attempts = requests;
+            if outcome.status == Some(404) && attempt == 0 {
+                // The service lost the entity (deleted by hand, say): find it again.
+                let (kind, key) = match op {
+                    Operation::ReplaceMembers(g) => (Kind::Group, &g.group.id),
+                    Operation::UpdateUser(u) => (Kind::User, &u.user.id),
+                };
+                tracing::warn!(target_name = %self.name, kind = kind.key(), key = %key, "The target no longer knows the id kept for this entity; looking it up again.");
+                if let Err(e) = self.forget(ids, kind, key).await {
+                    return PushOutcome::with(Err(e));
+                }
+                continue;
+            }
+            return outcome;
+        }
+        PushOutcome::with(Err(PushError::Rejected("the target answered 404 twice".into())))
+    }
+
+    /// The operation with the service's ids in place of the keys.
+    async fn resolve(
+        &self,
+        ids: &Ids,
+        op: &Operation,
+        users: &BTreeMap<String, DesiredUser>,
+    ) -> Result<Resolved, PushError> {
+        match op {
+            Operation::UpdateUser(u) => {
+                // A user is created with the very body an update sends: the creation
+                // confirms it. A user being disabled is never created.
+                let create = match ids.settings.create_users && u.user.user.enabled {
+                    true => Some(self.user_body(&u.user)?),
+                    false => None,
+                };
+                let (id, created) = self.id_of(ids, Kind::User, &u.user.id, create).await?;
+                if created {
+                    let mut outcome = PushOutcome::with(Ok(None));
+                    outcome.status = Some(201);
+                    outcome.attempts = 1;
+                    return Ok(Resolved::Done(outcome));
+                }
+                let mut sent = u.clone();
+                sent.user.id = id;
+                Ok(Resolved::Send(Operation::UpdateUser(sent)))
+            }
+            Operation::ReplaceMembers(g) => {
+                let mut sent = g.clone();
+                if g.delta.is_some() && !self.takes_patch(ids).await {
+                    // The list the group holds once this delta is applied, whole.
+                    sent.delta = None;
+                }
+                let create = ids.settings.create_groups.then(|| {
+                    let mut body = json!({ "schemas": [GROUP_SCHEMA], "displayName": g.group.name });
+                    if ids.settings.group_filter == "externalId" {
+                        body["externalId"] = json!(g.group.id);
+                    }
+                    body.to_string()
+                });
+                let (id, created) = self.id_of(ids, Kind::Group, &g.group.id, create).await?;
+                sent.group.id = id;
+                if created {
+                    // A group created just now is empty: a delta would leave it
+                    // without the members confirmed before; it gets the whole list.
+                    sent.delta = None;
+                }
+                match sent.delta {
+                    None => sent.group.members = self.member_ids(ids, &g.group.members, users, true).await?,
+                    Some(Delta::Add) => sent.added = self.member_ids(ids, &g.added, users, true).await?,
+                    Some(Delta::Remove) => {
+                        // A member the service does not have is already not in the group.
+                        sent.removed = self.member_ids(ids, &g.removed, users, false).await?;
+                        if sent.removed.is_empty() {
+                            let mut outcome = PushOutcome::with(Ok(None));
+                            outcome.attempts = 0;
+                            return Ok(Resolved::Done(outcome));
+                        }
+                    }
+                }
+                Ok(Resolved::Send(Operation::ReplaceMembers(sent)))
+            }
+        }
+    }
+
+    /// The members a group holds in the service, by the keys dirsync knows them by
+    /// (a member dirsync never mapped, by the service's id); `None` when the service
+    /// has no such group.
+    pub(crate) async fn read_members(&self, group: &str) -> Result<Option<BTreeSet<String>>, PushError> {
+        let Some(ids) = &self.scim else {
+            return Err(PushError::Rejected(
+                "the target cannot read a group's members".into(),
+            ));
+        };
+        let Some((id, _)) = self.find_or_create(ids, Kind::Group, group, None).await? else {
+            return Ok(None);
+        };
+        let (outcome, answer) = self
+            .call(
+                ids,
+                reqwest::Method::GET,
+                format!("/Groups/{}", encode(&id)),
+                String::new(),
+            )
+            .await;
+        if outcome.status == Some(404) {
+            self.forget(ids, Kind::Group, group).await?;
+            return Ok(None);
+        }
+        outcome.result?;
+        let keys: BTreeMap<String, String> = ids
+            .known
+            .lock()
+            .await
+            .iter()
+            .flatten()
+            .filter(|((kind, _), _)| kind == Kind::User.key())
+            .map(|((_, key), id)| (id.clone(), key.clone()))
+            .collect();
+        let members = answer
+            .as_ref()
+            .and_then(|a| a.get("members"))
+            .and_then(Value::as_array)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m.get("value").and_then(Value::as_str))
+                    .map(|id| keys.get(id).cloned().unwrap_or_else(|| id.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(members))
+    }
+
+    /// The service's ids of `keys`. With `required`, every member must be found (or
+    /// created, when allowed); otherwise the ones not found are left out.
+    async fn member_ids(
+        &self,
+        ids: &Ids,
+        keys: &BTreeSet<String>,
+        users: &BTreeMap<String, DesiredUser>,
+        required: bool,
+    ) -> Result<BTreeSet<String>, PushError> {
+        let mut out = BTreeSet::new();
+        let mut missing = Vec::new();
+        for key in keys {
+            let create = match users.get(key) {
+                Some(u) if required && ids.settings.create_users && u.user.enabled => {
+                    Some(self.user_body(u)?)
+                }
+                _ => None,
+            };
+            match self.find_or_create(ids, Kind::User, key, create).await? {
+                Some((id, _)) => {
+                    out.insert(id);
+                }
+                None => missing.push(key.as_str()),
+            }
+        }
+        if required && !missing.is_empty() {
+            const SHOWN: usize = 5;
+            let more = missing.len().saturating_sub(SHOWN);
+            let names = missing
+                .iter()
+                .take(SHOWN)
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            return Err(PushError::Rejected(self.redact(&format!(
+                "member(s) {names}{more} not found in the target by `{}`; set `scim.create_users = true` to create them",
+                ids.settings.user_filter
+            ))));
+        }
+        Ok(out)
+    }
+
+    /// The body that creates or updates a user: the update endpoint's own.
+    fn user_body(&self, user: &DesiredUser) -> Result<String, PushError> {
+        self.user_request(user, Secrets::Real)
+            .map(|r| r.body)
+            .map_err(|e| PushError::Build(self.redact(&e.0)))
+    }
+
+    /// The service's id for `key`, and whether it was created just now.
+    async fn id_of(
+        &self,
+        ids: &Ids,
+        kind: Kind,
+        key: &str,
+        create: Option<String>,
+    ) -> Result<(String, bool), PushError> {
+        let may_create = create.is_some();
+        match self.find_or_create(ids, kind, key, create).await? {
+            Some(found) => Ok(found),
+            None => {
+                let (attr, switch) = match kind {
+                    Kind::User => (&ids.settings.user_filter, "create_users"),
+                    Kind::Group => (&ids.settings.group_filter, "create_groups"),
+                };
+                let allowed = match kind {
+                    Kind::User => ids.settings.create_users,
+                    Kind::Group => ids.settings.create_groups,
+                };
+                let hint = match (may_create, allowed) {
+                    (true, _) => String::new(),
+                    // A disabled user is never created just to be disabled.
+                    (false, true) => "; a disabled user is not created".to_owned(),
+                    (false, false) => format!("; set `scim.{switch} = true` to create it"),
+                };
+                Err(PushError::Rejected(self.redact(&format!(
+                    "no {} with {attr} {key:?} in the target{hint}",
+                    kind.key()
+                ))))
+            }
+        }
+    }
+
+    async fn find_or_create(
+        &self,
+        ids: &Ids,
+        kind: Kind,
+        key: &str,
+        create: Option<String>,
+    ) -> Result<Option<(String, bool)>, PushError> {
+        {
+            let mut known = ids.known.lock().await;
+            if known.is_none() {
+                let loaded = match ids.store.get() {
+                    Some(store) => store
+                        .target_ids(&self.name)
+                        .await
+                        .map_err(|e| PushError::Transient(format!("cannot read the kept ids: {e}")))?,
+                    None => BTreeMap::new(),
+                };
+                *known = Some(loaded);
+            }
+            if let Some(id) = known
+                .as_ref()
+                .and_then(|k| k.get(&(kind.key().to_owned(), key.to_owned())))
+            {
+                return Ok(Some((id.clone(), false)));
+            }
+        }
+        if let Some(id) = self.search(ids, kind, key).await? {
+            self.keep(ids, kind, key, &id).await?;
+            return Ok(Some((id, false)));
+        }
+        let Some(body) = create else { return Ok(None) };
+        let (outcome, answer) = self
+            .call(ids, reqwest::Method::POST, kind.resources().to_owned(), body)
+            .await;
+        match outcome.result {
+            Ok(_) => {
+                let id = answer
+                    .as_ref()
+                    .and_then(|a| a.get("id"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        PushError::Rejected(format!(
+                            "the target created the {} but answered no `id`",
+                            kind.key()
+                        ))
+                    })?
+                    .to_owned();
+                tracing::info!(target_name = %self.name, kind = kind.key(), key = %key, id = %id, "Created the entity in the target.");
+                self.keep(ids, kind, key, &id).await?;
+                Ok(Some((id, true)))
+            }
+            // Created meanwhile by another request of this run (a member of two groups).
+            Err(_) if outcome.status == Some(409) => match self.search(ids, kind, key).await? {
+                Some(id) => {
+                    self.keep(ids, kind, key, &id).await?;
+                    Ok(Some((id, false)))
+                }
+                None => Err(outcome
+                    .result
+                    .err()
+                    .unwrap_or_else(|| PushError::Rejected("HTTP 409".into()))),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Searches the service for the entity whose filter attribute is `key`, page by
+    /// page (`startIndex`, `count`).
+    async fn search(&self, ids: &Ids, kind: Kind, key: &str) -> Result<Option<String>, PushError> {
+        let attr = match kind {
+            Kind::User => &ids.settings.user_filter,
+            Kind::Group => &ids.settings.group_filter,
+        };
+        let quoted = serde_json::to_string(key).unwrap_or_default();
+        let filter = encode(&format!("{attr} eq {quoted}"));
+        let count = ids.settings.page_size;
+        let mut start = 1usize;
+        loop {
+            let path = format!(
+                "{}?filter={filter}&startIndex={start}&count={count}",
+                kind.resources()
+            );
+            let (outcome, answer) = self.call(ids, reqwest::Method::GET, path, String::new()).await;
+            outcome.result?;
+            let answer = answer.unwrap_or(Value::Null);
+            let resources = answer
+                .get("Resources")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            // Filters compare `userName` case-insensitively (RFC 7643 §4.1.1); the
+            // key is the value dirsync sends, so an exact match is preferred.
+            let found = resources
+                .iter()
+                .find(|r| r.get(attr.as_str()).and_then(Value::as_str) == Some(key))
+                .or_else(|| {
+                    resources.iter().find(|r| {
+                        r.get(attr.as_str())
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| v.eq_ignore_ascii_case(key))
+                    })
+                });
+            if let Some(id) = found.and_then(|r| r.get("id")).and_then(Value::as_str) {
+                return Ok(Some(id.to_owned()));
+            }
+            let total = answer.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
+            if resources.is_empty() || start - 1 + resources.len() >= total {
+                return Ok(None);
+            }
+            start += resources.len();
+        }
+    }
+
+    /// Whether the service takes PATCH, from `/ServiceProviderConfig` (read once; a
+    /// service that does not answer it gets whole lists, which every service takes).
+    async fn takes_patch(&self, ids: &Ids) -> bool {
+        *ids.patch
+            .get_or_init(|| async {
+                let (outcome, answer) = self
+                    .call(ids, reqwest::Method::GET, "/ServiceProviderConfig".into(), String::new())
+                    .await;
+                let supported = answer
+                    .as_ref()
+                    .and_then(|a| a.pointer("/patch/supported"))
+                    .and_then(Value::as_bool);
+                match (&outcome.result, supported) {
+                    (Ok(_), Some(s)) => s,
+                    _ => {
+                        tracing::warn!(target_name = %self.name, "The target's /ServiceProviderConfig does not say whether it takes PATCH; sending whole member lists.");
+                        false
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn keep(&self, ids: &Ids, kind: Kind, key: &str, id: &str) -> Result<(), PushError> {
+        if let Some(store) = ids.store.get() {
+            store
+                .set_target_id(&self.name, kind.key(), key, id)
+                .await
+                .map_err(|e| PushError::Transient(format!("cannot keep the target's id: {e}")))?;
+        }
+        let mut known = ids.known.lock().await;
+        known
+            .get_or_insert_with(BTreeMap::new)
+            .insert((kind.key().to_owned(), key.to_owned()), id.to_owned());
+        Ok(())
+    }
+
+    async fn forget(&self, ids: &Ids, kind: Kind, key: &str) -> Result<(), PushError> {
+        if let Some(store) = ids.store.get() {
+            store
+                .forget_target_id(&self.name, kind.key(), key)
+                .await
+                .map_err(|e| PushError::Transient(format!("cannot forget the target's id: {e}")))?;
+        }
+        if let Some(known) = ids.known.lock().await.as_mut() {
+            known.remove(&(kind.key().to_owned(), key.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// One SCIM request of dirsync's own (search, create, configuration), with its
+    /// parsed answer.
+    async fn call(
+        &self,
+        ids: &Ids,
+        method: reqwest::Method,
+        path: String,
+        body: String,
+    ) -> (PushOutcome, Option<Value>) {
+        let req = Request {
+            method,
+            path_and_query: path,
+            headers: vec![],
+            content_type: MEDIA.into(),
+            accept: Some(MEDIA.into()),
+            body,
+        };
+        let mut answer = String::new();
+        let outcome = self
+            .send_with_retries(&ids.endpoint, &req, request::Sent::default(), Some(&mut answer))
+            .await;
+        (outcome, serde_json::from_str(&answer).ok())
+    }
+}
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_is_quoted_and_encoded() {
+        let quoted = serde_json::to_string("a \"b\"\\c").unwrap_or_default();
+        assert_eq!(
+            encode(&format!("userName eq {quoted}")),
+            "userName%20eq%20%22a%20%5C%22b%5C%22%5C%5Cc%22"
+        );
+    }
+}

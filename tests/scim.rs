@@ -1,0 +1,545 @@
+//! The `scim2` preset against the reference SCIM 2.0 server (python-scim's
+//! `scim2-server`, installed by `scripts/install-test-deps`), started on a free
+//! loopback port per test behind a recording proxy; and, against wiremock, a SCIM
+//! error body and a service that answers another `userName` than the one sent.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use common::{Env, config_csv};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const TOKEN: &str = "scim-test-token-7f3a";
+const VARS: &[(&str, &str)] = &[("TEST_SCIM_TOKEN", TOKEN)];
+
+/// The virtualenv `scripts/install-test-deps` creates: under `$CARGO_TARGET_DIR`,
+/// else the target directory this test binary was built in.
+fn scim_server_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            // target/debug/deps/scim-…
+            Some(exe.parent()?.parent()?.parent()?.to_path_buf())
+        })
+        .expect("a target directory");
+    let bin = target.join("scim-venv/bin/scim2-server");
+    assert!(
+        bin.exists(),
+        "scim2-server is not installed at {}: run scripts/install-test-deps (with the same CARGO_TARGET_DIR)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running scim2-server; killed when dropped.
+struct ScimServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for ScimServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ScimServer {
+    async fn start() -> ScimServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(scim_server_bin())
+            .args([
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--bearer-token",
+                TOKEN,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start scim2-server");
+        let server = ScimServer {
+            child,
+            url: format!("http://127.0.0.1:{port}/v2"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            let ok = client
+                .get(format!("{}/ServiceProviderConfig", server.url))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("scim2-server did not answer on port {port}");
+    }
+
+    async fn get(&self, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// Every resource of `/Users` or `/Groups`, read page by page.
+    async fn all(&self, resources: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .get(&format!("{resources}?startIndex={}&count=50", out.len() + 1))
+                .await;
+            let items = page["Resources"].as_array().cloned().unwrap_or_default();
+            let total = page["totalResults"].as_u64().unwrap_or(0) as usize;
+            out.extend(items.iter().cloned());
+            if items.is_empty() || out.len() >= total {
+                return out;
+            }
+        }
+    }
+
+    /// displayName → the userNames of its members.
+    async fn memberships(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let users: BTreeMap<String, String> = self
+            .all("/Users")
+            .await
+            .iter()
+            .map(|u| (s(&u["id"]), s(&u["userName"])))
+            .collect();
+        self.all("/Groups")
+            .await
+            .iter()
+            .map(|g| {
+                let members = g["members"]
+                    .as_array()
+                    .map(|m| m.iter().map(|m| users[&s(&m["value"])].clone()).collect())
+                    .unwrap_or_default();
+                (s(&g["displayName"]), members)
+            })
+            .collect()
+    }
+
+    /// userName → active.
+    async fn active(&self) -> BTreeMap<String, bool> {
+        self.all("/Users")
+            .await
+            .iter()
+            .map(|u| (s(&u["userName"]), u["active"].as_bool().unwrap_or(true)))
+            .collect()
+    }
+}
+
+fn s(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+/// A loopback proxy in front of the server that records (method, path) of every
+/// request dirsync sends.
+struct Proxy {
+    url: String,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let client = reqwest::Client::new();
+        // scim2-server serves under /v2: the proxy's paths are the upstream's.
+        let base = upstream.trim_end_matches("/v2").to_owned();
+        let record = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (client, base, record) = (client.clone(), base.clone(), Arc::clone(&record));
+            async move {
+                let method = req.method().as_str().to_owned();
+                let target = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                record
+                    .lock()
+                    .expect("proxy log")
+                    .push((method.clone(), target.clone()));
+                let headers = req.headers().clone();
+                let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let mut out = client.request(
+                    reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                    format!("{base}{target}"),
+                );
+                for name in ["authorization", "content-type", "accept"] {
+                    if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                        out = out.header(name, v);
+                    }
+                }
+                let answer = out.body(body.to_vec()).send().await.expect("upstream");
+                let status = answer.status().as_u16();
+                let ctype = answer
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/scim+json")
+                    .to_owned();
+                let bytes = answer.bytes().await.unwrap_or_default();
+                axum::response::Response::builder()
+                    .status(status)
+                    .header("content-type", ctype)
+                    .body(axum::body::Body::from(bytes))
+                    .expect("response")
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Proxy {
+            url: format!("http://{addr}/v2"),
+            seen,
+            task,
+        }
+    }
+
+    fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.seen.lock().expect("proxy log"))
+    }
+}
+
+fn scim_target(base_url: &str) -> String {
+    format!(
+        r#"
+[targets.scim]
+preset = "scim2"
+base_url = "{base_url}"
+timeout = "10s"
+concurrency = 2
+
+[targets.scim.auth]
+token_env = "TEST_SCIM_TOKEN"
+
+[targets.scim.scim]
+create_users = true
+create_groups = true
+
+[targets.scim.safety]
+max_removed_memberships_percent = 0
+max_removed_members_per_group_percent = 0
+max_disabled_users_percent = 0
+
+[[targets.scim.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.name }}}}"
+
+[targets.scim.users]
+id_template = "{{{{ user.username }}}}"
+removed = "disable"
+"#
+    )
+}
+
+fn users(n: u64) -> String {
+    let mut s = String::from("id,username,email\n");
+    for i in 1..=n {
+        s.push_str(&format!("u{i},user{i},user{i}@example.com\n"));
+    }
+    s
+}
+
+fn groups(groups: &[(&str, Vec<u64>)]) -> String {
+    let mut s = String::from("id,name,members\n");
+    for (k, (name, members)) in groups.iter().enumerate() {
+        let m: Vec<String> = members.iter().map(|i| format!("u{i}")).collect();
+        s.push_str(&format!("g{k},{name},{}\n", m.join(";")));
+    }
+    s
+}
+
+fn expected(groups: &[(&str, Vec<u64>)]) -> BTreeMap<String, BTreeSet<String>> {
+    groups
+        .iter()
+        .map(|(name, m)| ((*name).to_owned(), m.iter().map(|i| format!("user{i}")).collect()))
+        .collect()
+}
+
+/// 100 users in four groups of 25 to 50 members.
+fn four_groups() -> Vec<(&'static str, Vec<u64>)> {
+    vec![
+        ("eng", (1..=50).collect()),
+        ("ops", (40..=70).collect()),
+        ("sales", (71..=100).collect()),
+        ("all-hands", (1..=25).collect()),
+    ]
+}
+
+#[tokio::test]
+async fn first_sync_creates_and_converges_then_sends_nothing_then_only_patch_deltas() {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(&server.url).await;
+    let env = Env::new();
+    let mut groups_now = four_groups();
+    env.write("users.csv", &users(100));
+    env.write("groups.csv", &groups(&groups_now));
+    env.write("dirsync.toml", &config_csv(&scim_target(&proxy.url)));
+
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    assert_eq!(server.active().await.len(), 100);
+    assert!(!proxy.take().is_empty());
+
+    // Converged: nothing to send, not even a search.
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(proxy.take(), []);
+
+    // One membership in a hundred changes: user 60 moves from ops to sales.
+    groups_now[1].1.retain(|i| *i != 60);
+    groups_now[2].1.push(60);
+    env.write("groups.csv", &groups(&groups_now));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    let sent = proxy.take();
+    let changes: Vec<&(String, String)> = sent
+        .iter()
+        .filter(|(m, p)| !(m == "GET" && p == "/v2/ServiceProviderConfig"))
+        .collect();
+    assert_eq!(changes.len(), 2, "{sent:?}");
+    assert!(
+        changes
+            .iter()
+            .all(|(m, p)| m == "PATCH" && p.starts_with("/v2/Groups/")),
+        "{sent:?}"
+    );
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    let audited: BTreeSet<String> = env.audit().await.into_iter().map(|(op, _, _)| op).collect();
+    assert!(
+        audited.contains("add_members") && audited.contains("remove_members"),
+        "{audited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_who_leaves_is_deactivated_and_a_lost_id_is_found_again() {
+    let server = ScimServer::start().await;
+    let env = Env::new();
+    let mut groups_now = vec![("eng", vec![1, 2, 3]), ("ops", vec![3, 4])];
+    env.write("users.csv", &users(4));
+    env.write("groups.csv", &groups(&groups_now));
+    env.write("dirsync.toml", &config_csv(&scim_target(&server.url)));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&groups_now));
+
+    // user4 leaves the source: sent `active: false`, never deleted.
+    env.write("users.csv", &users(3));
+    groups_now[1].1 = vec![3];
+    env.write("groups.csv", &groups(&groups_now));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    let active = server.active().await;
+    assert_eq!(active.get("user4"), Some(&false), "{active:?}");
+    assert_eq!(active.values().filter(|a| **a).count(), 3);
+    assert_eq!(server.memberships().await, expected(&groups_now));
+
+    // The group is deleted by hand: the kept id answers 404, so it is found (not
+    // there) and created again.
+    let eng = server.get("/Groups?filter=displayName%20eq%20%22eng%22").await;
+    let id = s(&eng["Resources"][0]["id"]);
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/Groups/{id}", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(deleted.status().is_success());
+    groups_now[0].1 = vec![1, 2];
+    env.write("groups.csv", &groups(&groups_now));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&groups_now));
+}
+
+/// A wiremock SCIM service that knows user `ann` (id `a1`) and answers her update
+/// with `answer`.
+async fn mock_service(status: u16, answer: serde_json::Value) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
+            "Resources": [{"id": "a1", "userName": "ann"}]
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/Users/a1"))
+        .respond_with(ResponseTemplate::new(status).set_body_json(answer))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn mock_env(server: &MockServer) -> Env {
+    let env = Env::new();
+    env.write("users.csv", "id,username,email\nu1,ann,ann@example.com\n");
+    env.write("groups.csv", "id,name,members\ng0,staff,u1\n");
+    let target = format!(
+        r#"
+[targets.scim]
+preset = "scim2"
+base_url = "{}"
+timeout = "5s"
+
+[targets.scim.auth]
+token_env = "TEST_SCIM_TOKEN"
+
+[targets.scim.retry]
+max_attempts = 1
+
+[targets.scim.endpoints.group_members]
+enabled = false
+[targets.scim.endpoints.add_members]
+enabled = false
+[targets.scim.endpoints.remove_members]
+enabled = false
+"#,
+        server.uri()
+    );
+    env.write("dirsync.toml", &config_csv(&target));
+    env
+}
+
+#[tokio::test]
+async fn a_scim_error_body_is_a_failure_with_its_type_and_detail() {
+    let server = mock_service(
+        409,
+        serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": "409", "scimType": "uniqueness", "detail": "userName ann is taken"
+        }),
+    )
+    .await;
+    let env = mock_env(&server);
+    env.run(&["sync"], VARS).await.expect_code(3);
+    let rows = env.audit_rows().await;
+    let user: Vec<_> = rows.iter().filter(|r| r.0 == "update_user").collect();
+    assert_eq!(user.len(), 1, "{rows:?}");
+    assert_eq!(user[0].1, "ann");
+    assert_eq!(user[0].2, "failed");
+    assert_eq!(
+        user[0].3.as_deref(),
+        Some("HTTP 409: uniqueness: userName ann is taken")
+    );
+    assert!(env.snapshot().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_service_that_answers_another_user_name_has_not_confirmed() {
+    let server = mock_service(
+        200,
+        serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": "a1", "userName": "ann.renamed", "active": true
+        }),
+    )
+    .await;
+    let env = mock_env(&server);
+    env.run(&["sync"], VARS).await.expect_code(3);
+    let rows = env.audit_rows().await;
+    let user: Vec<_> = rows.iter().filter(|r| r.0 == "update_user").collect();
+    assert_eq!(user.len(), 1, "{rows:?}");
+    assert_eq!(user[0].2, "failed");
+    let error = user[0].3.clone().unwrap_or_default();
+    assert!(
+        error.contains("`userName` is \"ann.renamed\", not \"ann\" as sent"),
+        "{error}"
+    );
+    // Not confirmed: the next run sends it again.
+    env.run(&["sync"], VARS).await.expect_code(3);
+    let puts = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method.as_str() == "PUT")
+        .count();
+    assert_eq!(puts, 2);
+}
+
+#[tokio::test]
+async fn verify_reports_a_member_added_behind_dirsyncs_back_and_repair_removes_it() {
+    let server = ScimServer::start().await;
+    let env = Env::new();
+    let groups_now = vec![("eng", vec![1, 2]), ("ops", vec![3])];
+    env.write("users.csv", &users(3));
+    env.write("groups.csv", &groups(&groups_now));
+    env.write("dirsync.toml", &config_csv(&scim_target(&server.url)));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    env.run(&["verify"], VARS).await.expect_code(0);
+
+    // Someone adds user3 to eng in the service itself.
+    let eng = s(&server.get("/Groups?filter=displayName%20eq%20%22eng%22").await["Resources"][0]["id"]);
+    let user3 = s(&server.get("/Users?filter=userName%20eq%20%22user3%22").await["Resources"][0]["id"]);
+    let patch = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": user3}]}]
+    });
+    let patched = reqwest::Client::new()
+        .patch(format!("{}/Groups/{eng}", server.url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/scim+json")
+        .body(patch.to_string())
+        .send()
+        .await
+        .expect("PATCH");
+    assert!(patched.status().is_success());
+
+    let found = env.run(&["verify"], VARS).await;
+    found.expect_code(3);
+    assert!(
+        found.stdout.contains("added in the target: user3"),
+        "{}",
+        found.stdout
+    );
+    // A plain sync does not see it: the snapshot says eng is as confirmed.
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await["eng"].len(), 3);
+
+    env.run(&["verify", "--repair"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    let audit = env.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|(op, id, outcome)| op == "verify" && id == "eng" && outcome == "drift"),
+        "{audit:?}"
+    );
+    assert_eq!(
+        audit
+            .last()
+            .map(|(op, id, outcome)| (op.as_str(), id.as_str(), outcome.as_str())),
+        Some(("replace_members", "eng", "success"))
+    );
+    env.run(&["verify"], VARS).await.expect_code(0);
+}
