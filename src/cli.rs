@@ -100,6 +100,8 @@ enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Print the config file's JSON Schema, for editors with a TOML language server.
+    Schema,
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +291,10 @@ async fn dispatch(cli: Cli) -> u8 {
                 }
             };
         }
+        Command::Schema => {
+            print!("{}", config::schema());
+            return exit::SUCCESS;
+        }
         Command::Init(args) => return init(&config_path, args),
         Command::Audit(args) => {
             return match state_db() {
@@ -350,6 +356,7 @@ async fn dispatch(cli: Cli) -> u8 {
         | Command::Held { .. }
         | Command::Discard { .. }
         | Command::Completions { .. }
+        | Command::Schema
         | Command::Man => {
             unreachable!("handled above")
         }
