@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 mod incremental;
+mod propagation;
 mod saved;
 
 pub use incremental::Warm;
@@ -139,6 +140,12 @@ pub struct TargetReport {
     pub(crate) throttled: usize,
     /// Finished operations by kind (`replace_members`, `update_user`) and outcome.
     pub(crate) by_kind: BTreeMap<String, KindCounts>,
+    /// Seconds from each measured source change to the target's confirmation, for
+    /// `dirsync_propagation_seconds`; `propagation` is what the run keeps of them.
+    #[serde(skip)]
+    pub(crate) propagation_seconds: Vec<f64>,
+    /// Median and 95th percentile of those, stored with the run for `dirsync status`.
+    pub(crate) propagation: Option<propagation::Summary>,
 }
 
 /// A held set, as a run reports it.
@@ -265,6 +272,8 @@ struct Prepared<'c> {
     /// The approval this run carries out (`{held, by}`), for the audit rows of the
     /// operations it lets through.
     approval: Option<serde_json::Value>,
+    /// The source change time each operation carries, for the propagation latency.
+    changed: propagation::ChangeTimes,
 }
 
 /// What the removal policy of every target shares in one run.
@@ -527,7 +536,10 @@ pub async fn run(
     if let Some(dir) = &dir {
         for (((tc, target), snapshot), absent) in targets.iter().zip(clients).zip(snapshots).zip(&absences) {
             let t = std::time::Instant::now();
-            prepared.push(prepare(tc, target, dir, snapshot, opts.mode, &policy, absent)?);
+            let mut p = prepare(tc, target, dir, snapshot, opts.mode, &policy, absent)?;
+            let since = target_states.get(&tc.name).and_then(|ts| ts.changed_through);
+            p.changed = propagation::ChangeTimes::of_plan(&p.plan, dir, since);
+            prepared.push(p);
             tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
         }
     }
@@ -538,6 +550,9 @@ pub async fn run(
         }
         _ => None,
     };
+    // How far the read's changes reach: what a target that confirms its plan whole
+    // has confirmed every change up to.
+    let changed_through = dir.as_ref().and_then(Directory::changed_through);
     // Every plan is built: the push does not need the directory.
     drop(dir);
 
@@ -683,6 +698,9 @@ pub async fn run(
         store
             .set_target_state(&p.config.name, generation, &p.config.config_hash, clean)
             .await?;
+        if let Some(through) = changed_through.filter(|_| clean) {
+            store.set_changed_through(&p.config.name, through).await?;
+        }
         report.targets.push(tr);
     }
     report.targets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -847,6 +865,7 @@ fn prepare<'c>(
         invalid,
         hold,
         approval: None,
+        changed: Default::default(),
     })
 }
 
@@ -1101,6 +1120,7 @@ async fn push(
                     return (op.kind(), None);
                 }
                 let outcome = p.target.push(op, users).await;
+                let latency = outcome.result.is_ok().then(|| p.changed.seconds_to_now(op)).flatten();
                 let failures = match &outcome.result {
                     Ok(_) => {
                         consecutive_failures.store(0, Ordering::Relaxed);
@@ -1146,7 +1166,7 @@ async fn push(
                 };
                 // A closed channel means the writer failed; its error is returned below.
                 let _ = records.send(record).await;
-                (op.kind(), Some(outcome))
+                (op.kind(), Some((outcome, latency)))
             }
         })
         .buffer_unordered(concurrency)
@@ -1157,10 +1177,11 @@ async fn push(
     written?;
     let mut pauses = Vec::new();
     for (kind, outcome) in results {
-        let Some(o) = outcome else {
+        let Some((o, latency)) = outcome else {
             tr.not_started += 1;
             continue;
         };
+        tr.propagation_seconds.extend(latency);
         if let Some(pause) = o.pause {
             pauses.push(AskedPause {
                 endpoint: pause.endpoint,
@@ -1186,6 +1207,7 @@ async fn push(
             }
         }
     }
+    tr.propagation = propagation::Summary::of(&tr.propagation_seconds);
     Ok(pauses)
 }
 

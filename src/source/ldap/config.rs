@@ -14,6 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::entry::CHANGE_TIME_ATTRIBUTES;
 use super::filter;
 use crate::config::{Secret, SecretSource, fill};
 
@@ -254,6 +255,7 @@ impl UserSearch {
         a.extend(self.enabled.iter().map(|(attr, _)| attr.clone()));
         a.extend(uid_attribute.map(str::to_owned));
         a.extend(self.extra.iter().cloned());
+        a.extend(CHANGE_TIME_ATTRIBUTES.map(str::to_owned));
         dedup_ignore_case(a)
     }
 }
@@ -265,6 +267,7 @@ impl GroupSearch {
         a.extend(self.members.iter().cloned());
         a.extend(self.member_uids.iter().cloned());
         a.extend(self.extra.iter().cloned());
+        a.extend(CHANGE_TIME_ATTRIBUTES.map(str::to_owned));
         dedup_ignore_case(a)
     }
 }
@@ -685,7 +688,9 @@ mod tests {
                 "cn",
                 "givenName",
                 "sn",
-                "telephoneNumber"
+                "telephoneNumber",
+                "modifyTimestamp",
+                "whenChanged"
             ]
         );
     }
