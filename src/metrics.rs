@@ -191,10 +191,10 @@ impl Metrics {
                         .inc_by(n as u64);
                 }
             }
-            if !t.propagation_seconds.is_empty() {
-                let histogram = self.propagation.get_or_create(&target);
-                t.propagation_seconds.iter().for_each(|s| histogram.observe(*s));
-            }
+            // Created empty too, so that a target's quantiles read 0/0 (no change
+            // measured) rather than no series at all.
+            let histogram = self.propagation.get_or_create(&target);
+            t.propagation_seconds.iter().for_each(|s| histogram.observe(*s));
             self.retries.get_or_create(&target).inc_by(t.retries as u64);
             self.throttled.get_or_create(&target).inc_by(t.throttled as u64);
             if t.concurrency_limit > 0 {
