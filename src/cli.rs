@@ -114,6 +114,8 @@ enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Print the config file's JSON Schema, for editors with a TOML language server.
+    Schema,
 }
 
 #[derive(Debug, Args)]
@@ -303,6 +305,10 @@ async fn dispatch(cli: Cli) -> u8 {
                 }
             };
         }
+        Command::Schema => {
+            print!("{}", config::schema());
+            return exit::SUCCESS;
+        }
         Command::Init(args) => return init(&config_path, args),
         Command::Audit(args) => {
             return match state_db() {
@@ -365,6 +371,7 @@ async fn dispatch(cli: Cli) -> u8 {
         | Command::Held { .. }
         | Command::Discard { .. }
         | Command::Completions { .. }
+        | Command::Schema
         | Command::Man => {
             unreachable!("handled above")
         }
@@ -1284,6 +1291,7 @@ async fn status(state_db: &Path, json: bool) -> u8 {
             counts.unwrap_or_default()
         );
     }
+    print_propagation(&runs);
     println!("source:");
     match &source {
         None => println!("  not read yet"),
@@ -1379,6 +1387,55 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         );
     }
     exit::SUCCESS
+}
+
+/// Each target's propagation latency in the newest run that measured one: the time
+/// from a directory change to the target's confirmation.
+fn print_propagation(runs: &[dirsync::store::RunRow]) {
+    let mut shown = std::collections::BTreeMap::new();
+    for r in runs {
+        let targets = r
+            .summary
+            .as_ref()
+            .and_then(|s| s.get("targets"))
+            .and_then(|t| t.as_array());
+        for t in targets.into_iter().flatten() {
+            let (Some(name), Some(p)) = (t.get("name").and_then(|n| n.as_str()), t.get("propagation")) else {
+                continue;
+            };
+            let seconds = |k: &str| p.get(k).and_then(serde_json::Value::as_f64).unwrap_or_default();
+            let count = p
+                .get("count")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or_default();
+            if count > 0 && !shown.contains_key(name) {
+                let line = format!(
+                    "p50 {}, p95 {}, max {} over {count} change(s), run {}",
+                    span(seconds("p50_seconds")),
+                    span(seconds("p95_seconds")),
+                    span(seconds("max_seconds")),
+                    r.id
+                );
+                shown.insert(name.to_owned(), line);
+            }
+        }
+    }
+    println!("propagation (directory change to target confirmation, newest run that measured it):");
+    if shown.is_empty() {
+        println!("  none measured");
+    }
+    for (target, line) in &shown {
+        println!("  {target}: {line}");
+    }
+}
+
+/// Seconds as an operator reads them: `0.4s`, `12s`, `3m 20s`, `1day 2h`.
+fn span(seconds: f64) -> String {
+    if seconds < 10.0 {
+        return format!("{seconds:.1}s");
+    }
+    let whole = std::time::Duration::from_secs(seconds.round() as u64);
+    humantime::format_duration(whole).to_string()
 }
 
 #[cfg(test)]

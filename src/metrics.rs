@@ -1,9 +1,12 @@
 //! Prometheus metrics of the daemon, derived from each run's report.
 //!
-//! Requests to a target by outcome are `dirsync_operations_total{target,kind,outcome}`
-//! plus `dirsync_retries_total{target}` (attempts beyond the first) and
-//! `dirsync_throttled_total{target}` (429s): a per-attempt outcome is not in the run
-//! report, and a second counter of the same operations would only repeat the first.
+//! Operations by outcome are `dirsync_operations_total{target,kind,outcome}`; the
+//! HTTP requests behind them are `dirsync_target_requests_total{target,outcome}`,
+//! each request counted once: the answer that confirmed an operation (`success`),
+//! the last answer of one that failed (`failed`), or an answer that was retried
+//! (`retried`, 429s among them, also in `dirsync_throttled_total{target}`).
+//! `dirsync_propagation_seconds{target}` is the time from a directory change to
+//! the target's confirmation (see `sync::propagation`).
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -26,6 +29,8 @@ pub struct Metrics {
     operations: Family<Labels, Counter>,
     retries: Family<Labels, Counter>,
     throttled: Family<Labels, Counter>,
+    requests: Family<Labels, Counter>,
+    propagation: Family<Labels, Histogram>,
     last_success: Gauge<f64, AtomicU64>,
     run_duration: Histogram,
     source_read: Family<Labels, Histogram>,
@@ -104,6 +109,18 @@ impl Metrics {
                 "429 Too Many Requests answers, by target",
                 Family::default(),
             ),
+            requests: register(
+                &mut r,
+                "target_requests",
+                "HTTP requests to a target by outcome: success (confirmed), failed (the last attempt of a failed operation), retried",
+                Family::default(),
+            ),
+            propagation: register(
+                &mut r,
+                "propagation_seconds",
+                "Time from a directory change (modifyTimestamp, whenChanged, a CSV file's mtime) to the target's confirmation, by target",
+                Family::new_with_constructor(propagation_buckets as fn() -> Histogram),
+            ),
             last_success: register(
                 &mut r,
                 "last_success_timestamp_seconds",
@@ -169,6 +186,21 @@ impl Metrics {
                 }
             }
             let target = labels(&[("target", &t.name)]);
+            for (outcome, n) in [
+                ("success", t.succeeded),
+                ("failed", t.failed),
+                ("retried", t.retries),
+            ] {
+                if n > 0 {
+                    self.requests
+                        .get_or_create(&labels(&[("target", &t.name), ("outcome", outcome)]))
+                        .inc_by(n as u64);
+                }
+            }
+            // Created empty too, so that a target's quantiles read 0/0 (no change
+            // measured) rather than no series at all.
+            let histogram = self.propagation.get_or_create(&target);
+            t.propagation_seconds.iter().for_each(|s| histogram.observe(*s));
             self.retries.get_or_create(&target).inc_by(t.retries as u64);
             self.throttled.get_or_create(&target).inc_by(t.throttled as u64);
             if t.concurrency_limit > 0 {
@@ -207,6 +239,15 @@ impl Metrics {
     pub fn encode_text(&self) -> String {
         to_text_format(&self.encode())
     }
+}
+
+/// From a second (a watched change) to a day (a change that waited for a failing
+/// target, or for a nightly schedule).
+fn propagation_buckets() -> Histogram {
+    Histogram::new([
+        1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0,
+        86400.0,
+    ])
 }
 
 /// From 10 ms (an unchanged CSV file) to about 80 s (a full read of a large directory).
@@ -260,6 +301,9 @@ mod tests {
             throttled: 1,
             invalid: 4,
             concurrency_limit: 2,
+            succeeded: 3,
+            failed: 1,
+            propagation_seconds: vec![0.5, 40.0, 90_000.0],
             held: Some(HeldReport {
                 id: Some("h1".into()),
                 removed_memberships: 7,
@@ -300,6 +344,14 @@ mod tests {
             "dirsync_source_objects{kind=\"users\"} 5",
             "dirsync_source_read_seconds_count{mode=\"incremental\"} 1",
             "dirsync_source_read_seconds_sum{mode=\"incremental\"} 0.2",
+            "dirsync_target_requests_total{target=\"office\",outcome=\"success\"} 3",
+            "dirsync_target_requests_total{target=\"office\",outcome=\"failed\"} 1",
+            "dirsync_target_requests_total{target=\"office\",outcome=\"retried\"} 2",
+            "dirsync_propagation_seconds_count{target=\"office\"} 3",
+            "dirsync_propagation_seconds_bucket{le=\"1.0\",target=\"office\"} 1",
+            "dirsync_propagation_seconds_bucket{le=\"60.0\",target=\"office\"} 2",
+            "dirsync_propagation_seconds_bucket{le=\"86400.0\",target=\"office\"} 2",
+            "dirsync_propagation_seconds_bucket{le=\"+Inf\",target=\"office\"} 3",
         ] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }

@@ -5,6 +5,7 @@
 //! is deterministic.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,11 @@ pub struct User {
     pub(crate) enabled: bool,
     /// Every other attribute the source read, for mappings and templates.
     pub attrs: Attrs,
+    /// When the source last changed the entry (LDAP `modifyTimestamp` or
+    /// `whenChanged`, a CSV file's mtime), for the propagation latency only: never
+    /// rendered, fingerprinted nor saved.
+    #[serde(skip)]
+    pub(crate) changed_at: Option<SystemTime>,
 }
 
 impl User {
@@ -39,6 +45,7 @@ impl User {
             phone: None,
             enabled: true,
             attrs: Attrs::new(),
+            changed_at: None,
         }
     }
 
@@ -72,6 +79,9 @@ pub struct Group {
     pub members: BTreeSet<String>,
     /// Every other attribute the source read.
     pub(crate) attrs: Attrs,
+    /// When the source last changed the entry, as for [`User::changed_at`].
+    #[serde(skip)]
+    pub(crate) changed_at: Option<SystemTime>,
 }
 
 impl Group {
@@ -81,6 +91,7 @@ impl Group {
             name: name.into(),
             members: BTreeSet::new(),
             attrs: Attrs::new(),
+            changed_at: None,
         }
     }
 }
@@ -93,6 +104,14 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// The latest change time of any entry: how far the source's changes reach.
+    pub(crate) fn changed_through(&self) -> Option<SystemTime> {
+        let users = self.users.values().filter_map(|u| u.changed_at);
+        users
+            .chain(self.groups.values().filter_map(|g| g.changed_at))
+            .max()
+    }
+
     /// Total number of (group, user) membership pairs.
     pub fn membership_count(&self) -> usize {
         self.groups.values().map(|g| g.members.len()).sum()

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 mod incremental;
+mod propagation;
 mod saved;
 
 pub use incremental::Warm;
@@ -140,6 +141,12 @@ pub struct TargetReport {
     pub(crate) throttled: usize,
     /// Finished operations by kind (`replace_members`, `update_user`) and outcome.
     pub(crate) by_kind: BTreeMap<String, KindCounts>,
+    /// Seconds from each measured source change to the target's confirmation, for
+    /// `dirsync_propagation_seconds`; `propagation` is what the run keeps of them.
+    #[serde(skip)]
+    pub(crate) propagation_seconds: Vec<f64>,
+    /// Median and 95th percentile of those, stored with the run for `dirsync status`.
+    pub(crate) propagation: Option<propagation::Summary>,
 }
 
 /// A held set, as a run reports it.
@@ -266,6 +273,8 @@ struct Prepared<'c> {
     /// The approval this run carries out (`{held, by}`), for the audit rows of the
     /// operations it lets through.
     approval: Option<serde_json::Value>,
+    /// The source change time each operation carries, for the propagation latency.
+    changed: propagation::ChangeTimes,
 }
 
 /// What the removal policy of every target shares in one run.
@@ -528,7 +537,10 @@ pub async fn run(
     if let Some(dir) = &dir {
         for (((tc, target), snapshot), absent) in targets.iter().zip(clients).zip(snapshots).zip(&absences) {
             let t = std::time::Instant::now();
-            prepared.push(prepare(tc, target, dir, snapshot, opts.mode, &policy, absent)?);
+            let mut p = prepare(tc, target, dir, snapshot, opts.mode, &policy, absent)?;
+            let since = target_states.get(&tc.name).and_then(|ts| ts.changed_through);
+            p.changed = propagation::ChangeTimes::of_plan(&p.plan, dir, since);
+            prepared.push(p);
             tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
         }
     }
@@ -539,6 +551,9 @@ pub async fn run(
         }
         _ => None,
     };
+    // How far the read's changes reach: what a target that confirms its plan whole
+    // has confirmed every change up to.
+    let changed_through = dir.as_ref().and_then(Directory::changed_through);
     // Every plan is built: the push does not need the directory.
     drop(dir);
 
@@ -684,6 +699,9 @@ pub async fn run(
         store
             .set_target_state(&p.config.name, generation, &p.config.config_hash, clean)
             .await?;
+        if let Some(through) = changed_through.filter(|_| clean) {
+            store.set_changed_through(&p.config.name, through).await?;
+        }
         report.targets.push(tr);
     }
     report.targets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -858,6 +876,7 @@ fn prepare<'c>(
         invalid,
         hold,
         approval: None,
+        changed: Default::default(),
     })
 }
 
@@ -1132,6 +1151,11 @@ async fn push<'p>(
                 return (op.kind(), None);
             }
             let outcome = p.target.push(op, users).await;
+            let latency = outcome
+                .result
+                .is_ok()
+                .then(|| p.changed.seconds_to_now(op))
+                .flatten();
             let failures = match &outcome.result {
                 Ok(_) => {
                     consecutive_failures.store(0, Ordering::Relaxed);
@@ -1183,7 +1207,7 @@ async fn push<'p>(
             };
             // A closed channel means the writer failed; its error is returned below.
             let _ = records.send(record).await;
-            (op.kind(), Some(outcome))
+            (op.kind(), Some((outcome, latency)))
         }
     };
     // A group's delta operations go in order, each only after the one before it was
@@ -1195,15 +1219,18 @@ async fn push<'p>(
             async move {
                 let mut out = Vec::with_capacity(unit.len());
                 let mut blocked = false;
-                for op in unit {
+                for (i, op) in unit.iter().enumerate() {
                     if blocked {
                         progress.advance();
                         out.push((op.kind(), None));
                         continue;
                     }
                     let (kind, outcome) = push_one(op).await;
-                    blocked = outcome.as_ref().is_none_or(|o| o.result.is_err());
-                    out.push((kind, outcome));
+                    blocked = outcome.as_ref().is_none_or(|(o, _)| o.result.is_err());
+                    // A group split into several requests has its change confirmed
+                    // by the last of them.
+                    let last = i + 1 == unit.len();
+                    out.push((kind, outcome.map(|(o, latency)| (o, latency.filter(|_| last)))));
                 }
                 out
             }
@@ -1217,10 +1244,11 @@ async fn push<'p>(
     written?;
     let mut pauses = Vec::new();
     for (kind, outcome) in results {
-        let Some(o) = outcome else {
+        let Some((o, latency)) = outcome else {
             tr.not_started += 1;
             continue;
         };
+        tr.propagation_seconds.extend(latency);
         if let Some(pause) = o.pause {
             pauses.push(AskedPause {
                 endpoint: pause.endpoint,
@@ -1246,6 +1274,7 @@ async fn push<'p>(
             }
         }
     }
+    tr.propagation = propagation::Summary::of(&tr.propagation_seconds);
     Ok(pauses)
 }
 

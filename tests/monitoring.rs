@@ -159,6 +159,8 @@ async fn metrics_pass_promtool_and_the_kit_queries_only_exported_metrics() {
         "dirsync_held_removals",
         "dirsync_concurrency_limit",
         "dirsync_last_success_timestamp_seconds",
+        "dirsync_target_requests_total",
+        "dirsync_propagation_seconds_bucket",
     ] {
         assert!(exported.contains(needed), "{needed} missing from\n{text}");
     }

@@ -152,6 +152,55 @@ pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
+/// The config file's JSON Schema, derived from the serde shapes so that it accepts
+/// exactly the keys and types they do (values are checked by `load`): what editors
+/// with a TOML language server use to complete and check keys.
+pub fn schema() -> String {
+    // Draft 7: the newest draft that TOML language servers (taplo) and most editors read.
+    let mut schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<RawConfig>()
+        .to_value();
+    drop_null(&mut schema);
+    // Serializing a JSON value cannot fail.
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Removes the `null` that schemars allows for every `Option`: TOML has no null, an
+/// optional key is one left out, and an editor should not offer `null` as a value.
+fn drop_null(schema: &mut serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(map) = schema else {
+        if let Value::Array(items) = schema {
+            items.iter_mut().for_each(drop_null);
+        }
+        return;
+    };
+    if let Some(Value::Array(types)) = map.get_mut("type") {
+        types.retain(|t| t != "null");
+        if let [only] = types.as_slice() {
+            let only = only.clone();
+            map.insert("type".into(), only);
+        }
+    }
+    if let Some(Value::Array(alternatives)) = map.get("anyOf") {
+        let kept: Vec<Value> = alternatives
+            .iter()
+            .filter(|a| a.get("type").is_none_or(|t| t != "null"))
+            .cloned()
+            .collect();
+        if let [only] = kept.as_slice()
+            && let Value::Object(inner) = only.clone()
+        {
+            map.remove("anyOf");
+            map.extend(inner);
+        }
+    }
+    map.values_mut().for_each(drop_null);
+}
+
 /// Reads and validates the config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&read(path)?, path)

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// `$mine` with every listed field it leaves out (`None`) taken from `$base`: how a
@@ -22,41 +23,54 @@ macro_rules! fill {
 }
 pub(crate) use fill;
 
-#[derive(Debug, Deserialize, Default)]
+/// A dirsync config file (default `/etc/dirsync/dirsync.toml`).
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "dirsync config")]
 pub struct RawConfig {
+    /// The SQLite state database: snapshots, runs, audit log (relative to this file).
     pub state_db: Option<PathBuf>,
+    /// Where the directory is read from: `kind = "csv"` or `kind = "ldap"`.
     pub source: Option<RawSource>,
     #[serde(default)]
+    /// The APIs to keep in step, by name (`[targets.NAME]`).
     pub targets: BTreeMap<String, RawTarget>,
     #[serde(default)]
+    /// Limits on removals and disables; each target may override them.
     pub safety: RawSafety,
     #[serde(default)]
+    /// `dirsync run`: schedules, watch mode, /metrics.
     pub daemon: RawDaemon,
+    /// A webhook that receives each run's events.
     pub notify: Option<RawNotify>,
 }
 
 /// `[notify]`: where run events are posted. The URL is a secret (it often carries a
 /// token), so it is given the ways every secret is.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotify {
+    /// The webhook URL written here (prefer `webhook_url_file`).
     pub webhook_url: Option<String>,
+    /// A file holding the webhook URL.
     pub webhook_url_file: Option<PathBuf>,
+    /// An environment variable holding the webhook URL.
     pub webhook_url_env: Option<String>,
+    /// A systemd credential holding the webhook URL.
     pub webhook_url_credential: Option<String>,
     /// How long one delivery may take, retries included (default 10s).
     pub timeout: Option<String>,
 }
 
 /// `dirsync run`: schedules, shutdown, observability.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDaemon {
     /// Cron expression for syncs (5 fields, or 6-7 with seconds).
     pub schedule: Option<String>,
     /// Cron expression for full resyncs.
     pub resync_schedule: Option<String>,
+    /// Sync once as soon as the service starts.
     pub run_at_start: Option<bool>,
     /// How long in-flight requests may take to finish on SIGTERM.
     pub shutdown_grace: Option<String>,
@@ -73,42 +87,59 @@ pub struct RawDaemon {
     pub watch_poll: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawSource {
     Csv(Box<RawCsv>),
     Ldap(crate::source::ldap::RawLdap),
 }
 
-#[derive(Debug, Deserialize)]
+/// CSV files: one of users, one of groups (members in a column, or in a membership file).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCsv {
     /// How old the last full read may get before a run reads everything again, even
     /// when the files are unchanged (default 24h).
     pub full_read_every: Option<String>,
+    /// The users file (relative to this file).
     pub users: PathBuf,
+    /// The groups file (relative to this file).
     pub groups: PathBuf,
+    /// A membership file (one group and one user a row) instead of a members column.
     pub memberships: Option<PathBuf>,
+    /// The field delimiter, one ASCII character (default `,`; `\t` for tabs).
     pub delimiter: Option<String>,
+    /// What separates user ids in the groups file's members column (default `;`).
     pub member_separator: Option<String>,
+    /// `error` (default) or `skip`: a member id the users file lacks.
     pub unknown_members: Option<String>,
     #[serde(default)]
+    /// Column headers of the users file.
     pub user_columns: crate::source::csv::UserColumns,
     #[serde(default)]
+    /// Column headers of the groups file.
     pub group_columns: crate::source::csv::GroupColumns,
     #[serde(default)]
+    /// Column headers of the membership file.
     pub membership_columns: crate::source::csv::MembershipColumns,
 }
 
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSafety {
+    /// Membership removals in one run above which they are held.
     pub max_removed_memberships: Option<usize>,
+    /// The same limit as a share of the target's memberships.
     pub max_removed_memberships_percent: Option<f64>,
+    /// User disables in one run above which they are held.
     pub max_disabled_users: Option<usize>,
+    /// The same limit as a share of the target's users.
     pub max_disabled_users_percent: Option<f64>,
+    /// Share of users without a target id above which the run is refused.
     pub max_unmapped_users_percent: Option<f64>,
+    /// Percent limits apply only from this many memberships or users on.
     pub percent_min_count: Option<usize>,
+    /// Accept a source that reads no users at all (refused by default).
     pub allow_empty_source: Option<bool>,
     /// A group with at least `per_group_min_members` members may lose at most this
     /// share of them in one run; more is held.
@@ -124,7 +155,7 @@ pub struct RawSafety {
 }
 
 /// `[[targets.NAME.groups.map]] safety = {…}`: one mapped group's own limits.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawGroupSafety {
     pub max_removed_members_per_group_percent: Option<f64>,
@@ -150,12 +181,16 @@ impl RawSafety {
 
 /// One target. With `preset`, the preset's table is the base and every key given here
 /// overrides it (`Merge`).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
+    /// A built-in API (`dirsync init --help` lists them) whose keys this table overrides.
     pub preset: Option<String>,
+    /// The API's base URL, e.g. `https://api.example.com`.
     pub base_url: Option<String>,
+    /// How long one request may take ("30s").
     pub timeout: Option<String>,
+    /// Requests in flight at once.
     pub concurrency: Option<usize>,
     /// After a 429 or 503 halved the requests in flight, grow back by one after this
     /// many successes in a row (default 10).
@@ -166,15 +201,22 @@ pub struct RawTarget {
     pub max_consecutive_failures: Option<usize>,
     /// Members one `add_members` or `remove_members` request carries at most (100).
     pub max_members_per_request: Option<usize>,
+    /// Retries of failed requests.
     pub retry: Option<RawRetry>,
+    /// How requests authenticate: `kind` and its secret.
     pub auth: Option<RawAuth>,
     /// Secrets for templates, `NAME` / `NAME_file` / `NAME_env` / `NAME_credential`.
     pub secrets: Option<BTreeMap<String, String>>,
     /// Plain values for templates (defaults of required fields and the like).
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub vars: Option<toml::Table>,
+    /// Which source groups map to which target groups.
     pub groups: Option<RawGroups>,
+    /// Which source attribute holds the target's user id.
     pub users: Option<RawUsers>,
+    /// The group-members and update-user requests (a preset fills them).
     pub endpoints: Option<RawEndpoints>,
+    /// This target's own limits, over the global `[safety]`.
     pub safety: Option<RawSafety>,
     /// Entities the source data cannot build a request for fail the run (exit code
     /// 3) on every run, not only when they are first seen.
@@ -186,7 +228,7 @@ pub struct RawTarget {
 }
 
 /// `[targets.NAME.scim]`: how a SCIM service's users and groups are found and made.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawScim {
     /// The attribute users are found by: `userName` (default) or `externalId`; it
@@ -203,51 +245,62 @@ pub struct RawScim {
 }
 
 /// `probe = { method = "GET", path = "/health" }`: an endpoint the API documents.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProbe {
     pub method: Option<String>,
     pub path: String,
 }
 
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
+    /// Attempts per request, the first included.
     pub max_attempts: Option<u32>,
+    /// Backoff before the first retry ("500ms").
     pub initial_delay: Option<String>,
+    /// Longest backoff between attempts.
     pub max_delay: Option<String>,
+    /// Longest `Retry-After` waited for within a run.
     pub max_retry_after: Option<String>,
 }
 
 /// Auth, flat so that a preset's defaults (say, the cookie name) merge with the
 /// operator's secret; validation rejects keys that do not belong to the `kind`.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
+    /// `none` (default), `bearer`, `basic`, `header`, `cookie` or `query`.
     pub kind: Option<String>,
     /// Header, cookie or query parameter name.
     pub name: Option<String>,
+    /// The user name of `basic` auth.
     pub username: Option<String>,
     pub token: Option<String>,
+    /// A file holding the `bearer` token.
     pub token_file: Option<PathBuf>,
     pub token_env: Option<String>,
     pub token_credential: Option<String>,
     pub password: Option<String>,
+    /// A file holding the `basic` password.
     pub password_file: Option<PathBuf>,
     pub password_env: Option<String>,
     pub password_credential: Option<String>,
     pub value: Option<String>,
+    /// A file holding the header, cookie or query parameter value.
     pub value_file: Option<PathBuf>,
     pub value_env: Option<String>,
     pub value_credential: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawGroups {
     #[serde(default)]
+    /// Source groups mapped one by one (`[[targets.NAME.groups.map]]`).
     pub map: Vec<RawExplicitGroup>,
     #[serde(default)]
+    /// Source groups mapped by a pattern on their name.
     pub rules: Vec<RawGroupRule>,
     /// A two-column CSV file: source group key → target group id.
     pub id_map_file: Option<PathBuf>,
@@ -258,51 +311,65 @@ pub struct RawGroups {
     pub removed: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawExplicitGroup {
+    /// The source group's id or name.
     pub source: String,
+    /// The target's group id.
     pub target_id: String,
+    /// The target group's name, for APIs whose request carries it.
     pub name: Option<String>,
     pub safety: Option<RawGroupSafety>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawGroupRule {
+    /// A regex on source group names.
     #[serde(rename = "match")]
     pub pattern: String,
+    /// The target group id, a template over `group` (`{{ group.name | upper }}`).
     pub target_id: String,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUsers {
+    /// The user field or attribute holding the target's user id.
     pub id_attribute: Option<String>,
+    /// A template over `user` building the target's user id.
     pub id_template: Option<String>,
+    /// A two-column CSV file: source user key → target user id.
     pub id_map_file: Option<PathBuf>,
+    /// Which user field the file's first column holds (default `id`).
     pub id_map_key: Option<String>,
     /// `ignore` (default) or `disable`.
     pub removed: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEndpoints {
+    /// The request that replaces a group's members.
     pub group_members: Option<RawEndpoint>,
+    /// The request that updates one user.
     pub update_user: Option<RawEndpoint>,
     /// Adds members to a group; with `remove_members`, a changed group sends only
     /// its added and removed members.
     pub add_members: Option<RawEndpoint>,
+    /// Removes members from a group.
     pub remove_members: Option<RawEndpoint>,
 }
 
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEndpoint {
     /// `false` turns off an endpoint a preset offers.
     pub enabled: Option<bool>,
+    /// HTTP method, e.g. `PUT`.
     pub method: Option<String>,
+    /// Path under `base_url`, a template (`/groups/{{ group.id }}`).
     pub path: Option<String>,
     pub query: Option<BTreeMap<String, String>>,
     pub headers: Option<BTreeMap<String, String>>,
@@ -310,6 +377,7 @@ pub struct RawEndpoint {
     pub format: Option<String>,
     pub content_type: Option<String>,
     pub accept: Option<String>,
+    /// The request body, a template.
     pub body: Option<String>,
     pub success: Option<RawSuccess>,
     /// JSON pointers tried in order for the error message of a failed response.
@@ -325,7 +393,7 @@ pub struct RawEndpoint {
 }
 
 /// The keys of an endpoint that may differ between its JSON and XML forms.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFormatVariant {
     pub query: Option<BTreeMap<String, String>>,
@@ -359,7 +427,7 @@ impl RawEndpoint {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawResponseEcho {
     /// Where the answer holds the echoed object.
@@ -374,7 +442,7 @@ pub struct RawResponseEcho {
     pub fail: bool,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawValidation {
     pub pointer: String,
@@ -382,7 +450,7 @@ pub struct RawValidation {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSuccess {
     /// Inclusive range of success statuses, `[200, 299]` by default.
@@ -396,17 +464,19 @@ pub struct RawSuccess {
     pub content_type: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCondition {
     pub pointer: String,
+    /// The value the answer must hold at `pointer`.
+    #[schemars(with = "Option<serde_json::Value>")]
     pub equals: Option<toml::Value>,
     /// `true`: the value must be absent, null or "" (an error code field, say).
     pub empty: Option<bool>,
 }
 
 /// A string, or a list of them.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -422,7 +492,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawResponseMembers {
     /// One pointer, or several tried in order (an answer with or without an envelope).

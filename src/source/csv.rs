@@ -29,7 +29,7 @@ pub struct CsvConfig {
 
 /// `[source.user_columns]`: the header of each field's column; each defaults to the
 /// field's name.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct UserColumns {
     pub id: String,
@@ -43,7 +43,7 @@ pub struct UserColumns {
 }
 
 /// `[source.group_columns]`, each defaulting to the field's name.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupColumns {
     pub id: String,
@@ -52,7 +52,7 @@ pub struct GroupColumns {
 }
 
 /// `[source.membership_columns]`, each defaulting to the field's name.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MembershipColumns {
     pub group: String,

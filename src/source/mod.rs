@@ -24,9 +24,13 @@ pub async fn read(config: &SourceConfig) -> Result<Directory, SourceError> {
         SourceConfig::Csv(c) => {
             let c = (**c).clone();
             // Parsing 100k rows is CPU work; keep it off the async workers.
-            let dir = tokio::task::spawn_blocking(move || csv::read(&c))
-                .await
-                .map_err(|e| csv::CsvError::internal(e.to_string()))??;
+            let dir = tokio::task::spawn_blocking(move || {
+                let mut dir = csv::read(&c)?;
+                stamp_csv(&mut dir, &c);
+                Ok::<_, csv::CsvError>(dir)
+            })
+            .await
+            .map_err(|e| csv::CsvError::internal(e.to_string()))??;
             Ok(dir)
         }
         SourceConfig::Ldap(c) => {
@@ -42,6 +46,17 @@ pub async fn read(config: &SourceConfig) -> Result<Directory, SourceError> {
             Ok(read?)
         }
     }
+}
+
+/// A CSV file has no change time per row: every user changed when the users file
+/// did, every group when the groups file (or the membership file) did. A file whose
+/// mtime cannot be read leaves its entries without one.
+fn stamp_csv(dir: &mut Directory, c: &csv::CsvConfig) {
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let users = mtime(&c.users);
+    let groups = mtime(&c.groups).max(c.memberships.as_deref().and_then(mtime));
+    dir.users.values_mut().for_each(|u| u.changed_at = users);
+    dir.groups.values_mut().for_each(|g| g.changed_at = groups);
 }
 
 /// The source's token as it is now, for kinds that have one (CSV); `None` for a kind

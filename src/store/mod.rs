@@ -219,6 +219,8 @@ pub(crate) struct TargetState {
     pub(crate) config_hash: String,
     /// Everything the plan held was confirmed.
     pub(crate) clean: bool,
+    /// The latest source change time the target confirmed everything up to.
+    pub(crate) changed_through: Option<std::time::SystemTime>,
 }
 
 /// The latest audit row of an entity whose last attempt failed.
@@ -808,9 +810,10 @@ impl Store {
 
     /// Every target's claim about its last plan, by name.
     pub(crate) async fn target_states(&self) -> Result<BTreeMap<String, TargetState>, StoreError> {
-        let rows = sqlx::query("SELECT target, generation, config_hash, clean FROM target_state")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT target, generation, config_hash, clean, changed_through FROM target_state")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|r| {
                 Ok((
@@ -819,6 +822,10 @@ impl Store {
                         generation: r.try_get("generation")?,
                         config_hash: r.try_get("config_hash")?,
                         clean: r.try_get("clean")?,
+                        changed_through: r
+                            .try_get::<Option<i64>, _>("changed_through")?
+                            .and_then(|ms| u64::try_from(ms).ok())
+                            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
                     },
                 ))
             })
@@ -877,6 +884,23 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         upsert_target_state(&mut conn, target, generation, config_hash, clean, &now()).await
+    }
+
+    /// Records that `target` confirmed every change of the source up to `through`.
+    pub(crate) async fn set_changed_through(
+        &self,
+        target: &str,
+        through: std::time::SystemTime,
+    ) -> Result<(), StoreError> {
+        let ms = through
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        sqlx::query("UPDATE target_state SET changed_through = ? WHERE target = ?")
+            .bind(ms)
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Row counts of the snapshot, per target: (groups, users).

@@ -201,6 +201,8 @@ pub async fn apply(
             invalid: Vec::new(),
             hold: Default::default(),
             approval: None,
+            // A saved plan keeps no change times: `apply` measures no latency.
+            changed: Default::default(),
         });
     }
 

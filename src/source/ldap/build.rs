@@ -141,6 +141,7 @@ fn map_user(e: &Entry, c: &UserSearch) -> Result<User, DataError> {
             user.attrs.insert(attr.clone(), v);
         }
     }
+    user.changed_at = e.changed_at();
     // The entry's DN is moved in by the caller, once nothing else needs the entry.
     Ok(user)
 }
@@ -235,6 +236,7 @@ impl<'c> Groups<'c> {
             }
         }
         group.attrs.insert("dn".into(), e.dn.clone());
+        group.changed_at = e.changed_at();
         let index = self.drafts.len();
         self.drafts.push(Draft {
             group,

@@ -11,54 +11,71 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::entry::CHANGE_TIME_ATTRIBUTES;
 use super::filter;
 use crate::config::{Secret, SecretSource, fill};
 
 /// The `[source]` table with `kind = "ldap"`, as written. Boxed, so that the
 /// config's source enum stays small whichever kind it holds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(transparent)]
+#[schemars(inline)]
 pub struct RawLdap(pub(crate) Box<RawLdapTable>);
 
-/// The keys of [`RawLdap`].
-#[derive(Debug, Deserialize)]
+/// The keys of [`RawLdap`]: an LDAP directory (`kind = "ldap"`).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+// Inlined into `[source]`'s schema, beside the `kind` key of `RawSource`.
+#[schemars(inline, description = "An LDAP directory: OpenLDAP or Active Directory.")]
 pub(crate) struct RawLdapTable {
     /// `openldap` or `active-directory`: defaults for every key below.
     pub(crate) preset: Option<String>,
     /// How old the last full read may get before a run reads every entry again,
     /// even when content synchronisation names no change (default 24h).
     pub(crate) full_read_every: Option<String>,
+    /// `ldap://host:389` or `ldaps://host:636`.
     pub(crate) url: String,
+    /// StartTLS on an `ldap://` URL.
     pub(crate) starttls: Option<bool>,
+    /// PEM file of the CA that signed the server's certificate.
     pub(crate) ca_file: Option<PathBuf>,
+    /// Skip certificate verification (never in production).
     pub(crate) tls_insecure_skip_verify: Option<bool>,
     pub(crate) connect_timeout: Option<String>,
     pub(crate) timeout: Option<String>,
+    /// The DN dirsync binds as; without it, set `anonymous = true`.
     pub(crate) bind_dn: Option<String>,
     pub(crate) bind_password: Option<String>,
+    /// A file holding the bind password.
     pub(crate) bind_password_file: Option<PathBuf>,
+    /// An environment variable holding the bind password.
     pub(crate) bind_password_env: Option<String>,
+    /// A systemd credential holding the bind password.
     pub(crate) bind_password_credential: Option<String>,
     pub(crate) anonymous: Option<bool>,
+    /// Entries per page of a paged search.
     pub(crate) page_size: Option<u32>,
     pub(crate) domain_scope: Option<bool>,
     /// Default base DN of both searches.
     pub(crate) base_dn: Option<String>,
     #[serde(default)]
+    /// The user search and its attributes (`[source.users]`).
     pub(crate) users: RawUsers,
     #[serde(default)]
+    /// The group search and its member attributes (`[source.groups]`).
     pub(crate) groups: RawGroups,
 }
 
 /// `[source.users]`: the user search and which attribute fills which field.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUsers {
     pub(crate) base_dn: Option<String>,
     pub(crate) scope: Option<String>,
+    /// LDAP filter of the user search.
     pub(crate) filter: Option<String>,
     pub(crate) id: Option<String>,
     pub(crate) username: Option<String>,
@@ -75,11 +92,12 @@ pub(crate) struct RawUsers {
 }
 
 /// `[source.groups]`: the group search, its id and name, and where members are.
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGroups {
     pub(crate) base_dn: Option<String>,
     pub(crate) scope: Option<String>,
+    /// LDAP filter of the group search.
     pub(crate) filter: Option<String>,
     pub(crate) id: Option<String>,
     pub(crate) name: Option<String>,
@@ -237,6 +255,7 @@ impl UserSearch {
         a.extend(self.enabled.iter().map(|(attr, _)| attr.clone()));
         a.extend(uid_attribute.map(str::to_owned));
         a.extend(self.extra.iter().cloned());
+        a.extend(CHANGE_TIME_ATTRIBUTES.map(str::to_owned));
         dedup_ignore_case(a)
     }
 }
@@ -248,6 +267,7 @@ impl GroupSearch {
         a.extend(self.members.iter().cloned());
         a.extend(self.member_uids.iter().cloned());
         a.extend(self.extra.iter().cloned());
+        a.extend(CHANGE_TIME_ATTRIBUTES.map(str::to_owned));
         dedup_ignore_case(a)
     }
 }
@@ -668,7 +688,9 @@ mod tests {
                 "cn",
                 "givenName",
                 "sn",
-                "telephoneNumber"
+                "telephoneNumber",
+                "modifyTimestamp",
+                "whenChanged"
             ]
         );
     }
