@@ -112,10 +112,15 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
-    Man,
     /// Print the config file's JSON Schema, for editors with a TOML language server.
     Schema,
+    /// Print the man page (roff), or write one per command into a directory.
+    Man {
+        /// Write `dirsync.1` and a page per subcommand (`dirsync-sync.1`, …) into
+        /// this directory instead of printing `dirsync.1`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -296,15 +301,7 @@ async fn dispatch(cli: Cli) -> u8 {
             clap_complete::generate(shell, &mut Cli::command(), "dirsync", &mut std::io::stdout());
             return exit::SUCCESS;
         }
-        Command::Man => {
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => exit::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    exit::FAILURE
-                }
-            };
-        }
+        Command::Man { dir } => return man(dir.as_deref()),
         Command::Schema => {
             print!("{}", config::schema());
             return exit::SUCCESS;
@@ -372,7 +369,7 @@ async fn dispatch(cli: Cli) -> u8 {
         | Command::Discard { .. }
         | Command::Completions { .. }
         | Command::Schema
-        | Command::Man => {
+        | Command::Man { .. } => {
             unreachable!("handled above")
         }
     }
@@ -450,6 +447,67 @@ async fn verify(config: &Config, target: Option<String>, repair: bool, json: boo
         ..RunArgs::plain(false)
     };
     run(config, Mode::Sync, args, Extra::None).await
+}
+
+/// `dirsync man`: `dirsync.1` on stdout, or every page (one per subcommand, as the
+/// package installs them) written into `dir`, whose paths are printed.
+fn man(dir: Option<&Path>) -> u8 {
+    let result = match dir {
+        None => page(Cli::command(), &page_date()).render(&mut std::io::stdout()),
+        Some(dir) => write_pages(dir, &page_date()).and_then(|pages| {
+            let mut out = std::io::stdout().lock();
+            pages.iter().try_for_each(|p| writeln!(out, "{}", p.display()))
+        }),
+    };
+    match result {
+        Ok(()) => exit::SUCCESS,
+        Err(e) => {
+            let place = dir.map(|d| format!("{}: ", d.display())).unwrap_or_default();
+            eprintln!("error: cannot write the man pages: {place}{e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// One command's page, dated `date`. Every page names dirsync's version as its
+/// source (a subcommand has none of its own).
+fn page(cmd: clap::Command, date: &str) -> clap_mangen::Man {
+    clap_mangen::Man::new(cmd)
+        .date(date)
+        .source(concat!("dirsync ", env!("CARGO_PKG_VERSION")))
+        .manual("dirsync manual")
+}
+
+/// The pages' date: `$SOURCE_DATE_EPOCH` when set (a package build, so that it is
+/// reproducible), else today. An empty date would shift the title line's fields.
+fn page_date() -> String {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .unwrap_or_else(chrono::Utc::now)
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// Writes `dirsync.1` and one page per visible subcommand (`dirsync-sync.1`, …) into
+/// `dir`, as `clap_mangen::generate_to` does, and returns their paths.
+fn write_pages(dir: &Path, date: &str) -> std::io::Result<Vec<PathBuf>> {
+    fn write(cmd: clap::Command, dir: &Path, date: &str, pages: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), dir, date, pages)?;
+        }
+        pages.push(page(cmd, date).generate_to(dir)?);
+        Ok(())
+    }
+    // Built first, so each subcommand's page is titled `dirsync-NAME`; `help` is
+    // clap's, not a command of dirsync's.
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = Vec::new();
+    write(cmd, dir, date, &mut pages)?;
+    pages.sort();
+    Ok(pages)
 }
 
 /// What a run does besides a sync: carry out an approval, or apply a saved plan.
@@ -1546,5 +1604,32 @@ mod tests {
         for (name, id, width, want) in cases {
             assert_eq!(entity_cell(name, id, *width), *want, "{name:?} {id:?}");
         }
+    }
+
+    #[test]
+    fn man_writes_a_page_per_command_titled_and_versioned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pages = write_pages(dir.path(), "2026-12-03").expect("write the pages");
+        let names: Vec<String> = pages
+            .iter()
+            .map(|p| p.file_name().expect("a file").to_string_lossy().into_owned())
+            .collect();
+        let mut want: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| format!("dirsync-{}.1", c.get_name()))
+            .chain(["dirsync.1".to_owned()])
+            .collect();
+        want.sort();
+        assert_eq!(names, want);
+        let version = env!("CARGO_PKG_VERSION");
+        for (path, name) in pages.iter().zip(&names) {
+            let text = std::fs::read_to_string(path).expect("read a page");
+            let title = name.trim_end_matches(".1");
+            let th = format!(".TH {title} 1 2026-12-03 \"dirsync {version}\" \"dirsync manual\"");
+            assert!(text.contains(&th), "{name}: {text}");
+            assert!(text.contains(".SH NAME"), "{name}: {text}");
+        }
+        let sync = std::fs::read_to_string(dir.path().join("dirsync-sync.1")).expect("sync page");
+        assert!(sync.contains("\\-\\-dry\\-run"), "{sync}");
     }
 }
