@@ -59,6 +59,8 @@ fn every_example_config_validates() {
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     examples.push(root().join("config/example/dirsync.toml"));
+    // The config the Debian package installs as /etc/dirsync/dirsync.toml.
+    examples.push(root().join("packaging/deb/dirsync.toml"));
     assert!(examples.len() >= 8, "{examples:?}");
     for path in examples {
         let text = std::fs::read_to_string(&path).expect("read an example");
