@@ -218,14 +218,16 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
             }
             true
         }
-        Operation::UpdateUser(u) if u.disables && policy.protected.contains(&u.user.id) => {
-            out.kept.push(Kept {
-                group: None,
-                member: u.user.id.clone(),
-            });
-            false
-        }
-        Operation::UpdateUser(_) => true,
+        other => match other.removed_user() {
+            Some(u) if policy.protected.contains(&u.user.id) => {
+                out.kept.push(Kept {
+                    group: None,
+                    member: u.user.id.clone(),
+                });
+                false
+            }
+            _ => true,
+        },
     });
     if let Some(delay) = policy.removal_delay {
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
@@ -313,7 +315,9 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
                     g.removed.retain(|m| !Held::is_approved_member(approved, &id, m));
                     true
                 }
-                Operation::UpdateUser(u) => !(u.disables && Held::is_approved_user(approved, &u.user.id)),
+                other => !other
+                    .removed_user()
+                    .is_some_and(|u| Held::is_approved_user(approved, &u.user.id)),
             });
             std::borrow::Cow::Owned(rest)
         }
@@ -337,10 +341,11 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
                         held.hold_member(&g.group.id, &g.group.name, m);
                     }
                 }
-                Operation::UpdateUser(u) if u.disables => {
-                    held.users.insert(u.user.id.clone(), u.user.user.username.clone());
+                other => {
+                    if let Some(u) = other.removed_user() {
+                        held.users.insert(u.user.id.clone(), u.user.user.username.clone());
+                    }
                 }
-                Operation::UpdateUser(_) => {}
             }
         }
         if held.removed_memberships() + held.disabled_users() == before {
@@ -364,15 +369,19 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
                     out.approved_ops.insert(("group", g.group.id.clone()));
                 }
             }
-            Operation::UpdateUser(u) if u.disables && Held::is_approved_user(approved, &u.user.id) => {
-                out.approved += 1;
-                out.approved_ops.insert(("user", u.user.id.clone()));
+            other => {
+                if let Some(u) = other
+                    .removed_user()
+                    .filter(|u| Held::is_approved_user(approved, &u.user.id))
+                {
+                    out.approved += 1;
+                    out.approved_ops.insert(("user", u.user.id.clone()));
+                }
             }
-            Operation::UpdateUser(_) => {}
         }
     }
 
-    // Held removals stay in the pushed list; held disables are not sent.
+    // Held removals stay in the pushed list; held disables and deletions are not sent.
     plan.ops.retain_mut(|op| match op {
         Operation::ReplaceMembers(g) => {
             if let Some(h) = held.groups.get(&g.group.id) {
@@ -384,7 +393,7 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
             }
             true
         }
-        Operation::UpdateUser(u) => !held.users.contains_key(&u.user.id),
+        Operation::UpdateUser(u) | Operation::DeleteUser(u) => !held.users.contains_key(&u.user.id),
     });
     out.held = held;
     out

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use common::{Env, config_csv};
+use sqlx::Row;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -232,6 +233,11 @@ impl Proxy {
 }
 
 fn scim_target(base_url: &str) -> String {
+    scim_target_with(base_url, "disable", 100)
+}
+
+/// The scim2 target with `users.removed = removed` and `safety.max_disabled_users`.
+fn scim_target_with(base_url: &str, removed: &str, max_disabled_users: usize) -> String {
     format!(
         r#"
 [targets.scim]
@@ -251,6 +257,7 @@ create_groups = true
 max_removed_memberships_percent = 0
 max_removed_members_per_group_percent = 0
 max_disabled_users_percent = 0
+max_disabled_users = {max_disabled_users}
 
 [[targets.scim.groups.rules]]
 match = ".*"
@@ -258,7 +265,7 @@ target_id = "{{{{ group.name }}}}"
 
 [targets.scim.users]
 id_template = "{{{{ user.username }}}}"
-removed = "disable"
+removed = "{removed}"
 "#
     )
 }
@@ -377,6 +384,150 @@ async fn a_user_who_leaves_is_deactivated_and_a_lost_id_is_found_again() {
     env.write("groups.csv", &groups(&groups_now));
     env.run(&["sync"], VARS).await.expect_code(0);
     assert_eq!(server.memberships().await, expected(&groups_now));
+}
+
+/// The rows the state database keeps for `user`: (snapshot rows, kept target ids).
+async fn kept_rows(env: &Env, user: &str) -> (i64, i64) {
+    let pool = common::sqlite(&env.db()).await;
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql)
+                .bind(user)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+                .get::<i64, _>(0)
+        }
+    };
+    let rows = (
+        count("SELECT COUNT(*) FROM snapshot_users WHERE id = ?").await,
+        count("SELECT COUNT(*) FROM target_ids WHERE kind = 'user' AND key = ?").await,
+    );
+    pool.close().await;
+    rows
+}
+
+#[tokio::test]
+async fn a_user_removed_from_the_source_is_deleted_and_a_second_run_sends_nothing() {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(&server.url).await;
+    let env = Env::new();
+    let mut groups_now = vec![("eng", vec![1, 2, 3]), ("ops", vec![3, 4])];
+    env.write("users.csv", &users(4));
+    env.write("groups.csv", &groups(&groups_now));
+    env.write(
+        "dirsync.toml",
+        &config_csv(&scim_target_with(&proxy.url, "delete", 100)),
+    );
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    assert_eq!(kept_rows(&env, "user4").await, (1, 1));
+    proxy.take();
+
+    // user4 leaves the source. The dry run shows the deletion and sends nothing.
+    env.write("users.csv", &users(3));
+    groups_now[1].1 = vec![3];
+    env.write("groups.csv", &groups(&groups_now));
+    let dry = env.run(&["sync", "--dry-run"], VARS).await;
+    dry.expect_code(0);
+    assert!(
+        dry.stdout.contains("delete user \"user4\" (user4) [LeftSource]"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(proxy.take(), []);
+    assert_eq!(server.active().await.len(), 4);
+
+    env.run(&["sync"], VARS).await.expect_code(0);
+    let active = server.active().await;
+    assert_eq!(
+        active.keys().collect::<Vec<_>>(),
+        ["user1", "user2", "user3"],
+        "{active:?}"
+    );
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    let deletes: Vec<(String, String)> = proxy.take().into_iter().filter(|(m, _)| m == "DELETE").collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert!(deletes[0].1.starts_with("/v2/Users/"), "{deletes:?}");
+    let audit = env.audit().await;
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|(op, _, _)| op == "delete_user")
+            .collect::<Vec<_>>(),
+        [&("delete_user".to_owned(), "user4".to_owned(), "success".to_owned())],
+        "{audit:?}"
+    );
+    assert_eq!(kept_rows(&env, "user4").await, (0, 0));
+    assert_eq!(kept_rows(&env, "user3").await, (1, 1));
+
+    // Converged: the deleted user is not looked for again.
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(proxy.take(), []);
+}
+
+#[tokio::test]
+async fn a_mass_deletion_above_the_safety_limit_is_held_and_nothing_is_deleted() {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(&server.url).await;
+    let env = Env::new();
+    let vars = [VARS[0], ("USER", "alice"), ("SUDO_USER", "")];
+    env.write("users.csv", &users(10));
+    env.write("groups.csv", &groups(&[("eng", (1..=10).collect())]));
+    env.write(
+        "dirsync.toml",
+        &config_csv(&scim_target_with(&proxy.url, "delete", 3)),
+    );
+    env.run(&["sync"], &vars).await.expect_code(0);
+    assert_eq!(server.active().await.len(), 10);
+    proxy.take();
+
+    // Half the users leave: five deletions, over `max_disabled_users = 3`.
+    let now = vec![("eng", (1..=5).collect::<Vec<u64>>())];
+    env.write("users.csv", &users(5));
+    env.write("groups.csv", &groups(&now));
+    let run = env.run(&["sync"], &vars).await;
+    run.expect_code(4);
+    assert!(
+        run.stderr
+            .contains("disable or delete users (5 of 10, 50.0%), over the limit of 3"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        proxy.take().iter().all(|(m, _)| m != "DELETE"),
+        "nothing is deleted"
+    );
+    assert_eq!(server.active().await.len(), 10);
+    // The group keeps the members whose removal is held with them.
+    assert_eq!(
+        server.memberships().await,
+        expected(&[("eng", (1..=10).collect())])
+    );
+    assert!(env.audit().await.iter().all(|(op, _, _)| op != "delete_user"));
+    assert_eq!(kept_rows(&env, "user10").await, (1, 1));
+
+    let held = env.run(&["held", "--json"], &vars).await;
+    held.expect_code(0);
+    let sets: Vec<serde_json::Value> = serde_json::from_str(&held.stdout).expect("held --json");
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert_eq!(sets[0]["disabled_users"], 5, "{sets:?}");
+    let id = sets[0]["id"].as_str().expect("id").to_owned();
+
+    // Approved like any held removal: the users are deleted, the group emptied of them.
+    env.run(&["approve", &id], &vars).await.expect_code(0);
+    let active = server.active().await;
+    assert_eq!(active.len(), 5, "{active:?}");
+    assert_eq!(server.memberships().await, expected(&now));
+    let deleted = env
+        .audit()
+        .await
+        .into_iter()
+        .filter(|(op, _, outcome)| op == "delete_user" && outcome == "success")
+        .count();
+    assert_eq!(deleted, 5);
+    assert_eq!(kept_rows(&env, "user10").await, (0, 0));
 }
 
 /// A wiremock SCIM service that knows user `ann` (id `a1`) and answers her update

@@ -344,7 +344,8 @@ pub struct RawUsers {
     pub id_map_file: Option<PathBuf>,
     /// Which user field the file's first column holds (default `id`).
     pub id_map_key: Option<String>,
-    /// `ignore` (default) or `disable`.
+    /// What happens to a user who left the source: `ignore` (default), `disable`
+    /// (sent once more, disabled) or `delete` (the `delete_user` endpoint).
     pub removed: Option<String>,
 }
 
@@ -360,6 +361,9 @@ pub struct RawEndpoints {
     pub add_members: Option<RawEndpoint>,
     /// Removes members from a group.
     pub remove_members: Option<RawEndpoint>,
+    /// Deletes a user who left the source (`users.removed = "delete"`); its body
+    /// may be left out.
+    pub delete_user: Option<RawEndpoint>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
@@ -517,6 +521,7 @@ impl RawTarget {
             update_user: merge_endpoint(mine.update_user, base.update_user),
             add_members: merge_endpoint(mine.add_members, base.add_members),
             remove_members: merge_endpoint(mine.remove_members, base.remove_members),
+            delete_user: merge_endpoint(mine.delete_user, base.delete_user),
         });
         // A table given here is laid over the preset's key by key, as endpoints are:
         // `[targets.NAME.users] removed = "disable"` keeps the preset's `id_template`.

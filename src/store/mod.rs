@@ -407,6 +407,20 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
                     .execute(&mut *tx)
                     .await?;
             }
+            Operation::DeleteUser(u) => {
+                // The user is gone from the target: nothing is left to diff against,
+                // and the service's id for the user names no one any more.
+                sqlx::query("DELETE FROM snapshot_users WHERE target = ? AND id = ?")
+                    .bind(rec.target)
+                    .bind(&u.user.id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM target_ids WHERE target = ? AND kind = 'user' AND key = ?")
+                    .bind(rec.target)
+                    .bind(&u.user.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
     }
     let (kind, mut summary) = match rec.op {
@@ -418,6 +432,7 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
             "user",
             serde_json::json!({ "reason": u.reason, "enabled": u.user.user.enabled, "disables": u.disables }),
         ),
+        Operation::DeleteUser(u) => ("user", serde_json::json!({ "reason": u.reason })),
     };
     if let Some(approval) = rec.approval {
         summary["approved"] = approval.clone();
