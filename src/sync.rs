@@ -1204,6 +1204,7 @@ async fn push<'p>(
                 run_id,
                 target: name,
                 op,
+                operation: outcome.sent_as,
                 success: outcome.result.is_ok(),
                 http_status: outcome.status,
                 attempts: outcome.attempts,
@@ -1218,7 +1219,10 @@ async fn push<'p>(
             };
             // A closed channel means the writer failed; its error is returned below.
             let _ = records.send(record).await;
-            (op.kind(), Some((outcome, latency)))
+            (
+                outcome.sent_as.unwrap_or_else(|| op.kind()),
+                Some((outcome, latency)),
+            )
         }
     };
     // A group's delta operations go in order, each only after the one before it was

@@ -1,7 +1,8 @@
 //! The `scim2` preset against the reference SCIM 2.0 server (python-scim's
 //! `scim2-server`, installed by `scripts/install-test-deps`), started on a free
 //! loopback port per test behind a recording proxy; and, against wiremock, a SCIM
-//! error body and a service that answers another `userName` than the one sent.
+//! error body, a service that answers another `userName` than the one sent, and a
+//! service without PATCH.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{Env, config_csv};
 use sqlx::Row;
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const TOKEN: &str = "scim-test-token-7f3a";
@@ -693,4 +694,110 @@ async fn verify_reports_a_member_added_behind_dirsyncs_back_and_repair_removes_i
         Some(("replace_members", "eng", "success"))
     );
     env.run(&["verify"], VARS).await.expect_code(0);
+}
+
+/// A wiremock SCIM service whose /ServiceProviderConfig says it has no PATCH: a
+/// member added to a group goes as the group's whole list, and the audit row says
+/// so (`replace_members`, not `add_members`).
+#[tokio::test]
+async fn a_delta_sent_whole_to_a_service_without_patch_is_audited_as_a_replace() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": false}, "bulk": {"supported": false},
+            "filter": {"supported": true, "maxResults": 100}
+        })))
+        .mount(&server)
+        .await;
+    let list = |resources: serde_json::Value| {
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
+            "Resources": [resources]
+        }))
+    };
+    for (name, id) in [("ann", "a1"), ("bob", "b1")] {
+        Mock::given(method("GET"))
+            .and(path("/Users"))
+            .and(query_param("filter", format!("userName eq \"{name}\"")))
+            .respond_with(list(serde_json::json!({"id": id, "userName": name})))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .and(query_param("filter", "displayName eq \"staff\""))
+        .respond_with(list(serde_json::json!({"id": "g1", "displayName": "staff"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/Groups/g1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": "g1", "displayName": "staff"
+        })))
+        .mount(&server)
+        .await;
+
+    let env = Env::new();
+    env.write(
+        "users.csv",
+        "id,username,email\nu1,ann,ann@example.com\nu2,bob,bob@example.com\n",
+    );
+    env.write("groups.csv", "id,name,members\ng0,staff,u1\n");
+    let target = format!(
+        r#"
+[targets.scim]
+preset = "scim2"
+base_url = "{}"
+timeout = "5s"
+
+[targets.scim.auth]
+token_env = "TEST_SCIM_TOKEN"
+
+[targets.scim.retry]
+max_attempts = 1
+
+[[targets.scim.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.name }}}}"
+
+[targets.scim.endpoints.update_user]
+enabled = false
+"#,
+        server.uri()
+    );
+    env.write("dirsync.toml", &config_csv(&target));
+    env.run(&["sync"], VARS).await.expect_code(0);
+
+    // bob joins: planned as an add, sent as the whole list.
+    env.write("groups.csv", "id,name,members\ng0,staff,u1;u2\n");
+    env.run(&["sync"], VARS).await.expect_code(0);
+    let received = server.received_requests().await.unwrap_or_default();
+    assert!(
+        received.iter().all(|r| r.method.as_str() != "PATCH"),
+        "{received:?}"
+    );
+    let last_put = received
+        .iter()
+        .rfind(|r| r.method.as_str() == "PUT")
+        .expect("a PUT");
+    let body: serde_json::Value = serde_json::from_slice(&last_put.body).expect("JSON body");
+    assert_eq!(
+        body["members"],
+        serde_json::json!([{"value": "a1"}, {"value": "b1"}])
+    );
+    let audit = env.audit().await;
+    assert_eq!(
+        audit
+            .iter()
+            .map(|(op, id, outcome)| (op.as_str(), id.as_str(), outcome.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("replace_members", "staff", "success"),
+            ("replace_members", "staff", "success")
+        ]
+    );
 }

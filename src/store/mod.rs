@@ -65,6 +65,8 @@ pub(crate) struct Record<'a> {
     pub(crate) run_id: &'a str,
     pub(crate) target: &'a str,
     pub(crate) op: &'a Operation,
+    /// The operation kind sent, when not `op`'s (see `PushOutcome::sent_as`).
+    pub(crate) operation: Option<&'static str>,
     pub(crate) success: bool,
     pub(crate) http_status: Option<u16>,
     pub(crate) attempts: u32,
@@ -443,7 +445,7 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
             run_id: rec.run_id,
             at,
             target: rec.target,
-            operation: rec.op.kind(),
+            operation: rec.operation.unwrap_or_else(|| rec.op.kind()),
             entity_kind: kind,
             entity_id: rec.op.entity_id(),
             entity_name: rec.op.entity_name(),

@@ -35,6 +35,9 @@ pub struct PushOutcome {
     pub throttled: u32,
     /// A confirmation that lacked an echo the endpoint declares (see [`Verdict`]).
     pub warning: Option<String>,
+    /// The kind of operation sent, when not the one planned: a SCIM service without
+    /// PATCH is sent a delta as the group's whole list (`replace_members`).
+    pub sent_as: Option<&'static str>,
 }
 
 impl PushOutcome {
@@ -48,6 +51,7 @@ impl PushOutcome {
             pause: None,
             throttled: 0,
             warning: None,
+            sent_as: None,
         }
     }
 }

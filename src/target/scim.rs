@@ -131,6 +131,9 @@ impl HttpTarget {
             let mut outcome = self.push_as_planned(&sent, users).await;
             requests += outcome.attempts;
             outcome.attempts = requests;
+            // The audit says what went out: a delta to a service without PATCH is
+            // sent as the group's whole list.
+            outcome.sent_as = Some(sent.kind()).filter(|k| *k != op.kind());
             let (kind, key) = match op {
                 Operation::ReplaceMembers(g) => (Kind::Group, &g.group.id),
                 Operation::UpdateUser(u) | Operation::DeleteUser(u) => (Kind::User, &u.user.id),
