@@ -801,3 +801,94 @@ enabled = false
         ]
     );
 }
+
+/// A failed deletion keeps the user's snapshot row and kept id, so the next run
+/// sends it again; a 404 (already gone) confirms it.
+#[tokio::test]
+async fn a_failed_deletion_is_sent_again_and_a_404_confirms_it() {
+    let server = MockServer::start().await;
+    for (name, id) in [("ann", "a1"), ("bob", "b1")] {
+        Mock::given(method("GET"))
+            .and(path("/Users"))
+            .and(query_param("filter", format!("userName eq \"{name}\"")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
+                "Resources": [{"id": id, "userName": name}]
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("PUT"))
+            .and(path(format!("/Users/{id}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": id, "userName": name, "active": true
+            })))
+            .mount(&server)
+            .await;
+    }
+    let error = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": "503", "detail": "try later"
+    });
+    Mock::given(method("DELETE"))
+        .and(path("/Users/b1"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(error))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/Users/b1"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let env = mock_env(&server);
+    let config = std::fs::read_to_string(env.config()).expect("config");
+    env.write(
+        "dirsync.toml",
+        &format!("{config}\n[targets.scim.users]\nremoved = \"delete\"\n"),
+    );
+    env.write(
+        "users.csv",
+        "id,username,email\nu1,ann,ann@example.com\nu2,bob,bob@example.com\n",
+    );
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(kept_rows(&env, "bob").await, (1, 1));
+
+    let deletes = || async {
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.method.as_str() == "DELETE")
+            .count()
+    };
+    env.write("users.csv", "id,username,email\nu1,ann,ann@example.com\n");
+    for run in 1..=2 {
+        env.run(&["sync"], VARS).await.expect_code(3);
+        assert_eq!(deletes().await, run);
+        assert_eq!(kept_rows(&env, "bob").await, (1, 1), "run {run}");
+    }
+    let rows = env.audit_rows().await;
+    let failed: Vec<_> = rows.iter().filter(|r| r.0 == "delete_user").collect();
+    assert_eq!(failed.len(), 2, "{rows:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|r| r.1 == "bob" && r.2 == "failed" && r.3.as_deref() == Some("HTTP 503: try later")),
+        "{failed:?}"
+    );
+
+    // Gone meanwhile: the 404 (again after the id is looked up anew) confirms it.
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(kept_rows(&env, "bob").await, (0, 0));
+    let rows = env.audit_rows().await;
+    assert_eq!(
+        rows.last().map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str())),
+        Some(("delete_user", "bob", "success"))
+    );
+    let sent = server.received_requests().await.unwrap_or_default().len();
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.received_requests().await.unwrap_or_default().len(), sent);
+}

@@ -520,8 +520,7 @@ impl Ctx {
         let removed_users = match raw_users.removed.as_deref() {
             None | Some("ignore") => RemovedUsers::Ignore,
             Some("disable") => RemovedUsers::Disable,
-            Some("delete") if endpoints.contains_key(&EndpointKind::DeleteUser) => RemovedUsers::Delete,
-            Some("delete") => {
+            Some("delete") if !endpoints.contains_key(&EndpointKind::DeleteUser) => {
                 return Err(self.invalid(
                     key("users.removed"),
                     format!(
@@ -530,6 +529,18 @@ impl Ctx {
                     ),
                 ));
             }
+            // Only a user the target confirmed is in the snapshot, so only those
+            // can be found to have left.
+            Some("delete") if !endpoints.contains_key(&EndpointKind::UpdateUser) => {
+                return Err(self.invalid(
+                    key("users.removed"),
+                    format!(
+                        "`delete`: target `{name}` deletes only the users it updates: give it \
+                         `endpoints.update_user`"
+                    ),
+                ));
+            }
+            Some("delete") => RemovedUsers::Delete,
             Some(other) => {
                 return Err(self.invalid(
                     key("users.removed"),
@@ -1298,6 +1309,14 @@ users.removed = "delete"
             "{err}"
         );
         assert!(err.contains("endpoints.delete_user"), "{err}");
+
+        let err = config(
+            "[targets.scim]\npreset = \"scim2\"\nbase_url = \"http://127.0.0.1:1\"\nauth = { token = \"t\" }\nendpoints.update_user.enabled = false",
+        )
+        .expect_err("deletes only users it updates")
+        .to_string();
+        assert!(err.contains("`targets.scim.users.removed`"), "{err}");
+        assert!(err.contains("give it `endpoints.update_user`"), "{err}");
     }
 
     #[test]
