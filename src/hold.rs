@@ -218,14 +218,16 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
             }
             true
         }
-        Operation::UpdateUser(u) if u.disables && policy.protected.contains(&u.user.id) => {
-            out.kept.push(Kept {
-                group: None,
-                member: u.user.id.clone(),
-            });
-            false
-        }
-        Operation::UpdateUser(_) => true,
+        other => match other.removed_user() {
+            Some(u) if policy.protected.contains(&u.user.id) => {
+                out.kept.push(Kept {
+                    group: None,
+                    member: u.user.id.clone(),
+                });
+                false
+            }
+            _ => true,
+        },
     });
     if let Some(delay) = policy.removal_delay {
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
@@ -313,7 +315,9 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
                     g.removed.retain(|m| !Held::is_approved_member(approved, &id, m));
                     true
                 }
-                Operation::UpdateUser(u) => !(u.disables && Held::is_approved_user(approved, &u.user.id)),
+                other => !other
+                    .removed_user()
+                    .is_some_and(|u| Held::is_approved_user(approved, &u.user.id)),
             });
             std::borrow::Cow::Owned(rest)
         }
@@ -337,10 +341,11 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
                         held.hold_member(&g.group.id, &g.group.name, m);
                     }
                 }
-                Operation::UpdateUser(u) if u.disables => {
-                    held.users.insert(u.user.id.clone(), u.user.user.username.clone());
+                other => {
+                    if let Some(u) = other.removed_user() {
+                        held.users.insert(u.user.id.clone(), u.user.user.username.clone());
+                    }
                 }
-                Operation::UpdateUser(_) => {}
             }
         }
         if held.removed_memberships() + held.disabled_users() == before {
@@ -364,15 +369,19 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
                     out.approved_ops.insert(("group", g.group.id.clone()));
                 }
             }
-            Operation::UpdateUser(u) if u.disables && Held::is_approved_user(approved, &u.user.id) => {
-                out.approved += 1;
-                out.approved_ops.insert(("user", u.user.id.clone()));
+            other => {
+                if let Some(u) = other
+                    .removed_user()
+                    .filter(|u| Held::is_approved_user(approved, &u.user.id))
+                {
+                    out.approved += 1;
+                    out.approved_ops.insert(("user", u.user.id.clone()));
+                }
             }
-            Operation::UpdateUser(_) => {}
         }
     }
 
-    // Held removals stay in the pushed list; held disables are not sent.
+    // Held removals stay in the pushed list; held disables and deletions are not sent.
     plan.ops.retain_mut(|op| match op {
         Operation::ReplaceMembers(g) => {
             if let Some(h) = held.groups.get(&g.group.id) {
@@ -384,7 +393,7 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
             }
             true
         }
-        Operation::UpdateUser(u) => !held.users.contains_key(&u.user.id),
+        Operation::UpdateUser(u) | Operation::DeleteUser(u) => !held.users.contains_key(&u.user.id),
     });
     out.held = held;
     out
@@ -419,8 +428,10 @@ pub(crate) fn source_drop(
 mod tests {
     use super::*;
     use crate::mapping::DesiredGroup;
+    use crate::mapping::DesiredUser;
     use crate::model::Attrs;
-    use crate::plan::{GroupOp, Members, Reason, SnapshotGroup};
+    use crate::model::User;
+    use crate::plan::{GroupOp, Members, Reason, SnapshotGroup, SnapshotUser, UserOp};
 
     fn ids(n: std::ops::Range<usize>) -> BTreeSet<String> {
         n.map(|i| format!("u{i:04}")).collect()
@@ -524,6 +535,82 @@ mod tests {
         assert!(g.removed.is_empty());
         assert_eq!(g.added.len(), 5);
         assert!(out.changed_groups.contains("g"));
+    }
+
+    /// A snapshot of `n + 10` enabled users and a plan deleting the first `n`.
+    fn deletions(n: usize) -> (Plan, Snapshot) {
+        let mut snapshot = Snapshot::default();
+        let mut plan = Plan::default();
+        for i in 0..n + 10 {
+            let id = format!("u{i:04}");
+            snapshot.users.insert(
+                id.clone(),
+                SnapshotUser {
+                    name: id.clone(),
+                    fingerprint: "f".into(),
+                    enabled: true,
+                    user: None,
+                },
+            );
+            if i < n {
+                plan.ops.push(Operation::DeleteUser(UserOp {
+                    user: DesiredUser {
+                        id: id.clone(),
+                        user: User::new(format!("src-{id}"), id.clone()),
+                    },
+                    fingerprint: "f".into(),
+                    reason: Reason::LeftSource,
+                    disables: false,
+                }));
+            }
+        }
+        (plan, snapshot)
+    }
+
+    #[test]
+    fn deletions_are_counted_held_approved_and_kept_like_disables() {
+        let mut f = Fixture::new();
+        f.limits.max_disabled_users = Some(3);
+        let (mut plan, snapshot) = deletions(3);
+        assert!(apply(&mut plan, &snapshot, &f.policy()).held.is_empty());
+        assert_eq!(plan.deleted_users(), 3);
+
+        // One more than the limit: every deletion waits.
+        let (mut plan, snapshot) = deletions(4);
+        let out = apply(&mut plan, &snapshot, &f.policy());
+        assert_eq!(out.held.disabled_users(), 4);
+        assert!(
+            out.held.reasons[0]
+                .contains("the plan would disable or delete users (4 of 14, 28.6%), over the limit of 3"),
+            "{:?}",
+            out.held.reasons
+        );
+        assert!(plan.ops.is_empty());
+
+        // Approved, the same deletions go out.
+        let approved = out.held;
+        let (mut plan, snapshot) = deletions(4);
+        let policy = Policy {
+            approved: Some(&approved),
+            ..f.policy()
+        };
+        let out = apply(&mut plan, &snapshot, &policy);
+        assert!(out.held.is_empty());
+        assert_eq!((out.approved, plan.deleted_users()), (4, 4));
+
+        // A protected user is never deleted.
+        f.protected.insert("u0000".into());
+        let (mut plan, snapshot) = deletions(2);
+        let out = apply(&mut plan, &snapshot, &f.policy());
+        assert_eq!(
+            out.kept,
+            [Kept {
+                group: None,
+                member: "u0000".into()
+            }]
+        );
+        let left: Vec<&str> = plan.ops.iter().map(Operation::entity_id).collect();
+        assert_eq!(left, ["u0001"]);
     }
 
     #[test]

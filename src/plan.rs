@@ -111,6 +111,8 @@ pub(crate) enum RemovedUsers {
     Ignore,
     /// Push the user once more with `enabled = false`.
     Disable,
+    /// Delete the user with the target's `delete_user` endpoint.
+    Delete,
 }
 
 /// Why an operation is in the plan.
@@ -126,7 +128,8 @@ pub(crate) enum Reason {
     /// The user is still in the source, disabled there.
     #[serde(rename = "disabled_in_source")]
     Disabled,
-    /// The user is no longer in the source (`users.removed = "disable"`).
+    /// The user is no longer in the source (`users.removed = "disable"` or
+    /// `"delete"`).
     #[serde(rename = "left_source")]
     LeftSource,
     /// `resync` pushes everything.
@@ -139,20 +142,33 @@ pub(crate) enum Reason {
 pub(crate) enum Operation {
     ReplaceMembers(GroupOp),
     UpdateUser(UserOp),
+    /// A user who left the source, deleted (`users.removed = "delete"`): the user is
+    /// the one last confirmed.
+    DeleteUser(UserOp),
 }
 
 impl Operation {
     pub(crate) fn entity_id(&self) -> &str {
         match self {
             Operation::ReplaceMembers(g) => &g.group.id,
-            Operation::UpdateUser(u) => &u.user.id,
+            Operation::UpdateUser(u) | Operation::DeleteUser(u) => &u.user.id,
         }
     }
 
     pub(crate) fn entity_name(&self) -> &str {
         match self {
             Operation::ReplaceMembers(g) => &g.group.name,
-            Operation::UpdateUser(u) => &u.user.user.username,
+            Operation::UpdateUser(u) | Operation::DeleteUser(u) => &u.user.user.username,
+        }
+    }
+
+    /// The user this operation disables or deletes, if it does: what the safety
+    /// limits count, protected members are kept from, and an operator approves.
+    pub(crate) fn removed_user(&self) -> Option<&UserOp> {
+        match self {
+            Operation::UpdateUser(u) if u.disables => Some(u),
+            Operation::DeleteUser(u) => Some(u),
+            Operation::ReplaceMembers(_) | Operation::UpdateUser(_) => None,
         }
     }
 
@@ -164,6 +180,7 @@ impl Operation {
                 Some(Delta::Remove) => "remove_members",
             },
             Operation::UpdateUser(_) => "update_user",
+            Operation::DeleteUser(_) => "delete_user",
         }
     }
 
@@ -234,10 +251,17 @@ impl Plan {
             .count()
     }
 
+    pub(crate) fn deleted_users(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|op| matches!(op, Operation::DeleteUser(_)))
+            .count()
+    }
+
     pub(crate) fn group_ops(&self) -> impl Iterator<Item = &GroupOp> {
         self.ops.iter().filter_map(|op| match op {
             Operation::ReplaceMembers(g) => Some(g),
-            Operation::UpdateUser(_) => None,
+            Operation::UpdateUser(_) | Operation::DeleteUser(_) => None,
         })
     }
 }
@@ -245,7 +269,8 @@ impl Plan {
 /// Adds to `desired` what the removal policies ask for: previously pushed groups that
 /// are no longer mapped (pushed empty) and users who left (pushed disabled). Returns
 /// the target ids of the users who left, for [`diff`] to tell them from users the
-/// source disabled.
+/// source disabled, or, with [`RemovedUsers::Delete`], for [`add_deletions`] (those
+/// are not added to `desired`: no update is sent for them).
 ///
 /// Runs before fingerprinting, so that these entities are diffed like any other.
 pub(crate) fn add_removals(
@@ -272,6 +297,15 @@ pub(crate) fn add_removals(
             }
         }
     }
+    if users == RemovedUsers::Delete {
+        left.extend(
+            snapshot
+                .users
+                .keys()
+                .filter(|id| !desired.users.contains_key(*id))
+                .cloned(),
+        );
+    }
     if users == RemovedUsers::Disable {
         for (id, snap) in &snapshot.users {
             if desired.users.contains_key(id) {
@@ -288,6 +322,28 @@ pub(crate) fn add_removals(
         }
     }
     left
+}
+
+/// Adds a [`Operation::DeleteUser`] for each user of `left` (from [`add_removals`]
+/// with [`RemovedUsers::Delete`]) the snapshot holds, after every other operation:
+/// a group still lists a member until its own request removes it.
+pub(crate) fn add_deletions(plan: &mut Plan, snapshot: &Snapshot, left: &BTreeSet<String>) {
+    for id in left {
+        let Some(snap) = snapshot.users.get(id) else {
+            continue;
+        };
+        // A row written before the user itself was kept has only the name.
+        let user = snap
+            .user
+            .clone()
+            .unwrap_or_else(|| User::new(String::new(), snap.name.clone()));
+        plan.ops.push(Operation::DeleteUser(UserOp {
+            user: DesiredUser { id: id.clone(), user },
+            fingerprint: snap.fingerprint.clone(),
+            reason: Reason::LeftSource,
+            disables: false,
+        }));
+    }
 }
 
 /// What a target accepts besides whole member lists.
@@ -674,6 +730,53 @@ mod tests {
         }
         let plan = diff(vec![], users, vec![], &left, &snap, Mode::Sync);
         assert!(plan.ops.is_empty());
+    }
+
+    #[test]
+    fn user_who_left_is_deleted_after_every_other_operation() {
+        let mut snap = snapshot(&[("g", &["t-1", "t-2"])]);
+        for (id, name, enabled) in [("t-1", "ann", true), ("t-2", "bob", false), ("t-3", "cy", true)] {
+            snap.users.insert(
+                id.into(),
+                SnapshotUser {
+                    name: name.into(),
+                    fingerprint: format!("fp-{id}"),
+                    enabled,
+                    user: (id != "t-2").then(|| User::new(format!("src-{id}"), name)),
+                },
+            );
+        }
+        let mut desired = DesiredState::default();
+        let cy = DesiredUser {
+            id: "t-3".into(),
+            user: User::new("src-t-3", "cy"),
+        };
+        desired.users.insert(cy.id.clone(), cy.clone());
+        let left = add_removals(&mut desired, &snap, RemovedGroups::Keep, RemovedUsers::Delete);
+        assert_eq!(left, BTreeSet::from(["t-1".to_owned(), "t-2".to_owned()]));
+        // Nothing is rendered for them: they are not updated, only deleted.
+        assert_eq!(desired.users.keys().collect::<Vec<_>>(), ["t-3"]);
+
+        let g = group("g", &[]);
+        let f = fp(&g);
+        let users = vec![(cy, "fp-t-3".to_owned())];
+        let mut plan = diff(vec![(g, f)], users, vec![], &left, &snap, Mode::Sync);
+        add_deletions(&mut plan, &snap, &left);
+        let got: Vec<(&str, &str, &str)> = plan
+            .ops
+            .iter()
+            .map(|op| (op.kind(), op.entity_id(), op.entity_name()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("replace_members", "g", "name-g"),
+                ("delete_user", "t-1", "ann"),
+                ("delete_user", "t-2", "bob"),
+            ]
+        );
+        assert_eq!((plan.deleted_users(), plan.disabled_users()), (2, 0));
+        assert!(plan.ops[1..].iter().all(|op| op.removed_user().is_some()));
     }
 
     /// An operation's kind and the members it sends.

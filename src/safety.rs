@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::plan::{Plan, Snapshot};
+use crate::plan::{Operation, Plan, Snapshot};
 
 /// Per-target limits; `None` means no limit of that kind. `Default` is no limit at
 /// all; the config starts from [`Limits::DEFAULTS`].
@@ -112,10 +112,15 @@ pub fn check(plan: &Plan, snapshot: &Snapshot, limits: &Limits, source_users: us
                 "safety.max_removed_memberships_percent",
             ),
         },
+        // A deletion is a removal of the user: counted with the disables, against
+        // the users the target has that it would disable or delete.
         Check {
-            what: "disable users",
-            count: plan.disabled_users(),
-            base: snapshot.enabled_users(),
+            what: match plan.deleted_users() {
+                0 => "disable users",
+                _ => "disable or delete users",
+            },
+            count: plan.disabled_users() + plan.deleted_users(),
+            base: snapshot.enabled_users() + deleted_disabled_users(plan, snapshot),
             max: limits.max_disabled_users,
             max_percent: limits.max_disabled_users_percent,
             keys: ("safety.max_disabled_users", "safety.max_disabled_users_percent"),
@@ -124,6 +129,16 @@ pub fn check(plan: &Plan, snapshot: &Snapshot, limits: &Limits, source_users: us
     checks
         .into_iter()
         .try_for_each(|c| c.run(limits.percent_min_count))
+}
+
+/// Users the plan deletes that the target holds disabled: not among its enabled
+/// users, yet among those a deletion removes.
+fn deleted_disabled_users(plan: &Plan, snapshot: &Snapshot) -> usize {
+    plan.ops
+        .iter()
+        .filter(|op| matches!(op, Operation::DeleteUser(_)))
+        .filter(|op| snapshot.users.get(op.entity_id()).is_some_and(|u| !u.enabled))
+        .count()
 }
 
 /// What a plan would do, counted against what there is, and the limits of that kind

@@ -112,6 +112,8 @@ pub struct TargetReport {
     pub(crate) added_memberships: usize,
     pub(crate) removed_memberships: usize,
     pub(crate) disabled_users: usize,
+    /// Users who left the source, deleted (`users.removed = "delete"`).
+    pub(crate) deleted_users: usize,
     pub unmapped_users: usize,
     /// Entities whose request cannot be built from the source data (skipped).
     pub(crate) invalid: usize,
@@ -789,9 +791,12 @@ fn prepare<'c>(
 ) -> Result<Prepared<'c>, SyncError> {
     let t = std::time::Instant::now();
     let updates_users = target.offers(EndpointKind::UpdateUser);
+    let deletes_users = config.removed_users == plan::RemovedUsers::Delete;
     let needs_member_users = target.spec().endpoints.values().any(|e| e.uses_member_users);
     let options = MapOptions {
-        all_users: updates_users,
+        // Every user, not only members: a user left out of the mapping would be
+        // taken for one who left the source.
+        all_users: updates_users || deletes_users,
         member_details: needs_member_users,
     };
     let mut desired = mapping::desired_state(dir, &config.groups, &config.users, &config.templates, options)
@@ -816,7 +821,8 @@ fn prepare<'c>(
     let desired_ids = if mode == Mode::Resync {
         (
             desired.groups.keys().cloned().collect(),
-            desired.users.keys().cloned().collect(),
+            // A user to be deleted keeps its row until the deletion is confirmed.
+            desired.users.keys().chain(&left).cloned().collect(),
         )
     } else {
         Default::default()
@@ -855,6 +861,9 @@ fn prepare<'c>(
     tracing::debug!(target_name = %config.name, elapsed_ms = t.elapsed().as_millis() as u64, "Built and hashed every request.");
     let unmapped = desired.unmapped.into_values().collect();
     let mut plan = plan::diff(groups, user_items, unmapped, &left, &snapshot, mode);
+    if deletes_users {
+        plan::add_deletions(&mut plan, &snapshot, &left);
+    }
     let hold = hold_removals(config, dir, &snapshot, &mut plan, policy, absent);
     rebuild_kept_groups(&target, &snapshot, &mut plan, &users, &hold);
     // After the removal policy: a delta carries the members it let through.
@@ -967,6 +976,7 @@ fn summarize(p: &Prepared<'_>) -> TargetReport {
         added_memberships: p.plan.added_memberships(),
         removed_memberships: p.plan.removed_memberships(),
         disabled_users: p.plan.disabled_users(),
+        deleted_users: p.plan.deleted_users(),
         unmapped_users: p.plan.unmapped.len(),
         invalid: p.invalid.len(),
         held: (!p.hold.held.is_empty()).then(|| HeldReport {
@@ -986,7 +996,7 @@ fn summarize(p: &Prepared<'_>) -> TargetReport {
 fn op_kind(op: &Operation) -> &'static str {
     match op {
         Operation::ReplaceMembers(_) => "group",
-        Operation::UpdateUser(_) => "user",
+        Operation::UpdateUser(_) | Operation::DeleteUser(_) => "user",
     }
 }
 
@@ -1009,6 +1019,7 @@ fn refusal(p: &Prepared<'_>, report: &Report) -> Option<String> {
     let held = &p.hold.held;
     let removes = p.plan.removed_memberships()
         + p.plan.disabled_users()
+        + p.plan.deleted_users()
         + held.removed_memberships()
         + held.disabled_users()
         > 0;
@@ -1193,6 +1204,7 @@ async fn push<'p>(
                 run_id,
                 target: name,
                 op,
+                operation: outcome.sent_as,
                 success: outcome.result.is_ok(),
                 http_status: outcome.status,
                 attempts: outcome.attempts,
@@ -1207,35 +1219,49 @@ async fn push<'p>(
             };
             // A closed channel means the writer failed; its error is returned below.
             let _ = records.send(record).await;
-            (op.kind(), Some((outcome, latency)))
+            (
+                outcome.sent_as.unwrap_or_else(|| op.kind()),
+                Some((outcome, latency)),
+            )
         }
     };
     // A group's delta operations go in order, each only after the one before it was
     // confirmed: the snapshot then always holds a list the target had, and a failure
     // leaves the rest to the next run.
-    let pushes = futures_util::stream::iter(units(&p.plan.ops))
-        .map(move |unit| {
-            let push_one = push_one.clone();
-            async move {
-                let mut out = Vec::with_capacity(unit.len());
-                let mut blocked = false;
-                for (i, op) in unit.iter().enumerate() {
-                    if blocked {
-                        progress.advance();
-                        out.push((op.kind(), None));
-                        continue;
-                    }
-                    let (kind, outcome) = push_one(op).await;
-                    blocked = outcome.as_ref().is_none_or(|(o, _)| o.result.is_err());
-                    // A group split into several requests has its change confirmed
-                    // by the last of them.
-                    let last = i + 1 == unit.len();
-                    out.push((kind, outcome.map(|(o, latency)| (o, latency.filter(|_| last)))));
+    // Users are deleted once every other operation is done: a group request that
+    // still names a member resolves the member's id before the member is gone.
+    let (others, deletions): (Vec<_>, Vec<_>) = units(&p.plan.ops)
+        .into_iter()
+        .partition(|unit| !matches!(unit.first(), Some(Operation::DeleteUser(_))));
+    let send_unit = move |unit: &'p [Operation]| {
+        let push_one = push_one.clone();
+        async move {
+            let mut out = Vec::with_capacity(unit.len());
+            let mut blocked = false;
+            for (i, op) in unit.iter().enumerate() {
+                if blocked {
+                    progress.advance();
+                    out.push((op.kind(), None));
+                    continue;
                 }
-                out
+                let (kind, outcome) = push_one(op).await;
+                blocked = outcome.as_ref().is_none_or(|(o, _)| o.result.is_err());
+                // A group split into several requests has its change confirmed
+                // by the last of them.
+                let last = i + 1 == unit.len();
+                out.push((kind, outcome.map(|(o, latency)| (o, latency.filter(|_| last)))));
             }
-        })
+            out
+        }
+    };
+    let pushes = futures_util::stream::iter(others)
+        .map(send_unit.clone())
         .buffer_unordered(concurrency)
+        .chain(
+            futures_util::stream::iter(deletions)
+                .map(send_unit)
+                .buffer_unordered(concurrency),
+        )
         .flat_map(futures_util::stream::iter)
         .collect::<Vec<_>>()
         .boxed();
@@ -1391,6 +1417,15 @@ fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport)
                 if !g.removed.is_empty() {
                     writeln!(out, "      - {}", join(&g.removed))?;
                 }
+            }
+            Operation::DeleteUser(u) => {
+                writeln!(
+                    out,
+                    "  delete user {:?} ({}) [{:?}]",
+                    u.user.user.username,
+                    u.user.id.escape_debug(),
+                    u.reason
+                )?;
             }
             Operation::UpdateUser(u) => {
                 let what = if u.disables { "disable" } else { "update" };

@@ -1,7 +1,8 @@
 //! The `scim2` preset against the reference SCIM 2.0 server (python-scim's
 //! `scim2-server`, installed by `scripts/install-test-deps`), started on a free
 //! loopback port per test behind a recording proxy; and, against wiremock, a SCIM
-//! error body and a service that answers another `userName` than the one sent.
+//! error body, a service that answers another `userName` than the one sent, and a
+//! service without PATCH.
 
 mod common;
 
@@ -10,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use common::{Env, config_csv};
-use wiremock::matchers::{method, path};
+use sqlx::Row;
+use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const TOKEN: &str = "scim-test-token-7f3a";
@@ -232,6 +234,11 @@ impl Proxy {
 }
 
 fn scim_target(base_url: &str) -> String {
+    scim_target_with(base_url, "disable", 100)
+}
+
+/// The scim2 target with `users.removed = removed` and `safety.max_disabled_users`.
+fn scim_target_with(base_url: &str, removed: &str, max_disabled_users: usize) -> String {
     format!(
         r#"
 [targets.scim]
@@ -251,6 +258,7 @@ create_groups = true
 max_removed_memberships_percent = 0
 max_removed_members_per_group_percent = 0
 max_disabled_users_percent = 0
+max_disabled_users = {max_disabled_users}
 
 [[targets.scim.groups.rules]]
 match = ".*"
@@ -258,7 +266,7 @@ target_id = "{{{{ group.name }}}}"
 
 [targets.scim.users]
 id_template = "{{{{ user.username }}}}"
-removed = "disable"
+removed = "{removed}"
 "#
     )
 }
@@ -377,6 +385,150 @@ async fn a_user_who_leaves_is_deactivated_and_a_lost_id_is_found_again() {
     env.write("groups.csv", &groups(&groups_now));
     env.run(&["sync"], VARS).await.expect_code(0);
     assert_eq!(server.memberships().await, expected(&groups_now));
+}
+
+/// The rows the state database keeps for `user`: (snapshot rows, kept target ids).
+async fn kept_rows(env: &Env, user: &str) -> (i64, i64) {
+    let pool = common::sqlite(&env.db()).await;
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sql)
+                .bind(user)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+                .get::<i64, _>(0)
+        }
+    };
+    let rows = (
+        count("SELECT COUNT(*) FROM snapshot_users WHERE id = ?").await,
+        count("SELECT COUNT(*) FROM target_ids WHERE kind = 'user' AND key = ?").await,
+    );
+    pool.close().await;
+    rows
+}
+
+#[tokio::test]
+async fn a_user_removed_from_the_source_is_deleted_and_a_second_run_sends_nothing() {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(&server.url).await;
+    let env = Env::new();
+    let mut groups_now = vec![("eng", vec![1, 2, 3]), ("ops", vec![3, 4])];
+    env.write("users.csv", &users(4));
+    env.write("groups.csv", &groups(&groups_now));
+    env.write(
+        "dirsync.toml",
+        &config_csv(&scim_target_with(&proxy.url, "delete", 100)),
+    );
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    assert_eq!(kept_rows(&env, "user4").await, (1, 1));
+    proxy.take();
+
+    // user4 leaves the source. The dry run shows the deletion and sends nothing.
+    env.write("users.csv", &users(3));
+    groups_now[1].1 = vec![3];
+    env.write("groups.csv", &groups(&groups_now));
+    let dry = env.run(&["sync", "--dry-run"], VARS).await;
+    dry.expect_code(0);
+    assert!(
+        dry.stdout.contains("delete user \"user4\" (user4) [LeftSource]"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(proxy.take(), []);
+    assert_eq!(server.active().await.len(), 4);
+
+    env.run(&["sync"], VARS).await.expect_code(0);
+    let active = server.active().await;
+    assert_eq!(
+        active.keys().collect::<Vec<_>>(),
+        ["user1", "user2", "user3"],
+        "{active:?}"
+    );
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    let deletes: Vec<(String, String)> = proxy.take().into_iter().filter(|(m, _)| m == "DELETE").collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert!(deletes[0].1.starts_with("/v2/Users/"), "{deletes:?}");
+    let audit = env.audit().await;
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|(op, _, _)| op == "delete_user")
+            .collect::<Vec<_>>(),
+        [&("delete_user".to_owned(), "user4".to_owned(), "success".to_owned())],
+        "{audit:?}"
+    );
+    assert_eq!(kept_rows(&env, "user4").await, (0, 0));
+    assert_eq!(kept_rows(&env, "user3").await, (1, 1));
+
+    // Converged: the deleted user is not looked for again.
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(proxy.take(), []);
+}
+
+#[tokio::test]
+async fn a_mass_deletion_above_the_safety_limit_is_held_and_nothing_is_deleted() {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(&server.url).await;
+    let env = Env::new();
+    let vars = [VARS[0], ("USER", "alice"), ("SUDO_USER", "")];
+    env.write("users.csv", &users(10));
+    env.write("groups.csv", &groups(&[("eng", (1..=10).collect())]));
+    env.write(
+        "dirsync.toml",
+        &config_csv(&scim_target_with(&proxy.url, "delete", 3)),
+    );
+    env.run(&["sync"], &vars).await.expect_code(0);
+    assert_eq!(server.active().await.len(), 10);
+    proxy.take();
+
+    // Half the users leave: five deletions, over `max_disabled_users = 3`.
+    let now = vec![("eng", (1..=5).collect::<Vec<u64>>())];
+    env.write("users.csv", &users(5));
+    env.write("groups.csv", &groups(&now));
+    let run = env.run(&["sync"], &vars).await;
+    run.expect_code(4);
+    assert!(
+        run.stderr
+            .contains("disable or delete users (5 of 10, 50.0%), over the limit of 3"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        proxy.take().iter().all(|(m, _)| m != "DELETE"),
+        "nothing is deleted"
+    );
+    assert_eq!(server.active().await.len(), 10);
+    // The group keeps the members whose removal is held with them.
+    assert_eq!(
+        server.memberships().await,
+        expected(&[("eng", (1..=10).collect())])
+    );
+    assert!(env.audit().await.iter().all(|(op, _, _)| op != "delete_user"));
+    assert_eq!(kept_rows(&env, "user10").await, (1, 1));
+
+    let held = env.run(&["held", "--json"], &vars).await;
+    held.expect_code(0);
+    let sets: Vec<serde_json::Value> = serde_json::from_str(&held.stdout).expect("held --json");
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert_eq!(sets[0]["disabled_users"], 5, "{sets:?}");
+    let id = sets[0]["id"].as_str().expect("id").to_owned();
+
+    // Approved like any held removal: the users are deleted, the group emptied of them.
+    env.run(&["approve", &id], &vars).await.expect_code(0);
+    let active = server.active().await;
+    assert_eq!(active.len(), 5, "{active:?}");
+    assert_eq!(server.memberships().await, expected(&now));
+    let deleted = env
+        .audit()
+        .await
+        .into_iter()
+        .filter(|(op, _, outcome)| op == "delete_user" && outcome == "success")
+        .count();
+    assert_eq!(deleted, 5);
+    assert_eq!(kept_rows(&env, "user10").await, (0, 0));
 }
 
 /// A wiremock SCIM service that knows user `ann` (id `a1`) and answers her update
@@ -542,4 +694,201 @@ async fn verify_reports_a_member_added_behind_dirsyncs_back_and_repair_removes_i
         Some(("replace_members", "eng", "success"))
     );
     env.run(&["verify"], VARS).await.expect_code(0);
+}
+
+/// A wiremock SCIM service whose /ServiceProviderConfig says it has no PATCH: a
+/// member added to a group goes as the group's whole list, and the audit row says
+/// so (`replace_members`, not `add_members`).
+#[tokio::test]
+async fn a_delta_sent_whole_to_a_service_without_patch_is_audited_as_a_replace() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": false}, "bulk": {"supported": false},
+            "filter": {"supported": true, "maxResults": 100}
+        })))
+        .mount(&server)
+        .await;
+    let list = |resources: serde_json::Value| {
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
+            "Resources": [resources]
+        }))
+    };
+    for (name, id) in [("ann", "a1"), ("bob", "b1")] {
+        Mock::given(method("GET"))
+            .and(path("/Users"))
+            .and(query_param("filter", format!("userName eq \"{name}\"")))
+            .respond_with(list(serde_json::json!({"id": id, "userName": name})))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .and(query_param("filter", "displayName eq \"staff\""))
+        .respond_with(list(serde_json::json!({"id": "g1", "displayName": "staff"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/Groups/g1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": "g1", "displayName": "staff"
+        })))
+        .mount(&server)
+        .await;
+
+    let env = Env::new();
+    env.write(
+        "users.csv",
+        "id,username,email\nu1,ann,ann@example.com\nu2,bob,bob@example.com\n",
+    );
+    env.write("groups.csv", "id,name,members\ng0,staff,u1\n");
+    let target = format!(
+        r#"
+[targets.scim]
+preset = "scim2"
+base_url = "{}"
+timeout = "5s"
+
+[targets.scim.auth]
+token_env = "TEST_SCIM_TOKEN"
+
+[targets.scim.retry]
+max_attempts = 1
+
+[[targets.scim.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.name }}}}"
+
+[targets.scim.endpoints.update_user]
+enabled = false
+"#,
+        server.uri()
+    );
+    env.write("dirsync.toml", &config_csv(&target));
+    env.run(&["sync"], VARS).await.expect_code(0);
+
+    // bob joins: planned as an add, sent as the whole list.
+    env.write("groups.csv", "id,name,members\ng0,staff,u1;u2\n");
+    env.run(&["sync"], VARS).await.expect_code(0);
+    let received = server.received_requests().await.unwrap_or_default();
+    assert!(
+        received.iter().all(|r| r.method.as_str() != "PATCH"),
+        "{received:?}"
+    );
+    let last_put = received
+        .iter()
+        .rfind(|r| r.method.as_str() == "PUT")
+        .expect("a PUT");
+    let body: serde_json::Value = serde_json::from_slice(&last_put.body).expect("JSON body");
+    assert_eq!(
+        body["members"],
+        serde_json::json!([{"value": "a1"}, {"value": "b1"}])
+    );
+    let audit = env.audit().await;
+    assert_eq!(
+        audit
+            .iter()
+            .map(|(op, id, outcome)| (op.as_str(), id.as_str(), outcome.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("replace_members", "staff", "success"),
+            ("replace_members", "staff", "success")
+        ]
+    );
+}
+
+/// A failed deletion keeps the user's snapshot row and kept id, so the next run
+/// sends it again; a 404 (already gone) confirms it.
+#[tokio::test]
+async fn a_failed_deletion_is_sent_again_and_a_404_confirms_it() {
+    let server = MockServer::start().await;
+    for (name, id) in [("ann", "a1"), ("bob", "b1")] {
+        Mock::given(method("GET"))
+            .and(path("/Users"))
+            .and(query_param("filter", format!("userName eq \"{name}\"")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
+                "Resources": [{"id": id, "userName": name}]
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("PUT"))
+            .and(path(format!("/Users/{id}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": id, "userName": name, "active": true
+            })))
+            .mount(&server)
+            .await;
+    }
+    let error = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": "503", "detail": "try later"
+    });
+    Mock::given(method("DELETE"))
+        .and(path("/Users/b1"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(error))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/Users/b1"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let env = mock_env(&server);
+    let config = std::fs::read_to_string(env.config()).expect("config");
+    env.write(
+        "dirsync.toml",
+        &format!("{config}\n[targets.scim.users]\nremoved = \"delete\"\n"),
+    );
+    env.write(
+        "users.csv",
+        "id,username,email\nu1,ann,ann@example.com\nu2,bob,bob@example.com\n",
+    );
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(kept_rows(&env, "bob").await, (1, 1));
+
+    let deletes = || async {
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.method.as_str() == "DELETE")
+            .count()
+    };
+    env.write("users.csv", "id,username,email\nu1,ann,ann@example.com\n");
+    for run in 1..=2 {
+        env.run(&["sync"], VARS).await.expect_code(3);
+        assert_eq!(deletes().await, run);
+        assert_eq!(kept_rows(&env, "bob").await, (1, 1), "run {run}");
+    }
+    let rows = env.audit_rows().await;
+    let failed: Vec<_> = rows.iter().filter(|r| r.0 == "delete_user").collect();
+    assert_eq!(failed.len(), 2, "{rows:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|r| r.1 == "bob" && r.2 == "failed" && r.3.as_deref() == Some("HTTP 503: try later")),
+        "{failed:?}"
+    );
+
+    // Gone meanwhile: the 404 (again after the id is looked up anew) confirms it.
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(kept_rows(&env, "bob").await, (0, 0));
+    let rows = env.audit_rows().await;
+    assert_eq!(
+        rows.last().map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str())),
+        Some(("delete_user", "bob", "success"))
+    );
+    let sent = server.received_requests().await.unwrap_or_default().len();
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.received_requests().await.unwrap_or_default().len(), sent);
 }

@@ -397,6 +397,7 @@ impl Ctx {
             (EndpointKind::UpdateUser, raw_endpoints.update_user),
             (EndpointKind::AddMembers, raw_endpoints.add_members),
             (EndpointKind::RemoveMembers, raw_endpoints.remove_members),
+            (EndpointKind::DeleteUser, raw_endpoints.delete_user),
         ] {
             let Some(ep) = ep else { continue };
             if ep.enabled == Some(false) {
@@ -519,10 +520,31 @@ impl Ctx {
         let removed_users = match raw_users.removed.as_deref() {
             None | Some("ignore") => RemovedUsers::Ignore,
             Some("disable") => RemovedUsers::Disable,
+            Some("delete") if !endpoints.contains_key(&EndpointKind::DeleteUser) => {
+                return Err(self.invalid(
+                    key("users.removed"),
+                    format!(
+                        "`delete`: target `{name}` has no way to delete a user: give it \
+                         `endpoints.delete_user` (the scim2 preset has one)"
+                    ),
+                ));
+            }
+            // Only a user the target confirmed is in the snapshot, so only those
+            // can be found to have left.
+            Some("delete") if !endpoints.contains_key(&EndpointKind::UpdateUser) => {
+                return Err(self.invalid(
+                    key("users.removed"),
+                    format!(
+                        "`delete`: target `{name}` deletes only the users it updates: give it \
+                         `endpoints.update_user`"
+                    ),
+                ));
+            }
+            Some("delete") => RemovedUsers::Delete,
             Some(other) => {
                 return Err(self.invalid(
                     key("users.removed"),
-                    format!("`{other}`: expected `ignore` or `disable`"),
+                    format!("`{other}`: expected `ignore`, `disable` or `delete`"),
                 ));
             }
         };
@@ -981,7 +1003,11 @@ impl Ctx {
             }
         };
         let path = raw.path.ok_or_else(|| self.invalid(k("path"), "missing"))?;
-        let body = raw.body.ok_or_else(|| self.invalid(k("body"), "missing"))?;
+        let body = match raw.body {
+            Some(body) => body,
+            None if kind.body_optional() => String::new(),
+            None => return Err(self.invalid(k("body"), "missing")),
+        };
         let prefix = kind.key();
         // A template named `<kind>.<part>`, from the endpoint's key `field`.
         let add = |templates: &mut Templates, part: &str, field: &str, tkind: Kind, src: &str| {
@@ -1241,6 +1267,56 @@ groups.rules = [{{ match = ".*", target_id = "x" }}]
 "#
         );
         parse(&text, Path::new("/etc/dirsync/dirsync.toml"))
+    }
+
+    /// `users.removed = "delete"` on a target with a `delete_user` endpoint (the
+    /// scim2 preset), and on one without: an error that names the key and the target.
+    #[test]
+    fn removed_users_are_deleted_only_by_a_target_that_can_delete() {
+        let config = |target: &str| {
+            let text = format!(
+                r#"
+[source]
+kind = "csv"
+users = "users.csv"
+groups = "groups.csv"
+
+{target}
+groups.rules = [{{ match = ".*", target_id = "x" }}]
+users.removed = "delete"
+"#
+            );
+            parse(&text, Path::new("/etc/dirsync/dirsync.toml"))
+        };
+        let scim = config(
+            "[targets.scim]\npreset = \"scim2\"\nbase_url = \"http://127.0.0.1:1\"\nauth = { token = \"t\" }",
+        )
+        .expect("the scim2 preset deletes");
+        let t = &scim.targets[0];
+        assert_eq!(t.removed_users, RemovedUsers::Delete);
+        assert!(t.spec.endpoints.contains_key(&EndpointKind::DeleteUser));
+        // The preset's user id is kept beside the one key given.
+        assert!(matches!(&t.users, UserIdSource::Template(_)), "{:?}", t.users);
+
+        let err = config(
+            "[targets.members]\npreset = \"onlyoffice-group-members\"\nbase_url = \"http://127.0.0.1:1\"\nauth = { value = \"k\" }",
+        )
+        .expect_err("no way to delete")
+        .to_string();
+        assert!(err.contains("`targets.members.users.removed`"), "{err}");
+        assert!(
+            err.contains("target `members` has no way to delete a user"),
+            "{err}"
+        );
+        assert!(err.contains("endpoints.delete_user"), "{err}");
+
+        let err = config(
+            "[targets.scim]\npreset = \"scim2\"\nbase_url = \"http://127.0.0.1:1\"\nauth = { token = \"t\" }\nendpoints.update_user.enabled = false",
+        )
+        .expect_err("deletes only users it updates")
+        .to_string();
+        assert!(err.contains("`targets.scim.users.removed`"), "{err}");
+        assert!(err.contains("give it `endpoints.update_user`"), "{err}");
     }
 
     #[test]

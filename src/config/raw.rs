@@ -344,7 +344,8 @@ pub struct RawUsers {
     pub id_map_file: Option<PathBuf>,
     /// Which user field the file's first column holds (default `id`).
     pub id_map_key: Option<String>,
-    /// `ignore` (default) or `disable`.
+    /// What happens to a user who left the source: `ignore` (default), `disable`
+    /// (sent once more, disabled) or `delete` (the `delete_user` endpoint).
     pub removed: Option<String>,
 }
 
@@ -360,6 +361,9 @@ pub struct RawEndpoints {
     pub add_members: Option<RawEndpoint>,
     /// Removes members from a group.
     pub remove_members: Option<RawEndpoint>,
+    /// Deletes a user who left the source (`users.removed = "delete"`); its body
+    /// may be left out.
+    pub delete_user: Option<RawEndpoint>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
@@ -517,22 +521,63 @@ impl RawTarget {
             update_user: merge_endpoint(mine.update_user, base.update_user),
             add_members: merge_endpoint(mine.add_members, base.add_members),
             remove_members: merge_endpoint(mine.remove_members, base.remove_members),
+            delete_user: merge_endpoint(mine.delete_user, base.delete_user),
         });
-        let scim = preset.scim.take();
+        // A table given here is laid over the preset's key by key, as endpoints are:
+        // `[targets.NAME.users] removed = "disable"` keeps the preset's `id_template`.
+        self.retry = merge_with(
+            self.retry,
+            preset.retry.take(),
+            |mut mine, base| fill!(mine, base: max_attempts, initial_delay, max_delay, max_retry_after),
+        );
+        self.groups = merge_with(self.groups, preset.groups.take(), RawGroups::merge);
+        self.users = merge_with(self.users, preset.users.take(), RawUsers::merge);
+        self.safety = merge_with(self.safety, preset.safety.take(), |mut mine, base| {
+            fill!(mine, base: max_removed_memberships, max_removed_memberships_percent,
+                max_disabled_users, max_disabled_users_percent, max_unmapped_users_percent,
+                percent_min_count, allow_empty_source, max_removed_members_per_group_percent,
+                per_group_min_members, max_source_drop_percent, protected_members, removal_delay)
+        });
+        self.probe = merge_with(self.probe, preset.probe.take(), |mut mine, base| {
+            mine.method = mine.method.or(base.method);
+            mine
+        });
+        self.scim = merge_with(
+            self.scim,
+            preset.scim.take(),
+            |mut mine, base| fill!(mine, base: user_filter, group_filter, create_users, create_groups, page_size),
+        );
         fill!(self, preset: base_url, timeout, concurrency, concurrency_increase_after, rate_limit, max_consecutive_failures,
-            max_members_per_request, retry, strict, groups, users, safety, probe)
-        .merge_scim(scim)
+            max_members_per_request, strict)
     }
 }
 
-impl RawTarget {
-    fn merge_scim(mut self, base: Option<RawScim>) -> RawTarget {
-        self.scim = merge_with(
-            self.scim,
-            base,
-            |mut mine, base| fill!(mine, base: user_filter, group_filter, create_users, create_groups, page_size),
-        );
-        self
+impl RawGroups {
+    /// `self` over `base`, key by key; the groups mapped come from one side only, so
+    /// that a mapping given here is never mixed with a preset's.
+    fn merge(mut self, base: RawGroups) -> RawGroups {
+        let own_mapping = !self.map.is_empty() || !self.rules.is_empty() || self.id_map_file.is_some();
+        if !own_mapping {
+            self.map = base.map;
+            self.rules = base.rules;
+            self.id_map_file = base.id_map_file;
+            self.id_map_key = self.id_map_key.or(base.id_map_key);
+        }
+        fill!(self, base: removed)
+    }
+}
+
+impl RawUsers {
+    /// `self` over `base`, key by key; the target user id comes from one source
+    /// (`id_attribute`, `id_template` or `id_map_file`), so one given here replaces
+    /// the preset's.
+    fn merge(mut self, base: RawUsers) -> RawUsers {
+        let own_source =
+            self.id_attribute.is_some() || self.id_template.is_some() || self.id_map_file.is_some();
+        if !own_source {
+            self = fill!(self, base: id_attribute, id_template, id_map_file, id_map_key);
+        }
+        fill!(self, base: removed)
     }
 }
 
@@ -579,6 +624,89 @@ mod tests {
 
     fn endpoint(text: &str) -> RawEndpoint {
         toml::from_str(text).expect("parses")
+    }
+
+    fn target(text: &str) -> RawTarget {
+        toml::from_str(text).expect("parses")
+    }
+
+    /// A preset's table overridden by one key keeps the preset's other keys.
+    #[test]
+    fn a_one_key_override_keeps_the_presets_other_keys() {
+        let preset = || {
+            target(
+                r#"
+                [scim]
+                user_filter = "userName"
+                group_filter = "displayName"
+                page_size = 50
+                [users]
+                id_template = "{{ user.username }}"
+                [retry]
+                max_attempts = 5
+                initial_delay = "1s"
+                [safety]
+                max_disabled_users = 7
+                removal_delay = "1h"
+                [groups]
+                removed = "empty"
+                [[groups.rules]]
+                match = ".*"
+                target_id = "{{ group.name }}"
+                "#,
+            )
+        };
+        let merged = target(
+            r#"
+            [scim]
+            create_users = true
+            [users]
+            removed = "disable"
+            [retry]
+            max_attempts = 1
+            [safety]
+            removal_delay = "0s"
+            [groups]
+            removed = "keep"
+            "#,
+        )
+        .merge(preset());
+        let scim = merged.scim.unwrap_or_default();
+        assert_eq!(scim.create_users, Some(true));
+        assert_eq!(scim.user_filter.as_deref(), Some("userName"));
+        assert_eq!(scim.group_filter.as_deref(), Some("displayName"));
+        assert_eq!(scim.page_size, Some(50));
+        let users = merged.users.unwrap_or_default();
+        assert_eq!(users.removed.as_deref(), Some("disable"));
+        assert_eq!(users.id_template.as_deref(), Some("{{ user.username }}"));
+        let retry = merged.retry.unwrap_or_default();
+        assert_eq!(retry.max_attempts, Some(1));
+        assert_eq!(retry.initial_delay.as_deref(), Some("1s"));
+        let safety = merged.safety.unwrap_or_default();
+        assert_eq!(safety.max_disabled_users, Some(7));
+        assert_eq!(safety.removal_delay.as_deref(), Some("0s"));
+        let groups = merged.groups.unwrap_or_default();
+        assert_eq!(groups.removed.as_deref(), Some("keep"));
+        assert_eq!(groups.rules.len(), 1);
+
+        // The user id and the group mapping each come from one side: one given here
+        // replaces the preset's, so the two never mix.
+        let merged = target(
+            r#"
+            [users]
+            id_attribute = "email"
+            [[groups.map]]
+            source = "staff"
+            target_id = "g1"
+            "#,
+        )
+        .merge(preset());
+        let users = merged.users.unwrap_or_default();
+        assert_eq!(users.id_attribute.as_deref(), Some("email"));
+        assert_eq!(users.id_template, None);
+        let groups = merged.groups.unwrap_or_default();
+        assert_eq!((groups.map.len(), groups.rules.len()), (1, 0));
+        assert_eq!(groups.removed.as_deref(), Some("empty"));
     }
 
     #[test]

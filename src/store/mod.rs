@@ -65,6 +65,8 @@ pub(crate) struct Record<'a> {
     pub(crate) run_id: &'a str,
     pub(crate) target: &'a str,
     pub(crate) op: &'a Operation,
+    /// The operation kind sent, when not `op`'s (see `PushOutcome::sent_as`).
+    pub(crate) operation: Option<&'static str>,
     pub(crate) success: bool,
     pub(crate) http_status: Option<u16>,
     pub(crate) attempts: u32,
@@ -407,6 +409,20 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
                     .execute(&mut *tx)
                     .await?;
             }
+            Operation::DeleteUser(u) => {
+                // The user is gone from the target: nothing is left to diff against,
+                // and the service's id for the user names no one any more.
+                sqlx::query("DELETE FROM snapshot_users WHERE target = ? AND id = ?")
+                    .bind(rec.target)
+                    .bind(&u.user.id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM target_ids WHERE target = ? AND kind = 'user' AND key = ?")
+                    .bind(rec.target)
+                    .bind(&u.user.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
     }
     let (kind, mut summary) = match rec.op {
@@ -418,6 +434,7 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
             "user",
             serde_json::json!({ "reason": u.reason, "enabled": u.user.user.enabled, "disables": u.disables }),
         ),
+        Operation::DeleteUser(u) => ("user", serde_json::json!({ "reason": u.reason })),
     };
     if let Some(approval) = rec.approval {
         summary["approved"] = approval.clone();
@@ -428,7 +445,7 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
             run_id: rec.run_id,
             at,
             target: rec.target,
-            operation: rec.op.kind(),
+            operation: rec.operation.unwrap_or_else(|| rec.op.kind()),
             entity_kind: kind,
             entity_id: rec.op.entity_id(),
             entity_name: rec.op.entity_name(),

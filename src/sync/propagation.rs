@@ -52,6 +52,8 @@ impl ChangeTimes {
                         times.users.insert(u.user.id.clone(), t);
                     }
                 }
+                // The source keeps no time for an entry it no longer has.
+                Operation::DeleteUser(_) => {}
             }
         }
         times
@@ -62,6 +64,7 @@ impl ChangeTimes {
         let at = match op {
             Operation::ReplaceMembers(g) => self.groups.get(&g.group.id),
             Operation::UpdateUser(u) => self.users.get(&u.user.id),
+            Operation::DeleteUser(_) => None,
         }?;
         // A source clock ahead of this host's makes a change look newer than now.
         Some(

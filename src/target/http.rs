@@ -35,6 +35,9 @@ pub struct PushOutcome {
     pub throttled: u32,
     /// A confirmation that lacked an echo the endpoint declares (see [`Verdict`]).
     pub warning: Option<String>,
+    /// The kind of operation sent, when not the one planned: a SCIM service without
+    /// PATCH is sent a delta as the group's whole list (`replace_members`).
+    pub sent_as: Option<&'static str>,
 }
 
 impl PushOutcome {
@@ -48,6 +51,7 @@ impl PushOutcome {
             pause: None,
             throttled: 0,
             warning: None,
+            sent_as: None,
         }
     }
 }
@@ -173,7 +177,17 @@ impl HttpTarget {
 
     /// The request for a user, as it would be sent.
     pub fn user_request(&self, user: &DesiredUser, secrets: Secrets) -> Result<Request, request::BuildError> {
-        let ep = self.endpoint(EndpointKind::UpdateUser)?;
+        self.user_request_to(EndpointKind::UpdateUser, user, secrets)
+    }
+
+    /// A user request to the endpoint `kind`.
+    fn user_request_to(
+        &self,
+        kind: EndpointKind,
+        user: &DesiredUser,
+        secrets: Secrets,
+    ) -> Result<Request, request::BuildError> {
+        let ep = self.endpoint(kind)?;
         let ctx = request::user_context(&self.spec, &self.name, user, secrets);
         request::build(&self.templates, ep, &ctx)
     }
@@ -194,7 +208,9 @@ impl HttpTarget {
                 };
                 self.group_request_to(endpoint_of(op), &g.group, members, users, secrets)
             }
-            Operation::UpdateUser(u) => self.user_request(&u.user, secrets),
+            Operation::UpdateUser(u) | Operation::DeleteUser(u) => {
+                self.user_request_to(endpoint_of(op), &u.user, secrets)
+            }
         }
     }
 
@@ -217,7 +233,7 @@ impl HttpTarget {
         // should hold once this request is applied, for a delta as for a replace.
         let sent = match op {
             Operation::ReplaceMembers(g) => Some(&g.group.members),
-            Operation::UpdateUser(_) => None,
+            Operation::UpdateUser(_) | Operation::DeleteUser(_) => None,
         };
         let (ep, req) = match (
             self.endpoint(endpoint_of(op)),
@@ -236,7 +252,12 @@ impl HttpTarget {
         };
         let body = masked.as_ref().map(|m| m.body.as_str());
         let sent = request::Sent { members: sent, body };
-        self.send_with_retries(ep, &req, sent, None).await
+        let mut outcome = self.send_with_retries(ep, &req, sent, None).await;
+        if matches!(op, Operation::DeleteUser(_)) && outcome.status == Some(404) {
+            // The user the deletion is for is not there: what it asked for holds.
+            outcome.result = Ok(None);
+        }
+        outcome
     }
 
     /// Sends `req` until it is confirmed, refused or out of attempts. With `kept_answer`,
@@ -422,6 +443,7 @@ pub(crate) fn endpoint_of(op: &Operation) -> EndpointKind {
             Some(Delta::Remove) => EndpointKind::RemoveMembers,
         },
         Operation::UpdateUser(_) => EndpointKind::UpdateUser,
+        Operation::DeleteUser(_) => EndpointKind::DeleteUser,
     }
 }
 

@@ -214,6 +214,7 @@ pub fn build<C: Serialize>(templates: &Templates, ep: &Endpoint, ctx: &C) -> Res
     }
     let body = render("body", ep.format.template_kind())?;
     let well_formed = match ep.format {
+        _ if body.is_empty() && ep.kind.body_optional() => Ok(()),
         BodyFormat::Json => serde_json::from_str::<serde::de::IgnoredAny>(&body)
             .map(drop)
             .map_err(|e| e.to_string()),

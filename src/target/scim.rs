@@ -6,8 +6,9 @@
 //! found with a filtered, paged search, else (when allowed) created. A 404 on a kept
 //! id forgets it and finds the entity again. `/ServiceProviderConfig` is read once,
 //! the first time a delta is to be sent: a service without PATCH gets the group's
-//! whole list instead. Every request goes through `send_with_retries` (auth, retries,
-//! pace), like the planned ones.
+//! whole list instead. A user who left is deleted by the service's id, and a user
+//! the service does not have (404, or not found) is already deleted. Every request
+//! goes through `send_with_retries` (auth, retries, pace), like the planned ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -130,17 +131,26 @@ impl HttpTarget {
             let mut outcome = self.push_as_planned(&sent, users).await;
             requests += outcome.attempts;
             outcome.attempts = requests;
+            // The audit says what went out: a delta to a service without PATCH is
+            // sent as the group's whole list.
+            outcome.sent_as = Some(sent.kind()).filter(|k| *k != op.kind());
+            let (kind, key) = match op {
+                Operation::ReplaceMembers(g) => (Kind::Group, &g.group.id),
+                Operation::UpdateUser(u) | Operation::DeleteUser(u) => (Kind::User, &u.user.id),
+            };
             if outcome.status == Some(404) && attempt == 0 {
                 // The service lost the entity (deleted by hand, say): find it again.
-                let (kind, key) = match op {
-                    Operation::ReplaceMembers(g) => (Kind::Group, &g.group.id),
-                    Operation::UpdateUser(u) => (Kind::User, &u.user.id),
-                };
                 tracing::warn!(target_name = %self.name, kind = kind.key(), key = %key, "The target no longer knows the id kept for this entity; looking it up again.");
                 if let Err(e) = self.forget(ids, kind, key).await {
                     return PushOutcome::with(Err(e));
                 }
                 continue;
+            }
+            if matches!(op, Operation::DeleteUser(_)) && outcome.result.is_ok() {
+                // The kept id goes with the user's snapshot row, when it is recorded.
+                if let Some(known) = ids.known.lock().await.as_mut() {
+                    known.remove(&(kind.key().to_owned(), key.clone()));
+                }
             }
             return outcome;
         }
@@ -173,6 +183,19 @@ impl HttpTarget {
                 sent.user.id = id;
                 Ok(Resolved::Send(Operation::UpdateUser(sent)))
             }
+            Operation::DeleteUser(u) => match self.find_or_create(ids, Kind::User, &u.user.id, None).await? {
+                Some((id, _)) => {
+                    let mut sent = u.clone();
+                    sent.user.id = id;
+                    Ok(Resolved::Send(Operation::DeleteUser(sent)))
+                }
+                // Not in the service (deleted by hand, or never created): nothing to send.
+                None => {
+                    let mut outcome = PushOutcome::with(Ok(None));
+                    outcome.attempts = 0;
+                    Ok(Resolved::Done(outcome))
+                }
+            },
             Operation::ReplaceMembers(g) => {
                 let mut sent = g.clone();
                 if g.delta.is_some() && !self.takes_patch(ids).await {

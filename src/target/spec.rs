@@ -19,15 +19,18 @@ pub enum EndpointKind {
     AddMembers,
     /// Removes the members it is given from a group (optional, beside `GroupMembers`).
     RemoveMembers,
+    /// Deletes a user who left the source (`users.removed = "delete"`).
+    DeleteUser,
 }
 
 impl EndpointKind {
     /// Every kind, in the order the config lists them.
-    pub const ALL: [EndpointKind; 4] = [
+    pub const ALL: [EndpointKind; 5] = [
         EndpointKind::GroupMembers,
         EndpointKind::UpdateUser,
         EndpointKind::AddMembers,
         EndpointKind::RemoveMembers,
+        EndpointKind::DeleteUser,
     ];
 
     pub fn key(self) -> &'static str {
@@ -36,12 +39,19 @@ impl EndpointKind {
             EndpointKind::UpdateUser => "update_user",
             EndpointKind::AddMembers => "add_members",
             EndpointKind::RemoveMembers => "remove_members",
+            EndpointKind::DeleteUser => "delete_user",
         }
     }
 
     /// Whether the endpoint's templates see a group (`group`, `members`, `member_users`).
     pub fn is_group(self) -> bool {
-        self != EndpointKind::UpdateUser
+        !matches!(self, EndpointKind::UpdateUser | EndpointKind::DeleteUser)
+    }
+
+    /// Whether the request may go without a body (a `DELETE`): its body template may
+    /// be left out, and a body that renders empty is sent empty.
+    pub fn body_optional(self) -> bool {
+        self == EndpointKind::DeleteUser
     }
 }
 
