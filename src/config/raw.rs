@@ -360,6 +360,10 @@ pub struct RawEndpoints {
     pub add_members: Option<RawEndpoint>,
     /// Removes members from a group.
     pub remove_members: Option<RawEndpoint>,
+    /// Reads the members a group holds, for `dirsync verify` (`method` defaults to
+    /// GET, `body` to none); `response_members` says where the answer lists them.
+    /// Its templates see `group.id` and `group.name`.
+    pub read_group: Option<RawEndpoint>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
@@ -499,6 +503,9 @@ pub struct RawResponseMembers {
     pub pointer: OneOrMany,
     /// For a list of objects: the field holding the member id.
     pub id_field: Option<String>,
+    /// For a list of objects: a JSON pointer into each item to the member id
+    /// (`/user/id`), instead of `id_field`.
+    pub id_pointer: Option<String>,
 }
 
 impl RawTarget {
@@ -517,6 +524,7 @@ impl RawTarget {
             update_user: merge_endpoint(mine.update_user, base.update_user),
             add_members: merge_endpoint(mine.add_members, base.add_members),
             remove_members: merge_endpoint(mine.remove_members, base.remove_members),
+            read_group: merge_endpoint(mine.read_group, base.read_group),
         });
         let scim = preset.scim.take();
         fill!(self, preset: base_url, timeout, concurrency, concurrency_increase_after, rate_limit, max_consecutive_failures,

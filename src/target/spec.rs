@@ -19,15 +19,19 @@ pub enum EndpointKind {
     AddMembers,
     /// Removes the members it is given from a group (optional, beside `GroupMembers`).
     RemoveMembers,
+    /// Reads the members a group holds (optional): `dirsync verify` compares them with
+    /// the snapshot. Its templates see only `group.id` and `group.name`.
+    ReadGroup,
 }
 
 impl EndpointKind {
     /// Every kind, in the order the config lists them.
-    pub const ALL: [EndpointKind; 4] = [
+    pub const ALL: [EndpointKind; 5] = [
         EndpointKind::GroupMembers,
         EndpointKind::UpdateUser,
         EndpointKind::AddMembers,
         EndpointKind::RemoveMembers,
+        EndpointKind::ReadGroup,
     ];
 
     pub fn key(self) -> &'static str {
@@ -36,12 +40,8 @@ impl EndpointKind {
             EndpointKind::UpdateUser => "update_user",
             EndpointKind::AddMembers => "add_members",
             EndpointKind::RemoveMembers => "remove_members",
+            EndpointKind::ReadGroup => "read_group",
         }
-    }
-
-    /// Whether the endpoint's templates see a group (`group`, `members`, `member_users`).
-    pub fn is_group(self) -> bool {
-        self != EndpointKind::UpdateUser
     }
 }
 
@@ -124,13 +124,35 @@ pub enum Condition {
     },
 }
 
-/// Where a group answer echoes the resulting members.
+/// Where a group answer holds the members: the ones a request resulted in (an
+/// echo, for drift), or the ones a `ReadGroup` answer says the group holds.
 #[derive(Debug, Clone)]
 pub struct ResponseMembers {
     /// Pointers tried in order: an API may wrap the same answer in an envelope
     /// (`{"status": 0, "response": {…}}`) on some deployments and not on others.
     pub pointers: Vec<String>,
-    pub id_field: Option<String>,
+    /// Where each item holds the member id, for a list of objects; `None` for a list
+    /// of plain ids.
+    pub id: Option<MemberId>,
+}
+
+/// Where an item of a member list holds the member id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberId {
+    /// A field of the item (`id_field = "id"`).
+    Field(String),
+    /// A JSON pointer into the item (`id_pointer = "/user/id"`).
+    Pointer(String),
+}
+
+impl MemberId {
+    /// How the config names it, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            MemberId::Field(f) => format!("field `{f}`"),
+            MemberId::Pointer(p) => format!("`{p}`"),
+        }
+    }
 }
 
 /// Fields the answer echoes: `fields` of the object at `pointer` in the answer are
