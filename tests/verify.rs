@@ -2,14 +2,14 @@
 //! endpoint: a stateful mock whose groups can be changed behind dirsync's back. Drift
 //! is found, `--repair` corrects it through a normal (audited, safety-checked) sync,
 //! an answer that does not match the pointers is a per-group error naming them, a
-//! target without `read_group` is reported as not verifiable, and the run lock keeps
-//! verify from racing a sync.
+//! target without `read_group` is reported as not verifiable, the run lock keeps
+//! verify from racing a sync, and the service's `verify_schedule` exports the drift.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Env, config_csv, expected_state, group_uuid, groups_csv, target_common, users_csv, uuid};
 use wiremock::matchers::any;
@@ -381,4 +381,82 @@ async fn verify_and_its_repair_take_the_run_lock() {
     let status = waiting.wait().await.expect("verify ends");
     assert_eq!(status.code(), Some(0));
     assert_eq!(api.groups(), expected_state(GROUPS));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The value of the sample `name` in a Prometheus text exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_service_verifies_on_its_schedule_and_exports_the_drift() {
+    let api = Api::start().await;
+    let env = synced(&api).await;
+    api.edit(0, &[9, 10], &[1]);
+    let port = free_port();
+    let config = config_csv(&target("api", &api.server.uri(), true))
+        + &format!("\n[daemon]\nverify_schedule = \"* * * * * *\"\nlisten = \"127.0.0.1:{port}\"\n");
+    env.write("dirsync.toml", &config);
+    let mut child = env
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let drift = "dirsync_drift_members{target=\"api\"}";
+    let stamp = "dirsync_last_verify_timestamp_seconds{target=\"api\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        if let Ok(r) = client.get(&url).send().await {
+            let text = r.text().await.expect("body");
+            if sample(&text, drift).is_some() {
+                break text;
+            }
+        }
+        assert!(Instant::now() < deadline, "no verify in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sample(&text, drift), Some(3.0), "{text}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let at = sample(&text, stamp).expect("timestamp");
+    assert!((now - 60.0..=now + 1.0).contains(&at), "{at} vs {now}");
+    // A scheduled verify reports; it does not repair.
+    assert_eq!(api.groups()[&group_uuid(0)].len(), 4);
+    assert!(api.take_seen().iter().all(|(m, _)| m == "GET"));
+
+    // Corrected in the target, the next verify reads 0.
+    api.edit(0, &[1], &[9, 10]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = client
+            .get(&url)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        if sample(&text, drift) == Some(0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the drift gauge stayed up:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.start_kill().expect("kill");
+    let _ = child.wait().await;
 }

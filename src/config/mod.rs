@@ -78,6 +78,8 @@ pub struct Config {
 pub(crate) struct DaemonConfig {
     pub(crate) schedule: Option<cron::Schedule>,
     pub(crate) resync_schedule: Option<cron::Schedule>,
+    /// When the service verifies (no repair) every target that reads groups back.
+    pub(crate) verify_schedule: Option<cron::Schedule>,
     pub(crate) run_at_start: bool,
     pub(crate) shutdown_grace: Duration,
     /// Where /healthz and /metrics are served; loopback only.
@@ -302,6 +304,16 @@ impl Ctx {
         let daemon = self.daemon(raw.daemon)?;
         if daemon.watch_poll.is_zero() {
             return Err(self.invalid("daemon.watch_poll", "must be longer than zero"));
+        }
+        let reads_groups = |t: &TargetConfig| {
+            t.spec.scim.is_some() || t.spec.endpoints.contains_key(&EndpointKind::ReadGroup)
+        };
+        if daemon.verify_schedule.is_some() && !targets.iter().any(reads_groups) {
+            self.warnings.borrow_mut().push(
+                "`daemon.verify_schedule` is set, but no target can read its groups back \
+                 (give one an `endpoints.read_group`): the scheduled verify checks nothing"
+                    .into(),
+            );
         }
         let notify = raw.notify.map(|n| self.notify(n)).transpose()?;
         if daemon.watch && !matches!(&source, SourceConfig::Ldap(_)) {
@@ -725,6 +737,7 @@ impl Ctx {
         Ok(DaemonConfig {
             schedule: schedule("daemon.schedule", raw.schedule)?,
             resync_schedule: schedule("daemon.resync_schedule", raw.resync_schedule)?,
+            verify_schedule: schedule("daemon.verify_schedule", raw.verify_schedule)?,
             run_at_start: raw.run_at_start.unwrap_or(false),
             shutdown_grace: self.duration(
                 "daemon.shutdown_grace",

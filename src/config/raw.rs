@@ -70,6 +70,9 @@ pub struct RawDaemon {
     pub schedule: Option<String>,
     /// Cron expression for full resyncs.
     pub resync_schedule: Option<String>,
+    /// Cron expression for `dirsync verify` (no repair): groups read back from every
+    /// target that can, the drift exported as `dirsync_drift_members{target}`.
+    pub verify_schedule: Option<String>,
     /// Sync once as soon as the service starts.
     pub run_at_start: Option<bool>,
     /// How long in-flight requests may take to finish on SIGTERM.
