@@ -86,7 +86,8 @@ enum Command {
         wait: bool,
     },
     /// Read each confirmed group's members back from its target and report those
-    /// added or removed behind dirsync's back. Exits with code 3 when any differ.
+    /// added or removed behind dirsync's back. Exits with code 3 when any differ, a
+    /// group cannot be read, or a target has no way to read groups back.
     Verify {
         /// Only this target.
         #[arg(long, value_name = "NAME")]
@@ -95,6 +96,9 @@ enum Command {
         /// that sends them their lists again.
         #[arg(long)]
         repair: bool,
+        /// Wait for a running sync to finish instead of exiting with code 7.
+        #[arg(long)]
+        wait: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -361,7 +365,15 @@ async fn dispatch(cli: Cli) -> u8 {
             )
             .await
         }
-        Command::Verify { target, repair, json } => verify(&config, target, repair, json).await,
+        Command::Verify {
+            target,
+            repair,
+            wait,
+            json,
+        } => {
+            let opts = dirsync::verify::Options { target, repair, wait };
+            verify(&config, opts, json).await
+        }
         Command::Audit(_)
         | Command::Init(_)
         | Command::Status { .. }
@@ -377,76 +389,108 @@ async fn dispatch(cli: Cli) -> u8 {
 
 /// `dirsync verify`: the drift per group; with `repair`, the drifted groups marked
 /// and a sync of their targets.
-async fn verify(config: &Config, target: Option<String>, repair: bool, json: bool) -> u8 {
-    let report = match dirsync::verify::verify(config, target.as_deref()).await {
+async fn verify(config: &Config, opts: dirsync::verify::Options, json: bool) -> u8 {
+    use dirsync::verify::VerifyError;
+    let report = match dirsync::verify::verify(config, &opts).await {
         Ok(r) => r,
         Err(e) => {
             report_error(&e);
             return match e {
-                dirsync::verify::VerifyError::UnknownTarget(_) => exit::USAGE,
-                _ => exit::FAILURE,
+                VerifyError::UnknownTarget(_) => exit::USAGE,
+                VerifyError::Lock(dirsync::lock::LockError::Held { .. }) => exit::LOCKED,
+                VerifyError::Target(_) => exit::CONFIG,
+                VerifyError::Lock(_) | VerifyError::Store(_) => exit::FAILURE,
             };
         }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
-        for (name, why) in &report.skipped {
-            println!("target {name}: not verified: {why}");
-        }
-        for d in &report.drift {
-            let shown = |ids: &std::collections::BTreeSet<String>| {
-                ids.iter()
-                    .map(|i| i.escape_debug().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            if d.missing {
-                println!(
-                    "target {}: group {:?} ({}): not in the target",
-                    d.target,
-                    d.name,
-                    d.group.escape_debug()
-                );
-                continue;
-            }
-            println!(
-                "target {}: group {:?} ({}): +{} -{} member(s) differ from what dirsync confirmed",
-                d.target,
-                d.name,
-                d.group.escape_debug(),
-                d.added.len(),
-                d.removed.len()
-            );
-            if !d.added.is_empty() {
-                println!("    added in the target: {}", shown(&d.added));
-            }
-            if !d.removed.is_empty() {
-                println!("    removed in the target: {}", shown(&d.removed));
-            }
-        }
+        print_verify(&report);
+    }
+    if !report.marked {
+        return if report.clean() {
+            exit::SUCCESS
+        } else {
+            exit::PARTIAL
+        };
+    }
+    // The marks are in the state database: a sync that takes the lock before this one
+    // corrects the groups just the same, so this one waits for it.
+    let args = RunArgs {
+        target: opts.target,
+        ..RunArgs::plain(true)
+    };
+    let code = run(config, Mode::Sync, args, Extra::None).await;
+    match code {
+        exit::SUCCESS if !report.unreadable.is_empty() || !report.not_verifiable.is_empty() => exit::PARTIAL,
+        code => code,
+    }
+}
+
+fn print_verify(report: &dirsync::verify::Report) {
+    let shown = |ids: &std::collections::BTreeSet<String>| {
+        ids.iter()
+            .map(|i| i.escape_debug().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for t in &report.not_verifiable {
+        println!("target {}: not verified: {}", t.target, t.reason);
+    }
+    for u in &report.unreadable {
         println!(
-            "{} group(s) checked, {} with drift ({} member(s))",
-            report.groups_checked,
-            report.drift.len(),
-            report.drifted_members()
+            "target {}: group {:?} ({}): cannot read its members: {}",
+            u.target,
+            u.name,
+            u.group.escape_debug(),
+            u.error
         );
     }
-    if report.drift.is_empty() {
-        return exit::SUCCESS;
+    for d in &report.drift {
+        if d.missing {
+            println!(
+                "target {}: group {:?} ({}): not in the target",
+                d.target,
+                d.name,
+                d.group.escape_debug()
+            );
+            continue;
+        }
+        println!(
+            "target {}: group {:?} ({}): +{} -{} member(s) differ from what dirsync confirmed",
+            d.target,
+            d.name,
+            d.group.escape_debug(),
+            d.added.len(),
+            d.removed.len()
+        );
+        if !d.added.is_empty() {
+            println!("    added in the target: {}", shown(&d.added));
+        }
+        if !d.removed.is_empty() {
+            println!("    removed in the target: {}", shown(&d.removed));
+        }
     }
-    if !repair {
-        return exit::PARTIAL;
+    let mut summary = format!(
+        "{} group(s) checked, {} with drift ({} member(s))",
+        report.groups_checked,
+        report.drift.len(),
+        report.drifted_members()
+    );
+    if !report.unreadable.is_empty() {
+        summary.push_str(&format!(", {} could not be read", report.unreadable.len()));
     }
-    if let Err(e) = dirsync::verify::mark(config, &report).await {
-        report_error(&e);
-        return exit::FAILURE;
+    if !report.not_verifiable.is_empty() {
+        summary.push_str(&format!(
+            "; {} target(s) not verifiable",
+            report.not_verifiable.len()
+        ));
     }
-    let args = RunArgs {
-        target,
-        ..RunArgs::plain(false)
-    };
-    run(config, Mode::Sync, args, Extra::None).await
+    println!("{summary}");
+    if report.marked {
+        println!("marked the drifted groups; syncing to correct them");
+    }
 }
 
 /// `dirsync man`: `dirsync.1` on stdout, or every page (one per subcommand, as the

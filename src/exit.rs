@@ -7,7 +7,8 @@ pub const FAILURE: u8 = 1;
 /// Command-line usage error (from the argument parser).
 pub const USAGE: u8 = 2;
 /// Some operations failed or were left for the next run; the rest were confirmed.
-/// Also `dirsync verify`: a target's groups differ from what dirsync confirmed.
+/// Also `dirsync verify`: a target's groups differ from what dirsync confirmed, a
+/// group could not be read, or a target has no way to read its groups back.
 pub const PARTIAL: u8 = 3;
 /// A safety limit held removals back (the rest of the plan was pushed), or refused a
 /// target's plan (an empty source; nothing was pushed to that target).

@@ -6,7 +6,9 @@
 //! the last answer of one that failed (`failed`), or an answer that was retried
 //! (`retried`, 429s among them, also in `dirsync_throttled_total{target}`).
 //! `dirsync_propagation_seconds{target}` is the time from a directory change to
-//! the target's confirmation (see `sync::propagation`).
+//! the target's confirmation (see `sync::propagation`). A verify (`dirsync verify`,
+//! on `[daemon] verify_schedule`) sets `dirsync_drift_members{target}` and
+//! `dirsync_last_verify_timestamp_seconds{target}`.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -38,6 +40,8 @@ pub struct Metrics {
     invalid_entities: Family<Labels, Gauge>,
     held_removals: Family<Labels, Gauge>,
     concurrency_limit: Family<Labels, Gauge>,
+    drift_members: Family<Labels, Gauge>,
+    last_verify: Family<Labels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -88,6 +92,18 @@ impl Metrics {
                 &mut r,
                 "concurrency_limit",
                 "Requests the target allowed in flight at the end of the last run (lowered by 429 and 503 answers)",
+                Family::default(),
+            ),
+            drift_members: register(
+                &mut r,
+                "drift_members",
+                "Memberships that differ between the target and what dirsync confirmed, by target, in the last verify",
+                Family::default(),
+            ),
+            last_verify: register(
+                &mut r,
+                "last_verify_timestamp_seconds",
+                "Unix time of the end of the last verify that read every group of the target back",
                 Family::default(),
             ),
             runs: register(&mut r, "runs", "Runs by outcome", Family::default()),
@@ -216,6 +232,24 @@ impl Metrics {
                     .as_ref()
                     .map_or(0, |h| h.removed_memberships + h.disabled_users);
                 self.held_removals.get_or_create(&target).set(held as i64);
+            }
+        }
+    }
+
+    /// Records what a verify found, for each target it could read back. A target
+    /// with a group that could not be read keeps its last complete verify's time.
+    pub(crate) fn observe_verify(&self, report: &crate::verify::Report) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        for t in &report.targets {
+            let target = labels(&[("target", &t.target)]);
+            self.drift_members
+                .get_or_create(&target)
+                .set(t.drifted_members as i64);
+            if t.unreadable_groups == 0 {
+                self.last_verify.get_or_create(&target).set(now);
             }
         }
     }
@@ -374,5 +408,40 @@ mod tests {
         assert!(!text.contains("# EOF") && !text.contains("# UNIT "), "{text}");
         assert!(!text.contains("# TYPE dirsync_runs counter"), "{text}");
         assert!(m.encode().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_verify_sets_the_drift_and_stamps_only_targets_read_completely() {
+        use crate::verify::{Report, TargetSummary};
+        let m = Metrics::new();
+        let summary = |target: &str, drifted_members, unreadable_groups| TargetSummary {
+            target: target.into(),
+            groups_checked: 4,
+            drifted_groups: 1,
+            drifted_members,
+            unreadable_groups,
+        };
+        let report = Report {
+            targets: vec![summary("office", 3, 0), summary("partly", 1, 2)],
+            ..Report::default()
+        };
+        m.observe_verify(&report);
+        let text = m.encode_text();
+        assert!(
+            text.contains("dirsync_drift_members{target=\"office\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dirsync_drift_members{target=\"partly\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dirsync_last_verify_timestamp_seconds{target=\"office\"} "),
+            "{text}"
+        );
+        assert!(
+            !text.contains("dirsync_last_verify_timestamp_seconds{target=\"partly\"}"),
+            "{text}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The monitoring kit in `contrib/`: the alert rules pass `promtool check rules` and
 //! fire as `tests/fixtures/monitoring/dirsync.rules.test.yml` expects, the
-//! /metrics of a service that ran a sync passes `promtool check metrics`, and every
-//! metric the Grafana dashboard and the rules query is one the service exports.
+//! /metrics of a service that ran a sync and a verify passes `promtool check
+//! metrics`, and every metric the Grafana dashboard and the rules query is one the
+//! service exports.
 
 mod common;
 
@@ -12,7 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::group_members::{GroupMembersApi, KEY};
-use common::{Env, config_group_members, groups_csv, users_csv};
+use common::{Env, config_group_members, groups_csv, target_common, users_csv};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const GROUPS: &[(&str, &[u64])] = &[("eng-a", &[1, 2]), ("ops-a", &[3])];
 
@@ -65,10 +68,37 @@ fn exported(exposition: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Starts `dirsync run` with a schedule a second apart, waits for a successful run,
-/// and returns /metrics in the Prometheus text format and in OpenMetrics.
+/// A second target, of a generic API whose groups read back empty: every verify
+/// finds its members removed.
+async fn readable_target() -> (MockServer, String) {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "members": [] })))
+        .mount(&server)
+        .await;
+    let target = target_common("readable", "", &server.uri())
+        + r#"
+[targets.readable.endpoints.group_members]
+path = "/groups/{{ group.id }}"
+body = '{"members": {{ members }}}'
+
+[targets.readable.endpoints.read_group]
+path = "/groups/{{ group.id }}/members"
+response_members = { pointer = "/members" }
+"#;
+    (server, target)
+}
+
+/// Starts `dirsync run` with a sync and a verify schedule a second apart, waits for a
+/// successful run and a verify, and returns /metrics in the Prometheus text format
+/// and in OpenMetrics.
 async fn metrics_after_a_sync() -> (String, String) {
     let mock = GroupMembersApi::start().await;
+    let (_readable, readable) = readable_target().await;
     let env = Env::new();
     env.write("users.csv", &users_csv(3));
     env.write("groups.csv", &groups_csv(GROUPS));
@@ -79,8 +109,10 @@ async fn metrics_after_a_sync() -> (String, String) {
         .port();
     env.write(
         "dirsync.toml",
-        &(config_group_members(&mock.uri(), "")
-            + &format!("\n[daemon]\nschedule = \"* * * * * *\"\nlisten = \"127.0.0.1:{port}\"\n")),
+        &(config_group_members(&mock.uri(), &readable)
+            + &format!(
+                "\n[daemon]\nschedule = \"* * * * * *\"\nverify_schedule = \"* * * * * *\"\nlisten = \"127.0.0.1:{port}\"\n"
+            )),
     );
     let mut child = env
         .command(&["run"])
@@ -95,8 +127,11 @@ async fn metrics_after_a_sync() -> (String, String) {
     let text = loop {
         if let Ok(r) = client.get(&url).send().await {
             let text = r.text().await.expect("body");
-            // Two runs: the first pushes, the second reads an unchanged source.
-            if text.contains("dirsync_source_read_seconds_count{mode=\"unchanged\"}") {
+            // Two runs: the first pushes, the second reads an unchanged source; and a
+            // verify that read the readable target's groups back.
+            if text.contains("dirsync_source_read_seconds_count{mode=\"unchanged\"}")
+                && text.contains("dirsync_last_verify_timestamp_seconds{target=\"readable\"}")
+            {
                 break text;
             }
         }
@@ -161,6 +196,8 @@ async fn metrics_pass_promtool_and_the_kit_queries_only_exported_metrics() {
         "dirsync_last_success_timestamp_seconds",
         "dirsync_target_requests_total",
         "dirsync_propagation_seconds_bucket",
+        "dirsync_drift_members",
+        "dirsync_last_verify_timestamp_seconds",
     ] {
         assert!(exported.contains(needed), "{needed} missing from\n{text}");
     }

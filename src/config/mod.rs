@@ -26,8 +26,8 @@ use crate::source::csv::CsvConfig;
 use crate::source::ldap::LdapConfig;
 use crate::target::presets;
 use crate::target::spec::{
-    Auth, BodyFormat, Condition, Endpoint, EndpointKind, ResponseEcho, ResponseMembers, Retry, Spec,
-    SuccessRule, Validation,
+    Auth, BodyFormat, Condition, Endpoint, EndpointKind, MemberId, ResponseEcho, ResponseMembers, Retry,
+    Spec, SuccessRule, Validation,
 };
 use crate::template::{Kind, Templates};
 
@@ -78,6 +78,8 @@ pub struct Config {
 pub(crate) struct DaemonConfig {
     pub(crate) schedule: Option<cron::Schedule>,
     pub(crate) resync_schedule: Option<cron::Schedule>,
+    /// When the service verifies (no repair) every target that reads groups back.
+    pub(crate) verify_schedule: Option<cron::Schedule>,
     pub(crate) run_at_start: bool,
     pub(crate) shutdown_grace: Duration,
     /// Where /healthz and /metrics are served; loopback only.
@@ -303,6 +305,16 @@ impl Ctx {
         if daemon.watch_poll.is_zero() {
             return Err(self.invalid("daemon.watch_poll", "must be longer than zero"));
         }
+        let reads_groups = |t: &TargetConfig| {
+            t.spec.scim.is_some() || t.spec.endpoints.contains_key(&EndpointKind::ReadGroup)
+        };
+        if daemon.verify_schedule.is_some() && !targets.iter().any(reads_groups) {
+            self.warnings.borrow_mut().push(
+                "`daemon.verify_schedule` is set, but no target can read its groups back \
+                 (give one an `endpoints.read_group`): the scheduled verify checks nothing"
+                    .into(),
+            );
+        }
         let notify = raw.notify.map(|n| self.notify(n)).transpose()?;
         if daemon.watch && !matches!(&source, SourceConfig::Ldap(_)) {
             return Err(self.invalid(
@@ -398,6 +410,7 @@ impl Ctx {
             (EndpointKind::AddMembers, raw_endpoints.add_members),
             (EndpointKind::RemoveMembers, raw_endpoints.remove_members),
             (EndpointKind::DeleteUser, raw_endpoints.delete_user),
+            (EndpointKind::ReadGroup, raw_endpoints.read_group),
         ] {
             let Some(ep) = ep else { continue };
             if ep.enabled == Some(false) {
@@ -412,7 +425,7 @@ impl Ctx {
             self.check_references(name, &ep, &templates, &vars, &secrets)?;
             endpoints.insert(kind, ep);
         }
-        if endpoints.is_empty() {
+        if endpoints.keys().all(|k| *k == EndpointKind::ReadGroup) {
             return Err(self.invalid(
                 key("endpoints"),
                 "the target offers no endpoint (group_members or update_user)",
@@ -746,6 +759,7 @@ impl Ctx {
         Ok(DaemonConfig {
             schedule: schedule("daemon.schedule", raw.schedule)?,
             resync_schedule: schedule("daemon.resync_schedule", raw.resync_schedule)?,
+            verify_schedule: schedule("daemon.verify_schedule", raw.verify_schedule)?,
             run_at_start: raw.run_at_start.unwrap_or(false),
             shutdown_grace: self.duration(
                 "daemon.shutdown_grace",
@@ -992,7 +1006,9 @@ impl Ctx {
         let k = |f: &str| format!("{key}.{f}");
         let format = raw.format.clone();
         let raw = raw.select(format.as_deref());
-        let method = raw.method.as_deref().unwrap_or("PUT");
+        // A read changes nothing and sends nothing.
+        let reads = kind == EndpointKind::ReadGroup;
+        let method = raw.method.as_deref().unwrap_or(if reads { "GET" } else { "PUT" });
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| self.invalid(k("method"), format!("`{method}` is not an HTTP method")))?;
         let format = match raw.format.as_deref() {
@@ -1085,6 +1101,12 @@ impl Ctx {
             }
         };
         let response_members = match raw.response_members {
+            None if reads => {
+                return Err(self.invalid(
+                    k("response_members.pointer"),
+                    "missing: a JSON pointer to the list of members in the answer",
+                ));
+            }
             None => None,
             Some(r) => {
                 let pointers = r.pointer.into_vec();
@@ -1094,10 +1116,22 @@ impl Ctx {
                         "a JSON pointer (starting with `/`) or a list of them",
                     ));
                 }
-                Some(ResponseMembers {
-                    pointers,
-                    id_field: r.id_field,
-                })
+                let id = match (r.id_field, r.id_pointer) {
+                    (Some(_), Some(_)) => {
+                        return Err(
+                            self.invalid(k("response_members"), "give only one of `id_field`, `id_pointer`")
+                        );
+                    }
+                    (Some(f), None) => Some(MemberId::Field(f)),
+                    (None, Some(p)) if !p.is_empty() && !p.starts_with('/') => {
+                        return Err(
+                            self.invalid(k("response_members.id_pointer"), "a JSON pointer starts with `/`")
+                        );
+                    }
+                    (None, Some(p)) => Some(MemberId::Pointer(p)),
+                    (None, None) => None,
+                };
+                Some(ResponseMembers { pointers, id })
             }
         };
         let reads_answer = !conditions.is_empty() || response_members.is_some() || response_echo.is_some();
@@ -1160,10 +1194,11 @@ impl Ctx {
         vars: &serde_json::Map<String, serde_json::Value>,
         secrets: &BTreeMap<String, Secret>,
     ) -> Result<(), ConfigError> {
-        let context: &[&str] = if ep.kind.is_group() {
-            &["group", "members", "member_users"]
-        } else {
-            &["user"]
+        let context: &[&str] = match ep.kind {
+            EndpointKind::UpdateUser | EndpointKind::DeleteUser => &["user"],
+            // A group is read by what the snapshot keeps of it: its id and name.
+            EndpointKind::ReadGroup => &["group.id", "group.name"],
+            _ => &["group", "members", "member_users"],
         };
         // (template part, its key in the config, how it is rendered)
         let mut parts = vec![
@@ -1203,12 +1238,12 @@ impl Ctx {
                         ));
                     }
                     ("vars" | "secrets" | "target", _) => {}
-                    (other, _) if context.contains(&other) => {}
-                    (other, _) => {
+                    (other, _) if context.contains(&other) || context.contains(&name.as_str()) => {}
+                    _ => {
                         return Err(self.invalid(
                             format!("targets.{target}.{config_key}"),
                             format!(
-                                "unknown variable `{other}`; a {} template sees vars, secrets, target, {}",
+                                "unknown variable `{name}`; a {} template sees vars, secrets, target, {}",
                                 ep.kind.key(),
                                 context.join(", ")
                             ),
@@ -1378,6 +1413,65 @@ users.removed = "delete"
             assert!(err.contains(&format!("`{key}`")), "{table}: {err}");
             assert!(err.contains(message), "{table}: {err}");
             assert!(!err.contains(token), "{table}: {err}");
+        }
+    }
+
+    /// A target whose `read_group` table is `read`: (table, expected error part or "ok").
+    #[test]
+    fn read_group_needs_the_members_pointer_and_sees_only_the_group_id_and_name() {
+        let target = |read: &str| {
+            let text = format!(
+                r#"
+[source]
+kind = "csv"
+users = "users.csv"
+groups = "groups.csv"
+
+[targets.t]
+base_url = "http://127.0.0.1:1"
+groups.rules = [{{ match = ".*", target_id = "x" }}]
+endpoints.group_members = {{ path = "/g/{{{{ group.id }}}}", body = "{{{{ members }}}}" }}
+
+[targets.t.endpoints.read_group]
+{read}
+"#
+            );
+            parse(&text, Path::new("/etc/dirsync/dirsync.toml"))
+        };
+        let pointer = "response_members = { pointer = \"/members\" }";
+        let cases = [
+            (format!("path = \"/g/{{{{ group.id }}}}/{{{{ group.name }}}}\"\n{pointer}"), "ok"),
+            (
+                "path = \"/g\"".to_owned(),
+                "`targets.t.endpoints.read_group.response_members.pointer`: missing",
+            ),
+            (
+                format!("path = \"/g/{{{{ group.attrs.code }}}}\"\n{pointer}"),
+                "unknown variable `group.attrs.code`; a read_group template sees vars, secrets, target, group.id, group.name",
+            ),
+            (
+                format!("path = \"/g/{{{{ members }}}}\"\n{pointer}"),
+                "unknown variable `members`",
+            ),
+            (
+                "path = \"/g\"\nresponse_members = { pointer = \"/m\", id_field = \"id\", id_pointer = \"/id\" }"
+                    .to_owned(),
+                "give only one of `id_field`, `id_pointer`",
+            ),
+            (
+                "path = \"/g\"\nresponse_members = { pointer = \"/m\", id_pointer = \"id\" }".to_owned(),
+                "`targets.t.endpoints.read_group.response_members.id_pointer`: a JSON pointer starts with `/`",
+            ),
+        ];
+        for (read, expected) in cases {
+            match target(&read) {
+                Ok(config) => {
+                    assert_eq!(expected, "ok", "{read}");
+                    let ep = &config.targets[0].spec.endpoints[&EndpointKind::ReadGroup];
+                    assert_eq!(ep.method, reqwest::Method::GET);
+                }
+                Err(e) => assert!(e.to_string().contains(expected), "{read}: {e}"),
+            }
         }
     }
 

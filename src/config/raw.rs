@@ -70,6 +70,9 @@ pub struct RawDaemon {
     pub schedule: Option<String>,
     /// Cron expression for full resyncs.
     pub resync_schedule: Option<String>,
+    /// Cron expression for `dirsync verify` (no repair): groups read back from every
+    /// target that can, the drift exported as `dirsync_drift_members{target}`.
+    pub verify_schedule: Option<String>,
     /// Sync once as soon as the service starts.
     pub run_at_start: Option<bool>,
     /// How long in-flight requests may take to finish on SIGTERM.
@@ -364,6 +367,10 @@ pub struct RawEndpoints {
     /// Deletes a user who left the source (`users.removed = "delete"`); its body
     /// may be left out.
     pub delete_user: Option<RawEndpoint>,
+    /// Reads the members a group holds, for `dirsync verify` (`method` defaults to
+    /// GET, `body` to none); `response_members` says where the answer lists them.
+    /// Its templates see `group.id` and `group.name`.
+    pub read_group: Option<RawEndpoint>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, JsonSchema)]
@@ -503,6 +510,9 @@ pub struct RawResponseMembers {
     pub pointer: OneOrMany,
     /// For a list of objects: the field holding the member id.
     pub id_field: Option<String>,
+    /// For a list of objects: a JSON pointer into each item to the member id
+    /// (`/user/id`), instead of `id_field`.
+    pub id_pointer: Option<String>,
 }
 
 impl RawTarget {
@@ -522,6 +532,7 @@ impl RawTarget {
             add_members: merge_endpoint(mine.add_members, base.add_members),
             remove_members: merge_endpoint(mine.remove_members, base.remove_members),
             delete_user: merge_endpoint(mine.delete_user, base.delete_user),
+            read_group: merge_endpoint(mine.read_group, base.read_group),
         });
         // A table given here is laid over the preset's key by key, as endpoints are:
         // `[targets.NAME.users] removed = "disable"` keeps the preset's `id_template`.

@@ -1,10 +1,11 @@
 //! `dirsync run`: the long-running service.
 //!
-//! Runs syncs (and resyncs) on the configured cron schedules, one at a time; reloads
-//! the config on request (validated first: an invalid one is logged and the old one
-//! kept); stops gracefully: no new operations, in-flight requests get
-//! `shutdown_grace` to finish and be recorded. Signals arrive as injected values
-//! (`Signals`), so tests drive the loop without sending real signals.
+//! Runs syncs (and resyncs) on the configured cron schedules, one at a time, and
+//! verifies on `verify_schedule` (under the same run lock; the drift goes to
+//! /metrics); reloads the config on request (validated first: an invalid one is
+//! logged and the old one kept); stops gracefully: no new operations, in-flight
+//! requests get `shutdown_grace` to finish and be recorded. Signals arrive as
+//! injected values (`Signals`), so tests drive the loop without sending real signals.
 //!
 //! Talks to systemd through `notify` (READY, STATUS, WATCHDOG, RELOADING, STOPPING)
 //! and serves /healthz and /metrics on a loopback address when configured.
@@ -27,6 +28,8 @@ use crate::metrics::Metrics;
 use crate::plan::Mode;
 use crate::store::Store;
 use crate::sync::{self, NoProgress, SyncError};
+use crate::verify::{self, VerifyError};
+use schedule::{Due, Schedules};
 
 /// What the outside world asks of the daemon.
 #[derive(Debug)]
@@ -141,16 +144,15 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
     let mut run_now = config.daemon.run_at_start;
     let mut outbox = crate::notify::Outbox::default();
     loop {
-        let mode = if run_now {
+        let due = if run_now {
             run_now = false;
-            Mode::Sync
+            Due {
+                run: Some(Mode::Sync),
+                verify: false,
+            }
         } else {
             let now = Local::now();
-            let next = schedule::next(
-                config.daemon.schedule.as_ref(),
-                config.daemon.resync_schedule.as_ref(),
-                &now,
-            );
+            let next = schedule::next(schedules(&config), &now);
             let wait = next
                 .as_ref()
                 .map(|(at, _)| (*at - now).to_std().unwrap_or_default());
@@ -160,7 +162,7 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
                 );
             }
             tokio::select! {
-                _ = sleep_or_forever(wait) => next.map_or(Mode::Sync, |(_, m)| m),
+                _ = sleep_or_forever(wait) => next.map_or(Due { run: Some(Mode::Sync), verify: false }, |(_, d)| d),
                 _ = signals.shutdown.cancelled() => break,
                 Some(()) = signals.reload.recv() => {
                     config = reload(config_path, config);
@@ -179,26 +181,31 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
                     }
                     // One run covers every change seen so far.
                     while changes.try_recv().is_ok() {}
-                    Mode::Sync
+                    Due { run: Some(Mode::Sync), verify: false }
                 }
             }
         };
         let started_wall = Local::now();
-        let started = Instant::now();
-        let outcome = run_once(&config, mode, &signals.shutdown, &shared, &mut outbox).await;
-        let elapsed = started.elapsed();
-        {
-            let mut health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
-            health.last_run = Some((Instant::now(), outcome.clone()));
-            if outcome == "success" {
-                health.last_success = Some(Instant::now());
+        if let Some(mode) = due.run {
+            let started = Instant::now();
+            let outcome = run_once(&config, mode, &signals.shutdown, &shared, &mut outbox).await;
+            let elapsed = started.elapsed();
+            {
+                let mut health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
+                health.last_run = Some((Instant::now(), outcome.clone()));
+                if outcome == "success" {
+                    health.last_success = Some(Instant::now());
+                }
             }
+            notify::status(&format!(
+                "last run: {outcome} at {} ({:.1}s)",
+                started_wall.format("%Y-%m-%d %H:%M:%S"),
+                elapsed.as_secs_f64()
+            ));
         }
-        notify::status(&format!(
-            "last run: {outcome} at {} ({:.1}s)",
-            started_wall.format("%Y-%m-%d %H:%M:%S"),
-            elapsed.as_secs_f64()
-        ));
+        if due.verify && !signals.shutdown.is_cancelled() {
+            verify_once(&config, &signals.shutdown, &shared).await;
+        }
         if signals.shutdown.is_cancelled() {
             break;
         }
@@ -206,6 +213,7 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
         for (name, sched) in [
             ("schedule", &config.daemon.schedule),
             ("resync_schedule", &config.daemon.resync_schedule),
+            ("verify_schedule", &config.daemon.verify_schedule),
         ] {
             if let Some(s) = sched {
                 let skipped = schedule::missed(s, &started_wall, &end);
@@ -263,6 +271,53 @@ fn watch(config: &Config, changed: mpsc::UnboundedSender<()>) -> Option<tokio::t
             backoff = (backoff * 2).min(Duration::from_secs(60));
         }
     }))
+}
+
+fn schedules(config: &Config) -> Schedules<'_> {
+    Schedules {
+        sync: config.daemon.schedule.as_ref(),
+        resync: config.daemon.resync_schedule.as_ref(),
+        verify: config.daemon.verify_schedule.as_ref(),
+    }
+}
+
+/// One scheduled verify, without repair: its drift goes to /metrics. A verify holds
+/// the run lock like a sync, so one that finds it held is skipped, as a run is.
+async fn verify_once(config: &Config, shutdown: &CancellationToken, shared: &Shared) {
+    let started = Instant::now();
+    let opts = verify::Options::default();
+    let result = tokio::select! {
+        r = verify::verify(config, &opts) => r,
+        _ = shutdown.cancelled() => {
+            // A verify without repair marks nothing: stopping it anywhere leaves the
+            // snapshot as it was.
+            tracing::info!("Stopping: the scheduled verify ends unfinished.");
+            return;
+        }
+    };
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(report) => {
+            shared.metrics.observe_verify(&report);
+            for t in &report.not_verifiable {
+                tracing::debug!(target_name = %t.target, reason = %t.reason, "Did not verify the target.");
+            }
+            tracing::info!(
+                groups = report.groups_checked,
+                drifted_groups = report.drift.len(),
+                drifted_members = report.drifted_members(),
+                unreadable_groups = report.unreadable.len(),
+                elapsed_ms,
+                "Scheduled verify finished."
+            );
+        }
+        Err(VerifyError::Lock(LockError::Held { .. })) => {
+            tracing::warn!(
+                "Skipped the scheduled verify: another sync (cron, a timer or a person) holds the lock."
+            );
+        }
+        Err(e) => tracing::error!("Scheduled verify failed: {e}"),
+    }
 }
 
 async fn sleep_or_forever(wait: Option<Duration>) {

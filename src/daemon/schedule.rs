@@ -23,21 +23,44 @@ pub fn parse(expr: &str) -> Result<cron::Schedule, String> {
     cron::Schedule::from_str(&full).map_err(|e| format!("`{expr}`: {e}"))
 }
 
-/// The next run strictly after `after`, and whether it is a sync or a resync. When
-/// both fall at the same time, the resync wins: it does everything a sync does.
-pub fn next<Tz: TimeZone>(
-    sync: Option<&cron::Schedule>,
-    resync: Option<&cron::Schedule>,
-    after: &DateTime<Tz>,
-) -> Option<(DateTime<Tz>, Mode)> {
-    let s = sync.and_then(|s| s.after(after).next()).map(|t| (t, Mode::Sync));
-    let r = resync
-        .and_then(|s| s.after(after).next())
-        .map(|t| (t, Mode::Resync));
-    match (s, r) {
+/// The service's schedules (`[daemon]`), each optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Schedules<'a> {
+    pub sync: Option<&'a cron::Schedule>,
+    pub resync: Option<&'a cron::Schedule>,
+    pub verify: Option<&'a cron::Schedule>,
+}
+
+/// What falls due at one time: a sync or a resync, a verify, or a run and then a
+/// verify (which then reads what the run just pushed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub run: Option<Mode>,
+    pub verify: bool,
+}
+
+/// The next time strictly after `after` that something is due, and what. When a sync
+/// and a resync fall at the same time, the resync wins: it does everything a sync does.
+pub fn next<Tz: TimeZone>(schedules: Schedules<'_>, after: &DateTime<Tz>) -> Option<(DateTime<Tz>, Due)> {
+    let first = |s: Option<&cron::Schedule>| s.and_then(|s| s.after(after).next());
+    let s = first(schedules.sync).map(|t| (t, Mode::Sync));
+    let r = first(schedules.resync).map(|t| (t, Mode::Resync));
+    let run = match (s, r) {
         (Some(s), Some(r)) => Some(if r.0 <= s.0 { r } else { s }),
         (s, r) => s.or(r),
-    }
+    };
+    let verify = first(schedules.verify);
+    let at = match (&run, &verify) {
+        (Some((r, _)), Some(v)) => r.clone().min(v.clone()),
+        (Some((r, _)), None) => r.clone(),
+        (None, Some(v)) => v.clone(),
+        (None, None) => return None,
+    };
+    let due = Due {
+        run: run.filter(|(t, _)| *t == at).map(|(_, m)| m),
+        verify: verify.is_some_and(|v| v == at),
+    };
+    Some((at, due))
 }
 
 /// Ticks of `schedule` strictly between `from` and `to`: runs skipped because the
@@ -55,6 +78,14 @@ mod tests {
         DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
     }
 
+    fn runs<'a>(sync: Option<&'a cron::Schedule>, resync: Option<&'a cron::Schedule>) -> Schedules<'a> {
+        Schedules {
+            sync,
+            resync,
+            verify: None,
+        }
+    }
+
     #[test]
     fn five_fields_and_seconds() {
         let cases = [
@@ -65,7 +96,7 @@ mod tests {
         for (expr, now, want) in cases {
             let s = parse(expr).expect("parses");
             assert_eq!(
-                next(Some(&s), None, &at(now)).map(|(t, _)| t),
+                next(runs(Some(&s), None), &at(now)).map(|(t, _)| t),
                 Some(at(want)),
                 "{expr}"
             );
@@ -82,15 +113,78 @@ mod tests {
     fn resync_wins_a_tie_and_the_earliest_wins_otherwise() {
         let sync = parse("0 * * * *").expect("sync");
         let resync = parse("0 3 * * *").expect("resync");
+        let due = |mode| Due {
+            run: Some(mode),
+            verify: false,
+        };
         assert_eq!(
-            next(Some(&sync), Some(&resync), &at("2026-11-24T02:30:00Z")),
-            Some((at("2026-11-24T03:00:00Z"), Mode::Resync))
+            next(runs(Some(&sync), Some(&resync)), &at("2026-11-24T02:30:00Z")),
+            Some((at("2026-11-24T03:00:00Z"), due(Mode::Resync)))
         );
         assert_eq!(
-            next(Some(&sync), Some(&resync), &at("2026-11-24T03:30:00Z")),
-            Some((at("2026-11-24T04:00:00Z"), Mode::Sync))
+            next(runs(Some(&sync), Some(&resync)), &at("2026-11-24T03:30:00Z")),
+            Some((at("2026-11-24T04:00:00Z"), due(Mode::Sync)))
         );
-        assert_eq!(next(None, None, &at("2026-11-24T03:30:00Z")), None);
+        assert_eq!(next(runs(None, None), &at("2026-11-24T03:30:00Z")), None);
+    }
+
+    /// (sync, verify, now, expected time, expected run, expected verify)
+    #[test]
+    fn a_verify_runs_alone_or_after_a_run_due_at_the_same_time() {
+        let cases = [
+            (
+                Some("0 * * * *"),
+                "30 * * * *",
+                "2026-11-24T02:10:00Z",
+                "2026-11-24T02:30:00Z",
+                None,
+                true,
+            ),
+            (
+                Some("0 * * * *"),
+                "30 * * * *",
+                "2026-11-24T02:40:00Z",
+                "2026-11-24T03:00:00Z",
+                Some(Mode::Sync),
+                false,
+            ),
+            (
+                Some("0 * * * *"),
+                "0 */2 * * *",
+                "2026-11-24T03:10:00Z",
+                "2026-11-24T04:00:00Z",
+                Some(Mode::Sync),
+                true,
+            ),
+            (
+                None,
+                "0 4 * * *",
+                "2026-11-24T03:10:00Z",
+                "2026-11-24T04:00:00Z",
+                None,
+                true,
+            ),
+        ];
+        for (sync, verify, now, when, run, verifies) in cases {
+            let sync = sync.map(|s| parse(s).expect("sync"));
+            let verify = parse(verify).expect("verify");
+            let schedules = Schedules {
+                sync: sync.as_ref(),
+                resync: None,
+                verify: Some(&verify),
+            };
+            assert_eq!(
+                next(schedules, &at(now)),
+                Some((
+                    at(when),
+                    Due {
+                        run,
+                        verify: verifies
+                    }
+                )),
+                "{now}"
+            );
+        }
     }
 
     #[test]

@@ -162,7 +162,7 @@ impl HttpTarget {
     }
 
     /// A group request to the endpoint `kind`, carrying `members`.
-    fn group_request_to(
+    pub(super) fn group_request_to(
         &self,
         kind: EndpointKind,
         group: &DesiredGroup,

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::mapping::{DesiredGroup, DesiredUser};
 use crate::model::{Attrs, User};
 use crate::target::spec::{
-    BodyFormat, Condition, Endpoint, ResponseEcho, ResponseMembers, Spec, SuccessRule, Validation,
+    BodyFormat, Condition, Endpoint, MemberId, ResponseEcho, ResponseMembers, Spec, SuccessRule, Validation,
 };
 use crate::template::{Kind, Templates};
 
@@ -213,6 +213,7 @@ pub fn build<C: Serialize>(templates: &Templates, ep: &Endpoint, ctx: &C) -> Res
         headers.push((name.clone(), render(&format!("header.{name}"), Kind::Text)?));
     }
     let body = render("body", ep.format.template_kind())?;
+    // A read (GET by default) or a delete sends no body unless its template renders one.
     let well_formed = match ep.format {
         _ if body.is_empty() && ep.kind.body_optional() => Ok(()),
         BodyFormat::Json => serde_json::from_str::<serde::de::IgnoredAny>(&body)
@@ -582,28 +583,119 @@ fn shown(body: &str) -> String {
     }
 }
 
-/// The member ids an answer shows, or `None` when it does not show them.
+/// The member ids an answer shows, or `None` when it does not show them. Items
+/// without an id are left out: an echo is a check, not the record.
 fn answered_members(rm: &ResponseMembers, doc: &Value) -> Option<BTreeSet<String>> {
-    let id = |item: &Value| match (&rm.id_field, item) {
-        (Some(f), Value::Object(o)) => o.get(f).and_then(scalar),
-        (None, v) => scalar(v),
-        _ => None,
-    };
-    let found = rm.pointers.iter().find_map(|p| {
-        find(doc, p).or_else(|| {
+    let (_, found) = member_list(rm, doc)?;
+    let id = |item: &Value| member_id(rm.id.as_ref(), item);
+    match found {
+        Value::Array(items) => Some(items.iter().filter_map(id).collect()),
+        Value::Null => Some(BTreeSet::new()),
+        // XML makes a list of one a plain element.
+        single => id(single).map(|m| BTreeSet::from([m])),
+    }
+}
+
+/// The first of `rm`'s pointers that `doc` holds, and what it holds there.
+fn member_list<'r, 'd>(rm: &'r ResponseMembers, doc: &'d Value) -> Option<(&'r str, &'d Value)> {
+    rm.pointers.iter().find_map(|p| {
+        let found = find(doc, p).or_else(|| {
             // XML writes an empty list as an empty element (`<Ids/>`), which has no
             // item element for the pointer's last step: that is an empty list too.
             let (parent, _) = p.rsplit_once('/')?;
             find(doc, parent)
                 .filter(|v| v.is_null() || v.as_str() == Some(""))
                 .map(|_| &Value::Null)
-        })
-    })?;
-    match found {
-        Value::Array(items) => Some(items.iter().filter_map(id).collect()),
-        Value::Null => Some(BTreeSet::new()),
-        // XML makes a list of one a plain element.
-        single => id(single).map(|m| BTreeSet::from([m])),
+        })?;
+        Some((p.as_str(), found))
+    })
+}
+
+/// The member id of one item of a member list.
+fn member_id(id: Option<&MemberId>, item: &Value) -> Option<String> {
+    match (id, item) {
+        (Some(MemberId::Field(f)), Value::Object(o)) => o.get(f).and_then(scalar),
+        (Some(MemberId::Pointer(p)), item) => find(item, p).and_then(scalar),
+        (None, v) => scalar(v),
+        _ => None,
+    }
+}
+
+/// Why an answer does not hold the members where `ResponseMembers` says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembersError {
+    #[error("the answer is neither JSON nor XML: {0}")]
+    NotParsed(String),
+    #[error("the answer has nothing at {pointers}: {excerpt}")]
+    NoList { pointers: String, excerpt: String },
+    #[error("`{pointer}` holds {found}, not a list of members")]
+    NotAList { pointer: String, found: &'static str },
+    #[error("item {index} of `{pointer}` has no member id {at}: {item}")]
+    NoId {
+        pointer: String,
+        /// Counted from 0, as a JSON pointer counts.
+        index: usize,
+        at: String,
+        item: String,
+    },
+}
+
+/// The members a group holds, read strictly from a `ReadGroup` answer: the list must
+/// be where a pointer says and every item must hold an id, or the read is an error
+/// that names the pointer (a partial list would be reported as members removed).
+pub fn read_members(rm: &ResponseMembers, body: &str) -> Result<BTreeSet<String>, MembersError> {
+    let doc = parse_body(body).ok_or_else(|| MembersError::NotParsed(shown(body)))?;
+    let Some((pointer, found)) = member_list(rm, &doc) else {
+        return Err(MembersError::NoList {
+            pointers: rm
+                .pointers
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            excerpt: shown(body),
+        });
+    };
+    let xml = body.trim_start().starts_with('<');
+    let items = match found {
+        Value::Array(items) => items.as_slice(),
+        Value::Null => &[],
+        // XML makes a list of one a plain element; JSON has arrays for lists.
+        single if xml => std::slice::from_ref(single),
+        other => {
+            return Err(MembersError::NotAList {
+                pointer: pointer.to_owned(),
+                found: kind_of(other),
+            });
+        }
+    };
+    let mut out = BTreeSet::new();
+    for (index, item) in items.iter().enumerate() {
+        let Some(id) = member_id(rm.id.as_ref(), item) else {
+            return Err(MembersError::NoId {
+                pointer: pointer.to_owned(),
+                index,
+                at: match &rm.id {
+                    Some(id) => format!("at {}", id.describe()),
+                    None => "(a string or a number)".to_owned(),
+                },
+                item: excerpt(&item.to_string()),
+            });
+        };
+        out.insert(id);
+    }
+    Ok(out)
+}
+
+/// A JSON value's kind, for messages.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -743,6 +835,7 @@ pub(crate) use crate::text::untrusted;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::spec::EndpointKind;
 
     /// The snapshot keeps this text: a different one for the same request would push
     /// every group again after an upgrade.
@@ -762,7 +855,7 @@ mod tests {
             "9ab94affbcd384971b3e5c9850e6a4cfab457198311757e0f2403d745672785e"
         );
     }
-    use crate::target::spec::{EndpointKind, SuccessRule};
+    use crate::target::spec::SuccessRule;
     use serde_json::json;
 
     fn endpoint(conditions: Vec<Condition>, errors: &[&str]) -> Endpoint {
@@ -783,7 +876,7 @@ mod tests {
             error_message: errors.iter().map(|s| (*s).to_owned()).collect(),
             response_members: Some(ResponseMembers {
                 pointers: vec!["/members".into()],
-                id_field: Some("id".into()),
+                id: Some(MemberId::Field("id".into())),
             }),
             response_echo: None,
             validations: vec![],
@@ -976,7 +1069,7 @@ mod tests {
         let mut ep = endpoint(vec![], &[]);
         ep.response_members = Some(ResponseMembers {
             pointers: vec!["/members".into(), "/response/members".into()],
-            id_field: Some("id".into()),
+            id: Some(MemberId::Field("id".into())),
         });
         check(
             &ep,
@@ -1108,7 +1201,7 @@ mod tests {
         let mut ep = endpoint(vec![], &[]);
         ep.response_members = Some(ResponseMembers {
             pointers: vec!["/G/Ids/string".into()],
-            id_field: None,
+            id: None,
         });
         check(
             &ep,
@@ -1125,9 +1218,98 @@ mod tests {
         check(&ep, 200, "<G><Ids/></G>", r#"drift -{"a", "b"} +{}"#);
         ep.response_members = Some(ResponseMembers {
             pointers: vec!["/members".into()],
-            id_field: None,
+            id: None,
         });
         check(&ep, 200, r#"{"members": null}"#, r#"drift -{"a", "b"} +{}"#);
+    }
+
+    /// A `ReadGroup` answer, read strictly: (pointers, id, body, expected members or error).
+    #[test]
+    fn members_read_back() {
+        let field = || Some(MemberId::Field("id".into()));
+        let pointer = || Some(MemberId::Pointer("/user/id".into()));
+        let cases: [(&[&str], Option<MemberId>, &str, &str); 14] = [
+            (
+                &["/members"],
+                None,
+                r#"{"members": ["a", "b", 3]}"#,
+                r#"{"3", "a", "b"}"#,
+            ),
+            (&["/members"], None, r#"{"members": []}"#, "{}"),
+            (&["/members"], None, r#"{"members": null}"#, "{}"),
+            (
+                &["/members"],
+                field(),
+                r#"{"members": [{"id": "a"}, {"id": 7}]}"#,
+                r#"{"7", "a"}"#,
+            ),
+            (
+                &["/data/members", "/members"],
+                pointer(),
+                r#"{"members": [{"user": {"id": "a"}}]}"#,
+                r#"{"a"}"#,
+            ),
+            (
+                &["/G/Ids/string"],
+                None,
+                "<G><Ids><string>a</string></Ids></G>",
+                r#"{"a"}"#,
+            ),
+            (&["/G/Ids/string"], None, "<G><Ids/></G>", "{}"),
+            (
+                &["/data/members", "/members"],
+                None,
+                r#"{"users": []}"#,
+                r#"the answer has nothing at `/data/members` or `/members`: `{"users": []}`"#,
+            ),
+            (
+                &["/members"],
+                None,
+                r#"{"members": {"a": 1}}"#,
+                "`/members` holds an object, not a list of members",
+            ),
+            (
+                &["/members"],
+                None,
+                r#"{"members": "a"}"#,
+                "`/members` holds a string, not a list of members",
+            ),
+            (
+                &["/members"],
+                field(),
+                r#"{"members": [{"id": "a"}, {"name": "b"}]}"#,
+                r#"item 1 of `/members` has no member id at field `id`: {"name":"b"}"#,
+            ),
+            (
+                &["/members"],
+                pointer(),
+                r#"{"members": [{"user": {}}]}"#,
+                r#"item 0 of `/members` has no member id at `/user/id`: {"user":{}}"#,
+            ),
+            (
+                &["/members"],
+                None,
+                r#"{"members": [{"id": "a"}]}"#,
+                r#"item 0 of `/members` has no member id (a string or a number): {"id":"a"}"#,
+            ),
+            (
+                &["/members"],
+                None,
+                "<html",
+                "the answer is neither JSON nor XML: `<html`",
+            ),
+        ];
+        for (pointers, id, body, expected) in cases {
+            let rm = ResponseMembers {
+                pointers: pointers.iter().map(|p| (*p).to_owned()).collect(),
+                id,
+            };
+            let got = match read_members(&rm, body) {
+                Ok(members) => format!("{members:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert_eq!(got, expected, "{body}");
+        }
     }
 
     /// (pointer, pattern, body, expected error or "ok")

@@ -21,16 +21,20 @@ pub enum EndpointKind {
     RemoveMembers,
     /// Deletes a user who left the source (`users.removed = "delete"`).
     DeleteUser,
+    /// Reads the members a group holds (optional): `dirsync verify` compares them with
+    /// the snapshot. Its templates see only `group.id` and `group.name`.
+    ReadGroup,
 }
 
 impl EndpointKind {
     /// Every kind, in the order the config lists them.
-    pub const ALL: [EndpointKind; 5] = [
+    pub const ALL: [EndpointKind; 6] = [
         EndpointKind::GroupMembers,
         EndpointKind::UpdateUser,
         EndpointKind::AddMembers,
         EndpointKind::RemoveMembers,
         EndpointKind::DeleteUser,
+        EndpointKind::ReadGroup,
     ];
 
     pub fn key(self) -> &'static str {
@@ -40,18 +44,14 @@ impl EndpointKind {
             EndpointKind::AddMembers => "add_members",
             EndpointKind::RemoveMembers => "remove_members",
             EndpointKind::DeleteUser => "delete_user",
+            EndpointKind::ReadGroup => "read_group",
         }
     }
 
-    /// Whether the endpoint's templates see a group (`group`, `members`, `member_users`).
-    pub fn is_group(self) -> bool {
-        !matches!(self, EndpointKind::UpdateUser | EndpointKind::DeleteUser)
-    }
-
-    /// Whether the request may go without a body (a `DELETE`): its body template may
-    /// be left out, and a body that renders empty is sent empty.
+    /// Whether the request may go without a body (a `DELETE`, a read): its body
+    /// template may be left out, and a body that renders empty is sent empty.
     pub fn body_optional(self) -> bool {
-        self == EndpointKind::DeleteUser
+        matches!(self, EndpointKind::DeleteUser | EndpointKind::ReadGroup)
     }
 }
 
@@ -134,13 +134,35 @@ pub enum Condition {
     },
 }
 
-/// Where a group answer echoes the resulting members.
+/// Where a group answer holds the members: the ones a request resulted in (an
+/// echo, for drift), or the ones a `ReadGroup` answer says the group holds.
 #[derive(Debug, Clone)]
 pub struct ResponseMembers {
     /// Pointers tried in order: an API may wrap the same answer in an envelope
     /// (`{"status": 0, "response": {…}}`) on some deployments and not on others.
     pub pointers: Vec<String>,
-    pub id_field: Option<String>,
+    /// Where each item holds the member id, for a list of objects; `None` for a list
+    /// of plain ids.
+    pub id: Option<MemberId>,
+}
+
+/// Where an item of a member list holds the member id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberId {
+    /// A field of the item (`id_field = "id"`).
+    Field(String),
+    /// A JSON pointer into the item (`id_pointer = "/user/id"`).
+    Pointer(String),
+}
+
+impl MemberId {
+    /// How the config names it, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            MemberId::Field(f) => format!("field `{f}`"),
+            MemberId::Pointer(p) => format!("`{p}`"),
+        }
+    }
 }
 
 /// Fields the answer echoes: `fields` of the object at `pointer` in the answer are
