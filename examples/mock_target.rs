@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 target for benchmarks: answers every request but `GET /count`
 //! and `GET /bytes` with 200 `{}` after a fixed latency, and counts them (`GET
-//! /count`) and their body bytes (`GET /bytes`). Loopback only.
+//! /count`) and their body bytes (`GET /bytes`: the total, then the largest body).
+//! Loopback only.
 //!
 //! One thread per connection, blocking I/O: the latency runs from the moment a
 //! request has been read whole to the moment its answer is written, on the thread
@@ -35,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let latency = Duration::from_millis(latency_ms);
-    let count = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let count = Arc::new((AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)));
     let listener = TcpListener::bind(("127.0.0.1", port))?;
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -49,8 +50,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Answers requests on one kept-alive connection until the client closes it.
-/// `count` is (requests, body bytes).
-fn serve(stream: TcpStream, latency: Duration, count: &(AtomicU64, AtomicU64)) -> std::io::Result<()> {
+/// `count` is (requests, body bytes, largest body).
+fn serve(
+    stream: TcpStream,
+    latency: Duration,
+    count: &(AtomicU64, AtomicU64, AtomicU64),
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -93,10 +98,12 @@ fn serve(stream: TcpStream, latency: Duration, count: &(AtomicU64, AtomicU64)) -
         let body = if is_count {
             format!("{}\n", count.0.load(Ordering::Relaxed))
         } else if is_bytes {
-            format!("{}\n", count.1.load(Ordering::Relaxed))
+            let (total, largest) = (count.1.load(Ordering::Relaxed), count.2.load(Ordering::Relaxed));
+            format!("{total} {largest}\n")
         } else {
             count.0.fetch_add(1, Ordering::Relaxed);
             count.1.fetch_add(length as u64, Ordering::Relaxed);
+            count.2.fetch_max(length as u64, Ordering::Relaxed);
             hold(Instant::now() + latency);
             "{}".to_owned()
         };
