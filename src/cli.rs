@@ -173,6 +173,11 @@ struct InitArgs {
     /// The directory the config's secret files (and CA file) are named in.
     #[arg(long, value_name = "DIR", default_value = "/etc/dirsync")]
     secrets_dir: PathBuf,
+    /// Name the secrets as systemd credentials (`X_credential`), loaded from the
+    /// files in --secrets-dir by the units' LoadCredential=, which the service's
+    /// dynamic user needs; prints the drop-in to install.
+    #[arg(long)]
+    credentials: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -911,7 +916,8 @@ fn init(config_path: &Path, args: InitArgs) -> u8 {
         InitSource::ActiveDirectory => dirsync::init::Source::ActiveDirectory,
     };
     let out = args.out.unwrap_or_else(|| config_path.to_owned());
-    let starter = match dirsync::init::render(source, &args.target, &out, &args.secrets_dir) {
+    let starter = match dirsync::init::render(source, &args.target, &out, &args.secrets_dir, args.credentials)
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -945,8 +951,22 @@ fn init(config_path: &Path, args: InitArgs) -> u8 {
     }
     println!("  replace every CHANGE-ME in {}", out.display());
     let config = format!("--config {}", out.display());
-    println!("  dirsync {config} check --offline");
-    println!("  dirsync {config} check");
+    // The credentials carry their files' names, so the secrets directory stands in
+    // for the one systemd makes.
+    let env = match starter.credentials.is_empty() {
+        true => String::new(),
+        false => format!("CREDENTIALS_DIRECTORY={} ", args.secrets_dir.display()),
+    };
+    println!("  {env}dirsync {config} check --offline");
+    println!("  {env}dirsync {config} check");
+    if !starter.credentials.is_empty() {
+        println!("  give the secrets to the service: as root, `systemctl edit dirsync` and");
+        println!("  `systemctl edit dirsync-resync`, each with:");
+        println!("    [Service]");
+        for (name, file) in &starter.credentials {
+            println!("    LoadCredential={name}:{}", file.display());
+        }
+    }
     exit::SUCCESS
 }
 

@@ -46,6 +46,9 @@ pub struct Starter {
     pub text: String,
     /// Files the config names that `init` does not write: secrets, a CA, CSV files.
     pub files: Vec<PathBuf>,
+    /// With `credentials`: each secret as a systemd credential, (name, file), for the
+    /// units' `LoadCredential=NAME:FILE`.
+    pub credentials: Vec<(String, PathBuf)>,
 }
 
 /// Why no config could be written.
@@ -72,8 +75,16 @@ const EXAMPLE_SECRETS_DIR: &str = "/etc/dirsync/";
 const TARGET: &str = "app";
 
 /// The config for `source` and `target`, written to `config` (named in the text),
-/// with every secret and file it needs under `dir`.
-pub fn render(source: Source, target: &str, config: &Path, dir: &Path) -> Result<Starter, InitError> {
+/// with every secret and file it needs under `dir`. With `credentials`, secrets are
+/// named as systemd credentials (`X_credential = "NAME"`) loaded from those files,
+/// which the service's dynamic user could not read itself.
+pub fn render(
+    source: Source,
+    target: &str,
+    config: &Path,
+    dir: &Path,
+    credentials: bool,
+) -> Result<Starter, InitError> {
     let dir_text = format!("{}/", dir.display().to_string().trim_end_matches('/'));
     let mut files = Vec::new();
     let source_section = match source {
@@ -136,7 +147,45 @@ pub fn render(source: Source, target: &str, config: &Path, dir: &Path) -> Result
     )?;
     // minijinja drops the template's last newline.
     let text = format!("{}\n", text.trim_end());
-    Ok(Starter { text, files })
+    if !credentials {
+        return Ok(Starter {
+            text,
+            files,
+            credentials: Vec::new(),
+        });
+    }
+    let (text, credentials) = as_credentials(&text, &dir_text);
+    Ok(Starter {
+        text,
+        files,
+        credentials,
+    })
+}
+
+/// Every secret key `X_file = "<dir>NAME"` of `text` (a key line, not a comment, not
+/// a CA file, which is no secret) as `X_credential = "NAME"`, with the credentials
+/// it names.
+fn as_credentials(text: &str, dir: &str) -> (String, Vec<(String, PathBuf)>) {
+    let mut credentials = Vec::new();
+    let lines = text.lines().map(|line| {
+        let parsed = line.split_once("_file = \"").and_then(|(key, rest)| {
+            let (path, tail) = rest.split_once('"')?;
+            let name = path.strip_prefix(dir)?;
+            let plain_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let tail_ok = tail.is_empty() || tail.starts_with(char::is_whitespace);
+            (plain_key && tail_ok && key != "ca" && !name.contains('/')).then_some((key, name, tail))
+        });
+        match parsed {
+            Some((key, name, tail)) => {
+                credentials.push((name.to_owned(), PathBuf::from(format!("{dir}{name}"))));
+                format!("{key}_credential = {name:?}{tail}")
+            }
+            None => line.to_owned(),
+        }
+    });
+    let mut out = lines.collect::<Vec<_>>().join("\n");
+    out.push('\n');
+    (out, credentials)
 }
 
 /// The target block of a preset: its own notes, base URL, auth by its kind, the
@@ -323,7 +372,7 @@ mod tests {
         let dir = Path::new("/srv/dirsync-secrets");
         for source in [Source::Csv, Source::OpenLdap, Source::ActiveDirectory] {
             for target in target_names() {
-                let got = render(source, target, Path::new("/srv/config/dirsync.toml"), dir)
+                let got = render(source, target, Path::new("/srv/config/dirsync.toml"), dir, false)
                     .unwrap_or_else(|e| panic!("{source:?} {target}: {e}"));
                 assert!(!got.text.contains(EXAMPLE_SECRETS_DIR), "{}", got.text);
                 assert!(!got.text.contains("example/"), "{}", got.text);
@@ -336,8 +385,42 @@ mod tests {
     }
 
     #[test]
+    fn credentials_name_every_secret_file_and_nothing_else() {
+        let text = "bind_password_file = \"/s/reader.pw\"\n\
+                    ca_file = \"/s/ca.pem\"\n\
+                    # token_file = \"/s/old.token\"\n\
+                    users = \"/s/users.csv\"\n\
+                    token_file = \"/elsewhere/app.token\"\n\
+                    value_file = \"/s/app.token\"   # a comment\n\
+                    integration_key_file = \"/s/app.integration_key\"\n";
+        let (out, creds) = as_credentials(text, "/s/");
+        assert_eq!(
+            out,
+            "bind_password_credential = \"reader.pw\"\n\
+             ca_file = \"/s/ca.pem\"\n\
+             # token_file = \"/s/old.token\"\n\
+             users = \"/s/users.csv\"\n\
+             token_file = \"/elsewhere/app.token\"\n\
+             value_credential = \"app.token\"   # a comment\n\
+             integration_key_credential = \"app.integration_key\"\n"
+        );
+        assert_eq!(
+            creds,
+            vec![
+                ("reader.pw".to_owned(), PathBuf::from("/s/reader.pw")),
+                ("app.token".to_owned(), PathBuf::from("/s/app.token")),
+                (
+                    "app.integration_key".to_owned(),
+                    PathBuf::from("/s/app.integration_key")
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn an_unknown_target_is_refused() {
-        let err = render(Source::Csv, "nope", Path::new("/x.toml"), Path::new("/x")).expect_err("unknown");
+        let err =
+            render(Source::Csv, "nope", Path::new("/x.toml"), Path::new("/x"), false).expect_err("unknown");
         assert_eq!(err.to_string(), "--target `nope`: not a preset nor `http`");
     }
 }

@@ -79,6 +79,75 @@ fn every_source_and_target_passes_the_offline_check() {
     }
 }
 
+/// `--credentials`: every secret is a systemd credential named after its file, the
+/// printed `LoadCredential=` lines load exactly those, and the config passes the
+/// offline check with the secrets directory as the credentials directory.
+#[test]
+fn with_credentials_every_secret_is_a_credential_the_printed_drop_in_loads() {
+    for source in ["csv", "openldap", "active-directory"] {
+        for target in dirsync::init::target_names() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = dir.path().join("dirsync.toml");
+            let secrets = dir.path().join("secrets");
+            std::fs::create_dir(&secrets).expect("secrets dir");
+            let (config_s, secrets_s) = (config.to_str().expect("utf-8"), secrets.to_str().expect("utf-8"));
+            let out = dirsync(&[
+                "init",
+                "--source",
+                source,
+                "--target",
+                target,
+                "--out",
+                config_s,
+                "--secrets-dir",
+                secrets_s,
+                "--credentials",
+            ]);
+            assert_eq!(out.status.code(), Some(0), "{source} {target}: {}", text(&out));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            write_named_files(&stdout);
+            let written = std::fs::read_to_string(&config).expect("config written");
+            let named: Vec<&str> = written
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| Some(l.split_once("_credential = \"")?.1.split_once('"')?.0))
+                .collect();
+            let loaded: Vec<String> = stdout
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("LoadCredential="))
+                .map(|l| {
+                    let (name, file) = l.split_once(':').expect("NAME:FILE");
+                    assert_eq!(Path::new(file), secrets.join(name), "{l}");
+                    name.to_owned()
+                })
+                .collect();
+            assert!(
+                !named.is_empty(),
+                "{source} {target}: no credential in\n{written}"
+            );
+            assert_eq!(named, loaded, "{source} {target}:\n{stdout}");
+            assert!(
+                !written.lines().any(|l| !l.starts_with('#')
+                    && l.contains(&format!("_file = \"{secrets_s}"))
+                    && !l.starts_with("ca_file")),
+                "{source} {target}: a secret is still a file:\n{written}"
+            );
+            let check = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+                .args(["--config", config_s, "check", "--offline"])
+                .env_remove("DIRSYNC_CONFIG")
+                .env("CREDENTIALS_DIRECTORY", &secrets)
+                .output()
+                .expect("run dirsync");
+            assert_eq!(
+                check.status.code(),
+                Some(0),
+                "{source} {target}:\n{written}\n{}",
+                text(&check)
+            );
+        }
+    }
+}
+
 #[test]
 fn an_existing_file_is_never_overwritten() {
     let dir = tempfile::tempdir().expect("tempdir");
