@@ -1418,17 +1418,12 @@ fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport)
                     writeln!(out, "      - {}", join(&g.removed))?;
                 }
             }
-            Operation::DeleteUser(u) => {
-                writeln!(
-                    out,
-                    "  delete user {:?} ({}) [{:?}]",
-                    u.user.user.username,
-                    u.user.id.escape_debug(),
-                    u.reason
-                )?;
-            }
-            Operation::UpdateUser(u) => {
-                let what = if u.disables { "disable" } else { "update" };
+            Operation::UpdateUser(u) | Operation::DeleteUser(u) => {
+                let what = match op {
+                    Operation::DeleteUser(_) => "delete",
+                    _ if u.disables => "disable",
+                    _ => "update",
+                };
                 writeln!(
                     out,
                     "  {what} user {:?} ({}) [{:?}]",

@@ -32,17 +32,24 @@ impl ChangeTimes {
         let mut times = ChangeTimes::default();
         let Some(since) = since else { return times };
         let after = |t: Option<SystemTime>| t.filter(|t| *t > since);
+        // The users changed since then, once: usually few, so a group's members are
+        // checked against them instead of each looked up in the whole directory.
+        let changed: HashMap<&str, SystemTime> = dir
+            .users
+            .iter()
+            .filter_map(|(id, u)| Some((id.as_str(), after(u.changed_at)?)))
+            .collect();
         for op in &plan.ops {
             match op {
                 Operation::ReplaceMembers(g) => {
                     let Some(group) = dir.groups.get(&g.group.source_id) else {
                         continue;
                     };
-                    let members = group.members.iter().filter_map(|id| dir.users.get(id));
-                    let latest = members
-                        .filter_map(|u| after(u.changed_at))
-                        .chain(after(group.changed_at))
-                        .max();
+                    let members = group
+                        .members
+                        .iter()
+                        .filter_map(|id| changed.get(id.as_str()).copied());
+                    let latest = members.chain(after(group.changed_at)).max();
                     if let Some(t) = latest {
                         times.groups.insert(g.group.id.clone(), t);
                     }
