@@ -10,6 +10,7 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use dirsync::config::{self, Config};
 use dirsync::exit;
+use dirsync::hold;
 use dirsync::plan::Mode;
 use dirsync::store::{AuditQuery, Store};
 use dirsync::sync;
@@ -1253,11 +1254,14 @@ async fn held(state_db: &Path, json: bool) -> u8 {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
-                let held = serde_json::json!(r.held());
+                let held = r.held();
                 let mut v = serde_json::json!(r);
-                v["reasons"] = held["reasons"].clone();
-                v["groups"] = held["groups"].clone();
-                v["users"] = held["users"].clone();
+                v["reasons"] = serde_json::json!(held.reasons);
+                v["groups"] = serde_json::json!(held.groups);
+                v["users"] = serde_json::json!(held.users);
+                v["deleted"] = serde_json::json!(held.deleted);
+                v["disabled_users"] = held.disabled_users().into();
+                v["deleted_users"] = held.deleted_users().into();
                 v
             })
             .collect();
@@ -1269,9 +1273,14 @@ async fn held(state_db: &Path, json: bool) -> u8 {
     }
     for r in &rows {
         let held = r.held();
+        let counts = hold::counts_text(
+            held.removed_memberships(),
+            held.disabled_users(),
+            held.deleted_users(),
+        );
         println!(
-            "{} target {}: {} membership removal(s), {} disable(s); held since {} (last {})",
-            r.id, r.target, r.removed_memberships, r.disabled_users, r.first_held_at, r.last_held_at
+            "{} target {}: {counts}; held since {} (last {})",
+            r.id, r.target, r.first_held_at, r.last_held_at
         );
         for why in &held.reasons {
             println!("  why: {}", visible(why));
@@ -1297,7 +1306,12 @@ async fn held(state_db: &Path, json: bool) -> u8 {
             );
         }
         for (id, name) in &held.users {
-            println!("  user {:?} ({}) stays enabled", visible(name), visible(id));
+            let stays = if held.deleted.contains(id) {
+                "is not deleted"
+            } else {
+                "stays enabled"
+            };
+            println!("  user {:?} ({}) {stays}", visible(name), visible(id));
         }
         println!(
             "  `dirsync approve {}` sends them; `dirsync discard {}` drops them",
@@ -1444,10 +1458,13 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         println!("  none");
     }
     for h in &held {
-        println!(
-            "  {} {}: {} membership removal(s), {} disable(s) since {}",
-            h.id, h.target, h.removed_memberships, h.disabled_users, h.first_held_at
+        let what = h.held();
+        let counts = hold::counts_text(
+            what.removed_memberships(),
+            what.disabled_users(),
+            what.deleted_users(),
         );
+        println!("  {} {}: {counts} since {}", h.id, h.target, h.first_held_at);
     }
     if !waiting.is_empty() {
         println!("removals waiting out the removal delay (a member who comes back is not removed):");

@@ -94,6 +94,16 @@ pub(crate) struct Policy<'a> {
     pub(crate) now: DateTime<Utc>,
 }
 
+/// A held set's size in words: "N membership removal(s), N disable(s)", and its
+/// deletions when it has any.
+pub fn counts_text(removed_memberships: usize, disabled_users: usize, deleted_users: usize) -> String {
+    let mut text = format!("{removed_memberships} membership removal(s), {disabled_users} disable(s)");
+    if deleted_users > 0 {
+        text.push_str(&format!(", {deleted_users} deletion(s)"));
+    }
+    text
+}
+
 /// Removals and disables that wait for an operator.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -102,8 +112,11 @@ pub struct Held {
     pub reasons: Vec<String>,
     /// Target group id → the group's name and the members it keeps for now.
     pub groups: BTreeMap<String, HeldGroup>,
-    /// Target user id → name: users not disabled for now.
+    /// Target user id → name: users not disabled (or deleted) for now.
     pub users: BTreeMap<String, String>,
+    /// Of `users`, the ones whose held operation is a deletion (`users.removed = "delete"`).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub deleted: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -117,19 +130,31 @@ impl Held {
         self.groups.is_empty() && self.users.is_empty()
     }
 
-    pub(crate) fn removed_memberships(&self) -> usize {
+    pub fn removed_memberships(&self) -> usize {
         self.groups.values().map(|g| g.members.len()).sum()
     }
 
-    pub(crate) fn disabled_users(&self) -> usize {
-        self.users.len()
+    pub fn disabled_users(&self) -> usize {
+        self.users.len() - self.deleted_users()
+    }
+
+    pub fn deleted_users(&self) -> usize {
+        self.users.keys().filter(|id| self.deleted.contains(*id)).count()
+    }
+
+    /// What is held, without why: the row's `detail`.
+    pub(crate) fn detail(&self) -> serde_json::Value {
+        let mut what = serde_json::json!({ "groups": self.groups, "users": self.users });
+        if !self.deleted.is_empty() {
+            what["deleted"] = serde_json::json!(self.deleted);
+        }
+        what
     }
 
     /// SHA-256 of what is held (not why): the same removals held run after run are
     /// one held set.
     pub(crate) fn fingerprint(&self) -> String {
-        let what = serde_json::json!({ "groups": self.groups, "users": self.users });
-        crate::source::token::sha256_hex(&what.to_string())
+        crate::source::token::sha256_hex(&self.detail().to_string())
     }
 
     fn hold_member(&mut self, group: &str, name: &str, member: &str) {
@@ -332,7 +357,7 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
     if let Some(why) = policy.source_drop {
         hold_rest.push(why.to_owned());
     }
-    let before = held.removed_memberships() + held.disabled_users();
+    let before = held.removed_memberships() + held.users.len();
     if !hold_rest.is_empty() {
         for op in &rest.ops {
             match op {
@@ -344,11 +369,14 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
                 other => {
                     if let Some(u) = other.removed_user() {
                         held.users.insert(u.user.id.clone(), u.user.user.username.clone());
+                        if matches!(other, Operation::DeleteUser(_)) {
+                            held.deleted.insert(u.user.id.clone());
+                        }
                     }
                 }
             }
         }
-        if held.removed_memberships() + held.disabled_users() == before {
+        if held.removed_memberships() + held.users.len() == before {
             hold_rest.clear();
         }
         out.source_drop = policy.source_drop.is_some() && !hold_rest.is_empty();
@@ -578,7 +606,7 @@ mod tests {
         // One more than the limit: every deletion waits.
         let (mut plan, snapshot) = deletions(4);
         let out = apply(&mut plan, &snapshot, &f.policy());
-        assert_eq!(out.held.disabled_users(), 4);
+        assert_eq!((out.held.deleted_users(), out.held.disabled_users()), (4, 0));
         assert!(
             out.held.reasons[0]
                 .contains("the plan would disable or delete users (4 of 14, 28.6%), over the limit of 3"),

@@ -85,7 +85,7 @@ impl Metrics {
             held_removals: register(
                 &mut r,
                 "held_removals",
-                "Membership removals and disables held back by a safety limit, by target, in the last run",
+                "Membership removals, disables and deletions held back by a safety limit, by target, in the last run",
                 Family::default(),
             ),
             concurrency_limit: register(
@@ -230,7 +230,7 @@ impl Metrics {
                 let held = t
                     .held
                     .as_ref()
-                    .map_or(0, |h| h.removed_memberships + h.disabled_users);
+                    .map_or(0, |h| h.removed_memberships + h.disabled_users + h.deleted_users);
                 self.held_removals.get_or_create(&target).set(held as i64);
             }
         }
@@ -342,6 +342,7 @@ mod tests {
                 id: Some("h1".into()),
                 removed_memberships: 7,
                 disabled_users: 1,
+                deleted_users: 0,
                 reasons: vec![],
                 held_before: false,
             }),

@@ -49,6 +49,8 @@ pub(crate) enum Event {
         target: String,
         removed_memberships: usize,
         disabled_users: usize,
+        /// Users who left the source, not deleted (`users.removed = "delete"`).
+        deleted_users: usize,
         reasons: Vec<String>,
     },
     /// `dirsync approve` sent a held set.
@@ -157,6 +159,7 @@ pub(crate) fn messages(opts: &Options, result: Result<&Report, &SyncError>, orig
             target: t.name.clone(),
             removed_memberships: held.removed_memberships,
             disabled_users: held.disabled_users,
+            deleted_users: held.deleted_users,
             reasons: held.reasons.clone(),
         };
         out.push(message(event, run_id));
@@ -427,6 +430,7 @@ mod tests {
             id: id.map(str::to_owned),
             removed_memberships: 9,
             disabled_users: 1,
+            deleted_users: 0,
             reasons: vec!["group `eng` would lose 9 of its 12 members".into()],
             held_before: false,
         })
@@ -486,7 +490,7 @@ mod tests {
         let one = |id: &str, t: &str| {
             serde_json::json!({
                 "event": "removals_held", "held_set_id": id, "target": t,
-                "removed_memberships": 9, "disabled_users": 1,
+                "removed_memberships": 9, "disabled_users": 1, "deleted_users": 0,
                 "reasons": ["group `eng` would lose 9 of its 12 members"],
                 "at": "2026-12-03T10:00:00.000Z", "host": "sync01", "dirsync": version, "run_id": "r1",
             })

@@ -158,6 +158,7 @@ pub struct HeldReport {
     pub id: Option<String>,
     pub removed_memberships: usize,
     pub disabled_users: usize,
+    pub deleted_users: usize,
     pub reasons: Vec<String>,
     /// An earlier run held the same set (same id): it was reported then.
     pub held_before: bool,
@@ -659,7 +660,7 @@ pub async fn run(
             let id = held_id.as_deref().unwrap_or_default();
             tracing::error!(
                 target_name = %p.config.name, held = id, removed_memberships = h.removed_memberships,
-                disabled_users = h.disabled_users,
+                disabled_users = h.disabled_users, deleted_users = h.deleted_users,
                 "Held removals back, the rest of the plan goes ahead: {}; `dirsync held` lists them, `dirsync approve {id}` sends them, --allow-removals allows them for one run",
                 h.reasons.join("; ")
             );
@@ -983,6 +984,7 @@ fn summarize(p: &Prepared<'_>) -> TargetReport {
             id: None,
             removed_memberships: p.hold.held.removed_memberships(),
             disabled_users: p.hold.held.disabled_users(),
+            deleted_users: p.hold.held.deleted_users(),
             reasons: p.hold.held.reasons.clone(),
             held_before: false,
         }),
@@ -1365,9 +1367,8 @@ fn print_plan(out: &mut (dyn Write + Send), p: &Prepared<'_>, tr: &TargetReport)
     if let Some(h) = &tr.held {
         writeln!(
             out,
-            "  held until approved: {} membership removal(s), {} disable(s): {}",
-            h.removed_memberships,
-            h.disabled_users,
+            "  held until approved: {}: {}",
+            crate::hold::counts_text(h.removed_memberships, h.disabled_users, h.deleted_users),
             shown(&h.reasons.join("; "))
         )?;
     }

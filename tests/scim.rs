@@ -513,7 +513,19 @@ async fn a_mass_deletion_above_the_safety_limit_is_held_and_nothing_is_deleted()
     held.expect_code(0);
     let sets: Vec<serde_json::Value> = serde_json::from_str(&held.stdout).expect("held --json");
     assert_eq!(sets.len(), 1, "{sets:?}");
-    assert_eq!(sets[0]["disabled_users"], 5, "{sets:?}");
+    assert_eq!(
+        (&sets[0]["deleted_users"], &sets[0]["disabled_users"]),
+        (&5.into(), &0.into()),
+        "{sets:?}"
+    );
+    assert_eq!(sets[0]["deleted"].as_array().map(Vec::len), Some(5), "{sets:?}");
+    let text = env.run(&["held"], &vars).await;
+    assert!(
+        text.stdout.contains("0 disable(s), 5 deletion(s)"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("is not deleted"), "{}", text.stdout);
     let id = sets[0]["id"].as_str().expect("id").to_owned();
 
     // Approved like any held removal: the users are deleted, the group emptied of them.

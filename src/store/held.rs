@@ -113,7 +113,7 @@ impl Store {
                 // The random tail of a UUIDv7: short enough to type, unique enough.
                 let uuid = uuid::Uuid::now_v7().simple().to_string();
                 let id = format!("h{}", &uuid[uuid.len() - 10..]);
-                let detail = serde_json::json!({ "groups": held.groups, "users": held.users });
+                let detail = held.detail();
                 sqlx::query(
                     "INSERT INTO held_changes (id, target, fingerprint, status, reasons, removed_memberships,
                        disabled_users, detail, first_held_at, last_held_at, last_run_id)
