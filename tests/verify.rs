@@ -250,6 +250,14 @@ async fn repair_corrects_drift_through_an_audited_sync_within_the_safety_limits(
     );
     env.dirsync(&["verify"]).await.expect_code(0);
 
+    // With --json, standard output is the report alone, repair or not.
+    api.edit(1, &[9], &[]);
+    let json = env.dirsync(&["verify", "--json", "--repair"]).await;
+    json.expect_code(0);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).expect("the JSON report alone");
+    assert_eq!(report["marked"], true, "{report}");
+    assert_eq!(api.groups(), expected_state(GROUPS));
+
     // Four members added by hand: removing them crosses `max_removed_memberships = 3`,
     // so the repair's sync holds the removals for approval, as any sync would.
     api.edit(0, &[7, 8, 9, 10], &[]);
