@@ -708,6 +708,124 @@ async fn verify_reports_a_member_added_behind_dirsyncs_back_and_repair_removes_i
     env.run(&["verify"], VARS).await.expect_code(0);
 }
 
+/// The scim2 target at `base_url` for groups only (no user updates), one attempt.
+fn groups_only_target(base_url: &str) -> String {
+    format!(
+        r#"
+[targets.scim]
+preset = "scim2"
+base_url = "{base_url}"
+timeout = "5s"
+
+[targets.scim.auth]
+token_env = "TEST_SCIM_TOKEN"
+
+[targets.scim.retry]
+max_attempts = 1
+
+[[targets.scim.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.name }}}}"
+
+[targets.scim.endpoints.update_user]
+enabled = false
+"#
+    )
+}
+
+/// A wiremock SCIM service whose /ServiceProviderConfig says it has no filters: users
+/// and groups are found by listing them page by page, each page read once however
+/// many entities it names, and no request carries a filter.
+#[tokio::test]
+async fn a_service_without_filters_is_searched_by_listing_each_page_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true}, "filter": {"supported": false, "maxResults": 0}
+        })))
+        .mount(&server)
+        .await;
+    let page = |start: usize, total: usize, resources: serde_json::Value| {
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "totalResults": total, "startIndex": start, "itemsPerPage": 2,
+            "Resources": resources
+        }))
+    };
+    // Five users over three pages; ann and eve are on different pages.
+    let users = [
+        ("ann", "a1"),
+        ("bob", "b1"),
+        ("cat", "c1"),
+        ("dan", "d1"),
+        ("eve", "e1"),
+    ];
+    for (i, chunk) in users.chunks(2).enumerate() {
+        let start = 1 + 2 * i;
+        let resources: Vec<_> = chunk
+            .iter()
+            .map(|(name, id)| serde_json::json!({"id": id, "userName": name}))
+            .collect();
+        Mock::given(method("GET"))
+            .and(path("/Users"))
+            .and(query_param("startIndex", start.to_string()))
+            .respond_with(page(start, users.len(), resources.into()))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .and(query_param("startIndex", "1"))
+        .respond_with(page(
+            1,
+            2,
+            serde_json::json!([
+                {"id": "g0", "displayName": "other"}, {"id": "g1", "displayName": "staff"}
+            ]),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/Groups/g1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": "g1", "displayName": "staff"
+        })))
+        .mount(&server)
+        .await;
+
+    let env = Env::new();
+    env.write(
+        "users.csv",
+        "id,username,email\nu1,ann,ann@example.com\nu5,eve,eve@example.com\nu3,cat,cat@example.com\n",
+    );
+    env.write("groups.csv", "id,name,members\ng0,staff,u1;u5;u3\n");
+    let target = groups_only_target(&server.uri()) + "\n[targets.scim.scim]\npage_size = 2\n";
+    env.write("dirsync.toml", &config_csv(&target));
+    env.run(&["sync"], VARS).await.expect_code(0);
+
+    let received = server.received_requests().await.unwrap_or_default();
+    let gets: Vec<String> = received
+        .iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .map(|r| format!("{}?{}", r.url.path(), r.url.query().unwrap_or_default()))
+        .collect();
+    assert!(gets.iter().all(|g| !g.contains("filter")), "{gets:?}");
+    let listings = |prefix: &str| gets.iter().filter(|g| g.starts_with(prefix)).count();
+    assert_eq!((listings("/Users?"), listings("/Groups?")), (3, 1), "{gets:?}");
+    let put = received
+        .iter()
+        .find(|r| r.method.as_str() == "PUT")
+        .expect("a PUT");
+    let body: serde_json::Value = serde_json::from_slice(&put.body).expect("JSON body");
+    assert_eq!(
+        body["members"],
+        serde_json::json!([{"value": "a1"}, {"value": "c1"}, {"value": "e1"}])
+    );
+}
+
 /// A wiremock SCIM service whose /ServiceProviderConfig says it has no PATCH: a
 /// member added to a group goes as the group's whole list, and the audit row says
 /// so (`replace_members`, not `add_members`).
@@ -759,29 +877,7 @@ async fn a_delta_sent_whole_to_a_service_without_patch_is_audited_as_a_replace()
         "id,username,email\nu1,ann,ann@example.com\nu2,bob,bob@example.com\n",
     );
     env.write("groups.csv", "id,name,members\ng0,staff,u1\n");
-    let target = format!(
-        r#"
-[targets.scim]
-preset = "scim2"
-base_url = "{}"
-timeout = "5s"
-
-[targets.scim.auth]
-token_env = "TEST_SCIM_TOKEN"
-
-[targets.scim.retry]
-max_attempts = 1
-
-[[targets.scim.groups.rules]]
-match = ".*"
-target_id = "{{{{ group.name }}}}"
-
-[targets.scim.endpoints.update_user]
-enabled = false
-"#,
-        server.uri()
-    );
-    env.write("dirsync.toml", &config_csv(&target));
+    env.write("dirsync.toml", &config_csv(&groups_only_target(&server.uri())));
     env.run(&["sync"], VARS).await.expect_code(0);
 
     // bob joins: planned as an add, sent as the whole list.

@@ -5,8 +5,9 @@
 //! sent, each key is replaced by the service's id: kept in the state database, else
 //! found with a filtered, paged search, else (when allowed) created. A 404 on a kept
 //! id forgets it and finds the entity again. `/ServiceProviderConfig` is read once,
-//! the first time a delta is to be sent: a service without PATCH gets the group's
-//! whole list instead. A user who left is deleted by the service's id, and a user
+//! the first time a search or a delta needs it: a service without PATCH gets the
+//! group's whole list instead, and one without filters is searched by listing its
+//! users or groups page by page, every id seen kept for the rest of the run. A user who left is deleted by the service's id, and a user
 //! the service does not have (404, or not found) is already deleted. Every request
 //! goes through `send_with_retries` (auth, retries, pace), like the planned ones.
 
@@ -46,6 +47,38 @@ impl Kind {
             Kind::Group => "/Groups",
         }
     }
+
+    /// The attribute entities of this kind are found by.
+    fn attribute(self, ids: &Ids) -> &str {
+        match self {
+            Kind::User => &ids.settings.user_filter,
+            Kind::Group => &ids.settings.group_filter,
+        }
+    }
+
+    /// A listed resource's (key, id), when it has both.
+    fn id_by_key<'r>(self, ids: &Ids, resource: &'r Value) -> Option<(&'r str, &'r str)> {
+        let key = resource.get(self.attribute(ids))?.as_str()?;
+        Some((key, resource.get("id")?.as_str()?))
+    }
+}
+
+/// The id of the entity whose key is `key`, else of one whose key differs only in
+/// case (SCIM compares `userName` case-insensitively, RFC 7643 §4.1.1).
+fn pick<'a>(found: impl Iterator<Item = (&'a str, &'a str)> + Clone, key: &str) -> Option<String> {
+    let exact = found.clone().find(|(k, _)| *k == key);
+    exact
+        .or_else(|| found.into_iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
+        .map(|(_, id)| id.to_owned())
+}
+
+/// What a search of a service without filters has listed of one kind so far.
+#[derive(Debug)]
+struct Listing {
+    /// (key, id) of every entity listed, by the key in lower case.
+    seen: BTreeMap<String, Vec<(String, String)>>,
+    /// Where the next page starts; `None` once the last was read.
+    next: Option<usize>,
 }
 
 /// The ids a SCIM service gave the entities of one target, and what it supports.
@@ -56,8 +89,10 @@ pub(crate) struct Ids {
     store: OnceLock<Store>,
     /// (kind, key) → the service's id; loaded from the store on first use.
     known: tokio::sync::Mutex<Option<BTreeMap<(String, String), String>>>,
-    /// Whether the service takes PATCH, read once from `/ServiceProviderConfig`.
-    patch: tokio::sync::OnceCell<bool>,
+    /// What the service supports, read once from `/ServiceProviderConfig`.
+    features: tokio::sync::OnceCell<Features>,
+    /// Per kind, what the searches of a service without filters have listed.
+    listed: tokio::sync::Mutex<BTreeMap<&'static str, Listing>>,
     /// How searches, creates and the configuration read are judged.
     endpoint: Endpoint,
 }
@@ -68,7 +103,8 @@ impl Ids {
             settings,
             store: OnceLock::new(),
             known: tokio::sync::Mutex::new(None),
-            patch: tokio::sync::OnceCell::new(),
+            features: tokio::sync::OnceCell::new(),
+            listed: tokio::sync::Mutex::new(BTreeMap::new()),
             endpoint: Endpoint {
                 kind: EndpointKind::UpdateUser,
                 method: reqwest::Method::GET,
@@ -90,6 +126,36 @@ impl Ids {
                 uses_member_users: false,
             },
         }
+    }
+}
+
+/// What a service's `/ServiceProviderConfig` says it supports, as far as dirsync's
+/// requests adapt to it.
+#[derive(Debug, Clone, Copy)]
+struct Features {
+    patch: bool,
+    filter: bool,
+}
+
+impl Features {
+    /// A service that does not answer gets what every service takes: whole lists, and
+    /// filtered searches (the only way to find an entity without listing them all).
+    const UNKNOWN: Features = Features {
+        patch: false,
+        filter: true,
+    };
+
+    fn of(config: &Value) -> Option<Features> {
+        let supported = |key: &str| {
+            config
+                .pointer(&format!("/{key}/supported"))
+                .and_then(Value::as_bool)
+        };
+        Some(Features {
+            patch: supported("patch")?,
+            // Filters are assumed, as before the service said otherwise.
+            filter: supported("filter").unwrap_or(true),
+        })
     }
 }
 
@@ -198,7 +264,7 @@ impl HttpTarget {
             },
             Operation::ReplaceMembers(g) => {
                 let mut sent = g.clone();
-                if g.delta.is_some() && !self.takes_patch(ids).await {
+                if g.delta.is_some() && !self.features(ids).await.patch {
                     // The list the group holds once this delta is applied, whole.
                     sent.delta = None;
                 }
@@ -439,67 +505,90 @@ impl HttpTarget {
     /// Searches the service for the entity whose filter attribute is `key`, page by
     /// page (`startIndex`, `count`).
     async fn search(&self, ids: &Ids, kind: Kind, key: &str) -> Result<Option<String>, PushError> {
-        let attr = match kind {
-            Kind::User => &ids.settings.user_filter,
-            Kind::Group => &ids.settings.group_filter,
-        };
+        if !self.features(ids).await.filter {
+            return self.search_listing(ids, kind, key).await;
+        }
+        let attr = kind.attribute(ids);
         let quoted = serde_json::to_string(key).unwrap_or_default();
-        let filter = encode(&format!("{attr} eq {quoted}"));
-        let count = ids.settings.page_size;
+        let filter = format!("filter={}&", encode(&format!("{attr} eq {quoted}")));
         let mut start = 1usize;
         loop {
-            let path = format!(
-                "{}?filter={filter}&startIndex={start}&count={count}",
-                kind.resources()
-            );
-            let (outcome, answer) = self.call(ids, reqwest::Method::GET, path, String::new()).await;
-            outcome.result?;
-            let answer = answer.unwrap_or(Value::Null);
-            let resources = answer
-                .get("Resources")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let (resources, next) = self.page(ids, kind, &filter, start).await?;
             // Filters compare `userName` case-insensitively (RFC 7643 §4.1.1); the
             // key is the value dirsync sends, so an exact match is preferred.
-            let found = resources
-                .iter()
-                .find(|r| r.get(attr.as_str()).and_then(Value::as_str) == Some(key))
-                .or_else(|| {
-                    resources.iter().find(|r| {
-                        r.get(attr.as_str())
-                            .and_then(Value::as_str)
-                            .is_some_and(|v| v.eq_ignore_ascii_case(key))
-                    })
-                });
-            if let Some(id) = found.and_then(|r| r.get("id")).and_then(Value::as_str) {
-                return Ok(Some(id.to_owned()));
+            let found = pick(resources.iter().filter_map(|r| kind.id_by_key(ids, r)), key);
+            if found.is_some() {
+                return Ok(found);
             }
-            let total = answer.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
-            if resources.is_empty() || start - 1 + resources.len() >= total {
-                return Ok(None);
+            match next {
+                Some(n) => start = n,
+                None => return Ok(None),
             }
-            start += resources.len();
         }
     }
 
-    /// Whether the service takes PATCH, from `/ServiceProviderConfig` (read once; a
-    /// service that does not answer it gets whole lists, which every service takes).
-    async fn takes_patch(&self, ids: &Ids) -> bool {
-        *ids.patch
+    /// A search of a service without filters: the kind's entities listed page by
+    /// page, each page at most once a run (one listing at a time), what it shows kept
+    /// for the searches after.
+    async fn search_listing(&self, ids: &Ids, kind: Kind, key: &str) -> Result<Option<String>, PushError> {
+        let mut listings = ids.listed.lock().await;
+        let listing = listings.entry(kind.key()).or_insert_with(|| Listing {
+            seen: BTreeMap::new(),
+            next: Some(1),
+        });
+        let folded = key.to_ascii_lowercase();
+        loop {
+            if let Some(same) = listing.seen.get(&folded) {
+                return Ok(pick(same.iter().map(|(k, id)| (k.as_str(), id.as_str())), key));
+            }
+            let Some(start) = listing.next else {
+                return Ok(None);
+            };
+            let (resources, next) = self.page(ids, kind, "", start).await?;
+            for (k, id) in resources.iter().filter_map(|r| kind.id_by_key(ids, r)) {
+                let same = listing.seen.entry(k.to_ascii_lowercase()).or_default();
+                same.push((k.to_owned(), id.to_owned()));
+            }
+            listing.next = next;
+        }
+    }
+
+    /// One page of `kind` from `start`, with the start of the next page if any.
+    async fn page(
+        &self,
+        ids: &Ids,
+        kind: Kind,
+        filter: &str,
+        start: usize,
+    ) -> Result<(Vec<Value>, Option<usize>), PushError> {
+        let count = ids.settings.page_size;
+        let path = format!("{}?{filter}startIndex={start}&count={count}", kind.resources());
+        let (outcome, answer) = self.call(ids, reqwest::Method::GET, path, String::new()).await;
+        outcome.result?;
+        let answer = answer.unwrap_or(Value::Null);
+        let resources = answer
+            .get("Resources")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let total = answer.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let next =
+            (!resources.is_empty() && start - 1 + resources.len() < total).then(|| start + resources.len());
+        Ok((resources, next))
+    }
+
+    /// What the service supports, from `/ServiceProviderConfig` (read once).
+    async fn features(&self, ids: &Ids) -> Features {
+        *ids.features
             .get_or_init(|| async {
                 let (outcome, answer) = self
                     .call(ids, reqwest::Method::GET, "/ServiceProviderConfig".into(), String::new())
                     .await;
-                let supported = answer
-                    .as_ref()
-                    .and_then(|a| a.pointer("/patch/supported"))
-                    .and_then(Value::as_bool);
-                match (&outcome.result, supported) {
-                    (Ok(_), Some(s)) => s,
+                match (&outcome.result, answer.as_ref().and_then(Features::of)) {
+                    (Ok(_), Some(features)) => features,
                     _ => {
                         tracing::warn!(target_name = %self.name, "The target's /ServiceProviderConfig does not say whether it takes PATCH; sending whole member lists.");
-                        false
+                        Features::UNKNOWN
                     }
                 }
             })
