@@ -549,11 +549,7 @@ async fn mock_service(status: u16, answer: serde_json::Value) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/Users"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-            "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
-            "Resources": [{"id": "a1", "userName": "ann"}]
-        })))
+        .respond_with(page(1, 1, serde_json::json!([{"id": "a1", "userName": "ann"}])))
         .mount(&server)
         .await;
     Mock::given(method("PUT"))
@@ -708,6 +704,42 @@ async fn verify_reports_a_member_added_behind_dirsyncs_back_and_repair_removes_i
     env.run(&["verify"], VARS).await.expect_code(0);
 }
 
+/// Mounts the service's `/ServiceProviderConfig`, saying whether it takes PATCH and
+/// filters.
+async fn mount_config(server: &MockServer, patch: bool, filter: bool) {
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": patch}, "bulk": {"supported": false},
+            "filter": {"supported": filter, "maxResults": 100}
+        })))
+        .mount(server)
+        .await;
+}
+
+/// A list answer: one page from `start` of `total` resources.
+fn page(start: usize, total: usize, resources: serde_json::Value) -> ResponseTemplate {
+    let on_page = resources.as_array().map_or(0, Vec::len);
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": total, "startIndex": start, "itemsPerPage": on_page,
+        "Resources": resources
+    }))
+}
+
+/// Mounts `PUT /Groups/{id}`, answered with the group.
+async fn mount_group_put(server: &MockServer, id: &str, name: &str) {
+    Mock::given(method("PUT"))
+        .and(path(format!("/Groups/{id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "id": id, "displayName": name
+        })))
+        .mount(server)
+        .await;
+}
+
 /// The scim2 target at `base_url` for groups only (no user updates), one attempt.
 fn groups_only_target(base_url: &str) -> String {
     format!(
@@ -739,21 +771,7 @@ enabled = false
 #[tokio::test]
 async fn a_service_without_filters_is_searched_by_listing_each_page_once() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-            "patch": {"supported": true}, "filter": {"supported": false, "maxResults": 0}
-        })))
-        .mount(&server)
-        .await;
-    let page = |start: usize, total: usize, resources: serde_json::Value| {
-        ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-            "totalResults": total, "startIndex": start, "itemsPerPage": 2,
-            "Resources": resources
-        }))
-    };
+    mount_config(&server, true, false).await;
     // Five users over three pages; ann and eve are on different pages.
     let users = [
         ("ann", "a1"),
@@ -787,14 +805,7 @@ async fn a_service_without_filters_is_searched_by_listing_each_page_once() {
         ))
         .mount(&server)
         .await;
-    Mock::given(method("PUT"))
-        .and(path("/Groups/g1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-            "id": "g1", "displayName": "staff"
-        })))
-        .mount(&server)
-        .await;
+    mount_group_put(&server, "g1", "staff").await;
 
     let env = Env::new();
     env.write(
@@ -832,22 +843,8 @@ async fn a_service_without_filters_is_searched_by_listing_each_page_once() {
 #[tokio::test]
 async fn a_delta_sent_whole_to_a_service_without_patch_is_audited_as_a_replace() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-            "patch": {"supported": false}, "bulk": {"supported": false},
-            "filter": {"supported": true, "maxResults": 100}
-        })))
-        .mount(&server)
-        .await;
-    let list = |resources: serde_json::Value| {
-        ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-            "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
-            "Resources": [resources]
-        }))
-    };
+    mount_config(&server, false, true).await;
+    let list = |resource: serde_json::Value| page(1, 1, serde_json::json!([resource]));
     for (name, id) in [("ann", "a1"), ("bob", "b1")] {
         Mock::given(method("GET"))
             .and(path("/Users"))
@@ -862,14 +859,7 @@ async fn a_delta_sent_whole_to_a_service_without_patch_is_audited_as_a_replace()
         .respond_with(list(serde_json::json!({"id": "g1", "displayName": "staff"})))
         .mount(&server)
         .await;
-    Mock::given(method("PUT"))
-        .and(path("/Groups/g1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-            "id": "g1", "displayName": "staff"
-        })))
-        .mount(&server)
-        .await;
+    mount_group_put(&server, "g1", "staff").await;
 
     let env = Env::new();
     env.write(
@@ -919,11 +909,7 @@ async fn a_failed_deletion_is_sent_again_and_a_404_confirms_it() {
         Mock::given(method("GET"))
             .and(path("/Users"))
             .and(query_param("filter", format!("userName eq \"{name}\"")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-                "totalResults": 1, "startIndex": 1, "itemsPerPage": 1,
-                "Resources": [{"id": id, "userName": name}]
-            })))
+            .respond_with(page(1, 1, serde_json::json!([{"id": id, "userName": name}])))
             .mount(&server)
             .await;
         Mock::given(method("PUT"))
