@@ -1271,12 +1271,14 @@ async fn push<'p>(
     let (results, written) = tokio::join!(pushes, writer);
     written?;
     let mut pauses = Vec::new();
+    let mut unechoed = Vec::new();
     for (kind, outcome) in results {
         let Some((o, latency)) = outcome else {
             tr.not_started += 1;
             continue;
         };
         tr.propagation_seconds.extend(latency);
+        unechoed.extend(o.warning);
         if let Some(pause) = o.pause {
             pauses.push(AskedPause {
                 endpoint: pause.endpoint,
@@ -1302,6 +1304,7 @@ async fn push<'p>(
             }
         }
     }
+    warn_unechoed(name, &unechoed);
     tr.propagation = propagation::Summary::of(&tr.propagation_seconds);
     Ok(pauses)
 }
@@ -1336,13 +1339,27 @@ fn log_outcome(
     if let Some(d) = drift {
         tracing::warn!(target_name = target, kind, id, name, drift = %d, "The target's answer differs from what was sent.");
     }
+    // Kept in the audit row; the run warns once per target (`warn_unechoed`).
     if let Some(w) = &outcome.warning {
-        tracing::warn!(
+        tracing::debug!(
             target_name = target,
             kind,
             id,
             name,
             "The target confirmed without the echo its endpoint declares: {w}"
+        );
+    }
+}
+
+/// One warning for a target's confirmations that came without the echo their endpoint
+/// declares (a target that never echoes would otherwise log a line per operation).
+fn warn_unechoed(target: &str, warnings: &[String]) {
+    if let Some(first) = warnings.first() {
+        tracing::warn!(
+            target_name = target,
+            operations = warnings.len(),
+            "The target confirmed {} operation(s) without the echo its endpoint declares, so drift cannot be checked for them (the audit rows say which); the first: {first}",
+            warnings.len()
         );
     }
 }

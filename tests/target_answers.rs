@@ -149,23 +149,29 @@ async fn drift_is_read_from_the_apis_envelope() {
 }
 
 /// A confirmation that lacks the members echo the preset declares is a success with a
-/// warning, in the log and the audit row: never silence.
+/// warning, in the audit row and once per run in the log: never silence, nor a line
+/// per operation.
 #[tokio::test]
 async fn a_confirmation_without_the_echo_is_a_warning() {
     let mock = GroupMembersApi::start().await;
     mock.lock().no_echo = true;
-    let env = setup(&mock, &GROUPS[..1], "");
+    let env = setup(&mock, GROUPS, "");
     let run = sync(&env, &["sync"]).await;
     run.expect_code(0);
+    let warned: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("without the echo"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", run.stderr);
     assert!(
-        run.stderr
-            .contains("The target confirmed without the echo its endpoint declares"),
+        warned[0].contains("The target confirmed 3 operation(s) without the echo its endpoint declares"),
         "{}",
-        run.stderr
+        warned[0]
     );
     let rows = audit(&env).await;
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].1, "success");
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.1 == "success" && r.4.is_some()), "{rows:?}");
     let warning = rows[0].4.as_deref().expect("a warning");
     assert!(warning.contains("`/members` or `/response/members`"), "{warning}");
     let shown = env.dirsync(&["audit"]).await;
