@@ -1156,14 +1156,13 @@ async fn push<'p>(
         Ok::<_, StoreError>(())
     };
     let (stop, consecutive_failures, users) = (&stop, &consecutive_failures, &p.users);
-    let push_one = move |op: &'p Operation| {
+    let skipped = move |op: &Operation| {
+        cancel.is_cancelled() || stop.load(Ordering::Relaxed) || held.contains(&endpoint_of(op))
+    };
+    // An operation's outcome: counted, logged, recorded.
+    let settle = move |op: &'p Operation, outcome: crate::target::PushOutcome| {
         let records = records.clone();
         async move {
-            if cancel.is_cancelled() || stop.load(Ordering::Relaxed) || held.contains(&endpoint_of(op)) {
-                progress.advance();
-                return (op.kind(), None);
-            }
-            let outcome = p.target.push(op, users).await;
             let latency = outcome
                 .result
                 .is_ok()
@@ -1227,6 +1226,34 @@ async fn push<'p>(
             )
         }
     };
+    let settle_one = settle.clone();
+    let push_one = move |op: &'p Operation| {
+        let settle = settle_one.clone();
+        async move {
+            if skipped(op) {
+                progress.advance();
+                return (op.kind(), None);
+            }
+            settle(op, p.target.push(op, users).await).await
+        }
+    };
+    // Group member operations sent together, in one bulk request (SCIM).
+    let send_bulk = move |ops: Vec<&'p Operation>| {
+        let settle = settle.clone();
+        async move {
+            let (go, not): (Vec<&Operation>, Vec<&Operation>) = ops.into_iter().partition(|op| !skipped(op));
+            let mut out = Vec::with_capacity(go.len() + not.len());
+            for op in not {
+                progress.advance();
+                out.push((op.kind(), None));
+            }
+            let outcomes = p.target.push_bulk(&go, users).await;
+            for (op, outcome) in go.into_iter().zip(outcomes) {
+                out.push(settle(op, outcome).await);
+            }
+            out
+        }
+    };
     // A group's delta operations go in order, each only after the one before it was
     // confirmed: the snapshot then always holds a list the target had, and a failure
     // leaves the rest to the next run.
@@ -1256,8 +1283,21 @@ async fn push<'p>(
             out
         }
     };
-    let pushes = futures_util::stream::iter(others)
-        .map(send_unit.clone())
+    // A target that takes bulk requests gets the groups changed by one request each
+    // together, as many to a request as it takes.
+    let per_request = p.target.bulk_operations().await;
+    let (bulked, alone): (Vec<_>, Vec<_>) = others
+        .into_iter()
+        .partition(|unit| per_request > 1 && matches!(unit, [Operation::ReplaceMembers(_)]));
+    // (`move`: once collected, only the batches hold `settle` and its sender.)
+    let batches = bulked
+        .chunks(per_request)
+        .map(move |chunk| send_bulk(chunk.iter().flat_map(|unit| unit.iter()).collect()).boxed())
+        .collect::<Vec<_>>();
+    let send_alone = send_unit.clone();
+    let pushes = futures_util::stream::iter(alone)
+        .map(move |unit| send_alone(unit).boxed())
+        .chain(futures_util::stream::iter(batches))
         .buffer_unordered(concurrency)
         .chain(
             futures_util::stream::iter(deletions)

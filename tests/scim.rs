@@ -349,6 +349,68 @@ async fn first_sync_creates_and_converges_then_sends_nothing_then_only_patch_del
     );
 }
 
+/// With `scim.bulk = true`, the group member changes of a run go to the real server in
+/// `/Bulk` requests (it takes 1,000 operations in one), not as a request each; the
+/// groups converge and the audit has a row per group.
+#[tokio::test]
+async fn with_bulk_the_group_changes_go_in_one_bulk_request_and_converge() {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(&server.url).await;
+    let env = Env::new();
+    let mut groups_now = four_groups();
+    env.write("users.csv", &users(100));
+    env.write("groups.csv", &groups(&groups_now));
+    let target =
+        scim_target(&proxy.url).replace("create_groups = true\n", "create_groups = true\nbulk = true\n");
+    env.write("dirsync.toml", &config_csv(&target));
+
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    let first = proxy.take();
+    let bulks = |sent: &[(String, String)]| {
+        sent.iter()
+            .filter(|(m, p)| m == "POST" && p == "/v2/Bulk")
+            .count()
+    };
+    assert_eq!(bulks(&first), 1, "{first:?}");
+    assert!(
+        !first
+            .iter()
+            .any(|(m, p)| (m == "PUT" || m == "PATCH") && p.starts_with("/v2/Groups/")),
+        "{first:?}"
+    );
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(proxy.take(), []);
+
+    // User 60 moves from ops to sales, user 99 joins eng: three groups change.
+    groups_now[1].1.retain(|i| *i != 60);
+    groups_now[2].1.push(60);
+    groups_now[0].1.push(99);
+    env.write("groups.csv", &groups(&groups_now));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    let sent = proxy.take();
+    let changes: Vec<&(String, String)> = sent
+        .iter()
+        .filter(|(m, p)| !(m == "GET" && p == "/v2/ServiceProviderConfig"))
+        .collect();
+    assert_eq!(changes, [&("POST".to_owned(), "/v2/Bulk".to_owned())], "{sent:?}");
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    let rows = env.audit().await;
+    let last: BTreeSet<(String, String, String)> = rows[rows.len() - 3..].iter().cloned().collect();
+    let row = |op: &str, id: &str| (op.to_owned(), id.to_owned(), "success".to_owned());
+    assert_eq!(
+        last,
+        [
+            row("add_members", "eng"),
+            row("remove_members", "ops"),
+            row("add_members", "sales")
+        ]
+        .into()
+    );
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(proxy.take(), []);
+}
+
 #[tokio::test]
 async fn a_user_who_leaves_is_deactivated_and_a_lost_id_is_found_again() {
     let server = ScimServer::start().await;
@@ -898,6 +960,111 @@ async fn a_delta_sent_whole_to_a_service_without_patch_is_audited_as_a_replace()
             ("replace_members", "staff", "success")
         ]
     );
+}
+
+/// A bulk answer that refuses one operation fails that group alone, with the
+/// service's scimType and detail in its audit row; the others are confirmed, and
+/// the next run sends only the refused one again.
+#[tokio::test]
+async fn an_operation_refused_inside_a_bulk_request_fails_its_group_alone() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true}, "filter": {"supported": true, "maxResults": 100},
+            "bulk": {"supported": true, "maxOperations": 10, "maxPayloadSize": 1048576}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(page(1, 1, serde_json::json!([{"id": "a1", "userName": "ann"}])))
+        .mount(&server)
+        .await;
+    for (name, id) in [("eng", "g1"), ("ops", "g2"), ("sales", "g3")] {
+        Mock::given(method("GET"))
+            .and(path("/Groups"))
+            .and(query_param("filter", format!("displayName eq \"{name}\"")))
+            .respond_with(page(1, 1, serde_json::json!([{"id": id, "displayName": name}])))
+            .mount(&server)
+            .await;
+    }
+    // The second operation of every bulk request is refused; the others confirmed,
+    // one with a number for its status, as some services write it.
+    Mock::given(method("POST"))
+        .and(path("/Bulk"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkResponse"],
+            "Operations": [
+                {"method": "PUT", "bulkId": "0", "status": "200"},
+                {"method": "PUT", "bulkId": "1", "status": "409", "response": {
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                    "scimType": "mutability", "detail": "the group is read-only", "status": "409"}},
+                {"method": "PUT", "bulkId": "2", "status": 200}
+            ]
+        })))
+        .mount(&server)
+        .await;
+
+    let env = Env::new();
+    env.write("users.csv", "id,username,email\nu1,ann,ann@example.com\n");
+    env.write(
+        "groups.csv",
+        "id,name,members\ng1,eng,u1\ng2,ops,u1\ng3,sales,u1\n",
+    );
+    let target = groups_only_target(&server.uri()) + "\n[targets.scim.scim]\nbulk = true\n";
+    env.write("dirsync.toml", &config_csv(&target));
+    env.run(&["sync"], VARS).await.expect_code(3);
+
+    let bulk_bodies = || async {
+        let received = server.received_requests().await.unwrap_or_default();
+        let bodies: Vec<serde_json::Value> = received
+            .iter()
+            .filter(|r| r.method.as_str() == "POST" && r.url.path() == "/Bulk")
+            .map(|r| serde_json::from_slice(&r.body).expect("JSON bulk body"))
+            .collect();
+        assert!(
+            received.iter().all(|r| r.method.as_str() != "PUT"),
+            "{received:?}"
+        );
+        bodies
+    };
+    let bodies = bulk_bodies().await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let ops = bodies[0]["Operations"].as_array().expect("Operations");
+    let paths: Vec<&str> = ops.iter().filter_map(|o| o["path"].as_str()).collect();
+    assert_eq!(paths, ["/Groups/g1", "/Groups/g2", "/Groups/g3"]);
+    assert_eq!(ops[0]["method"], "PUT");
+    assert_eq!(ops[0]["data"]["members"], serde_json::json!([{"value": "a1"}]));
+    let rows = env.audit_rows().await;
+    let outcome = |id: &str| {
+        rows.iter()
+            .find(|r| r.1 == id)
+            .map(|r| (r.2.clone(), r.3.clone()))
+            .expect("an audit row")
+    };
+    assert_eq!(outcome("eng"), ("success".to_owned(), None));
+    assert_eq!(
+        outcome("ops"),
+        (
+            "failed".to_owned(),
+            Some("HTTP 409: mutability: the group is read-only".to_owned())
+        )
+    );
+    assert_eq!(outcome("sales"), ("success".to_owned(), None));
+
+    // Only the refused group goes again (the answer's bulkId 0 confirms it now).
+    env.run(&["sync"], VARS).await.expect_code(0);
+    let bodies = bulk_bodies().await;
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let again: Vec<&str> = bodies[1]["Operations"]
+        .as_array()
+        .expect("Operations")
+        .iter()
+        .filter_map(|o| o["path"].as_str())
+        .collect();
+    assert_eq!(again, ["/Groups/g2"]);
 }
 
 /// A failed deletion keeps the user's snapshot row and kept id, so the next run

@@ -673,6 +673,7 @@ impl Ctx {
                     create_users: s.create_users.unwrap_or(false),
                     create_groups: s.create_groups.unwrap_or(false),
                     page_size,
+                    bulk: s.bulk.unwrap_or(false),
                 })
             }
         };

@@ -245,6 +245,10 @@ pub struct RawScim {
     pub create_groups: Option<bool>,
     /// Resources per page of a search (`count`), default 100.
     pub page_size: Option<usize>,
+    /// Send group member changes in `/Bulk` requests when the service's
+    /// `/ServiceProviderConfig` says it takes them (up to its `maxOperations` and
+    /// `maxPayloadSize`); default false.
+    pub bulk: Option<bool>,
 }
 
 /// `probe = { method = "GET", path = "/health" }`: an endpoint the API documents.
@@ -556,7 +560,7 @@ impl RawTarget {
         self.scim = merge_with(
             self.scim,
             preset.scim.take(),
-            |mut mine, base| fill!(mine, base: user_filter, group_filter, create_users, create_groups, page_size),
+            |mut mine, base| fill!(mine, base: user_filter, group_filter, create_users, create_groups, page_size, bulk),
         );
         fill!(self, preset: base_url, timeout, concurrency, concurrency_increase_after, rate_limit, max_consecutive_failures,
             max_members_per_request, strict)

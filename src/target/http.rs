@@ -193,7 +193,7 @@ impl HttpTarget {
     }
 
     /// The request an operation sends to its endpoint.
-    fn op_request(
+    pub(super) fn op_request(
         &self,
         op: &Operation,
         users: &BTreeMap<String, DesiredUser>,

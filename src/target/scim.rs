@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
+mod bulk;
+
 use serde_json::{Value, json};
 
 use crate::mapping::DesiredUser;
@@ -135,6 +137,8 @@ impl Ids {
 struct Features {
     patch: bool,
     filter: bool,
+    /// What one bulk request may carry, when the service takes them.
+    bulk: Option<bulk::Limits>,
 }
 
 impl Features {
@@ -143,6 +147,7 @@ impl Features {
     const UNKNOWN: Features = Features {
         patch: false,
         filter: true,
+        bulk: None,
     };
 
     fn of(config: &Value) -> Option<Features> {
@@ -155,6 +160,7 @@ impl Features {
             patch: supported("patch")?,
             // Filters are assumed, as before the service said otherwise.
             filter: supported("filter").unwrap_or(true),
+            bulk: bulk::Limits::of(config),
         })
     }
 }

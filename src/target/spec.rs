@@ -274,4 +274,6 @@ pub struct Scim {
     pub create_groups: bool,
     /// `count` of each page of a search.
     pub page_size: usize,
+    /// Group member changes go in `/Bulk` requests when the service takes them.
+    pub bulk: bool,
 }
