@@ -134,6 +134,11 @@ impl Held {
         self.groups.values().map(|g| g.members.len()).sum()
     }
 
+    /// Everything held: membership removals, disables and deletions.
+    pub(crate) fn removals(&self) -> usize {
+        self.removed_memberships() + self.users.len()
+    }
+
     pub fn disabled_users(&self) -> usize {
         self.users.len() - self.deleted_users()
     }
@@ -357,7 +362,7 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
     if let Some(why) = policy.source_drop {
         hold_rest.push(why.to_owned());
     }
-    let before = held.removed_memberships() + held.users.len();
+    let before = held.removals();
     if !hold_rest.is_empty() {
         for op in &rest.ops {
             match op {
@@ -376,7 +381,7 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
                 }
             }
         }
-        if held.removed_memberships() + held.users.len() == before {
+        if held.removals() == before {
             hold_rest.clear();
         }
         out.source_drop = policy.source_drop.is_some() && !hold_rest.is_empty();
@@ -607,6 +612,8 @@ mod tests {
         let (mut plan, snapshot) = deletions(4);
         let out = apply(&mut plan, &snapshot, &f.policy());
         assert_eq!((out.held.deleted_users(), out.held.disabled_users()), (4, 0));
+        // What an empty source refuses counts them too.
+        assert_eq!(out.held.removals(), 4);
         assert!(
             out.held.reasons[0]
                 .contains("the plan would disable or delete users (4 of 14, 28.6%), over the limit of 3"),

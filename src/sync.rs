@@ -1019,12 +1019,8 @@ fn log_kept(p: &Prepared<'_>) {
 /// Why the plan may not go ahead, if it may not.
 fn refusal(p: &Prepared<'_>, report: &Report) -> Option<String> {
     let held = &p.hold.held;
-    let removes = p.plan.removed_memberships()
-        + p.plan.disabled_users()
-        + p.plan.deleted_users()
-        + held.removed_memberships()
-        + held.disabled_users()
-        > 0;
+    let removes =
+        p.plan.removed_memberships() + p.plan.disabled_users() + p.plan.deleted_users() + held.removals() > 0;
     if removes && !p.config.allow_empty_source && (report.source_users == 0 || report.source_groups == 0) {
         return Some(format!(
             "the source returned {} users and {} groups; an empty source never removes anything \
