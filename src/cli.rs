@@ -1235,6 +1235,20 @@ fn local_user() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A held set as `held --json` and `status --json` print it: the row, what it holds,
+/// and its counts (disables and deletions apart).
+fn held_json(r: &dirsync::store::HeldRow) -> serde_json::Value {
+    let held = r.held();
+    let mut v = serde_json::json!(r);
+    v["reasons"] = serde_json::json!(held.reasons);
+    v["groups"] = serde_json::json!(held.groups);
+    v["users"] = serde_json::json!(held.users);
+    v["deleted"] = serde_json::json!(held.deleted);
+    v["disabled_users"] = held.disabled_users().into();
+    v["deleted_users"] = held.deleted_users().into();
+    v
+}
+
 /// How many member ids a held group shows before "… and N more".
 const HELD_SHOWN: usize = 10;
 
@@ -1251,20 +1265,7 @@ async fn held(state_db: &Path, json: bool) -> u8 {
         }
     };
     if json {
-        let v: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| {
-                let held = r.held();
-                let mut v = serde_json::json!(r);
-                v["reasons"] = serde_json::json!(held.reasons);
-                v["groups"] = serde_json::json!(held.groups);
-                v["users"] = serde_json::json!(held.users);
-                v["deleted"] = serde_json::json!(held.deleted);
-                v["disabled_users"] = held.disabled_users().into();
-                v["deleted_users"] = held.deleted_users().into();
-                v
-            })
-            .collect();
+        let v: Vec<serde_json::Value> = rows.iter().map(held_json).collect();
         println!("{:#}", serde_json::Value::from(v));
         return exit::SUCCESS;
     }
@@ -1393,7 +1394,7 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         });
         let v = serde_json::json!({
             "runs": runs, "pending": pending, "snapshot": counts, "invalid": invalid, "paused": pauses,
-            "source": source, "held": held, "waiting_removals": waiting,
+            "source": source, "held": held.iter().map(held_json).collect::<Vec<_>>(), "waiting_removals": waiting,
         });
         println!("{v:#}");
         return exit::SUCCESS;
