@@ -834,10 +834,11 @@ enabled = false
 async fn a_service_without_filters_is_searched_by_listing_each_page_once() {
     let server = MockServer::start().await;
     mount_config(&server, true, false).await;
-    // Five users over three pages; ann and eve are on different pages.
+    // Five users over three pages; "Eve" on page 1 differs from eve (page 3) only in
+    // case: the exact name wins, however far on it is listed.
     let users = [
         ("ann", "a1"),
-        ("bob", "b1"),
+        ("Eve", "x9"),
         ("cat", "c1"),
         ("dan", "d1"),
         ("eve", "e1"),

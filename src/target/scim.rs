@@ -543,12 +543,19 @@ impl HttpTarget {
             next: Some(1),
         });
         let folded = key.to_ascii_lowercase();
+        let same = |listing: &Listing| listing.seen.get(&folded).cloned().unwrap_or_default();
         loop {
-            if let Some(same) = listing.seen.get(&folded) {
-                return Ok(pick(same.iter().map(|(k, id)| (k.as_str(), id.as_str())), key));
+            // The exact key wins, however far on it is listed.
+            if let Some((_, id)) = same(listing).into_iter().find(|(k, _)| k == key) {
+                return Ok(Some(id));
             }
             let Some(start) = listing.next else {
-                return Ok(None);
+                // `externalId` is compared with case (RFC 7643 §3.1), `userName` and
+                // `displayName` without.
+                if kind.attribute(ids) == "externalId" {
+                    return Ok(None);
+                }
+                return Ok(same(listing).into_iter().next().map(|(_, id)| id));
             };
             let (resources, next) = self.page(ids, kind, "", start).await?;
             for (k, id) in resources.iter().filter_map(|r| kind.id_by_key(ids, r)) {
@@ -593,7 +600,7 @@ impl HttpTarget {
                 match (&outcome.result, answer.as_ref().and_then(Features::of)) {
                     (Ok(_), Some(features)) => features,
                     _ => {
-                        tracing::warn!(target_name = %self.name, "The target's /ServiceProviderConfig does not say whether it takes PATCH; sending whole member lists.");
+                        tracing::warn!(target_name = %self.name, "The target's /ServiceProviderConfig does not say what it supports; sending whole member lists, searching with filters, and no bulk requests.");
                         Features::UNKNOWN
                     }
                 }

@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use super::{Ids, Kind, Resolved};
 use crate::mapping::DesiredUser;
 use crate::plan::Operation;
-use crate::target::http::{HttpTarget, PushError, PushOutcome, endpoint_of};
+use crate::target::http::{HttpTarget, Pause, PushError, PushOutcome, endpoint_of};
 use crate::target::request::{self, Failure, Secrets, Verdict};
+use crate::target::spec::EndpointKind;
 
 const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 
@@ -64,9 +65,30 @@ impl HttpTarget {
     /// requests, else 1.
     pub(crate) async fn bulk_operations(&self) -> usize {
         match &self.scim {
-            Some(ids) if ids.settings.bulk => self.features(ids).await.bulk.map_or(1, |l| l.operations),
+            Some(ids) if ids.settings.bulk && self.group_endpoints_fit_bulk() => {
+                self.features(ids).await.bulk.map_or(1, |l| l.operations)
+            }
             _ => 1,
         }
+    }
+
+    /// Whether the group endpoints ask nothing of a request or its answer that a bulk
+    /// operation leaves out: query parameters, headers, success conditions, echoes.
+    fn group_endpoints_fit_bulk(&self) -> bool {
+        [EndpointKind::GroupMembers, EndpointKind::AddMembers, EndpointKind::RemoveMembers]
+            .into_iter()
+            .filter_map(|kind| self.endpoint(kind).ok())
+            .all(|ep| {
+                let plain = ep.query.is_empty()
+                    && ep.headers.is_empty()
+                    && ep.success.conditions.is_empty()
+                    && ep.response_members.is_none()
+                    && ep.response_echo.is_none();
+                if !plain {
+                    tracing::warn!(target_name = %self.name, endpoint = ep.kind.key(), "`scim.bulk` is set, but the endpoint has query parameters, headers, success conditions or an echo that a bulk request cannot carry or check; sending a request per group.");
+                }
+                plain
+            })
     }
 
     /// Sends group member operations in as few bulk requests as the service's limits
@@ -99,14 +121,25 @@ impl HttpTarget {
         while !rest.is_empty() {
             let take = batch_len(rest.iter().map(|e| e.operation.to_string().len()), limits);
             let (batch, tail) = rest.split_at(take);
+            let mut stop = false;
             for (entry, outcome) in batch.iter().zip(self.send_bulk(ids, batch).await) {
+                stop |= outcome.stop_target || matches!(&outcome.result, Err(e) if e.is_auth());
                 outcomes[entry.index] = Some(outcome);
+            }
+            if stop {
+                break;
             }
             rest = tail;
         }
         outcomes
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| PushOutcome::with(Err(PushError::Transient("not sent".into())))))
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    PushOutcome::with(Err(PushError::Transient(
+                        "not sent: the target stopped taking requests earlier in this run".into(),
+                    )))
+                })
+            })
             .collect()
     }
 
@@ -171,7 +204,9 @@ impl HttpTarget {
                     o.sent_as = e.sent_as;
                     if n == 0 {
                         o.stop_target = whole.stop_target;
-                        o.pause = whole.pause;
+                        // A bulk request carries several endpoints' operations: the
+                        // pause it asks for holds the whole target.
+                        o.pause = whole.pause.map(|p| Pause { endpoint: None, ..p });
                         o.throttled = whole.throttled;
                     }
                     o
@@ -186,13 +221,7 @@ impl HttpTarget {
             .unwrap_or_default();
         let mut out = Vec::with_capacity(batch.len());
         for (n, entry) in batch.iter().enumerate() {
-            // Matched by bulkId, else by position (the bulkId is optional but for POST).
-            let id = n.to_string();
-            let mine = answered
-                .iter()
-                .find(|a| a.get("bulkId").and_then(Value::as_str) == Some(id.as_str()))
-                .or_else(|| answered.get(n));
-            let mut outcome = self.bulk_outcome(entry, mine);
+            let mut outcome = self.bulk_outcome(entry, answer_for(&answered, n));
             outcome.attempts = whole.attempts;
             outcome.sent_as = entry.sent_as;
             if outcome.status == Some(404) {
@@ -268,6 +297,17 @@ impl HttpTarget {
     }
 }
 
+/// The answer to the `n`th operation of a bulk request: the one with its `bulkId`,
+/// else the `n`th when that one names no `bulkId` (it is optional but for POST);
+/// never another operation's.
+fn answer_for(answered: &[Value], n: usize) -> Option<&Value> {
+    let id = n.to_string();
+    answered
+        .iter()
+        .find(|a| a.get("bulkId").and_then(Value::as_str) == Some(id.as_str()))
+        .or_else(|| answered.get(n).filter(|a| a.get("bulkId").is_none()))
+}
+
 /// How many of the operations of these sizes (in bytes) the next bulk request
 /// carries: at most the service's operations, and no more bytes than it takes (but
 /// always one).
@@ -307,6 +347,22 @@ mod tests {
             Some(usize::MAX)
         );
         assert_eq!(Limits::of(&json!({})), None);
+    }
+
+    #[test]
+    fn each_operation_gets_its_own_answer_or_none() {
+        let answered = [
+            json!({"bulkId": "2", "status": "201"}),
+            json!({"bulkId": "0", "status": "200"}),
+            json!({"status": "409"}),
+        ];
+        assert_eq!(answer_for(&answered, 0), Some(&answered[1]));
+        // The answer in its place names another operation: none is its own.
+        assert_eq!(answer_for(&answered, 1), None);
+        assert_eq!(answer_for(&answered, 2), Some(&answered[0]));
+        let unnamed = [json!({"status": "200"}), json!({"status": "404"})];
+        assert_eq!(answer_for(&unnamed, 1), Some(&unnamed[1]));
+        assert_eq!(answer_for(&unnamed, 2), None);
     }
 
     #[test]
