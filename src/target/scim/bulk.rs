@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::{Ids, Kind, Resolved};
@@ -110,9 +111,19 @@ impl HttpTarget {
             return out;
         };
         let mut outcomes: Vec<Option<PushOutcome>> = ops.iter().map(|_| None).collect();
-        let mut entries = Vec::new();
+        // Resolved as many at a time as the target takes requests (the lookups and
+        // creations are requests of their own, paced like the rest).
+        let mut pending = Vec::with_capacity(ops.len());
         for (index, op) in ops.iter().enumerate() {
-            match self.bulk_entry(ids, index, op, users).await {
+            pending.push(self.bulk_entry(ids, index, op, users));
+        }
+        let resolved: Vec<Result<Entry, PushOutcome>> = futures_util::stream::iter(pending)
+            .buffered(self.spec().concurrency.max(1))
+            .collect()
+            .await;
+        let mut entries = Vec::new();
+        for (index, entry) in resolved.into_iter().enumerate() {
+            match entry {
                 Ok(entry) => entries.push(entry),
                 Err(outcome) => outcomes[index] = Some(outcome),
             }
