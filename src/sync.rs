@@ -1164,11 +1164,14 @@ async fn push<'p>(
                 .is_ok()
                 .then(|| p.changed.seconds_to_now(op))
                 .flatten();
+            // Failures are counted by request: the operations of a failed bulk
+            // request after its first add none.
             let failures = match &outcome.result {
                 Ok(_) => {
                     consecutive_failures.store(0, Ordering::Relaxed);
                     0
                 }
+                Err(_) if outcome.same_request => consecutive_failures.load(Ordering::Relaxed),
                 Err(_) => consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1,
             };
             let auth = matches!(&outcome.result, Err(e) if e.is_auth());

@@ -1068,6 +1068,57 @@ async fn an_operation_refused_inside_a_bulk_request_fails_its_group_alone() {
     assert_eq!(again, ["/Groups/g2"]);
 }
 
+/// A bulk request that fails whole is one failed request, not one per operation: a
+/// bulk of twelve groups does not trip `max_consecutive_failures` (10) on its own.
+#[tokio::test]
+async fn a_failed_bulk_request_counts_once_toward_the_consecutive_failures() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true}, "filter": {"supported": true, "maxResults": 100},
+            "bulk": {"supported": true, "maxOperations": 100, "maxPayloadSize": 1048576}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(page(1, 1, serde_json::json!([{"id": "a1", "userName": "ann"}])))
+        .mount(&server)
+        .await;
+    let groups: Vec<serde_json::Value> = (0..12)
+        .map(|k| serde_json::json!({"id": format!("id{k}"), "displayName": format!("team{k}")}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(page(1, 12, groups.into()))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/Bulk"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+
+    let env = Env::new();
+    env.write("users.csv", "id,username,email\nu1,ann,ann@example.com\n");
+    let rows: String = (0..12).map(|k| format!("g{k},team{k},u1\n")).collect();
+    env.write("groups.csv", &format!("id,name,members\n{rows}"));
+    let target = groups_only_target(&server.uri()) + "\n[targets.scim.scim]\nbulk = true\n";
+    env.write("dirsync.toml", &config_csv(&target));
+    let run = env.run(&["sync"], VARS).await;
+    run.expect_code(3);
+    assert!(!run.stderr.contains("Stopped pushing"), "{}", run.stderr);
+    let failed = env
+        .audit()
+        .await
+        .into_iter()
+        .filter(|(_, _, o)| o == "failed")
+        .count();
+    assert_eq!(failed, 12);
+}
+
 /// A failed deletion keeps the user's snapshot row and kept id, so the next run
 /// sends it again; a 404 (already gone) confirms it.
 #[tokio::test]

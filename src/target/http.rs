@@ -38,6 +38,9 @@ pub struct PushOutcome {
     /// The kind of operation sent, when not the one planned: a SCIM service without
     /// PATCH is sent a delta as the group's whole list (`replace_members`).
     pub sent_as: Option<&'static str>,
+    /// The outcome repeats the failure of a request already counted (a bulk request's
+    /// operations after its first).
+    pub same_request: bool,
 }
 
 impl PushOutcome {
@@ -52,6 +55,7 @@ impl PushOutcome {
             throttled: 0,
             warning: None,
             sent_as: None,
+            same_request: false,
         }
     }
 }

@@ -213,6 +213,7 @@ impl HttpTarget {
                     o.status = whole.status;
                     o.attempts = whole.attempts;
                     o.sent_as = e.sent_as;
+                    o.same_request = n > 0;
                     if n == 0 {
                         o.stop_target = whole.stop_target;
                         // A bulk request carries several endpoints' operations: the
