@@ -780,6 +780,25 @@ async fn mount_config(server: &MockServer, patch: bool, filter: bool) {
         .await;
 }
 
+/// Mounts a service that takes PATCH, filters and bulk requests of up to
+/// `max_operations`, and knows user `ann` (id `a1`).
+async fn mount_bulk_service(server: &MockServer, max_operations: usize) {
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true}, "filter": {"supported": true, "maxResults": 100},
+            "bulk": {"supported": true, "maxOperations": max_operations, "maxPayloadSize": 1048576}
+        })))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(page(1, 1, serde_json::json!([{"id": "a1", "userName": "ann"}])))
+        .mount(server)
+        .await;
+}
+
 /// A list answer: one page from `start` of `total` resources.
 fn page(start: usize, total: usize, resources: serde_json::Value) -> ResponseTemplate {
     let on_page = resources.as_array().map_or(0, Vec::len);
@@ -969,20 +988,7 @@ async fn a_delta_sent_whole_to_a_service_without_patch_is_audited_as_a_replace()
 #[tokio::test]
 async fn an_operation_refused_inside_a_bulk_request_fails_its_group_alone() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-            "patch": {"supported": true}, "filter": {"supported": true, "maxResults": 100},
-            "bulk": {"supported": true, "maxOperations": 10, "maxPayloadSize": 1048576}
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Users"))
-        .respond_with(page(1, 1, serde_json::json!([{"id": "a1", "userName": "ann"}])))
-        .mount(&server)
-        .await;
+    mount_bulk_service(&server, 10).await;
     for (name, id) in [("eng", "g1"), ("ops", "g2"), ("sales", "g3")] {
         Mock::given(method("GET"))
             .and(path("/Groups"))
@@ -1073,20 +1079,7 @@ async fn an_operation_refused_inside_a_bulk_request_fails_its_group_alone() {
 #[tokio::test]
 async fn a_failed_bulk_request_counts_once_toward_the_consecutive_failures() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/ServiceProviderConfig"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-            "patch": {"supported": true}, "filter": {"supported": true, "maxResults": 100},
-            "bulk": {"supported": true, "maxOperations": 100, "maxPayloadSize": 1048576}
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/Users"))
-        .respond_with(page(1, 1, serde_json::json!([{"id": "a1", "userName": "ann"}])))
-        .mount(&server)
-        .await;
+    mount_bulk_service(&server, 100).await;
     let groups: Vec<serde_json::Value> = (0..12)
         .map(|k| serde_json::json!({"id": format!("id{k}"), "displayName": format!("team{k}")}))
         .collect();
