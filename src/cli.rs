@@ -10,7 +10,6 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use dirsync::config::{self, Config};
 use dirsync::exit;
-use dirsync::hold;
 use dirsync::plan::Mode;
 use dirsync::store::{AuditQuery, Store};
 use dirsync::sync;
@@ -1274,14 +1273,13 @@ async fn held(state_db: &Path, json: bool) -> u8 {
     }
     for r in &rows {
         let held = r.held();
-        let counts = hold::counts_text(
-            held.removed_memberships(),
-            held.disabled_users(),
-            held.deleted_users(),
-        );
         println!(
-            "{} target {}: {counts}; held since {} (last {})",
-            r.id, r.target, r.first_held_at, r.last_held_at
+            "{} target {}: {}; held since {} (last {})",
+            r.id,
+            r.target,
+            held.counts(),
+            r.first_held_at,
+            r.last_held_at
         );
         for why in &held.reasons {
             println!("  why: {}", visible(why));
@@ -1459,13 +1457,13 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         println!("  none");
     }
     for h in &held {
-        let what = h.held();
-        let counts = hold::counts_text(
-            what.removed_memberships(),
-            what.disabled_users(),
-            what.deleted_users(),
+        println!(
+            "  {} {}: {} since {}",
+            h.id,
+            h.target,
+            h.held().counts(),
+            h.first_held_at
         );
-        println!("  {} {}: {counts} since {}", h.id, h.target, h.first_held_at);
     }
     if !waiting.is_empty() {
         println!("removals waiting out the removal delay (a member who comes back is not removed):");

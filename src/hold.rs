@@ -130,7 +130,7 @@ impl Held {
         self.groups.is_empty() && self.users.is_empty()
     }
 
-    pub fn removed_memberships(&self) -> usize {
+    pub(crate) fn removed_memberships(&self) -> usize {
         self.groups.values().map(|g| g.members.len()).sum()
     }
 
@@ -145,6 +145,15 @@ impl Held {
 
     pub fn deleted_users(&self) -> usize {
         self.users.keys().filter(|id| self.deleted.contains(*id)).count()
+    }
+
+    /// Its size in words ([`counts_text`]).
+    pub fn counts(&self) -> String {
+        counts_text(
+            self.removed_memberships(),
+            self.disabled_users(),
+            self.deleted_users(),
+        )
     }
 
     /// What is held, without why: the row's `detail`.

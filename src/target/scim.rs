@@ -7,9 +7,10 @@
 //! id forgets it and finds the entity again. `/ServiceProviderConfig` is read once,
 //! the first time a search or a delta needs it: a service without PATCH gets the
 //! group's whole list instead, and one without filters is searched by listing its
-//! users or groups page by page, every id seen kept for the rest of the run. A user who left is deleted by the service's id, and a user
-//! the service does not have (404, or not found) is already deleted. Every request
-//! goes through `send_with_retries` (auth, retries, pace), like the planned ones.
+//! users or groups page by page, every id seen kept for the rest of the run. A user
+//! who left is deleted by the service's id, and a user the service does not have
+//! (404, or not found) is already deleted. Every request goes through
+//! `send_with_retries` (auth, retries, pace), like the planned ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -543,11 +544,11 @@ impl HttpTarget {
             next: Some(1),
         });
         let folded = key.to_ascii_lowercase();
-        let same = |listing: &Listing| listing.seen.get(&folded).cloned().unwrap_or_default();
         loop {
+            let same = listing.seen.get(&folded).map_or(&[][..], Vec::as_slice);
             // The exact key wins, however far on it is listed.
-            if let Some((_, id)) = same(listing).into_iter().find(|(k, _)| k == key) {
-                return Ok(Some(id));
+            if let Some((_, id)) = same.iter().find(|(k, _)| k == key) {
+                return Ok(Some(id.clone()));
             }
             let Some(start) = listing.next else {
                 // `externalId` is compared with case (RFC 7643 §3.1), `userName` and
@@ -555,7 +556,7 @@ impl HttpTarget {
                 if kind.attribute(ids) == "externalId" {
                     return Ok(None);
                 }
-                return Ok(same(listing).into_iter().next().map(|(_, id)| id));
+                return Ok(same.first().map(|(_, id)| id.clone()));
             };
             let (resources, next) = self.page(ids, kind, "", start).await?;
             for (k, id) in resources.iter().filter_map(|r| kind.id_by_key(ids, r)) {
