@@ -596,6 +596,7 @@ pub async fn run(
         .iter()
         .map(|p| (p.config.name.as_str(), p.config.config_hash.as_str()))
         .collect();
+    let committing = std::time::Instant::now();
     store
         .commit_source_read(
             &SourceRead {
@@ -617,6 +618,10 @@ pub async fn run(
             &planned,
         )
         .await?;
+    tracing::debug!(
+        elapsed_ms = committing.elapsed().as_millis() as u64,
+        "Committed the source state and the entry cache."
+    );
     // The service keeps what it committed for the next run.
     if let Some(w) = &opts.warm {
         match cached.map(|c| c.entries) {

@@ -75,10 +75,12 @@ async fn kept(
         tracing::debug!(generation = s.generation, "Took the kept entries from memory.");
         return Ok(cache);
     }
+    let loading = std::time::Instant::now();
     let cache = store.source_entries().await?;
     tracing::debug!(
         users = cache.users.len(),
         groups = cache.groups.len(),
+        elapsed_ms = loading.elapsed().as_millis() as u64,
         "Loaded the kept entries from the state database."
     );
     Ok(cache)
@@ -162,7 +164,12 @@ pub(super) async fn read(
         token::Refresh::WithCookies { users, groups } => (users, groups),
         token::Refresh::Full { reason } => return full_refresh(config, reason).await,
     };
+    let refreshing = std::time::Instant::now();
     let r = refresh(config, Some(cookies)).await;
+    tracing::debug!(
+        elapsed_ms = refreshing.elapsed().as_millis() as u64,
+        "Refreshed the searches from the stored cookies."
+    );
     let (users, groups) = match r {
         Err(e) if size_limited(&e) => return Ok(size_limit_fallback(config, &e)),
         Err(e) => return Err(SourceError::from(e).into()),
