@@ -387,6 +387,73 @@ fn random_changes_in_batches_push_what_a_resync_would() {
 
 /// A stored USN from another copy of the DC's database, or above the DC's own,
 /// is in doubt: the run reads everything and says why.
+/// An organizational unit renamed, or moved out of the base, moves the entries under
+/// it without changing them: the next run reads everything, and the target and the
+/// cache come out as a full read's. Editing an OU that entries sit under is no change.
+#[test]
+fn an_organizational_unit_renamed_or_moved_out_reads_everything() {
+    with_dc(
+        "an_organizational_unit_renamed_or_moved_out_reads_everything",
+        |dc| async move {
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            env.write("dirsync.toml", &config(&dc, &mock, ""));
+            let mut ldap = admin().await;
+            let team = format!("OU=Team,{STAFF}");
+            let attrs = vec![
+                ("objectClass", HashSet::from(["organizationalUnit"])),
+                ("ou", HashSet::from(["Team"])),
+            ];
+            ok("add the OU", ldap.add(&team, attrs).await).await;
+            let tom = format!("CN=Tom Example,{team}");
+            add_user(&mut ldap, &tom, "tom").await;
+            set_members(&mut ldap, &staff("SRE"), true, &tom).await;
+            dirsync(&env, &["sync"]).await.expect_code(0);
+            let (groups, _) = oracle(&dc).await;
+            assert_eq!(mock.groups(), groups, "the first sync pushes everything");
+
+            let requests = mock.request_count().await;
+            let m = Mod::Replace("description", HashSet::from(["the team"]));
+            ok("describe the OU", ldap.modify(&team, vec![m]).await).await;
+            let quiet = dirsync(&env, &["sync"]).await;
+            quiet.expect_code(0);
+            assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);
+            assert_eq!(mock.request_count().await, requests, "an OU edit sends nothing");
+
+            // Renamed, then a member added to the group that names Tom: the group is
+            // read again and names Tom by his new DN.
+            move_to(&mut ldap, &team, "OU=Crew", STAFF).await;
+            let crew = format!("OU=Crew,{STAFF}");
+            set_members(&mut ldap, &staff("SRE"), true, &staff("Alice Example")).await;
+            let run = dirsync(&env, &["sync"]).await;
+            run.expect_code(0);
+            assert!(run.stderr.contains(FULL_READ), "{}", run.stderr);
+            assert!(
+                run.stderr.contains(&crew),
+                "the reason names the OU:\n{}",
+                run.stderr
+            );
+            let (groups, entries) = oracle(&dc).await;
+            assert_eq!(mock.groups(), groups, "after the OU was renamed");
+            assert_eq!(cache(&env).await, entries, "after the OU was renamed");
+
+            // Moved out of the base: Tom leaves the source.
+            move_to(&mut ldap, &crew, "OU=Crew", DOMAIN).await;
+            let run = dirsync(&env, &["sync"]).await;
+            run.expect_code(0);
+            assert!(run.stderr.contains(FULL_READ), "{}", run.stderr);
+            let (groups, entries) = oracle(&dc).await;
+            assert_eq!(mock.groups(), groups, "after the OU moved out of the base");
+            assert_eq!(cache(&env).await, entries, "after the OU moved out of the base");
+            assert!(
+                !entries.values().any(|(dn, _)| dn.contains("Tom Example")),
+                "{entries:?}"
+            );
+            ldap.unbind().await.expect("unbind");
+        },
+    );
+}
+
 #[test]
 fn a_token_from_another_dc_or_ahead_of_it_reads_everything() {
     with_dc(

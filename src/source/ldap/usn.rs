@@ -117,17 +117,20 @@ impl Controller {
     }
 
     /// The users and groups (of the whole domain) whose `uSNChanged` is above
-    /// `since`, the USN stored by the last read, tombstones included.
+    /// `since`, the USN stored by the last read, tombstones included; and the
+    /// organizational units and containers whose own `uSNChanged` is: renaming or
+    /// moving one moves the entries under it without changing theirs.
     pub async fn changed_since(&mut self, config: &LdapConfig, since: u64) -> Result<Found, LdapError> {
         let search = Search {
             base_dn: self.dc.naming_context.clone(),
             scope: Scope::Sub,
             filter: format!(
-                "(&(|(objectClass=user)(objectClass=group))(uSNChanged>={}))",
+                "(&(|(objectClass=user)(objectClass=group)(objectClass=organizationalUnit)(objectClass=container))\
+                 (uSNChanged>={}))",
                 since.saturating_add(1)
             ),
         };
-        let attrs = ["objectGUID", "isDeleted", "memberOf"].map(str::to_owned);
+        let attrs = ["objectGUID", "isDeleted", "memberOf", "objectClass"].map(str::to_owned);
         // Always scoped to the domain: at the naming context's root a controller
         // refers to its other partitions otherwise.
         let mode = SearchMode {
@@ -141,6 +144,7 @@ impl Controller {
         };
         let mut live: Vec<Changed> = Vec::new();
         let mut tombstones = BTreeSet::new();
+        let mut containers = Vec::new();
         let url = self.url.clone();
         self.conn
             .search_with(&search, &attrs, mode, vec![show_deleted], |e| {
@@ -150,7 +154,13 @@ impl Controller {
                     .values("isDeleted")
                     .and_then(|v| v.first())
                     .is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"));
-                if deleted {
+                if is_container(e) {
+                    // A container is deleted only once what it held is: their own
+                    // tombstones say so.
+                    if !deleted {
+                        containers.push(e.dn.clone());
+                    }
+                } else if deleted {
                     tombstones.insert(guid);
                 } else {
                     let member_of = e
@@ -168,7 +178,11 @@ impl Controller {
                 Ok(())
             })
             .await?;
-        Ok(Found { live, tombstones })
+        Ok(Found {
+            live,
+            tombstones,
+            containers,
+        })
     }
 
     /// What `found` changed against the entries of `cache`: each object read again
@@ -180,7 +194,7 @@ impl Controller {
         found: Found,
         cache: &Cache,
     ) -> Result<UsnChanges, LdapError> {
-        let Found { live, tombstones } = found;
+        let Found { live, tombstones, .. } = found;
         let changed = live.len() + tombstones.len();
         let mut again: BTreeSet<String> = live.iter().map(|c| c.guid.clone()).collect();
         again.extend(groups_naming_moved(cache, &live));
@@ -331,6 +345,8 @@ pub struct Found {
     live: Vec<Changed>,
     /// Deleted objects, by objectGUID.
     tombstones: BTreeSet<String>,
+    /// The DNs of organizational units and containers (not deleted).
+    containers: Vec<String>,
 }
 
 impl Found {
@@ -338,6 +354,43 @@ impl Found {
     pub fn is_empty(&self) -> bool {
         self.live.is_empty() && self.tombstones.is_empty()
     }
+
+    /// Whether an organizational unit or container changed.
+    pub fn has_containers(&self) -> bool {
+        !self.containers.is_empty()
+    }
+
+    /// The first changed organizational unit or container that no cached entry is
+    /// under: renamed or moved (the entries under it kept their `uSNChanged` and
+    /// their cached DNs are stale), or new, or holding nothing the searches return.
+    /// A container edited in place still has its cached entries under it.
+    pub fn moved_container(&self, cache: &Cache) -> Option<&str> {
+        let under: Vec<(String, &str)> = self
+            .containers
+            .iter()
+            .map(|c| (format!(",{}", dn::normalize(c)), c.as_str()))
+            .collect();
+        let mut held = vec![false; under.len()];
+        for e in cache.users.values().chain(cache.groups.values()) {
+            let entry = dn::normalize(&e.dn);
+            for (i, (suffix, _)) in under.iter().enumerate() {
+                held[i] |= entry.ends_with(suffix.as_str());
+            }
+        }
+        under
+            .iter()
+            .zip(held)
+            .find(|(_, held)| !held)
+            .map(|((_, dn), _)| *dn)
+    }
+}
+
+/// An organizational unit or container, and not a user or group (a user is a
+/// container of nothing, but some classes derive from both).
+fn is_container(e: &Entry) -> bool {
+    let classes = e.values("objectClass").unwrap_or_default();
+    let has = |class: &str| classes.iter().any(|v| v.eq_ignore_ascii_case(class.as_bytes()));
+    (has("organizationalUnit") || has("container")) && !has("user") && !has("group")
 }
 
 /// An object whose `uSNChanged` moved and that is not deleted.
@@ -471,6 +524,32 @@ mod tests {
             out.extend(done(id, 0, &[]));
             out
         })
+    }
+
+    /// A changed container with a cached entry under it was edited in place; one
+    /// without was renamed, moved or holds nothing read, and the read is full.
+    #[test]
+    fn a_container_no_cached_entry_is_under_was_moved() {
+        let mut cache = Cache::default();
+        cache
+            .users
+            .insert("u".into(), entry("CN=Tom,OU=Team,OU=Staff,DC=x", &[]));
+        let found = |dn: &str| Found {
+            containers: vec![dn.to_owned()],
+            ..Found::default()
+        };
+        assert_eq!(found("ou=team, ou=staff,dc=x").moved_container(&cache), None);
+        assert_eq!(found("OU=Staff,DC=x").moved_container(&cache), None);
+        assert_eq!(
+            found("OU=Crew,OU=Staff,DC=x").moved_container(&cache),
+            Some("OU=Crew,OU=Staff,DC=x")
+        );
+        // A container named like the tail of another is not above it.
+        assert_eq!(
+            found("OU=eam,OU=Staff,DC=x").moved_container(&cache),
+            Some("OU=eam,OU=Staff,DC=x")
+        );
+        assert!(!Found::default().has_containers());
     }
 
     /// A group whose `member` comes in two ranges is read to the end and cached

@@ -63,20 +63,7 @@ async fn read_on(
                 delta: Delta::default(),
             });
         }
-        UsnRead::Full { reason } => {
-            tracing::info!(reason, usn, "Reading every entry of the source.");
-            let cache = controller.full(config).await.map_err(SourceError::from)?;
-            return Ok(CachedRead {
-                decision: Decision {
-                    mode: ReadMode::Full,
-                    reason,
-                    changed: true,
-                },
-                token,
-                entries: Entries::Cache(cache),
-                delta: Delta::default(),
-            });
-        }
+        UsnRead::Full { reason } => return full(controller, config, token, reason).await,
         UsnRead::Since(since) => since,
     };
     let found = controller
@@ -85,7 +72,7 @@ async fn read_on(
         .map_err(SourceError::from)?;
     // The USN also moves for objects that are neither users nor groups (a DNS
     // record, a policy): then the cache is not even loaded.
-    if found.is_empty() {
+    if found.is_empty() && !found.has_containers() {
         return Ok(CachedRead {
             decision: usn_unchanged(usn),
             token,
@@ -94,6 +81,22 @@ async fn read_on(
         });
     }
     let mut cache = super::kept(store, warm, stored).await?;
+    if let Some(dn) = found.moved_container(&cache) {
+        let reason = format!(
+            "the organizational unit or container `{}` changed and no kept entry is under it: \
+             the entries under it may have been renamed or moved",
+            crate::text::visible(dn)
+        );
+        return full(controller, config, token, reason).await;
+    }
+    if found.is_empty() {
+        return Ok(CachedRead {
+            decision: usn_unchanged(usn),
+            token,
+            entries: Entries::Cache(cache),
+            delta: Delta::default(),
+        });
+    }
     let changes = controller
         .changes(config, found, &cache)
         .await
@@ -126,6 +129,31 @@ async fn read_on(
         token,
         entries: Entries::Cache(cache),
         delta,
+    })
+}
+
+/// Every entry of the source, for `reason`.
+async fn full(
+    controller: &mut usn::Controller,
+    config: &LdapConfig,
+    token: Option<Token>,
+    reason: String,
+) -> Result<CachedRead, SyncError> {
+    tracing::info!(
+        reason,
+        usn = controller.dc.usn,
+        "Reading every entry of the source."
+    );
+    let cache = controller.full(config).await.map_err(SourceError::from)?;
+    Ok(CachedRead {
+        decision: Decision {
+            mode: ReadMode::Full,
+            reason,
+            changed: true,
+        },
+        token,
+        entries: Entries::Cache(cache),
+        delta: Delta::default(),
     })
 }
 
