@@ -239,6 +239,140 @@ async fn an_unchanged_directory_sends_nothing_and_changes_push_what_a_resync_wou
     assert_eq!(mock.request_count().await, requests);
 }
 
+/// A sync, then the target and the entry cache compared with a fresh resync's.
+async fn sync_and_compare(env: &Env, mock: &GroupMembersApi, server: &Slapd, what: &str) -> Run {
+    let run = dirsync(env, &["sync", "--allow-removals"]).await;
+    run.expect_code(0);
+    let (groups, entries) = oracle_with_cache(server).await;
+    assert_eq!(
+        mock.groups(),
+        groups,
+        "{what}: the target differs from a resync's\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        cache(env).await,
+        entries,
+        "{what}: the cache differs from a full read's"
+    );
+    mock.assert_no_violations();
+    run
+}
+
+/// An organizational unit moved out of the users' base takes its users out of the
+/// source: the server names only the unit as gone, so the read is full.
+#[tokio::test]
+async fn an_organizational_unit_moved_out_of_the_base_takes_its_users_out() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let mut admin = admin(&server).await;
+    let sub = format!("ou=sub,ou=people,{BASE}");
+    let ou = vec![
+        ("objectClass", HashSet::from(["organizationalUnit"])),
+        ("ou", HashSet::from(["sub"])),
+    ];
+    admin
+        .add(&sub, ou)
+        .await
+        .and_then(|r| r.success())
+        .expect("add ou=sub");
+    let sam = format!("uid=sam,{sub}");
+    let person = vec![
+        ("objectClass", HashSet::from(["inetOrgPerson"])),
+        ("uid", HashSet::from(["sam"])),
+        ("cn", HashSet::from(["Sam Example"])),
+        ("sn", HashSet::from(["Example"])),
+        ("mail", HashSet::from(["sam@example.com"])),
+    ];
+    admin
+        .add(&sam, person)
+        .await
+        .and_then(|r| r.success())
+        .expect("add sam");
+    admin
+        .modify(
+            &group("engineering"),
+            vec![Mod::Add("member", HashSet::from([sam.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("add sam to engineering");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    assert_eq!(mock.groups(), oracle(&server).await);
+
+    admin
+        .modifydn(&sub, "ou=sub", true, Some(BASE))
+        .await
+        .and_then(|r| r.success())
+        .expect("move ou=sub out of ou=people");
+    admin.unbind().await.expect("unbind");
+    let run = sync_and_compare(&env, &mock, &server, "ou=sub moved out").await;
+    assert!(run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+    assert!(run.stderr.contains("neither search returned"), "{}", run.stderr);
+    assert!(
+        !cache(&env).await.values().any(|(dn, _)| dn.contains("uid=sam")),
+        "sam left the source"
+    );
+}
+
+/// With referential integrity, renaming or deleting a user or a nested group rewrites
+/// the member values naming it and the refresh does not name those groups: they are
+/// read again, so renamed entries stay members and a deleted one's DN, used again,
+/// names nobody's old groups.
+#[tokio::test]
+async fn with_referential_integrity_a_renamed_member_stays_in_its_groups() {
+    let opts = Options {
+        refint: true,
+        ..syncprov()
+    };
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), opts);
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let before = mock.groups();
+    assert_eq!(before, oracle(&server).await);
+
+    let mut admin = admin(&server).await;
+    admin
+        .modifydn(&person("alice"), "uid=alice2", true, None)
+        .await
+        .and_then(|r| r.success())
+        .expect("rename alice");
+    admin
+        .modifydn(&group("sre"), "cn=sre2", true, None)
+        .await
+        .and_then(|r| r.success())
+        .expect("rename sre");
+    admin.unbind().await.expect("unbind");
+    let run = sync_and_compare(&env, &mock, &server, "alice and sre renamed").await;
+    assert!(run.stderr.contains("mode=\"incremental\""), "{}", run.stderr);
+    assert_eq!(mock.groups(), before, "renaming moves no member");
+
+    // Bob deleted (the server drops him from engineering), then someone else added
+    // under his DN: the newcomer is in no group.
+    let mut admin = common::slapd::admin(&server).await;
+    admin
+        .delete(&person("bob"))
+        .await
+        .and_then(|r| r.success())
+        .expect("delete bob");
+    sync_and_compare(&env, &mock, &server, "bob deleted").await;
+    let newcomer = vec![
+        ("objectClass", HashSet::from(["inetOrgPerson"])),
+        ("uid", HashSet::from(["bob"])),
+        ("cn", HashSet::from(["Another Bob"])),
+        ("sn", HashSet::from(["Example"])),
+    ];
+    admin
+        .add(&person("bob"), newcomer)
+        .await
+        .and_then(|r| r.success())
+        .expect("add another bob");
+    admin.unbind().await.expect("unbind");
+    sync_and_compare(&env, &mock, &server, "another bob added").await;
+}
+
 #[tokio::test]
 async fn a_restarted_server_names_what_is_still_there_and_the_deletion_comes_out_right() {
     let mut server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());

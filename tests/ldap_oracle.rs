@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use common::Env;
 use common::group_members::{GroupMembersApi, KEY};
-use common::slapd::{BASE, Options, READER_DN, Slapd, admin, people_ldif};
+use common::slapd::{BASE, NOBODY, Options, READER_DN, Slapd, admin, people_ldif};
 use ldap3::Mod;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -94,6 +94,8 @@ struct Model {
     /// Group DN → member DNs (people or groups; a member may dangle).
     groups: BTreeMap<String, Vec<String>>,
     next: u64,
+    /// The server rewrites member values on renames and deletes (`refint`).
+    refint: bool,
 }
 
 async fn ok(what: &str, res: ldap3::result::Result<ldap3::LdapResult>) {
@@ -102,6 +104,25 @@ async fn ok(what: &str, res: ldap3::result::Result<ldap3::LdapResult>) {
 }
 
 impl Model {
+    /// What the server does to member values when `old` is renamed to `new`, or
+    /// deleted (`None`): nothing, or with `refint` the same to every value naming it
+    /// (a group left without members names `NOBODY`).
+    fn referenced(&mut self, old: &str, new: Option<&str>) {
+        if !self.refint {
+            return;
+        }
+        for members in self.groups.values_mut() {
+            if !members.iter().any(|m| m == old) {
+                continue;
+            }
+            members.retain(|m| m != old);
+            members.extend(new.map(str::to_owned));
+            if members.is_empty() {
+                members.push(NOBODY.to_owned());
+            }
+        }
+    }
+
     fn pick<'a>(rng: &mut StdRng, list: &'a [String]) -> Option<&'a String> {
         (!list.is_empty()).then(|| &list[rng.random_range(0..list.len())])
     }
@@ -143,6 +164,7 @@ impl Model {
                 };
                 ok("delete user", ldap.delete(&dn).await).await;
                 self.people.retain(|p| *p != dn);
+                self.referenced(&dn, None);
                 "delete user"
             }
             4 => {
@@ -153,7 +175,9 @@ impl Model {
                 let rdn = format!("uid=renamed{}", self.next);
                 ok("rename user", ldap.modifydn(&dn, &rdn, true, None).await).await;
                 self.people.retain(|p| *p != dn);
-                self.people.push(format!("{rdn},ou=people,{BASE}"));
+                let new = format!("{rdn},ou=people,{BASE}");
+                self.referenced(&dn, Some(&new));
+                self.people.push(new);
                 "rename user"
             }
             5 => {
@@ -164,6 +188,7 @@ impl Model {
                 let outside = format!("ou=outside,{BASE}");
                 ok("move user", ldap.modifydn(&dn, &rdn, true, Some(&outside)).await).await;
                 self.people.retain(|p| *p != dn);
+                self.referenced(&dn, Some(&format!("{rdn},{outside}")));
                 "move user out of the base"
             }
             6 | 7 => {
@@ -225,7 +250,9 @@ impl Model {
                     let rdn = format!("cn=renamed{}", self.next);
                     ok("rename group", ldap.modifydn(&g, &rdn, true, None).await).await;
                     let members = self.groups.remove(&g).unwrap_or_default();
-                    self.groups.insert(format!("{rdn},ou=groups,{BASE}"), members);
+                    let new = format!("{rdn},ou=groups,{BASE}");
+                    self.groups.insert(new.clone(), members);
+                    self.referenced(&g, Some(&new));
                     "rename group"
                 }
                 1 => {
@@ -234,6 +261,7 @@ impl Model {
                     };
                     ok("delete group", ldap.delete(&g).await).await;
                     self.groups.remove(&g);
+                    self.referenced(&g, None);
                     "delete group"
                 }
                 _ => {
@@ -288,20 +316,36 @@ fn directory() -> (String, Model) {
             people,
             groups,
             next: 0,
+            refint: false,
         },
     )
 }
 
 #[tokio::test]
 async fn every_sync_after_random_changes_leaves_what_a_fresh_resync_leaves() {
+    random_changes(Options {
+        syncprov: true,
+        ..Options::default()
+    })
+    .await;
+}
+
+/// The same against a server with referential integrity: renames and deletions
+/// rewrite the member values naming them, and the refresh does not name the groups.
+#[tokio::test]
+async fn with_referential_integrity_every_sync_leaves_what_a_fresh_resync_leaves() {
+    random_changes(Options {
+        syncprov: true,
+        refint: true,
+        ..Options::default()
+    })
+    .await;
+}
+
+async fn random_changes(opts: Options) {
     let (ldif, mut model) = directory();
-    let server = Slapd::start(
-        &ldif,
-        Options {
-            syncprov: true,
-            ..Options::default()
-        },
-    );
+    model.refint = opts.refint;
+    let server = Slapd::start(&ldif, opts);
     let mock = GroupMembersApi::start().await;
     let env = env_for(&server, &mock);
     dirsync(&env, &["sync"]).await.expect_code(0);

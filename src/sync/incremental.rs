@@ -13,6 +13,8 @@
 //! stored one, then the objects changed since, read again through the configured
 //! searches. Its answer takes the same shape, so the rest of the run is the same.
 
+use std::collections::BTreeSet;
+
 use crate::config::SourceConfig;
 use crate::source::ldap::cache::{Cache, Delta, Kind};
 use crate::source::ldap::{self, LdapConfig, LdapError, SearchFailure, ServerResult, Synced};
@@ -195,9 +197,42 @@ pub(super) async fn read(
         });
     }
     let mut cache = kept(store, warm, stored).await?;
+    // An entry named as gone that neither search returned: the server also names so
+    // an organizational unit moved out of the base, whose entries it does not name.
+    let held = |id: &String| cache.users.contains_key(id) || cache.groups.contains_key(id);
+    if let Some(id) = users.deleted.iter().chain(&groups.deleted).find(|id| !held(id)) {
+        let reason = format!(
+            "the directory names an entry as gone that neither search returned ({id}): the entries \
+             under an organizational unit moved out of the base are not named"
+        );
+        return full_refresh(config, reason).await;
+    }
+    let stale = groups_naming_moved(&cache, &users, &groups, &config.groups.members);
     let mut delta = Delta::default();
     cache.apply(Kind::User, users, &mut delta);
     cache.apply(Kind::Group, groups, &mut delta);
+    if !stale.is_empty() {
+        let (c, ids) = (config.clone(), stale);
+        let again = tokio::spawn(async move { ldap::groups_by_id(&c, &ids).await })
+            .await
+            .map_err(|e| LdapError::Interrupted {
+                url: config.url.clone(),
+                how: source::interrupted(e),
+            });
+        match again.and_then(|r| r).map_err(SourceError::from)? {
+            Some(changed) => {
+                let refresh = ldap::Refresh {
+                    changed,
+                    ..ldap::Refresh::default()
+                };
+                cache.apply(Kind::Group, refresh, &mut delta);
+            }
+            None => {
+                let reason = "the server asked for a full refresh of the groups that name a renamed, deleted or added entry";
+                return full_refresh(config, reason.to_owned()).await;
+            }
+        }
+    }
     let decision = if delta.is_empty() {
         unchanged()
     } else {
@@ -217,6 +252,57 @@ pub(super) async fn read(
         entries: Entries::Cache(cache),
         delta,
     })
+}
+
+/// The cached groups (by entryUUID) whose member values name an entry the refresh
+/// renamed, deleted or added, under its old DN or its new one, to be read again. A
+/// server with referential integrity rewrites those values without the refresh
+/// naming the groups: a renamed member would drop out, and a deleted one's DN, used
+/// again, would name the new entry.
+fn groups_naming_moved(
+    cache: &Cache,
+    users: &ldap::Refresh,
+    groups: &ldap::Refresh,
+    members: &[String],
+) -> Vec<String> {
+    use ldap::dn::{normalize, strip_optional_uid};
+    let mut dns = BTreeSet::new();
+    for (cached, refresh) in [(&cache.users, users), (&cache.groups, groups)] {
+        for (id, e) in &refresh.changed {
+            match cached.get(id) {
+                Some(before) if normalize(&before.dn) == normalize(&e.dn) => {}
+                Some(before) => {
+                    dns.insert(normalize(&before.dn));
+                    dns.insert(normalize(&e.dn));
+                }
+                None => {
+                    dns.insert(normalize(&e.dn));
+                }
+            }
+        }
+        let changed: BTreeSet<&String> = refresh.changed.iter().map(|(id, _)| id).collect();
+        let gone = cached.iter().filter(|(id, _)| {
+            !changed.contains(id)
+                && (refresh.deleted.contains(*id)
+                    || refresh.present.as_ref().is_some_and(|p| !p.contains(*id)))
+        });
+        dns.extend(gone.map(|(_, e)| normalize(&e.dn)));
+    }
+    if dns.is_empty() {
+        return Vec::new();
+    }
+    cache
+        .groups
+        .iter()
+        .filter(|(_, g)| {
+            g.attrs
+                .iter()
+                .filter(|(desc, _)| members.iter().any(|m| m.eq_ignore_ascii_case(desc)))
+                .flat_map(|(_, values)| values)
+                .any(|v| dns.contains(&normalize(strip_optional_uid(&String::from_utf8_lossy(v)))))
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// The token that stores the cookies of a refresh of both searches.

@@ -22,6 +22,8 @@ use tokio::sync::watch;
 pub const BASE: &str = "dc=example,dc=com";
 pub const READER_DN: &str = "cn=reader,dc=example,dc=com";
 pub const READER_PASSWORD: &str = "reader-secret";
+/// The member value `refint` leaves in a group whose last member it removes.
+pub const NOBODY: &str = "cn=nobody,dc=example,dc=com";
 
 /// How the server is set up.
 #[derive(Debug, Clone)]
@@ -36,6 +38,11 @@ pub struct Options {
     /// Content synchronisation (RFC 4533): the `syncprov` overlay with a session log.
     /// A sync refresh is not paged: with it, `size_limit` applies to a refresh whole.
     pub syncprov: bool,
+    /// Referential integrity (the `refint` overlay on `member` and `uniqueMember`):
+    /// renaming or deleting an entry rewrites the member values naming it, without
+    /// changing the groups' entryCSN; a group it leaves without members names
+    /// [`NOBODY`].
+    pub refint: bool,
 }
 
 impl Default for Options {
@@ -45,6 +52,7 @@ impl Default for Options {
             paging: true,
             tls: false,
             syncprov: false,
+            refint: false,
         }
     }
 }
@@ -214,6 +222,14 @@ impl Slapd {
         } else {
             ("", "")
         };
+        let (refint_module, refint) = if opts.refint {
+            (
+                "moduleload refint\n",
+                "overlay refint\nrefint_attributes member uniqueMember\nrefint_nothing \"cn=nobody,dc=example,dc=com\"\n",
+            )
+        } else {
+            ("", "")
+        };
         let prtotal = if opts.paging { "unlimited" } else { "disabled" };
         let conf = format!(
             "include /etc/ldap/schema/core.schema\n\
@@ -225,6 +241,7 @@ impl Slapd {
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
              {syncprov_module}\
+             {refint_module}\
              {tls}\
              sizelimit {limit}\n\
              database mdb\n\
@@ -236,7 +253,8 @@ impl Slapd {
              limits dn.exact=\"{READER_DN}\" size.soft={limit} size.hard={limit} size.prtotal={prtotal}\n\
              access to attrs=userPassword by anonymous auth by * none\n\
              access to * by * read\n\
-             {syncprov}",
+             {syncprov}\
+             {refint}",
             dir = d.display(),
         );
         std::fs::write(d.join("slapd.conf"), conf).expect("write slapd.conf");

@@ -1,6 +1,6 @@
 //! LDAP search filters (RFC 4515): filters that come from the config are checked
-//! before anything connects. dirsync builds no filter from directory data; one that
-//! did would escape the values with ldap3's `ldap_escape`.
+//! before anything connects. A filter built from directory data (groups by
+//! entryUUID, `groups_by_id`) escapes its values with ldap3's `ldap_escape`.
 
 /// Whether `filter` is a filter the server will accept the shape of (parenthesized,
 /// balanced, valid operators). The config layer rejects anything else by key.

@@ -236,6 +236,44 @@ pub async fn sync_refresh(
     refreshed
 }
 
+/// Groups per search that [`groups_by_id`] asks for, so a filter stays short.
+const GROUPS_PER_SEARCH: usize = 100;
+
+/// The groups of the group search with these entryUUIDs, each whole, as a refresh
+/// names them: a refresh without a cookie of the group search narrowed to them. A
+/// group the search no longer returns is left out. `None` when the server asks for
+/// a full refresh instead.
+pub async fn groups_by_id(
+    config: &LdapConfig,
+    ids: &[String],
+) -> Result<Option<Vec<(String, Entry)>>, LdapError> {
+    let groups = &config.groups;
+    let mut conn = Conn::open(config).await?;
+    let read = async {
+        conn.bind(&config.bind).await?;
+        let attrs = groups.attributes();
+        let mut found = Vec::new();
+        for chunk in ids.chunks(GROUPS_PER_SEARCH) {
+            let any: String = chunk
+                .iter()
+                .map(|id| format!("(entryUUID={})", ldap3::ldap_escape(id.as_str())))
+                .collect();
+            let search = config::Search {
+                filter: format!("(&{}(|{any}))", groups.search.filter),
+                ..groups.search.clone()
+            };
+            match conn.sync_refresh(&search, &attrs, None).await? {
+                Synced::Refreshed(r) => found.extend(r.changed),
+                Synced::RefreshRequired(_) | Synced::Unsupported(_) => return Ok(None),
+            }
+        }
+        Ok(Some(found))
+    }
+    .await;
+    conn.close().await;
+    read
+}
+
 /// What `dirsync check` says of a server that does not offer content synchronisation.
 pub const NO_CONTENT_SYNC: &str = "the server does not offer content synchronisation (RFC 4533), so every \
      run reads the whole directory: enable OpenLDAP's syncprov overlay on the database (slapd.conf: \
