@@ -129,6 +129,83 @@ async fn a_watched_directory_change_reaches_the_target_without_a_schedule() {
     mock.assert_no_violations();
 }
 
+/// A watched run that fails is run again after a backoff, with no directory change
+/// and no schedule to start it.
+#[tokio::test]
+async fn a_failed_watched_run_is_run_again_without_a_directory_change() {
+    let ldif = format!(
+        "{}dn: cn=staff,ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: staff\n\
+         member: uid=user1,ou=people,{BASE}\nentryUUID: {}\n",
+        people_ldif(2),
+        group_uuid(0)
+    );
+    let server = Slapd::start(
+        &ldif,
+        Options {
+            syncprov: true,
+            ..Options::default()
+        },
+    );
+    let mock = GroupMembersApi::start().await;
+    mock.lock().fail.insert(group_uuid(0));
+    let env = Env::new();
+    std::fs::copy(server.password_file(), env.path("reader.pw")).expect("copy password");
+    // The first run comes from the watch: its search's initial content counts as
+    // a change. It fails, and nothing else starts a run.
+    let config = config(&server, &mock)
+        .replace(
+            "[targets.office.users]",
+            "[targets.office.retry]\nmax_attempts = 1\n\n[targets.office.users]",
+        )
+        .replace("run_at_start = true", "run_at_start = false");
+    env.write("dirsync.toml", &config);
+    let child = env
+        .command(&["run"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut requests = 0;
+    while requests == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        requests = mock.request_count().await;
+    }
+    // The target recovers; the directory stays as it is.
+    mock.lock().fail.clear();
+    let want: BTreeSet<String> = [uuid(1)].into();
+    let took = wait_for("the run again", || {
+        mock.groups().get(&group_uuid(0)) == Some(&want)
+    })
+    .await;
+    assert!(
+        took >= Duration::from_secs(5),
+        "ran again after the backoff, not at once: {took:?}"
+    );
+
+    let pid = child.id().expect("pid");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().await.expect("the service ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("The run did not finish clean; running again without waiting for a directory change.")
+            && stderr.contains("retry_in_s=10"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("The directory changed").count(),
+        1,
+        "only the watch's initial content: {stderr}"
+    );
+    mock.assert_no_violations();
+}
+
 #[tokio::test]
 async fn watch_needs_a_directory_that_can_be_watched() {
     let env = Env::new();

@@ -143,6 +143,9 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
     let mut watcher = watch(&config, changed.clone());
     let mut run_now = config.daemon.run_at_start;
     let mut outbox = crate::notify::Outbox::default();
+    // A watched run that did not finish clean, run again after this backoff: no
+    // directory change may come to start another.
+    let mut retry: Option<Retry> = None;
     loop {
         let due = if run_now {
             run_now = false;
@@ -161,8 +164,10 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
                     "No schedule is configured ([daemon] schedule); idle until stopped or reloaded."
                 );
             }
+            let retry_wait = retry.map(|r| r.at.saturating_duration_since(Instant::now()));
             tokio::select! {
                 _ = sleep_or_forever(wait) => next.map_or(Due { run: Some(Mode::Sync), verify: false }, |(_, d)| d),
+                _ = sleep_or_forever(retry_wait) => Due { run: Some(Mode::Sync), verify: false },
                 _ = signals.shutdown.cancelled() => break,
                 Some(()) = signals.reload.recv() => {
                     config = reload(config_path, config);
@@ -190,6 +195,7 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
             let started = Instant::now();
             let outcome = run_once(&config, mode, &signals.shutdown, &shared, &mut outbox).await;
             let elapsed = started.elapsed();
+            retry = Retry::after(retry, watcher.is_some(), &outcome);
             {
                 let mut health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
                 health.last_run = Some((Instant::now(), outcome.clone()));
@@ -317,6 +323,38 @@ async fn verify_once(config: &Config, shutdown: &CancellationToken, shared: &Sha
             );
         }
         Err(e) => tracing::error!("Scheduled verify failed: {e}"),
+    }
+}
+
+/// When a watched run that did not finish clean is run again.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: Instant,
+    backoff: Duration,
+}
+
+impl Retry {
+    const FIRST: Duration = Duration::from_secs(10);
+    const MAX: Duration = Duration::from_secs(300);
+
+    /// The retry after a run that ended with `outcome`: with a watched directory, a
+    /// run skipped for the lock, failed, or partly pushed is run again after 10 s,
+    /// then twice as long each time up to 5 minutes; nothing otherwise. A refused
+    /// plan waits for a person, as it does on a schedule.
+    fn after(last: Option<Retry>, watched: bool, outcome: &str) -> Option<Retry> {
+        if !watched || !matches!(outcome, "skipped" | "error" | "source_error" | "partial") {
+            return None;
+        }
+        let backoff = last.map_or(Self::FIRST, |r| (r.backoff * 2).min(Self::MAX));
+        tracing::info!(
+            outcome,
+            retry_in_s = backoff.as_secs(),
+            "The run did not finish clean; running again without waiting for a directory change."
+        );
+        Some(Retry {
+            at: Instant::now() + backoff,
+            backoff,
+        })
     }
 }
 
