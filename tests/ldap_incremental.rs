@@ -712,6 +712,82 @@ async fn a_corrupt_cookie_fails_the_run_before_any_request_and_the_next_run_read
     assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);
 }
 
+/// A cookie naming a state the server does not have (from another server, or ahead
+/// of a server restored from a backup) fails the run before any request, with exit
+/// code 6; the next run reads everything.
+#[tokio::test]
+async fn a_foreign_cookie_fails_the_run_before_any_request_and_the_next_run_reads_everything() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let requests = mock.request_count().await;
+    let snapshot = env.snapshot().await;
+    let entries = cache(&env).await;
+
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(env.db());
+    let db = sqlx::SqlitePool::connect_with(opts).await.expect("open state db");
+    let ahead = "rid=000,csn=29991231000000.000000Z#000000#000#000000";
+    sqlx::query("UPDATE source_state SET token = json_set(token, '$.users_cookie', ?)")
+        .bind(ahead)
+        .execute(&db)
+        .await
+        .expect("a cookie from ahead of the server");
+    db.close().await;
+    change_the_directory(&server).await;
+
+    let failed = dirsync(&env, &["sync", "--allow-removals"]).await;
+    failed.expect_code(6);
+    assert!(
+        failed
+            .stderr
+            .contains("refuses the stored content synchronisation cookie"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(mock.request_count().await, requests, "zero requests");
+    assert_eq!(env.snapshot().await, snapshot, "snapshot unchanged");
+    assert_eq!(cache(&env).await, entries, "cache unchanged");
+
+    let next = dirsync(&env, &["sync", "--allow-removals"]).await;
+    next.expect_code(0);
+    assert!(next.stderr.contains(FULL_REFRESH), "{}", next.stderr);
+    assert!(next.stderr.contains("the last read failed"), "{}", next.stderr);
+    assert_eq!(mock.groups(), oracle(&server).await, "converged");
+    mock.assert_no_violations();
+}
+
+/// A stored token that is not JSON (a damaged state database) is no token: the run
+/// reads everything, with a warning, instead of failing every run.
+#[tokio::test]
+async fn a_stored_token_that_is_not_json_makes_the_read_full() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(env.db());
+    let db = sqlx::SqlitePool::connect_with(opts).await.expect("open state db");
+    sqlx::query("UPDATE source_state SET token = '{not json'")
+        .execute(&db)
+        .await
+        .expect("damage the token");
+    db.close().await;
+    change_the_directory(&server).await;
+
+    let run = dirsync(&env, &["sync", "--allow-removals"]).await;
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("The stored source token is not JSON"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+    assert_eq!(mock.groups(), oracle(&server).await, "converged");
+    let quiet = dirsync(&env, &["sync"]).await;
+    quiet.expect_code(0);
+    assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);
+}
+
 #[tokio::test]
 async fn resync_and_full_read_every_refresh_every_entry() {
     let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());

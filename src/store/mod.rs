@@ -768,13 +768,14 @@ impl Store {
             return Ok(None);
         };
         let token: Option<String> = r.try_get("token")?;
+        // A token that is not JSON is no token: the read is full.
         let token = token
             .map(|t| serde_json::from_str(&t))
             .transpose()
-            .map_err(|e| StoreError::Corrupt {
-                id: "source_state".into(),
-                message: format!("the token is not JSON: {e}"),
-            })?;
+            .unwrap_or_else(|e| {
+                tracing::warn!("The stored source token is not JSON ({e}); the next read is full.");
+                None
+            });
         Ok(Some(SourceState {
             kind: r.try_get("kind")?,
             config_hash: r.try_get("config_hash")?,

@@ -312,6 +312,7 @@ impl Conn {
         attrs: &[String],
         cookie: Option<Vec<u8>>,
     ) -> Result<Synced, LdapError> {
+        let cookie_sent = cookie.is_some();
         // A server with nothing new to say may leave the cookie out: the one sent stays.
         let mut refresh = Refresh {
             cookie: cookie.clone().unwrap_or_default(),
@@ -340,8 +341,12 @@ impl Conn {
             .await?;
         match res.rc {
             rc::SUCCESS => {}
-            rc::E_SYNC_REFRESH_REQUIRED | rc::UNWILLING_TO_PERFORM => {
-                return Ok(Synced::RefreshRequired(ServerResult::from(&res)));
+            rc::E_SYNC_REFRESH_REQUIRED => return Ok(Synced::RefreshRequired(ServerResult::from(&res))),
+            // slapd's answer to a cookie from another server or from ahead of its own
+            // state ("consumer state is newer than provider").
+            rc::UNWILLING_TO_PERFORM if cookie_sent => {
+                let result = ServerResult::from(&res);
+                return Err(self.search_error(search, SearchFailure::CookieRefused { result }));
             }
             rc::UNAVAILABLE_CRITICAL_EXTENSION => return Ok(Synced::Unsupported(ServerResult::from(&res))),
             _ => {
@@ -532,8 +537,8 @@ enum Item<'e> {
 #[derive(Debug)]
 pub enum Synced {
     Refreshed(Refresh),
-    /// The server cannot serve the cookie (`e-syncRefreshRequired`, or a cookie from
-    /// a server state it does not have): read everything again.
+    /// The server cannot serve the cookie (`e-syncRefreshRequired`): read everything
+    /// again.
     RefreshRequired(ServerResult),
     /// The server does not offer content synchronisation (OpenLDAP without the
     /// `syncprov` overlay).

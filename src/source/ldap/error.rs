@@ -252,6 +252,14 @@ pub enum SearchFailure {
     /// everything.
     #[error("the server's content synchronisation answer holds {what}")]
     BadSync { what: &'static str },
+    /// The server will not refresh from the stored cookie: it names a state the
+    /// server does not have. Nothing of the run is pushed; the next run reads
+    /// everything.
+    #[error(
+        "{result}: the server refuses the stored content synchronisation cookie, which names a state \
+         it does not have (a cookie from another server, or a server restored from an older backup)"
+    )]
+    CookieRefused { result: ServerResult },
     /// An Active Directory answer that the USN read cannot use; the next run reads
     /// everything.
     #[error("the domain controller's answer holds {what}")]
