@@ -170,9 +170,16 @@ async fn service_syncs_on_schedule_reloads_and_stops_cleanly() {
     );
 
     // SIGHUP with a new group mapping: the next run pushes the newly mapped groups.
-    env.write("dirsync.toml", &config(&mock, port, ".*"));
+    // A new `state_db` waits for a restart: the runs keep the database they had.
+    let moved = config(&mock, port, ".*").replace("state_db = \"state.db\"", "state_db = \"other.db\"");
+    assert!(moved.contains("other.db"));
+    env.write("dirsync.toml", &moved);
     kill(pid, "-HUP");
     wait_for("the reloaded mapping", || mock.groups() == expected_state(GROUPS)).await;
+    assert!(
+        !env.path("other.db").exists(),
+        "the state database stays until a restart"
+    );
     // An invalid config on SIGHUP is refused and the old one stays.
     env.write("dirsync.toml", "this is not toml = = =");
     kill(pid, "-HUP");

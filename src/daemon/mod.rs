@@ -440,13 +440,16 @@ async fn run_once(
 fn reload(path: &Path, old: Arc<Config>) -> Arc<Config> {
     notify::reloading();
     let new = match config::load(path) {
-        Ok(new) => {
+        Ok(mut new) => {
             for w in &new.warnings {
                 tracing::warn!("{w}");
             }
             if new.daemon.listen != old.daemon.listen || new.state_db != old.state_db {
                 tracing::warn!("`daemon.listen` and `state_db` take effect only after a restart.");
             }
+            // The entries kept in memory, the health and the metrics belong to the
+            // state database the service started with.
+            new.state_db.clone_from(&old.state_db);
             tracing::info!("Reloaded the configuration.");
             Arc::new(new)
         }
