@@ -454,6 +454,48 @@ fn an_organizational_unit_renamed_or_moved_out_reads_everything() {
     );
 }
 
+/// A user search filtered on memberOf: a member added to the group moves the group's
+/// USN, not the user's, so every read that finds a change is full, and the user
+/// comes into the source.
+#[test]
+fn a_search_that_names_member_of_reads_everything_when_anything_changed() {
+    with_dc(
+        "a_search_that_names_member_of_reads_everything_when_anything_changed",
+        |dc| async move {
+            let filtered = |mock: &GroupMembersApi| {
+                let users = format!("[source.users]\nbase_dn = \"{STAFF}\"");
+                let sre = staff("SRE");
+                config(&dc, mock, "").replace(
+                    &users,
+                    &format!("{users}\nfilter = \"(&(objectClass=user)(memberOf={sre}))\""),
+                )
+            };
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            env.write("dirsync.toml", &filtered(&mock));
+            dirsync(&env, &["sync"]).await.expect_code(0);
+            let quiet = dirsync(&env, &["sync"]).await;
+            quiet.expect_code(0);
+            assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);
+
+            let mut ldap = admin().await;
+            set_members(&mut ldap, &staff("SRE"), true, &staff("Carol Example")).await;
+            ldap.unbind().await.expect("unbind");
+            let run = dirsync(&env, &["sync"]).await;
+            run.expect_code(0);
+            assert!(run.stderr.contains(FULL_READ), "{}", run.stderr);
+            assert!(run.stderr.contains("names memberOf"), "{}", run.stderr);
+
+            let fresh = GroupMembersApi::start().await;
+            let oracle = Env::new();
+            oracle.write("dirsync.toml", &filtered(&fresh));
+            dirsync(&oracle, &["resync"]).await.expect_code(0);
+            assert_eq!(mock.groups(), fresh.groups(), "Carol came into the source");
+            mock.assert_no_violations();
+        },
+    );
+}
+
 #[test]
 fn a_token_from_another_dc_or_ahead_of_it_reads_everything() {
     with_dc(

@@ -460,7 +460,35 @@ impl LdapConfig {
                 self.url
             ));
         }
+        if let Some(key) = self.back_link_key() {
+            w.push(format!(
+                "`{key}` names memberOf, which Active Directory keeps on the user without moving \
+                 its uSNChanged: every read that finds a change is a full one"
+            ));
+        }
         w
+    }
+
+    /// The key of an Active Directory search that names `memberOf` (its filter or
+    /// extra attributes): a group's member change moves the group's USN, not the
+    /// users', so reading the changed objects cannot tell what such a search returns.
+    pub(crate) fn back_link_key(&self) -> Option<&'static str> {
+        if !self.domain_scope {
+            return None;
+        }
+        let names = |text: &str| text.to_ascii_lowercase().contains("memberof");
+        let extra = |attrs: &[String]| attrs.iter().any(|a| a.eq_ignore_ascii_case("memberOf"));
+        if names(&self.users.search.filter) {
+            Some("source.users.filter")
+        } else if names(&self.groups.search.filter) {
+            Some("source.groups.filter")
+        } else if extra(&self.users.extra) {
+            Some("source.users.extra")
+        } else if extra(&self.groups.extra) {
+            Some("source.groups.extra")
+        } else {
+            None
+        }
     }
 }
 

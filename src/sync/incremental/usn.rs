@@ -66,6 +66,10 @@ async fn read_on(
         UsnRead::Full { reason } => return full(controller, config, token, reason).await,
         UsnRead::Since(since) => since,
     };
+    if let Some(key) = config.back_link_key() {
+        let reason = format!("`{key}` names memberOf, whose changes do not move the users' USN");
+        return full(controller, config, token, reason).await;
+    }
     let found = controller
         .changed_since(config, since)
         .await
