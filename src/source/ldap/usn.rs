@@ -142,7 +142,7 @@ impl Controller {
             crit: true,
             val: None,
         };
-        let mut live: Vec<Changed> = Vec::new();
+        let mut live: Vec<(String, Entry)> = Vec::new();
         let mut tombstones = BTreeSet::new();
         let mut containers = Vec::new();
         let url = self.url.clone();
@@ -163,21 +163,29 @@ impl Controller {
                 } else if deleted {
                     tombstones.insert(guid);
                 } else {
-                    let member_of = e
-                        .values("memberOf")
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|v| dn::normalize(&String::from_utf8_lossy(v)))
-                        .collect();
-                    live.push(Changed {
-                        guid,
-                        dn: e.dn.clone(),
-                        member_of,
-                    });
+                    live.push((guid, e.clone()));
                 }
                 Ok(())
             })
             .await?;
+        // A user in more groups than the controller names at once gets a ranged
+        // `memberOf;range=0-1499`: read to its end, as a group's `member` is.
+        let mut changed = Vec::with_capacity(live.len());
+        for (guid, mut e) in live {
+            self.complete_range(&mut e, "memberOf").await?;
+            let member_of = e
+                .values("memberOf")
+                .unwrap_or_default()
+                .iter()
+                .map(|v| dn::normalize(&String::from_utf8_lossy(v)))
+                .collect();
+            changed.push(Changed {
+                guid,
+                dn: e.dn,
+                member_of,
+            });
+        }
+        let live = changed;
         Ok(Found {
             live,
             tombstones,
@@ -385,6 +393,20 @@ impl Found {
     }
 }
 
+/// The first configured search base that is not under `naming_context`, the
+/// partition the change search covers: what changes there is never seen, so the
+/// read must be full (a global catalog answering for another domain, say).
+pub fn base_outside<'c>(config: &'c LdapConfig, naming_context: &str) -> Option<&'c str> {
+    let nc = dn::normalize(naming_context);
+    [&config.users.search.base_dn, &config.groups.search.base_dn]
+        .into_iter()
+        .find(|base| {
+            let base = dn::normalize(base);
+            base != nc && !base.ends_with(&format!(",{nc}"))
+        })
+        .map(String::as_str)
+}
+
 /// An organizational unit or container, and not a user or group (a user is a
 /// container of nothing, but some classes derive from both).
 fn is_container(e: &Entry) -> bool {
@@ -526,6 +548,29 @@ mod tests {
         })
     }
 
+    /// The change search covers the default naming context: a search base outside
+    /// it is named, one at or under it is not.
+    #[tokio::test]
+    async fn a_search_base_outside_the_naming_context_is_named() {
+        let mut config = scripted(Vec::new(), false).await;
+        let set = |config: &mut LdapConfig, users: &str, groups: &str| {
+            config.users.search.base_dn = users.into();
+            config.groups.search.base_dn = groups.into();
+        };
+        set(&mut config, "DC=corp,DC=example", "OU=Staff, DC=Corp,DC=example");
+        assert_eq!(base_outside(&config, "dc=corp,dc=example"), None);
+        set(&mut config, "OU=Staff,DC=corp,DC=example", "DC=emea,DC=example");
+        assert_eq!(
+            base_outside(&config, "DC=corp,DC=example"),
+            Some("DC=emea,DC=example")
+        );
+        set(&mut config, "DC=xcorp,DC=example", "DC=corp,DC=example");
+        assert_eq!(
+            base_outside(&config, "DC=corp,DC=example"),
+            Some("DC=xcorp,DC=example")
+        );
+    }
+
     /// A changed container with a cached entry under it was edited in place; one
     /// without was renamed, moved or holds nothing read, and the read is full.
     #[test]
@@ -605,6 +650,56 @@ mod tests {
         assert_eq!(member, [&b"uid=a,dc=x"[..], b"uid=b,dc=x", b"uid=c,dc=x"]);
         assert!(group.attrs.iter().all(|(d, _)| !d.contains(';')), "{group:?}");
         assert!(cache.users.contains_key("01010101-0101-0101-0101-010101010101"));
+    }
+
+    /// A changed user in more groups than one answer names gets a ranged
+    /// `memberOf`, read to its end; a changed OU is kept apart from users and groups.
+    #[tokio::test]
+    async fn a_ranged_member_of_is_read_to_its_end() {
+        let v = |s: &str| vec![s.as_bytes().to_vec()];
+        let answers = vec![
+            answer(vec![(
+                "",
+                vec![
+                    ("highestCommittedUSN", v("4003")),
+                    ("dsServiceName", v("CN=NTDS Settings,CN=DC1")),
+                    ("defaultNamingContext", v("dc=x")),
+                ],
+            )]),
+            answer(vec![(
+                "CN=NTDS Settings,CN=DC1",
+                vec![("invocationId", vec![vec![9; 16]])],
+            )]),
+            answer(vec![
+                (
+                    "uid=a,dc=x",
+                    vec![
+                        ("objectGUID", vec![vec![1; 16]]),
+                        ("objectClass", vec![b"top".to_vec(), b"user".to_vec()]),
+                        ("memberOf;range=0-0", v("cn=g1,dc=x")),
+                    ],
+                ),
+                (
+                    "ou=team,dc=x",
+                    vec![
+                        ("objectGUID", vec![vec![3; 16]]),
+                        ("objectClass", v("organizationalUnit")),
+                    ],
+                ),
+            ]),
+            answer(vec![(
+                "uid=a,dc=x",
+                vec![("memberOf;range=1-*", v("cn=g2,dc=x"))],
+            )]),
+        ];
+        let config = scripted(answers, true).await;
+        let mut controller = Controller::open(&config).await.expect("opens");
+        let found = controller.changed_since(&config, 4000).await.expect("reads");
+        controller.close().await;
+        assert_eq!(found.live.len(), 1, "{found:?}");
+        let want: Vec<String> = ["cn=g1,dc=x", "cn=g2,dc=x"].map(dn::normalize).into();
+        assert_eq!(found.live[0].member_of, want);
+        assert_eq!(found.containers, ["ou=team,dc=x"]);
     }
 
     fn changed(guid: &str, dn: &str, member_of: &[&str]) -> Changed {

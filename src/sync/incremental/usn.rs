@@ -66,6 +66,15 @@ async fn read_on(
         UsnRead::Full { reason } => return full(controller, config, token, reason).await,
         UsnRead::Since(since) => since,
     };
+    if let Some(base) = usn::base_outside(config, &dc.naming_context) {
+        let reason = format!(
+            "the search base `{}` is outside the domain controller's default naming context `{}`, \
+             the only partition whose changes it names",
+            crate::text::visible(base),
+            crate::text::visible(&dc.naming_context)
+        );
+        return full(controller, config, token, reason).await;
+    }
     if let Some(key) = config.back_link_key() {
         let reason = format!("`{key}` names memberOf, whose changes do not move the users' USN");
         return full(controller, config, token, reason).await;
