@@ -106,10 +106,31 @@ async fn ok(what: &str, res: ldap3::result::Result<ldap3::LdapResult>) {
 impl Model {
     /// What the server does to member values when `old` is renamed to `new`, or
     /// deleted (`None`): nothing, or with `refint` the same to every value naming it
-    /// (a group left without members names `NOBODY`).
-    fn referenced(&mut self, old: &str, new: Option<&str>) {
+    /// (a group left without members names `NOBODY`). refint rewrites them in the
+    /// background, after the operation's answer: this waits until no group names
+    /// `old`.
+    async fn referenced(&mut self, ldap: &mut ldap3::Ldap, old: &str, new: Option<&str>) {
         if !self.refint {
             return;
+        }
+        let filter = format!("(member={})", ldap3::ldap_escape(old));
+        let started = std::time::Instant::now();
+        loop {
+            let (naming, _) = ldap
+                .search(
+                    &format!("ou=groups,{BASE}"),
+                    ldap3::Scope::OneLevel,
+                    &filter,
+                    vec!["1.1"],
+                )
+                .await
+                .and_then(|r| r.success())
+                .expect("groups naming the old DN");
+            if naming.is_empty() {
+                break;
+            }
+            assert!(started.elapsed().as_secs() < 10, "refint did not rewrite {old}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         for members in self.groups.values_mut() {
             if !members.iter().any(|m| m == old) {
@@ -164,7 +185,7 @@ impl Model {
                 };
                 ok("delete user", ldap.delete(&dn).await).await;
                 self.people.retain(|p| *p != dn);
-                self.referenced(&dn, None);
+                self.referenced(ldap, &dn, None).await;
                 "delete user"
             }
             4 => {
@@ -176,7 +197,7 @@ impl Model {
                 ok("rename user", ldap.modifydn(&dn, &rdn, true, None).await).await;
                 self.people.retain(|p| *p != dn);
                 let new = format!("{rdn},ou=people,{BASE}");
-                self.referenced(&dn, Some(&new));
+                self.referenced(ldap, &dn, Some(&new)).await;
                 self.people.push(new);
                 "rename user"
             }
@@ -188,7 +209,8 @@ impl Model {
                 let outside = format!("ou=outside,{BASE}");
                 ok("move user", ldap.modifydn(&dn, &rdn, true, Some(&outside)).await).await;
                 self.people.retain(|p| *p != dn);
-                self.referenced(&dn, Some(&format!("{rdn},{outside}")));
+                self.referenced(ldap, &dn, Some(&format!("{rdn},{outside}")))
+                    .await;
                 "move user out of the base"
             }
             6 | 7 => {
@@ -252,7 +274,7 @@ impl Model {
                     let members = self.groups.remove(&g).unwrap_or_default();
                     let new = format!("{rdn},ou=groups,{BASE}");
                     self.groups.insert(new.clone(), members);
-                    self.referenced(&g, Some(&new));
+                    self.referenced(ldap, &g, Some(&new)).await;
                     "rename group"
                 }
                 1 => {
@@ -261,7 +283,7 @@ impl Model {
                     };
                     ok("delete group", ldap.delete(&g).await).await;
                     self.groups.remove(&g);
-                    self.referenced(&g, None);
+                    self.referenced(ldap, &g, None).await;
                     "delete group"
                 }
                 _ => {
