@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use common::group_members::{GroupMembersApi, KEY};
-use common::slapd::{BASE, Options, READER_DN, Slapd, admin, fixture};
+use common::slapd::{BASE, Options, READER_DN, Slapd, admin, fixture, refint_settled};
 use common::{Env, Run};
 use ldap3::Mod;
 
@@ -344,6 +344,8 @@ async fn with_referential_integrity_a_renamed_member_stays_in_its_groups() {
         .await
         .and_then(|r| r.success())
         .expect("rename sre");
+    refint_settled(&mut admin, &person("alice")).await;
+    refint_settled(&mut admin, &group("sre")).await;
     admin.unbind().await.expect("unbind");
     let run = sync_and_compare(&env, &mock, &server, "alice and sre renamed").await;
     assert!(run.stderr.contains("mode=\"incremental\""), "{}", run.stderr);
@@ -357,6 +359,7 @@ async fn with_referential_integrity_a_renamed_member_stays_in_its_groups() {
         .await
         .and_then(|r| r.success())
         .expect("delete bob");
+    refint_settled(&mut admin, &person("bob")).await;
     sync_and_compare(&env, &mock, &server, "bob deleted").await;
     let newcomer = vec![
         ("objectClass", HashSet::from(["inetOrgPerson"])),

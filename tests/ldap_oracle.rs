@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use common::Env;
 use common::group_members::{GroupMembersApi, KEY};
-use common::slapd::{BASE, NOBODY, Options, READER_DN, Slapd, admin, people_ldif};
+use common::slapd::{BASE, NOBODY, Options, READER_DN, Slapd, admin, people_ldif, refint_settled};
 use ldap3::Mod;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -113,25 +113,7 @@ impl Model {
         if !self.refint {
             return;
         }
-        let filter = format!("(member={})", ldap3::ldap_escape(old));
-        let started = std::time::Instant::now();
-        loop {
-            let (naming, _) = ldap
-                .search(
-                    &format!("ou=groups,{BASE}"),
-                    ldap3::Scope::OneLevel,
-                    &filter,
-                    vec!["1.1"],
-                )
-                .await
-                .and_then(|r| r.success())
-                .expect("groups naming the old DN");
-            if naming.is_empty() {
-                break;
-            }
-            assert!(started.elapsed().as_secs() < 10, "refint did not rewrite {old}");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        refint_settled(ldap, old).await;
         for members in self.groups.values_mut() {
             if !members.iter().any(|m| m == old) {
                 continue;

@@ -354,6 +354,35 @@ impl Drop for Slapd {
 
 /// A connection bound as the directory's administrator (`cn=admin`), for tests that
 /// change the directory while dirsync reads it.
+/// Waits until no group under `ou=groups` names `old` in `member` or
+/// `uniqueMember`: refint rewrites them in the background, after the answer to the
+/// rename or delete.
+pub async fn refint_settled(ldap: &mut ldap3::Ldap, old: &str) {
+    let old = ldap3::ldap_escape(old);
+    let filter = format!("(|(member={old})(uniqueMember={old}))");
+    let started = Instant::now();
+    loop {
+        let (naming, _) = ldap
+            .search(
+                &format!("ou=groups,{BASE}"),
+                ldap3::Scope::OneLevel,
+                &filter,
+                vec!["1.1"],
+            )
+            .await
+            .and_then(|r| r.success())
+            .expect("groups naming the old DN");
+        if naming.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "refint did not rewrite {old}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub async fn admin(server: &Slapd) -> ldap3::Ldap {
     let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.expect("connect");
     ldap3::drive!(conn);
