@@ -385,8 +385,6 @@ fn random_changes_in_batches_push_what_a_resync_would() {
     );
 }
 
-/// A stored USN from another copy of the DC's database, or above the DC's own,
-/// is in doubt: the run reads everything and says why.
 /// An organizational unit renamed, or moved out of the base, moves the entries under
 /// it without changing them: the next run reads everything, and the target and the
 /// cache come out as a full read's. Editing an OU that entries sit under is no change.
@@ -496,6 +494,8 @@ fn a_search_that_names_member_of_reads_everything_when_anything_changed() {
     );
 }
 
+/// A stored USN from another copy of the DC's database, or above the DC's own,
+/// is in doubt: the run reads everything and says why.
 #[test]
 fn a_token_from_another_dc_or_ahead_of_it_reads_everything() {
     with_dc(

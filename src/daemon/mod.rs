@@ -331,29 +331,45 @@ async fn verify_once(config: &Config, shutdown: &CancellationToken, shared: &Sha
 struct Retry {
     at: Instant,
     backoff: Duration,
+    /// Runs again so far, this one included.
+    attempt: u32,
 }
 
 impl Retry {
     const FIRST: Duration = Duration::from_secs(10);
     const MAX: Duration = Duration::from_secs(300);
+    /// About 20 minutes of runs again: a failure that lasts longer (refused
+    /// credentials, a rejected operation) waits for a change or the schedule.
+    const ATTEMPTS: u32 = 8;
 
     /// The retry after a run that ended with `outcome`: with a watched directory, a
     /// run skipped for the lock, failed, or partly pushed is run again after 10 s,
-    /// then twice as long each time up to 5 minutes; nothing otherwise. A refused
-    /// plan waits for a person, as it does on a schedule.
+    /// then twice as long each time up to 5 minutes, 8 times at most; nothing
+    /// otherwise. A refused plan waits for a person, as it does on a schedule.
     fn after(last: Option<Retry>, watched: bool, outcome: &str) -> Option<Retry> {
         if !watched || !matches!(outcome, "skipped" | "error" | "source_error" | "partial") {
+            return None;
+        }
+        let attempt = last.map_or(1, |r| r.attempt + 1);
+        if attempt > Self::ATTEMPTS {
+            tracing::warn!(
+                outcome,
+                attempts = Self::ATTEMPTS,
+                "The run still did not finish clean; the next directory change or scheduled run tries again."
+            );
             return None;
         }
         let backoff = last.map_or(Self::FIRST, |r| (r.backoff * 2).min(Self::MAX));
         tracing::info!(
             outcome,
             retry_in_s = backoff.as_secs(),
+            attempt,
             "The run did not finish clean; running again without waiting for a directory change."
         );
         Some(Retry {
             at: Instant::now() + backoff,
             backoff,
+            attempt,
         })
     }
 }
@@ -465,6 +481,26 @@ fn reload(path: &Path, old: Arc<Config>) -> Arc<Config> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs again after 10 s, doubling to 5 minutes, 8 times; only when watched and
+    /// not clean, and not for a refused plan.
+    #[test]
+    fn a_watched_run_that_is_not_clean_is_run_again_eight_times() {
+        let mut last = None;
+        let mut backoffs = Vec::new();
+        while let Some(r) = Retry::after(last, true, "partial") {
+            backoffs.push(r.backoff.as_secs());
+            last = Some(r);
+        }
+        assert_eq!(backoffs, [10, 20, 40, 80, 160, 300, 300, 300]);
+        assert!(Retry::after(None, false, "partial").is_none());
+        for outcome in ["success", "refused", "interrupted"] {
+            assert!(Retry::after(None, true, outcome).is_none(), "{outcome}");
+        }
+        for outcome in ["skipped", "error", "source_error"] {
+            assert!(Retry::after(None, true, outcome).is_some(), "{outcome}");
+        }
+    }
 
     #[test]
     fn health() {

@@ -352,8 +352,6 @@ impl Drop for Slapd {
     }
 }
 
-/// A connection bound as the directory's administrator (`cn=admin`), for tests that
-/// change the directory while dirsync reads it.
 /// Waits until no group under `ou=groups` names `old` in `member` or
 /// `uniqueMember`: refint rewrites them in the background, after the answer to the
 /// rename or delete.
@@ -383,6 +381,8 @@ pub async fn refint_settled(ldap: &mut ldap3::Ldap, old: &str) {
     }
 }
 
+/// A connection bound as the directory's administrator (`cn=admin`), for tests that
+/// change the directory while dirsync reads it.
 pub async fn admin(server: &Slapd) -> ldap3::Ldap {
     let (conn, mut ldap) = ldap3::LdapConnAsync::new(&server.url()).await.expect("connect");
     ldap3::drive!(conn);
