@@ -387,7 +387,8 @@ fn random_changes_in_batches_push_what_a_resync_would() {
 
 /// An organizational unit renamed, or moved out of the base, moves the entries under
 /// it without changing them: the next run reads everything, and the target and the
-/// cache come out as a full read's. Editing an OU that entries sit under is no change.
+/// cache come out as a full read's. Editing an OU, or adding one that holds nothing
+/// the searches return, is no change.
 #[test]
 fn an_organizational_unit_renamed_or_moved_out_reads_everything() {
     with_dc(
@@ -413,6 +414,17 @@ fn an_organizational_unit_renamed_or_moved_out_reads_everything() {
             let requests = mock.request_count().await;
             let m = Mod::Replace("description", HashSet::from(["the team"]));
             ok("describe the OU", ldap.modify(&team, vec![m]).await).await;
+            // An OU that holds nothing the searches return (as a Group Policy
+            // container or an OU of computers): added, no change either.
+            let empty = vec![
+                ("objectClass", HashSet::from(["organizationalUnit"])),
+                ("ou", HashSet::from(["Empty"])),
+            ];
+            ok(
+                "add an empty OU",
+                ldap.add(&format!("OU=Empty,{STAFF}"), empty).await,
+            )
+            .await;
             let quiet = dirsync(&env, &["sync"]).await;
             quiet.expect_code(0);
             assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);

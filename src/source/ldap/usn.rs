@@ -193,6 +193,43 @@ impl Controller {
         })
     }
 
+    /// Whether an entry the user or group search returns under `dn` (a changed
+    /// container) is in `cache`: it was cached under another DN, so the container
+    /// was renamed or moved with it. A container gone since the change search holds
+    /// nothing.
+    pub async fn holds_cached(
+        &mut self,
+        config: &LdapConfig,
+        dn: &str,
+        cache: &Cache,
+    ) -> Result<bool, LdapError> {
+        let search = Search {
+            base_dn: dn.to_owned(),
+            scope: Scope::Sub,
+            filter: format!("(|{}{})", config.users.search.filter, config.groups.search.filter),
+        };
+        let mode = SearchMode {
+            page_size: config.page_size,
+            domain_scope: config.domain_scope,
+        };
+        let mut held = false;
+        let r = self
+            .conn
+            .search(&search, &["objectGUID".to_owned()], mode, |e| {
+                held |= entry_guid(e)
+                    .is_some_and(|g| cache.users.contains_key(&g) || cache.groups.contains_key(&g));
+                Ok(())
+            })
+            .await;
+        match r {
+            Err(LdapError::Search {
+                reason: SearchFailure::NoSuchBase { .. },
+                ..
+            }) => Ok(false),
+            r => r.map(|_| held),
+        }
+    }
+
     /// What `found` changed against the entries of `cache`: each object read again
     /// through the configured searches; what they no longer return, and every
     /// tombstone, is removed.
@@ -368,11 +405,12 @@ impl Found {
         !self.containers.is_empty()
     }
 
-    /// The first changed organizational unit or container that no cached entry is
+    /// The changed organizational units and containers that no cached entry is
     /// under: renamed or moved (the entries under it kept their `uSNChanged` and
-    /// their cached DNs are stale), or new, or holding nothing the searches return.
-    /// A container edited in place still has its cached entries under it.
-    pub fn moved_container(&self, cache: &Cache) -> Option<&str> {
+    /// their cached DNs are stale), or new, or holding nothing the searches return
+    /// (a Group Policy container, an OU of computers). A container edited in place
+    /// still has its cached entries under it.
+    pub fn unheld_containers(&self, cache: &Cache) -> Vec<&str> {
         let under: Vec<(String, &str)> = self
             .containers
             .iter()
@@ -388,8 +426,9 @@ impl Found {
         under
             .iter()
             .zip(held)
-            .find(|(_, held)| !held)
+            .filter(|(_, held)| !held)
             .map(|((_, dn), _)| *dn)
+            .collect()
     }
 }
 
@@ -583,16 +622,17 @@ mod tests {
             containers: vec![dn.to_owned()],
             ..Found::default()
         };
-        assert_eq!(found("ou=team, ou=staff,dc=x").moved_container(&cache), None);
-        assert_eq!(found("OU=Staff,DC=x").moved_container(&cache), None);
+        let none: Vec<&str> = Vec::new();
+        assert_eq!(found("ou=team, ou=staff,dc=x").unheld_containers(&cache), none);
+        assert_eq!(found("OU=Staff,DC=x").unheld_containers(&cache), none);
         assert_eq!(
-            found("OU=Crew,OU=Staff,DC=x").moved_container(&cache),
-            Some("OU=Crew,OU=Staff,DC=x")
+            found("OU=Crew,OU=Staff,DC=x").unheld_containers(&cache),
+            ["OU=Crew,OU=Staff,DC=x"]
         );
         // A container named like the tail of another is not above it.
         assert_eq!(
-            found("OU=eam,OU=Staff,DC=x").moved_container(&cache),
-            Some("OU=eam,OU=Staff,DC=x")
+            found("OU=eam,OU=Staff,DC=x").unheld_containers(&cache),
+            ["OU=eam,OU=Staff,DC=x"]
         );
         assert!(!Found::default().has_containers());
     }

@@ -94,13 +94,19 @@ async fn read_on(
         });
     }
     let mut cache = super::kept(store, warm, stored).await?;
-    if let Some(dn) = found.moved_container(&cache) {
-        let reason = format!(
-            "the organizational unit or container `{}` changed and no kept entry is under it: \
-             the entries under it may have been renamed or moved",
-            crate::text::visible(dn)
-        );
-        return full(controller, config, token, reason).await;
+    for dn in found.unheld_containers(&cache) {
+        let moved = controller
+            .holds_cached(config, dn, &cache)
+            .await
+            .map_err(SourceError::from)?;
+        if moved {
+            let reason = format!(
+                "the organizational unit or container `{}` changed and holds entries kept under \
+                 another DN: it was renamed or moved, with them",
+                crate::text::visible(dn)
+            );
+            return full(controller, config, token, reason).await;
+        }
     }
     if found.is_empty() {
         return Ok(CachedRead {
