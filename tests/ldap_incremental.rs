@@ -309,11 +309,75 @@ async fn an_organizational_unit_moved_out_of_the_base_takes_its_users_out() {
     admin.unbind().await.expect("unbind");
     let run = sync_and_compare(&env, &mock, &server, "ou=sub moved out").await;
     assert!(run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
-    assert!(run.stderr.contains("neither search returned"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("with entries under it that the searches returned"),
+        "{}",
+        run.stderr
+    );
     assert!(
         !cache(&env).await.values().any(|(dn, _)| dn.contains("uid=sam")),
         "sam left the source"
     );
+}
+
+/// A refresh names as gone an entry of the users' base that the search never
+/// returned when it changes (a device), and a user added and deleted between two
+/// runs: neither makes the read full.
+#[tokio::test]
+async fn entries_the_searches_never_returned_named_as_gone_are_no_reason_to_read_everything() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let mut admin = admin(&server).await;
+    let printer = format!("cn=printer,ou=people,{BASE}");
+    let device = vec![
+        ("objectClass", HashSet::from(["device"])),
+        ("cn", HashSet::from(["printer"])),
+    ];
+    admin
+        .add(&printer, device)
+        .await
+        .and_then(|r| r.success())
+        .expect("add a device");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    let m = Mod::Replace("description", HashSet::from(["on the second floor"]));
+    admin
+        .modify(&printer, vec![m])
+        .await
+        .and_then(|r| r.success())
+        .expect("describe the device");
+    let passing = person("pat");
+    let pat = vec![
+        ("objectClass", HashSet::from(["inetOrgPerson"])),
+        ("uid", HashSet::from(["pat"])),
+        ("cn", HashSet::from(["Pat Example"])),
+        ("sn", HashSet::from(["Example"])),
+    ];
+    admin
+        .add(&passing, pat)
+        .await
+        .and_then(|r| r.success())
+        .expect("add pat");
+    admin
+        .delete(&passing)
+        .await
+        .and_then(|r| r.success())
+        .expect("delete pat");
+    let judy = person("judy");
+    admin
+        .modify(
+            &group("company"),
+            vec![Mod::Delete("member", HashSet::from([judy.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("remove judy from company");
+    admin.unbind().await.expect("unbind");
+    let run = sync_and_compare(&env, &mock, &server, "a device changed, pat came and went").await;
+    assert!(run.stderr.contains("mode=\"incremental\""), "{}", run.stderr);
+    assert!(!run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
 }
 
 /// With referential integrity, renaming or deleting a user or a nested group rewrites

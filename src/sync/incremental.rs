@@ -197,15 +197,43 @@ pub(super) async fn read(
         });
     }
     let mut cache = kept(store, warm, stored).await?;
-    // An entry named as gone that neither search returned: the server also names so
-    // an organizational unit moved out of the base, whose entries it does not name.
-    let held = |id: &String| cache.users.contains_key(id) || cache.groups.contains_key(id);
-    if let Some(id) = users.deleted.iter().chain(&groups.deleted).find(|id| !held(id)) {
-        let reason = format!(
-            "the directory names an entry as gone that neither search returned ({id}): the entries \
-             under an organizational unit moved out of the base are not named"
-        );
-        return full_refresh(config, reason).await;
+    // An entry named as gone that neither search returned: mostly one the searches
+    // never matched, but also an organizational unit moved out of the base, named
+    // without the entries under it. Those are asked for.
+    let changed: BTreeSet<&String> = users
+        .changed
+        .iter()
+        .chain(&groups.changed)
+        .map(|(id, _)| id)
+        .collect();
+    let held =
+        |id: &String| cache.users.contains_key(id) || cache.groups.contains_key(id) || changed.contains(id);
+    let unknown: Vec<String> = users
+        .deleted
+        .iter()
+        .chain(&groups.deleted)
+        .filter(|id| !held(id))
+        .cloned()
+        .collect();
+    drop(changed);
+    if !unknown.is_empty() {
+        let c = config.clone();
+        let under = tokio::spawn(async move { ldap::entries_under(&c, &unknown).await })
+            .await
+            .map_err(|e| LdapError::Interrupted {
+                url: config.url.clone(),
+                how: source::interrupted(e),
+            });
+        let under = under.and_then(|r| r).map_err(SourceError::from)?;
+        let kept = |id: &String| cache.users.contains_key(id) || cache.groups.contains_key(id);
+        if let Some((dn, _)) = under.iter().find(|(_, ids)| ids.iter().any(kept)) {
+            let reason = format!(
+                "the directory names `{}` as gone, with entries under it that the searches returned: \
+                 it moved out of the base, and the entries under it are not named",
+                crate::text::visible(dn)
+            );
+            return full_refresh(config, reason).await;
+        }
     }
     let stale = groups_naming_moved(&cache, &users, &groups, &config.groups.members);
     let mut delta = Delta::default();

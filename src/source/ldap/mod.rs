@@ -34,6 +34,8 @@ pub(crate) mod filter;
 pub(crate) mod nested;
 pub(crate) mod usn;
 
+use std::collections::BTreeSet;
+
 use crate::model::Directory;
 
 pub(crate) use config::Bind;
@@ -268,6 +270,88 @@ pub async fn groups_by_id(
             }
         }
         Ok(Some(found))
+    }
+    .await;
+    conn.close().await;
+    read
+}
+
+/// For entries a refresh names as gone that neither search returned: the ones that
+/// still exist and have entries under them, each with the entryUUIDs of what the
+/// user and group searches' filters match under it. A refresh names an entry gone
+/// when it no longer matches the search, filter or base, so most are entries the
+/// searches never returned (a modified entry of another kind, one added and
+/// deleted between two runs); an organizational unit moved out of the base is
+/// named alone, without the entries under it.
+pub async fn entries_under(
+    config: &LdapConfig,
+    ids: &[String],
+) -> Result<Vec<(String, BTreeSet<String>)>, LdapError> {
+    let mut conn = Conn::open(config).await?;
+    let read = async {
+        conn.bind(&config.bind).await?;
+        let base = &config.users.search.base_dn;
+        let contexts = conn.read_entry("", &["namingContexts".to_owned()]).await?;
+        let root = contexts
+            .as_ref()
+            .and_then(|e| e.values("namingContexts"))
+            .unwrap_or_default()
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .find(|nc| {
+                let (nc, base) = (dn::normalize(nc), dn::normalize(base));
+                base == nc || base.ends_with(&format!(",{nc}"))
+            })
+            .unwrap_or_else(|| base.clone());
+        let mode = SearchMode {
+            page_size: config.page_size,
+            domain_scope: false,
+        };
+        let mut parents = Vec::new();
+        for chunk in ids.chunks(GROUPS_PER_SEARCH) {
+            let any: String = chunk
+                .iter()
+                .map(|id| format!("(entryUUID={})", ldap3::ldap_escape(id.as_str())))
+                .collect();
+            let search = config::Search {
+                base_dn: root.clone(),
+                scope: config::Scope::Sub,
+                filter: format!("(|{any})"),
+            };
+            conn.search(&search, &["hasSubordinates".to_owned()], mode, |e| {
+                let parent = e
+                    .values("hasSubordinates")
+                    .and_then(|v| v.first())
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"));
+                if parent {
+                    parents.push(e.dn.clone());
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let filter = format!("(|{}{})", config.users.search.filter, config.groups.search.filter);
+        let mut found = Vec::new();
+        for dn in parents {
+            let search = config::Search {
+                base_dn: dn.clone(),
+                scope: config::Scope::Sub,
+                filter: filter.clone(),
+            };
+            let mut under = BTreeSet::new();
+            conn.search(&search, &["entryUUID".to_owned()], mode, |e| {
+                under.extend(
+                    e.values("entryUUID")
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase()),
+                );
+                Ok(())
+            })
+            .await?;
+            found.push((dn, under));
+        }
+        Ok(found)
     }
     .await;
     conn.close().await;
