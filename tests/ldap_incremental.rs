@@ -239,6 +239,17 @@ async fn an_unchanged_directory_sends_nothing_and_changes_push_what_a_resync_wou
     assert_eq!(mock.request_count().await, requests);
 }
 
+/// Adds an entry of these object class and attributes, or fails the test.
+async fn add(admin: &mut ldap3::Ldap, dn: &str, class: &str, attrs: &[(&str, &str)]) {
+    let mut all = vec![("objectClass", HashSet::from([class]))];
+    all.extend(attrs.iter().map(|(name, value)| (*name, HashSet::from([*value]))));
+    admin
+        .add(dn, all)
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("add {dn}: {e}"));
+}
+
 /// A sync, then the target and the entry cache compared with a fresh resync's.
 async fn sync_and_compare(env: &Env, mock: &GroupMembersApi, server: &Slapd, what: &str) -> Run {
     let run = dirsync(env, &["sync", "--allow-removals"]).await;
@@ -268,28 +279,10 @@ async fn an_organizational_unit_moved_out_of_the_base_takes_its_users_out() {
     let env = setup(&server, &mock, "");
     let mut admin = admin(&server).await;
     let sub = format!("ou=sub,ou=people,{BASE}");
-    let ou = vec![
-        ("objectClass", HashSet::from(["organizationalUnit"])),
-        ("ou", HashSet::from(["sub"])),
-    ];
-    admin
-        .add(&sub, ou)
-        .await
-        .and_then(|r| r.success())
-        .expect("add ou=sub");
+    add(&mut admin, &sub, "organizationalUnit", &[("ou", "sub")]).await;
     let sam = format!("uid=sam,{sub}");
-    let person = vec![
-        ("objectClass", HashSet::from(["inetOrgPerson"])),
-        ("uid", HashSet::from(["sam"])),
-        ("cn", HashSet::from(["Sam Example"])),
-        ("sn", HashSet::from(["Example"])),
-        ("mail", HashSet::from(["sam@example.com"])),
-    ];
-    admin
-        .add(&sam, person)
-        .await
-        .and_then(|r| r.success())
-        .expect("add sam");
+    let person = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
+    add(&mut admin, &sam, "inetOrgPerson", &person).await;
     admin
         .modify(
             &group("engineering"),
@@ -331,15 +324,7 @@ async fn entries_the_searches_never_returned_named_as_gone_are_no_reason_to_read
     let env = setup(&server, &mock, "");
     let mut admin = admin(&server).await;
     let printer = format!("cn=printer,ou=people,{BASE}");
-    let device = vec![
-        ("objectClass", HashSet::from(["device"])),
-        ("cn", HashSet::from(["printer"])),
-    ];
-    admin
-        .add(&printer, device)
-        .await
-        .and_then(|r| r.success())
-        .expect("add a device");
+    add(&mut admin, &printer, "device", &[("cn", "printer")]).await;
     dirsync(&env, &["sync"]).await.expect_code(0);
 
     let m = Mod::Replace("description", HashSet::from(["on the second floor"]));
@@ -349,17 +334,8 @@ async fn entries_the_searches_never_returned_named_as_gone_are_no_reason_to_read
         .and_then(|r| r.success())
         .expect("describe the device");
     let passing = person("pat");
-    let pat = vec![
-        ("objectClass", HashSet::from(["inetOrgPerson"])),
-        ("uid", HashSet::from(["pat"])),
-        ("cn", HashSet::from(["Pat Example"])),
-        ("sn", HashSet::from(["Example"])),
-    ];
-    admin
-        .add(&passing, pat)
-        .await
-        .and_then(|r| r.success())
-        .expect("add pat");
+    let pat = [("uid", "pat"), ("cn", "Pat Example"), ("sn", "Example")];
+    add(&mut admin, &passing, "inetOrgPerson", &pat).await;
     admin
         .delete(&passing)
         .await
@@ -425,17 +401,8 @@ async fn with_referential_integrity_a_renamed_member_stays_in_its_groups() {
         .expect("delete bob");
     refint_settled(&mut admin, &person("bob")).await;
     sync_and_compare(&env, &mock, &server, "bob deleted").await;
-    let newcomer = vec![
-        ("objectClass", HashSet::from(["inetOrgPerson"])),
-        ("uid", HashSet::from(["bob"])),
-        ("cn", HashSet::from(["Another Bob"])),
-        ("sn", HashSet::from(["Example"])),
-    ];
-    admin
-        .add(&person("bob"), newcomer)
-        .await
-        .and_then(|r| r.success())
-        .expect("add another bob");
+    let newcomer = [("uid", "bob"), ("cn", "Another Bob"), ("sn", "Example")];
+    add(&mut admin, &person("bob"), "inetOrgPerson", &newcomer).await;
     admin.unbind().await.expect("unbind");
     sync_and_compare(&env, &mock, &server, "another bob added").await;
 }

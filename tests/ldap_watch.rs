@@ -65,22 +65,25 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     started.elapsed()
 }
 
-#[tokio::test]
-async fn a_watched_directory_change_reaches_the_target_without_a_schedule() {
+/// A slapd with content synchronisation holding `people` users and the group
+/// `staff` with user1, and a mock of the group-members API.
+async fn staff(people: u64) -> (Slapd, GroupMembersApi) {
     let ldif = format!(
         "{}dn: cn=staff,ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: staff\n\
          member: uid=user1,ou=people,{BASE}\nentryUUID: {}\n",
-        people_ldif(3),
+        people_ldif(people),
         group_uuid(0)
     );
-    let server = Slapd::start(
-        &ldif,
-        Options {
-            syncprov: true,
-            ..Options::default()
-        },
-    );
-    let mock = GroupMembersApi::start().await;
+    let options = Options {
+        syncprov: true,
+        ..Options::default()
+    };
+    (Slapd::start(&ldif, options), GroupMembersApi::start().await)
+}
+
+#[tokio::test]
+async fn a_watched_directory_change_reaches_the_target_without_a_schedule() {
+    let (server, mock) = staff(3).await;
     let env = Env::new();
     std::fs::copy(server.password_file(), env.path("reader.pw")).expect("copy password");
     env.write("dirsync.toml", &config(&server, &mock));
@@ -133,20 +136,7 @@ async fn a_watched_directory_change_reaches_the_target_without_a_schedule() {
 /// and no schedule to start it.
 #[tokio::test]
 async fn a_failed_watched_run_is_run_again_without_a_directory_change() {
-    let ldif = format!(
-        "{}dn: cn=staff,ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: staff\n\
-         member: uid=user1,ou=people,{BASE}\nentryUUID: {}\n",
-        people_ldif(2),
-        group_uuid(0)
-    );
-    let server = Slapd::start(
-        &ldif,
-        Options {
-            syncprov: true,
-            ..Options::default()
-        },
-    );
-    let mock = GroupMembersApi::start().await;
+    let (server, mock) = staff(2).await;
     mock.lock().fail.insert(group_uuid(0));
     let env = Env::new();
     std::fs::copy(server.password_file(), env.path("reader.pw")).expect("copy password");

@@ -218,13 +218,9 @@ pub(super) async fn read(
     drop(changed);
     if !unknown.is_empty() {
         let c = config.clone();
-        let under = tokio::spawn(async move { ldap::entries_under(&c, &unknown).await })
+        let under = on_worker(config, async move { ldap::entries_under(&c, &unknown).await })
             .await
-            .map_err(|e| LdapError::Interrupted {
-                url: config.url.clone(),
-                how: source::interrupted(e),
-            });
-        let under = under.and_then(|r| r).map_err(SourceError::from)?;
+            .map_err(SourceError::from)?;
         let kept = |id: &String| cache.users.contains_key(id) || cache.groups.contains_key(id);
         if let Some((dn, _)) = under.iter().find(|(_, ids)| ids.iter().any(kept)) {
             let reason = format!(
@@ -241,13 +237,8 @@ pub(super) async fn read(
     cache.apply(Kind::Group, groups, &mut delta);
     if !stale.is_empty() {
         let (c, ids) = (config.clone(), stale);
-        let again = tokio::spawn(async move { ldap::groups_by_id(&c, &ids).await })
-            .await
-            .map_err(|e| LdapError::Interrupted {
-                url: config.url.clone(),
-                how: source::interrupted(e),
-            });
-        match again.and_then(|r| r).map_err(SourceError::from)? {
+        let again = on_worker(config, async move { ldap::groups_by_id(&c, &ids).await });
+        match again.await.map_err(SourceError::from)? {
             Some(changed) => {
                 let refresh = ldap::Refresh {
                     changed,
@@ -383,14 +374,20 @@ async fn refresh(
     cookies: Option<(Vec<u8>, Vec<u8>)>,
 ) -> Result<ldap::SyncRefresh, LdapError> {
     let (users, groups) = cookies.unzip();
-    // On a runtime worker, beside ldap3's connection task, like a full read.
-    let (c, url) = (config.clone(), config.url.clone());
-    tokio::spawn(async move { ldap::sync_refresh(&c, users, groups).await })
-        .await
-        .map_err(|e| LdapError::Interrupted {
-            url,
-            how: source::interrupted(e),
-        })?
+    let c = config.clone();
+    on_worker(config, async move { ldap::sync_refresh(&c, users, groups).await }).await
+}
+
+/// Runs a read of the server on a runtime worker, beside ldap3's connection task,
+/// like a full read.
+async fn on_worker<T: Send + 'static>(
+    config: &LdapConfig,
+    read: impl Future<Output = Result<T, LdapError>> + Send + 'static,
+) -> Result<T, LdapError> {
+    tokio::spawn(read).await.map_err(|e| LdapError::Interrupted {
+        url: config.url.clone(),
+        how: source::interrupted(e),
+    })?
 }
 
 /// The server offers no content synchronisation: one warning, a full paged read.

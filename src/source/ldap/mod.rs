@@ -256,12 +256,8 @@ pub async fn groups_by_id(
         let attrs = groups.attributes();
         let mut found = Vec::new();
         for chunk in ids.chunks(GROUPS_PER_SEARCH) {
-            let any: String = chunk
-                .iter()
-                .map(|id| format!("(entryUUID={})", ldap3::ldap_escape(id.as_str())))
-                .collect();
             let search = config::Search {
-                filter: format!("(&{}(|{any}))", groups.search.filter),
+                filter: format!("(&{}{})", groups.search.filter, any_uuid(chunk)),
                 ..groups.search.clone()
             };
             match conn.sync_refresh(&search, &attrs, None).await? {
@@ -274,6 +270,15 @@ pub async fn groups_by_id(
     .await;
     conn.close().await;
     read
+}
+
+/// A filter for the entries with any of these entryUUIDs.
+fn any_uuid(ids: &[String]) -> String {
+    let any: String = ids
+        .iter()
+        .map(|id| format!("(entryUUID={})", ldap3::ldap_escape(id.as_str())))
+        .collect();
+    format!("(|{any})")
 }
 
 /// For entries a refresh names as gone that neither search returned: the ones that
@@ -309,14 +314,10 @@ pub async fn entries_under(
         };
         let mut parents = Vec::new();
         for chunk in ids.chunks(GROUPS_PER_SEARCH) {
-            let any: String = chunk
-                .iter()
-                .map(|id| format!("(entryUUID={})", ldap3::ldap_escape(id.as_str())))
-                .collect();
             let search = config::Search {
                 base_dn: root.clone(),
                 scope: config::Scope::Sub,
-                filter: format!("(|{any})"),
+                filter: any_uuid(chunk),
             };
             conn.search(&search, &["hasSubordinates".to_owned()], mode, |e| {
                 let parent = e

@@ -637,13 +637,11 @@ mod tests {
         assert!(!Found::default().has_containers());
     }
 
-    /// A group whose `member` comes in two ranges is read to the end and cached
-    /// whole under `member`; the controller's state comes from the root DSE and its
-    /// NTDS settings object.
-    #[tokio::test]
-    async fn a_ranged_member_attribute_is_cached_whole() {
+    /// The answers to `Controller::open`: the root DSE (USN 4003, naming context
+    /// `dc=x`) and the NTDS settings object.
+    fn opening() -> Vec<Answer> {
         let v = |s: &str| vec![s.as_bytes().to_vec()];
-        let answers = vec![
+        vec![
             answer(vec![(
                 "",
                 vec![
@@ -656,6 +654,17 @@ mod tests {
                 "CN=NTDS Settings,CN=DC1",
                 vec![("invocationId", vec![vec![9; 16]])],
             )]),
+        ]
+    }
+
+    /// A group whose `member` comes in two ranges is read to the end and cached
+    /// whole under `member`; the controller's state comes from the root DSE and its
+    /// NTDS settings object.
+    #[tokio::test]
+    async fn a_ranged_member_attribute_is_cached_whole() {
+        let v = |s: &str| vec![s.as_bytes().to_vec()];
+        let mut answers = opening();
+        answers.extend([
             answer(vec![("uid=a,dc=x", vec![("objectGUID", vec![vec![1; 16]])])]),
             answer(vec![(
                 "cn=g,dc=x",
@@ -666,7 +675,7 @@ mod tests {
             )]),
             answer(vec![("cn=g,dc=x", vec![("member;range=1-1", v("uid=b,dc=x"))])]),
             answer(vec![("cn=g,dc=x", vec![("member;range=2-*", v("uid=c,dc=x"))])]),
-        ];
+        ]);
         let config = scripted(answers, true).await;
         let mut controller = Controller::open(&config).await.expect("opens");
         assert_eq!(
@@ -697,19 +706,8 @@ mod tests {
     #[tokio::test]
     async fn a_ranged_member_of_is_read_to_its_end() {
         let v = |s: &str| vec![s.as_bytes().to_vec()];
-        let answers = vec![
-            answer(vec![(
-                "",
-                vec![
-                    ("highestCommittedUSN", v("4003")),
-                    ("dsServiceName", v("CN=NTDS Settings,CN=DC1")),
-                    ("defaultNamingContext", v("dc=x")),
-                ],
-            )]),
-            answer(vec![(
-                "CN=NTDS Settings,CN=DC1",
-                vec![("invocationId", vec![vec![9; 16]])],
-            )]),
+        let mut answers = opening();
+        answers.extend([
             answer(vec![
                 (
                     "uid=a,dc=x",
@@ -731,7 +729,7 @@ mod tests {
                 "uid=a,dc=x",
                 vec![("memberOf;range=1-*", v("cn=g2,dc=x"))],
             )]),
-        ];
+        ]);
         let config = scripted(answers, true).await;
         let mut controller = Controller::open(&config).await.expect("opens");
         let found = controller.changed_since(&config, 4000).await.expect("reads");
