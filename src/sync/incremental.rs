@@ -231,24 +231,26 @@ pub(super) async fn read(
             return full_refresh(config, reason).await;
         }
     }
-    let stale = groups_naming_moved(&cache, &users, &groups, &config.groups.members);
+    let members = &config.groups.members;
+    let moved = Moved::by(&cache, &users, &groups);
+    let stale = groups_naming(cache.groups.iter(), members, &moved.all());
     let mut delta = Delta::default();
     cache.apply(Kind::User, users, &mut delta);
     cache.apply(Kind::Group, groups, &mut delta);
     if !stale.is_empty() {
-        let (c, ids) = (config.clone(), stale);
-        let again = on_worker(config, async move { ldap::groups_by_id(&c, &ids).await });
-        match again.await.map_err(SourceError::from)? {
-            Some(changed) => {
-                let refresh = ldap::Refresh {
-                    changed,
-                    ..ldap::Refresh::default()
-                };
-                cache.apply(Kind::Group, refresh, &mut delta);
-            }
-            None => {
-                let reason = "the server asked for a full refresh of the groups that name a renamed, deleted or added entry";
-                return full_refresh(config, reason.to_owned()).await;
+        if let Some(reason) = read_again(config, &mut cache, &mut delta, stale.clone()).await? {
+            return full_refresh(config, reason).await;
+        }
+        // refint rewrites the member values in the background, after the answer to
+        // the rename or delete: a group read again that still names an old DN may
+        // have been read before it did. Such a group is read once more, a moment on
+        // (on a server without refint it names the old DN for good).
+        let read = stale.iter().filter_map(|id| cache.groups.get_key_value(id));
+        let lagging = groups_naming(read, members, &moved.old);
+        if !lagging.is_empty() {
+            tokio::time::sleep(REFINT_LAG).await;
+            if let Some(reason) = read_again(config, &mut cache, &mut delta, lagging).await? {
+                return full_refresh(config, reason).await;
             }
         }
     }
@@ -273,46 +275,63 @@ pub(super) async fn read(
     })
 }
 
-/// The cached groups (by entryUUID) whose member values name an entry the refresh
-/// renamed, deleted or added, under its old DN or its new one, to be read again. A
-/// server with referential integrity rewrites those values without the refresh
-/// naming the groups: a renamed member would drop out, and a deleted one's DN, used
-/// again, would name the new entry.
-fn groups_naming_moved(
-    cache: &Cache,
-    users: &ldap::Refresh,
-    groups: &ldap::Refresh,
-    members: &[String],
-) -> Vec<String> {
-    use ldap::dn::{normalize, strip_optional_uid};
-    let mut dns = BTreeSet::new();
-    for (cached, refresh) in [(&cache.users, users), (&cache.groups, groups)] {
-        for (id, e) in &refresh.changed {
-            match cached.get(id) {
-                Some(before) if normalize(&before.dn) == normalize(&e.dn) => {}
-                Some(before) => {
-                    dns.insert(normalize(&before.dn));
-                    dns.insert(normalize(&e.dn));
-                }
-                None => {
-                    dns.insert(normalize(&e.dn));
+/// How long refint may take to rewrite member values after a rename or delete.
+const REFINT_LAG: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The normalized DNs of the entries a refresh renamed, deleted or added: before
+/// (renamed, deleted) and after (renamed, added). The cached groups naming any are
+/// read again: a server with referential integrity rewrites those member values
+/// without the refresh naming the groups, so a renamed member would drop out, and a
+/// deleted one's DN, used again, would name the new entry.
+struct Moved {
+    old: BTreeSet<String>,
+    new: BTreeSet<String>,
+}
+
+impl Moved {
+    fn by(cache: &Cache, users: &ldap::Refresh, groups: &ldap::Refresh) -> Moved {
+        use ldap::dn::normalize;
+        let mut moved = Moved {
+            old: BTreeSet::new(),
+            new: BTreeSet::new(),
+        };
+        for (cached, refresh) in [(&cache.users, users), (&cache.groups, groups)] {
+            for (id, e) in &refresh.changed {
+                match cached.get(id) {
+                    Some(before) if normalize(&before.dn) == normalize(&e.dn) => {}
+                    before => {
+                        moved.old.extend(before.map(|b| normalize(&b.dn)));
+                        moved.new.insert(normalize(&e.dn));
+                    }
                 }
             }
+            let changed: BTreeSet<&String> = refresh.changed.iter().map(|(id, _)| id).collect();
+            let gone = cached.iter().filter(|(id, _)| {
+                !changed.contains(id)
+                    && (refresh.deleted.contains(*id)
+                        || refresh.present.as_ref().is_some_and(|p| !p.contains(*id)))
+            });
+            moved.old.extend(gone.map(|(_, e)| normalize(&e.dn)));
         }
-        let changed: BTreeSet<&String> = refresh.changed.iter().map(|(id, _)| id).collect();
-        let gone = cached.iter().filter(|(id, _)| {
-            !changed.contains(id)
-                && (refresh.deleted.contains(*id)
-                    || refresh.present.as_ref().is_some_and(|p| !p.contains(*id)))
-        });
-        dns.extend(gone.map(|(_, e)| normalize(&e.dn)));
+        moved
     }
+
+    fn all(&self) -> BTreeSet<String> {
+        self.old.union(&self.new).cloned().collect()
+    }
+}
+
+/// The ids of `groups` whose member values name any of `dns` (normalized).
+fn groups_naming<'g>(
+    groups: impl Iterator<Item = (&'g String, &'g ldap::Entry)>,
+    members: &[String],
+    dns: &BTreeSet<String>,
+) -> Vec<String> {
+    use ldap::dn::{normalize, strip_optional_uid};
     if dns.is_empty() {
         return Vec::new();
     }
-    cache
-        .groups
-        .iter()
+    groups
         .filter(|(_, g)| {
             g.attrs
                 .iter()
@@ -322,6 +341,32 @@ fn groups_naming_moved(
         })
         .map(|(id, _)| id.clone())
         .collect()
+}
+
+/// Reads the groups `ids` again and applies them to the cache; why the read must be
+/// full instead, when the server asks for that.
+async fn read_again(
+    config: &LdapConfig,
+    cache: &mut Cache,
+    delta: &mut Delta,
+    ids: Vec<String>,
+) -> Result<Option<String>, SyncError> {
+    let c = config.clone();
+    let again = on_worker(config, async move { ldap::groups_by_id(&c, &ids).await });
+    match again.await.map_err(SourceError::from)? {
+        Some(changed) => {
+            let refresh = ldap::Refresh {
+                changed,
+                ..ldap::Refresh::default()
+            };
+            cache.apply(Kind::Group, refresh, delta);
+            Ok(None)
+        }
+        None => Ok(Some(
+            "the server asked for a full refresh of the groups that name a renamed, deleted or added entry"
+                .into(),
+        )),
+    }
 }
 
 /// The token that stores the cookies of a refresh of both searches.
