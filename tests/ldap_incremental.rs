@@ -271,7 +271,8 @@ async fn sync_and_compare(env: &Env, mock: &GroupMembersApi, server: &Slapd, wha
 }
 
 /// An organizational unit moved out of the users' base takes its users out of the
-/// source: the server names only the unit as gone, so the read is full.
+/// source, and moved back in brings them back: the server names only the unit as
+/// gone, so the read is full. Edited in place, it moves nothing.
 #[tokio::test]
 async fn an_organizational_unit_moved_out_of_the_base_takes_its_users_out() {
     let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
@@ -294,23 +295,50 @@ async fn an_organizational_unit_moved_out_of_the_base_takes_its_users_out() {
     dirsync(&env, &["sync"]).await.expect_code(0);
     assert_eq!(mock.groups(), oracle(&server).await);
 
+    // Edited in place: the server names it as gone, and it moved nothing.
+    let m = Mod::Replace("description", HashSet::from(["the sub unit"]));
+    admin
+        .modify(&sub, vec![m])
+        .await
+        .and_then(|r| r.success())
+        .expect("describe ou=sub");
+    let run = sync_and_compare(&env, &mock, &server, "ou=sub edited").await;
+    assert!(!run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+
     admin
         .modifydn(&sub, "ou=sub", true, Some(BASE))
         .await
         .and_then(|r| r.success())
         .expect("move ou=sub out of ou=people");
-    admin.unbind().await.expect("unbind");
     let run = sync_and_compare(&env, &mock, &server, "ou=sub moved out").await;
     assert!(run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
     assert!(
-        run.stderr
-            .contains("with entries under it that the searches returned"),
+        run.stderr.contains("moved with entries the searches return"),
         "{}",
         run.stderr
     );
     assert!(
         !cache(&env).await.values().any(|(dn, _)| dn.contains("uid=sam")),
         "sam left the source"
+    );
+
+    // Moved back in: sam comes back, though the server names only the unit.
+    admin
+        .modifydn(
+            &format!("ou=sub,{BASE}"),
+            "ou=sub",
+            true,
+            Some(&format!("ou=people,{BASE}")),
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("move ou=sub back into ou=people");
+    admin.unbind().await.expect("unbind");
+    let run = sync_and_compare(&env, &mock, &server, "ou=sub moved back in").await;
+    assert!(run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+    assert!(
+        cache(&env).await.values().any(|(dn, _)| dn.contains("uid=sam")),
+        "sam is back in the source"
     );
 }
 

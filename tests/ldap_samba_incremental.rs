@@ -385,8 +385,8 @@ fn random_changes_in_batches_push_what_a_resync_would() {
     );
 }
 
-/// An organizational unit renamed, or moved out of the base, moves the entries under
-/// it without changing them: the next run reads everything, and the target and the
+/// An organizational unit renamed, moved out of the base or back in, moves the entries
+/// under it without changing them: the next run reads everything, and the target and the
 /// cache come out as a full read's. Editing an OU, or adding one that holds nothing
 /// the searches return, is no change.
 #[test]
@@ -457,6 +457,19 @@ fn an_organizational_unit_renamed_or_moved_out_reads_everything() {
             assert_eq!(cache(&env).await, entries, "after the OU moved out of the base");
             assert!(
                 !entries.values().any(|(dn, _)| dn.contains("Tom Example")),
+                "{entries:?}"
+            );
+
+            // Moved back in: Tom is in the source again.
+            move_to(&mut ldap, &format!("OU=Crew,{DOMAIN}"), "OU=Crew", STAFF).await;
+            let run = dirsync(&env, &["sync"]).await;
+            run.expect_code(0);
+            assert!(run.stderr.contains(FULL_READ), "{}", run.stderr);
+            let (groups, entries) = oracle(&dc).await;
+            assert_eq!(mock.groups(), groups, "after the OU moved back in");
+            assert_eq!(cache(&env).await, entries, "after the OU moved back in");
+            assert!(
+                entries.values().any(|(dn, _)| dn.contains("Tom Example")),
                 "{entries:?}"
             );
             ldap.unbind().await.expect("unbind");

@@ -198,8 +198,8 @@ pub(super) async fn read(
     }
     let mut cache = kept(store, warm, stored).await?;
     // An entry named as gone that neither search returned: mostly one the searches
-    // never matched, but also an organizational unit moved out of the base, named
-    // without the entries under it. Those are asked for.
+    // never matched, but also an organizational unit moved out of or into the base,
+    // named without the entries under it. Those are looked up.
     let changed: BTreeSet<&String> = users
         .changed
         .iter()
@@ -215,22 +215,34 @@ pub(super) async fn read(
         .filter(|id| !held(id))
         .cloned()
         .collect();
-    drop(changed);
     if !unknown.is_empty() {
         let c = config.clone();
         let under = on_worker(config, async move { ldap::entries_under(&c, &unknown).await })
             .await
             .map_err(SourceError::from)?;
-        let kept = |id: &String| cache.users.contains_key(id) || cache.groups.contains_key(id);
-        if let Some((dn, _)) = under.iter().find(|(_, ids)| ids.iter().any(kept)) {
-            let reason = format!(
-                "the directory names `{}` as gone, with entries under it that the searches returned: \
-                 it moved out of the base, and the entries under it are not named",
-                crate::text::visible(dn)
-            );
+        let bases = [&config.users.search.base_dn, &config.groups.search.base_dn].map(String::as_str);
+        let named = |id: &str| changed.iter().any(|c| c.as_str() == id);
+        let why = match &under {
+            None => Some(
+                "no naming context the server lists holds the users' base, so where they went is not known"
+                    .to_owned(),
+            ),
+            Some(under) => under
+                .iter()
+                .find(|u| ldap::cache::moved_with(&cache, &u.entries, &bases, named))
+                .map(|u| {
+                    format!(
+                        "`{}` moved with entries the searches return, which the server does not name",
+                        crate::text::visible(&u.dn)
+                    )
+                }),
+        };
+        if let Some(why) = why {
+            let reason = format!("the directory names as gone entries that neither search returned: {why}");
             return full_refresh(config, reason).await;
         }
     }
+    drop(changed);
     let members = &config.groups.members;
     let moved = Moved::by(&cache, &users, &groups);
     let stale = groups_naming(cache.groups.iter(), members, &moved.all());

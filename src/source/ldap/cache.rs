@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use super::conn::Refresh;
+use super::dn;
 use super::entry::Entry;
 
 /// Which search an entry came from.
@@ -112,6 +113,28 @@ impl Cache {
     }
 }
 
+/// Whether the entries the user and group filters match under a changed container
+/// (id and DN each) show it moved with entries the searches return: one cached
+/// under another DN (renamed, or moved out of the base), or one under a search
+/// base that the cache lacks and `known` does not name (moved in). A container
+/// edited in place, or holding only entries outside the bases, moved nothing.
+pub fn moved_with(
+    cache: &Cache,
+    under: &[(String, String)],
+    bases: &[&str],
+    known: impl Fn(&str) -> bool,
+) -> bool {
+    let bases: Vec<String> = bases.iter().map(|b| dn::normalize(b)).collect();
+    let in_base = |dn: &str| bases.iter().any(|b| dn == b || dn.ends_with(&format!(",{b}")));
+    under.iter().any(|(id, dn)| {
+        let dn = dn::normalize(dn);
+        match cache.users.get(id).or_else(|| cache.groups.get(id)) {
+            Some(cached) => dn::normalize(&cached.dn) != dn,
+            None => !known(id) && in_base(&dn),
+        }
+    })
+}
+
 /// An entry's attribute descriptions and raw values, as [`Entry::attrs`] holds them.
 pub type RawAttrs = Vec<(String, Vec<Vec<u8>>)>;
 
@@ -180,6 +203,32 @@ pub fn decode_attrs(text: &str) -> Result<RawAttrs, DecodeError> {
 mod tests {
     use super::*;
     use crate::source::ldap::entry::tests::entry;
+
+    /// Renamed or moved out (cached under another DN) and moved in (under a base,
+    /// not cached) move; the same DN, or an entry outside the bases, does not.
+    #[test]
+    fn a_container_moved_with_entries_the_searches_return() {
+        let cache = Cache {
+            users: [("u1".to_owned(), entry("uid=a,ou=sub,ou=people,dc=x", &[]))].into(),
+            groups: BTreeMap::new(),
+        };
+        let bases = ["ou=people,dc=x", "ou=groups,dc=x"];
+        let moved = |under: &[(&str, &str)]| {
+            let under: Vec<(String, String)> =
+                under.iter().map(|(i, d)| ((*i).into(), (*d).into())).collect();
+            moved_with(&cache, &under, &bases, |id| id == "new")
+        };
+        assert!(
+            !moved(&[("u1", "UID=a, ou=sub,ou=people,dc=x")]),
+            "edited in place"
+        );
+        assert!(moved(&[("u1", "uid=a,ou=sub2,ou=people,dc=x")]), "renamed");
+        assert!(moved(&[("u1", "uid=a,ou=sub,dc=x")]), "moved out");
+        assert!(moved(&[("u2", "uid=b,ou=staging,ou=people,dc=x")]), "moved in");
+        assert!(!moved(&[("u2", "uid=b,ou=staging,dc=x")]), "outside the bases");
+        assert!(!moved(&[("new", "uid=n,ou=people,dc=x")]), "named by the refresh");
+        assert!(!moved(&[]));
+    }
 
     fn cache(users: &[(&str, &str)]) -> Cache {
         Cache {

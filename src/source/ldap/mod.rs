@@ -34,8 +34,6 @@ pub(crate) mod filter;
 pub(crate) mod nested;
 pub(crate) mod usn;
 
-use std::collections::BTreeSet;
-
 use crate::model::Directory;
 
 pub(crate) use config::Bind;
@@ -282,20 +280,24 @@ fn any_uuid(ids: &[String]) -> String {
 }
 
 /// For entries a refresh names as gone that neither search returned: the ones that
-/// still exist and have entries under them, each with the entryUUIDs of what the
-/// user and group searches' filters match under it. A refresh names an entry gone
-/// when it no longer matches the search, filter or base, so most are entries the
-/// searches never returned (a modified entry of another kind, one added and
-/// deleted between two runs); an organizational unit moved out of the base is
-/// named alone, without the entries under it.
+/// still exist and may have entries under them, each with the entries (entryUUID,
+/// DN) the user and group searches' filters match under it. A refresh names an
+/// entry gone when it no longer matches the search, filter or base, so most are
+/// entries the searches never returned (a modified entry of another kind, one added
+/// and deleted between two runs); an organizational unit moved out of or into the
+/// base is named alone, without the entries under it.
+///
+/// They are looked up in the naming context that holds the users' base; `None`
+/// when the server lists none, so where they went cannot be seen. An entry at or
+/// above a search base is left out: moving it would move the base itself.
 pub async fn entries_under(
     config: &LdapConfig,
     ids: &[String],
-) -> Result<Vec<(String, BTreeSet<String>)>, LdapError> {
+) -> Result<Option<Vec<EntriesUnder>>, LdapError> {
     let mut conn = Conn::open(config).await?;
     let read = async {
         conn.bind(&config.bind).await?;
-        let base = &config.users.search.base_dn;
+        let base = dn::normalize(&config.users.search.base_dn);
         let contexts = conn.read_entry("", &["namingContexts".to_owned()]).await?;
         let root = contexts
             .as_ref()
@@ -303,11 +305,19 @@ pub async fn entries_under(
             .unwrap_or_default()
             .iter()
             .map(|v| String::from_utf8_lossy(v).into_owned())
-            .find(|nc| {
-                let (nc, base) = (dn::normalize(nc), dn::normalize(base));
+            .filter(|nc| {
+                let nc = dn::normalize(nc);
                 base == nc || base.ends_with(&format!(",{nc}"))
             })
-            .unwrap_or_else(|| base.clone());
+            .max_by_key(String::len);
+        let Some(root) = root else {
+            return Ok(None);
+        };
+        let bases = [&config.users.search.base_dn, &config.groups.search.base_dn].map(|b| dn::normalize(b));
+        let above_a_base = |dn: &str| {
+            let dn = dn::normalize(dn);
+            bases.iter().any(|b| *b == dn || b.ends_with(&format!(",{dn}")))
+        };
         let mode = SearchMode {
             page_size: config.page_size,
             domain_scope: false,
@@ -320,11 +330,12 @@ pub async fn entries_under(
                 filter: any_uuid(chunk),
             };
             conn.search(&search, &["hasSubordinates".to_owned()], mode, |e| {
-                let parent = e
+                // Without the attribute, it may have entries under it.
+                let leaf = e
                     .values("hasSubordinates")
                     .and_then(|v| v.first())
-                    .is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"));
-                if parent {
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"FALSE"));
+                if !leaf && !above_a_base(&e.dn) {
                     parents.push(e.dn.clone());
                 }
                 Ok(())
@@ -339,24 +350,39 @@ pub async fn entries_under(
                 scope: config::Scope::Sub,
                 filter: filter.clone(),
             };
-            let mut under = BTreeSet::new();
-            conn.search(&search, &["entryUUID".to_owned()], mode, |e| {
-                under.extend(
-                    e.values("entryUUID")
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase()),
-                );
-                Ok(())
-            })
-            .await?;
-            found.push((dn, under));
+            let mut entries = Vec::new();
+            let read = conn
+                .search(&search, &["entryUUID".to_owned()], mode, |e| {
+                    let id = e.values("entryUUID").and_then(|v| v.first());
+                    if let Some(id) = id {
+                        entries.push((String::from_utf8_lossy(id).to_ascii_lowercase(), e.dn.clone()));
+                    }
+                    Ok(())
+                })
+                .await;
+            match read {
+                // Gone since it was looked up: it holds nothing.
+                Err(LdapError::Search {
+                    reason: SearchFailure::NoSuchBase { .. },
+                    ..
+                }) => continue,
+                r => r?,
+            };
+            found.push(EntriesUnder { dn, entries });
         }
-        Ok(found)
+        Ok(Some(found))
     }
     .await;
     conn.close().await;
     read
+}
+
+/// An entry a refresh named as gone, and the entries the searches' filters match
+/// under it (entryUUID, DN).
+#[derive(Debug)]
+pub struct EntriesUnder {
+    pub dn: String,
+    pub entries: Vec<(String, String)>,
 }
 
 /// What `dirsync check` says of a server that does not offer content synchronisation.

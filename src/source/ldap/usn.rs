@@ -193,15 +193,16 @@ impl Controller {
         })
     }
 
-    /// Whether an entry the user or group search returns under `dn` (a changed
-    /// container) is in `cache`: it was cached under another DN, so the container
-    /// was renamed or moved with it. A container gone since the change search holds
-    /// nothing.
-    pub async fn holds_cached(
+    /// Whether the changed container `dn` moved with entries the user and group
+    /// searches return (`cache::moved_with`): renamed or moved out with kept
+    /// entries, or moved into a base with entries not kept. A container gone since
+    /// the change search moved nothing.
+    pub async fn moved_with(
         &mut self,
         config: &LdapConfig,
         dn: &str,
         cache: &Cache,
+        found: &Found,
     ) -> Result<bool, LdapError> {
         let search = Search {
             base_dn: dn.to_owned(),
@@ -212,12 +213,11 @@ impl Controller {
             page_size: config.page_size,
             domain_scope: config.domain_scope,
         };
-        let mut held = false;
+        let mut under = Vec::new();
         let r = self
             .conn
             .search(&search, &["objectGUID".to_owned()], mode, |e| {
-                held |= entry_guid(e)
-                    .is_some_and(|g| cache.users.contains_key(&g) || cache.groups.contains_key(&g));
+                under.extend(entry_guid(e).map(|g| (g, e.dn.clone())));
                 Ok(())
             })
             .await;
@@ -225,9 +225,12 @@ impl Controller {
             Err(LdapError::Search {
                 reason: SearchFailure::NoSuchBase { .. },
                 ..
-            }) => Ok(false),
-            r => r.map(|_| held),
-        }
+            }) => return Ok(false),
+            r => r?,
+        };
+        let bases = [&config.users.search.base_dn, &config.groups.search.base_dn].map(String::as_str);
+        let changed = |guid: &str| found.live.iter().any(|c| c.guid == guid);
+        Ok(super::cache::moved_with(cache, &under, &bases, changed))
     }
 
     /// What `found` changed against the entries of `cache`: each object read again

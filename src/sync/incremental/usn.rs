@@ -96,13 +96,13 @@ async fn read_on(
     let mut cache = super::kept(store, warm, stored).await?;
     for dn in found.unheld_containers(&cache) {
         let moved = controller
-            .holds_cached(config, dn, &cache)
+            .moved_with(config, dn, &cache, &found)
             .await
             .map_err(SourceError::from)?;
         if moved {
             let reason = format!(
-                "the organizational unit or container `{}` changed and holds entries kept under \
-                 another DN: it was renamed or moved, with them",
+                "the organizational unit or container `{}` changed and moved with entries the \
+                 searches return, which keep their USN",
                 crate::text::visible(dn)
             );
             return full(controller, config, token, reason).await;
