@@ -322,6 +322,17 @@ async fn an_organizational_unit_moved_out_of_the_base_takes_its_users_out() {
         "sam left the source"
     );
 
+    // Edited out there (the groups' base, the whole directory, holds it): sam is
+    // outside the users' base, so it moved nothing.
+    let m = Mod::Replace("description", HashSet::from(["moved out"]));
+    admin
+        .modify(&format!("ou=sub,{BASE}"), vec![m])
+        .await
+        .and_then(|r| r.success())
+        .expect("describe ou=sub out there");
+    let run = sync_and_compare(&env, &mock, &server, "ou=sub edited out there").await;
+    assert!(!run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+
     // Moved back in: sam comes back, though the server names only the unit.
     admin
         .modifydn(
@@ -457,6 +468,47 @@ async fn a_restarted_server_names_what_is_still_there_and_the_deletion_comes_out
     run.expect_code(0);
     assert!(run.stderr.contains("mode=\"incremental\""), "{}", run.stderr);
     assert_eq!(mock.groups(), oracle(&server).await);
+}
+
+/// After a restart the server runs a present phase, which names the entries of an
+/// organizational unit moved into the base as present, never as changed: the read
+/// is full, and they come into the source.
+#[tokio::test]
+async fn a_present_phase_naming_entries_the_cache_lacks_reads_everything() {
+    let mut server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let mut admin = admin(&server).await;
+    let staging = format!("ou=staging,{BASE}");
+    add(&mut admin, &staging, "organizationalUnit", &[("ou", "staging")]).await;
+    let person = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
+    add(
+        &mut admin,
+        &format!("uid=sam,{staging}"),
+        "inetOrgPerson",
+        &person,
+    )
+    .await;
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    admin
+        .modifydn(&staging, "ou=staging", true, Some(&format!("ou=people,{BASE}")))
+        .await
+        .and_then(|r| r.success())
+        .expect("move ou=staging into ou=people");
+    admin.unbind().await.expect("unbind");
+    server.stop();
+    server.restart();
+    let run = sync_and_compare(&env, &mock, &server, "ou=staging moved in before a restart").await;
+    assert!(
+        run.stderr.contains("as present, which the kept entries lack"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        cache(&env).await.values().any(|(dn, _)| dn.contains("uid=sam")),
+        "sam came into the source"
+    );
 }
 
 #[tokio::test]

@@ -200,14 +200,22 @@ pub(super) async fn read(
     // An entry named as gone that neither search returned: mostly one the searches
     // never matched, but also an organizational unit moved out of or into the base,
     // named without the entries under it. Those are looked up.
-    let changed: BTreeSet<&String> = users
+    let changed: BTreeSet<&str> = users
         .changed
         .iter()
         .chain(&groups.changed)
-        .map(|(id, _)| id)
+        .map(|(id, _)| id.as_str())
         .collect();
-    let held =
-        |id: &String| cache.users.contains_key(id) || cache.groups.contains_key(id) || changed.contains(id);
+    let held = |id: &String| {
+        cache.users.contains_key(id) || cache.groups.contains_key(id) || changed.contains(id.as_str())
+    };
+    // After a present phase, an entry present that the cache lacks came into the
+    // searches without being named (an organizational unit moved in).
+    let present = users.present.iter().chain(&groups.present).flatten();
+    if let Some(id) = present.into_iter().find(|id| !held(id)) {
+        let reason = format!("the directory names entry {id} as present, which the kept entries lack");
+        return full_refresh(config, reason).await;
+    }
     let unknown: Vec<String> = users
         .deleted
         .iter()
@@ -220,16 +228,18 @@ pub(super) async fn read(
         let under = on_worker(config, async move { ldap::entries_under(&c, &unknown).await })
             .await
             .map_err(SourceError::from)?;
-        let bases = [&config.users.search.base_dn, &config.groups.search.base_dn].map(String::as_str);
-        let named = |id: &str| changed.iter().any(|c| c.as_str() == id);
-        let why = match &under {
+        let (users_search, groups_search) = (&config.users.search, &config.groups.search);
+        let why = match under {
             None => Some(
                 "no naming context the server lists holds the users' base, so where they went is not known"
                     .to_owned(),
             ),
             Some(under) => under
-                .iter()
-                .find(|u| ldap::cache::moved_with(&cache, &u.entries, &bases, named))
+                .into_iter()
+                .find(|u| {
+                    let found = [(users_search, u.users.clone()), (groups_search, u.groups.clone())];
+                    ldap::cache::moved_with(&cache, &found, |id| changed.contains(id))
+                })
                 .map(|u| {
                     format!(
                         "`{}` moved with entries the searches return, which the server does not name",

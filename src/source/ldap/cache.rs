@@ -11,6 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
+use super::config::{Scope, Search};
 use super::conn::Refresh;
 use super::dn;
 use super::entry::Entry;
@@ -113,26 +114,50 @@ impl Cache {
     }
 }
 
-/// Whether the entries the user and group filters match under a changed container
-/// (id and DN each) show it moved with entries the searches return: one cached
-/// under another DN (renamed, or moved out of the base), or one under a search
-/// base that the cache lacks and `known` does not name (moved in). A container
-/// edited in place, or holding only entries outside the bases, moved nothing.
+/// Whether what the user and group searches' filters match under a changed
+/// container (each search with its entries' ids and DNs) shows the container moved
+/// with entries the searches return: one cached under another DN (renamed, or moved
+/// out), or one in a search's base and scope that the cache lacks (moved in). An
+/// entry `known` names is read by this run anyway. A container edited in place, or
+/// holding only entries outside the searches, moved nothing.
 pub fn moved_with(
     cache: &Cache,
-    under: &[(String, String)],
-    bases: &[&str],
+    under: &[(&Search, Vec<(String, String)>)],
     known: impl Fn(&str) -> bool,
 ) -> bool {
-    let bases: Vec<String> = bases.iter().map(|b| dn::normalize(b)).collect();
-    let in_base = |dn: &str| bases.iter().any(|b| dn == b || dn.ends_with(&format!(",{b}")));
-    under.iter().any(|(id, dn)| {
-        let dn = dn::normalize(dn);
-        match cache.users.get(id).or_else(|| cache.groups.get(id)) {
-            Some(cached) => dn::normalize(&cached.dn) != dn,
-            None => !known(id) && in_base(&dn),
-        }
+    under.iter().any(|(search, entries)| {
+        entries.iter().any(|(id, dn)| {
+            if known(id) {
+                return false;
+            }
+            let dn = dn::normalize(dn);
+            match cache.users.get(id).or_else(|| cache.groups.get(id)) {
+                Some(cached) => dn::normalize(&cached.dn) != dn,
+                None => in_scope(&dn, search),
+            }
+        })
     })
+}
+
+/// Whether the normalized `dn` is in the base and scope of `search`.
+fn in_scope(dn: &str, search: &Search) -> bool {
+    let base = dn::normalize(&search.base_dn);
+    let under = dn
+        .strip_suffix(base.as_str())
+        .and_then(|rest| rest.strip_suffix(','));
+    match search.scope {
+        Scope::Base => dn == base,
+        Scope::Sub => dn == base || under.is_some(),
+        // One RDN above the base: no separator outside an escape.
+        Scope::One => under.is_some_and(|rdn| {
+            let mut escaped = false;
+            !rdn.chars().any(|c| {
+                let separator = c == ',' && !escaped;
+                escaped = c == '\\' && !escaped;
+                separator
+            })
+        }),
+    }
 }
 
 /// An entry's attribute descriptions and raw values, as [`Entry::attrs`] holds them.
@@ -204,30 +229,59 @@ mod tests {
     use super::*;
     use crate::source::ldap::entry::tests::entry;
 
-    /// Renamed or moved out (cached under another DN) and moved in (under a base,
-    /// not cached) move; the same DN, or an entry outside the bases, does not.
+    /// Renamed or moved out (cached under another DN) and moved in (in a search's
+    /// base and scope, not cached) move; the same DN, an entry outside the search
+    /// that found it, or one this read names, do not.
     #[test]
     fn a_container_moved_with_entries_the_searches_return() {
         let cache = Cache {
             users: [("u1".to_owned(), entry("uid=a,ou=sub,ou=people,dc=x", &[]))].into(),
             groups: BTreeMap::new(),
         };
-        let bases = ["ou=people,dc=x", "ou=groups,dc=x"];
-        let moved = |under: &[(&str, &str)]| {
+        let search = |base: &str, scope: Scope| Search {
+            base_dn: base.into(),
+            scope,
+            filter: "(objectClass=*)".into(),
+        };
+        let people = search("ou=people,dc=x", Scope::Sub);
+        let moved = |s: &Search, under: &[(&str, &str)]| {
             let under: Vec<(String, String)> =
                 under.iter().map(|(i, d)| ((*i).into(), (*d).into())).collect();
-            moved_with(&cache, &under, &bases, |id| id == "new")
+            moved_with(&cache, &[(s, under)], |id| id == "named")
         };
         assert!(
-            !moved(&[("u1", "UID=a, ou=sub,ou=people,dc=x")]),
+            !moved(&people, &[("u1", "UID=a, ou=sub,ou=people,dc=x")]),
             "edited in place"
         );
-        assert!(moved(&[("u1", "uid=a,ou=sub2,ou=people,dc=x")]), "renamed");
-        assert!(moved(&[("u1", "uid=a,ou=sub,dc=x")]), "moved out");
-        assert!(moved(&[("u2", "uid=b,ou=staging,ou=people,dc=x")]), "moved in");
-        assert!(!moved(&[("u2", "uid=b,ou=staging,dc=x")]), "outside the bases");
-        assert!(!moved(&[("new", "uid=n,ou=people,dc=x")]), "named by the refresh");
-        assert!(!moved(&[]));
+        assert!(
+            moved(&people, &[("u1", "uid=a,ou=sub2,ou=people,dc=x")]),
+            "renamed"
+        );
+        assert!(moved(&people, &[("u1", "uid=a,ou=sub,dc=x")]), "moved out");
+        assert!(
+            moved(&people, &[("u2", "uid=b,ou=staging,ou=people,dc=x")]),
+            "moved in"
+        );
+        assert!(
+            !moved(&people, &[("u2", "uid=b,ou=staging,dc=x")]),
+            "outside the base"
+        );
+        assert!(
+            !moved(&people, &[("named", "uid=n,ou=people,dc=x")]),
+            "named by the read"
+        );
+        let one = search("ou=people,dc=x", Scope::One);
+        assert!(
+            moved(&one, &[("u2", "uid=b\\,c,ou=people,dc=x")]),
+            "a child, with an escaped comma"
+        );
+        assert!(
+            !moved(&one, &[("u2", "uid=b,ou=staging,ou=people,dc=x")]),
+            "below the one level"
+        );
+        let base = search("uid=b,ou=people,dc=x", Scope::Base);
+        assert!(moved(&base, &[("u2", "uid=b,ou=people,dc=x")]));
+        assert!(!moved(&base, &[]));
     }
 
     fn cache(users: &[(&str, &str)]) -> Cache {

@@ -342,33 +342,41 @@ pub async fn entries_under(
             })
             .await?;
         }
-        let filter = format!("(|{}{})", config.users.search.filter, config.groups.search.filter);
         let mut found = Vec::new();
-        for dn in parents {
-            let search = config::Search {
-                base_dn: dn.clone(),
-                scope: config::Scope::Sub,
-                filter: filter.clone(),
+        'parents: for dn in parents {
+            let mut under = EntriesUnder {
+                dn: dn.clone(),
+                users: Vec::new(),
+                groups: Vec::new(),
             };
-            let mut entries = Vec::new();
-            let read = conn
-                .search(&search, &["entryUUID".to_owned()], mode, |e| {
-                    let id = e.values("entryUUID").and_then(|v| v.first());
-                    if let Some(id) = id {
-                        entries.push((String::from_utf8_lossy(id).to_ascii_lowercase(), e.dn.clone()));
-                    }
-                    Ok(())
-                })
-                .await;
-            match read {
-                // Gone since it was looked up: it holds nothing.
-                Err(LdapError::Search {
-                    reason: SearchFailure::NoSuchBase { .. },
-                    ..
-                }) => continue,
-                r => r?,
-            };
-            found.push(EntriesUnder { dn, entries });
+            for (filter, entries) in [
+                (&config.users.search.filter, &mut under.users),
+                (&config.groups.search.filter, &mut under.groups),
+            ] {
+                let search = config::Search {
+                    base_dn: dn.clone(),
+                    scope: config::Scope::Sub,
+                    filter: filter.clone(),
+                };
+                let read = conn
+                    .search(&search, &["entryUUID".to_owned()], mode, |e| {
+                        let id = e.values("entryUUID").and_then(|v| v.first());
+                        if let Some(id) = id {
+                            entries.push((String::from_utf8_lossy(id).to_ascii_lowercase(), e.dn.clone()));
+                        }
+                        Ok(())
+                    })
+                    .await;
+                match read {
+                    // Gone since it was looked up: it holds nothing.
+                    Err(LdapError::Search {
+                        reason: SearchFailure::NoSuchBase { .. },
+                        ..
+                    }) => continue 'parents,
+                    r => r?,
+                };
+            }
+            found.push(under);
         }
         Ok(Some(found))
     }
@@ -377,12 +385,13 @@ pub async fn entries_under(
     read
 }
 
-/// An entry a refresh named as gone, and the entries the searches' filters match
-/// under it (entryUUID, DN).
+/// An entry a refresh named as gone, and the entries the user and the group
+/// searches' filters match under it (entryUUID, DN).
 #[derive(Debug)]
 pub struct EntriesUnder {
     pub dn: String,
-    pub entries: Vec<(String, String)>,
+    pub users: Vec<(String, String)>,
+    pub groups: Vec<(String, String)>,
 }
 
 /// What `dirsync check` says of a server that does not offer content synchronisation.

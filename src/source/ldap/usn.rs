@@ -204,33 +204,38 @@ impl Controller {
         cache: &Cache,
         found: &Found,
     ) -> Result<bool, LdapError> {
-        let search = Search {
-            base_dn: dn.to_owned(),
-            scope: Scope::Sub,
-            filter: format!("(|{}{})", config.users.search.filter, config.groups.search.filter),
-        };
         let mode = SearchMode {
             page_size: config.page_size,
             domain_scope: config.domain_scope,
         };
         let mut under = Vec::new();
-        let r = self
-            .conn
-            .search(&search, &["objectGUID".to_owned()], mode, |e| {
-                under.extend(entry_guid(e).map(|g| (g, e.dn.clone())));
-                Ok(())
-            })
-            .await;
-        match r {
-            Err(LdapError::Search {
-                reason: SearchFailure::NoSuchBase { .. },
-                ..
-            }) => return Ok(false),
-            r => r?,
-        };
-        let bases = [&config.users.search.base_dn, &config.groups.search.base_dn].map(String::as_str);
-        let changed = |guid: &str| found.live.iter().any(|c| c.guid == guid);
-        Ok(super::cache::moved_with(cache, &under, &bases, changed))
+        for configured in [&config.users.search, &config.groups.search] {
+            let search = Search {
+                base_dn: dn.to_owned(),
+                scope: Scope::Sub,
+                filter: configured.filter.clone(),
+            };
+            let mut entries = Vec::new();
+            let r = self
+                .conn
+                .search(&search, &["objectGUID".to_owned()], mode, |e| {
+                    entries.extend(entry_guid(e).map(|g| (g, e.dn.clone())));
+                    Ok(())
+                })
+                .await;
+            match r {
+                Err(LdapError::Search {
+                    reason: SearchFailure::NoSuchBase { .. },
+                    ..
+                }) => return Ok(false),
+                r => r?,
+            };
+            under.push((configured, entries));
+        }
+        let changed: BTreeSet<&str> = found.live.iter().map(|c| c.guid.as_str()).collect();
+        Ok(super::cache::moved_with(cache, &under, |guid| {
+            changed.contains(guid)
+        }))
     }
 
     /// What `found` changed against the entries of `cache`: each object read again
