@@ -501,6 +501,8 @@ fn groups_naming_moved(cache: &Cache, changed: &[Changed]) -> BTreeSet<String> {
 /// The cached groups whose `member` values name a deleted object: a controller
 /// removes a deleted object's links without moving the groups' `uSNChanged`, so
 /// the cache would keep naming it, and its DN, if used again, would name another.
+/// For a deleted object the cache never held, every group with a member value that
+/// names no cached entry.
 fn groups_naming_deleted(
     cache: &Cache,
     tombstones: &BTreeSet<String>,
@@ -511,9 +513,26 @@ fn groups_naming_deleted(
         .filter_map(|g| cache.users.get(g).or_else(|| cache.groups.get(g)))
         .map(|e| dn::normalize(&e.dn))
         .collect();
-    if gone.is_empty() {
+    // A deleted object the cache never held (outside the bases, or left out by a
+    // filter) leaves no DN to look for: any member value that names no cached entry
+    // may have been its, so the groups holding such values are read again.
+    let unkept = tombstones
+        .iter()
+        .any(|g| !cache.users.contains_key(g) && !cache.groups.contains_key(g));
+    let kept: BTreeSet<String> = if unkept {
+        cache
+            .users
+            .values()
+            .chain(cache.groups.values())
+            .map(|e| dn::normalize(&e.dn))
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    if gone.is_empty() && !unkept {
         return BTreeSet::new();
     }
+    let stale = |dn: &String| gone.contains(dn) || (unkept && !kept.contains(dn));
     cache
         .groups
         .iter()
@@ -522,7 +541,7 @@ fn groups_naming_deleted(
                 e.values(attr)
                     .unwrap_or_default()
                     .iter()
-                    .any(|v| gone.contains(&dn::normalize(&String::from_utf8_lossy(v))))
+                    .any(|v| stale(&dn::normalize(&String::from_utf8_lossy(v))))
             })
         })
         .map(|(guid, _)| guid.clone())
@@ -800,7 +819,8 @@ mod tests {
         check(&[changed("u2", "CN=Bob,OU=Gone,DC=x", &[])], &[]);
     }
 
-    /// The cached groups that name a deleted object by its cached DN.
+    /// The cached groups that name a deleted object by its cached DN, or, for one
+    /// the cache never held, any DN no cached entry has.
     #[test]
     fn groups_that_name_a_deleted_object_are_read_again() {
         let group = |dn: &str, members: &[&str]| entry(dn, &[("member", members)]);
@@ -823,9 +843,10 @@ mod tests {
             groups_naming_deleted(&cache, &ids(&["g1"]), &members),
             ids(&["g3"])
         );
+        // One the cache never held: the groups naming a DN no cached entry has.
         assert_eq!(
             groups_naming_deleted(&cache, &ids(&["unknown"]), &members),
-            ids(&[])
+            ids(&["g2"])
         );
     }
 }
