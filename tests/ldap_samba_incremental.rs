@@ -695,14 +695,7 @@ fn a_watched_domain_controller_change_reaches_the_target_without_a_schedule() {
             eprintln!("the change reached the target {took:?} after it was made");
             ldap.unbind().await.expect("unbind");
 
-            let pid = child.id().expect("pid");
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .expect("kill");
-            let out = child.wait_with_output().await.expect("the service ends");
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "{stderr}");
+            let stderr = common::stop_service(child).await;
             assert!(stderr.contains("The directory changed"), "{stderr}");
             mock.assert_no_violations();
         },

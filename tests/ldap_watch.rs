@@ -117,14 +117,7 @@ async fn a_watched_directory_change_reaches_the_target_without_a_schedule() {
     }
     ldap.unbind().await.expect("unbind");
 
-    let pid = child.id().expect("pid");
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    let out = child.wait_with_output().await.expect("the service ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = common::stop_service(child).await;
     assert!(stderr.contains("Watching the directory for changes."), "{stderr}");
     assert!(stderr.contains("The directory changed"), "{stderr}");
     // The service keeps the entries it committed: watched changes do not load them.
@@ -174,14 +167,7 @@ async fn a_failed_watched_run_is_run_again_without_a_directory_change() {
         "ran again after the backoff, not at once: {took:?}"
     );
 
-    let pid = child.id().expect("pid");
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    let out = child.wait_with_output().await.expect("the service ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = common::stop_service(child).await;
     assert!(
         stderr
             .contains("The run did not finish clean; running again without waiting for a directory change.")

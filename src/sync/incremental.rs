@@ -197,62 +197,9 @@ pub(super) async fn read(
         });
     }
     let mut cache = kept(store, warm, stored).await?;
-    // An entry named as gone that neither search returned: mostly one the searches
-    // never matched, but also an organizational unit moved out of or into the base,
-    // named without the entries under it. Those are looked up.
-    let changed: BTreeSet<&str> = users
-        .changed
-        .iter()
-        .chain(&groups.changed)
-        .map(|(id, _)| id.as_str())
-        .collect();
-    let held = |id: &String| {
-        cache.users.contains_key(id) || cache.groups.contains_key(id) || changed.contains(id.as_str())
-    };
-    // After a present phase, an entry present that the cache lacks came into the
-    // searches without being named (an organizational unit moved in).
-    let present = users.present.iter().chain(&groups.present).flatten();
-    if let Some(id) = present.into_iter().find(|id| !held(id)) {
-        let reason = format!("the directory names entry {id} as present, which the kept entries lack");
+    if let Some(reason) = moved_unnamed(config, &cache, &users, &groups).await? {
         return full_refresh(config, reason).await;
     }
-    let unknown: Vec<String> = users
-        .deleted
-        .iter()
-        .chain(&groups.deleted)
-        .filter(|id| !held(id))
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        let c = config.clone();
-        let under = on_worker(config, async move { ldap::entries_under(&c, &unknown).await })
-            .await
-            .map_err(SourceError::from)?;
-        let (users_search, groups_search) = (&config.users.search, &config.groups.search);
-        let why = match under {
-            None => Some(
-                "no naming context the server lists holds the users' base, so where they went is not known"
-                    .to_owned(),
-            ),
-            Some(under) => under
-                .into_iter()
-                .find(|u| {
-                    let found = [(users_search, u.users.clone()), (groups_search, u.groups.clone())];
-                    ldap::cache::moved_with(&cache, &found, |id| changed.contains(id))
-                })
-                .map(|u| {
-                    format!(
-                        "`{}` moved with entries the searches return, which the server does not name",
-                        crate::text::visible(&u.dn)
-                    )
-                }),
-        };
-        if let Some(why) = why {
-            let reason = format!("the directory names as gone entries that neither search returned: {why}");
-            return full_refresh(config, reason).await;
-        }
-    }
-    drop(changed);
     let members = &config.groups.members;
     let moved = Moved::by(&cache, &users, &groups);
     let stale = groups_naming(cache.groups.iter(), members, &moved.all());
@@ -295,6 +242,72 @@ pub(super) async fn read(
         entries: Entries::Cache(cache),
         delta,
     })
+}
+
+/// Why the read must be full when the refresh names something that moved entries
+/// without naming them: after a present phase, an entry present that the cache
+/// lacks (an organizational unit moved in); or an entry named as gone that neither
+/// search returned and that moved with entries they return (an organizational unit
+/// moved out of or into the base), looked up on the server. Mostly, such an entry
+/// is one the searches never matched.
+async fn moved_unnamed(
+    config: &LdapConfig,
+    cache: &Cache,
+    users: &ldap::Refresh,
+    groups: &ldap::Refresh,
+) -> Result<Option<String>, SyncError> {
+    let changed: BTreeSet<&str> = users
+        .changed
+        .iter()
+        .chain(&groups.changed)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let held = |id: &String| {
+        cache.users.contains_key(id) || cache.groups.contains_key(id) || changed.contains(id.as_str())
+    };
+    let present = users.present.iter().chain(&groups.present).flatten();
+    if let Some(id) = present.into_iter().find(|id| !held(id)) {
+        return Ok(Some(format!(
+            "the directory names entry {id} as present, which the kept entries lack"
+        )));
+    }
+    let unknown: Vec<String> = users
+        .deleted
+        .iter()
+        .chain(&groups.deleted)
+        .filter(|id| !held(id))
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        return Ok(None);
+    }
+    let c = config.clone();
+    let under = on_worker(config, async move { ldap::entries_under(&c, &unknown).await })
+        .await
+        .map_err(SourceError::from)?;
+    let (users_search, groups_search) = (&config.users.search, &config.groups.search);
+    let why = match under {
+        None => Some(
+            "no naming context the server lists holds the users' base, so where they went is not known"
+                .to_owned(),
+        ),
+        Some(under) => under
+            .into_iter()
+            .find(|u| {
+                let found = [
+                    (users_search, u.users.as_slice()),
+                    (groups_search, u.groups.as_slice()),
+                ];
+                ldap::cache::moved_with(cache, &found, |id| changed.contains(id))
+            })
+            .map(|u| {
+                format!(
+                    "`{}` moved with entries the searches return, which the server does not name",
+                    crate::text::visible(&u.dn)
+                )
+            }),
+    };
+    Ok(why.map(|why| format!("the directory names as gone entries that neither search returned: {why}")))
 }
 
 /// How long refint may take to rewrite member values after a rename or delete.

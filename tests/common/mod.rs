@@ -175,6 +175,20 @@ impl Env {
     }
 }
 
+/// Stops a running `dirsync run` the way systemd does (SIGTERM); asserts it exits 0
+/// and returns what it logged.
+pub async fn stop_service(child: tokio::process::Child) -> String {
+    let pid = child.id().expect("pid");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().await.expect("the service ends");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 pub async fn sqlite(path: &Path) -> sqlx::SqlitePool {
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(path)

@@ -122,7 +122,7 @@ impl Cache {
 /// holding only entries outside the searches, moved nothing.
 pub fn moved_with(
     cache: &Cache,
-    under: &[(&Search, Vec<(String, String)>)],
+    under: &[(&Search, &[(String, String)])],
     known: impl Fn(&str) -> bool,
 ) -> bool {
     under.iter().any(|(search, entries)| {
@@ -247,7 +247,7 @@ mod tests {
         let moved = |s: &Search, under: &[(&str, &str)]| {
             let under: Vec<(String, String)> =
                 under.iter().map(|(i, d)| ((*i).into(), (*d).into())).collect();
-            moved_with(&cache, &[(s, under)], |id| id == "named")
+            moved_with(&cache, &[(s, under.as_slice())], |id| id == "named")
         };
         assert!(
             !moved(&people, &[("u1", "UID=a, ou=sub,ou=people,dc=x")]),

@@ -192,6 +192,41 @@ impl Conn {
         self.search_with(search, attrs, mode, Vec::new(), each).await
     }
 
+    /// The entries each of the two `filters` matches in the subtree under `dn`, as
+    /// (id, DN) with the id read by `id_of` from the `id` attribute; `None` when `dn`
+    /// is gone (it then holds nothing).
+    pub async fn ids_under(
+        &mut self,
+        dn: &str,
+        filters: [&str; 2],
+        id: &str,
+        mode: SearchMode,
+        id_of: impl Fn(&Entry) -> Option<String>,
+    ) -> Result<Option<[Vec<(String, String)>; 2]>, LdapError> {
+        let mut found = [Vec::new(), Vec::new()];
+        for (filter, entries) in filters.into_iter().zip(found.iter_mut()) {
+            let search = Search {
+                base_dn: dn.to_owned(),
+                scope: Scope::Sub,
+                filter: filter.to_owned(),
+            };
+            let read = self
+                .search(&search, &[id.to_owned()], mode, |e| {
+                    entries.extend(id_of(e).map(|id| (id, e.dn.clone())));
+                    Ok(())
+                })
+                .await;
+            match read {
+                Err(LdapError::Search {
+                    reason: SearchFailure::NoSuchBase { .. },
+                    ..
+                }) => return Ok(None),
+                r => r?,
+            };
+        }
+        Ok(Some(found))
+    }
+
     /// [`Conn::search`] with more request controls (Active Directory's show-deleted).
     pub async fn search_with(
         &mut self,

@@ -342,41 +342,23 @@ pub async fn entries_under(
             })
             .await?;
         }
+        let filters = [
+            config.users.search.filter.as_str(),
+            config.groups.search.filter.as_str(),
+        ];
+        let entry_uuid = |e: &Entry| {
+            let id = e.values("entryUUID").and_then(|v| v.first());
+            id.map(|id| String::from_utf8_lossy(id).to_ascii_lowercase())
+        };
         let mut found = Vec::new();
-        'parents: for dn in parents {
-            let mut under = EntriesUnder {
-                dn: dn.clone(),
-                users: Vec::new(),
-                groups: Vec::new(),
-            };
-            for (filter, entries) in [
-                (&config.users.search.filter, &mut under.users),
-                (&config.groups.search.filter, &mut under.groups),
-            ] {
-                let search = config::Search {
-                    base_dn: dn.clone(),
-                    scope: config::Scope::Sub,
-                    filter: filter.clone(),
-                };
-                let read = conn
-                    .search(&search, &["entryUUID".to_owned()], mode, |e| {
-                        let id = e.values("entryUUID").and_then(|v| v.first());
-                        if let Some(id) = id {
-                            entries.push((String::from_utf8_lossy(id).to_ascii_lowercase(), e.dn.clone()));
-                        }
-                        Ok(())
-                    })
-                    .await;
-                match read {
-                    // Gone since it was looked up: it holds nothing.
-                    Err(LdapError::Search {
-                        reason: SearchFailure::NoSuchBase { .. },
-                        ..
-                    }) => continue 'parents,
-                    r => r?,
-                };
+        for dn in parents {
+            // Gone since it was looked up: it holds nothing.
+            if let Some([users, groups]) = conn
+                .ids_under(&dn, filters, "entryUUID", mode, entry_uuid)
+                .await?
+            {
+                found.push(EntriesUnder { dn, users, groups });
             }
-            found.push(under);
         }
         Ok(Some(found))
     }

@@ -208,31 +208,17 @@ impl Controller {
             page_size: config.page_size,
             domain_scope: config.domain_scope,
         };
-        let mut under = Vec::new();
-        for configured in [&config.users.search, &config.groups.search] {
-            let search = Search {
-                base_dn: dn.to_owned(),
-                scope: Scope::Sub,
-                filter: configured.filter.clone(),
-            };
-            let mut entries = Vec::new();
-            let r = self
-                .conn
-                .search(&search, &["objectGUID".to_owned()], mode, |e| {
-                    entries.extend(entry_guid(e).map(|g| (g, e.dn.clone())));
-                    Ok(())
-                })
-                .await;
-            match r {
-                Err(LdapError::Search {
-                    reason: SearchFailure::NoSuchBase { .. },
-                    ..
-                }) => return Ok(false),
-                r => r?,
-            };
-            under.push((configured, entries));
-        }
+        let (users, groups) = (&config.users.search, &config.groups.search);
+        let filters = [users.filter.as_str(), groups.filter.as_str()];
+        let Some([in_users, in_groups]) = self
+            .conn
+            .ids_under(dn, filters, "objectGUID", mode, entry_guid)
+            .await?
+        else {
+            return Ok(false);
+        };
         let changed: BTreeSet<&str> = found.live.iter().map(|c| c.guid.as_str()).collect();
+        let under = [(users, in_users.as_slice()), (groups, in_groups.as_slice())];
         Ok(super::cache::moved_with(cache, &under, |guid| {
             changed.contains(guid)
         }))
