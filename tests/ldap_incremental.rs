@@ -353,6 +353,80 @@ async fn an_organizational_unit_moved_out_of_the_base_takes_its_users_out() {
     );
 }
 
+/// An organizational unit renamed inside the users' base moves its users to new DNs;
+/// the server names only the unit, as gone, and the read is full, so the cache holds
+/// their new DNs. Without referential integrity the groups keep naming the old
+/// DNs, which name nobody; with it, they name the new ones, and a later edit of such
+/// a group keeps its moved members.
+async fn rename_a_unit_inside_the_base(refint: bool) {
+    let opts = Options {
+        refint,
+        ..syncprov()
+    };
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), opts);
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let mut admin = admin(&server).await;
+    let sub = format!("ou=sub,ou=people,{BASE}");
+    add(&mut admin, &sub, "organizationalUnit", &[("ou", "sub")]).await;
+    let sam = format!("uid=sam,{sub}");
+    let person = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
+    add(&mut admin, &sam, "inetOrgPerson", &person).await;
+    admin
+        .modify(
+            &group("engineering"),
+            vec![Mod::Add("member", HashSet::from([sam.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("add sam to engineering");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    assert_eq!(mock.groups(), oracle(&server).await);
+
+    admin
+        .modifydn(&sub, "ou=team", true, None)
+        .await
+        .and_then(|r| r.success())
+        .expect("rename ou=sub");
+    if refint {
+        refint_settled(&mut admin, &sam).await;
+    }
+    let run = sync_and_compare(&env, &mock, &server, "ou=sub renamed").await;
+    assert!(run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("moved with entries the searches return"),
+        "the log says why: {}",
+        run.stderr
+    );
+    assert!(
+        cache(&env).await.values().any(|(dn, _)| dn.starts_with("uid=sam,ou=team,")),
+        "sam's new DN is kept"
+    );
+
+    // An edit of a group naming sam: read incrementally, sam stays as he was.
+    admin
+        .modify(
+            &group("engineering"),
+            vec![Mod::Replace("description", HashSet::from(["edited"]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("edit engineering");
+    admin.unbind().await.expect("unbind");
+    let run = sync_and_compare(&env, &mock, &server, "engineering edited").await;
+    assert!(!run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn an_organizational_unit_renamed_inside_the_base_moves_its_users() {
+    rename_a_unit_inside_the_base(false).await;
+}
+
+#[tokio::test]
+async fn with_referential_integrity_an_organizational_unit_renamed_inside_the_base_keeps_its_members() {
+    rename_a_unit_inside_the_base(true).await;
+}
+
 /// A refresh names as gone an entry of the users' base that the search never
 /// returned when it changes (a device), and a user added and deleted between two
 /// runs: neither makes the read full.
