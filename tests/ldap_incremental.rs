@@ -359,10 +359,7 @@ async fn an_organizational_unit_moved_out_of_the_base_takes_its_users_out() {
 /// DNs, which name nobody; with it, they name the new ones, and a later edit of such
 /// a group keeps its moved members.
 async fn rename_a_unit_inside_the_base(refint: bool) {
-    let opts = Options {
-        refint,
-        ..syncprov()
-    };
+    let opts = Options { refint, ..syncprov() };
     let server = Slapd::start(&fixture("ldap-groups.ldif"), opts);
     let mock = GroupMembersApi::start().await;
     let env = setup(&server, &mock, "");
@@ -399,7 +396,10 @@ async fn rename_a_unit_inside_the_base(refint: bool) {
         run.stderr
     );
     assert!(
-        cache(&env).await.values().any(|(dn, _)| dn.starts_with("uid=sam,ou=team,")),
+        cache(&env)
+            .await
+            .values()
+            .any(|(dn, _)| dn.starts_with("uid=sam,ou=team,")),
         "sam's new DN is kept"
     );
 

@@ -25,7 +25,7 @@ use ldap3::controls::{
     Control, ControlParser, ControlType, EntryState, MakeCritical, RawControl, RefreshMode, SyncDone,
     SyncInfo, SyncRequest, SyncState, parse_syncinfo,
 };
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, SearchStream};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, ResultEntry, SearchStream, StdStream};
 
 use super::config::{Bind, LdapConfig, Scope, Search, TlsVerify};
 use super::entry::Entry;
@@ -115,9 +115,16 @@ impl Conn {
                 .with_no_client_auth();
             settings = settings.set_config(Arc::new(config));
         }
-        let (conn, ldap) = LdapConnAsync::with_settings(settings, &c.url)
+        let stream = tcp(&c.url, c.connect_timeout)
             .await
-            .map_err(|e| open_error(c, e))?;
+            .map_err(|reason| LdapError::Connect {
+                url: c.url.clone(),
+                reason,
+            })?;
+        let (conn, ldap) =
+            LdapConnAsync::with_settings(settings.set_std_stream(StdStream::Tcp(stream)), &c.url)
+                .await
+                .map_err(|e| open_error(c, e))?;
         let driver = tokio::spawn(conn.drive());
         Ok(Conn {
             ldap,
@@ -683,6 +690,40 @@ fn parse_control<T: ControlParser>(raw: RawControl) -> Option<T> {
 }
 
 /// The error of a connection that could not be opened.
+/// Probes on an idle connection: the first after a minute of silence, then every 10
+/// seconds; after 6 unanswered the connection fails. A watch search waits on one
+/// connection for as long as nothing changes, and a firewall or NAT that drops idle
+/// connections without a word would otherwise leave it waiting forever.
+const KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(Duration::from_secs(60))
+    .with_interval(Duration::from_secs(10))
+    .with_retries(6);
+
+/// The TCP connection to the host and port of `url` (389, or 636 for ldaps://),
+/// within `timeout`, with keepalive probes on. Opened here because ldap3 sets no
+/// socket options; it takes the stream and does the rest (TLS, StartTLS).
+async fn tcp(url: &str, timeout: Duration) -> Result<std::net::TcpStream, ConnectFailure> {
+    let parsed = url::Url::parse(url).map_err(|e| ConnectFailure::Client(Box::new(e.into())))?;
+    let port = parsed.port().unwrap_or(match parsed.scheme() {
+        "ldaps" => 636,
+        _ => 389,
+    });
+    let host = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => "localhost".to_string(),
+    };
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| ConnectFailure::Timeout { after: timeout })?
+        .map_err(ConnectFailure::Io)?;
+    socket2::SockRef::from(&stream)
+        .set_tcp_keepalive(&KEEPALIVE)
+        .map_err(ConnectFailure::Io)?;
+    stream.into_std().map_err(ConnectFailure::Io)
+}
+
 fn open_error(c: &LdapConfig, e: ldap3::LdapError) -> LdapError {
     let connect = |reason| LdapError::Connect {
         url: c.url.clone(),
@@ -889,6 +930,32 @@ pub(crate) mod tests {
     use crate::source::ldap::config::RawLdap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn the_connection_sends_keepalive_probes_after_a_minute_of_silence() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let url = format!("ldap://{}", listener.local_addr().expect("address"));
+        let stream = tcp(&url, Duration::from_secs(5)).await.expect("connect");
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(
+            socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"),
+            Duration::from_secs(10)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"), 6);
+
+        // A port nobody listens on: the error the connection has always given.
+        drop(listener);
+        let refused = tcp(&url, Duration::from_secs(5)).await.expect_err("refused");
+        assert!(
+            matches!(&refused, ConnectFailure::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+            "{refused:?}"
+        );
+    }
 
     /// BER type, length (definite, short or long form) and contents.
     pub(crate) fn tlv(tag: u8, contents: &[u8]) -> Vec<u8> {
