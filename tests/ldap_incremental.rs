@@ -94,8 +94,16 @@ async fn cache(env: &Env) -> BTreeMap<(String, String), (String, String)> {
 /// What a `resync` from an empty state database pushes for the directory as it is,
 /// and the entry cache it keeps.
 async fn oracle_with_cache(server: &Slapd) -> (Groups, BTreeMap<(String, String), (String, String)>) {
+    oracle_of(server, "").await
+}
+
+/// [`oracle_with_cache`] with `extra_source` in the config.
+async fn oracle_of(
+    server: &Slapd,
+    extra_source: &str,
+) -> (Groups, BTreeMap<(String, String), (String, String)>) {
     let mock = GroupMembersApi::start().await;
-    let env = setup(server, &mock, "");
+    let env = setup(server, &mock, extra_source);
     dirsync(&env, &["resync"]).await.expect_code(0);
     mock.assert_no_violations();
     (mock.groups(), cache(&env).await)
@@ -425,6 +433,87 @@ async fn an_organizational_unit_renamed_inside_the_base_moves_its_users() {
 #[tokio::test]
 async fn with_referential_integrity_an_organizational_unit_renamed_inside_the_base_keeps_its_members() {
     rename_a_unit_inside_the_base(true).await;
+}
+
+/// A bind identity that reads only the users' and the groups' bases cannot see an
+/// organizational unit moved out to an archive branch: the server names the unit as
+/// gone, the lookup finds nothing, and the unit's DN, which held kept users, is gone:
+/// the read is full and its users leave the source.
+#[tokio::test]
+async fn an_organizational_unit_moved_where_the_reader_cannot_see_takes_its_users_out() {
+    let opts = Options {
+        confined: true,
+        ..syncprov()
+    };
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), opts);
+    let mock = GroupMembersApi::start().await;
+    let groups_base = format!("\n[source.groups]\nbase_dn = \"ou=groups,{BASE}\"\n");
+    let env = setup(&server, &mock, &groups_base);
+    let mut admin = admin(&server).await;
+    add(
+        &mut admin,
+        &format!("ou=archive,{BASE}"),
+        "organizationalUnit",
+        &[("ou", "archive")],
+    )
+    .await;
+    let sub = format!("ou=sub,ou=people,{BASE}");
+    add(&mut admin, &sub, "organizationalUnit", &[("ou", "sub")]).await;
+    let sam = format!("uid=sam,{sub}");
+    let sam_attrs = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
+    add(&mut admin, &sam, "inetOrgPerson", &sam_attrs).await;
+    admin
+        .modify(
+            &group("engineering"),
+            vec![Mod::Add("member", HashSet::from([sam.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("add sam to engineering");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    assert_eq!(mock.groups(), oracle_of(&server, &groups_base).await.0);
+
+    // A user added and deleted between two runs is not found either; the units of the
+    // kept entries are all there, so the read stays incremental.
+    let kim = person("kim");
+    add(
+        &mut admin,
+        &kim,
+        "inetOrgPerson",
+        &[("uid", "kim"), ("cn", "Kim"), ("sn", "Example")],
+    )
+    .await;
+    admin
+        .delete(&kim)
+        .await
+        .and_then(|r| r.success())
+        .expect("delete kim");
+    let run = dirsync(&env, &["sync"]).await;
+    run.expect_code(0);
+    assert!(!run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+
+    admin
+        .modifydn(&sub, "ou=sub", true, Some(&format!("ou=archive,{BASE}")))
+        .await
+        .and_then(|r| r.success())
+        .expect("move ou=sub to the archive");
+    admin.unbind().await.expect("unbind");
+    let run = dirsync(&env, &["sync", "--allow-removals"]).await;
+    run.expect_code(0);
+    assert!(run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is gone or can no longer be read"),
+        "{}",
+        run.stderr
+    );
+    let (groups, entries) = oracle_of(&server, &groups_base).await;
+    assert_eq!(mock.groups(), groups, "{}", run.stderr);
+    assert_eq!(cache(&env).await, entries);
+    assert!(
+        !entries.values().any(|(dn, _)| dn.contains("uid=sam")),
+        "sam left the source"
+    );
+    mock.assert_no_violations();
 }
 
 /// A refresh names as gone an entry of the users' base that the search never

@@ -277,6 +277,8 @@ async fn moved_unnamed(
         .chain(&groups.deleted)
         .filter(|id| !held(id))
         .cloned()
+        .collect::<BTreeSet<String>>()
+        .into_iter()
         .collect();
     if unknown.is_empty() {
         return Ok(None);
@@ -285,29 +287,90 @@ async fn moved_unnamed(
     let under = on_worker(config, async move { ldap::entries_under(&c, &unknown).await })
         .await
         .map_err(SourceError::from)?;
-    let (users_search, groups_search) = (&config.users.search, &config.groups.search);
     let why = match under {
         None => Some(
             "no naming context the server lists holds the users' base, so where they went is not known"
                 .to_owned(),
         ),
-        Some(under) => under
-            .into_iter()
-            .find(|u| {
-                let found = [
-                    (users_search, u.users.as_slice()),
-                    (groups_search, u.groups.as_slice()),
-                ];
-                ldap::cache::moved_with(cache, &found, |id| changed.contains(id))
-            })
-            .map(|u| {
-                format!(
-                    "`{}` moved with entries the searches return, which the server does not name",
-                    crate::text::visible(&u.dn)
-                )
-            }),
+        Some(lookup) => match moved_with_found(cache, &lookup.under, config, &changed) {
+            Some(why) => Some(why),
+            None if lookup.unseen => {
+                let named: BTreeSet<&str> = users
+                    .deleted
+                    .iter()
+                    .chain(&groups.deleted)
+                    .map(String::as_str)
+                    .collect();
+                let kept = |id: &str| !named.contains(id) && !changed.contains(id);
+                gone_container(config, cache, kept).await?.map(|dn| {
+                    format!(
+                        "`{}`, which holds kept entries, is gone or can no longer be read, so an entry \
+                         not found (deleted, or moved where the bind identity cannot read) may have moved them",
+                        crate::text::visible(&dn)
+                    )
+                })
+            }
+            None => None,
+        },
     };
     Ok(why.map(|why| format!("the directory names as gone entries that neither search returned: {why}")))
+}
+
+/// The first entry found under which a container moved with entries the searches
+/// return, as the reason for a full read.
+fn moved_with_found(
+    cache: &Cache,
+    under: &[ldap::EntriesUnder],
+    config: &LdapConfig,
+    changed: &BTreeSet<&str>,
+) -> Option<String> {
+    let (users_search, groups_search) = (&config.users.search, &config.groups.search);
+    under
+        .iter()
+        .find(|u| {
+            let found = [
+                (users_search, u.users.as_slice()),
+                (groups_search, u.groups.as_slice()),
+            ];
+            ldap::cache::moved_with(cache, &found, |id| changed.contains(id))
+        })
+        .map(|u| {
+            format!(
+                "`{}` moved with entries the searches return, which the server does not name",
+                crate::text::visible(&u.dn)
+            )
+        })
+}
+
+/// The first container of the kept entries the refresh does not name (`kept`),
+/// other than the search bases (a search of a base that is gone fails), that is gone
+/// or can no longer be read.
+async fn gone_container(
+    config: &LdapConfig,
+    cache: &Cache,
+    kept: impl Fn(&str) -> bool,
+) -> Result<Option<String>, SyncError> {
+    use ldap::dn::{normalize, parent};
+    let bases = [&config.users.search.base_dn, &config.groups.search.base_dn].map(|b| normalize(b));
+    let containers: BTreeSet<String> = cache
+        .users
+        .iter()
+        .chain(&cache.groups)
+        .filter(|(id, _)| kept(id))
+        .filter_map(|(_, e)| parent(&normalize(&e.dn)).map(str::to_owned))
+        .filter(|c| !bases.contains(c))
+        .collect();
+    if containers.is_empty() {
+        return Ok(None);
+    }
+    let c = config.clone();
+    let containers: Vec<String> = containers.into_iter().collect();
+    Ok(on_worker(
+        config,
+        async move { ldap::missing_container(&c, &containers).await },
+    )
+    .await
+    .map_err(SourceError::from)?)
 }
 
 /// How long refint may take to rewrite member values after a rename or delete.

@@ -43,6 +43,8 @@ pub struct Options {
     /// changing the groups' entryCSN; a group it leaves without members names
     /// [`NOBODY`].
     pub refint: bool,
+    /// Everyone but the root DN reads only the root DSE, `ou=people` and `ou=groups`.
+    pub confined: bool,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             tls: false,
             syncprov: false,
             refint: false,
+            confined: false,
         }
     }
 }
@@ -231,6 +234,16 @@ impl Slapd {
             ("", "")
         };
         let prtotal = if opts.paging { "unlimited" } else { "disabled" };
+        let access = if opts.confined {
+            format!(
+                "access to dn.base=\"\" by * read\n\
+                 access to dn.subtree=\"ou=people,{BASE}\" by * read\n\
+                 access to dn.subtree=\"ou=groups,{BASE}\" by * read\n\
+                 access to * by * none\n"
+            )
+        } else {
+            "access to * by * read\n".to_owned()
+        };
         let conf = format!(
             "include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
@@ -252,7 +265,7 @@ impl Slapd {
              directory {dir}/db\n\
              limits dn.exact=\"{READER_DN}\" size.soft={limit} size.hard={limit} size.prtotal={prtotal}\n\
              access to attrs=userPassword by anonymous auth by * none\n\
-             access to * by * read\n\
+             {access}\
              {syncprov}\
              {refint}",
             dir = d.display(),

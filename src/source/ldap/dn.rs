@@ -16,6 +16,23 @@ pub fn normalize(dn: &str) -> String {
     parse(dn).unwrap_or_else(|| dn.trim().to_lowercase())
 }
 
+/// The DN of the entry holding the one `dn` names: `dn` without its first RDN; `None`
+/// for a DN of one RDN. `dn` is a [`normalize`]d DN, where a separator is never
+/// escaped.
+pub fn parent(dn: &str) -> Option<&str> {
+    let mut bytes = dn.bytes().enumerate();
+    while let Some((i, b)) = bytes.next() {
+        match b {
+            b'\\' => {
+                bytes.next();
+            }
+            b',' => return Some(&dn[i + 1..]),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Strips the optional unique identifier of an RFC 4517 `NameAndOptionalUID` value
 /// (`uniqueMember: cn=alice,dc=example#'0101'B`), leaving the DN.
 pub fn strip_optional_uid(value: &str) -> &str {
@@ -163,6 +180,15 @@ fn value(bytes: &[u8], i: &mut usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parent_of_a_dn_drops_its_first_rdn_even_with_escaped_separators() {
+        assert_eq!(parent("uid=a,ou=people,dc=x"), Some("ou=people,dc=x"));
+        assert_eq!(parent("dc=x"), None);
+        let escaped = normalize(r"cn=Smith\, John,ou=a\\,dc=x");
+        assert_eq!(parent(&escaped), Some(normalize(r"ou=a\\,dc=x").as_str()));
+        assert_eq!(parent(&normalize("cn=a+uid=b,dc=x")), Some("dc=x"));
+    }
 
     #[test]
     fn spellings_of_one_dn_normalize_alike() {

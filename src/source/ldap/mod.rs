@@ -287,13 +287,11 @@ fn any_uuid(ids: &[String]) -> String {
 /// and deleted between two runs); an organizational unit moved out of or into the
 /// base is named alone, without the entries under it.
 ///
-/// They are looked up in the naming context that holds the users' base; `None`
-/// when the server lists none, so where they went cannot be seen. An entry at or
+/// They are looked up in the naming context that holds the users' base, or in the
+/// search bases when the bind identity cannot read the naming context's entry;
+/// `None` when the server lists none, so where they went cannot be seen. An entry at or
 /// above a search base is left out: moving it would move the base itself.
-pub async fn entries_under(
-    config: &LdapConfig,
-    ids: &[String],
-) -> Result<Option<Vec<EntriesUnder>>, LdapError> {
+pub async fn entries_under(config: &LdapConfig, ids: &[String]) -> Result<Option<Lookup>, LdapError> {
     let mut conn = Conn::open(config).await?;
     let read = async {
         conn.bind(&config.bind).await?;
@@ -322,25 +320,56 @@ pub async fn entries_under(
             page_size: config.page_size,
             domain_scope: false,
         };
+        // A bind identity that cannot read the naming context's entry looks in the
+        // search bases instead: what it cannot read is not found either way.
+        let (users_base, groups_base) = (&config.users.search.base_dn, &config.groups.search.base_dn);
+        let within = |inner: &str, outer: &str| {
+            let (inner, outer) = (dn::normalize(inner), dn::normalize(outer));
+            inner == outer || inner.ends_with(&format!(",{outer}"))
+        };
+        let own_bases = if within(users_base, groups_base) {
+            vec![groups_base.clone()]
+        } else if within(groups_base, users_base) {
+            vec![users_base.clone()]
+        } else {
+            vec![users_base.clone(), groups_base.clone()]
+        };
+        let mut roots = vec![root];
         let mut parents = Vec::new();
-        for chunk in ids.chunks(GROUPS_PER_SEARCH) {
-            let search = config::Search {
-                base_dn: root.clone(),
-                scope: config::Scope::Sub,
-                filter: any_uuid(chunk),
-            };
-            conn.search(&search, &["hasSubordinates".to_owned()], mode, |e| {
-                // Without the attribute, it may have entries under it.
-                let leaf = e
-                    .values("hasSubordinates")
-                    .and_then(|v| v.first())
-                    .is_some_and(|v| v.eq_ignore_ascii_case(b"FALSE"));
-                if !leaf && !above_a_base(&e.dn) {
-                    parents.push(e.dn.clone());
-                }
-                Ok(())
-            })
-            .await?;
+        let mut seen = 0;
+        'roots: while let Some(base) = roots.pop() {
+            for chunk in ids.chunks(GROUPS_PER_SEARCH) {
+                let search = config::Search {
+                    base_dn: base.clone(),
+                    scope: config::Scope::Sub,
+                    filter: any_uuid(chunk),
+                };
+                let read = conn
+                    .search(&search, &["hasSubordinates".to_owned()], mode, |e| {
+                        seen += 1;
+                        // Without the attribute, it may have entries under it.
+                        let leaf = e
+                            .values("hasSubordinates")
+                            .and_then(|v| v.first())
+                            .is_some_and(|v| v.eq_ignore_ascii_case(b"FALSE"));
+                        if !leaf && !above_a_base(&e.dn) {
+                            parents.push(e.dn.clone());
+                        }
+                        Ok(())
+                    })
+                    .await;
+                match read {
+                    Err(LdapError::Search {
+                        reason: SearchFailure::NoSuchBase { .. },
+                        ..
+                    }) if !own_bases.contains(&base) => {
+                        (parents, seen) = (Vec::new(), 0);
+                        roots = own_bases.clone();
+                        continue 'roots;
+                    }
+                    read => read?,
+                };
+            }
         }
         let filters = [
             config.users.search.filter.as_str(),
@@ -360,7 +389,48 @@ pub async fn entries_under(
                 found.push(EntriesUnder { dn, users, groups });
             }
         }
-        Ok(Some(found))
+        Ok(Some(Lookup {
+            under: found,
+            unseen: seen < ids.len(),
+        }))
+    }
+    .await;
+    conn.close().await;
+    read
+}
+
+/// What [`entries_under`] found.
+#[derive(Debug)]
+pub struct Lookup {
+    pub under: Vec<EntriesUnder>,
+    /// Whether some entries were not found: deleted, or moved where the bind
+    /// identity cannot read.
+    pub unseen: bool,
+}
+
+/// The first of `containers` (DNs) that no longer exists, or that the bind identity
+/// can no longer read. An organizational unit moved where it cannot read is named
+/// as gone and then not found, like a deleted entry; the entries it held are named
+/// by nothing, and their container's DN is gone.
+pub async fn missing_container(
+    config: &LdapConfig,
+    containers: &[String],
+) -> Result<Option<String>, LdapError> {
+    let mut conn = Conn::open(config).await?;
+    let read = async {
+        conn.bind(&config.bind).await?;
+        for dn in containers {
+            match conn.read_entry(dn, &["1.1".to_owned()]).await {
+                Ok(Some(_)) => {}
+                Ok(None)
+                | Err(LdapError::Search {
+                    reason: SearchFailure::NoSuchBase { .. },
+                    ..
+                }) => return Ok(Some(dn.clone())),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
     .await;
     conn.close().await;
