@@ -258,6 +258,25 @@ async fn add(admin: &mut ldap3::Ldap, dn: &str, class: &str, attrs: &[(&str, &st
         .unwrap_or_else(|e| panic!("add {dn}: {e}"));
 }
 
+/// Adds `ou=sub` under the users' base with sam in it, a member of engineering;
+/// returns their DNs.
+async fn sam_in_a_unit(admin: &mut ldap3::Ldap) -> (String, String) {
+    let sub = format!("ou=sub,ou=people,{BASE}");
+    add(admin, &sub, "organizationalUnit", &[("ou", "sub")]).await;
+    let sam = format!("uid=sam,{sub}");
+    let person = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
+    add(admin, &sam, "inetOrgPerson", &person).await;
+    admin
+        .modify(
+            &group("engineering"),
+            vec![Mod::Add("member", HashSet::from([sam.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("add sam to engineering");
+    (sub, sam)
+}
+
 /// A sync, then the target and the entry cache compared with a fresh resync's.
 async fn sync_and_compare(env: &Env, mock: &GroupMembersApi, server: &Slapd, what: &str) -> Run {
     let run = dirsync(env, &["sync", "--allow-removals"]).await;
@@ -287,19 +306,7 @@ async fn an_organizational_unit_moved_out_of_the_base_takes_its_users_out() {
     let mock = GroupMembersApi::start().await;
     let env = setup(&server, &mock, "");
     let mut admin = admin(&server).await;
-    let sub = format!("ou=sub,ou=people,{BASE}");
-    add(&mut admin, &sub, "organizationalUnit", &[("ou", "sub")]).await;
-    let sam = format!("uid=sam,{sub}");
-    let person = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
-    add(&mut admin, &sam, "inetOrgPerson", &person).await;
-    admin
-        .modify(
-            &group("engineering"),
-            vec![Mod::Add("member", HashSet::from([sam.as_str()]))],
-        )
-        .await
-        .and_then(|r| r.success())
-        .expect("add sam to engineering");
+    let (sub, _) = sam_in_a_unit(&mut admin).await;
     dirsync(&env, &["sync"]).await.expect_code(0);
     assert_eq!(mock.groups(), oracle(&server).await);
 
@@ -372,19 +379,7 @@ async fn rename_a_unit_inside_the_base(refint: bool) {
     let mock = GroupMembersApi::start().await;
     let env = setup(&server, &mock, "");
     let mut admin = admin(&server).await;
-    let sub = format!("ou=sub,ou=people,{BASE}");
-    add(&mut admin, &sub, "organizationalUnit", &[("ou", "sub")]).await;
-    let sam = format!("uid=sam,{sub}");
-    let person = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
-    add(&mut admin, &sam, "inetOrgPerson", &person).await;
-    admin
-        .modify(
-            &group("engineering"),
-            vec![Mod::Add("member", HashSet::from([sam.as_str()]))],
-        )
-        .await
-        .and_then(|r| r.success())
-        .expect("add sam to engineering");
+    let (sub, sam) = sam_in_a_unit(&mut admin).await;
     dirsync(&env, &["sync"]).await.expect_code(0);
     assert_eq!(mock.groups(), oracle(&server).await);
 
@@ -457,19 +452,7 @@ async fn an_organizational_unit_moved_where_the_reader_cannot_see_takes_its_user
         &[("ou", "archive")],
     )
     .await;
-    let sub = format!("ou=sub,ou=people,{BASE}");
-    add(&mut admin, &sub, "organizationalUnit", &[("ou", "sub")]).await;
-    let sam = format!("uid=sam,{sub}");
-    let sam_attrs = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
-    add(&mut admin, &sam, "inetOrgPerson", &sam_attrs).await;
-    admin
-        .modify(
-            &group("engineering"),
-            vec![Mod::Add("member", HashSet::from([sam.as_str()]))],
-        )
-        .await
-        .and_then(|r| r.success())
-        .expect("add sam to engineering");
+    let (sub, _) = sam_in_a_unit(&mut admin).await;
     dirsync(&env, &["sync"]).await.expect_code(0);
     assert_eq!(mock.groups(), oracle_of(&server, &groups_base).await.0);
 
