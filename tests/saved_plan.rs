@@ -125,3 +125,74 @@ async fn a_stale_plan_is_refused_with_what_changed_and_sends_nothing() {
         run.stderr
     );
 }
+
+/// An apply marks its targets for planning before its first request: killed part way
+/// through its push, the next sync of the unchanged source plans the target again
+/// and takes back what the plan sent, instead of skipping a target it takes for clean.
+#[tokio::test]
+async fn an_apply_killed_during_its_push_is_undone_by_the_next_sync() {
+    let mock = GroupMembersApi::start().await;
+    // 60 teams of two, and of three in the plan.
+    let teams = |third: bool| -> Vec<(String, Vec<u64>)> {
+        (0..60)
+            .map(|k| {
+                let mut members = vec![1 + k % 5, 6 + k % 5];
+                members.extend(third.then_some(11 + k % 2));
+                (format!("team{k}"), members)
+            })
+            .collect()
+    };
+    let write = |env: &Env, groups: &[(String, Vec<u64>)]| {
+        let refs: Vec<(&str, &[u64])> = groups.iter().map(|(n, m)| (n.as_str(), m.as_slice())).collect();
+        env.write("groups.csv", &groups_csv(&refs));
+        expected_state(&refs)
+    };
+    let env = Env::new();
+    env.write("users.csv", &users_csv(12));
+    let source = write(&env, &teams(false));
+    env.write("dirsync.toml", &config_group_members(&mock.uri(), ""));
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    assert_eq!(mock.groups(), source);
+
+    // A plan for another source, made and then left: the source goes back, and the
+    // target, unchanged, is clean for it.
+    let plan = env.path("plan.json").display().to_string();
+    write(&env, &teams(true));
+    dirsync(&env, &["sync", "--dry-run", "--out", &plan])
+        .await
+        .expect_code(0);
+    write(&env, &teams(false));
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    // The apply changes four teams; the others hang, and it is killed meanwhile.
+    mock.lock().hang = (4..60).map(group_uuid).collect();
+    let before = mock.accepted().len();
+    let mut child = env
+        .command(&["apply", &plan])
+        .env("TEST_OFFICE_KEY", KEY)
+        .spawn()
+        .expect("spawn");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while mock.accepted().len() < before + 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the apply made no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Time to record what the target confirmed.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+    mock.lock().hang.clear();
+    assert_ne!(mock.groups(), source, "the apply changed four teams");
+
+    let next = dirsync(&env, &["sync", "--allow-removals"]).await;
+    next.expect_code(0);
+    assert!(
+        mock.groups() == source,
+        "the sync takes back what the apply sent: {}",
+        next.stderr
+    );
+    mock.assert_no_violations();
+}

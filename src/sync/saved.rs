@@ -210,6 +210,13 @@ pub async fn apply(
     store.start_run(&run_id, "apply", false).await?;
     tracing::info!(run_id, plan = %path.display(), created_at = saved.created_at, "Applying a saved plan.");
     let generation = store.source_state().await?.map_or(0, |s| s.generation);
+    // Before the first request: the next sync plans each target from the source
+    // again, even if this apply is killed part way.
+    for p in &prepared {
+        store
+            .set_target_state(&p.config.name, generation, &p.config.config_hash, false)
+            .await?;
+    }
     let mut report = Report {
         run_id: Some(run_id.clone()),
         ..Report::default()
@@ -222,10 +229,6 @@ pub async fn apply(
             push_ms,
             "Finished the target."
         );
-        // The next sync plans the target from the source again.
-        store
-            .set_target_state(&p.config.name, generation, &p.config.config_hash, false)
-            .await?;
         report.targets.push(tr);
     }
     let outcome = report.outcome();

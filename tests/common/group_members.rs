@@ -25,6 +25,9 @@ pub struct State {
     pub violations: Vec<String>,
     /// Groups whose requests are answered 500 (the state is left unchanged).
     pub fail: BTreeSet<String>,
+    /// Groups whose requests are answered 503 only after 60 s (the state is left
+    /// unchanged): they keep requests in flight without changing anything.
+    pub hang: BTreeSet<String>,
     /// Member ids the target drops silently (a user it does not know).
     pub ignore_members: BTreeSet<String>,
     /// Delay before each answer, to keep requests in flight.
@@ -209,6 +212,9 @@ impl Respond for Responder {
             if rng.random_bool(share) {
                 return ResponseTemplate::new(503).set_body_string("random failure");
             }
+        }
+        if state.hang.contains(id) {
+            return ResponseTemplate::new(503).set_delay(Duration::from_secs(60));
         }
         if state.fail.contains(id) {
             return ResponseTemplate::new(500)
