@@ -280,9 +280,11 @@ struct Prepared<'c> {
     changed: propagation::ChangeTimes,
 }
 
-/// What the removal policy of every target shares in one run.
+/// What the removal policy of a target takes from the run.
+#[derive(Clone, Copy)]
 struct RunPolicy<'a> {
-    /// The read's size against the last accepted one: (before, now) as (users, memberships).
+    /// The read's size against the last one the target accepted: (before, now) as
+    /// (users, memberships).
     sizes: Option<((usize, usize), (usize, usize))>,
     approved: Option<&'a Held>,
     allow_removals: bool,
@@ -514,14 +516,15 @@ pub async fn run(
         }),
     };
 
-    // The read's size against the last one trusted with removals.
-    let sizes = match (&dir, &store) {
-        (Some(dir), Some(s)) => s
-            .accepted_read()
-            .await?
-            .map(|before| (before, (dir.users.len(), dir.membership_count()))),
-        _ => None,
-    };
+    // The read's size against the last one each target trusted with removals.
+    let size = dir.as_ref().map(|dir| (dir.users.len(), dir.membership_count()));
+    let mut sizes = Vec::new();
+    for tc in &targets {
+        sizes.push(match (size, &store) {
+            (Some(now), Some(s)) => s.accepted_read(&tc.name).await?.map(|before| (before, now)),
+            _ => None,
+        });
+    }
     // Since when members have been absent, for targets with a removal delay.
     let mut absences = Vec::new();
     for tc in &targets {
@@ -531,15 +534,22 @@ pub async fn run(
         });
     }
     let policy = RunPolicy {
-        sizes,
+        sizes: None,
         approved: approved.as_ref(),
         allow_removals: opts.allow_removals,
         source_users,
     };
     let mut prepared = Vec::new();
     if let Some(dir) = &dir {
-        for (((tc, target), snapshot), absent) in targets.iter().zip(clients).zip(snapshots).zip(&absences) {
+        let each = targets
+            .iter()
+            .zip(clients)
+            .zip(snapshots)
+            .zip(&absences)
+            .zip(sizes);
+        for ((((tc, target), snapshot), absent), sizes) in each {
             let t = std::time::Instant::now();
+            let policy = RunPolicy { sizes, ..policy };
             let mut p = prepare(tc, target, dir, snapshot, opts.mode, &policy, absent)?;
             let since = target_states.get(&tc.name).and_then(|ts| ts.changed_through);
             p.changed = propagation::ChangeTimes::of_plan(&p.plan, dir, since);
@@ -547,12 +557,15 @@ pub async fn run(
             tracing::debug!(target_name = %tc.name, elapsed_ms = t.elapsed().as_millis() as u64, "Planned the target.");
         }
     }
-    // A read that made no target hold removals for its size is the new baseline.
-    let accept = match &dir {
-        Some(dir) if !prepared.iter().any(|p| p.hold.source_drop) => {
-            Some((dir.users.len(), dir.membership_count()))
-        }
-        _ => None,
+    // The read is the new baseline of each target it made hold no removals for its
+    // size.
+    let accept: Vec<(&str, (usize, usize))> = match size {
+        Some(size) => prepared
+            .iter()
+            .filter(|p| !p.hold.source_drop)
+            .map(|p| (p.config.name.as_str(), size))
+            .collect(),
+        None => Vec::new(),
     };
     // How far the read's changes reach: what a target that confirms its plan whole
     // has confirmed every change up to.
@@ -722,8 +735,8 @@ pub async fn run(
         });
         tracing::info!(held = row.id, by = a.by, "Approved the held set.");
     }
-    if let Some((users, memberships)) = accept {
-        store.accept_read(users, memberships).await?;
+    for (target, (users, memberships)) in accept {
+        store.accept_read(target, users, memberships).await?;
     }
     let outcome = report.outcome();
     let summary = serde_json::to_value(&report).unwrap_or_default();

@@ -321,3 +321,62 @@ async fn with_a_removal_delay_a_member_who_returns_costs_nothing_and_one_who_sta
     dirsync(&env, &["sync"]).await.expect_code(0);
     assert_eq!(mock.request_count().await, after, "converged");
 }
+
+/// A source drop let through for one target (`--target`, `--allow-removals`) is not
+/// the new baseline: the other target still holds its removals for the drop.
+#[tokio::test]
+async fn a_source_drop_let_through_for_one_target_stays_held_for_the_other() {
+    let mock = GroupMembersApi::start().await;
+    let other = GroupMembersApi::start().await;
+    let second = format!(
+        r#"
+[targets.second]
+preset = "onlyoffice-group-members"
+base_url = "{}"
+timeout = "5s"
+
+[targets.second.auth]
+value_env = "TEST_OFFICE_KEY"
+
+[[targets.second.groups.rules]]
+match = ".*"
+target_id = "{{{{ group.attrs.tid }}}}"
+
+[targets.second.users]
+id_attribute = "tid"
+"#,
+        other.uri()
+    );
+    let env = setup(
+        &mock,
+        &format!(
+            "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n\
+             percent_min_count = 5\n{second}"
+        ),
+    );
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let before = state(&groups());
+    assert_eq!(other.groups(), before);
+
+    // Users 13..=20 vanish from the file (40%).
+    env.write("users.csv", &users_csv(12));
+    let shrunk: Vec<(String, Vec<u64>)> = groups()
+        .into_iter()
+        .map(|(n, m)| (n, m.into_iter().filter(|i| *i <= 12).collect()))
+        .collect();
+    env.write("groups.csv", &groups_csv(&as_refs(&shrunk)));
+    dirsync(&env, &["sync"]).await.expect_code(4);
+    dirsync(&env, &["sync", "--target", "office", "--allow-removals"])
+        .await
+        .expect_code(0);
+    assert_eq!(mock.groups(), state(&shrunk));
+
+    let run = dirsync(&env, &["sync"]).await;
+    run.expect_code(4);
+    assert!(
+        run.stderr.contains("fewer than the 20 of the last accepted read"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(other.groups(), before, "the second target keeps everyone");
+}

@@ -166,20 +166,32 @@ impl Store {
         Ok(())
     }
 
-    /// The last read trusted with removals: (users, memberships).
-    pub(crate) async fn accepted_read(&self) -> Result<Option<(usize, usize)>, StoreError> {
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT users, memberships FROM accepted_read WHERE id = 1")
-                .fetch_optional(&self.pool)
-                .await?;
+    /// The last read `target` trusted with removals: (users, memberships); for a
+    /// target without one, the last read every target trusted.
+    pub(crate) async fn accepted_read(&self, target: &str) -> Result<Option<(usize, usize)>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT users, memberships FROM (
+                 SELECT 0 AS own, users, memberships FROM target_accepted_read WHERE target = ?
+                 UNION ALL SELECT 1, users, memberships FROM accepted_read WHERE id = 1
+             ) ORDER BY own LIMIT 1",
+        )
+        .bind(target)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|(u, m)| (super::count(u), super::count(m))))
     }
 
-    pub(crate) async fn accept_read(&self, users: usize, memberships: usize) -> Result<(), StoreError> {
+    pub(crate) async fn accept_read(
+        &self,
+        target: &str,
+        users: usize,
+        memberships: usize,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO accepted_read (id, users, memberships, at) VALUES (1, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET users = excluded.users, memberships = excluded.memberships, at = excluded.at",
+            "INSERT INTO target_accepted_read (target, users, memberships, at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (target) DO UPDATE SET users = excluded.users, memberships = excluded.memberships, at = excluded.at",
         )
+        .bind(target)
         .bind(users as i64)
         .bind(memberships as i64)
         .bind(now())
