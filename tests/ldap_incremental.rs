@@ -592,6 +592,113 @@ async fn with_referential_integrity_a_renamed_member_stays_in_its_groups() {
     sync_and_compare(&env, &mock, &server, "another bob added").await;
 }
 
+/// With referential integrity, an entry that moves into a search is named by the
+/// groups that named it outside, rewritten without the refresh naming them, and by
+/// a DN the cache never held: the server is asked which groups name it. A user made
+/// outside the users' base, put in a group, then moved in; and a user moved out and
+/// back in.
+#[tokio::test]
+async fn with_referential_integrity_a_user_moved_into_the_base_keeps_the_groups_naming_them() {
+    let opts = Options {
+        refint: true,
+        ..syncprov()
+    };
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), opts);
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let mut admin = admin(&server).await;
+    let staging = format!("ou=staging,{BASE}");
+    add(&mut admin, &staging, "organizationalUnit", &[("ou", "staging")]).await;
+    let sam = format!("uid=sam,{staging}");
+    let attrs = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
+    add(&mut admin, &sam, "inetOrgPerson", &attrs).await;
+    admin
+        .modify(
+            &group("engineering"),
+            vec![Mod::Add("member", HashSet::from([sam.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("add sam to engineering");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    admin
+        .modifydn(&sam, "uid=sam", true, Some(&format!("ou=people,{BASE}")))
+        .await
+        .and_then(|r| r.success())
+        .expect("move sam in");
+    refint_settled(&mut admin, &sam).await;
+    sync_and_compare(&env, &mock, &server, "sam moved in").await;
+
+    let outside = format!("uid=alice,{BASE}");
+    admin
+        .modifydn(&person("alice"), "uid=alice", true, Some(BASE))
+        .await
+        .and_then(|r| r.success())
+        .expect("move alice out");
+    refint_settled(&mut admin, &person("alice")).await;
+    sync_and_compare(&env, &mock, &server, "alice moved out").await;
+    admin
+        .modifydn(&outside, "uid=alice", true, Some(&format!("ou=people,{BASE}")))
+        .await
+        .and_then(|r| r.success())
+        .expect("move alice back");
+    refint_settled(&mut admin, &outside).await;
+    admin.unbind().await.expect("unbind");
+    let run = sync_and_compare(&env, &mock, &server, "alice moved back").await;
+    assert!(run.stderr.contains("mode=\"incremental\""), "{}", run.stderr);
+}
+
+/// A group entry holding another group entry, renamed: the server names only the
+/// renamed group, and the one under it moved with it, so the read is full.
+#[tokio::test]
+async fn a_group_renamed_with_a_group_under_it_reads_everything() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let mut admin = admin(&server).await;
+    let parent = group("parent");
+    let alice = person("alice");
+    add(
+        &mut admin,
+        &parent,
+        "groupOfNames",
+        &[("cn", "parent"), ("member", &alice)],
+    )
+    .await;
+    let child = format!("cn=child,{parent}");
+    let frank = person("frank");
+    add(
+        &mut admin,
+        &child,
+        "groupOfNames",
+        &[("cn", "child"), ("member", &frank)],
+    )
+    .await;
+    admin
+        .modify(
+            &group("ring-a"),
+            vec![Mod::Add("member", HashSet::from([child.as_str()]))],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("nest the child in ring-a");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    admin
+        .modifydn(&parent, "cn=parent2", true, None)
+        .await
+        .and_then(|r| r.success())
+        .expect("rename parent");
+    admin.unbind().await.expect("unbind");
+    let run = sync_and_compare(&env, &mock, &server, "parent renamed").await;
+    assert!(
+        run.stderr.contains("renamed or moved with kept entries under it"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[tokio::test]
 async fn a_restarted_server_names_what_is_still_there_and_the_deletion_comes_out_right() {
     let mut server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());

@@ -202,7 +202,19 @@ pub(super) async fn read(
     }
     let members = &config.groups.members;
     let moved = Moved::by(&cache, &users, &groups);
-    let stale = groups_naming(cache.groups.iter(), members, &moved.all());
+    let mut stale = groups_naming(cache.groups.iter(), members, &moved.all());
+    if !moved.arrived.is_empty() && !members.is_empty() {
+        let (c, dns) = (config.clone(), moved.arrived.clone());
+        let named = on_worker(config, async move { ldap::groups_naming(&c, &dns).await })
+            .await
+            .map_err(SourceError::from)?;
+        let known: BTreeSet<String> = stale.iter().cloned().collect();
+        let named: BTreeSet<String> = named
+            .into_iter()
+            .filter(|id| cache.groups.contains_key(id) && !known.contains(id))
+            .collect();
+        stale.extend(named);
+    }
     let mut delta = Delta::default();
     cache.apply(Kind::User, users, &mut delta);
     cache.apply(Kind::Group, groups, &mut delta);
@@ -269,6 +281,12 @@ async fn moved_unnamed(
     if let Some(id) = present.into_iter().find(|id| !held(id)) {
         return Ok(Some(format!(
             "the directory names entry {id} as present, which the kept entries lack"
+        )));
+    }
+    if let Some(dn) = renamed_holder(cache, users, groups) {
+        return Ok(Some(format!(
+            "`{}` was renamed or moved with kept entries under it, which the server does not name",
+            crate::text::visible(&dn)
         )));
     }
     let unknown: Vec<String> = users
@@ -373,6 +391,48 @@ async fn gone_container(
     .map_err(SourceError::from)?)
 }
 
+/// The old DN of a kept entry the refresh names under a new DN while kept entries it
+/// does not name lie under the old one (a group holding a group): they moved too.
+fn renamed_holder(cache: &Cache, users: &ldap::Refresh, groups: &ldap::Refresh) -> Option<String> {
+    use ldap::dn::{normalize, parent};
+    let kinds = [(&cache.users, users), (&cache.groups, groups)];
+    let renamed: Vec<&str> = kinds
+        .iter()
+        .flat_map(|(cached, refresh)| {
+            refresh.changed.iter().filter_map(|(id, e)| {
+                let before = cached.get(id)?;
+                (normalize(&before.dn) != normalize(&e.dn)).then_some(before.dn.as_str())
+            })
+        })
+        .collect();
+    if renamed.is_empty() {
+        return None;
+    }
+    let named: BTreeSet<&str> = [users, groups]
+        .iter()
+        .flat_map(|r| r.changed.iter().map(|(id, _)| id).chain(&r.deleted))
+        .map(String::as_str)
+        .collect();
+    let mut holders = BTreeSet::new();
+    for (id, e) in cache.users.iter().chain(&cache.groups) {
+        if named.contains(id.as_str()) {
+            continue;
+        }
+        let dn = normalize(&e.dn);
+        let mut above = parent(&dn);
+        while let Some(p) = above {
+            if !holders.insert(p.to_owned()) {
+                break;
+            }
+            above = parent(p);
+        }
+    }
+    renamed
+        .into_iter()
+        .find(|dn| holders.contains(&normalize(dn)))
+        .map(str::to_owned)
+}
+
 /// How long refint may take to rewrite member values after a rename or delete.
 const REFINT_LAG: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -384,6 +444,11 @@ const REFINT_LAG: std::time::Duration = std::time::Duration::from_millis(250);
 struct Moved {
     old: BTreeSet<String>,
     new: BTreeSet<String>,
+    /// The DNs, as the server sent them, of the entries new to the cache: groups the
+    /// cache holds may name them by a DN it never saw (one they had outside the
+    /// searches, rewritten by referential integrity when they moved in), so the
+    /// server is asked which groups name them.
+    arrived: Vec<String>,
 }
 
 impl Moved {
@@ -392,14 +457,19 @@ impl Moved {
         let mut moved = Moved {
             old: BTreeSet::new(),
             new: BTreeSet::new(),
+            arrived: Vec::new(),
         };
         for (cached, refresh) in [(&cache.users, users), (&cache.groups, groups)] {
             for (id, e) in &refresh.changed {
                 match cached.get(id) {
                     Some(before) if normalize(&before.dn) == normalize(&e.dn) => {}
-                    before => {
-                        moved.old.extend(before.map(|b| normalize(&b.dn)));
+                    Some(before) => {
+                        moved.old.insert(normalize(&before.dn));
                         moved.new.insert(normalize(&e.dn));
+                    }
+                    None => {
+                        moved.new.insert(normalize(&e.dn));
+                        moved.arrived.push(e.dn.clone());
                     }
                 }
             }

@@ -270,6 +270,51 @@ pub async fn groups_by_id(
     read
 }
 
+/// The entryUUIDs of the groups the groups' search returns whose member values, as
+/// the server holds them now, name any of `dns`. An entry new to the cache may be
+/// named by groups the cache holds under another DN: with referential integrity,
+/// moving it into a search rewrites those values without the refresh naming them.
+pub async fn groups_naming(config: &LdapConfig, dns: &[String]) -> Result<Vec<String>, LdapError> {
+    let groups = &config.groups;
+    let mut conn = Conn::open(config).await?;
+    let read = async {
+        conn.bind(&config.bind).await?;
+        let mode = SearchMode {
+            page_size: config.page_size,
+            domain_scope: false,
+        };
+        let mut ids = Vec::new();
+        for chunk in dns.chunks(GROUPS_PER_SEARCH) {
+            let any: String = chunk
+                .iter()
+                .flat_map(|dn| {
+                    let dn = ldap3::ldap_escape(dn.as_str());
+                    groups.members.iter().map(move |m| format!("({m}={dn})"))
+                })
+                .collect();
+            let search = config::Search {
+                filter: format!("(&{}(|{any}))", groups.search.filter),
+                ..groups.search.clone()
+            };
+            conn.search(&search, &["entryUUID".to_owned()], mode, |e| {
+                ids.extend(entry_uuid(e));
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(ids)
+    }
+    .await;
+    conn.close().await;
+    read
+}
+
+/// An entry's entryUUID, lowercased as the cache keys it.
+fn entry_uuid(e: &Entry) -> Option<String> {
+    let id = e.values("entryUUID").and_then(|v| v.first());
+    id.map(|id| String::from_utf8_lossy(id).to_ascii_lowercase())
+}
+
 /// A filter for the entries with any of these entryUUIDs.
 fn any_uuid(ids: &[String]) -> String {
     let any: String = ids
@@ -375,10 +420,6 @@ pub async fn entries_under(config: &LdapConfig, ids: &[String]) -> Result<Option
             config.users.search.filter.as_str(),
             config.groups.search.filter.as_str(),
         ];
-        let entry_uuid = |e: &Entry| {
-            let id = e.values("entryUUID").and_then(|v| v.first());
-            id.map(|id| String::from_utf8_lossy(id).to_ascii_lowercase())
-        };
         let mut found = Vec::new();
         for dn in parents {
             // Gone since it was looked up: it holds nothing.
