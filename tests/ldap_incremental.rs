@@ -436,8 +436,20 @@ async fn with_referential_integrity_an_organizational_unit_renamed_inside_the_ba
 /// the read is full and its users leave the source.
 #[tokio::test]
 async fn an_organizational_unit_moved_where_the_reader_cannot_see_takes_its_users_out() {
+    moved_out_of_sight(false).await;
+}
+
+/// The same, with the suffix entry disclosed: the server refuses the lookup there
+/// (insufficientAccess) instead of saying it does not exist.
+#[tokio::test]
+async fn an_organizational_unit_moved_where_the_reader_may_not_search_takes_its_users_out() {
+    moved_out_of_sight(true).await;
+}
+
+async fn moved_out_of_sight(disclose_suffix: bool) {
     let opts = Options {
         confined: true,
+        disclose_suffix,
         ..syncprov()
     };
     let server = Slapd::start(&fixture("ldap-groups.ldif"), opts);

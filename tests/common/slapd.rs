@@ -45,6 +45,9 @@ pub struct Options {
     pub refint: bool,
     /// Everyone but the root DN reads only the root DSE, `ou=people` and `ou=groups`.
     pub confined: bool,
+    /// With `confined`: the suffix entry is disclosed (a search of it is refused
+    /// with insufficientAccess rather than answered noSuchObject).
+    pub disclose_suffix: bool,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             syncprov: false,
             refint: false,
             confined: false,
+            disclose_suffix: false,
         }
     }
 }
@@ -234,9 +238,11 @@ impl Slapd {
             ("", "")
         };
         let prtotal = if opts.paging { "unlimited" } else { "disabled" };
+        let suffix = if opts.disclose_suffix { "disclose" } else { "none" };
         let access = if opts.confined {
             format!(
                 "access to dn.base=\"\" by * read\n\
+                 access to dn.base=\"{BASE}\" by * {suffix}\n\
                  access to dn.subtree=\"ou=people,{BASE}\" by * read\n\
                  access to dn.subtree=\"ou=groups,{BASE}\" by * read\n\
                  access to * by * none\n"

@@ -333,7 +333,8 @@ fn any_uuid(ids: &[String]) -> String {
 /// base is named alone, without the entries under it.
 ///
 /// They are looked up in the naming context that holds the users' base, or in the
-/// search bases when the bind identity cannot read the naming context's entry;
+/// search bases when that search fails (an entry the bind identity cannot read, a
+/// referral);
 /// `None` when the server lists none, so where they went cannot be seen. An entry at or
 /// above a search base is left out: moving it would move the base itself.
 pub async fn entries_under(config: &LdapConfig, ids: &[String]) -> Result<Option<Lookup>, LdapError> {
@@ -365,8 +366,9 @@ pub async fn entries_under(config: &LdapConfig, ids: &[String]) -> Result<Option
             page_size: config.page_size,
             domain_scope: false,
         };
-        // A bind identity that cannot read the naming context's entry looks in the
-        // search bases instead: what it cannot read is not found either way.
+        // A bind identity that cannot read the naming context's entry, or a naming
+        // context that refers elsewhere, looks in the search bases instead: what it
+        // cannot read is not found either way.
         let (users_base, groups_base) = (&config.users.search.base_dn, &config.groups.search.base_dn);
         let within = |inner: &str, outer: &str| {
             let (inner, outer) = (dn::normalize(inner), dn::normalize(outer));
@@ -405,7 +407,11 @@ pub async fn entries_under(config: &LdapConfig, ids: &[String]) -> Result<Option
                     .await;
                 match read {
                     Err(LdapError::Search {
-                        reason: SearchFailure::NoSuchBase { .. },
+                        reason:
+                            SearchFailure::NoSuchBase { .. }
+                            | SearchFailure::AccessDenied { .. }
+                            | SearchFailure::ReferralResult { .. }
+                            | SearchFailure::Referral { .. },
                         ..
                     }) if !own_bases.contains(&base) => {
                         (parents, seen) = (Vec::new(), 0);
