@@ -540,6 +540,9 @@ pub async fn run(
         source_users,
     };
     let mut prepared = Vec::new();
+    // What each plan was made from, for a saved plan: a sync may confirm more while
+    // this dry run, which takes no lock, goes on.
+    let mut planned_from = Vec::new();
     if let Some(dir) = &dir {
         let each = targets
             .iter()
@@ -550,6 +553,9 @@ pub async fn run(
         for ((((tc, target), snapshot), absent), sizes) in each {
             let t = std::time::Instant::now();
             let policy = RunPolicy { sizes, ..policy };
+            if opts.out.is_some() {
+                planned_from.push(saved::Fingerprints::of(&snapshot));
+            }
             let mut p = prepare(tc, target, dir, snapshot, opts.mode, &policy, absent)?;
             let since = target_states.get(&tc.name).and_then(|ts| ts.changed_through);
             p.changed = propagation::ChangeTimes::of_plan(&p.plan, dir, since);
@@ -587,14 +593,7 @@ pub async fn run(
             report.targets.push(tr);
         }
         if let Some(path) = &opts.out {
-            let mut snapshots = Vec::new();
-            for p in &prepared {
-                snapshots.push(match &store {
-                    Some(s) => s.load_snapshot(&p.config.name).await?,
-                    None => Snapshot::default(),
-                });
-            }
-            saved::write(path, &saved::save(&prepared, &snapshots, mode_name(opts.mode)))?;
+            saved::write(path, &saved::save(&prepared, planned_from, mode_name(opts.mode)))?;
             tracing::info!(plan = %path.display(), "Wrote the plan; `dirsync apply` sends exactly it while the targets are unchanged.");
         }
         return Ok(report);

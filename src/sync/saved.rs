@@ -52,13 +52,13 @@ struct SavedTarget {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Fingerprints {
+pub(super) struct Fingerprints {
     groups: BTreeMap<String, String>,
     users: BTreeMap<String, String>,
 }
 
 impl Fingerprints {
-    fn of(snapshot: &Snapshot) -> Fingerprints {
+    pub(super) fn of(snapshot: &Snapshot) -> Fingerprints {
         Fingerprints {
             groups: snapshot
                 .groups
@@ -88,8 +88,9 @@ impl Fingerprints {
     }
 }
 
-/// The plan of every prepared target, as `apply` reads it back.
-pub(super) fn save(prepared: &[Prepared<'_>], snapshots: &[Snapshot], mode: &str) -> SavedPlan {
+/// The plan of every prepared target, as `apply` reads it back, with the snapshot
+/// each was planned from.
+pub(super) fn save(prepared: &[Prepared<'_>], snapshots: Vec<Fingerprints>, mode: &str) -> SavedPlan {
     SavedPlan {
         format: FORMAT,
         created_at: crate::store::now(),
@@ -102,7 +103,7 @@ pub(super) fn save(prepared: &[Prepared<'_>], snapshots: &[Snapshot], mode: &str
                 SavedTarget {
                     name: p.config.name.clone(),
                     config_hash: p.config.config_hash.clone(),
-                    snapshot: Fingerprints::of(snapshot),
+                    snapshot,
                     operations: p.plan.ops.clone(),
                     users: p
                         .users
