@@ -726,13 +726,28 @@ pub async fn run(
     }
     report.targets.sort_by(|a, b| a.name.cmp(&b.name));
     if let (Some(row), Some(a)) = (&approval, &opts.approve) {
-        store.decide_held(&row.id, "approved", &a.by).await?;
-        report.approved = Some(ApprovedReport {
-            id: row.id.clone(),
-            target: row.target.clone(),
-            by: a.by.clone(),
-        });
-        tracing::info!(held = row.id, by = a.by, "Approved the held set.");
+        // Approved once sent: a target that refused, failed or was not reached keeps
+        // the set held, to be approved again.
+        let sent = report
+            .targets
+            .iter()
+            .find(|t| t.name == row.target)
+            .is_some_and(|t| t.refused.is_none() && t.failed == 0 && t.not_started == 0);
+        if sent {
+            store.decide_held(&row.id, "approved", &a.by).await?;
+            report.approved = Some(ApprovedReport {
+                id: row.id.clone(),
+                target: row.target.clone(),
+                by: a.by.clone(),
+            });
+            tracing::info!(held = row.id, by = a.by, "Approved the held set.");
+        } else {
+            store.hold_again(&row.id).await?;
+            tracing::warn!(
+                held = row.id,
+                "The approved removals were not all sent; the set stays held: approve it again."
+            );
+        }
     }
     for (target, (users, memberships)) in accept {
         store.accept_read(target, users, memberships).await?;

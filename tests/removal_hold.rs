@@ -380,3 +380,26 @@ id_attribute = "tid"
     );
     assert_eq!(other.groups(), before, "the second target keeps everyone");
 }
+
+/// An approval the target fails leaves the set held, to be approved again.
+#[tokio::test]
+async fn an_approval_the_target_fails_leaves_the_set_held() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let shrunk = with_eng(vec![1, 2, 3]);
+    env.write("groups.csv", &groups_csv(&as_refs(&shrunk)));
+    dirsync(&env, &["sync"]).await.expect_code(4);
+    let id = held(&env).await[0]["id"].as_str().expect("id").to_owned();
+
+    mock.lock().fail.insert(common::group_uuid(0));
+    let run = dirsync(&env, &["approve", &id]).await;
+    run.expect_code(3);
+    assert!(run.stderr.contains("the set stays held"), "{}", run.stderr);
+    assert_eq!(held(&env).await[0]["id"], id.as_str());
+
+    mock.lock().fail.clear();
+    dirsync(&env, &["approve", &id]).await.expect_code(0);
+    assert_eq!(mock.groups(), state(&shrunk));
+    assert!(held(&env).await.is_empty());
+}

@@ -166,6 +166,15 @@ impl Store {
         Ok(())
     }
 
+    /// Holds again a set an approval run cleared without sending it whole.
+    pub(crate) async fn hold_again(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE held_changes SET status = 'held' WHERE id = ? AND status = 'cleared'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The last read `target` trusted with removals: (users, memberships); for a
     /// target without one, the last read every target trusted.
     pub(crate) async fn accepted_read(&self, target: &str) -> Result<Option<(usize, usize)>, StoreError> {
