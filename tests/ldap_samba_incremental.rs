@@ -393,6 +393,45 @@ fn random_changes_in_batches_push_what_a_resync_would() {
     );
 }
 
+/// Objects made outside the bases, made members of groups inside, then moved in:
+/// membership is a linked attribute, so the groups' uSNChanged does not move and the
+/// cache holds them under a DN it never saw. The changed objects' memberOf names
+/// them, and they are read again.
+#[test]
+fn objects_the_cache_never_held_moved_into_the_bases_keep_their_groups() {
+    with_dc(
+        "objects_the_cache_never_held_moved_into_the_bases_keep_their_groups",
+        |dc| async move {
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            env.write("dirsync.toml", &config(&dc, &mock, ""));
+            let mut ldap = admin().await;
+            let outside = |cn: &str| format!("CN={cn},{OUTSIDE}");
+            add_user(&mut ldap, &outside("Zed Example"), "zed").await;
+            set_members(&mut ldap, &staff("SRE"), true, &outside("Zed Example")).await;
+            add_user(&mut ldap, &outside("Yan Example"), "yan").await;
+            set_members(&mut ldap, &staff("Ring A"), true, &outside("Yan Example")).await;
+            let group = vec![
+                ("objectClass", HashSet::from(["group"])),
+                ("sAMAccountName", HashSet::from(["outer-team"])),
+            ];
+            ok("add Outer Team", ldap.add(&outside("Outer Team"), group).await).await;
+            set_members(&mut ldap, &outside("Outer Team"), true, &staff("Alice Example")).await;
+            set_members(&mut ldap, &staff("Engineering"), true, &outside("Outer Team")).await;
+            dirsync(&env, &["sync"]).await.expect_code(0);
+            assert_eq!(mock.groups(), oracle(&dc).await.0, "the first sync");
+
+            move_to(&mut ldap, &outside("Zed Example"), "CN=Zed Example", STAFF).await;
+            sync_and_compare(&env, &mock, &dc, "a member moved in").await;
+            move_to(&mut ldap, &outside("Yan Example"), "CN=Yan Renamed", STAFF).await;
+            sync_and_compare(&env, &mock, &dc, "a member moved in and renamed").await;
+            move_to(&mut ldap, &outside("Outer Team"), "CN=Outer Team", STAFF).await;
+            sync_and_compare(&env, &mock, &dc, "a nested group moved in").await;
+            ldap.unbind().await.expect("unbind");
+        },
+    );
+}
+
 /// An organizational unit renamed, moved out of the base or back in, moves the entries
 /// under it without changing them: the next run reads everything, and the target and the
 /// cache come out as a full read's. Editing an OU, or adding one that holds nothing
