@@ -50,6 +50,8 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 
 "$bin/examples/gendir" --users "$users" --groups "$groups" --seed 1 --out "$work/base" 2>"$work/gen.log"
 "$bin/examples/gendir" --users "$users" --groups "$groups" --seed 1 --change-percent 1 --out "$work/changed" 2>>"$work/gen.log"
+# A few changes (0.01%: 10 users and 30 memberships of 100,000 users), the common case.
+"$bin/examples/gendir" --users "$users" --groups "$groups" --seed 1 --change-percent 0.01 --out "$work/few" 2>>"$work/gen.log"
 memberships=$(sed -n 's/.* groups, \([0-9]*\) memberships.*/\1/p' "$work/gen.log" | head -1)
 
 base_dn="dc=example,dc=com"
@@ -173,7 +175,7 @@ measure() {
 col() { awk -v c="$1" '{print $c}' "$2" | median; }
 
 cd "$work"
-rm -f floor.txt floor-changed.txt first.txt nochange.txt change.txt resync.txt csv.txt watch.txt
+rm -f floor.txt floor-changed.txt first.txt nochange.txt change.txt few.txt resync.txt csv.txt watch.txt
 floor() { # $1 = results file
   measure "$1" ldapsearch -x -LLL -H "ldap://127.0.0.1:$ldap_port" -D "cn=admin,$base_dn" -w bench-secret \
     -b "$base_dn" -E pr=500/noprompt "(|(objectClass=inetOrgPerson)(objectClass=groupOfNames))" \
@@ -200,6 +202,14 @@ for _ in $(seq "$runs"); do
     -f "$work/changed/changes.ldif" >/dev/null
   floor floor-changed.txt
   measure change.txt "$bin/dirsync" -c ldap.toml sync
+done
+for _ in $(seq "$runs"); do
+  restore_slapd
+  start_slapd base
+  cp state-base.db state.db; rm -f state.db-wal state.db-shm
+  ldapmodify -x -H "ldap://127.0.0.1:$ldap_port" -D "cn=admin,$base_dn" -w bench-secret \
+    -f "$work/few/changes.ldif" >/dev/null
+  measure few.txt "$bin/dirsync" -c ldap.toml sync
 done
 restore_slapd
 start_slapd base
@@ -266,7 +276,7 @@ echo "| job | wall s | × floor | peak RSS MB | requests |"
 echo "|---|---|---|---|---|"
 echo "| floor: ldapsearch paged dump to /dev/null | $floor | 1.00 | $(col 2 floor.txt) | - |"
 echo "| floor, changed directory | $(col 1 floor-changed.txt) | | $(col 2 floor-changed.txt) | - |"
-for row in "first sync:first.txt" "no-change sync:nochange.txt:floor.txt" "sync after 1% change:change.txt:floor-changed.txt" "resync:resync.txt" "CSV no-change sync:csv.txt"; do
+for row in "first sync:first.txt" "no-change sync:nochange.txt:floor.txt" "sync after 1% change:change.txt:floor-changed.txt" "sync after 0.01% change:few.txt" "resync:resync.txt" "CSV no-change sync:csv.txt"; do
   IFS=: read -r name file pair <<<"$row"
   w=$(col 1 "$file")
   if [ -n "$pair" ]; then r="$(paired "$file" "$pair") (paired)"; else r=$(ratio "$w"); fi
@@ -287,10 +297,13 @@ if [ "$latency" -gt 0 ] && command -v curl >/dev/null; then
 fi
 # The 1% change apart from its push: each run's wall time less the push phase
 # dirsync timed (from its first request to its last record), median over the runs.
-echo "Sync after 1% change: everything but the push took $(awk '{ printf "%.2f\n", $1 - $4 / 1000 }' change.txt | median) s (wall $(col 1 change.txt) s, push $(awk '{ printf "%.2f\n", $4 / 1000 }' change.txt | median) s)."
+apart() { echo "everything but the push took $(awk '{ printf "%.2f\n", $1 - $4 / 1000 }' "$1" | median) s (wall $(col 1 "$1") s, push $(awk '{ printf "%.2f\n", $4 / 1000 }' "$1" | median) s)"; }
+echo "Sync after 1% change: $(apart change.txt)."
+echo "Sync after 0.01% change ($(grep -c '^dn:' "$work/few/changes.ldif") changed entries): $(apart few.txt)."
 
 # The harness checks itself: a broken run must not produce a plausible table.
 [ "$(col 3 first.txt)" -eq "$groups" ] || { echo "first sync sent $(col 3 first.txt) requests, expected $groups" >&2; exit 1; }
 [ "$(col 3 nochange.txt)" -eq 0 ] || { echo "no-change sync sent requests" >&2; exit 1; }
 [ "$(col 3 csv.txt)" -eq 0 ] || { echo "CSV no-change sync sent requests" >&2; exit 1; }
 [ "$(col 3 change.txt)" -gt 0 ] || { echo "the 1% change sent nothing" >&2; exit 1; }
+[ "$(col 3 few.txt)" -gt 0 ] || { echo "the 0.01% change sent nothing" >&2; exit 1; }
