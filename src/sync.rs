@@ -564,7 +564,8 @@ pub async fn run(
         }
     }
     // The read is the new baseline of each target it made hold no removals for its
-    // size.
+    // size, once the target took its plan whole (below): removals an approval or
+    // --allow-removals let through, not sent, are held again next run.
     let accept: Vec<(&str, (usize, usize))> = match size {
         Some(size) => prepared
             .iter()
@@ -728,12 +729,7 @@ pub async fn run(
     if let (Some(row), Some(a)) = (&approval, &opts.approve) {
         // Approved once sent: a target that refused, failed or was not reached keeps
         // the set held, to be approved again.
-        let sent = report
-            .targets
-            .iter()
-            .find(|t| t.name == row.target)
-            .is_some_and(|t| t.refused.is_none() && t.failed == 0 && t.not_started == 0);
-        if sent {
+        if took_whole(&report, &row.target) {
             store.decide_held(&row.id, "approved", &a.by).await?;
             report.approved = Some(ApprovedReport {
                 id: row.id.clone(),
@@ -750,13 +746,24 @@ pub async fn run(
         }
     }
     for (target, (users, memberships)) in accept {
-        store.accept_read(target, users, memberships).await?;
+        if took_whole(&report, target) {
+            store.accept_read(target, users, memberships).await?;
+        }
     }
     let outcome = report.outcome();
     let summary = serde_json::to_value(&report).unwrap_or_default();
     store.finish_run(&run_id, outcome.as_str(), &summary).await?;
     store.close().await;
     Ok(report)
+}
+
+/// Whether `target` took its plan whole: not refused, nothing failed or left unsent.
+fn took_whole(report: &Report, target: &str) -> bool {
+    report
+        .targets
+        .iter()
+        .find(|t| t.name == target)
+        .is_some_and(|t| t.refused.is_none() && t.failed == 0 && t.not_started == 0)
 }
 
 /// Marks the next read full after a read that failed: the cookies it started from

@@ -403,3 +403,40 @@ async fn an_approval_the_target_fails_leaves_the_set_held() {
     assert_eq!(mock.groups(), state(&shrunk));
     assert!(held(&env).await.is_empty());
 }
+
+/// A source drop approved but not sent whole stays the drop it was: the read is not
+/// the new baseline, and the next sync holds the removals again.
+#[tokio::test]
+async fn a_source_drop_approved_but_not_sent_is_held_again() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(
+        &mock,
+        "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n\
+         percent_min_count = 5\n",
+    );
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let before = mock.groups();
+    env.write("users.csv", &users_csv(12));
+    let shrunk: Vec<(String, Vec<u64>)> = groups()
+        .into_iter()
+        .map(|(n, m)| (n, m.into_iter().filter(|i| *i <= 12).collect()))
+        .collect();
+    env.write("groups.csv", &groups_csv(&as_refs(&shrunk)));
+    dirsync(&env, &["sync"]).await.expect_code(4);
+    let id = held(&env).await[0]["id"].as_str().expect("id").to_owned();
+
+    // Every group's request fails: nothing is removed.
+    mock.lock().fail = (0..4).map(common::group_uuid).collect();
+    dirsync(&env, &["approve", &id]).await.expect_code(3);
+    mock.lock().fail.clear();
+    assert_eq!(mock.groups(), before);
+
+    let run = dirsync(&env, &["sync"]).await;
+    run.expect_code(4);
+    assert!(
+        run.stderr.contains("fewer than the 20 of the last accepted read"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.groups(), before, "the removals are held again");
+}
