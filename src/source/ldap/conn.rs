@@ -79,9 +79,7 @@ pub struct SearchMode {
 impl Conn {
     /// Connects, with TLS and StartTLS as configured, within `connect_timeout`.
     pub async fn open(c: &LdapConfig) -> Result<Conn, LdapError> {
-        let mut settings = LdapConnSettings::new()
-            .set_conn_timeout(c.connect_timeout)
-            .set_starttls(c.starttls);
+        let mut settings = LdapConnSettings::new().set_starttls(c.starttls);
         let tls_error = |reason| LdapError::Tls {
             url: c.url.clone(),
             reason,
@@ -115,16 +113,21 @@ impl Conn {
                 .with_no_client_auth();
             settings = settings.set_config(Arc::new(config));
         }
+        // One `connect_timeout` for the TCP connection and the TLS handshake together.
+        let connecting = std::time::Instant::now();
         let stream = tcp(&c.url, c.connect_timeout)
             .await
             .map_err(|reason| LdapError::Connect {
                 url: c.url.clone(),
                 reason,
             })?;
-        let (conn, ldap) =
-            LdapConnAsync::with_settings(settings.set_std_stream(StdStream::Tcp(stream)), &c.url)
-                .await
-                .map_err(|e| open_error(c, e))?;
+        let left = c.connect_timeout.saturating_sub(connecting.elapsed());
+        let settings = settings
+            .set_conn_timeout(left.max(Duration::from_millis(1)))
+            .set_std_stream(StdStream::Tcp(stream));
+        let (conn, ldap) = LdapConnAsync::with_settings(settings, &c.url)
+            .await
+            .map_err(|e| open_error(c, e))?;
         let driver = tokio::spawn(conn.drive());
         Ok(Conn {
             ldap,
