@@ -467,11 +467,16 @@ pub async fn missing_container(
     let read = async {
         conn.bind(&config.bind).await?;
         for dn in containers {
+            // What cannot be read counts as gone: the read is full, which is safe.
             match conn.read_entry(dn, &["1.1".to_owned()]).await {
                 Ok(Some(_)) => {}
                 Ok(None)
                 | Err(LdapError::Search {
-                    reason: SearchFailure::NoSuchBase { .. },
+                    reason:
+                        SearchFailure::NoSuchBase { .. }
+                        | SearchFailure::AccessDenied { .. }
+                        | SearchFailure::ReferralResult { .. }
+                        | SearchFailure::Referral { .. },
                     ..
                 }) => return Ok(Some(dn.clone())),
                 Err(e) => return Err(e),
