@@ -180,8 +180,26 @@ async fn an_apply_killed_during_its_push_is_undone_by_the_next_sync() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    // Time to record what the target confirmed.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Until the apply has recorded what the target confirmed.
+    let db = common::sqlite(&env.db()).await;
+    loop {
+        let recorded: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit JOIN runs ON runs.id = audit.run_id
+             WHERE runs.command = 'apply' AND audit.outcome = 'success'",
+        )
+        .fetch_one(&db)
+        .await
+        .expect("count the apply's confirmations");
+        if recorded >= 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the apply recorded nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    db.close().await;
     child.start_kill().expect("SIGKILL");
     child.wait().await.expect("reaped");
     mock.lock().hang.clear();
