@@ -208,7 +208,8 @@ pub(crate) struct Outcome {
     pub(crate) approved: usize,
     /// The operations that carry them, as (`group` or `user`, target id).
     pub(crate) approved_ops: BTreeSet<(&'static str, String)>,
-    /// Whether the source read's drop in size held anything.
+    /// Whether the source read's drop in size held anything, or found removals
+    /// waiting out the removal delay.
     pub(crate) source_drop: bool,
     /// With a removal delay: every member the source no longer has in a group, with
     /// since when (what the state database keeps for the next run).
@@ -304,6 +305,9 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
     if policy.allow_removals {
         return out;
     }
+    // Removals kept waiting on a read that dropped: the read is no baseline yet, so
+    // once due they are judged against the drop.
+    out.source_drop = policy.source_drop.is_some() && !out.waiting.is_empty();
 
     let approved = policy.approved;
     let mut held = Held::default();
@@ -393,7 +397,7 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
         if held.removals() == before {
             hold_rest.clear();
         }
-        out.source_drop = policy.source_drop.is_some() && !hold_rest.is_empty();
+        out.source_drop |= policy.source_drop.is_some() && !hold_rest.is_empty();
         held.reasons.extend(hold_rest);
     }
 

@@ -440,3 +440,35 @@ async fn a_source_drop_approved_but_not_sent_is_held_again() {
     );
     assert_eq!(mock.groups(), before, "the removals are held again");
 }
+
+/// Removals waiting out the removal delay on a read that dropped leave the baseline
+/// where it was: once due, they are held for the drop.
+#[tokio::test]
+async fn removals_that_waited_out_the_delay_on_a_dropped_read_are_held_for_the_drop() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(
+        &mock,
+        "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n\
+         percent_min_count = 5\n\n[targets.office.safety]\nremoval_delay = \"2s\"\n",
+    );
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let before = mock.groups();
+    env.write("users.csv", &users_csv(12));
+    let shrunk: Vec<(String, Vec<u64>)> = groups()
+        .into_iter()
+        .map(|(n, m)| (n, m.into_iter().filter(|i| *i <= 12).collect()))
+        .collect();
+    env.write("groups.csv", &groups_csv(&as_refs(&shrunk)));
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    assert_eq!(mock.groups(), before, "the removals wait");
+
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let run = dirsync(&env, &["sync"]).await;
+    run.expect_code(4);
+    assert!(
+        run.stderr.contains("fewer than the 20 of the last accepted read"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.groups(), before, "held for the drop");
+}
