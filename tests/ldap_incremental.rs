@@ -735,6 +735,38 @@ async fn a_restarted_server_names_what_is_still_there_and_the_deletion_comes_out
     assert_eq!(mock.groups(), oracle(&server).await);
 }
 
+/// After a restart the server runs a present phase, which names neither an
+/// organizational unit renamed inside the users' base nor the users under it (their
+/// entryCSN did not move): the unit's old DN, which holds kept users, is gone, so the
+/// read is full and the cache holds their new DNs.
+#[tokio::test]
+async fn a_present_phase_after_a_unit_was_renamed_reads_everything() {
+    let mut server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&server, &mock, "");
+    let mut admin = admin(&server).await;
+    let (sub, _) = sam_in_a_unit(&mut admin).await;
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    admin
+        .modifydn(&sub, "ou=team", true, None)
+        .await
+        .and_then(|r| r.success())
+        .expect("rename ou=sub");
+    admin.unbind().await.expect("unbind");
+    server.stop();
+    server.restart();
+    let run = sync_and_compare(&env, &mock, &server, "ou=sub renamed, then a restart").await;
+    assert!(run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+    assert!(
+        cache(&env)
+            .await
+            .values()
+            .any(|(dn, _)| dn.starts_with("uid=sam,ou=team,")),
+        "sam's new DN is kept"
+    );
+}
+
 /// After a restart the server runs a present phase, which names the entries of an
 /// organizational unit moved into the base as present, never as changed: the read
 /// is full, and they come into the source.

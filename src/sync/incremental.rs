@@ -287,6 +287,32 @@ async fn moved_unnamed(
             "the directory names entry {id} as present, which the kept entries lack"
         )));
     }
+    // A present phase names unchanged entries by entryUUID alone, so an
+    // organizational unit renamed inside a base moved the kept entries under it
+    // unseen: its old DN is gone.
+    let deleted: BTreeSet<&str> = users
+        .deleted
+        .iter()
+        .chain(&groups.deleted)
+        .map(String::as_str)
+        .collect();
+    let listed = |id: &str| {
+        let present = if cache.users.contains_key(id) {
+            &users.present
+        } else {
+            &groups.present
+        };
+        present.as_ref().is_none_or(|p| p.contains(id))
+    };
+    let unnamed = |id: &str| !deleted.contains(id) && !changed.contains(id) && listed(id);
+    if (users.present.is_some() || groups.present.is_some())
+        && let Some(dn) = gone_container(config, cache, unnamed).await?
+    {
+        return Ok(Some(format!(
+            "after a present phase, `{}`, which holds kept entries, is gone or can no longer be read",
+            crate::text::visible(&dn)
+        )));
+    }
     if let Some(dn) = renamed_holder(cache, users, groups) {
         return Ok(Some(format!(
             "`{}` was renamed or moved with kept entries under it, which the server does not name",
@@ -317,14 +343,7 @@ async fn moved_unnamed(
         Some(lookup) => match moved_with_found(cache, &lookup.under, config, &changed) {
             Some(why) => Some(why),
             None if lookup.unseen => {
-                let named: BTreeSet<&str> = users
-                    .deleted
-                    .iter()
-                    .chain(&groups.deleted)
-                    .map(String::as_str)
-                    .collect();
-                let kept = |id: &str| !named.contains(id) && !changed.contains(id);
-                gone_container(config, cache, kept).await?.map(|dn| {
+                gone_container(config, cache, unnamed).await?.map(|dn| {
                     format!(
                         "`{}`, which holds kept entries, is gone or can no longer be read, so an entry \
                          not found (deleted, or moved where the bind identity cannot read) may have moved them",
