@@ -176,15 +176,13 @@ impl Store {
     }
 
     /// The last read `target` trusted with removals: (users, memberships); for a
-    /// target without one (new, or renamed), the newest another target trusted, or
-    /// the one all targets shared before each kept its own.
+    /// target without one, the last read every target trusted.
     pub(crate) async fn accepted_read(&self, target: &str) -> Result<Option<(usize, usize)>, StoreError> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT users, memberships FROM (
-                 SELECT 0 AS rank, at, users, memberships FROM target_accepted_read WHERE target = ?1
-                 UNION ALL SELECT 1, at, users, memberships FROM target_accepted_read
-                 UNION ALL SELECT 2, at, users, memberships FROM accepted_read WHERE id = 1
-             ) ORDER BY rank, at DESC LIMIT 1",
+                 SELECT 0 AS own, users, memberships FROM target_accepted_read WHERE target = ?
+                 UNION ALL SELECT 1, users, memberships FROM accepted_read WHERE id = 1
+             ) ORDER BY own LIMIT 1",
         )
         .bind(target)
         .fetch_optional(&self.pool)
