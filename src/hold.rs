@@ -211,6 +211,10 @@ pub(crate) struct Outcome {
     /// Whether the source read's drop in size held anything, or found removals
     /// waiting out the removal delay.
     pub(crate) source_drop: bool,
+    /// Whether removals of a read that dropped went ahead (an approval, or
+    /// `--allow-removals`): the read is the target's baseline only once they are
+    /// sent.
+    pub(crate) drop_let_through: bool,
     /// With a removal delay: every member the source no longer has in a group, with
     /// since when (what the state database keeps for the next run).
     pub(crate) absent: BTreeMap<(String, String), DateTime<Utc>>,
@@ -302,12 +306,13 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
             }
         }
     }
+    // Removals kept waiting on a read that dropped: the read is no baseline yet, so
+    // once due they are judged against the drop. An approval vouches for the read.
+    out.source_drop = policy.source_drop.is_some() && !out.waiting.is_empty() && policy.approved.is_none();
     if policy.allow_removals {
+        out.drop_let_through = policy.source_drop.is_some();
         return out;
     }
-    // Removals kept waiting on a read that dropped: the read is no baseline yet, so
-    // once due they are judged against the drop.
-    out.source_drop = policy.source_drop.is_some() && !out.waiting.is_empty();
 
     let approved = policy.approved;
     let mut held = Held::default();
@@ -426,6 +431,8 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
             }
         }
     }
+
+    out.drop_let_through = policy.source_drop.is_some() && out.approved > 0;
 
     // Held removals stay in the pushed list; held disables and deletions are not sent.
     plan.ops.retain_mut(|op| match op {

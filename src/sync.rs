@@ -564,13 +564,13 @@ pub async fn run(
         }
     }
     // The read is the new baseline of each target it made hold no removals for its
-    // size, once the target took its plan whole (below): removals an approval or
-    // --allow-removals let through, not sent, are held again next run.
-    let accept: Vec<(&str, (usize, usize))> = match size {
+    // size; of one whose drop an approval or --allow-removals let through, once the
+    // target took its plan whole (below), so that removals not sent are held again.
+    let accept: Vec<(&str, (usize, usize), bool)> = match size {
         Some(size) => prepared
             .iter()
             .filter(|p| !p.hold.source_drop)
-            .map(|p| (p.config.name.as_str(), size))
+            .map(|p| (p.config.name.as_str(), size, p.hold.drop_let_through))
             .collect(),
         None => Vec::new(),
     };
@@ -745,8 +745,8 @@ pub async fn run(
             );
         }
     }
-    for (target, (users, memberships)) in accept {
-        if took_whole(&report, target) {
+    for (target, (users, memberships), let_through) in accept {
+        if !let_through || took_whole(&report, target) {
             store.accept_read(target, users, memberships).await?;
         }
     }

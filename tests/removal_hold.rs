@@ -472,3 +472,40 @@ async fn removals_that_waited_out_the_delay_on_a_dropped_read_are_held_for_the_d
     );
     assert_eq!(mock.groups(), before, "held for the drop");
 }
+
+/// A read that did not drop is the new baseline even when a request of its push
+/// failed: a later drop is measured from it.
+#[tokio::test]
+async fn a_failed_request_does_not_keep_an_old_baseline() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(
+        &mock,
+        "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n\
+         percent_min_count = 5\n",
+    );
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    // 40 users: eng takes 21..=40; sales takes 21, and its request fails.
+    let grown = |last: u64| {
+        let mut g = groups();
+        g[0].1.extend(21..=last);
+        g[2].1.push(21);
+        g
+    };
+    env.write("users.csv", &users_csv(40));
+    env.write("groups.csv", &groups_csv(&as_refs(&grown(40))));
+    mock.lock().fail.insert(common::group_uuid(2));
+    dirsync(&env, &["sync"]).await.expect_code(3);
+    mock.lock().fail.clear();
+
+    // Down to 22 users (45% fewer than 40): held for the drop.
+    env.write("users.csv", &users_csv(22));
+    env.write("groups.csv", &groups_csv(&as_refs(&grown(22))));
+    let run = dirsync(&env, &["sync"]).await;
+    run.expect_code(4);
+    assert!(
+        run.stderr.contains("fewer than the 40 of the last accepted read"),
+        "{}",
+        run.stderr
+    );
+}

@@ -208,11 +208,8 @@ pub(super) async fn read(
         let named = on_worker(config, async move { ldap::groups_naming(&c, &dns).await })
             .await
             .map_err(SourceError::from)?;
-        // Groups the refresh sent are as the server holds them already.
-        let known: BTreeSet<&String> = stale
-            .iter()
-            .chain(groups.changed.iter().map(|(id, _)| id))
-            .collect();
+        // Groups the refresh sent too: refint may have rewritten them since.
+        let known: BTreeSet<&String> = stale.iter().collect();
         let named: BTreeSet<String> = named
             .into_iter()
             .filter(|id| cache.groups.contains_key(id) && !known.contains(id))
