@@ -302,9 +302,8 @@ async fn moved_unnamed(
         present.as_ref().is_none_or(|p| p.contains(id))
     };
     let unnamed = |id: &str| !deleted.contains(id) && !changed.contains(id) && listed(id);
-    if (users.present.is_some() || groups.present.is_some())
-        && let Some(dn) = gone_container(config, cache, unnamed).await?
-    {
+    let present_phase = users.present.is_some() || groups.present.is_some();
+    if present_phase && let Some(dn) = gone_container(config, cache, unnamed).await? {
         return Ok(Some(format!(
             "after a present phase, `{}`, which holds kept entries, is gone or can no longer be read",
             crate::text::visible(&dn)
@@ -339,7 +338,8 @@ async fn moved_unnamed(
         ),
         Some(lookup) => match moved_with_found(cache, &lookup.under, config, &changed) {
             Some(why) => Some(why),
-            None if lookup.unseen => {
+            // After a present phase the containers were read above.
+            None if lookup.unseen && !present_phase => {
                 gone_container(config, cache, unnamed).await?.map(|dn| {
                     format!(
                         "`{}`, which holds kept entries, is gone or can no longer be read, so an entry \
