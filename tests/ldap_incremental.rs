@@ -262,19 +262,32 @@ async fn add(admin: &mut ldap3::Ldap, dn: &str, class: &str, attrs: &[(&str, &st
 /// returns their DNs.
 async fn sam_in_a_unit(admin: &mut ldap3::Ldap) -> (String, String) {
     let sub = format!("ou=sub,ou=people,{BASE}");
-    add(admin, &sub, "organizationalUnit", &[("ou", "sub")]).await;
-    let sam = format!("uid=sam,{sub}");
+    let sam = sam_in(admin, &sub).await;
+    (sub, sam)
+}
+
+/// Adds the organizational unit `unit` with sam in it, a member of engineering;
+/// returns sam's DN.
+async fn sam_in(admin: &mut ldap3::Ldap, unit: &str) -> String {
+    let ou = unit
+        .split(',')
+        .next()
+        .and_then(|rdn| rdn.strip_prefix("ou="))
+        .expect("ou=…");
+    add(admin, unit, "organizationalUnit", &[("ou", ou)]).await;
+    let sam = format!("uid=sam,{unit}");
     let person = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
     add(admin, &sam, "inetOrgPerson", &person).await;
+    add_member(admin, &group("engineering"), &sam).await;
+    sam
+}
+
+async fn add_member(admin: &mut ldap3::Ldap, group: &str, member: &str) {
     admin
-        .modify(
-            &group("engineering"),
-            vec![Mod::Add("member", HashSet::from([sam.as_str()]))],
-        )
+        .modify(group, vec![Mod::Add("member", HashSet::from([member]))])
         .await
         .and_then(|r| r.success())
-        .expect("add sam to engineering");
-    (sub, sam)
+        .unwrap_or_else(|e| panic!("add {member} to {group}: {e}"));
 }
 
 /// A sync, then the target and the entry cache compared with a fresh resync's.
@@ -619,19 +632,7 @@ async fn with_referential_integrity_a_user_moved_into_the_base_keeps_the_groups_
     let mock = GroupMembersApi::start().await;
     let env = setup(&server, &mock, "");
     let mut admin = admin(&server).await;
-    let staging = format!("ou=staging,{BASE}");
-    add(&mut admin, &staging, "organizationalUnit", &[("ou", "staging")]).await;
-    let sam = format!("uid=sam,{staging}");
-    let attrs = [("uid", "sam"), ("cn", "Sam Example"), ("sn", "Example")];
-    add(&mut admin, &sam, "inetOrgPerson", &attrs).await;
-    admin
-        .modify(
-            &group("engineering"),
-            vec![Mod::Add("member", HashSet::from([sam.as_str()]))],
-        )
-        .await
-        .and_then(|r| r.success())
-        .expect("add sam to engineering");
+    let sam = sam_in(&mut admin, &format!("ou=staging,{BASE}")).await;
     dirsync(&env, &["sync"]).await.expect_code(0);
 
     admin
@@ -687,14 +688,7 @@ async fn a_group_renamed_with_a_group_under_it_reads_everything() {
         &[("cn", "child"), ("member", &frank)],
     )
     .await;
-    admin
-        .modify(
-            &group("ring-a"),
-            vec![Mod::Add("member", HashSet::from([child.as_str()]))],
-        )
-        .await
-        .and_then(|r| r.success())
-        .expect("nest the child in ring-a");
+    add_member(&mut admin, &group("ring-a"), &child).await;
     dirsync(&env, &["sync"]).await.expect_code(0);
 
     admin

@@ -37,6 +37,22 @@ async fn dirsync(env: &Env, args: &[&str]) -> common::Run {
     .await
 }
 
+/// Safety limits that leave the source drop guard alone to judge (drops of more
+/// than 5 are judged in this small directory, not the default 10).
+const DROP_JUDGED: &str = "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n\
+                           percent_min_count = 5\n";
+
+/// Users 13..=20 leave the files (40% of them): the groups as they are then.
+fn drop_to_12_users(env: &Env) -> Vec<(String, Vec<u64>)> {
+    env.write("users.csv", &users_csv(12));
+    let shrunk: Vec<(String, Vec<u64>)> = groups()
+        .into_iter()
+        .map(|(n, m)| (n, m.into_iter().filter(|i| *i <= 12).collect()))
+        .collect();
+    env.write("groups.csv", &groups_csv(&as_refs(&shrunk)));
+    shrunk
+}
+
 /// The held sets, as `dirsync held --json` prints them.
 async fn held(env: &Env) -> Vec<serde_json::Value> {
     let run = dirsync(env, &["held", "--json"]).await;
@@ -206,11 +222,7 @@ async fn one_group_losing_most_of_its_members_is_held_by_the_per_group_limit() {
 async fn a_source_with_40_percent_fewer_users_holds_removals_not_additions() {
     let mock = GroupMembersApi::start().await;
     // A small directory: drops of more than 5 are judged (not the default 10).
-    let env = setup(
-        &mock,
-        "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n\
-         percent_min_count = 5\n",
-    );
+    let env = setup(&mock, DROP_JUDGED);
     dirsync(&env, &["sync"]).await.expect_code(0);
 
     // Users 13..=20 vanish from the file (40%), and sales gains user 11.
@@ -359,12 +371,7 @@ id_attribute = "tid"
     assert_eq!(other.groups(), before);
 
     // Users 13..=20 vanish from the file (40%).
-    env.write("users.csv", &users_csv(12));
-    let shrunk: Vec<(String, Vec<u64>)> = groups()
-        .into_iter()
-        .map(|(n, m)| (n, m.into_iter().filter(|i| *i <= 12).collect()))
-        .collect();
-    env.write("groups.csv", &groups_csv(&as_refs(&shrunk)));
+    let shrunk = drop_to_12_users(&env);
     dirsync(&env, &["sync"]).await.expect_code(4);
     dirsync(&env, &["sync", "--target", "office", "--allow-removals"])
         .await
@@ -409,19 +416,10 @@ async fn an_approval_the_target_fails_leaves_the_set_held() {
 #[tokio::test]
 async fn a_source_drop_approved_but_not_sent_is_held_again() {
     let mock = GroupMembersApi::start().await;
-    let env = setup(
-        &mock,
-        "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n\
-         percent_min_count = 5\n",
-    );
+    let env = setup(&mock, DROP_JUDGED);
     dirsync(&env, &["sync"]).await.expect_code(0);
     let before = mock.groups();
-    env.write("users.csv", &users_csv(12));
-    let shrunk: Vec<(String, Vec<u64>)> = groups()
-        .into_iter()
-        .map(|(n, m)| (n, m.into_iter().filter(|i| *i <= 12).collect()))
-        .collect();
-    env.write("groups.csv", &groups_csv(&as_refs(&shrunk)));
+    drop_to_12_users(&env);
     dirsync(&env, &["sync"]).await.expect_code(4);
     let id = held(&env).await[0]["id"].as_str().expect("id").to_owned();
 
@@ -448,17 +446,11 @@ async fn removals_that_waited_out_the_delay_on_a_dropped_read_are_held_for_the_d
     let mock = GroupMembersApi::start().await;
     let env = setup(
         &mock,
-        "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n\
-         percent_min_count = 5\n\n[targets.office.safety]\nremoval_delay = \"2s\"\n",
+        &format!("{DROP_JUDGED}\n[targets.office.safety]\nremoval_delay = \"2s\"\n"),
     );
     dirsync(&env, &["sync"]).await.expect_code(0);
     let before = mock.groups();
-    env.write("users.csv", &users_csv(12));
-    let shrunk: Vec<(String, Vec<u64>)> = groups()
-        .into_iter()
-        .map(|(n, m)| (n, m.into_iter().filter(|i| *i <= 12).collect()))
-        .collect();
-    env.write("groups.csv", &groups_csv(&as_refs(&shrunk)));
+    drop_to_12_users(&env);
     dirsync(&env, &["sync"]).await.expect_code(0);
     assert_eq!(mock.groups(), before, "the removals wait");
 
@@ -478,11 +470,7 @@ async fn removals_that_waited_out_the_delay_on_a_dropped_read_are_held_for_the_d
 #[tokio::test]
 async fn a_failed_request_does_not_keep_an_old_baseline() {
     let mock = GroupMembersApi::start().await;
-    let env = setup(
-        &mock,
-        "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 0\n\
-         percent_min_count = 5\n",
-    );
+    let env = setup(&mock, DROP_JUDGED);
     dirsync(&env, &["sync"]).await.expect_code(0);
 
     // 40 users: eng takes 21..=40; sales takes 21, and its request fails.
