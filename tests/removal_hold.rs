@@ -53,6 +53,14 @@ fn drop_to_12_users(env: &Env) -> Vec<(String, Vec<u64>)> {
     shrunk
 }
 
+/// A sync that holds removals for the source's drop from `from` users.
+async fn sync_held_for_the_drop(env: &Env, from: usize) {
+    let run = dirsync(env, &["sync"]).await;
+    run.expect_code(4);
+    let why = format!("fewer than the {from} of the last accepted read");
+    assert!(run.stderr.contains(&why), "{}", run.stderr);
+}
+
 /// The held sets, as `dirsync held --json` prints them.
 async fn held(env: &Env) -> Vec<serde_json::Value> {
     let run = dirsync(env, &["held", "--json"]).await;
@@ -378,13 +386,7 @@ id_attribute = "tid"
         .expect_code(0);
     assert_eq!(mock.groups(), state(&shrunk));
 
-    let run = dirsync(&env, &["sync"]).await;
-    run.expect_code(4);
-    assert!(
-        run.stderr.contains("fewer than the 20 of the last accepted read"),
-        "{}",
-        run.stderr
-    );
+    sync_held_for_the_drop(&env, 20).await;
     assert_eq!(other.groups(), before, "the second target keeps everyone");
 }
 
@@ -429,13 +431,7 @@ async fn a_source_drop_approved_but_not_sent_is_held_again() {
     mock.lock().fail.clear();
     assert_eq!(mock.groups(), before);
 
-    let run = dirsync(&env, &["sync"]).await;
-    run.expect_code(4);
-    assert!(
-        run.stderr.contains("fewer than the 20 of the last accepted read"),
-        "{}",
-        run.stderr
-    );
+    sync_held_for_the_drop(&env, 20).await;
     assert_eq!(mock.groups(), before, "the removals are held again");
 }
 
@@ -455,13 +451,7 @@ async fn removals_that_waited_out_the_delay_on_a_dropped_read_are_held_for_the_d
     assert_eq!(mock.groups(), before, "the removals wait");
 
     tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
-    let run = dirsync(&env, &["sync"]).await;
-    run.expect_code(4);
-    assert!(
-        run.stderr.contains("fewer than the 20 of the last accepted read"),
-        "{}",
-        run.stderr
-    );
+    sync_held_for_the_drop(&env, 20).await;
     assert_eq!(mock.groups(), before, "held for the drop");
 }
 
@@ -489,11 +479,5 @@ async fn a_failed_request_does_not_keep_an_old_baseline() {
     // Down to 22 users (45% fewer than 40): held for the drop.
     env.write("users.csv", &users_csv(22));
     env.write("groups.csv", &groups_csv(&as_refs(&grown(22))));
-    let run = dirsync(&env, &["sync"]).await;
-    run.expect_code(4);
-    assert!(
-        run.stderr.contains("fewer than the 40 of the last accepted read"),
-        "{}",
-        run.stderr
-    );
+    sync_held_for_the_drop(&env, 40).await;
 }
