@@ -390,12 +390,17 @@ async fn gone_container(
 ) -> Result<Option<String>, SyncError> {
     use ldap::dn::{normalize, parent};
     let bases = [&config.users.search.base_dn, &config.groups.search.base_dn].map(|b| normalize(b));
-    let containers: BTreeSet<String> = cache
+    // The few distinct parents as the server spelled them, normalized once each.
+    let spelled: BTreeSet<&str> = cache
         .users
         .iter()
         .chain(&cache.groups)
         .filter(|(id, _)| kept(id))
-        .filter_map(|(_, e)| parent(&normalize(&e.dn)).map(str::to_owned))
+        .filter_map(|(_, e)| parent(&e.dn))
+        .collect();
+    let containers: BTreeSet<String> = spelled
+        .into_iter()
+        .map(normalize)
         .filter(|c| !bases.contains(c))
         .collect();
     if containers.is_empty() {

@@ -17,8 +17,9 @@ pub fn normalize(dn: &str) -> String {
 }
 
 /// The DN of the entry holding the one `dn` names: `dn` without its first RDN; `None`
-/// for a DN of one RDN. `dn` is a [`normalize`]d DN, where a separator is never
-/// escaped.
+/// for a DN of one RDN. `dn` is in RFC 4514 form, as servers send it and
+/// [`normalize`] writes it (a separator inside a value is escaped with a backslash;
+/// RFC 2253's quoted values are not understood).
 pub fn parent(dn: &str) -> Option<&str> {
     let mut bytes = dn.bytes().enumerate();
     while let Some((i, b)) = bytes.next() {
@@ -188,6 +189,10 @@ mod tests {
         let escaped = normalize(r"cn=Smith\, John,ou=a\\,dc=x");
         assert_eq!(parent(&escaped), Some(normalize(r"ou=a\\,dc=x").as_str()));
         assert_eq!(parent(&normalize("cn=a+uid=b,dc=x")), Some("dc=x"));
+        assert_eq!(
+            parent(r"cn=Smith\, John, OU=People,dc=x"),
+            Some(" OU=People,dc=x")
+        );
     }
 
     #[test]
