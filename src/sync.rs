@@ -458,20 +458,37 @@ pub async fn run(
     };
     let read = async {
         let reading = std::time::Instant::now();
+        let mut parsed = None;
         let dir = match (&cached, &store, &config.source) {
             _ if targets.is_empty() => Ok(None),
             (Some(c), Some(s), SourceConfig::Ldap(l)) => c
                 .directory(s, &config.source, l, opts.warm.as_ref(), decided.as_ref())
                 .await
                 .map(Some),
+            (_, _, SourceConfig::Csv(c)) => source::read_csv(c)
+                .await
+                .map(|(dir, sha256)| {
+                    parsed = Some(sha256);
+                    Some(dir)
+                })
+                .map_err(SyncError::from),
             _ => source::read(&config.source)
                 .await
                 .map(Some)
                 .map_err(SyncError::from),
         };
-        (dir, reading.elapsed())
+        (dir, parsed, reading.elapsed())
     };
-    let ((dir, read_in), snapshots, clients) = tokio::join!(read, load_snapshots, clients);
+    let ((dir, parsed, read_in), snapshots, clients) = tokio::join!(read, load_snapshots, clients);
+    // A CSV file rewritten between its token and its read was parsed as content the
+    // token does not describe: no token is kept, so the next run reads it again.
+    let token = match (token, parsed) {
+        (Some(t), Some(parsed)) if !t.describes(&parsed) => {
+            tracing::warn!("A source file changed while it was read; the next run reads the files again.");
+            None
+        }
+        (token, _) => token,
+    };
     let dir = match (dir, &store) {
         (Err(e), Some(s)) if cached.is_some() => {
             force_full_read(s, &e).await;

@@ -153,6 +153,8 @@ struct Table {
     file: PathBuf,
     header: Vec<String>,
     rows: Vec<(u64, Vec<String>)>,
+    /// SHA-256 of the bytes parsed, lowercase hex.
+    sha256: String,
 }
 
 impl Table {
@@ -184,10 +186,13 @@ impl Table {
     }
 }
 
-/// Reads the files named in the config into a directory.
-pub fn read(config: &CsvConfig) -> Result<Directory, CsvError> {
+/// Reads the files named in the config into a directory, with the SHA-256 of each
+/// file as it was parsed (users, groups, memberships), in the token's order.
+pub fn read(config: &CsvConfig) -> Result<(Directory, Vec<String>), CsvError> {
     let mut dir = Directory::default();
+    let mut parsed = Vec::new();
     let users = parse(&config.users, config.delimiter)?;
+    parsed.push(users.sha256.clone());
     if users.rows.is_empty() {
         return Err(users.error(None, None, "no users: the file has only a header"));
     }
@@ -196,6 +201,7 @@ pub fn read(config: &CsvConfig) -> Result<Directory, CsvError> {
     drop(users);
 
     let groups = parse(&config.groups, config.delimiter)?;
+    parsed.push(groups.sha256.clone());
     if groups.rows.is_empty() {
         return Err(groups.error(None, None, "no groups: the file has only a header"));
     }
@@ -243,6 +249,7 @@ pub fn read(config: &CsvConfig) -> Result<Directory, CsvError> {
 
     if let Some(path) = &config.memberships {
         let table = parse(path, config.delimiter)?;
+        parsed.push(table.sha256.clone());
         let MembershipColumns {
             group: gname,
             user: uname,
@@ -261,7 +268,7 @@ pub fn read(config: &CsvConfig) -> Result<Directory, CsvError> {
             })?;
         }
     }
-    Ok(dir)
+    Ok((dir, parsed))
 }
 
 fn add_member(
@@ -360,6 +367,7 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
     };
     let empty = || err(None, None, "the file is empty (expected a header line)".into());
     let bytes = std::fs::read(path).map_err(|e| err(None, None, format!("cannot read: {e}")))?;
+    let sha256 = crate::source::token::sha256_bytes_hex(&bytes);
     // A spreadsheet's "Unicode text" export is UTF-16: without this, its NUL bytes
     // would be reported one field at a time.
     for (bom, name) in [(b"\xFF\xFE", "FF FE"), (b"\xFE\xFF", "FE FF")] {
@@ -479,6 +487,7 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
         file: path.to_owned(),
         header,
         rows,
+        sha256,
     })
 }
 

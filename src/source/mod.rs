@@ -21,18 +21,7 @@ pub enum SourceError {
 /// Reads the whole directory from the configured source.
 pub async fn read(config: &SourceConfig) -> Result<Directory, SourceError> {
     match config {
-        SourceConfig::Csv(c) => {
-            let c = (**c).clone();
-            // Parsing 100k rows is CPU work; keep it off the async workers.
-            let dir = tokio::task::spawn_blocking(move || {
-                let mut dir = csv::read(&c)?;
-                stamp_csv(&mut dir, &c);
-                Ok::<_, csv::CsvError>(dir)
-            })
-            .await
-            .map_err(|e| csv::CsvError::internal(e.to_string()))??;
-            Ok(dir)
-        }
+        SourceConfig::Csv(c) => Ok(read_csv(c).await?.0),
         SourceConfig::Ldap(c) => {
             // On a runtime worker, beside ldap3's connection task, rather than on the
             // thread that called `block_on`.
@@ -46,6 +35,20 @@ pub async fn read(config: &SourceConfig) -> Result<Directory, SourceError> {
             Ok(read?)
         }
     }
+}
+
+/// Reads the CSV files, with the SHA-256 of each as it was parsed.
+pub(crate) async fn read_csv(c: &csv::CsvConfig) -> Result<(Directory, Vec<String>), SourceError> {
+    let c = c.clone();
+    // Parsing 100k rows is CPU work; keep it off the async workers.
+    let read = tokio::task::spawn_blocking(move || {
+        let (mut dir, parsed) = csv::read(&c)?;
+        stamp_csv(&mut dir, &c);
+        Ok::<_, csv::CsvError>((dir, parsed))
+    })
+    .await
+    .map_err(|e| csv::CsvError::internal(e.to_string()))??;
+    Ok(read)
 }
 
 /// A CSV file has no change time per row: every user changed when the users file

@@ -58,6 +58,16 @@ pub(crate) struct CsvFile {
 }
 
 impl Token {
+    /// Whether this token's files hash to what was parsed (`sha256` of each, in the
+    /// token's order): a file rewritten between the token and the read was parsed
+    /// as another content than the token says.
+    pub(crate) fn describes(&self, parsed: &[String]) -> bool {
+        let Token::Csv { files } = self else {
+            return false;
+        };
+        files.len() == parsed.len() && files.iter().zip(parsed).all(|(f, sha)| f.sha256 == *sha)
+    }
+
     /// Whether both describe the same data: every file's path, size and content hash
     /// agree (mtimes may differ: a `touch` changes nothing that is read).
     pub(crate) fn same_content(&self, other: &Token) -> bool {
@@ -119,6 +129,11 @@ fn csv_file(path: &Path) -> Result<CsvFile, CsvError> {
         mtime_ns,
         sha256: hex(&hasher.finalize()),
     })
+}
+
+/// SHA-256 of `bytes`, lowercase hex, as the token keeps a file's.
+pub(crate) fn sha256_bytes_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// SHA-256 of `text`, lowercase hex: how config sections are compared between runs.
@@ -409,6 +424,23 @@ mod tests {
         assert_eq!(d.mode, expected.0, "{d:?}");
         assert!(d.reason.contains(expected.1), "{d:?}");
         assert_eq!(d.changed, expected.2, "{d:?}");
+    }
+
+    #[test]
+    fn a_token_describes_the_files_only_as_they_were_parsed() {
+        let t = token(&[("u.csv", 10, 1, "aa"), ("g.csv", 20, 2, "bb")]);
+        assert!(t.describes(&["aa".into(), "bb".into()]));
+        assert!(!t.describes(&["aa".into(), "cc".into()]), "rewritten while read");
+        assert!(!t.describes(&["aa".into()]));
+        // The token hashes a file as it streams it; the read hashes what it parsed.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users.csv");
+        let text = "\u{feff}id,name\n".to_owned() + &"1,a\n".repeat(100_000);
+        std::fs::write(&path, &text).expect("write");
+        assert_eq!(
+            csv_file(&path).expect("hash").sha256,
+            sha256_bytes_hex(text.as_bytes())
+        );
     }
 
     #[test]
