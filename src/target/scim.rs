@@ -159,7 +159,7 @@ impl Features {
         };
         Some(Features {
             patch: supported("patch")?,
-            // Filters are assumed, as before the service said otherwise.
+            // A service that does not say whether it filters is taken to filter.
             filter: supported("filter").unwrap_or(true),
             bulk: bulk::Limits::of(config),
         })
