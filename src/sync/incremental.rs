@@ -197,11 +197,11 @@ pub(super) async fn read(
         });
     }
     let mut cache = kept(store, warm, stored).await?;
-    if let Some(reason) = moved_unnamed(config, &cache, &users, &groups).await? {
+    let moved = Moved::by(&cache, &users, &groups);
+    if let Some(reason) = moved_unnamed(config, &cache, &users, &groups, &moved).await? {
         return full_refresh(config, reason).await;
     }
     let members = &config.groups.members;
-    let moved = Moved::by(&cache, &users, &groups);
     let mut stale = groups_naming(cache.groups.iter(), members, &moved.all());
     if !moved.arrived.is_empty() && !members.is_empty() {
         let (c, dns) = (config.clone(), moved.arrived.clone());
@@ -268,6 +268,7 @@ async fn moved_unnamed(
     cache: &Cache,
     users: &ldap::Refresh,
     groups: &ldap::Refresh,
+    moved: &Moved,
 ) -> Result<Option<String>, SyncError> {
     let changed: BTreeSet<&str> = users
         .changed
@@ -301,7 +302,8 @@ async fn moved_unnamed(
         };
         present.as_ref().is_none_or(|p| p.contains(id))
     };
-    let unnamed = |id: &str| !deleted.contains(id) && !changed.contains(id) && listed(id);
+    let named = |id: &str| deleted.contains(id) || changed.contains(id);
+    let unnamed = |id: &str| !named(id) && listed(id);
     let present_phase = users.present.is_some() || groups.present.is_some();
     if present_phase && let Some(dn) = gone_container(config, cache, unnamed).await? {
         return Ok(Some(format!(
@@ -309,7 +311,7 @@ async fn moved_unnamed(
             crate::text::visible(&dn)
         )));
     }
-    if let Some(dn) = renamed_holder(cache, users, groups) {
+    if let Some(dn) = renamed_holder(cache, &moved.renamed, |id| !named(id)) {
         return Ok(Some(format!(
             "`{}` was renamed or moved with kept entries under it, which the server does not name",
             crate::text::visible(&dn)
@@ -388,17 +390,9 @@ async fn gone_container(
     cache: &Cache,
     kept: impl Fn(&str) -> bool,
 ) -> Result<Option<String>, SyncError> {
-    use ldap::dn::{normalize, parent};
+    use ldap::dn::normalize;
     let bases = [&config.users.search.base_dn, &config.groups.search.base_dn].map(|b| normalize(b));
-    // The few distinct parents as the server spelled them, normalized once each.
-    let spelled: BTreeSet<&str> = cache
-        .users
-        .iter()
-        .chain(&cache.groups)
-        .filter(|(id, _)| kept(id))
-        .filter_map(|(_, e)| parent(&e.dn))
-        .collect();
-    let containers: BTreeSet<String> = spelled
+    let containers: BTreeSet<String> = parents(cache, kept)
         .into_iter()
         .map(normalize)
         .filter(|c| !bases.contains(c))
@@ -416,46 +410,37 @@ async fn gone_container(
     .map_err(SourceError::from)?)
 }
 
-/// The old DN of a kept entry the refresh names under a new DN while kept entries it
-/// does not name lie under the old one (a group holding a group): they moved too.
-fn renamed_holder(cache: &Cache, users: &ldap::Refresh, groups: &ldap::Refresh) -> Option<String> {
-    use ldap::dn::{normalize, parent};
-    let kinds = [(&cache.users, users), (&cache.groups, groups)];
-    let renamed: Vec<&str> = kinds
+/// The parents of the kept entries `kept` selects, as the server spelled them: a few
+/// distinct ones, to be normalized once each.
+fn parents(cache: &Cache, kept: impl Fn(&str) -> bool) -> BTreeSet<&str> {
+    cache
+        .users
         .iter()
-        .flat_map(|(cached, refresh)| {
-            refresh.changed.iter().filter_map(|(id, e)| {
-                let before = cached.get(id)?;
-                (normalize(&before.dn) != normalize(&e.dn)).then_some(before.dn.as_str())
-            })
-        })
-        .collect();
+        .chain(&cache.groups)
+        .filter(|(id, _)| kept(id))
+        .filter_map(|(_, e)| ldap::dn::parent(&e.dn))
+        .collect()
+}
+
+/// Of the old DNs of kept entries the refresh names under new ones (`renamed`,
+/// normalized), the first under which kept entries it does not name (`kept`) lie (a
+/// group holding a group): they moved too.
+fn renamed_holder(cache: &Cache, renamed: &[String], kept: impl Fn(&str) -> bool) -> Option<String> {
+    use ldap::dn::{normalize, parent};
     if renamed.is_empty() {
         return None;
     }
-    let named: BTreeSet<&str> = [users, groups]
-        .iter()
-        .flat_map(|r| r.changed.iter().map(|(id, _)| id).chain(&r.deleted))
-        .map(String::as_str)
-        .collect();
     let mut holders = BTreeSet::new();
-    for (id, e) in cache.users.iter().chain(&cache.groups) {
-        if named.contains(id.as_str()) {
-            continue;
-        }
-        let dn = normalize(&e.dn);
-        let mut above = parent(&dn);
+    for spelled in parents(cache, kept) {
+        let mut above = Some(spelled);
         while let Some(p) = above {
-            if !holders.insert(p.to_owned()) {
+            if !holders.insert(normalize(p)) {
                 break;
             }
             above = parent(p);
         }
     }
-    renamed
-        .into_iter()
-        .find(|dn| holders.contains(&normalize(dn)))
-        .map(str::to_owned)
+    renamed.iter().find(|dn| holders.contains(*dn)).cloned()
 }
 
 /// How long refint may take to rewrite member values after a rename or delete.
@@ -474,6 +459,8 @@ struct Moved {
     /// searches, rewritten by referential integrity when they moved in), so the
     /// server is asked which groups name them.
     arrived: Vec<String>,
+    /// The old DNs (normalized) of the kept entries the refresh names under new ones.
+    renamed: Vec<String>,
 }
 
 impl Moved {
@@ -483,13 +470,16 @@ impl Moved {
             old: BTreeSet::new(),
             new: BTreeSet::new(),
             arrived: Vec::new(),
+            renamed: Vec::new(),
         };
         for (cached, refresh) in [(&cache.users, users), (&cache.groups, groups)] {
             for (id, e) in &refresh.changed {
                 match cached.get(id) {
                     Some(before) if normalize(&before.dn) == normalize(&e.dn) => {}
                     Some(before) => {
-                        moved.old.insert(normalize(&before.dn));
+                        let old = normalize(&before.dn);
+                        moved.old.insert(old.clone());
+                        moved.renamed.push(old);
                         moved.new.insert(normalize(&e.dn));
                     }
                     None => {
