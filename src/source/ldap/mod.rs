@@ -357,11 +357,13 @@ pub async fn entries_under(config: &LdapConfig, ids: &[String]) -> Result<Option
         let Some(root) = root else {
             return Ok(None);
         };
-        let bases = [&config.users.search.base_dn, &config.groups.search.base_dn].map(|b| dn::normalize(b));
-        let above_a_base = |dn: &str| {
-            let dn = dn::normalize(dn);
-            bases.iter().any(|b| *b == dn || b.ends_with(&format!(",{dn}")))
+        let (users_base, groups_base) = (&config.users.search.base_dn, &config.groups.search.base_dn);
+        // Whether `inner` is `outer` or lies under it.
+        let within = |inner: &str, outer: &str| {
+            let (inner, outer) = (dn::normalize(inner), dn::normalize(outer));
+            inner == outer || inner.ends_with(&format!(",{outer}"))
         };
+        let above_a_base = |dn: &str| within(users_base, dn) || within(groups_base, dn);
         let mode = SearchMode {
             page_size: config.page_size,
             domain_scope: false,
@@ -369,11 +371,6 @@ pub async fn entries_under(config: &LdapConfig, ids: &[String]) -> Result<Option
         // A bind identity that cannot read the naming context's entry, or a naming
         // context that refers elsewhere, looks in the search bases instead: what it
         // cannot read is not found either way.
-        let (users_base, groups_base) = (&config.users.search.base_dn, &config.groups.search.base_dn);
-        let within = |inner: &str, outer: &str| {
-            let (inner, outer) = (dn::normalize(inner), dn::normalize(outer));
-            inner == outer || inner.ends_with(&format!(",{outer}"))
-        };
         let own_bases = if within(users_base, groups_base) {
             vec![groups_base.clone()]
         } else if within(groups_base, users_base) {
@@ -406,14 +403,7 @@ pub async fn entries_under(config: &LdapConfig, ids: &[String]) -> Result<Option
                     })
                     .await;
                 match read {
-                    Err(LdapError::Search {
-                        reason:
-                            SearchFailure::NoSuchBase { .. }
-                            | SearchFailure::AccessDenied { .. }
-                            | SearchFailure::ReferralResult { .. }
-                            | SearchFailure::Referral { .. },
-                        ..
-                    }) if !own_bases.contains(&base) => {
+                    Err(e) if unreadable(&e) && !own_bases.contains(&base) => {
                         (parents, seen) = (Vec::new(), 0);
                         roots = own_bases.clone();
                         continue 'roots;
@@ -446,6 +436,21 @@ pub async fn entries_under(config: &LdapConfig, ids: &[String]) -> Result<Option
     read
 }
 
+/// Whether a search failed because its base cannot be read by the bind identity: it
+/// does not exist, access is refused, or the server refers elsewhere.
+fn unreadable(e: &LdapError) -> bool {
+    matches!(
+        e,
+        LdapError::Search {
+            reason: SearchFailure::NoSuchBase { .. }
+                | SearchFailure::AccessDenied { .. }
+                | SearchFailure::ReferralResult { .. }
+                | SearchFailure::Referral { .. },
+            ..
+        }
+    )
+}
+
 /// What [`entries_under`] found.
 #[derive(Debug)]
 pub struct Lookup {
@@ -470,15 +475,8 @@ pub async fn missing_container(
             // What cannot be read counts as gone: the read is full, which is safe.
             match conn.read_entry(dn, &["1.1".to_owned()]).await {
                 Ok(Some(_)) => {}
-                Ok(None)
-                | Err(LdapError::Search {
-                    reason:
-                        SearchFailure::NoSuchBase { .. }
-                        | SearchFailure::AccessDenied { .. }
-                        | SearchFailure::ReferralResult { .. }
-                        | SearchFailure::Referral { .. },
-                    ..
-                }) => return Ok(Some(dn.clone())),
+                Ok(None) => return Ok(Some(dn.clone())),
+                Err(e) if unreadable(&e) => return Ok(Some(dn.clone())),
                 Err(e) => return Err(e),
             }
         }
