@@ -583,14 +583,11 @@ pub async fn run(
     // The read is the new baseline of each target it made hold no removals for its
     // size; of one whose drop an approval or --allow-removals let through, once the
     // target took its plan whole (below), so that removals not sent are held again.
-    let accept: Vec<(&str, (usize, usize), bool)> = match size {
-        Some(size) => prepared
-            .iter()
-            .filter(|p| !p.hold.source_drop)
-            .map(|p| (p.config.name.as_str(), size, p.hold.drop_let_through))
-            .collect(),
-        None => Vec::new(),
-    };
+    let accept: Vec<(&str, bool)> = prepared
+        .iter()
+        .filter(|p| !p.hold.source_drop)
+        .map(|p| (p.config.name.as_str(), p.hold.drop_let_through))
+        .collect();
     // How far the read's changes reach: what a target that confirms its plan whole
     // has confirmed every change up to.
     let changed_through = dir.as_ref().and_then(Directory::changed_through);
@@ -762,8 +759,10 @@ pub async fn run(
             );
         }
     }
-    for (target, (users, memberships), let_through) in accept {
-        if !let_through || took_whole(&report, target) {
+    for (target, let_through) in accept {
+        if let Some((users, memberships)) = size
+            && (!let_through || took_whole(&report, target))
+        {
             store.accept_read(target, users, memberships).await?;
         }
     }
