@@ -94,6 +94,16 @@ pub enum Mode {
     Resync,
 }
 
+impl Mode {
+    /// The word runs, logs and saved plans use.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Resync => "resync",
+        }
+    }
+}
+
 /// What happens to a target group that was pushed before but is no longer mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum RemovedGroups {

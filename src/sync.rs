@@ -608,7 +608,7 @@ pub async fn run(
             report.targets.push(tr);
         }
         if let Some(path) = &opts.out {
-            saved::write(path, &saved::save(&prepared, planned_from, mode_name(opts.mode)))?;
+            saved::write(path, &saved::save(&prepared, planned_from, opts.mode.as_str()))?;
             tracing::info!(plan = %path.display(), "Wrote the plan; `dirsync apply` sends exactly it while the targets are unchanged.");
         }
         return Ok(report);
@@ -658,9 +658,9 @@ pub async fn run(
         }
     }
     let run_id = uuid::Uuid::now_v7().to_string();
-    store.start_run(&run_id, mode_name(opts.mode), false).await?;
+    store.start_run(&run_id, opts.mode.as_str(), false).await?;
     report.run_id = Some(run_id.clone());
-    tracing::info!(run_id, mode = mode_name(opts.mode), "Started a run.");
+    tracing::info!(run_id, mode = opts.mode.as_str(), "Started a run.");
 
     for mut p in prepared {
         let mut tr = summarize(&p);
@@ -826,13 +826,6 @@ fn as_decided(s: &SourceState) -> token::Stored {
 /// (`fresh`), or every one on a `strict` target.
 fn failing_invalid(p: &Prepared<'_>, fresh: usize) -> usize {
     if p.config.strict { p.invalid.len() } else { fresh }
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Sync => "sync",
-        Mode::Resync => "resync",
-    }
 }
 
 /// Maps, fingerprints and plans one target with the HTTP client built for it. Pure.

@@ -302,3 +302,106 @@ async fn a_restarted_service_reports_the_last_recorded_success() {
         "the service ran during the test: {text}"
     );
 }
+
+/// A resync that falls due while a sync is under way runs once the sync ends, not a
+/// day later: the schedule is the safety net of a service whose directory changes
+/// often, and a busy service must not lose it.
+#[tokio::test]
+async fn a_resync_due_during_a_sync_runs_after_it() {
+    let mock = GroupMembersApi::start().await;
+    // Each request takes 4 s: the sync at start is under way when the resync falls due.
+    mock.lock().delay = Duration::from_secs(4);
+    let env = Env::new();
+    env.write("users.csv", &users_csv(2));
+    env.write("groups.csv", &groups_csv(&GROUPS[..1]));
+    let tick = chrono::Local::now() + chrono::Duration::seconds(3);
+    let resync = tick.format("%S %M %H * * *");
+    env.write(
+        "dirsync.toml",
+        &(config_group_members(&mock.uri(), "")
+            + &format!(
+                "\n[daemon]\nrun_at_start = true\nresync_schedule = \"{resync}\"\nshutdown_grace = \"10s\"\n"
+            )),
+    );
+    let child = env
+        .command(&["run"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let db = env.db();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let commands = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if db.exists() {
+            let pool = common::sqlite(&db).await;
+            let commands: Vec<String> =
+                sqlx::query_scalar("SELECT command FROM runs WHERE outcome IS NOT NULL ORDER BY id")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_default();
+            pool.close().await;
+            if commands.len() >= 2 {
+                break commands;
+            }
+        }
+        assert!(Instant::now() < deadline, "the resync never ran");
+    };
+    let stderr = common::stop_service(child).await;
+    assert_eq!(commands[..2], ["sync", "resync"], "{stderr}");
+    assert!(
+        stderr.contains("Running what fell due while the service was busy.")
+            && !stderr.contains("skipped the ticks"),
+        "{stderr}"
+    );
+    mock.assert_no_violations();
+}
+
+/// A reload takes a new `healthy_within`: the service that stopped succeeding turns
+/// unhealthy as soon as the reloaded config says.
+#[tokio::test]
+async fn a_reloaded_healthy_within_applies() {
+    let mock = GroupMembersApi::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users_csv(5));
+    env.write("groups.csv", &groups_csv(GROUPS));
+    let port = free_port();
+    let hour = config(&mock, port, ".*") + "healthy_within = \"1h\"\n";
+    env.write("dirsync.toml", &hour);
+    let child = env
+        .command(&["run"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+    wait_for("the scheduled sync", || mock.groups() == expected_state(GROUPS)).await;
+    let client = reqwest::Client::new();
+    let health = || async {
+        client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status()
+            .as_u16()
+    };
+    // The source breaks: the runs fail, within an hour of the last success.
+    std::fs::remove_file(env.path("groups.csv")).expect("remove");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(health().await, 200, "within an hour of the last success");
+
+    env.write("dirsync.toml", &hour.replace("\"1h\"", "\"1s\""));
+    kill(pid, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while health().await != 503 {
+        assert!(Instant::now() < deadline, "still healthy after the reload");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stderr = common::stop_service(child).await;
+    assert!(stderr.contains("Reloaded the configuration"), "{stderr}");
+}

@@ -146,6 +146,9 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
     // A watched run that did not finish clean, run again after this backoff: no
     // directory change may come to start another.
     let mut retry: Option<Retry> = None;
+    // Ticks up to here are accounted for: run, covered by a run, or owed.
+    let mut seen = Local::now();
+    let mut owed: Option<Due> = None;
     loop {
         let due = if run_now {
             run_now = false;
@@ -153,6 +156,13 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
                 run: Some(Mode::Sync),
                 verify: false,
             }
+        } else if let Some(due) = owed.take() {
+            tracing::info!(
+                run = due.run.map(Mode::as_str),
+                verify = due.verify,
+                "Running what fell due while the service was busy."
+            );
+            due
         } else {
             let now = Local::now();
             let next = schedule::next(schedules(&config), &now);
@@ -171,6 +181,7 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
                 _ = signals.shutdown.cancelled() => break,
                 Some(()) = signals.reload.recv() => {
                     config = reload(config_path, config);
+                    shared.health.lock().unwrap_or_else(|e| e.into_inner()).healthy_within = config.daemon.healthy_within;
                     if let Some(w) = watcher.take() {
                         w.abort();
                     }
@@ -216,12 +227,24 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
             break;
         }
         let end = Local::now();
-        for (name, sched) in [
-            ("schedule", &config.daemon.schedule),
-            ("resync_schedule", &config.daemon.resync_schedule),
-            ("verify_schedule", &config.daemon.verify_schedule),
+        // A resync or a verify that fell due in a debounce, or in work of another kind,
+        // runs next; a tick that fell in a run of its own kind was covered by it.
+        let next_owed = schedule::owed(schedules(&config), &seen, &end, due);
+        seen = end;
+        for (name, sched, runs_next) in [
+            ("schedule", &config.daemon.schedule, next_owed.run.is_some()),
+            (
+                "resync_schedule",
+                &config.daemon.resync_schedule,
+                next_owed.run == Some(Mode::Resync),
+            ),
+            (
+                "verify_schedule",
+                &config.daemon.verify_schedule,
+                next_owed.verify,
+            ),
         ] {
-            if let Some(s) = sched {
+            if let Some(s) = sched.as_ref().filter(|_| !runs_next) {
                 let skipped = schedule::missed(s, &started_wall, &end);
                 if skipped > 0 {
                     tracing::warn!(
@@ -232,6 +255,7 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
                 }
             }
         }
+        owed = Some(next_owed).filter(|d| d.run.is_some() || d.verify);
     }
     if let Some(w) = watcher {
         w.abort();

@@ -63,6 +63,31 @@ pub fn next<Tz: TimeZone>(schedules: Schedules<'_>, after: &DateTime<Tz>) -> Opt
     Some((at, due))
 }
 
+/// What fell due in `(from, to]` that `done`, what the service ran in that time, does
+/// not cover: a resync tick that no resync covered, a verify tick that no verify
+/// covered, and a sync tick when nothing ran. A tick that fell while a run of its
+/// kind was under way is covered by it (`missed` counts those). The service runs
+/// what is owed at once, once however many ticks of a kind fell.
+pub fn owed<Tz: TimeZone>(
+    schedules: Schedules<'_>,
+    from: &DateTime<Tz>,
+    to: &DateTime<Tz>,
+    done: Due,
+) -> Due {
+    let fell = |s: Option<&cron::Schedule>| s.is_some_and(|s| s.after(from).next().is_some_and(|t| t <= *to));
+    let run = if fell(schedules.resync) && done.run != Some(Mode::Resync) {
+        Some(Mode::Resync)
+    } else if fell(schedules.sync) && done.run.is_none() {
+        Some(Mode::Sync)
+    } else {
+        None
+    };
+    Due {
+        run,
+        verify: fell(schedules.verify) && !done.verify,
+    }
+}
+
 /// Ticks of `schedule` strictly between `from` and `to`: runs skipped because the
 /// previous one overran.
 pub fn missed<Tz: TimeZone>(schedule: &cron::Schedule, from: &DateTime<Tz>, to: &DateTime<Tz>) -> usize {
@@ -185,6 +210,68 @@ mod tests {
                 "{now}"
             );
         }
+    }
+
+    /// A resync or a verify that fell due in a debounce, in a run of another kind, or
+    /// at the moment a directory change won the wait, is owed; a sync is owed only
+    /// when nothing ran.
+    #[test]
+    fn ticks_passed_by_other_work_are_owed_once() {
+        let sync = parse("*/5 * * * *").expect("sync");
+        let resync = parse("0 3 * * *").expect("resync");
+        let verify = parse("30 * * * *").expect("verify");
+        let all = Schedules {
+            sync: Some(&sync),
+            resync: Some(&resync),
+            verify: Some(&verify),
+        };
+        let owed_in = |from: &str, to: &str, run, verify| owed(all, &at(from), &at(to), Due { run, verify });
+        let due = |run, verify| Due { run, verify };
+        // A watched sync from 02:59:58 to 03:00:02 passed the resync at 03:00.
+        assert_eq!(
+            owed_in(
+                "2026-11-24T02:59:58Z",
+                "2026-11-24T03:00:02Z",
+                Some(Mode::Sync),
+                false
+            ),
+            due(Some(Mode::Resync), false)
+        );
+        // The resync itself covers it, and the sync tick at 03:00 with it.
+        assert_eq!(
+            owed_in(
+                "2026-11-24T02:59:58Z",
+                "2026-11-24T03:00:02Z",
+                Some(Mode::Resync),
+                false
+            ),
+            due(None, false)
+        );
+        // A sync from 02:29 to 02:33 passed the verify at 02:30 and the sync at 02:30.
+        assert_eq!(
+            owed_in(
+                "2026-11-24T02:29:00Z",
+                "2026-11-24T02:33:00Z",
+                Some(Mode::Sync),
+                false
+            ),
+            due(None, true)
+        );
+        // A verify alone from 02:30 to 02:36 passed the sync at 02:35.
+        assert_eq!(
+            owed_in("2026-11-24T02:30:00Z", "2026-11-24T02:36:00Z", None, true),
+            due(Some(Mode::Sync), false)
+        );
+        // Nothing fell due.
+        assert_eq!(
+            owed_in("2026-11-24T02:31:00Z", "2026-11-24T02:34:59Z", None, false),
+            due(None, false)
+        );
+        // A tick at `from` was accounted for before; one at `to` is owed.
+        assert_eq!(
+            owed_in("2026-11-24T02:30:00Z", "2026-11-24T02:35:00Z", None, false),
+            due(Some(Mode::Sync), false)
+        );
     }
 
     #[test]
