@@ -377,6 +377,12 @@ async fn bad_csv_is_a_clear_error_and_pushes_nothing() {
             "groups.csv: line 3, column `id`: duplicate group id `g0`",
         ),
         (
+            "empty group name",
+            good_users.clone(),
+            good_groups.replace("g0,eng,", "g0, ,"),
+            "groups.csv: line 2, column `name`: is empty",
+        ),
+        (
             "unknown member",
             good_users.clone(),
             good_groups.replace("u1;u2", "u1;u9"),

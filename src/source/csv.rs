@@ -222,7 +222,8 @@ pub fn read(config: &CsvConfig) -> Result<(Directory, Vec<String>), CsvError> {
                 format!("duplicate group id `{id}` (first on line {first})"),
             ));
         }
-        let mut group = Group::new(id, row[name_col].trim());
+        let name = non_empty(&groups, *line, &c.name, &row[name_col])?;
+        let mut group = Group::new(id, name);
         for (i, value) in row.iter().enumerate() {
             if i != id_col && i != name_col && Some(i) != members_col && !value.is_empty() {
                 group.attrs.insert(groups.header[i].clone(), value.clone());
