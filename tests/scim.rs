@@ -154,10 +154,12 @@ fn s(v: &serde_json::Value) -> String {
 }
 
 /// A loopback proxy in front of the server that records (method, path) of every
-/// request dirsync sends.
+/// request dirsync sends, and can lose the answers of POSTs to a path.
 struct Proxy {
     url: String,
     seen: Arc<Mutex<Vec<(String, String)>>>,
+    /// (path, how many): POSTs passed on to the server whose answer becomes a 502.
+    lose: Arc<Mutex<(String, usize)>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -174,8 +176,11 @@ impl Proxy {
         // scim2-server serves under /v2: the proxy's paths are the upstream's.
         let base = upstream.trim_end_matches("/v2").to_owned();
         let record = Arc::clone(&seen);
+        let lose = Arc::new(Mutex::new((String::new(), 0)));
+        let losing = Arc::clone(&lose);
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let (client, base, record) = (client.clone(), base.clone(), Arc::clone(&record));
+            let losing = Arc::clone(&losing);
             async move {
                 let method = req.method().as_str().to_owned();
                 let target = req
@@ -201,6 +206,18 @@ impl Proxy {
                     }
                 }
                 let answer = out.body(body.to_vec()).send().await.expect("upstream");
+                let lost = {
+                    let mut lose = losing.lock().expect("proxy faults");
+                    let hit = method == "POST" && target == lose.0 && lose.1 > 0;
+                    lose.1 -= usize::from(hit);
+                    hit
+                };
+                if lost {
+                    return axum::response::Response::builder()
+                        .status(502)
+                        .body(axum::body::Body::from("upstream answer lost"))
+                        .expect("response");
+                }
                 let status = answer.status().as_u16();
                 let ctype = answer
                     .headers()
@@ -224,8 +241,14 @@ impl Proxy {
         Proxy {
             url: format!("http://{addr}/v2"),
             seen,
+            lose,
             task,
         }
+    }
+
+    /// The next `n` POSTs to `path` reach the server; their answers become a 502.
+    fn lose_posts(&self, path: &str, n: usize) {
+        *self.lose.lock().expect("proxy faults") = (path.to_owned(), n);
     }
 
     fn take(&self) -> Vec<(String, String)> {
@@ -347,6 +370,35 @@ async fn first_sync_creates_and_converges_then_sends_nothing_then_only_patch_del
         audited.contains("add_members") && audited.contains("remove_members"),
         "{audited:?}"
     );
+}
+
+/// A create whose answer is lost (the service made the group, a proxy answered 502)
+/// is not sent again blind: the service is searched first, so each group is made
+/// once, and gets its members.
+#[tokio::test]
+async fn a_group_create_whose_answer_was_lost_makes_the_group_once() {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(&server.url).await;
+    proxy.lose_posts("/v2/Groups", 2);
+    let env = Env::new();
+    env.write("users.csv", &users(100));
+    env.write("groups.csv", &groups(&four_groups()));
+    let target = scim_target(&proxy.url).replace(
+        "[targets.scim.auth]",
+        "[targets.scim.retry]\ninitial_delay = \"10ms\"\n\n[targets.scim.auth]",
+    );
+    env.write("dirsync.toml", &config_csv(&target));
+
+    env.run(&["sync"], VARS).await.expect_code(0);
+    let mut names: Vec<String> = server
+        .all("/Groups")
+        .await
+        .iter()
+        .map(|g| s(&g["displayName"]))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["all-hands", "eng", "ops", "sales"]);
+    assert_eq!(server.memberships().await, expected(&four_groups()));
 }
 
 /// With `scim.bulk = true`, the group member changes of a run go to the real server in

@@ -272,7 +272,20 @@ impl HttpTarget {
         ep: &Endpoint,
         req: &Request,
         sent: request::Sent<'_>,
+        kept_answer: Option<&mut String>,
+    ) -> PushOutcome {
+        self.send_attempts(ep, req, sent, kept_answer, self.spec.retry.max_attempts)
+            .await
+    }
+
+    /// `send_with_retries` with at most `max_attempts` attempts.
+    pub(super) async fn send_attempts(
+        &self,
+        ep: &Endpoint,
+        req: &Request,
+        sent: request::Sent<'_>,
         mut kept_answer: Option<&mut String>,
+        max_attempts: u32,
     ) -> PushOutcome {
         let retry = &self.spec.retry;
         let mut outcome = PushOutcome::with(Ok(None));
@@ -357,7 +370,7 @@ impl HttpTarget {
                 // Every request to this target waits, not only this one.
                 self.pacer.pause(after).await;
             }
-            if kind != Failure::Retryable || outcome.attempts >= retry.max_attempts {
+            if kind != Failure::Retryable || outcome.attempts >= max_attempts {
                 outcome.result = Err(error);
                 return outcome;
             }

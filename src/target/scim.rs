@@ -10,7 +10,9 @@
 //! users or groups page by page, every id seen kept for the rest of the run. A user
 //! who left is deleted by the service's id, and a user the service does not have
 //! (404, or not found) is already deleted. Every request goes through
-//! `send_with_retries` (auth, retries, pace), like the planned ones.
+//! `send_with_retries` (auth, retries, pace), like the planned ones, but a create:
+//! it is sent again only after a search finds no entity it made before its answer
+//! was lost, and not at all to a service without filters.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -474,9 +476,48 @@ impl HttpTarget {
             return Ok(Some((id, false)));
         }
         let Some(body) = create else { return Ok(None) };
-        let (outcome, answer) = self
-            .call(ids, reqwest::Method::POST, kind.resources().to_owned(), body)
+        // A create is never sent again blind: the service may have made the entity
+        // before its answer was lost (a timeout, a proxy's 502), and a second POST
+        // would make another (`displayName` need not be unique). Before each retry
+        // the service is searched again. A service without filters, whose listing
+        // this run has read already, is not sent the create again: the next run
+        // lists it afresh.
+        let retry = &self.spec().retry;
+        let attempts = if self.features(ids).await.filter {
+            retry.max_attempts
+        } else {
+            1
+        };
+        let mut attempt = 1;
+        let (outcome, answer) = loop {
+            let (outcome, answer) = self
+                .call_attempts(
+                    ids,
+                    reqwest::Method::POST,
+                    kind.resources().to_owned(),
+                    body.clone(),
+                    1,
+                )
+                .await;
+            let transient = matches!(outcome.result, Err(PushError::Transient(_))) && !outcome.stop_target;
+            if !transient || attempt >= attempts {
+                break (outcome, answer);
+            }
+            tokio::time::sleep(crate::target::http::backoff(
+                retry,
+                attempt,
+                rand::random::<f64>(),
+            ))
             .await;
+            if let Some(id) = self.search(ids, kind, key).await? {
+                tracing::info!(target_name = %self.name, kind = kind.key(), key = %key, id = %id, "Found the entity a create made before its answer was lost.");
+                self.keep(ids, kind, key, &id).await?;
+                // A group made by the create is empty and gets its whole list; a user
+                // gets the update, whatever body made it.
+                return Ok(Some((id, kind == Kind::Group)));
+            }
+            attempt += 1;
+        };
         match outcome.result {
             Ok(_) => {
                 let id = answer
@@ -645,6 +686,19 @@ impl HttpTarget {
         path: String,
         body: String,
     ) -> (PushOutcome, Option<Value>) {
+        let attempts = self.spec().retry.max_attempts;
+        self.call_attempts(ids, method, path, body, attempts).await
+    }
+
+    /// `call` with at most `max_attempts` attempts.
+    async fn call_attempts(
+        &self,
+        ids: &Ids,
+        method: reqwest::Method,
+        path: String,
+        body: String,
+        max_attempts: u32,
+    ) -> (PushOutcome, Option<Value>) {
         let req = Request {
             method,
             path_and_query: path,
@@ -655,7 +709,13 @@ impl HttpTarget {
         };
         let mut answer = String::new();
         let outcome = self
-            .send_with_retries(&ids.endpoint, &req, request::Sent::default(), Some(&mut answer))
+            .send_attempts(
+                &ids.endpoint,
+                &req,
+                request::Sent::default(),
+                Some(&mut answer),
+                max_attempts,
+            )
             .await;
         (outcome, serde_json::from_str(&answer).ok())
     }
