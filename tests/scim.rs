@@ -501,6 +501,42 @@ async fn a_user_who_leaves_is_deactivated_and_a_lost_id_is_found_again() {
     assert_eq!(server.memberships().await, expected(&groups_now));
 }
 
+/// A user who leaves the source after being deleted from the service by hand has
+/// nothing left to disable: the run succeeds, and the next one sends nothing.
+#[tokio::test]
+async fn a_leaver_deleted_by_hand_has_nothing_to_disable() {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(&server.url).await;
+    let env = Env::new();
+    let mut groups_now = vec![("eng", vec![1, 2, 3]), ("ops", vec![3, 4])];
+    env.write("users.csv", &users(4));
+    env.write("groups.csv", &groups(&groups_now));
+    env.write("dirsync.toml", &config_csv(&scim_target(&proxy.url)));
+    env.run(&["sync"], VARS).await.expect_code(0);
+
+    let found = server.get("/Users?filter=userName%20eq%20%22user4%22").await;
+    let id = s(&found["Resources"][0]["id"]);
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/Users/{id}", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(deleted.status().is_success());
+    env.write("users.csv", &users(3));
+    groups_now[1].1 = vec![3];
+    env.write("groups.csv", &groups(&groups_now));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&groups_now));
+    assert!(
+        !server.active().await.contains_key("user4"),
+        "not created to be disabled"
+    );
+    proxy.take();
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(proxy.take(), []);
+}
+
 /// The rows the state database keeps for `user`: (snapshot rows, kept target ids).
 async fn kept_rows(env: &Env, user: &str) -> (i64, i64) {
     let pool = common::sqlite(&env.db()).await;

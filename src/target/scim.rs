@@ -240,10 +240,22 @@ impl HttpTarget {
         users: &BTreeMap<String, DesiredUser>,
     ) -> Result<Resolved, PushError> {
         match op {
+            Operation::UpdateUser(u) if !u.user.user.enabled => {
+                // A user being disabled is never created: one the service does not
+                // have (deleted by hand, or never created) has nothing to disable.
+                match self.find_or_create(ids, Kind::User, &u.user.id, None).await? {
+                    Some((id, _)) => {
+                        let mut sent = u.clone();
+                        sent.user.id = id;
+                        Ok(Resolved::Send(Operation::UpdateUser(sent)))
+                    }
+                    None => Ok(Resolved::Done(nothing_sent())),
+                }
+            }
             Operation::UpdateUser(u) => {
                 // A user is created with the very body an update sends: the creation
-                // confirms it. A user being disabled is never created.
-                let create = match ids.settings.create_users && u.user.user.enabled {
+                // confirms it.
+                let create = match ids.settings.create_users {
                     true => Some(self.user_body(&u.user)?),
                     false => None,
                 };
@@ -265,11 +277,7 @@ impl HttpTarget {
                     Ok(Resolved::Send(Operation::DeleteUser(sent)))
                 }
                 // Not in the service (deleted by hand, or never created): nothing to send.
-                None => {
-                    let mut outcome = PushOutcome::with(Ok(None));
-                    outcome.attempts = 0;
-                    Ok(Resolved::Done(outcome))
-                }
+                None => Ok(Resolved::Done(nothing_sent())),
             },
             Operation::ReplaceMembers(g) => {
                 let mut sent = g.clone();
@@ -298,9 +306,7 @@ impl HttpTarget {
                         // A member the service does not have is already not in the group.
                         sent.removed = self.member_ids(ids, &g.removed, users, false).await?;
                         if sent.removed.is_empty() {
-                            let mut outcome = PushOutcome::with(Ok(None));
-                            outcome.attempts = 0;
-                            return Ok(Resolved::Done(outcome));
+                            return Ok(Resolved::Done(nothing_sent()));
                         }
                     }
                 }
@@ -431,11 +437,9 @@ impl HttpTarget {
                     Kind::User => ids.settings.create_users,
                     Kind::Group => ids.settings.create_groups,
                 };
-                let hint = match (may_create, allowed) {
-                    (true, _) => String::new(),
-                    // A disabled user is never created just to be disabled.
-                    (false, true) => "; a disabled user is not created".to_owned(),
-                    (false, false) => format!("; set `scim.{switch} = true` to create it"),
+                let hint = match may_create || allowed {
+                    true => String::new(),
+                    false => format!("; set `scim.{switch} = true` to create it"),
                 };
                 Err(PushError::Rejected(self.redact(&format!(
                     "no {} with {attr} {key:?} in the target{hint}",
@@ -719,6 +723,13 @@ impl HttpTarget {
             .await;
         (outcome, serde_json::from_str(&answer).ok())
     }
+}
+
+/// An operation confirmed with no request: what it asks of the service is so already.
+fn nothing_sent() -> PushOutcome {
+    let mut outcome = PushOutcome::with(Ok(None));
+    outcome.attempts = 0;
+    outcome
 }
 
 fn encode(s: &str) -> String {
