@@ -158,8 +158,7 @@ fn s(v: &serde_json::Value) -> String {
 struct Proxy {
     url: String,
     seen: Arc<Mutex<Vec<(String, String)>>>,
-    /// (path, how many): POSTs passed on to the server whose answer becomes a 502.
-    lose: Arc<Mutex<(String, usize)>>,
+    faults: Arc<Mutex<Faults>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -176,11 +175,11 @@ impl Proxy {
         // scim2-server serves under /v2: the proxy's paths are the upstream's.
         let base = upstream.trim_end_matches("/v2").to_owned();
         let record = Arc::clone(&seen);
-        let lose = Arc::new(Mutex::new((String::new(), 0)));
-        let losing = Arc::clone(&lose);
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let faulty = Arc::clone(&faults);
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let (client, base, record) = (client.clone(), base.clone(), Arc::clone(&record));
-            let losing = Arc::clone(&losing);
+            let faulty = Arc::clone(&faulty);
             async move {
                 let method = req.method().as_str().to_owned();
                 let target = req
@@ -206,11 +205,12 @@ impl Proxy {
                     }
                 }
                 let answer = out.body(body.to_vec()).send().await.expect("upstream");
-                let lost = {
-                    let mut lose = losing.lock().expect("proxy faults");
-                    let hit = method == "POST" && target == lose.0 && lose.1 > 0;
-                    lose.1 -= usize::from(hit);
-                    hit
+                let (lost, hide_filter) = {
+                    let mut faults = faulty.lock().expect("proxy faults");
+                    let (path, n) = &mut faults.lose;
+                    let hit = method == "POST" && target == *path && *n > 0;
+                    *n -= usize::from(hit);
+                    (hit, faults.hide_filter && target == "/v2/ServiceProviderConfig")
                 };
                 if lost {
                     return axum::response::Response::builder()
@@ -225,7 +225,13 @@ impl Proxy {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("application/scim+json")
                     .to_owned();
-                let bytes = answer.bytes().await.unwrap_or_default();
+                let mut bytes = answer.bytes().await.unwrap_or_default();
+                if hide_filter {
+                    let mut config: serde_json::Value =
+                        serde_json::from_slice(&bytes).expect("configuration");
+                    config["filter"]["supported"] = false.into();
+                    bytes = config.to_string().into();
+                }
                 axum::response::Response::builder()
                     .status(status)
                     .header("content-type", ctype)
@@ -241,19 +247,32 @@ impl Proxy {
         Proxy {
             url: format!("http://{addr}/v2"),
             seen,
-            lose,
+            faults,
             task,
         }
     }
 
     /// The next `n` POSTs to `path` reach the server; their answers become a 502.
     fn lose_posts(&self, path: &str, n: usize) {
-        *self.lose.lock().expect("proxy faults") = (path.to_owned(), n);
+        self.faults.lock().expect("proxy faults").lose = (path.to_owned(), n);
+    }
+
+    /// `/ServiceProviderConfig` says the service has no filters.
+    fn hide_filter(&self) {
+        self.faults.lock().expect("proxy faults").hide_filter = true;
     }
 
     fn take(&self) -> Vec<(String, String)> {
         std::mem::take(&mut self.seen.lock().expect("proxy log"))
     }
+}
+
+/// What the proxy does to the requests it passes on.
+#[derive(Default)]
+struct Faults {
+    /// (path, how many): POSTs passed on to the server whose answer becomes a 502.
+    lose: (String, usize),
+    hide_filter: bool,
 }
 
 fn scim_target(base_url: &str) -> String {
@@ -508,7 +527,8 @@ async fn a_leaver_deleted_by_hand_has_nothing_to_disable() {
     let server = ScimServer::start().await;
     let proxy = Proxy::start(&server.url).await;
     let env = Env::new();
-    let mut groups_now = vec![("eng", vec![1, 2, 3]), ("ops", vec![3, 4])];
+    // user4 is in no group: scim2-server keeps a deleted user's id in its groups.
+    let groups_now = vec![("eng", vec![1, 2, 3])];
     env.write("users.csv", &users(4));
     env.write("groups.csv", &groups(&groups_now));
     env.write("dirsync.toml", &config_csv(&scim_target(&proxy.url)));
@@ -524,8 +544,6 @@ async fn a_leaver_deleted_by_hand_has_nothing_to_disable() {
         .expect("DELETE");
     assert!(deleted.status().is_success());
     env.write("users.csv", &users(3));
-    groups_now[1].1 = vec![3];
-    env.write("groups.csv", &groups(&groups_now));
     env.run(&["sync"], VARS).await.expect_code(0);
     assert_eq!(server.memberships().await, expected(&groups_now));
     assert!(
@@ -535,6 +553,43 @@ async fn a_leaver_deleted_by_hand_has_nothing_to_disable() {
     proxy.take();
     env.run(&["sync"], VARS).await.expect_code(0);
     assert_eq!(proxy.take(), []);
+}
+
+/// A service without filters is listed to the end before a deletion found in the
+/// listing is sent: a deletion sent while the listing pages shifts the later pages,
+/// and a user on a shifted page boundary would be taken as deleted while it stays.
+#[tokio::test]
+async fn deletions_found_by_listing_leave_no_user_behind() {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(&server.url).await;
+    proxy.hide_filter();
+    let env = Env::new();
+    env.write("users.csv", &users(12));
+    env.write("groups.csv", &groups(&[("all", (1..=12).collect())]));
+    let target = scim_target_with(&proxy.url, "delete", 100)
+        .replace("create_groups = true", "create_groups = true\npage_size = 3");
+    env.write("dirsync.toml", &config_csv(&target));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.active().await.len(), 12);
+
+    // The kept ids are lost (a database restored from before they were kept):
+    // every deletion searches.
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(env.db());
+    let pool = sqlx::SqlitePool::connect_with(opts).await.expect("open");
+    sqlx::query("DELETE FROM target_ids WHERE kind = 'user'")
+        .execute(&pool)
+        .await
+        .expect("forget the ids");
+    pool.close().await;
+    env.write("users.csv", &users(2));
+    env.write("groups.csv", &groups(&[("all", vec![1, 2])]));
+    env.run(&["sync", "--allow-removals"], VARS).await.expect_code(0);
+    let active = server.active().await;
+    assert_eq!(
+        active.keys().collect::<Vec<_>>(),
+        ["user1", "user2"],
+        "{active:?}"
+    );
 }
 
 /// The rows the state database keeps for `user`: (snapshot rows, kept target ids).

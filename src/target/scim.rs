@@ -7,7 +7,9 @@
 //! id forgets it and finds the entity again. `/ServiceProviderConfig` is read once,
 //! the first time a search or a delta needs it: a service without PATCH gets the
 //! group's whole list instead, and one without filters is searched by listing its
-//! users or groups page by page, every id seen kept for the rest of the run. A user
+//! users or groups page by page to the end (no create or deletion in flight while
+//! it pages), every id seen kept for the rest of the run. One entity is found or
+//! created by one operation at a time. A user
 //! who left is deleted by the service's id, and a user the service does not have
 //! (404, or not found) is already deleted. Every request goes through
 //! `send_with_retries` (auth, retries, pace), like the planned ones, but a create:
@@ -15,7 +17,7 @@
 //! was lost, and not at all to a service without filters.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 mod bulk;
 
@@ -86,6 +88,9 @@ struct Listing {
     next: Option<usize>,
 }
 
+/// Held by the one operation finding or creating an entity.
+type OneAtATime = Arc<tokio::sync::Mutex<()>>;
+
 /// The ids a SCIM service gave the entities of one target, and what it supports.
 #[derive(Debug)]
 pub(crate) struct Ids {
@@ -98,6 +103,13 @@ pub(crate) struct Ids {
     features: tokio::sync::OnceCell<Features>,
     /// Per kind, what the searches of a service without filters have listed.
     listed: tokio::sync::Mutex<BTreeMap<&'static str, Listing>>,
+    /// Held for writing while a listing pages, for reading while a create or a
+    /// deletion is in flight: neither moves an entity across a page boundary of a
+    /// listing under way.
+    listing: tokio::sync::RwLock<()>,
+    /// One lock per (kind, key) being found or created: a member of two groups is
+    /// created once, and the second finds the id the first kept.
+    resolving: std::sync::Mutex<BTreeMap<(&'static str, String), OneAtATime>>,
     /// How searches, creates and the configuration read are judged.
     endpoint: Endpoint,
 }
@@ -110,6 +122,8 @@ impl Ids {
             known: tokio::sync::Mutex::new(None),
             features: tokio::sync::OnceCell::new(),
             listed: tokio::sync::Mutex::new(BTreeMap::new()),
+            listing: tokio::sync::RwLock::new(()),
+            resolving: std::sync::Mutex::new(BTreeMap::new()),
             endpoint: Endpoint {
                 kind: EndpointKind::UpdateUser,
                 method: reqwest::Method::GET,
@@ -203,7 +217,13 @@ impl HttpTarget {
                 Resolved::Done(outcome) => return outcome,
                 Resolved::Send(sent) => sent,
             };
-            let mut outcome = self.push_as_planned(&sent, users).await;
+            let mut outcome = {
+                let _listing = match sent {
+                    Operation::DeleteUser(_) => Some(ids.listing.read().await),
+                    _ => None,
+                };
+                self.push_as_planned(&sent, users).await
+            };
             requests += outcome.attempts;
             outcome.attempts = requests;
             // The audit says what went out: a delta to a service without PATCH is
@@ -456,24 +476,20 @@ impl HttpTarget {
         key: &str,
         create: Option<String>,
     ) -> Result<Option<(String, bool)>, PushError> {
-        {
-            let mut known = ids.known.lock().await;
-            if known.is_none() {
-                let loaded = match ids.store.get() {
-                    Some(store) => store
-                        .target_ids(&self.name)
-                        .await
-                        .map_err(|e| PushError::Transient(format!("cannot read the kept ids: {e}")))?,
-                    None => BTreeMap::new(),
-                };
-                *known = Some(loaded);
-            }
-            if let Some(id) = known
-                .as_ref()
-                .and_then(|k| k.get(&(kind.key().to_owned(), key.to_owned())))
-            {
-                return Ok(Some((id.clone(), false)));
-            }
+        if let Some(id) = self.kept_id(ids, kind, key).await? {
+            return Ok(Some((id, false)));
+        }
+        let one = Arc::clone(
+            ids.resolving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((kind.key(), key.to_owned()))
+                .or_default(),
+        );
+        let _resolving = one.lock().await;
+        // Found or created meanwhile by another operation (a member of two groups).
+        if let Some(id) = self.kept_id(ids, kind, key).await? {
+            return Ok(Some((id, false)));
         }
         if let Some(id) = self.search(ids, kind, key).await? {
             self.keep(ids, kind, key, &id).await?;
@@ -494,15 +510,12 @@ impl HttpTarget {
         };
         let mut attempt = 1;
         let (outcome, answer) = loop {
-            let (outcome, answer) = self
-                .call_attempts(
-                    ids,
-                    reqwest::Method::POST,
-                    kind.resources().to_owned(),
-                    body.clone(),
-                    1,
-                )
-                .await;
+            let (outcome, answer) = {
+                let _listing = ids.listing.read().await;
+                let path = kind.resources().to_owned();
+                self.call_attempts(ids, reqwest::Method::POST, path, body.clone(), 1)
+                    .await
+            };
             let transient = matches!(outcome.result, Err(PushError::Transient(_))) && !outcome.stop_target;
             if !transient || attempt >= attempts {
                 break (outcome, answer);
@@ -554,6 +567,25 @@ impl HttpTarget {
         }
     }
 
+    /// The id kept for `key`, from the store the first time.
+    async fn kept_id(&self, ids: &Ids, kind: Kind, key: &str) -> Result<Option<String>, PushError> {
+        let mut known = ids.known.lock().await;
+        if known.is_none() {
+            let loaded = match ids.store.get() {
+                Some(store) => store
+                    .target_ids(&self.name)
+                    .await
+                    .map_err(|e| PushError::Transient(format!("cannot read the kept ids: {e}")))?,
+                None => BTreeMap::new(),
+            };
+            *known = Some(loaded);
+        }
+        Ok(known
+            .as_ref()
+            .and_then(|k| k.get(&(kind.key().to_owned(), key.to_owned())))
+            .cloned())
+    }
+
     /// Searches the service for the entity whose filter attribute is `key`, page by
     /// page (`startIndex`, `count`).
     async fn search(&self, ids: &Ids, kind: Kind, key: &str) -> Result<Option<String>, PushError> {
@@ -580,8 +612,8 @@ impl HttpTarget {
     }
 
     /// A search of a service without filters: the kind's entities listed page by
-    /// page, each page at most once a run (one listing at a time), what it shows kept
-    /// for the searches after.
+    /// page to the end, once a run (one listing at a time), what it shows kept for
+    /// the searches after.
     async fn search_listing(&self, ids: &Ids, kind: Kind, key: &str) -> Result<Option<String>, PushError> {
         let mut listings = ids.listed.lock().await;
         let listing = listings.entry(kind.key()).or_insert_with(|| Listing {
@@ -595,7 +627,7 @@ impl HttpTarget {
             if let Some((_, id)) = same.iter().find(|(k, _)| k == key) {
                 return Ok(Some(id.clone()));
             }
-            let Some(start) = listing.next else {
+            let Some(mut start) = listing.next else {
                 // `externalId` is compared with case (RFC 7643 §3.1), `userName` and
                 // `displayName` without.
                 if kind.attribute(ids) == "externalId" {
@@ -603,12 +635,33 @@ impl HttpTarget {
                 }
                 return Ok(same.first().map(|(_, id)| id.clone()));
             };
-            let (resources, next) = self.page(ids, kind, "", start).await?;
-            for (k, id) in resources.iter().filter_map(|r| kind.id_by_key(ids, r)) {
-                let same = listing.seen.entry(k.to_ascii_lowercase()).or_default();
-                same.push((k.to_owned(), id.to_owned()));
+            // Read to the end with no create or deletion in flight: one sent between
+            // two pages would shift the later ones, and an entity on the boundary
+            // would be missed, then taken as deleted or created again.
+            let _listing = ids.listing.write().await;
+            loop {
+                let (resources, next) = match self.page(ids, kind, "", start).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        // A later search lists from the start, not from a page that
+                        // may have shifted since.
+                        *listing = Listing {
+                            seen: BTreeMap::new(),
+                            next: Some(1),
+                        };
+                        return Err(e);
+                    }
+                };
+                for (k, id) in resources.iter().filter_map(|r| kind.id_by_key(ids, r)) {
+                    let same = listing.seen.entry(k.to_ascii_lowercase()).or_default();
+                    same.push((k.to_owned(), id.to_owned()));
+                }
+                listing.next = next;
+                match next {
+                    Some(n) => start = n,
+                    None => break,
+                }
             }
-            listing.next = next;
         }
     }
 
