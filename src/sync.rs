@@ -453,7 +453,7 @@ pub async fn run(
     let clients = async {
         targets
             .iter()
-            .map(|tc| HttpTarget::new(tc))
+            .map(|tc| HttpTarget::new(tc).map(|t| t.stops_with(cancel)))
             .collect::<Result<Vec<_>, _>>()
     };
     let read = async {

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::group_members::{GroupMembersApi, KEY};
+use common::group_members::{Fault, GroupMembersApi, KEY};
 use common::{Env, Run, config_group_members, expected_state, groups_csv, users_csv};
 
 const GROUPS: &[(&str, &[u64])] = &[
@@ -404,4 +404,52 @@ async fn a_reloaded_healthy_within_applies() {
     }
     let stderr = common::stop_service(child).await;
     assert!(stderr.contains("Reloaded the configuration"), "{stderr}");
+}
+
+/// A stop while the target asked to wait (`Retry-After`) sends nothing more: the
+/// run records the operation as failed and ends at once, instead of waiting out
+/// the pause and the grace period and ending unrecorded.
+#[tokio::test]
+async fn a_stop_during_a_retry_after_pause_ends_the_run_at_once() {
+    let mock = GroupMembersApi::start().await;
+    mock.lock().faults.extend((0..5).map(|_| Fault::Unavailable(20)));
+    let env = Env::new();
+    env.write("users.csv", &users_csv(2));
+    env.write("groups.csv", &groups_csv(&GROUPS[..1]));
+    let config = config_group_members(&mock.uri(), "")
+        .replace("max_attempts = 2", "max_attempts = 5\nmax_retry_after = \"60s\"")
+        + "\n[daemon]\nrun_at_start = true\nshutdown_grace = \"30s\"\n";
+    env.write("dirsync.toml", &config);
+    let child = env
+        .command(&["run"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.request_count().await == 0 {
+        assert!(Instant::now() < deadline, "no request reached the target");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
+    let stderr = common::stop_service(child).await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop: {stderr}",
+        stopping.elapsed()
+    );
+    assert_eq!(mock.request_count().await, 1, "{stderr}");
+    assert!(
+        stderr.contains("not sent again: the run is stopping") && !stderr.contains("grace period ended"),
+        "{stderr}"
+    );
+    let pool = common::sqlite(&env.db()).await;
+    let unfinished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE outcome IS NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("runs");
+    assert_eq!(unfinished, 0, "every run is recorded as finished");
 }

@@ -192,7 +192,7 @@ pub async fn apply(
         }
         prepared.push(Prepared {
             config: tc,
-            target: HttpTarget::new(tc)?,
+            target: HttpTarget::new(tc)?.stops_with(cancel),
             plan: Plan {
                 ops: t.operations.clone(),
                 ..Plan::default()

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderValue, RETRY_AFTER};
 
 use crate::config::TargetConfig;
@@ -109,6 +111,9 @@ pub struct HttpTarget {
     window: Arc<Window>,
     /// A SCIM service's ids for the entities dirsync maps, when the target is one.
     pub(super) scim: Option<Arc<scim::Ids>>,
+    /// Once cancelled (the run is stopping), no request starts: not a retry, nor
+    /// one waiting for its turn.
+    stopping: CancellationToken,
 }
 
 impl HttpTarget {
@@ -133,6 +138,7 @@ impl HttpTarget {
                 config.spec.concurrency_increase_after,
             )),
             scim: config.spec.scim.clone().map(|s| Arc::new(scim::Ids::new(s))),
+            stopping: CancellationToken::new(),
         })
     }
 
@@ -267,6 +273,12 @@ impl HttpTarget {
     /// Sends `req` until it is confirmed, refused or out of attempts. With `kept_answer`,
     /// the last answer's body (secrets redacted) is left there, for a caller that
     /// reads ids out of it.
+    /// Starts no request once `stop` is cancelled.
+    pub(crate) fn stops_with(mut self, stop: &CancellationToken) -> HttpTarget {
+        self.stopping = stop.child_token();
+        self
+    }
+
     pub(super) async fn send_with_retries(
         &self,
         ep: &Endpoint,
@@ -290,9 +302,19 @@ impl HttpTarget {
         let retry = &self.spec.retry;
         let mut outcome = PushOutcome::with(Ok(None));
         loop {
-            self.pacer.wait_turn().await;
+            let turn = async {
+                self.pacer.wait_turn().await;
+                self.window.enter().await
+            };
+            let slot = tokio::select! {
+                biased;
+                _ = self.stopping.cancelled() => {
+                    outcome.result = Err(stopped(std::mem::replace(&mut outcome.result, Ok(None))));
+                    return outcome;
+                }
+                slot = turn => slot,
+            };
             outcome.attempts += 1;
-            let slot = self.window.enter().await;
             let answer = self.send_once(req).await;
             drop(slot);
             let (verdict, retry_after) = match answer {
@@ -378,10 +400,14 @@ impl HttpTarget {
             if retry_after.is_none() {
                 let delay = backoff(retry, attempts, rand::random::<f64>());
                 tracing::debug!(target_name = %self.name, attempts, delay_ms = delay.as_millis() as u64, %error, "Retrying after a transient failure.");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.stopping.cancelled() => {}
+                }
             } else {
                 tracing::debug!(target_name = %self.name, attempts, %error, "Retrying when the target's Retry-After has passed.");
             }
+            outcome.result = Err(error);
         }
     }
 
@@ -488,6 +514,15 @@ pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
         source = s.source();
     }
     msg
+}
+
+/// What an operation that the run's stop kept from sending (again) failed with: its
+/// last attempt's error, or that it was not sent.
+fn stopped(last: Result<Option<request::Drift>, PushError>) -> PushError {
+    match last {
+        Err(e) => PushError::Transient(format!("{e}; not sent again: the run is stopping")),
+        Ok(_) => PushError::Transient("not sent: the run is stopping".into()),
+    }
 }
 
 /// Exponential backoff with full jitter: a uniform wait in `[0, min(cap, base·2ⁿ)]`.
