@@ -1341,3 +1341,27 @@ async fn a_failed_deletion_is_sent_again_and_a_404_confirms_it() {
     env.run(&["sync"], VARS).await.expect_code(0);
     assert_eq!(server.received_requests().await.unwrap_or_default().len(), sent);
 }
+
+/// A group found by `displayName` whose target id is not its name is not created:
+/// no search would find it again, so every run that lost its id would make one
+/// more. The error says what to change; the users are created as usual.
+#[tokio::test]
+async fn a_group_that_no_search_would_find_is_not_created() {
+    let server = ScimServer::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users(3));
+    env.write("groups.csv", &groups(&[("eng", vec![1, 2])]));
+    let target = scim_target(&server.url).replace("{{ group.name }}", "{{ group.id }}");
+    env.write("dirsync.toml", &config_csv(&target));
+    let run = env.run(&["sync"], VARS).await;
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "not created: the group would be made with displayName \"eng\", but is found by displayName \"g0\""
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.all("/Groups").await.len(), 0);
+    assert_eq!(server.active().await.len(), 3);
+}

@@ -496,6 +496,7 @@ impl HttpTarget {
             return Ok(Some((id, false)));
         }
         let Some(body) = create else { return Ok(None) };
+        self.findable(ids, kind, key, &body)?;
         // A create is never sent again blind: the service may have made the entity
         // before its answer was lost (a timeout, a proxy's 502), and a second POST
         // would make another (`displayName` need not be unique). Before each retry
@@ -565,6 +566,37 @@ impl HttpTarget {
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// Refuses a create that no search would find again: one whose lookup attribute
+    /// (`userName`, `displayName` or `externalId`) is not `key`. It would be made on
+    /// every run that lost its kept id, and an entity already in the service under
+    /// the key would never be found.
+    fn findable(&self, ids: &Ids, kind: Kind, key: &str, body: &str) -> Result<(), PushError> {
+        let attr = kind.attribute(ids);
+        let made = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|b| b.get(attr).and_then(Value::as_str).map(str::to_owned));
+        let found = made.as_deref().is_some_and(|v| match attr {
+            // `externalId` is compared with case (RFC 7643 §3.1), `userName` and
+            // `displayName` without.
+            "externalId" => v == key,
+            _ => v.eq_ignore_ascii_case(key),
+        });
+        if found {
+            return Ok(());
+        }
+        let made = made.map_or_else(|| format!("no {attr}"), |v| format!("{attr} {v:?}"));
+        let fix = match kind {
+            Kind::Group => {
+                "make the group's target_id what it is found by (`target_id = \"{{ group.name }}\"` with `displayName`), or set `scim.group_filter = \"externalId\"`"
+            }
+            Kind::User => "make `users.id_template` give what the update body sends as that attribute",
+        };
+        Err(PushError::Rejected(self.redact(&format!(
+            "not created: the {} would be made with {made}, but is found by {attr} {key:?}, so no later search would find it; {fix}",
+            kind.key()
+        ))))
     }
 
     /// The id kept for `key`, from the store the first time.
