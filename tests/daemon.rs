@@ -52,6 +52,17 @@ fn notify_socket(env: &Env) -> (std::path::PathBuf, Arc<Mutex<Vec<String>>>) {
     (path, messages)
 }
 
+/// `dirsync run` on the env's config, its log kept for `common::stop_service`.
+fn start_service(env: &Env) -> tokio::process::Child {
+    env.command(&["run"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn")
+}
+
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
@@ -323,14 +334,7 @@ async fn a_resync_due_during_a_sync_runs_after_it() {
                 "\n[daemon]\nrun_at_start = true\nresync_schedule = \"{resync}\"\nshutdown_grace = \"10s\"\n"
             )),
     );
-    let child = env
-        .command(&["run"])
-        .env("TEST_OFFICE_KEY", KEY)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
+    let child = start_service(&env);
     let db = env.db();
     let deadline = Instant::now() + Duration::from_secs(30);
     let commands = loop {
@@ -370,14 +374,7 @@ async fn a_reloaded_healthy_within_applies() {
     let port = free_port();
     let hour = config(&mock, port, ".*") + "healthy_within = \"1h\"\n";
     env.write("dirsync.toml", &hour);
-    let child = env
-        .command(&["run"])
-        .env("TEST_OFFICE_KEY", KEY)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
+    let child = start_service(&env);
     let pid = child.id().expect("pid");
     wait_for("the scheduled sync", || mock.groups() == expected_state(GROUPS)).await;
     let client = reqwest::Client::new();
@@ -420,14 +417,7 @@ async fn a_stop_during_a_retry_after_pause_ends_the_run_at_once() {
         .replace("max_attempts = 2", "max_attempts = 5\nmax_retry_after = \"60s\"")
         + "\n[daemon]\nrun_at_start = true\nshutdown_grace = \"30s\"\n";
     env.write("dirsync.toml", &config);
-    let child = env
-        .command(&["run"])
-        .env("TEST_OFFICE_KEY", KEY)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
+    let child = start_service(&env);
     let deadline = Instant::now() + Duration::from_secs(30);
     while mock.request_count().await == 0 {
         assert!(Instant::now() < deadline, "no request reached the target");
