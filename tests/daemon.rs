@@ -8,6 +8,8 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::Timelike;
+
 use common::group_members::{Fault, GroupMembersApi, KEY};
 use common::{Env, Run, config_group_members, expected_state, groups_csv, users_csv};
 
@@ -320,21 +322,33 @@ async fn a_restarted_service_reports_the_last_recorded_success() {
 #[tokio::test]
 async fn a_resync_due_during_a_sync_runs_after_it() {
     let mock = GroupMembersApi::start().await;
-    // Each request takes 4 s: the sync at start is under way when the resync falls due.
-    mock.lock().delay = Duration::from_secs(4);
+    // The sync at start's request takes 8 s: it is under way when the resync falls
+    // due, 4 to 5 s after the start.
+    mock.lock().delay = Duration::from_secs(8);
     let env = Env::new();
     env.write("users.csv", &users_csv(2));
     env.write("groups.csv", &groups_csv(&GROUPS[..1]));
-    let tick = chrono::Local::now() + chrono::Duration::seconds(3);
+    // Cron has whole seconds.
+    let tick = (chrono::Local::now() + chrono::Duration::seconds(5))
+        .with_nanosecond(0)
+        .expect("a whole second");
     let resync = tick.format("%S %M %H * * *");
     env.write(
         "dirsync.toml",
-        &(config_group_members(&mock.uri(), "")
+        &(config_group_members(&mock.uri(), "").replace("timeout = \"5s\"", "timeout = \"20s\"")
             + &format!(
                 "\n[daemon]\nrun_at_start = true\nresync_schedule = \"{resync}\"\nshutdown_grace = \"10s\"\n"
             )),
     );
     let child = start_service(&env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mock.request_count().await == 0 {
+        assert!(Instant::now() < deadline, "no request reached the target");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(chrono::Local::now() < tick, "the service took too long to start");
+    // Only that first request is slow.
+    mock.lock().delay = Duration::ZERO;
     let db = env.db();
     let deadline = Instant::now() + Duration::from_secs(30);
     let commands = loop {

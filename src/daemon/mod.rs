@@ -180,6 +180,13 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
                 _ = sleep_or_forever(retry_wait) => Due { run: Some(Mode::Sync), verify: false },
                 _ = signals.shutdown.cancelled() => break,
                 Some(()) = signals.reload.recv() => {
+                    // What fell due under the old schedules is owed; the new ones
+                    // count from now.
+                    let now = Local::now();
+                    let idle = Due { run: None, verify: false };
+                    owed = Some(schedule::owed(schedules(&config), &seen, &now, idle))
+                        .filter(|d| d.run.is_some() || d.verify);
+                    seen = now;
                     config = reload(config_path, config);
                     shared.health.lock().unwrap_or_else(|e| e.into_inner()).healthy_within = config.daemon.healthy_within;
                     if let Some(w) = watcher.take() {

@@ -63,11 +63,11 @@ pub fn next<Tz: TimeZone>(schedules: Schedules<'_>, after: &DateTime<Tz>) -> Opt
     Some((at, due))
 }
 
-/// What fell due in `(from, to]` that `done`, what the service ran in that time, does
-/// not cover: a resync tick that no resync covered, a verify tick that no verify
-/// covered, and a sync tick when nothing ran. A tick that fell while a run of its
-/// kind was under way is covered by it (`missed` counts those). The service runs
-/// what is owed at once, once however many ticks of a kind fell.
+/// What fell due in `(from, to]` that `done`, the work the service did in that time,
+/// does not cover: a resync tick when no resync ran, a verify tick when no verify
+/// ran, and a sync tick when no run at all (a verify alone). A tick of a kind that
+/// ran in that time is covered by it (`missed` counts those that fell inside it).
+/// The service runs what is owed at once, once however many ticks of a kind fell.
 pub fn owed<Tz: TimeZone>(
     schedules: Schedules<'_>,
     from: &DateTime<Tz>,
