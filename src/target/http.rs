@@ -279,6 +279,19 @@ impl HttpTarget {
         self
     }
 
+    /// Waits the backoff before attempt `attempt + 1`; false when the retries are
+    /// spent or the run is stopping.
+    pub(super) async fn wait_to_retry(&self, attempt: u32) -> bool {
+        let retry = &self.spec.retry;
+        if attempt >= retry.max_attempts || self.stopping.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff(retry, attempt, rand::random::<f64>())) => true,
+            _ = self.stopping.cancelled() => false,
+        }
+    }
+
     pub(super) async fn send_with_retries(
         &self,
         ep: &Endpoint,

@@ -86,6 +86,9 @@ struct Listing {
     seen: BTreeMap<String, Vec<(String, String)>>,
     /// Where the next page starts; `None` once the last was read.
     next: Option<usize>,
+    /// Why a page could not be read: the searches of the rest of the run fail with
+    /// it rather than list again from the start.
+    failed: Option<String>,
 }
 
 /// Held by the one operation finding or creating an entity.
@@ -214,7 +217,11 @@ impl HttpTarget {
                 Err(e) => return PushOutcome::with(Err(e)),
             };
             let sent = match resolved {
-                Resolved::Done(outcome) => return outcome,
+                Resolved::Done(mut outcome) => {
+                    // A request sent before the entity was found gone counts.
+                    outcome.attempts += requests;
+                    return outcome;
+                }
                 Resolved::Send(sent) => sent,
             };
             let mut outcome = {
@@ -500,15 +507,10 @@ impl HttpTarget {
         // A create is never sent again blind: the service may have made the entity
         // before its answer was lost (a timeout, a proxy's 502), and a second POST
         // would make another (`displayName` need not be unique). Before each retry
-        // the service is searched again. A service without filters, whose listing
-        // this run has read already, is not sent the create again: the next run
-        // lists it afresh.
-        let retry = &self.spec().retry;
-        let attempts = if self.features(ids).await.filter {
-            retry.max_attempts
-        } else {
-            1
-        };
+        // the service is searched again, but after a 429, which made nothing. A
+        // service without filters, whose listing this run has read already, is sent
+        // the create again only after a 429: the next run lists it afresh.
+        let filters = self.features(ids).await.filter;
         let mut attempt = 1;
         let (outcome, answer) = loop {
             let (outcome, answer) = {
@@ -518,23 +520,19 @@ impl HttpTarget {
                     .await
             };
             let transient = matches!(outcome.result, Err(PushError::Transient(_))) && !outcome.stop_target;
-            if !transient || attempt >= attempts {
+            let made_nothing = outcome.status == Some(429);
+            if !transient || !(made_nothing || filters) || !self.wait_to_retry(attempt).await {
                 break (outcome, answer);
             }
-            tokio::time::sleep(crate::target::http::backoff(
-                retry,
-                attempt,
-                rand::random::<f64>(),
-            ))
-            .await;
+            attempt += 1;
+            if made_nothing {
+                continue;
+            }
             if let Some(id) = self.search(ids, kind, key).await? {
                 tracing::info!(target_name = %self.name, kind = kind.key(), key = %key, id = %id, "Found the entity a create made before its answer was lost.");
                 self.keep(ids, kind, key, &id).await?;
-                // A group made by the create is empty and gets its whole list; a user
-                // gets the update, whatever body made it.
-                return Ok(Some((id, kind == Kind::Group)));
+                return Ok(Some((id, made_now(kind))));
             }
-            attempt += 1;
         };
         match outcome.result {
             Ok(_) => {
@@ -553,11 +551,12 @@ impl HttpTarget {
                 self.keep(ids, kind, key, &id).await?;
                 Ok(Some((id, true)))
             }
-            // Created meanwhile by another request of this run (a member of two groups).
+            // The service has it, though a search did not show it: made by a create
+            // whose answer was lost, or not yet in the service's search results.
             Err(_) if outcome.status == Some(409) => match self.search(ids, kind, key).await? {
                 Some(id) => {
                     self.keep(ids, kind, key, &id).await?;
-                    Ok(Some((id, false)))
+                    Ok(Some((id, made_now(kind))))
                 }
                 None => Err(outcome
                     .result
@@ -651,7 +650,11 @@ impl HttpTarget {
         let listing = listings.entry(kind.key()).or_insert_with(|| Listing {
             seen: BTreeMap::new(),
             next: Some(1),
+            failed: None,
         });
+        if let Some(why) = &listing.failed {
+            return Err(PushError::Transient(why.clone()));
+        }
         let folded = key.to_ascii_lowercase();
         loop {
             let same = listing.seen.get(&folded).map_or(&[][..], Vec::as_slice);
@@ -675,12 +678,10 @@ impl HttpTarget {
                 let (resources, next) = match self.page(ids, kind, "", start).await {
                     Ok(page) => page,
                     Err(e) => {
-                        // A later search lists from the start, not from a page that
-                        // may have shifted since.
-                        *listing = Listing {
-                            seen: BTreeMap::new(),
-                            next: Some(1),
-                        };
+                        // Not listed again from a page that may have shifted since,
+                        // nor from the start by every search that follows.
+                        listing.failed =
+                            Some(format!("the {} listing failed at item {start}: {e}", kind.key()));
                         return Err(e);
                     }
                 };
@@ -808,6 +809,13 @@ impl HttpTarget {
             .await;
         (outcome, serde_json::from_str(&answer).ok())
     }
+}
+
+/// Whether an entity found after a create that may have made it counts as created
+/// now: a group made by the create is empty and gets its whole list; a user gets
+/// the update, whatever body made it.
+fn made_now(kind: Kind) -> bool {
+    kind == Kind::Group
 }
 
 /// An operation confirmed with no request: what it asks of the service is so already.
