@@ -514,18 +514,25 @@ pub async fn run(
         (None, Some(s)) => (crate::store::count(s.users), crate::store::count(s.groups)),
         (None, None) => (0, 0),
     };
+    // A target not planned still has the invalid source data it was last planned with.
+    let mut not_planned = Vec::new();
+    for tc in &skipped {
+        let invalid = match &store {
+            Some(s) => s.known_invalid(&tc.name).await?.len(),
+            None => 0,
+        };
+        not_planned.push(TargetReport {
+            name: tc.name.clone(),
+            invalid,
+            ..TargetReport::default()
+        });
+    }
     let mut report = Report {
         run_id: None,
         mode: Some(opts.mode),
         source_users,
         source_groups,
-        targets: skipped
-            .iter()
-            .map(|tc| TargetReport {
-                name: tc.name.clone(),
-                ..TargetReport::default()
-            })
-            .collect(),
+        targets: not_planned,
         approved: None,
         source_read: Some(SourceReadReport {
             mode: decision.mode.as_str(),

@@ -345,6 +345,19 @@ async fn invalid_source_data_is_reported_once_per_change_then_quiet() {
     assert!(!run.stderr.contains("until the data changes"), "{}", run.stderr);
     assert_eq!(skipped(&env.audit_rows().await), 1);
 
+    // Unchanged again: the target is not planned, and the run still counts the
+    // invalid user (`dirsync_invalid_entities` comes from it).
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    let pool = common::sqlite(&env.db()).await;
+    let summary: String = sqlx::query_scalar("SELECT summary FROM runs ORDER BY id DESC LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .expect("the last run");
+    pool.close().await;
+    let summary: serde_json::Value = serde_json::from_str(&summary).expect("JSON");
+    assert_eq!(summary["targets"][0]["planned"], 0, "{summary}");
+    assert_eq!(summary["targets"][0]["invalid"], 1, "{summary}");
+
     // Other invalid data for the same user is reported again.
     rows[1].2 = "still not a phone";
     env.write("users.csv", &users_csv(&rows));
