@@ -237,7 +237,8 @@ impl Metrics {
     }
 
     /// Records what a verify found, for each target it could read back. A target
-    /// with a group that could not be read keeps its last complete verify's time.
+    /// with a group that could not be read keeps its last complete verify's time,
+    /// and a drift no lower than before: the groups not read may still differ.
     pub(crate) fn observe_verify(&self, report: &crate::verify::Report) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -245,9 +246,10 @@ impl Metrics {
             .as_secs_f64();
         for t in &report.targets {
             let target = labels(&[("target", &t.target)]);
-            self.drift_members
-                .get_or_create(&target)
-                .set(t.drifted_members as i64);
+            let drift = self.drift_members.get_or_create(&target);
+            if t.unreadable_groups == 0 || t.drifted_members as i64 > drift.get() {
+                drift.set(t.drifted_members as i64);
+            }
             if t.unreadable_groups == 0 {
                 self.last_verify.get_or_create(&target).set(now);
             }
@@ -443,6 +445,33 @@ mod tests {
         assert!(
             !text.contains("dirsync_last_verify_timestamp_seconds{target=\"partly\"}"),
             "{text}"
+        );
+
+        // A verify that could not read every group does not lower the drift: the
+        // groups it did not read may still differ. One that read them all does.
+        let report = |office| Report {
+            targets: vec![office, summary("partly", 0, 4)],
+            ..Report::default()
+        };
+        m.observe_verify(&report(summary("office", 1, 3)));
+        let text = m.encode_text();
+        assert!(
+            text.contains("dirsync_drift_members{target=\"office\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dirsync_drift_members{target=\"partly\"} 1\n"),
+            "{text}"
+        );
+        m.observe_verify(&report(summary("office", 5, 1)));
+        assert!(
+            m.encode_text()
+                .contains("dirsync_drift_members{target=\"office\"} 5\n")
+        );
+        m.observe_verify(&report(summary("office", 0, 0)));
+        assert!(
+            m.encode_text()
+                .contains("dirsync_drift_members{target=\"office\"} 0\n")
         );
     }
 }
