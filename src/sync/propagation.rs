@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::model::Directory;
-use crate::plan::{Operation, Plan};
+use crate::plan::{Operation, Plan, Reason};
 
 /// The change time each planned operation carries, by entity.
 #[derive(Debug, Default)]
@@ -27,11 +27,16 @@ impl ChangeTimes {
     /// For each operation of `plan`: a user's own change time; for a group, the
     /// latest among the group entry and its members, since a member's change (a new
     /// member's details, say) is what may have caused the request. Only times after
-    /// `since` count; `None` measures nothing.
+    /// `since` count, to the millisecond it is kept in; `None` measures nothing, and
+    /// so does a resync's operation, which need not stem from a change.
     pub(crate) fn of_plan(plan: &Plan, dir: &Directory, since: Option<SystemTime>) -> ChangeTimes {
         let mut times = ChangeTimes::default();
         let Some(since) = since else { return times };
-        let after = |t: Option<SystemTime>| t.filter(|t| *t > since);
+        let millis = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        };
+        let after = |t: Option<SystemTime>| t.filter(|t| millis(*t) > millis(since));
         // The users changed since then, once: usually few, so a group's members are
         // checked against them instead of each looked up in the whole directory.
         let changed: HashMap<&str, SystemTime> = dir
@@ -41,6 +46,8 @@ impl ChangeTimes {
             .collect();
         for op in &plan.ops {
             match op {
+                Operation::ReplaceMembers(g) if g.reason == Reason::Resync => {}
+                Operation::UpdateUser(u) if u.reason == Reason::Resync => {}
                 Operation::ReplaceMembers(g) => {
                     let Some(group) = dir.groups.get(&g.group.source_id) else {
                         continue;
@@ -114,7 +121,7 @@ mod tests {
     use super::*;
     use crate::mapping::{DesiredGroup, DesiredUser};
     use crate::model::{Group, User};
-    use crate::plan::{GroupOp, Reason, UserOp};
+    use crate::plan::{GroupOp, UserOp};
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -187,5 +194,24 @@ mod tests {
 
         let nothing = ChangeTimes::of_plan(&plan, &dir, None);
         assert!(nothing.groups.is_empty() && nothing.users.is_empty());
+
+        // The confirmed time is kept in whole milliseconds: a change within the
+        // millisecond it names (a file's mtime, in nanoseconds) is not after it.
+        let mut plan = Plan {
+            ops: vec![user_op("u3")],
+            ..Plan::default()
+        };
+        if let Operation::UpdateUser(u) = &mut plan.ops[0] {
+            u.user.user.changed_at = Some(t(500) + Duration::from_nanos(700_000));
+        }
+        let confirmed = ChangeTimes::of_plan(&plan, &dir, Some(t(500)));
+        assert!(confirmed.users.is_empty(), "the same millisecond");
+
+        // A resync pushes what did not change as well: it measures nothing.
+        let mut resync = plan;
+        if let Operation::UpdateUser(u) = &mut resync.ops[0] {
+            u.reason = Reason::Resync;
+        }
+        assert!(ChangeTimes::of_plan(&resync, &dir, Some(t(100))).users.is_empty());
     }
 }
