@@ -9,6 +9,7 @@
 //! confirms it, because the failure kept `changed_through` where it was.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -21,6 +22,10 @@ use crate::plan::{Operation, Plan, Reason};
 pub(crate) struct ChangeTimes {
     groups: HashMap<String, SystemTime>,
     users: HashMap<String, SystemTime>,
+    /// A group's change sent as several operations (member deltas of at most N
+    /// members): how many are not confirmed yet. The change is measured once, when
+    /// the last is.
+    parts: HashMap<String, AtomicUsize>,
 }
 
 impl ChangeTimes {
@@ -59,6 +64,11 @@ impl ChangeTimes {
                     let latest = members.chain(after(group.changed_at)).max();
                     if let Some(t) = latest {
                         times.groups.insert(g.group.id.clone(), t);
+                        times
+                            .parts
+                            .entry(g.group.id.clone())
+                            .or_default()
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Operation::UpdateUser(u) => {
@@ -73,10 +83,14 @@ impl ChangeTimes {
         times
     }
 
-    /// Seconds from the change `op` carries to now, its confirmation.
+    /// Seconds from the change `op` carries to now, its confirmation; for a group
+    /// whose change went as several operations, only at the last one's.
     pub(crate) fn seconds_to_now(&self, op: &Operation) -> Option<f64> {
         let at = match op {
-            Operation::ReplaceMembers(g) => self.groups.get(&g.group.id),
+            Operation::ReplaceMembers(g) => {
+                let left = self.parts.get(&g.group.id)?.fetch_sub(1, Ordering::Relaxed);
+                self.groups.get(&g.group.id).filter(|_| left == 1)
+            }
             Operation::UpdateUser(u) => self.users.get(&u.user.id),
             Operation::DeleteUser(_) => None,
         }?;
@@ -194,6 +208,15 @@ mod tests {
 
         let nothing = ChangeTimes::of_plan(&plan, &dir, None);
         assert!(nothing.groups.is_empty() && nothing.users.is_empty());
+
+        // A change sent as two member deltas is measured once, at the second.
+        let halves = Plan {
+            ops: vec![group_op("G1"), group_op("G1")],
+            ..Plan::default()
+        };
+        let times = ChangeTimes::of_plan(&halves, &dir, Some(t(150)));
+        assert_eq!(times.seconds_to_now(&halves.ops[0]), None);
+        assert!(times.seconds_to_now(&halves.ops[1]).is_some());
 
         // The confirmed time is kept in whole milliseconds: a change within the
         // millisecond it names (a file's mtime, in nanoseconds) is not after it.
