@@ -251,6 +251,26 @@ pub(crate) fn target_ids_of(
         .collect()
 }
 
+/// The directory's users whose target id is among `ids`, as the target should have
+/// them.
+pub(crate) fn users_with_target_ids(
+    dir: &Directory,
+    ids: &BTreeSet<String>,
+    users: &UserIdSource,
+    templates: &Templates,
+) -> BTreeMap<String, DesiredUser> {
+    dir.users
+        .values()
+        .filter_map(|u| {
+            let id = target_user_id(u, users, templates).ok()?;
+            ids.contains(id.as_ref()).then(|| {
+                let id = id.into_owned();
+                (id.clone(), DesiredUser { id, user: u.clone() })
+            })
+        })
+        .collect()
+}
+
 /// A source group that is mapped, and the target group it becomes.
 struct MappedGroup<'d> {
     group: &'d Group,

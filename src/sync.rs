@@ -883,7 +883,7 @@ fn prepare<'c>(
     } else {
         Default::default()
     };
-    let users = Arc::new(std::mem::take(&mut desired.users));
+    let mut users = Arc::new(std::mem::take(&mut desired.users));
     // Each entity's request is built and hashed with the secrets masked; the push
     // renders the ones it sends again, with the real secrets.
     let mut groups = Vec::new();
@@ -921,6 +921,10 @@ fn prepare<'c>(
         plan::add_deletions(&mut plan, &snapshot, &left);
     }
     let hold = hold_removals(config, dir, &snapshot, &mut plan, policy, absent);
+    if needs_member_users {
+        let users = Arc::get_mut(&mut users).expect("the users are not shared before the plan is built");
+        invalid.extend(describe_kept(config, dir, &snapshot, &mut plan, users, &hold));
+    }
     rebuild_kept_groups(&target, &snapshot, &mut plan, &users, &hold);
     // After the removal policy: a delta carries the members it let through.
     let rules = plan::DeltaRules {
@@ -989,6 +993,79 @@ fn hold_removals(
             now: chrono::Utc::now(),
         },
     )
+}
+
+/// Puts into `users` the members the removal policy keeps in a group's list, for a
+/// target whose request gives each member's details (`member_users`): a member the
+/// mapping left out (in no mapped group any more) is described from the source, or
+/// as last pushed. A group that keeps a member nothing describes is not sent, and
+/// is reported: its list without that member would remove it. Pure.
+fn describe_kept(
+    config: &TargetConfig,
+    dir: &Directory,
+    snapshot: &Snapshot,
+    plan: &mut Plan,
+    users: &mut BTreeMap<String, DesiredUser>,
+    hold: &hold::Outcome,
+) -> Vec<Skipped> {
+    fn kept_in<'o>(op: &'o Operation, hold: &hold::Outcome) -> Option<&'o plan::GroupOp> {
+        match op {
+            Operation::ReplaceMembers(g) if hold.changed_groups.contains(&g.group.id) => Some(g),
+            _ => None,
+        }
+    }
+    let missing: BTreeSet<String> = plan
+        .ops
+        .iter()
+        .filter_map(|op| kept_in(op, hold))
+        .flat_map(|g| g.group.members.iter())
+        .filter(|id| !users.contains_key(*id))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    users.extend(mapping::users_with_target_ids(
+        dir,
+        &missing,
+        &config.users,
+        &config.templates,
+    ));
+    for id in &missing {
+        if let Some(user) = snapshot.users.get(id).and_then(|s| s.user.clone()) {
+            users
+                .entry(id.clone())
+                .or_insert_with(|| DesiredUser { id: id.clone(), user });
+        }
+    }
+    let mut unsendable = Vec::new();
+    plan.ops.retain(|op| {
+        let Some(g) = kept_in(op, hold) else {
+            return true;
+        };
+        let undescribed: Vec<&str> = g
+            .group
+            .members
+            .iter()
+            .filter(|id| !users.contains_key(*id))
+            .map(String::as_str)
+            .collect();
+        if undescribed.is_empty() {
+            return true;
+        }
+        unsendable.push(Skipped {
+            kind: "group",
+            id: g.group.id.clone(),
+            name: g.group.name.clone(),
+            reason: format!(
+                "not sent: it keeps {} member(s) the removal policy holds, protects or delays that the source no longer describes ({}), and this target's request gives each member's details, so a list without them would remove them; it is sent once they are approved away, come back, or are no longer protected",
+                undescribed.len(),
+                crate::text::first_few(&undescribed)
+            ),
+        });
+        false
+    });
+    unsendable
 }
 
 /// Builds again the requests of the groups that keep members (another list is sent);

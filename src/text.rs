@@ -30,6 +30,20 @@ pub fn visible(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The first five of `items`, joined by ", ", and how many more there are.
+pub(crate) fn first_few(items: impl IntoIterator<Item = impl std::fmt::Display>) -> String {
+    const SHOWN: usize = 5;
+    let mut items = items.into_iter();
+    let shown: Vec<String> = items.by_ref().take(SHOWN).map(|i| i.to_string()).collect();
+    let more = items.count();
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("{}{more}", shown.join(", "))
+}
+
 /// Text a target sent, made safe to keep in a log line or an audit row: [`visible`],
 /// and cut to about `max` bytes with the original length noted, so that it cannot
 /// bloat the audit log.

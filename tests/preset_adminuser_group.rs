@@ -174,3 +174,57 @@ async fn the_token_never_leaks() {
     assert_no_leak(TOKEN, &env.everything_visible(GOOD).await);
     assert!(!mock.lock().accepted.is_empty());
 }
+
+/// This API replaces a group's users with the ones its body names, with their
+/// details: members a per-group limit holds stay in that list. A held member still
+/// in the source (in no mapped group) is described from the source; once held
+/// members have left the source they cannot be described, and the group is not
+/// sent at all rather than sent without them.
+#[tokio::test]
+async fn members_held_by_a_group_limit_stay_in_the_pushed_list() {
+    let mock = AdminUserGroupApi::start().await;
+    let all: Vec<u64> = (1..=12).collect();
+    let limit =
+        "[targets.platform.safety]\nmax_removed_members_per_group_percent = 50\nper_group_min_members = 10\n";
+    let env = setup(&mock, &[("ops", &all)], limit);
+    env.write("users.csv", &users_csv(13));
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    assert_eq!(mock.lock().members(), expected_state(&[("ops", &all)]));
+
+    // Seven of twelve leave the group (they stay in the source); one joins.
+    let kept: &[u64] = &[1, 2, 3, 4, 5, 13];
+    env.write("groups.csv", &groups_csv(&[("ops", kept)]));
+    let run = env.run(&["sync"], GOOD).await;
+    assert!(run.stderr.contains("Held removals back"), "{}", run.stderr);
+    let with_held: Vec<u64> = (1..=13).collect();
+    assert_eq!(mock.lock().members(), expected_state(&[("ops", &with_held)]));
+    assert_eq!(
+        mock.lock().groups[&group_uuid(0)].users[&uuid(9)]["userName"],
+        "user9"
+    );
+
+    // They leave the source: nothing can describe them, so the group waits whole.
+    let mut users = String::from("id,username,email,tid\n");
+    for line in users_csv(13).lines().skip(1) {
+        let n: u64 = line
+            .split(',')
+            .next()
+            .and_then(|id| id.trim_start_matches('u').parse().ok())
+            .unwrap_or(0);
+        if kept.contains(&n) {
+            users.push_str(line);
+            users.push('\n');
+        }
+    }
+    env.write("users.csv", &users);
+    let before = mock.request_count().await;
+    let run = env.run(&["sync"], GOOD).await;
+    assert!(
+        run.stderr.contains("the source no longer describes"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.request_count().await, before, "{}", run.stderr);
+    assert_eq!(mock.lock().members(), expected_state(&[("ops", &with_held)]));
+    mock.assert_no_violations();
+}

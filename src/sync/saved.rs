@@ -178,16 +178,9 @@ pub async fn apply(
         let snapshot = store.load_snapshot(&t.name).await?;
         let changed = t.snapshot.changed(&Fingerprints::of(&snapshot));
         if !changed.is_empty() {
-            const SHOWN: usize = 5;
-            let more = changed.len().saturating_sub(SHOWN);
-            let more = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
             return Err(stale(format!(
-                "the target confirmed other changes since the plan was made: {}{more}",
-                changed.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ")
+                "the target confirmed other changes since the plan was made: {}",
+                crate::text::first_few(&changed)
             )));
         }
         prepared.push(Prepared {

@@ -416,21 +416,9 @@ impl HttpTarget {
             }
         }
         if required && !missing.is_empty() {
-            const SHOWN: usize = 5;
-            let more = missing.len().saturating_sub(SHOWN);
-            let names = missing
-                .iter()
-                .take(SHOWN)
-                .map(|k| format!("{k:?}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let more = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
+            let names = crate::text::first_few(missing.iter().map(|k| format!("{k:?}")));
             return Err(PushError::Rejected(self.redact(&format!(
-                "member(s) {names}{more} not found in the target by `{}`; set `scim.create_users = true` to create them",
+                "member(s) {names} not found in the target by `{}`; set `scim.create_users = true` to create them",
                 ids.settings.user_filter
             ))));
         }
