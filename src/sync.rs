@@ -959,10 +959,16 @@ fn hold_removals(
     absent: &BTreeMap<(String, String), chrono::DateTime<chrono::Utc>>,
 ) -> hold::Outcome {
     let settings = &config.removals;
-    // Protected members are named by target id or source id.
+    // Protected members are named by target id or source id: a source id is found
+    // in the source, or, for a user who left it, in the user as last pushed.
     let to_target_ids = |ids: &BTreeSet<String>| {
         let mut all = ids.clone();
         all.extend(mapping::target_ids_of(dir, ids, &config.users, &config.templates));
+        let pushed = snapshot
+            .users
+            .iter()
+            .filter(|(_, s)| s.user.as_ref().is_some_and(|u| ids.contains(&u.id)));
+        all.extend(pushed.map(|(id, _)| id.clone()));
         all
     };
     let protected = to_target_ids(&settings.protected);

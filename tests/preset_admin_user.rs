@@ -245,6 +245,33 @@ async fn a_user_who_leaves_is_disabled_once_within_the_safety_limits() {
     assert_eq!(mock.request_count().await, before + 1, "disabled once");
 }
 
+/// A user protected by source id stays protected once they leave the source: the
+/// user as last pushed says which target id they had. Not even `--allow-removals`
+/// disables them.
+#[tokio::test]
+async fn a_user_protected_by_source_id_is_not_disabled_after_leaving_the_source() {
+    let mock = AdminUserApi::start().await;
+    let env = setup(
+        &mock,
+        USERS,
+        "removed = \"disable\"\n",
+        "[targets.admin.safety]\nprotected_members = [\"u4\"]\n",
+    );
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    let before = mock.request_count().await;
+
+    env.write("users.csv", &users_csv(&USERS[..3]));
+    let run = env.run(&["sync", "--allow-removals"], GOOD).await;
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("Left a protected user enabled"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.request_count().await, before, "nothing disabled");
+    assert_eq!(mock.lock().summary(), expected(USERS));
+}
+
 #[tokio::test]
 async fn a_user_who_leaves_is_left_alone_by_default() {
     let mock = AdminUserApi::start().await;
