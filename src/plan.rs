@@ -277,7 +277,8 @@ impl Plan {
 }
 
 /// Adds to `desired` what the removal policies ask for: previously pushed groups that
-/// are no longer mapped (pushed empty) and users who left (pushed disabled). Returns
+/// are no longer mapped (pushed empty) and users who left (pushed disabled). A user
+/// still in the source without a target id (reported unmapped) has not left. Returns
 /// the target ids of the users who left, for [`diff`] to tell them from users the
 /// source disabled, or, with [`RemovedUsers::Delete`], for [`add_deletions`] (those
 /// are not added to `desired`: no update is sent for them).
@@ -307,18 +308,23 @@ pub(crate) fn add_removals(
             }
         }
     }
+    let unmapped = |snap: &SnapshotUser| {
+        snap.user
+            .as_ref()
+            .is_some_and(|u| desired.unmapped.contains_key(&u.id))
+    };
     if users == RemovedUsers::Delete {
         left.extend(
             snapshot
                 .users
-                .keys()
-                .filter(|id| !desired.users.contains_key(*id))
-                .cloned(),
+                .iter()
+                .filter(|(id, snap)| !desired.users.contains_key(*id) && !unmapped(snap))
+                .map(|(id, _)| id.clone()),
         );
     }
     if users == RemovedUsers::Disable {
         for (id, snap) in &snapshot.users {
-            if desired.users.contains_key(id) {
+            if desired.users.contains_key(id) || unmapped(snap) {
                 continue;
             }
             if let Some(last) = &snap.user {

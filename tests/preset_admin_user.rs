@@ -272,6 +272,24 @@ async fn a_user_protected_by_source_id_is_not_disabled_after_leaving_the_source(
     assert_eq!(mock.lock().summary(), expected(USERS));
 }
 
+/// A user still in the source who loses their target id (the id column cleared) has
+/// not left: they are reported unmapped, not disabled.
+#[tokio::test]
+async fn a_user_without_a_target_id_any_more_is_not_disabled_as_gone() {
+    let mock = AdminUserApi::start().await;
+    let env = setup(&mock, USERS, "removed = \"disable\"\n", "");
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    let before = mock.request_count().await;
+
+    let cleared = users_csv(USERS).replace(&format!(",{}\n", uuid(2)), ",\n");
+    assert_ne!(cleared, users_csv(USERS));
+    env.write("users.csv", &cleared);
+    let run = env.run(&["sync", "--allow-removals"], GOOD).await;
+    assert!(run.stderr.contains("unmapped=1"), "{}", run.stderr);
+    assert_eq!(mock.request_count().await, before, "{}", run.stderr);
+    assert_eq!(mock.lock().summary(), expected(USERS));
+}
+
 #[tokio::test]
 async fn a_user_who_leaves_is_left_alone_by_default() {
     let mock = AdminUserApi::start().await;
