@@ -306,6 +306,26 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
             }
         }
     }
+    // A deletion takes the user out of every group: a user kept in a group (protected
+    // there) is not deleted, and one whose removal waits out the delay waits with it.
+    let kept_in_group: BTreeSet<String> = out
+        .kept
+        .iter()
+        .filter(|k| k.group.is_some())
+        .map(|k| k.member.clone())
+        .collect();
+    let waiting: BTreeSet<&String> = out.waiting.iter().map(|w| &w.member).collect();
+    plan.ops.retain(|op| match op {
+        Operation::DeleteUser(u) if kept_in_group.contains(&u.user.id) => {
+            out.kept.push(Kept {
+                group: None,
+                member: u.user.id.clone(),
+            });
+            false
+        }
+        Operation::DeleteUser(u) => !waiting.contains(&u.user.id),
+        _ => true,
+    });
     // Removals kept waiting on a read that dropped: the read is no baseline yet, so
     // once due they are judged against the drop. An approval vouches for the read.
     out.source_drop = policy.source_drop.is_some() && !out.waiting.is_empty() && policy.approved.is_none();
@@ -346,6 +366,16 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
             for m in losing {
                 held.hold_member(&g.group.id, &g.group.name, m);
             }
+        }
+    }
+    // The deletion of a user held in a group is held with the set.
+    for op in &plan.ops {
+        if let Operation::DeleteUser(u) = op
+            && !Held::is_approved_user(approved, &u.user.id)
+            && held.groups.values().any(|h| h.members.contains(&u.user.id))
+        {
+            held.users.insert(u.user.id.clone(), u.user.user.username.clone());
+            held.deleted.insert(u.user.id.clone());
         }
     }
 

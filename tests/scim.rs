@@ -592,6 +592,69 @@ async fn deletions_found_by_listing_leave_no_user_behind() {
     );
 }
 
+/// A deletion takes the user out of every group: users whose removal from a group
+/// the per-group limit holds are not deleted either; the held set has both, and
+/// approving it sends both.
+#[tokio::test]
+async fn users_whose_group_removal_is_held_are_not_deleted() {
+    let server = ScimServer::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users(12));
+    env.write("groups.csv", &groups(&[("ops", (1..=12).collect())]));
+    let target = scim_target_with(&server.url, "delete", 100).replace(
+        "max_removed_members_per_group_percent = 0",
+        "max_removed_members_per_group_percent = 50",
+    );
+    env.write("dirsync.toml", &config_csv(&target));
+    env.run(&["sync"], VARS).await.expect_code(0);
+
+    // Seven of the twelve leave the source.
+    env.write("users.csv", &users(5));
+    env.write("groups.csv", &groups(&[("ops", (1..=5).collect())]));
+    let run = env.run(&["sync"], VARS).await;
+    run.expect_code(4);
+    assert_eq!(server.active().await.len(), 12, "{}", run.stderr);
+    assert_eq!(
+        server.memberships().await,
+        expected(&[("ops", (1..=12).collect())])
+    );
+
+    let held = env.run(&["held", "--json"], VARS).await;
+    let id = serde_json::from_str::<serde_json::Value>(&held.stdout).expect("JSON")[0]["id"]
+        .as_str()
+        .expect("a held set")
+        .to_owned();
+    env.run(&["approve", &id], VARS).await.expect_code(0);
+    assert_eq!(server.active().await.len(), 5);
+    assert_eq!(
+        server.memberships().await,
+        expected(&[("ops", (1..=5).collect())])
+    );
+}
+
+/// With a removal delay, a user who left is not deleted while their removal from a
+/// group waits: one who comes back within the delay is as they were.
+#[tokio::test]
+async fn a_user_whose_group_removal_waits_is_not_deleted_meanwhile() {
+    let server = ScimServer::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users(3));
+    env.write("groups.csv", &groups(&[("ops", vec![1, 2, 3])]));
+    let target = scim_target_with(&server.url, "delete", 100).replace(
+        "max_disabled_users = 100",
+        "max_disabled_users = 100\nremoval_delay = \"1h\"",
+    );
+    env.write("dirsync.toml", &config_csv(&target));
+    env.run(&["sync"], VARS).await.expect_code(0);
+
+    env.write("users.csv", &users(2));
+    env.write("groups.csv", &groups(&[("ops", vec![1, 2])]));
+    let run = env.run(&["sync"], VARS).await;
+    run.expect_code(0);
+    assert_eq!(server.active().await.len(), 3, "{}", run.stderr);
+    assert_eq!(server.memberships().await, expected(&[("ops", vec![1, 2, 3])]));
+}
+
 /// The rows the state database keeps for `user`: (snapshot rows, kept target ids).
 async fn kept_rows(env: &Env, user: &str) -> (i64, i64) {
     let pool = common::sqlite(&env.db()).await;
