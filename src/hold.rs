@@ -410,7 +410,6 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
     if let Some(why) = policy.source_drop {
         hold_rest.push(why.to_owned());
     }
-    let before = held.removals();
     if !hold_rest.is_empty() {
         for op in &rest.ops {
             match op {
@@ -429,7 +428,9 @@ pub(crate) fn apply(plan: &mut Plan, snapshot: &Snapshot, policy: &Policy<'_>) -
                 }
             }
         }
-        if held.removals() == before {
+        // Removals the per-group limit held already are held for these reasons
+        // too: a dropped read is then no baseline. Without removals, none applies.
+        if held.removals() == 0 {
             hold_rest.clear();
         }
         out.source_drop |= policy.source_drop.is_some() && !hold_rest.is_empty();

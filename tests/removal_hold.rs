@@ -182,12 +182,15 @@ async fn one_group_losing_most_of_its_members_is_held_by_the_per_group_limit() {
     let env = Env::new();
     env.write("users.csv", &users_csv(1000));
     let all: Vec<u64> = (1..=1000).collect();
+    // The group's loss is also a drop in the memberships read: the drop guard is off
+    // here, so that the per-group limit alone decides.
     env.write("groups.csv", &groups_csv(&[("everyone", &all)]));
     env.write(
         "dirsync.toml",
         &config_group_members(
             &mock.uri(),
-            "[targets.office.safety]\nmax_removed_memberships = 100000\nmax_removed_memberships_percent = 90\n",
+            "[targets.office.safety]\nmax_removed_memberships = 100000\nmax_removed_memberships_percent = 90\n\
+             max_source_drop_percent = 0\n",
         ),
     );
     dirsync(&env, &["sync"]).await.expect_code(0);
@@ -216,7 +219,7 @@ async fn one_group_losing_most_of_its_members_is_held_by_the_per_group_limit() {
             &mock.uri(),
             &format!(
                 "[targets.office.safety]\nmax_removed_memberships = 100000\nmax_removed_memberships_percent = 90\n\
-                 [[targets.office.groups.map]]\nsource = \"everyone\"\ntarget_id = \"{}\"\n\
+                 max_source_drop_percent = 0\n[[targets.office.groups.map]]\nsource = \"everyone\"\ntarget_id = \"{}\"\n\
                  safety = {{ max_removed_members_per_group_percent = 70 }}\n",
                 common::group_uuid(0)
             ),
@@ -480,4 +483,28 @@ async fn a_failed_request_does_not_keep_an_old_baseline() {
     env.write("users.csv", &users_csv(22));
     env.write("groups.csv", &groups_csv(&as_refs(&grown(22))));
     sync_held_for_the_drop(&env, 40).await;
+}
+
+/// A source drop whose removals a per-group limit already holds still counts: its
+/// reason is in the held set, and the dropped read does not become the baseline.
+#[tokio::test]
+async fn a_drop_whose_removals_the_group_limit_holds_is_still_a_drop() {
+    let mock = GroupMembersApi::start().await;
+    let per_group = "[safety]\nmax_removed_memberships_percent = 0\nmax_removed_members_per_group_percent = 10\n\
+                     per_group_min_members = 1\npercent_min_count = 5\n";
+    let env = setup(&mock, per_group);
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    drop_to_12_users(&env);
+    sync_held_for_the_drop(&env, 20).await;
+    let sets = held(&env).await;
+    assert_eq!(sets.len(), 1);
+    let reasons = sets[0]["reasons"].to_string();
+    assert!(
+        reasons.contains("fewer than the 20 of the last accepted read"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("per-group limit"), "{reasons}");
+    // The next run still judges the read against the 20 users before the drop.
+    sync_held_for_the_drop(&env, 20).await;
 }
