@@ -255,3 +255,64 @@ id_attribute = "tid"
         assert_no_leak(secret, &env.everything_visible(&[("TEST_SECRET", secret)]).await);
     }
 }
+
+/// A redirect is not followed: the credential does not go on to another server
+/// (reqwest drops only `Authorization` and `Cookie` across hosts), and a write
+/// turned into a GET by a 303 is not confirmed by the GET's answer.
+#[tokio::test]
+async fn a_redirect_is_a_failure_not_followed() {
+    use wiremock::matchers::{any, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let secret = "c0ffee-secret-7b7b";
+    let elsewhere = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&elsewhere)
+        .await;
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(
+            ResponseTemplate::new(303).insert_header("location", format!("{}/ok", elsewhere.uri()).as_str()),
+        )
+        .mount(&server)
+        .await;
+    let target = format!(
+        r#"
+[targets.t]
+base_url = "{}/"
+[targets.t.endpoints.group_members]
+path = "/groups/{{{{ group.id }}}}"
+body = '{{"members": {{{{ members }}}}}}'
+[[targets.t.groups.map]]
+source = "g0"
+target_id = "{}"
+[targets.t.users]
+id_attribute = "tid"
+[targets.t.auth]
+kind = "header"
+name = "X-Api-Key"
+value_env = "TEST_SECRET"
+"#,
+        server.uri(),
+        uuid(100)
+    );
+    let env = Env::new();
+    env.write("users.csv", USERS);
+    env.write("groups.csv", &groups_csv(&[("one", &[1])]));
+    env.write("dirsync.toml", &config_csv(&target));
+    let run = env.run(&["sync"], &[("TEST_SECRET", secret)]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("HTTP 303"), "{}", run.stderr);
+    assert_eq!(
+        elsewhere.received_requests().await.map(|r| r.len()),
+        Some(0),
+        "the redirect was followed"
+    );
+    assert!(
+        env.audit()
+            .await
+            .iter()
+            .all(|(_, _, outcome)| outcome != "success")
+    );
+}

@@ -122,6 +122,10 @@ impl HttpTarget {
             .timeout(config.spec.timeout)
             .connect_timeout(config.spec.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("dirsync/", env!("CARGO_PKG_VERSION")))
+            // A redirect is an answer, judged like any other: followed, it would carry
+            // a header credential to another server, and turn a write into a GET
+            // whose 200 looks like a confirmation.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| TargetError {
                 target: config.name.clone(),
