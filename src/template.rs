@@ -90,6 +90,8 @@ impl Templates {
                 let text = plain_text(value);
                 write!(out, "{}", utf8_percent_encode(&text, SEGMENT)).map_err(minijinja::Error::from)
             }
+            // Text: nothing for a missing value, not minijinja's `None`.
+            AutoEscape::None => out.write_str(&plain_text(value)).map_err(minijinja::Error::from),
             _ => minijinja::escape_formatter(out, state, value),
         });
         env.add_filter("guid", guid);
@@ -281,6 +283,19 @@ mod tests {
             .render("t", Kind::Xml, &json!({"name": "a\u{1}b"}))
             .expect_err("U+0001 is not XML");
         assert!(e.to_string().contains("U+0001"), "{e}");
+    }
+
+    /// Text (ids, query values, headers) prints nothing for a missing value, so that
+    /// a user without an email has no id rather than the id "None", and an empty
+    /// query value is left out; booleans print as they do in JSON.
+    #[test]
+    fn text_prints_nothing_for_none_and_booleans_as_json_does() {
+        check(
+            Kind::Text,
+            "[{{ none }}][{{ on }}][{{ off }}][{{ n }}]",
+            json!({"none": null, "on": true, "off": false, "n": 7}),
+            "[][true][false][7]",
+        );
     }
 
     #[test]
