@@ -290,6 +290,23 @@ async fn a_user_without_a_target_id_any_more_is_not_disabled_as_gone() {
     assert_eq!(mock.lock().summary(), expected(USERS));
 }
 
+/// A 403 is about the one request (this user may not be edited by the caller): the
+/// other users still go out, and later runs do not stop at that user either.
+#[tokio::test]
+async fn a_user_the_caller_may_not_edit_does_not_stop_the_others() {
+    let mock = AdminUserApi::start().await;
+    mock.lock().forbid.insert(uuid(1));
+    let env = setup(&mock, USERS, "", "");
+    let config = std::fs::read_to_string(env.config()).expect("config");
+    env.write("dirsync.toml", &config.replace("concurrency = 4", "concurrency = 1"));
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(3);
+    assert!(!run.stderr.contains("refused the credentials"), "{}", run.stderr);
+    let mut want = expected(USERS);
+    want.remove(&uuid(1));
+    assert_eq!(mock.lock().summary(), want);
+}
+
 #[tokio::test]
 async fn a_user_who_leaves_is_left_alone_by_default() {
     let mock = AdminUserApi::start().await;

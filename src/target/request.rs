@@ -359,11 +359,13 @@ pub fn fingerprint(req: &Request) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Failure {
-    /// 401/403: credentials are wrong; retrying does not help.
+    /// 401: the credentials are wrong; retrying does not help, and every further
+    /// request only risks locking the account.
     Auth,
     /// 408, 429, 5xx but 501, or a transport error: worth another attempt.
     Retryable,
-    /// Anything else: the target refused this request as it is.
+    /// Anything else: the target refused this request as it is (a 403 included:
+    /// the caller may not do this one thing, say edit the account's owner).
     Rejected,
 }
 
@@ -431,7 +433,7 @@ pub struct Sent<'a> {
 /// Classifies a status outside the success range.
 pub fn classify(status: u16) -> Failure {
     match status {
-        401 | 403 => Failure::Auth,
+        401 => Failure::Auth,
         408 | 429 => Failure::Retryable,
         501 => Failure::Rejected,
         500..=599 => Failure::Retryable,
@@ -1120,7 +1122,7 @@ mod tests {
         check(&ep, 200, "", "ok");
         check(&ep, 204, "", "ok");
         check(&ep, 401, "", "Auth: HTTP 401");
-        check(&ep, 403, r#"{"message":"no"}"#, "Auth: HTTP 403: no");
+        check(&ep, 403, r#"{"message":"no"}"#, "Rejected: HTTP 403: no");
         check(&ep, 429, "slow down", "Retryable: HTTP 429: slow down");
         check(&ep, 503, "", "Retryable: HTTP 503");
         check(&ep, 501, "", "Rejected: HTTP 501");

@@ -56,6 +56,8 @@ pub struct State {
     pub violations: Vec<String>,
     /// Users answered with `Error.ErrorCode` set (state unchanged).
     pub refuse: BTreeSet<String>,
+    /// Users the caller may not edit: answered 403 (state unchanged).
+    pub forbid: BTreeSet<String>,
     /// The target keeps email addresses in lowercase (so its echo differs).
     pub lowercase_email: bool,
 }
@@ -213,6 +215,11 @@ impl Contract for State {
         if header(req, "authorization") != format!("Bearer {TOKEN}") {
             return ResponseTemplate::new(401).set_body_json(json!({
                 "Error": { "ErrorCode": "401", "ErrorReason": "Authorization has been denied for this request." }
+            }));
+        }
+        if self.forbid.contains(&id) {
+            return ResponseTemplate::new(403).set_body_json(json!({
+                "Error": { "ErrorCode": "403", "ErrorReason": "The caller may not edit this user." }
             }));
         }
         let ctype = media_type(req);
