@@ -298,7 +298,10 @@ async fn a_user_the_caller_may_not_edit_does_not_stop_the_others() {
     mock.lock().forbid.insert(uuid(1));
     let env = setup(&mock, USERS, "", "");
     let config = std::fs::read_to_string(env.config()).expect("config");
-    env.write("dirsync.toml", &config.replace("concurrency = 4", "concurrency = 1"));
+    env.write(
+        "dirsync.toml",
+        &config.replace("concurrency = 4", "concurrency = 1"),
+    );
     let run = env.run(&["sync"], GOOD).await;
     run.expect_code(3);
     assert!(!run.stderr.contains("refused the credentials"), "{}", run.stderr);

@@ -1098,6 +1098,7 @@ impl Ctx {
                     request_pointer: r.request_pointer,
                     fields: r.fields,
                     fail: r.fail,
+                    ignore_case: r.ignore_case,
                 })
             }
         };

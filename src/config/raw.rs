@@ -455,6 +455,10 @@ pub struct RawResponseEcho {
     /// recorded as drift.
     #[serde(default)]
     pub fail: bool,
+    /// `true`: values that differ only in letter case are the same (a SCIM
+    /// `userName`, which the service may store in another case).
+    #[serde(default)]
+    pub ignore_case: bool,
 }
 
 #[derive(Debug, Deserialize, Clone, JsonSchema)]

@@ -718,7 +718,8 @@ fn echo_drift(echo: &ResponseEcho, sent_body: &str, got: &Value) -> BTreeMap<Str
             (uuid::Uuid::parse_str(&s), uuid::Uuid::parse_str(&g)),
             (Ok(a), Ok(b)) if a == b
         );
-        if s != g && !same_guid {
+        let same_text = s == g || (echo.ignore_case && s.to_lowercase() == g.to_lowercase());
+        if !same_text && !same_guid {
             let answered = untrusted(&g, MAX_FIELD_LEN);
             out.insert(field.clone(), FieldDrift { sent: s, answered });
         }
@@ -1375,6 +1376,7 @@ mod tests {
             request_pointer: String::new(),
             fields: vec!["Name".into(), "On".into(), "Id".into(), "Gone".into()],
             fail: false,
+            ignore_case: false,
         });
         let sent = r#"{"Name": "a", "On": true, "Id": "4a6008e9-c171-4dcb-bb8d-9912de902dc3", "Gone": 1}"#;
         let judge_with = |answer: &str| {
@@ -1421,6 +1423,7 @@ mod tests {
             request_pointer: String::new(),
             fields: vec!["userName".into()],
             fail: true,
+            ignore_case: false,
         });
         let sent = Sent {
             members: None,
@@ -1445,6 +1448,24 @@ mod tests {
                     .into()
             }
         );
+        // With `ignore_case` (as `scim2` compares `userName`), another case is the
+        // same user.
+        let lower = r#"{"id": "1", "userName": "ANN", "active": true}"#;
+        assert!(matches!(
+            judge(&ep, &answer(200, lower), sent),
+            Verdict::Failure { .. }
+        ));
+        if let Some(echo) = ep.response_echo.as_mut() {
+            echo.ignore_case = true;
+        }
+        assert!(matches!(
+            judge(&ep, &answer(200, lower), sent),
+            Verdict::Success { drift: None, .. }
+        ));
+        assert!(matches!(
+            judge(&ep, &answer(200, other), sent),
+            Verdict::Failure { .. }
+        ));
         let error = r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "409", "scimType": "uniqueness", "detail": "userName taken"}"#;
         assert_eq!(
             judge(&ep, &answer(409, error), sent),

@@ -175,6 +175,8 @@ pub struct ResponseEcho {
     /// A field answered differently makes the answer a failure, not drift: the
     /// target changed what identifies the entity (a SCIM `userName`).
     pub fail: bool,
+    /// Values that differ only in letter case are the same.
+    pub ignore_case: bool,
 }
 
 /// A check on the rendered body, before anything is sent: every value at `pointer`
