@@ -632,6 +632,11 @@ fn merge_endpoint(mine: Option<RawEndpoint>, base: Option<RawEndpoint>) -> Optio
         let (mut mine, mut base) = (mine.select(format.as_deref()), base.select(format.as_deref()));
         mine.query = merge_maps(mine.query, base.query.take());
         mine.headers = merge_maps(mine.headers, base.headers.take());
+        mine.success = merge_with(
+            mine.success,
+            base.success.take(),
+            |mut mine, base| fill!(mine, base: status, json, body, content_type),
+        );
         fill!(mine, base: enabled, method, path, format, content_type, accept, body, success,
             error_message, response_members, response_echo, validate)
     })
@@ -763,5 +768,33 @@ mod tests {
             "application/xml",
             "xml",
         );
+    }
+
+    /// `success` merges key by key: an operator's own `status` keeps the preset's
+    /// conditions (an answer `IsSuccess: false` stays a failure); `json = []` drops
+    /// them.
+    #[test]
+    fn success_keys_override_one_by_one() {
+        let preset = endpoint(
+            r#"
+            [success]
+            status = [200, 200]
+            body = "json"
+            json = [{ pointer = "/IsSuccess", equals = true }]
+            "#,
+        );
+        let merged = merge_endpoint(
+            Some(endpoint("[success]\nstatus = [200, 299]")),
+            Some(preset.clone()),
+        )
+        .and_then(|e| e.success)
+        .expect("success");
+        assert_eq!(merged.status, Some([200, 299]));
+        assert_eq!(merged.body.as_deref(), Some("json"));
+        assert_eq!(merged.json.map(|j| j.len()), Some(1));
+        let dropped = merge_endpoint(Some(endpoint("[success]\njson = []")), Some(preset))
+            .and_then(|e| e.success)
+            .expect("success");
+        assert_eq!(dropped.json.map(|j| j.len()), Some(0));
     }
 }
