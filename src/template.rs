@@ -88,6 +88,14 @@ impl Templates {
             }
             AutoEscape::Custom(kind) if kind == "url" => {
                 let text = plain_text(value);
+                // A URL parser takes these for "this" and "the parent" segment, even
+                // percent-encoded: the request would go to another resource.
+                if text == "." || text == ".." {
+                    return Err(minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("`{text}` cannot be a URL path segment"),
+                    ));
+                }
                 write!(out, "{}", utf8_percent_encode(&text, SEGMENT)).map_err(minijinja::Error::from)
             }
             // Text: nothing for a missing value, not minijinja's `None`.
@@ -306,6 +314,16 @@ mod tests {
             json!({"id": "a/b c?d"}),
             "/group/a%2Fb%20c%3Fd/members",
         );
+        check(Kind::Url, "/group/{{ id }}", json!({"id": "..."}), "/group/...");
+        let mut t = Templates::new();
+        t.add("t", Kind::Url, "/group/{{ id }}/members")
+            .expect("compiles");
+        for dots in [".", ".."] {
+            let e = t
+                .render("t", Kind::Url, &json!({ "id": dots }))
+                .expect_err("a dot segment");
+            assert!(e.to_string().contains("cannot be a URL path segment"), "{e}");
+        }
     }
 
     #[test]
