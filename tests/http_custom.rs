@@ -316,3 +316,61 @@ value_env = "TEST_SECRET"
             .all(|(_, _, outcome)| outcome != "success")
     );
 }
+
+/// A target that echoes the credential back in an error, in whatever form it got it
+/// (a Basic header's base64, a form-encoded query value, a JSON-escaped string), has
+/// it scrubbed in every form before anything keeps or prints the answer.
+#[tokio::test]
+async fn an_echoed_credential_is_scrubbed_in_every_form() {
+    use base64::Engine as _;
+    use wiremock::matchers::any;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let secret = r#"p@ss w/rd&<"x">"#;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("svc:{secret}"));
+    let query: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let json = serde_json::to_string(secret).expect("JSON");
+    let json = json.trim_matches('"').to_owned();
+    let server = MockServer::start().await;
+    let echoed = format!("header {basic} query {query} json {json}");
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({ "message": echoed })))
+        .mount(&server)
+        .await;
+    let target = format!(
+        r#"
+[targets.t]
+base_url = "{}/"
+[targets.t.endpoints.group_members]
+path = "/groups/{{{{ group.id }}}}"
+body = '{{"members": {{{{ members }}}}}}'
+error_message = ["/message"]
+[[targets.t.groups.map]]
+source = "g0"
+target_id = "{}"
+[targets.t.users]
+id_attribute = "tid"
+[targets.t.auth]
+kind = "basic"
+username = "svc"
+password_env = "TEST_SECRET"
+"#,
+        server.uri(),
+        uuid(100)
+    );
+    let env = Env::new();
+    env.write("users.csv", USERS);
+    env.write("groups.csv", &groups_csv(&[("one", &[1])]));
+    env.write("dirsync.toml", &config_csv(&target));
+    let run = env.run(&["sync"], &[("TEST_SECRET", secret)]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("header *** query *** json ***"),
+        "{}",
+        run.stderr
+    );
+    let visible = env.everything_visible(&[("TEST_SECRET", secret)]).await;
+    for form in [secret, basic.as_str(), query.as_str(), json.as_str()] {
+        assert_no_leak(form, &visible);
+    }
+}

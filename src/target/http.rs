@@ -476,7 +476,9 @@ impl HttpTarget {
         request::untrusted(&self.redact_secrets(text), request::MAX_MESSAGE_LEN)
     }
 
-    /// Replaces every configured secret in `text` with `***`.
+    /// Replaces every configured secret in `text` with `***`, in each form a target
+    /// may echo it: as sent in a query (form-encoded) or a path (percent-encoded),
+    /// escaped in JSON or XML, and a Basic credential as its header carries it.
     fn redact_secrets(&self, text: &str) -> String {
         let mut out = text.to_owned();
         let secrets = self
@@ -484,14 +486,53 @@ impl HttpTarget {
             .auth
             .secrets()
             .into_iter()
-            .chain(self.spec.secrets.values());
+            .chain(self.spec.secrets.values())
+            .map(|s| s.expose())
+            .filter(|s| !s.is_empty());
+        let mut forms = BTreeSet::new();
         for s in secrets {
-            if !s.expose().is_empty() {
-                out = out.replace(s.expose(), "***");
-            }
+            forms.extend(secret_forms(s));
+        }
+        if let Auth::Basic { username, password } = &self.spec.auth {
+            use base64::Engine as _;
+            let basic = format!("{username}:{}", password.expose());
+            forms.insert(base64::engine::general_purpose::STANDARD.encode(basic));
+        }
+        // Longest first: a form that holds another is replaced whole.
+        let mut forms: Vec<String> = forms.into_iter().collect();
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        for form in forms {
+            out = out.replace(&form, "***");
         }
         out
     }
+}
+
+/// A secret as written raw, form-encoded (a query), percent-encoded (a path segment),
+/// JSON-escaped and XML-escaped.
+fn secret_forms(secret: &str) -> BTreeSet<String> {
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or(secret)
+        .to_owned();
+    let xml = secret
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;");
+    [
+        secret.to_owned(),
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+        percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string(),
+        json,
+        xml,
+    ]
+    .into_iter()
+    .filter(|f| !f.is_empty())
+    .collect()
 }
 
 /// The endpoint an operation is sent to.
