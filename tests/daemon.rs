@@ -278,6 +278,17 @@ async fn a_restarted_service_reports_the_last_recorded_success() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs_f64();
+    // A later `verify --repair` records a run of its own: not a sync's success.
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(env.db());
+    let pool = sqlx::SqlitePool::connect_with(opts).await.expect("open");
+    sqlx::query(
+        "INSERT INTO runs (id, command, dry_run, started_at, finished_at, outcome) \
+         VALUES ('ffffffff-ffff-7fff-bfff-ffffffffffff', 'verify', 0, '2099-01-01T00:00:00Z', '2099-01-01T00:00:01Z', 'success')",
+    )
+    .execute(&pool)
+    .await
+    .expect("a verify run");
+    pool.close().await;
 
     let mut child = env
         .command(&["run"])

@@ -729,10 +729,12 @@ impl Store {
             .collect()
     }
 
-    /// When the last successful run (not a dry run) ended, as Unix seconds.
+    /// When the last successful run (not a dry run, nor the run a `verify --repair`
+    /// records) ended, as Unix seconds.
     pub(crate) async fn last_success(&self) -> Result<Option<f64>, StoreError> {
         let at: Option<String> = sqlx::query_scalar(
-            "SELECT finished_at FROM runs WHERE outcome = 'success' AND dry_run = 0 ORDER BY id DESC LIMIT 1",
+            "SELECT finished_at FROM runs WHERE outcome = 'success' AND dry_run = 0 AND command <> 'verify' \
+             ORDER BY id DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
