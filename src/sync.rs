@@ -132,6 +132,9 @@ pub struct TargetReport {
     pub(crate) protected: usize,
     /// Removals waiting out `safety.removal_delay`.
     pub(crate) waiting: usize,
+    /// Groups not sent because they keep members (held, protected, waiting) that the
+    /// source no longer describes, on a target whose request gives member details.
+    pub(crate) withheld_groups: usize,
     /// The requests the target allowed in flight at the end of its push (the configured
     /// concurrency, unless 429 or 503 answers lowered it).
     pub(crate) concurrency_limit: usize,
@@ -273,6 +276,8 @@ struct Prepared<'c> {
     invalid: Vec<Skipped>,
     /// What the removal policy held back or kept.
     hold: hold::Outcome,
+    /// Groups not sent because they keep members nothing describes (`describe_kept`).
+    withheld: usize,
     /// The approval this run carries out (`{held, by}`), for the audit rows of the
     /// operations it lets through.
     approval: Option<serde_json::Value>,
@@ -780,13 +785,14 @@ pub async fn run(
     Ok(report)
 }
 
-/// Whether `target` took its plan whole: not refused, nothing failed or left unsent.
+/// Whether `target` took its plan whole: not refused, nothing failed or left unsent,
+/// no group withheld.
 fn took_whole(report: &Report, target: &str) -> bool {
     report
         .targets
         .iter()
         .find(|t| t.name == target)
-        .is_some_and(|t| t.refused.is_none() && t.failed == 0 && t.not_started == 0)
+        .is_some_and(|t| t.refused.is_none() && t.failed == 0 && t.not_started == 0 && t.withheld_groups == 0)
 }
 
 /// Marks the next read full after a read that failed: the cookies it started from
@@ -921,9 +927,12 @@ fn prepare<'c>(
         plan::add_deletions(&mut plan, &snapshot, &left);
     }
     let hold = hold_removals(config, dir, &snapshot, &mut plan, policy, absent);
+    let mut withheld = 0;
     if needs_member_users {
         let users = Arc::get_mut(&mut users).expect("the users are not shared before the plan is built");
-        invalid.extend(describe_kept(config, dir, &snapshot, &mut plan, users, &hold));
+        let unsendable = describe_kept(config, dir, &snapshot, &mut plan, users, &hold);
+        withheld = unsendable.len();
+        invalid.extend(unsendable);
     }
     rebuild_kept_groups(&target, &snapshot, &mut plan, &users, &hold);
     // After the removal policy: a delta carries the members it let through.
@@ -944,6 +953,7 @@ fn prepare<'c>(
         desired_ids,
         invalid,
         hold,
+        withheld,
         approval: None,
         changed: Default::default(),
     })
@@ -1128,6 +1138,7 @@ fn summarize(p: &Prepared<'_>) -> TargetReport {
         }),
         protected: p.hold.kept.len(),
         waiting: p.hold.waiting.len(),
+        withheld_groups: p.withheld,
         ..TargetReport::default()
     }
 }
@@ -1148,7 +1159,7 @@ fn log_kept(p: &Prepared<'_>) {
                 tracing::warn!(target_name = %p.config.name, group = %group, member = %k.member, "Kept a protected member the source no longer has in the group.")
             }
             None => {
-                tracing::warn!(target_name = %p.config.name, user = %k.member, "Left a protected user enabled whom the source would disable.")
+                tracing::warn!(target_name = %p.config.name, user = %k.member, "Left a protected user as they are whom the source would disable or delete.")
             }
         }
     }

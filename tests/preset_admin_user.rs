@@ -264,7 +264,7 @@ async fn a_user_protected_by_source_id_is_not_disabled_after_leaving_the_source(
     let run = env.run(&["sync", "--allow-removals"], GOOD).await;
     run.expect_code(0);
     assert!(
-        run.stderr.contains("Left a protected user enabled"),
+        run.stderr.contains("Left a protected user as they are"),
         "{}",
         run.stderr
     );

@@ -228,3 +228,38 @@ async fn members_held_by_a_group_limit_stay_in_the_pushed_list() {
     assert_eq!(mock.lock().members(), expected_state(&[("ops", &with_held)]));
     mock.assert_no_violations();
 }
+
+/// An approval whose group cannot be sent (it still keeps a protected member the
+/// source no longer describes) is not taken as done: the set stays held.
+#[tokio::test]
+async fn an_approval_whose_group_is_withheld_stays_held() {
+    let mock = AdminUserGroupApi::start().await;
+    let all: Vec<u64> = (1..=12).collect();
+    let limit = format!(
+        "[targets.platform.safety]\nmax_removed_members_per_group_percent = 50\nper_group_min_members = 10\n\
+         protected_members = [\"{}\"]\n",
+        uuid(12)
+    );
+    let env = setup(&mock, &[("ops", &all)], &limit);
+    env.write("users.csv", &users_csv(12));
+    env.run(&["sync"], GOOD).await.expect_code(0);
+
+    // Users 5 to 12 leave the source; 12 is protected.
+    env.write("users.csv", &users_csv(4));
+    env.write("groups.csv", &groups_csv(&[("ops", &[1, 2, 3, 4])]));
+    let run = env.run(&["sync"], GOOD).await;
+    assert!(run.stderr.contains("Held removals back"), "{}", run.stderr);
+    let held = env.run(&["held", "--json"], GOOD).await;
+    let id = serde_json::from_str::<serde_json::Value>(&held.stdout).expect("JSON")[0]["id"]
+        .as_str()
+        .expect("a held set")
+        .to_owned();
+    let before = mock.request_count().await;
+    let run = env.run(&["approve", &id], GOOD).await;
+    assert!(run.stderr.contains("the set stays held"), "{}", run.stderr);
+    assert_eq!(mock.request_count().await, before, "{}", run.stderr);
+    let held = env.run(&["held", "--json"], GOOD).await;
+    let sets: serde_json::Value = serde_json::from_str(&held.stdout).expect("JSON");
+    assert_eq!(sets[0]["id"], id.as_str(), "{sets}");
+    assert_eq!(mock.lock().members(), expected_state(&[("ops", &all)]));
+}

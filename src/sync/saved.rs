@@ -194,6 +194,7 @@ pub async fn apply(
             desired_ids: Default::default(),
             invalid: Vec::new(),
             hold: Default::default(),
+            withheld: 0,
             approval: None,
             // A saved plan keeps no change times: `apply` measures no latency.
             changed: Default::default(),
