@@ -237,8 +237,9 @@ impl Metrics {
     }
 
     /// Records what a verify found, for each target it could read back. A target
-    /// with a group that could not be read keeps its last complete verify's time,
-    /// and a drift no lower than before: the groups not read may still differ.
+    /// with a group that could not be read keeps its last complete verify's time;
+    /// one of which no group could be read (an expired token) keeps a drift no lower
+    /// than before, since nothing was seen.
     pub(crate) fn observe_verify(&self, report: &crate::verify::Report) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -247,7 +248,8 @@ impl Metrics {
         for t in &report.targets {
             let target = labels(&[("target", &t.target)]);
             let drift = self.drift_members.get_or_create(&target);
-            if t.unreadable_groups == 0 || t.drifted_members as i64 > drift.get() {
+            let nothing_read = t.unreadable_groups > 0 && t.groups_checked == 0;
+            if !nothing_read || t.drifted_members as i64 > drift.get() {
                 drift.set(t.drifted_members as i64);
             }
             if t.unreadable_groups == 0 {
@@ -447,13 +449,20 @@ mod tests {
             "{text}"
         );
 
-        // A verify that could not read every group does not lower the drift: the
-        // groups it did not read may still differ. One that read them all does.
+        // A verify that could read no group (an expired token) does not lower the
+        // drift: it saw nothing. One that read some groups sets what it found.
+        let nothing = |target: &str| TargetSummary {
+            target: target.into(),
+            groups_checked: 0,
+            drifted_groups: 0,
+            drifted_members: 0,
+            unreadable_groups: 4,
+        };
         let report = |office| Report {
-            targets: vec![office, summary("partly", 0, 4)],
+            targets: vec![office, nothing("partly")],
             ..Report::default()
         };
-        m.observe_verify(&report(summary("office", 1, 3)));
+        m.observe_verify(&report(nothing("office")));
         let text = m.encode_text();
         assert!(
             text.contains("dirsync_drift_members{target=\"office\"} 3\n"),
@@ -463,12 +472,7 @@ mod tests {
             text.contains("dirsync_drift_members{target=\"partly\"} 1\n"),
             "{text}"
         );
-        m.observe_verify(&report(summary("office", 5, 1)));
-        assert!(
-            m.encode_text()
-                .contains("dirsync_drift_members{target=\"office\"} 5\n")
-        );
-        m.observe_verify(&report(summary("office", 0, 0)));
+        m.observe_verify(&report(summary("office", 0, 1)));
         assert!(
             m.encode_text()
                 .contains("dirsync_drift_members{target=\"office\"} 0\n")

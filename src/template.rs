@@ -53,7 +53,7 @@ pub struct TemplateError {
 }
 
 /// Characters left alone in a percent-encoded segment (RFC 3986 unreserved).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

@@ -508,8 +508,8 @@ impl HttpTarget {
     }
 }
 
-/// A secret as written raw, form-encoded (a query), percent-encoded (a path segment),
-/// JSON-escaped and XML-escaped.
+/// A secret as written raw, form-encoded (a query), percent-encoded (as a path
+/// segment is, and every other character too), JSON-escaped and XML-escaped.
 fn secret_forms(secret: &str) -> BTreeSet<String> {
     let json = serde_json::to_string(secret).unwrap_or_default();
     let json = json
@@ -526,6 +526,7 @@ fn secret_forms(secret: &str) -> BTreeSet<String> {
     [
         secret.to_owned(),
         url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+        percent_encoding::utf8_percent_encode(secret, crate::template::SEGMENT).to_string(),
         percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string(),
         json,
         xml,
@@ -607,6 +608,21 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_forms_cover_what_a_target_may_echo() {
+        let forms = secret_forms("a-b c~d\"<");
+        for form in [
+            "a-b c~d\"<",
+            "a-b+c%7Ed%22%3C",
+            "a-b%20c~d%22%3C",
+            "a%2Db%20c%7Ed%22%3C",
+            "a-b c~d\\\"<",
+            "a-b c~d&quot;&lt;",
+        ] {
+            assert!(forms.contains(form), "{form} not in {forms:?}");
+        }
+    }
 
     #[test]
     fn backoff_is_capped_full_jitter() {
