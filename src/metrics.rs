@@ -419,6 +419,11 @@ mod tests {
     fn a_verify_sets_the_drift_and_stamps_only_targets_read_completely() {
         use crate::verify::{Report, TargetSummary};
         let m = Metrics::new();
+        let drift = |target: &str, n: usize| {
+            let text = m.encode_text();
+            let line = format!("dirsync_drift_members{{target=\"{target}\"}} {n}\n");
+            assert!(text.contains(&line), "missing `{line}` in\n{text}");
+        };
         let summary = |target: &str, drifted_members, unreadable_groups| TargetSummary {
             target: target.into(),
             groups_checked: 4,
@@ -432,14 +437,8 @@ mod tests {
         };
         m.observe_verify(&report);
         let text = m.encode_text();
-        assert!(
-            text.contains("dirsync_drift_members{target=\"office\"} 3\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("dirsync_drift_members{target=\"partly\"} 1\n"),
-            "{text}"
-        );
+        drift("office", 3);
+        drift("partly", 1);
         assert!(
             text.contains("dirsync_last_verify_timestamp_seconds{target=\"office\"} "),
             "{text}"
@@ -463,19 +462,9 @@ mod tests {
             ..Report::default()
         };
         m.observe_verify(&report(nothing("office")));
-        let text = m.encode_text();
-        assert!(
-            text.contains("dirsync_drift_members{target=\"office\"} 3\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("dirsync_drift_members{target=\"partly\"} 1\n"),
-            "{text}"
-        );
+        drift("office", 3);
+        drift("partly", 1);
         m.observe_verify(&report(summary("office", 0, 1)));
-        assert!(
-            m.encode_text()
-                .contains("dirsync_drift_members{target=\"office\"} 0\n")
-        );
+        drift("office", 0);
     }
 }

@@ -152,6 +152,38 @@ async fn a_custom_target_sends_exactly_what_the_preset_sends() {
 }
 
 /// Narrows a mock to requests that carry one kind of credential.
+/// A custom target `t` with one `group_members` endpoint (`body`) at `base_url`, the
+/// group `g0` mapped to `uuid(100)`, and `auth` as its `[targets.t.auth]` table.
+fn custom_target(base_url: &str, body: &str, auth: &str) -> String {
+    format!(
+        r#"
+[targets.t]
+base_url = "{base_url}/"
+[targets.t.endpoints.group_members]
+path = "/groups/{{{{ group.id }}}}"
+body = '{body}'
+error_message = ["/message"]
+[[targets.t.groups.map]]
+source = "g0"
+target_id = "{}"
+[targets.t.users]
+id_attribute = "tid"
+[targets.t.auth]
+{auth}
+"#,
+        uuid(100)
+    )
+}
+
+/// An env with `USERS`, the group `one` of user 1, and `target`.
+fn custom_env(target: &str) -> Env {
+    let env = Env::new();
+    env.write("users.csv", USERS);
+    env.write("groups.csv", &groups_csv(&[("one", &[1])]));
+    env.write("dirsync.toml", &config_csv(target));
+    env
+}
+
 type Matcher = Box<dyn Fn(wiremock::MockBuilder) -> wiremock::MockBuilder>;
 
 /// Each auth kind of a custom target, against a server that wants exactly it.
@@ -216,28 +248,7 @@ async fn every_auth_kind_reaches_a_server_that_wants_it() {
         } else {
             r#"{"members": {{ members }}}"#
         };
-        let target = format!(
-            r#"
-[targets.t]
-base_url = "{}/"
-[targets.t.endpoints.group_members]
-path = "/groups/{{{{ group.id }}}}"
-body = '{body}'
-[[targets.t.groups.map]]
-source = "g0"
-target_id = "{}"
-[targets.t.users]
-id_attribute = "tid"
-[targets.t.auth]
-{auth}
-"#,
-            server.uri(),
-            uuid(100)
-        );
-        let env = Env::new();
-        env.write("users.csv", USERS);
-        env.write("groups.csv", &groups_csv(&[("one", &[1])]));
-        env.write("dirsync.toml", &config_csv(&target));
+        let env = custom_env(&custom_target(&server.uri(), body, &auth));
         // Exit 0 means the one request got the 204, so it carried the credential.
         let run = env.run(&["sync"], &[("TEST_SECRET", secret)]).await;
         assert_eq!(run.code, 0, "{kind}: {}", run.stderr);
@@ -277,30 +288,12 @@ async fn a_redirect_is_a_failure_not_followed() {
         )
         .mount(&server)
         .await;
-    let target = format!(
-        r#"
-[targets.t]
-base_url = "{}/"
-[targets.t.endpoints.group_members]
-path = "/groups/{{{{ group.id }}}}"
-body = '{{"members": {{{{ members }}}}}}'
-[[targets.t.groups.map]]
-source = "g0"
-target_id = "{}"
-[targets.t.users]
-id_attribute = "tid"
-[targets.t.auth]
-kind = "header"
-name = "X-Api-Key"
-value_env = "TEST_SECRET"
-"#,
-        server.uri(),
-        uuid(100)
-    );
-    let env = Env::new();
-    env.write("users.csv", USERS);
-    env.write("groups.csv", &groups_csv(&[("one", &[1])]));
-    env.write("dirsync.toml", &config_csv(&target));
+    let body = r#"{"members": {{ members }}}"#;
+    let env = custom_env(&custom_target(
+        &server.uri(),
+        body,
+        "kind = \"header\"\nname = \"X-Api-Key\"\nvalue_env = \"TEST_SECRET\"",
+    ));
     let run = env.run(&["sync"], &[("TEST_SECRET", secret)]).await;
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("HTTP 303"), "{}", run.stderr);
@@ -337,31 +330,12 @@ async fn an_echoed_credential_is_scrubbed_in_every_form() {
         .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({ "message": echoed })))
         .mount(&server)
         .await;
-    let target = format!(
-        r#"
-[targets.t]
-base_url = "{}/"
-[targets.t.endpoints.group_members]
-path = "/groups/{{{{ group.id }}}}"
-body = '{{"members": {{{{ members }}}}}}'
-error_message = ["/message"]
-[[targets.t.groups.map]]
-source = "g0"
-target_id = "{}"
-[targets.t.users]
-id_attribute = "tid"
-[targets.t.auth]
-kind = "basic"
-username = "svc"
-password_env = "TEST_SECRET"
-"#,
-        server.uri(),
-        uuid(100)
-    );
-    let env = Env::new();
-    env.write("users.csv", USERS);
-    env.write("groups.csv", &groups_csv(&[("one", &[1])]));
-    env.write("dirsync.toml", &config_csv(&target));
+    let body = r#"{"members": {{ members }}}"#;
+    let env = custom_env(&custom_target(
+        &server.uri(),
+        body,
+        "kind = \"basic\"\nusername = \"svc\"\npassword_env = \"TEST_SECRET\"",
+    ));
     let run = env.run(&["sync"], &[("TEST_SECRET", secret)]).await;
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
