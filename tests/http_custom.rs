@@ -348,3 +348,44 @@ async fn an_echoed_credential_is_scrubbed_in_every_form() {
         assert_no_leak(form, &visible);
     }
 }
+
+/// A header value the source data gives with a line break makes the entity invalid
+/// source data; a credential no header can carry fails the operation at once: no
+/// attempt could ever send either, so neither is retried.
+#[tokio::test]
+async fn a_request_that_cannot_be_built_is_not_sent_nor_retried() {
+    use wiremock::matchers::any;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let body = r#"{"members": {{ members }}}"#;
+    let target = custom_target(&server.uri(), body, "kind = \"none\"").replace(
+        "error_message = [\"/message\"]",
+        "error_message = [\"/message\"]\nheaders = { \"X-Group\" = \"{{ group.name }}\" }",
+    );
+    let env = custom_env(&target);
+    env.write("groups.csv", "id,name,members\ng0,\"two\nlines\",u1\n");
+    let run = env.run(&["sync"], &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Skipped an entity") && run.stderr.contains("header `X-Group`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.received_requests().await.map(|r| r.len()), Some(0));
+
+    let target = custom_target(
+        &server.uri(),
+        body,
+        "kind = \"header\"\nname = \"X-Api-Key\"\nvalue_env = \"TEST_SECRET\"",
+    );
+    let env = custom_env(&target);
+    let run = env.run(&["sync"], &[("TEST_SECRET", "two\nlines")]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("attempts=1"), "{}", run.stderr);
+    assert_eq!(server.received_requests().await.map(|r| r.len()), Some(0));
+}

@@ -356,14 +356,15 @@ impl HttpTarget {
                     }
                     (verdict, after)
                 }
-                Err(message) => {
+                Err(NotSent { message, again }) => {
                     // The audit row tells what the last attempt met: no answer at all.
                     outcome.status = None;
-                    let verdict = Verdict::Failure {
-                        kind: Failure::Retryable,
-                        message,
+                    let kind = if again {
+                        Failure::Retryable
+                    } else {
+                        Failure::Rejected
                     };
-                    (verdict, None)
+                    (Verdict::Failure { kind, message }, None)
                 }
             };
             match (&verdict, outcome.status) {
@@ -429,11 +430,15 @@ impl HttpTarget {
     }
 
     /// One HTTP exchange: status, headers and body, or a transport error message.
-    async fn send_once(&self, req: &Request) -> Result<(u16, reqwest::header::HeaderMap, String), String> {
+    async fn send_once(&self, req: &Request) -> Result<(u16, reqwest::header::HeaderMap, String), NotSent> {
+        let never = |message: String| NotSent {
+            message,
+            again: false,
+        };
         // The base URL's own path is kept: `https://host/api` + `/x` is `https://host/api/x`.
         let base = self.spec.base_url.as_str().trim_end_matches('/');
         let url = reqwest::Url::parse(&format!("{base}{}", req.path_and_query))
-            .map_err(|e| format!("invalid request URL: {e}"))?;
+            .map_err(|e| never(format!("invalid request URL: {e}")))?;
         let mut builder = self
             .client
             .request(req.method.clone(), url)
@@ -447,26 +452,29 @@ impl HttpTarget {
         }
         builder = match &self.spec.auth {
             Auth::None => builder,
-            Auth::Bearer(token) => {
-                builder.header(AUTHORIZATION, sensitive(&format!("Bearer {}", token.expose()))?)
-            }
+            Auth::Bearer(token) => builder.header(
+                AUTHORIZATION,
+                sensitive(&format!("Bearer {}", token.expose())).map_err(never)?,
+            ),
             Auth::Basic { username, password } => builder.basic_auth(username, Some(password.expose())),
-            Auth::Header { name, value } => builder.header(name.as_str(), sensitive(value.expose())?),
-            Auth::Cookie { name, value } => {
-                builder.header(COOKIE, sensitive(&format!("{name}={}", value.expose()))?)
+            Auth::Header { name, value } => {
+                builder.header(name.as_str(), sensitive(value.expose()).map_err(never)?)
             }
+            Auth::Cookie { name, value } => builder.header(
+                COOKIE,
+                sensitive(&format!("{name}={}", value.expose())).map_err(never)?,
+            ),
             Auth::Query { name, value } => builder.query(&[(name.as_str(), value.expose())]),
         };
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| self.redact(&describe_transport(&e)))?;
+        let not_sent = |e: reqwest::Error| NotSent {
+            message: self.redact(&describe_transport(&e)),
+            // A request that cannot be built never will be.
+            again: !e.is_builder(),
+        };
+        let response = builder.send().await.map_err(not_sent)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| self.redact(&describe_transport(&e)))?;
+        let body = response.text().await.map_err(not_sent)?;
         Ok((status, headers, body))
     }
 
@@ -573,6 +581,12 @@ pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
         source = s.source();
     }
     msg
+}
+
+/// A request that got no answer: why, and whether another attempt may get one.
+struct NotSent {
+    message: String,
+    again: bool,
 }
 
 /// What an operation that the run's stop kept from sending (again) failed with: its

@@ -210,7 +210,15 @@ pub fn build<C: Serialize>(templates: &Templates, ep: &Endpoint, ctx: &C) -> Res
     }
     let mut headers = Vec::new();
     for name in &ep.headers {
-        headers.push((name.clone(), render(&format!("header.{name}"), Kind::Text)?));
+        let value = render(&format!("header.{name}"), Kind::Text)?;
+        // Checked here, so that an entity whose data no header can carry is invalid
+        // source data, not a request that fails every run.
+        if reqwest::header::HeaderValue::from_str(&value).is_err() {
+            return Err(BuildError(format!(
+                "header `{name}`: the value holds a character a header cannot carry (a line break or another control character)"
+            )));
+        }
+        headers.push((name.clone(), value));
     }
     let body = render("body", ep.format.template_kind())?;
     // A read (GET by default) or a delete sends no body unless its template renders one.
