@@ -655,6 +655,31 @@ async fn a_user_whose_group_removal_waits_is_not_deleted_meanwhile() {
     assert_eq!(server.memberships().await, expected(&[("ops", vec![1, 2, 3])]));
 }
 
+/// A member a group's own protection keeps is not deleted when they leave the
+/// source: the deletion would take them out of that group.
+#[tokio::test]
+async fn a_member_protected_in_a_group_is_not_deleted() {
+    let server = ScimServer::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users(3));
+    env.write("groups.csv", &groups(&[("ops", vec![1, 2, 3])]));
+    let target = scim_target_with(&server.url, "delete", 100).replace(
+        "[[targets.scim.groups.rules]]",
+        "[[targets.scim.groups.map]]\nsource = \"ops\"\ntarget_id = \"ops\"\n\
+         safety = { protected_members = [\"u3\"] }\n\n[[targets.scim.groups.rules]]",
+    );
+    env.write("dirsync.toml", &config_csv(&target));
+    env.run(&["sync"], VARS).await.expect_code(0);
+
+    env.write("users.csv", &users(2));
+    env.write("groups.csv", &groups(&[("ops", vec![1, 2])]));
+    let run = env.run(&["sync", "--allow-removals"], VARS).await;
+    run.expect_code(0);
+    assert!(run.stderr.contains("Kept a protected member"), "{}", run.stderr);
+    assert_eq!(server.active().await.len(), 3, "{}", run.stderr);
+    assert_eq!(server.memberships().await, expected(&[("ops", vec![1, 2, 3])]));
+}
+
 /// The rows the state database keeps for `user`: (snapshot rows, kept target ids).
 async fn kept_rows(env: &Env, user: &str) -> (i64, i64) {
     let pool = common::sqlite(&env.db()).await;
