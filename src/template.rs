@@ -219,6 +219,11 @@ fn plain_text(value: &Value) -> String {
 /// value; a control character XML 1.0 cannot carry at all is an error, so the entity
 /// is reported as invalid source data instead of sent as a document the target
 /// rejects.
+/// `text` as the XML kind writes it; `None` when XML cannot carry it.
+pub(crate) fn xml_escaped(text: &str) -> Option<String> {
+    xml_text(&Value::from(text)).ok()
+}
+
 fn xml_text(value: &Value) -> Result<String, minijinja::Error> {
     let text = plain_text(value);
     let mut out = String::with_capacity(text.len());

@@ -20,12 +20,11 @@ use crate::plan::{Operation, Plan, Reason};
 /// The change time each planned operation carries, by entity.
 #[derive(Debug, Default)]
 pub(crate) struct ChangeTimes {
-    groups: HashMap<String, SystemTime>,
+    /// A group's change time, and how many of the operations it went as (member
+    /// deltas of at most N members) are not confirmed yet: the change is measured
+    /// once, when the last is.
+    groups: HashMap<String, (SystemTime, AtomicUsize)>,
     users: HashMap<String, SystemTime>,
-    /// A group's change sent as several operations (member deltas of at most N
-    /// members): how many are not confirmed yet. The change is measured once, when
-    /// the last is.
-    parts: HashMap<String, AtomicUsize>,
 }
 
 impl ChangeTimes {
@@ -63,12 +62,11 @@ impl ChangeTimes {
                         .filter_map(|id| changed.get(id.as_str()).copied());
                     let latest = members.chain(after(group.changed_at)).max();
                     if let Some(t) = latest {
-                        times.groups.insert(g.group.id.clone(), t);
-                        times
-                            .parts
+                        let (_, parts) = times
+                            .groups
                             .entry(g.group.id.clone())
-                            .or_default()
-                            .fetch_add(1, Ordering::Relaxed);
+                            .or_insert_with(|| (t, AtomicUsize::new(0)));
+                        parts.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Operation::UpdateUser(u) => {
@@ -88,8 +86,8 @@ impl ChangeTimes {
     pub(crate) fn seconds_to_now(&self, op: &Operation) -> Option<f64> {
         let at = match op {
             Operation::ReplaceMembers(g) => {
-                let left = self.parts.get(&g.group.id)?.fetch_sub(1, Ordering::Relaxed);
-                self.groups.get(&g.group.id).filter(|_| left == 1)
+                let (at, parts) = self.groups.get(&g.group.id)?;
+                Some(at).filter(|_| parts.fetch_sub(1, Ordering::Relaxed) == 1)
             }
             Operation::UpdateUser(u) => self.users.get(&u.user.id),
             Operation::DeleteUser(_) => None,
@@ -200,7 +198,7 @@ mod tests {
         };
         let times = ChangeTimes::of_plan(&plan, &dir, Some(t(150)));
         // The group: its own change (200) and u2's (300); u3 is not a member.
-        assert_eq!(times.groups.get("G1"), Some(&t(300)));
+        assert_eq!(times.groups.get("G1").map(|(at, _)| at), Some(&t(300)));
         assert_eq!(times.users.get("T-u1"), None, "changed before the confirmed time");
         assert_eq!(times.users.get("T-u3"), Some(&t(500)));
         assert!(times.seconds_to_now(&plan.ops[2]).is_some_and(|s| s > 1e9));

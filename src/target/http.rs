@@ -114,6 +114,8 @@ pub struct HttpTarget {
     /// Once cancelled (the run is stopping), no request starts: not a retry, nor
     /// one waiting for its turn.
     stopping: CancellationToken,
+    /// Every form of every secret an answer may echo, longest first (`redact`).
+    secret_forms: Arc<[String]>,
 }
 
 impl HttpTarget {
@@ -143,6 +145,7 @@ impl HttpTarget {
             )),
             scim: config.spec.scim.clone().map(|s| Arc::new(scim::Ids::new(s))),
             stopping: CancellationToken::new(),
+            secret_forms: secret_forms_of(&config.spec).into(),
         })
     }
 
@@ -274,28 +277,34 @@ impl HttpTarget {
         outcome
     }
 
-    /// Sends `req` until it is confirmed, refused or out of attempts. With `kept_answer`,
-    /// the last answer's body (secrets redacted) is left there, for a caller that
-    /// reads ids out of it.
     /// Starts no request once `stop` is cancelled.
     pub(crate) fn stops_with(mut self, stop: &CancellationToken) -> HttpTarget {
         self.stopping = stop.child_token();
         self
     }
 
-    /// Waits the backoff before attempt `attempt + 1`; false when the retries are
-    /// spent or the run is stopping.
-    pub(super) async fn wait_to_retry(&self, attempt: u32) -> bool {
-        let retry = &self.spec.retry;
-        if attempt >= retry.max_attempts || self.stopping.is_cancelled() {
-            return false;
-        }
+    /// Sleeps `delay`, or less when the run stops; false when it stopped.
+    async fn sleep_unless_stopping(&self, delay: Duration) -> bool {
         tokio::select! {
-            _ = tokio::time::sleep(backoff(retry, attempt, rand::random::<f64>())) => true,
+            _ = tokio::time::sleep(delay) => true,
             _ = self.stopping.cancelled() => false,
         }
     }
 
+    /// Waits the backoff before attempt `attempt + 1`; false when the retries are
+    /// spent or the run is stopping.
+    pub(super) async fn wait_to_retry(&self, attempt: u32) -> bool {
+        let retry = &self.spec.retry;
+        attempt < retry.max_attempts
+            && !self.stopping.is_cancelled()
+            && self
+                .sleep_unless_stopping(backoff(retry, attempt, rand::random::<f64>()))
+                .await
+    }
+
+    /// Sends `req` until it is confirmed, refused or out of attempts. With `kept_answer`,
+    /// the last answer's body (secrets redacted) is left there, for a caller that
+    /// reads ids out of it.
     pub(super) async fn send_with_retries(
         &self,
         ep: &Endpoint,
@@ -418,10 +427,8 @@ impl HttpTarget {
             if retry_after.is_none() {
                 let delay = backoff(retry, attempts, rand::random::<f64>());
                 tracing::debug!(target_name = %self.name, attempts, delay_ms = delay.as_millis() as u64, %error, "Retrying after a transient failure.");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = self.stopping.cancelled() => {}
-                }
+                // A stop ends the wait; the next turn sees it.
+                self.sleep_unless_stopping(delay).await;
             } else {
                 tracing::debug!(target_name = %self.name, attempts, %error, "Retrying when the target's Retry-After has passed.");
             }
@@ -485,35 +492,40 @@ impl HttpTarget {
     }
 
     /// Replaces every configured secret in `text` with `***`, in each form a target
-    /// may echo it: as sent in a query (form-encoded) or a path (percent-encoded),
-    /// escaped in JSON or XML, and a Basic credential as its header carries it.
+    /// may echo it (`secret_forms_of`).
     fn redact_secrets(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        let secrets = self
-            .spec
-            .auth
-            .secrets()
-            .into_iter()
-            .chain(self.spec.secrets.values())
-            .map(|s| s.expose())
-            .filter(|s| !s.is_empty());
-        let mut forms = BTreeSet::new();
-        for s in secrets {
-            forms.extend(secret_forms(s));
-        }
-        if let Auth::Basic { username, password } = &self.spec.auth {
-            use base64::Engine as _;
-            let basic = format!("{username}:{}", password.expose());
-            forms.insert(base64::engine::general_purpose::STANDARD.encode(basic));
-        }
-        // Longest first: a form that holds another is replaced whole.
-        let mut forms: Vec<String> = forms.into_iter().collect();
-        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-        for form in forms {
-            out = out.replace(&form, "***");
+        for form in self.secret_forms.iter() {
+            out = out.replace(form.as_str(), "***");
         }
         out
     }
+}
+
+/// Every form of the target's secrets an answer may echo: each as sent in a query
+/// (form-encoded) or a path (percent-encoded), escaped in JSON or XML, and a Basic
+/// credential as its header carries it. Longest first, so that a form holding
+/// another is replaced whole.
+fn secret_forms_of(spec: &Spec) -> Vec<String> {
+    let secrets = spec
+        .auth
+        .secrets()
+        .into_iter()
+        .chain(spec.secrets.values())
+        .map(|s| s.expose())
+        .filter(|s| !s.is_empty());
+    let mut forms = BTreeSet::new();
+    for s in secrets {
+        forms.extend(secret_forms(s));
+    }
+    if let Auth::Basic { username, password } = &spec.auth {
+        use base64::Engine as _;
+        let basic = format!("{username}:{}", password.expose());
+        forms.insert(base64::engine::general_purpose::STANDARD.encode(basic));
+    }
+    let mut forms: Vec<String> = forms.into_iter().collect();
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms
 }
 
 /// A secret as written raw, form-encoded (a query), percent-encoded (as a path
@@ -525,21 +537,16 @@ fn secret_forms(secret: &str) -> BTreeSet<String> {
         .and_then(|j| j.strip_suffix('"'))
         .unwrap_or(secret)
         .to_owned();
-    let xml = secret
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;");
     [
-        secret.to_owned(),
-        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
-        percent_encoding::utf8_percent_encode(secret, crate::template::SEGMENT).to_string(),
-        percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string(),
-        json,
-        xml,
+        Some(secret.to_owned()),
+        Some(url::form_urlencoded::byte_serialize(secret.as_bytes()).collect()),
+        Some(percent_encoding::utf8_percent_encode(secret, crate::template::SEGMENT).to_string()),
+        Some(percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string()),
+        Some(json),
+        crate::template::xml_escaped(secret),
     ]
     .into_iter()
+    .flatten()
     .filter(|f| !f.is_empty())
     .collect()
 }

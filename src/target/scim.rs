@@ -14,7 +14,8 @@
 //! (404, or not found) is already deleted. Every request goes through
 //! `send_with_retries` (auth, retries, pace), like the planned ones, but a create:
 //! it is sent again only after a search finds no entity it made before its answer
-//! was lost, and not at all to a service without filters.
+//! was lost, or after a 429 (which made nothing), the only retry a service without
+//! filters gets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -61,6 +62,12 @@ impl Kind {
             Kind::User => &ids.settings.user_filter,
             Kind::Group => &ids.settings.group_filter,
         }
+    }
+
+    /// Whether keys of this kind are compared with case: `externalId` is (RFC 7643
+    /// §3.1), `userName` and `displayName` are not.
+    fn case_exact(self, ids: &Ids) -> bool {
+        self.attribute(ids) == "externalId"
     }
 
     /// A listed resource's (key, id), when it has both.
@@ -564,12 +571,9 @@ impl HttpTarget {
         let made = serde_json::from_str::<Value>(body)
             .ok()
             .and_then(|b| b.get(attr).and_then(Value::as_str).map(str::to_owned));
-        let found = made.as_deref().is_some_and(|v| match attr {
-            // `externalId` is compared with case (RFC 7643 §3.1), `userName` and
-            // `displayName` without.
-            "externalId" => v == key,
-            _ => v.eq_ignore_ascii_case(key),
-        });
+        let found = made
+            .as_deref()
+            .is_some_and(|v| v == key || (!kind.case_exact(ids) && v.eq_ignore_ascii_case(key)));
         if found {
             return Ok(());
         }
@@ -651,9 +655,7 @@ impl HttpTarget {
                 return Ok(Some(id.clone()));
             }
             let Some(mut start) = listing.next else {
-                // `externalId` is compared with case (RFC 7643 §3.1), `userName` and
-                // `displayName` without.
-                if kind.attribute(ids) == "externalId" {
+                if kind.case_exact(ids) {
                     return Ok(None);
                 }
                 return Ok(same.first().map(|(_, id)| id.clone()));
