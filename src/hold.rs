@@ -530,6 +530,7 @@ mod tests {
                     name: "staff".into(),
                     members: Members::from(before.clone()),
                     fingerprint: "old".into(),
+                    member_users: None,
                 },
             )]
             .into(),

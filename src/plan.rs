@@ -35,6 +35,10 @@ pub(crate) struct SnapshotGroup {
     pub(crate) name: String,
     pub(crate) members: Members,
     pub(crate) fingerprint: String,
+    /// For a target whose request gives each member's details: those details as the
+    /// group was last confirmed, a JSON object of source user id → user, parsed only
+    /// when a kept member needs describing.
+    pub(crate) member_users: Option<String>,
 }
 
 /// A confirmed member list as the store keeps it, a JSON array of ids, parsed only for
@@ -598,6 +602,7 @@ mod tests {
                     name: g.name.clone(),
                     fingerprint: fp(&g),
                     members: g.members.into(),
+                    member_users: None,
                 },
             );
         }

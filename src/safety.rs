@@ -203,6 +203,7 @@ mod tests {
                 name: "g".into(),
                 members: ids(base).into(),
                 fingerprint: String::new(),
+                member_users: None,
             },
         );
         let group = DesiredGroup {

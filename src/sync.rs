@@ -27,7 +27,7 @@ use crate::config::{Config, SourceConfig, TargetConfig};
 use crate::hold::{self, Held};
 use crate::lock::{LockError, RunLock};
 use crate::mapping::{self, DesiredUser, MapOptions, MappingError};
-use crate::model::Directory;
+use crate::model::{Directory, User};
 use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::source::token::{self, Decision, Facts, ReadMode};
 use crate::source::{self, SourceError};
@@ -854,7 +854,7 @@ fn prepare<'c>(
     let t = std::time::Instant::now();
     let updates_users = target.offers(EndpointKind::UpdateUser);
     let deletes_users = config.removed_users == plan::RemovedUsers::Delete;
-    let needs_member_users = target.spec().endpoints.values().any(|e| e.uses_member_users);
+    let needs_member_users = target.spec().lists_member_details();
     let options = MapOptions {
         // Every user, not only members: a user left out of the mapping would be
         // taken for one who left the source.
@@ -1014,7 +1014,8 @@ fn hold_removals(
 /// Puts into `users` the members the removal policy keeps in a group's list, for a
 /// target whose request gives each member's details (`member_users`): a member the
 /// mapping left out (in no mapped group any more) is described from the source, or
-/// as last pushed. A group that keeps a member nothing describes is not sent, and
+/// as last pushed (the user's own snapshot row, else the group's last confirmed list).
+/// A group that keeps a member nothing describes is not sent, and
 /// is reported: its list without that member would remove it. Pure.
 fn describe_kept(
     config: &TargetConfig,
@@ -1054,6 +1055,29 @@ fn describe_kept(
                 .or_insert_with(|| DesiredUser { id: id.clone(), user });
         }
     }
+    // Then as the group that keeps them was last confirmed.
+    for op in &plan.ops {
+        let Some(g) = kept_in(op, hold) else {
+            continue;
+        };
+        if g.group.members.iter().all(|id| users.contains_key(id)) {
+            continue;
+        }
+        let Some(json) = snapshot
+            .groups
+            .get(&g.group.id)
+            .and_then(|s| s.member_users.as_deref())
+        else {
+            continue;
+        };
+        // Text that is not such an object describes no one: the group is withheld.
+        let last: BTreeMap<String, User> = serde_json::from_str(json).unwrap_or_default();
+        for (id, user) in last {
+            if missing.contains(&id) && !users.contains_key(&id) {
+                users.insert(id.clone(), DesiredUser { id, user });
+            }
+        }
+    }
     let mut unsendable = Vec::new();
     plan.ops.retain(|op| {
         let Some(g) = kept_in(op, hold) else {
@@ -1082,6 +1106,16 @@ fn describe_kept(
         false
     });
     unsendable
+}
+
+/// The details of a confirmed group's members, as kept beside its snapshot row: a
+/// JSON object of source user id → user. Pure.
+fn member_details(members: &BTreeSet<String>, users: &BTreeMap<String, DesiredUser>) -> String {
+    let described: BTreeMap<&str, &User> = members
+        .iter()
+        .filter_map(|id| users.get(id).map(|u| (id.as_str(), &u.user)))
+        .collect();
+    serde_json::to_string(&described).unwrap_or_default()
 }
 
 /// Builds again the requests of the groups that keep members (another list is sent);
@@ -1274,6 +1308,7 @@ async fn push<'p>(
     let stop = AtomicBool::new(false);
     let consecutive_failures = AtomicUsize::new(0);
     let max_failures = p.target.spec().max_consecutive_failures;
+    let lists_details = p.target.spec().lists_member_details();
     let name = p.config.name.as_str();
     // Outcomes go to one writer that commits them in batches, so a request slot is
     // free again as soon as its answer is in, not after a database commit. The queue
@@ -1365,6 +1400,12 @@ async fn push<'p>(
                         .approved_ops
                         .contains(&(op_kind(op), op.entity_id().to_owned()))
                 }),
+                member_users: match op {
+                    Operation::ReplaceMembers(g) if lists_details && outcome.result.is_ok() => {
+                        Some(member_details(&g.group.members, &p.users))
+                    }
+                    _ => None,
+                },
             };
             // A closed channel means the writer failed; its error is returned below.
             let _ = records.send(record).await;

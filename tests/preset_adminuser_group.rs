@@ -175,11 +175,28 @@ async fn the_token_never_leaks() {
     assert!(!mock.lock().accepted.is_empty());
 }
 
+/// The users of `users_csv(n)` whose number is in `keep`.
+fn users_csv_only(n: u64, keep: &[u64]) -> String {
+    let mut users = String::from("id,username,email,tid\n");
+    for line in users_csv(n).lines().skip(1) {
+        let number: u64 = line
+            .split(',')
+            .next()
+            .and_then(|id| id.trim_start_matches('u').parse().ok())
+            .unwrap_or(0);
+        if keep.contains(&number) {
+            users.push_str(line);
+            users.push('\n');
+        }
+    }
+    users
+}
+
 /// This API replaces a group's users with the ones its body names, with their
 /// details: members a per-group limit holds stay in that list. A held member still
-/// in the source (in no mapped group) is described from the source; once held
-/// members have left the source they cannot be described, and the group is not
-/// sent at all rather than sent without them.
+/// in the source (in no mapped group) is described from the source; one who left
+/// the source is described as the group was last confirmed, so the group's other
+/// changes still go out.
 #[tokio::test]
 async fn members_held_by_a_group_limit_stay_in_the_pushed_list() {
     let mock = AdminUserGroupApi::start().await;
@@ -187,7 +204,7 @@ async fn members_held_by_a_group_limit_stay_in_the_pushed_list() {
     let limit =
         "[targets.platform.safety]\nmax_removed_members_per_group_percent = 50\nper_group_min_members = 10\n";
     let env = setup(&mock, &[("ops", &all)], limit);
-    env.write("users.csv", &users_csv(13));
+    env.write("users.csv", &users_csv(14));
     env.run(&["sync"], GOOD).await.expect_code(0);
     assert_eq!(mock.lock().members(), expected_state(&[("ops", &all)]));
 
@@ -203,63 +220,118 @@ async fn members_held_by_a_group_limit_stay_in_the_pushed_list() {
         "user9"
     );
 
-    // They leave the source: nothing can describe them, so the group waits whole.
-    let mut users = String::from("id,username,email,tid\n");
-    for line in users_csv(13).lines().skip(1) {
-        let n: u64 = line
-            .split(',')
-            .next()
-            .and_then(|id| id.trim_start_matches('u').parse().ok())
-            .unwrap_or(0);
-        if kept.contains(&n) {
-            users.push_str(line);
-            users.push('\n');
-        }
-    }
-    env.write("users.csv", &users);
+    // They leave the source: the list as confirmed still describes them, and it is
+    // what the target has, so nothing is sent.
+    env.write("users.csv", &users_csv_only(14, &[1, 2, 3, 4, 5, 13, 14]));
     let before = mock.request_count().await;
     let run = env.run(&["sync"], GOOD).await;
+    assert!(run.stderr.contains("Held removals back"), "{}", run.stderr);
+    assert!(!run.stderr.contains("no longer describes"), "{}", run.stderr);
+    assert_eq!(mock.request_count().await, before, "{}", run.stderr);
+
+    // One more joins: the group goes out with them, the held members described as
+    // last confirmed.
+    let joined: &[u64] = &[1, 2, 3, 4, 5, 13, 14];
+    env.write("groups.csv", &groups_csv(&[("ops", joined)]));
+    let run = env.run(&["sync"], GOOD).await;
+    assert!(run.stderr.contains("Held removals back"), "{}", run.stderr);
+    assert!(!run.stderr.contains("no longer describes"), "{}", run.stderr);
+    let with_held: Vec<u64> = (1..=14).collect();
+    assert_eq!(mock.lock().members(), expected_state(&[("ops", &with_held)]));
+    {
+        let state = mock.lock();
+        let user9 = &state.groups[&group_uuid(0)].users[&uuid(9)];
+        assert_eq!(user9["userName"], "user9");
+        assert_eq!(user9["emailAddress"], "user9@example.com");
+    }
+    mock.assert_no_violations();
+}
+
+/// A group confirmed with no member details kept (by a version that kept none)
+/// cannot describe a held member who left the source: it is not sent at all rather
+/// than sent without them.
+#[tokio::test]
+async fn a_group_that_cannot_describe_a_held_member_is_not_sent() {
+    let mock = AdminUserGroupApi::start().await;
+    let all: Vec<u64> = (1..=12).collect();
+    let limit =
+        "[targets.platform.safety]\nmax_removed_members_per_group_percent = 50\nper_group_min_members = 10\n";
+    let env = setup(&mock, &[("ops", &all)], limit);
+    env.write("users.csv", &users_csv(13));
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    env.alter_db("UPDATE snapshot_groups SET member_users = NULL")
+        .await;
+
+    // Seven leave the source and the group; one joins.
+    let kept: &[u64] = &[1, 2, 3, 4, 5, 13];
+    env.write("users.csv", &users_csv_only(13, kept));
+    env.write("groups.csv", &groups_csv(&[("ops", kept)]));
+    let before = mock.request_count().await;
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(3);
     assert!(
         run.stderr.contains("the source no longer describes"),
         "{}",
         run.stderr
     );
     assert_eq!(mock.request_count().await, before, "{}", run.stderr);
-    assert_eq!(mock.lock().members(), expected_state(&[("ops", &with_held)]));
+    assert_eq!(mock.lock().members(), expected_state(&[("ops", &all)]));
     mock.assert_no_violations();
 }
 
-/// An approval whose group cannot be sent (it still keeps a protected member the
-/// source no longer describes) is not taken as done: the set stays held.
+/// An approval of a set whose group keeps a protected member who left the source:
+/// the group goes out with that member described as last confirmed, and the set is
+/// done. Without those details the group cannot be sent, and the set stays held.
 #[tokio::test]
-async fn an_approval_whose_group_is_withheld_stays_held() {
-    let mock = AdminUserGroupApi::start().await;
-    let all: Vec<u64> = (1..=12).collect();
-    let limit = format!(
-        "[targets.platform.safety]\nmax_removed_members_per_group_percent = 50\nper_group_min_members = 10\n\
-         protected_members = [\"{}\"]\n",
-        uuid(12)
-    );
-    let env = setup(&mock, &[("ops", &all)], &limit);
-    env.write("users.csv", &users_csv(12));
-    env.run(&["sync"], GOOD).await.expect_code(0);
+async fn an_approval_keeps_a_protected_member_who_left_the_source() {
+    for details_kept in [true, false] {
+        let mock = AdminUserGroupApi::start().await;
+        let all: Vec<u64> = (1..=12).collect();
+        let limit = format!(
+            "[targets.platform.safety]\nmax_removed_members_per_group_percent = 50\nper_group_min_members = 10\n\
+             protected_members = [\"{}\"]\n",
+            uuid(12)
+        );
+        let env = setup(&mock, &[("ops", &all)], &limit);
+        env.write("users.csv", &users_csv(12));
+        env.run(&["sync"], GOOD).await.expect_code(0);
+        if !details_kept {
+            env.alter_db("UPDATE snapshot_groups SET member_users = NULL")
+                .await;
+        }
 
-    // Users 5 to 12 leave the source; 12 is protected.
-    env.write("users.csv", &users_csv(4));
-    env.write("groups.csv", &groups_csv(&[("ops", &[1, 2, 3, 4])]));
-    let run = env.run(&["sync"], GOOD).await;
-    assert!(run.stderr.contains("Held removals back"), "{}", run.stderr);
-    let held = env.run(&["held", "--json"], GOOD).await;
-    let id = serde_json::from_str::<serde_json::Value>(&held.stdout).expect("JSON")[0]["id"]
-        .as_str()
-        .expect("a held set")
-        .to_owned();
-    let before = mock.request_count().await;
-    let run = env.run(&["approve", &id], GOOD).await;
-    assert!(run.stderr.contains("the set stays held"), "{}", run.stderr);
-    assert_eq!(mock.request_count().await, before, "{}", run.stderr);
-    let held = env.run(&["held", "--json"], GOOD).await;
-    let sets: serde_json::Value = serde_json::from_str(&held.stdout).expect("JSON");
-    assert_eq!(sets[0]["id"], id.as_str(), "{sets}");
-    assert_eq!(mock.lock().members(), expected_state(&[("ops", &all)]));
+        // Users 5 to 12 leave the source; 12 is protected.
+        env.write("users.csv", &users_csv(4));
+        env.write("groups.csv", &groups_csv(&[("ops", &[1, 2, 3, 4])]));
+        let run = env.run(&["sync"], GOOD).await;
+        assert!(run.stderr.contains("Held removals back"), "{}", run.stderr);
+        let held = env.run(&["held", "--json"], GOOD).await;
+        let id = serde_json::from_str::<serde_json::Value>(&held.stdout).expect("JSON")[0]["id"]
+            .as_str()
+            .expect("a held set")
+            .to_owned();
+        let before = mock.request_count().await;
+        let run = env.run(&["approve", &id], GOOD).await;
+        let held = env.run(&["held", "--json"], GOOD).await;
+        let sets: serde_json::Value = serde_json::from_str(&held.stdout).expect("JSON");
+        if details_kept {
+            run.expect_code(0);
+            assert_eq!(mock.request_count().await, before + 1, "{}", run.stderr);
+            assert_eq!(
+                mock.lock().members(),
+                expected_state(&[("ops", &[1, 2, 3, 4, 12])])
+            );
+            assert_eq!(
+                mock.lock().groups[&group_uuid(0)].users[&uuid(12)]["userName"],
+                "user12"
+            );
+            assert_eq!(sets, serde_json::json!([]), "{sets}");
+        } else {
+            assert!(run.stderr.contains("the set stays held"), "{}", run.stderr);
+            assert_eq!(mock.request_count().await, before, "{}", run.stderr);
+            assert_eq!(sets[0]["id"], id.as_str(), "{sets}");
+            assert_eq!(mock.lock().members(), expected_state(&[("ops", &all)]));
+        }
+        mock.assert_no_violations();
+    }
 }

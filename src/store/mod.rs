@@ -77,6 +77,9 @@ pub(crate) struct Record<'a> {
     pub(crate) warning: Option<String>,
     /// The approval that let this operation's removals through (held set, who).
     pub(crate) approval: Option<&'a serde_json::Value>,
+    /// A confirmed group's members with their details (JSON), for a target whose
+    /// request gives them.
+    pub(crate) member_users: Option<String>,
 }
 
 /// An entity left out of a run because its request cannot be built (a template
@@ -281,7 +284,7 @@ impl Store {
     /// What `target` last confirmed.
     pub(crate) async fn load_snapshot(&self, target: &str) -> Result<Snapshot, StoreError> {
         let mut snapshot = Snapshot::default();
-        let rows = sqlx::query("SELECT id, name, members, json_array_length(members) AS n, fingerprint FROM snapshot_groups WHERE target = ?")
+        let rows = sqlx::query("SELECT id, name, members, json_array_length(members) AS n, fingerprint, member_users FROM snapshot_groups WHERE target = ?")
             .bind(target)
             .fetch_all(&self.pool)
             .await?;
@@ -301,6 +304,7 @@ impl Store {
                     name: row.try_get("name")?,
                     members: Members { json: text, count },
                     fingerprint: row.try_get("fingerprint")?,
+                    member_users: row.try_get("member_users")?,
                 },
             );
         }
@@ -374,16 +378,18 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
             Operation::ReplaceMembers(g) => {
                 let members = serde_json::to_string(&g.group.members).unwrap_or_default();
                 sqlx::query(
-                        "INSERT INTO snapshot_groups (target, id, name, members, fingerprint, run_id, updated_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?)
+                        "INSERT INTO snapshot_groups (target, id, name, members, fingerprint, member_users, run_id, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                          ON CONFLICT (target, id) DO UPDATE SET name = excluded.name, members = excluded.members,
-                           fingerprint = excluded.fingerprint, run_id = excluded.run_id, updated_at = excluded.updated_at",
+                           fingerprint = excluded.fingerprint, member_users = excluded.member_users,
+                           run_id = excluded.run_id, updated_at = excluded.updated_at",
                     )
                     .bind(rec.target)
                     .bind(&g.group.id)
                     .bind(&g.group.name)
                     .bind(members)
                     .bind(&g.fingerprint)
+                    .bind(rec.member_users.as_deref())
                     .bind(rec.run_id)
                     .bind(at)
                     .execute(&mut *tx)

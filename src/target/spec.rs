@@ -263,6 +263,13 @@ pub struct Spec {
     pub(crate) scim: Option<Scim>,
 }
 
+impl Spec {
+    /// Whether a group request gives each member's details (`member_users`).
+    pub(crate) fn lists_member_details(&self) -> bool {
+        self.endpoints.values().any(|e| e.uses_member_users)
+    }
+}
+
 /// How a SCIM 2.0 service's users and groups are found and created. The target ids
 /// the mapping gives are the values searched by; the service's own ids replace them
 /// in each request as it is sent.

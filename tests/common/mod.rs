@@ -120,6 +120,14 @@ impl Env {
         cmd
     }
 
+    /// Changes the state database as a hand edit or an older version would have.
+    pub async fn alter_db(&self, sql: &'static str) {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(self.db());
+        let pool = sqlx::SqlitePool::connect_with(opts).await.expect("open state db");
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+        pool.close().await;
+    }
+
     /// The snapshot's groups: (target, group id) → members.
     pub async fn snapshot(&self) -> BTreeMap<(String, String), BTreeSet<String>> {
         if !self.db().exists() {
