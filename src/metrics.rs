@@ -258,6 +258,18 @@ impl Metrics {
         }
     }
 
+    /// Drops the gauges of a target the configuration no longer has, so that its
+    /// last held removals, invalid entities or drift do not keep an alert firing.
+    /// Its counters stay: they only ever grow, and totals remain true.
+    pub(crate) fn forget_target(&self, name: &str) {
+        let target = labels(&[("target", name)]);
+        self.invalid_entities.remove(&target);
+        self.held_removals.remove(&target);
+        self.concurrency_limit.remove(&target);
+        self.drift_members.remove(&target);
+        self.last_verify.remove(&target);
+    }
+
     /// Counts a run that could not go ahead (source error, lock held, …).
     pub fn observe_error(&self, outcome: &str, duration: Duration) {
         self.runs.get_or_create(&labels(&[("outcome", outcome)])).inc();
@@ -394,6 +406,21 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }
+
+        // The target leaves the config: its gauges go, its counters stay.
+        m.forget_target("office");
+        let text = m.encode();
+        for gone in [
+            "dirsync_invalid_entities{target=\"office\"}",
+            "dirsync_held_removals{target=\"office\"}",
+            "dirsync_concurrency_limit{target=\"office\"}",
+        ] {
+            assert!(!text.contains(gone), "`{gone}` still in\n{text}");
+        }
+        assert!(
+            text.contains("dirsync_retries_total{target=\"office\"} 2"),
+            "{text}"
+        );
     }
 
     #[test]

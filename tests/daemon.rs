@@ -468,3 +468,59 @@ async fn a_stop_during_a_retry_after_pause_ends_the_run_at_once() {
         .expect("runs");
     assert_eq!(unfinished, 0, "every run is recorded as finished");
 }
+
+/// A target that a reload removes leaves /metrics with its gauges, so that its last
+/// held removals or invalid entities do not keep an alert firing.
+#[tokio::test]
+async fn a_target_removed_by_a_reload_leaves_its_gauges() {
+    let mock = GroupMembersApi::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users_csv(5));
+    env.write("groups.csv", &groups_csv(GROUPS));
+    let port = free_port();
+    let office = config(&mock, port, ".*");
+    env.write("dirsync.toml", &office);
+    let child = start_service(&env);
+    let pid = child.id().expect("pid");
+    let client = reqwest::Client::new();
+    // Empty until the server listens.
+    let metrics = || async {
+        match client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        {
+            Ok(answer) => answer.text().await.expect("body"),
+            Err(_) => String::new(),
+        }
+    };
+    let gauge = |target: &str| format!("dirsync_invalid_entities{{target=\"{target}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !metrics().await.contains(&gauge("office")) {
+        assert!(Instant::now() < deadline, "no run reported the target");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    env.write(
+        "dirsync.toml",
+        &office.replace("targets.office", "targets.renamed"),
+    );
+    kill(pid, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = metrics().await;
+        if text.contains(&gauge("renamed")) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no run reported the renamed target");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for name in ["dirsync_invalid_entities", "dirsync_held_removals"] {
+        assert!(
+            !text.contains(&format!("{name}{{target=\"office\"}}")),
+            "{name} of the removed target is still served:\n{text}"
+        );
+    }
+    let stderr = common::stop_service(child).await;
+    assert!(stderr.contains("Reloaded the configuration"), "{stderr}");
+}

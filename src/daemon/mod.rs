@@ -187,7 +187,11 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
                     owed = Some(schedule::owed(schedules(&config), &seen, &now, idle))
                         .filter(|d| d.run.is_some() || d.verify);
                     seen = now;
+                    let before = Arc::clone(&config);
                     config = reload(config_path, config);
+                    for gone in before.targets.iter().filter(|t| !config.targets.iter().any(|n| n.name == t.name)) {
+                        shared.metrics.forget_target(&gone.name);
+                    }
                     shared.health.lock().unwrap_or_else(|e| e.into_inner()).healthy_within = config.daemon.healthy_within;
                     if let Some(w) = watcher.take() {
                         w.abort();
