@@ -13,7 +13,7 @@
 //! normal one with its safety limits and audit, plans the group as changed.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -167,18 +167,26 @@ async fn check_target(
         target: tc.name.clone(),
         ..TargetSummary::default()
     };
-    // Refused credentials fail every read alike; more requests only lock the account.
+    // Refused credentials fail every read alike, and more requests only lock the
+    // account; a target that failed `max_consecutive_failures` reads in a row (an
+    // outage, a token without the right to read) is not read further either.
     let refused = AtomicBool::new(false);
+    let failures = AtomicUsize::new(0);
+    let max_failures = target.spec().max_consecutive_failures;
     let reads = futures_util::stream::iter(&snapshot.groups)
         .map(|(id, group)| {
-            let refused = &refused;
+            let (refused, failures) = (&refused, &failures);
             async move {
-                if refused.load(Ordering::Relaxed) {
+                if refused.load(Ordering::Relaxed) || failures.load(Ordering::Relaxed) >= max_failures {
                     return (id, group, None);
                 }
                 let read = target.read_group(id, &group.name).await;
-                if matches!(&read, Err(ReadError::Request(e)) if e.is_auth()) {
-                    refused.store(true, Ordering::Relaxed);
+                match &read {
+                    Ok(_) => failures.store(0, Ordering::Relaxed),
+                    Err(ReadError::Request(e)) if e.is_auth() => refused.store(true, Ordering::Relaxed),
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 (id, group, Some(read))
             }
@@ -191,7 +199,10 @@ async fn check_target(
             failed => {
                 let error = match failed {
                     Some(Err(e)) => e.to_string(),
-                    _ => "not read: the target refused the credentials for another group".to_owned(),
+                    _ if refused.load(Ordering::Relaxed) => {
+                        "not read: the target refused the credentials for another group".to_owned()
+                    }
+                    _ => format!("not read: {max_failures} reads in a row failed before it"),
                 };
                 tracing::warn!(target_name = %tc.name, group = %id, %error, "Could not read the group's members back from the target.");
                 summary.unreadable_groups += 1;

@@ -26,6 +26,8 @@ enum ReadAnswer {
     ElsewhereInTheAnswer,
     /// One item of the list without the id.
     ItemWithoutId,
+    /// 403: the caller may not read the group.
+    Forbidden,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +105,10 @@ impl Respond for Responder {
                     ReadAnswer::ItemWithoutId => {
                         items.push(serde_json::json!({ "user": { "name": "someone" } }));
                         serde_json::json!({ "data": { "members": items } })
+                    }
+                    ReadAnswer::Forbidden => {
+                        return ResponseTemplate::new(403)
+                            .set_body_json(serde_json::json!({ "error": "forbidden" }));
                     }
                 };
                 ResponseTemplate::new(200).set_body_json(body)
@@ -316,6 +322,37 @@ async fn an_answer_that_does_not_match_the_pointers_is_an_error_for_that_group_o
     // A repair corrects what it could read and leaves the unreadable groups alone.
     env.dirsync(&["verify", "--repair"]).await.expect_code(3);
     assert_eq!(api.groups(), expected_state(groups));
+}
+
+/// A token that may write groups but not read them fails every read alike: after
+/// `max_consecutive_failures` failed reads in a row the target is not read further.
+#[tokio::test]
+async fn reads_stop_after_max_consecutive_failures() {
+    let api = Api::start().await;
+    let groups: Vec<(String, Vec<u64>)> = (0..12).map(|k| (format!("g{k}"), vec![1, 2])).collect();
+    let groups: Vec<(&str, &[u64])> = groups.iter().map(|(n, m)| (n.as_str(), m.as_slice())).collect();
+    let config = target("api", &api.server.uri(), true)
+        .replace("concurrency = 4", "concurrency = 1\nmax_consecutive_failures = 3");
+    let env = setup(&config);
+    env.write("groups.csv", &groups_csv(&groups));
+    env.dirsync(&["sync"]).await.expect_code(0);
+    api.take_seen();
+    {
+        let mut state = api.lock();
+        for k in 0..12 {
+            state.answers.insert(group_uuid(k), ReadAnswer::Forbidden);
+        }
+    }
+
+    let run = env.dirsync(&["verify"]).await;
+    run.expect_code(3);
+    assert_eq!(api.take_seen().len(), 3, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("not read: 3 reads in a row failed before it"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("12 could not be read"), "{}", run.stdout);
 }
 
 #[tokio::test]

@@ -200,7 +200,8 @@ pub struct RawTarget {
     pub concurrency_increase_after: Option<usize>,
     /// Requests per second at most (no limit when absent).
     pub rate_limit: Option<f64>,
-    /// Stop the target's run after this many failed operations in a row.
+    /// Stop the target's run after this many failed operations in a row (and a
+    /// verify's reads after this many failed reads in a row).
     pub max_consecutive_failures: Option<usize>,
     /// Members one `add_members` or `remove_members` request carries at most (100).
     pub max_members_per_request: Option<usize>,
