@@ -1307,6 +1307,8 @@ async fn push<'p>(
 ) -> Result<Vec<AskedPause>, StoreError> {
     let stop = AtomicBool::new(false);
     let consecutive_failures = AtomicUsize::new(0);
+    // How many of those failures in a row were 403s.
+    let consecutive_forbidden = AtomicUsize::new(0);
     let max_failures = p.target.spec().max_consecutive_failures;
     let lists_details = p.target.spec().lists_member_details();
     let name = p.config.name.as_str();
@@ -1335,7 +1337,8 @@ async fn push<'p>(
         }
         Ok::<_, StoreError>(())
     };
-    let (stop, consecutive_failures, users) = (&stop, &consecutive_failures, &p.users);
+    let (stop, consecutive_failures, consecutive_forbidden, users) =
+        (&stop, &consecutive_failures, &consecutive_forbidden, &p.users);
     let skipped = move |op: &Operation| {
         cancel.is_cancelled() || stop.load(Ordering::Relaxed) || held.contains(&endpoint_of(op))
     };
@@ -1358,6 +1361,14 @@ async fn push<'p>(
                 Err(_) if outcome.same_request => consecutive_failures.load(Ordering::Relaxed),
                 Err(_) => consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1,
             };
+            let forbidden = match (&outcome.result, outcome.status) {
+                (Err(_), Some(403)) if outcome.same_request => consecutive_forbidden.load(Ordering::Relaxed),
+                (Err(_), Some(403)) => consecutive_forbidden.fetch_add(1, Ordering::Relaxed) + 1,
+                _ => {
+                    consecutive_forbidden.store(0, Ordering::Relaxed);
+                    0
+                }
+            };
             let auth = matches!(&outcome.result, Err(e) if e.is_auth());
             // More requests with credentials the target refuses only lock accounts;
             // more requests to a target that is down only prolong the outage.
@@ -1368,6 +1379,10 @@ async fn push<'p>(
                     "it refused the credentials".to_owned()
                 } else if outcome.stop_target {
                     "it asked to wait longer than retry.max_retry_after".to_owned()
+                } else if forbidden >= failures {
+                    format!(
+                        "{failures} operations in a row were refused with 403 Forbidden (do the credentials have the rights these requests need?)"
+                    )
                 } else {
                     format!("{failures} operations failed in a row")
                 };

@@ -310,6 +310,30 @@ async fn a_user_the_caller_may_not_edit_does_not_stop_the_others() {
     assert_eq!(mock.lock().summary(), want);
 }
 
+/// A token refused for every user (it lacks the rights) stops the target's run
+/// after `max_consecutive_failures` requests, and says what the 403s suggest.
+#[tokio::test]
+async fn a_token_refused_for_every_user_stops_the_target_with_a_hint() {
+    let mock = AdminUserApi::start().await;
+    mock.lock().forbid.extend(USERS.iter().map(|row| uuid(row.0)));
+    let env = setup(&mock, USERS, "", "");
+    let config = std::fs::read_to_string(env.config()).expect("config");
+    env.write(
+        "dirsync.toml",
+        &config.replace("concurrency = 4", "concurrency = 1\nmax_consecutive_failures = 2"),
+    );
+    let run = env.run(&["sync"], GOOD).await;
+    run.expect_code(3);
+    assert_eq!(mock.request_count().await, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "2 operations in a row were refused with 403 Forbidden (do the credentials have the rights these requests need?)"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
 #[tokio::test]
 async fn a_user_who_leaves_is_left_alone_by_default() {
     let mock = AdminUserApi::start().await;
