@@ -1453,3 +1453,74 @@ async fn a_group_that_no_search_would_find_is_not_created() {
     assert_eq!(server.all("/Groups").await.len(), 0);
     assert_eq!(server.active().await.len(), 3);
 }
+
+/// A group create answered 429 made nothing: with filters, its retry is sent without
+/// searching first; without filters, it is the one retry a create gets. A create
+/// answered 502 may have made the group: with filters the service is searched
+/// before the retry; without them it is not sent again this run.
+#[tokio::test]
+async fn a_create_is_retried_blind_only_after_a_429() {
+    for (filter, status) in [(true, 429), (false, 429), (true, 502), (false, 502)] {
+        let server = MockServer::start().await;
+        mount_config(&server, true, filter).await;
+        let users = page(1, 1, serde_json::json!([{"id": "a1", "userName": "ann"}]));
+        Mock::given(method("GET"))
+            .and(path("/Users"))
+            .respond_with(users)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/Groups"))
+            .respond_with(page(1, 0, serde_json::json!([])))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/Groups"))
+            .respond_with(ResponseTemplate::new(status).insert_header("Retry-After", "0"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/Groups"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "id": "g1", "displayName": "staff", "members": [{"value": "a1"}]
+            })))
+            .mount(&server)
+            .await;
+        mount_group_put(&server, "g1", "staff").await;
+
+        let env = Env::new();
+        env.write("users.csv", "id,username,email\nu1,ann,ann@example.com\n");
+        env.write("groups.csv", "id,name,members\ng0,staff,u1\n");
+        let target = groups_only_target(&server.uri()).replace(
+            "max_attempts = 1",
+            "max_attempts = 3\ninitial_delay = \"10ms\"\nmax_delay = \"20ms\"",
+        ) + "\n[targets.scim.scim]\ncreate_groups = true\n";
+        env.write("dirsync.toml", &config_csv(&target));
+        let run = env.run(&["sync"], VARS).await;
+
+        let received = server.received_requests().await.unwrap_or_default();
+        let sent: Vec<String> = received
+            .iter()
+            .filter(|r| r.url.path() == "/Groups")
+            .map(|r| r.method.to_string())
+            .collect();
+        let case = format!("filter {filter}, {status}: {sent:?}\n{}", run.stderr);
+        match (filter, status) {
+            // One search (or listing) before the first create, none before its retry.
+            (_, 429) => {
+                assert_eq!(sent, ["GET", "POST", "POST"], "{case}");
+                run.expect_code(0);
+            }
+            (true, _) => {
+                assert_eq!(sent, ["GET", "POST", "GET", "POST"], "{case}");
+                run.expect_code(0);
+            }
+            (false, _) => {
+                assert_eq!(sent, ["GET", "POST"], "{case}");
+                run.expect_code(3);
+            }
+        }
+    }
+}
