@@ -1524,3 +1524,52 @@ async fn a_create_is_retried_blind_only_after_a_429() {
         }
     }
 }
+
+/// A service without filters whose user listing fails is not listed again for each
+/// member of the run: the failed listing fails the later lookups, and nothing that
+/// needs them is sent.
+#[tokio::test]
+async fn a_failed_listing_is_read_once_and_fails_the_lookups_that_need_it() {
+    let server = MockServer::start().await;
+    mount_config(&server, true, false).await;
+    Mock::given(method("GET"))
+        .and(path("/Users"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Groups"))
+        .respond_with(page(
+            1,
+            2,
+            serde_json::json!([
+                {"id": "g1", "displayName": "staff"}, {"id": "g2", "displayName": "ops"}
+            ]),
+        ))
+        .mount(&server)
+        .await;
+    mount_group_put(&server, "g1", "staff").await;
+    mount_group_put(&server, "g2", "ops").await;
+
+    let env = Env::new();
+    env.write(
+        "users.csv",
+        "id,username,email\nu1,ann,ann@example.com\nu2,bob,bob@example.com\nu3,cat,cat@example.com\n",
+    );
+    env.write("groups.csv", "id,name,members\ng0,staff,u1;u2\ng1,ops,u3\n");
+    env.write("dirsync.toml", &config_csv(&groups_only_target(&server.uri())));
+    let run = env.run(&["sync"], VARS).await;
+    run.expect_code(3);
+
+    let received = server.received_requests().await.unwrap_or_default();
+    let user_listings = received
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path() == "/Users")
+        .count();
+    assert_eq!(user_listings, 1, "{}", run.stderr);
+    assert!(
+        received.iter().all(|r| r.method.as_str() != "PUT"),
+        "{}",
+        run.stderr
+    );
+}
