@@ -607,9 +607,11 @@ pub async fn run(
     drop(dir);
 
     if opts.dry_run {
+        let mut refused = Vec::new();
         for p in &prepared {
             let mut tr = summarize(p);
             tr.refused = refusal(p, &report);
+            refused.push(tr.refused.clone());
             // The exit code the run would have: invalid entities not reported before.
             let known = match &store {
                 Some(s) => s.known_invalid(&p.config.name).await?,
@@ -620,7 +622,10 @@ pub async fn run(
             report.targets.push(tr);
         }
         if let Some(path) = &opts.out {
-            saved::write(path, &saved::save(&prepared, planned_from, opts.mode.as_str()))?;
+            saved::write(
+                path,
+                &saved::save(&prepared, planned_from, refused, opts.mode.as_str()),
+            )?;
             tracing::info!(plan = %path.display(), "Wrote the plan; `dirsync apply` sends exactly it while the targets are unchanged.");
         }
         return Ok(report);

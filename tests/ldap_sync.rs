@@ -278,6 +278,7 @@ async fn an_empty_user_search_refuses_the_plan_and_notifies() {
     );
     assert_eq!(mock.request_count().await, pushed, "nothing sent");
     assert_eq!(mock.groups(), groups, "nothing emptied");
+
     let got: Vec<serde_json::Value> = hook
         .received_requests()
         .await
@@ -296,4 +297,27 @@ async fn an_empty_user_search_refuses_the_plan_and_notifies() {
         "{}",
         got[0]
     );
+
+    // Nor does the same plan saved by a dry run and applied.
+    let plan = env.path("plan.json").display().to_string();
+    let hooked = |args: &[&str]| {
+        let mut cmd = env.command(args);
+        cmd.env("TEST_OFFICE_KEY", KEY)
+            .env("TEST_HOOK_URL", format!("{}/hook", hook.uri()));
+        async move { common::Run::from(cmd.output().await.expect("run dirsync")) }
+    };
+    hooked(&["sync", "--dry-run", "--allow-removals", "--out", &plan])
+        .await
+        .expect_code(4);
+    let apply = hooked(&["apply", &plan]).await;
+    apply.expect_code(4);
+    assert!(
+        apply
+            .stderr
+            .contains("target `office`: the plan was refused when it was made (the source returned 0 users"),
+        "{}",
+        apply.stderr
+    );
+    assert_eq!(mock.request_count().await, pushed, "nothing sent");
+    assert_eq!(mock.groups(), groups, "nothing emptied");
 }

@@ -276,3 +276,31 @@ async fn a_refused_delta_keeps_the_confirmed_ones_and_the_next_run_sends_the_res
     assert_eq!(snapshot(&env).await, want);
     assert!(api.lock().violations.is_empty(), "{:?}", api.lock().violations);
 }
+
+/// A saved plan of member deltas applies as made: each add or remove operation
+/// carries the list the group holds once it is confirmed, which `apply` builds
+/// again and finds is what was reviewed.
+#[tokio::test]
+async fn a_saved_plan_of_deltas_applies() {
+    let api = Api::start().await;
+    let (big, small) = (range(1, 20), range(1, 5));
+    let env = setup(&api, &[("big", &big), ("small", &small)]);
+    env.dirsync(&["sync"]).await.expect_code(0);
+    api.take_applied();
+    let changed = [range(5, 27), small.clone()];
+    env.write(
+        "groups.csv",
+        &groups_csv(&[("big", &changed[0]), ("small", &changed[1])]),
+    );
+    let plan = env.path("plan.json").display().to_string();
+    env.dirsync(&["sync", "--dry-run", "--out", &plan])
+        .await
+        .expect_code(0);
+    let run = env.dirsync(&["apply", &plan]).await;
+    run.expect_code(0);
+    let ops: Vec<&str> = api.take_applied().iter().map(|(op, _, _)| *op).collect();
+    assert_eq!(ops, ["add", "add", "add", "remove", "remove"], "{}", run.stderr);
+    let want = expected_state(&[("big", &changed[0]), ("small", &changed[1])]);
+    assert_eq!(api.lock().groups, want);
+    assert_eq!(snapshot(&env).await, want);
+}

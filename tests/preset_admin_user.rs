@@ -518,3 +518,24 @@ async fn a_disabled_user_is_labelled_disabled_not_removed() {
     assert!(audit.contains(r#""reason":"disabled_in_source""#), "{audit}");
     assert!(audit.contains(r#""reason":"left_source""#), "{audit}");
 }
+
+/// A saved plan of user updates applies as made: `apply` builds each request again
+/// from the plan's own data and finds it is what was reviewed.
+#[tokio::test]
+async fn a_saved_plan_of_user_updates_applies() {
+    let mock = AdminUserApi::start().await;
+    let env = setup(&mock, USERS, "", "");
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    let mut changed = USERS.to_vec();
+    changed[3].1 = "Dee Dunn-Smith";
+    env.write("users.csv", &users_csv(&changed));
+    let plan = env.path("plan.json").display().to_string();
+    env.run(&["sync", "--dry-run", "--out", &plan], GOOD)
+        .await
+        .expect_code(0);
+    let run = env.run(&["apply", &plan], GOOD).await;
+    run.expect_code(0);
+    assert_eq!(mock.request_count().await, USERS.len() + 1, "{}", run.stderr);
+    assert_eq!(mock.lock().users[&uuid(4)]["DisplayName"], "Dee Dunn-Smith");
+    mock.assert_no_violations();
+}

@@ -335,3 +335,28 @@ async fn an_approval_keeps_a_protected_member_who_left_the_source() {
         mock.assert_no_violations();
     }
 }
+
+/// A saved plan of groups whose request lists each member's details applies as
+/// made: the plan carries those details, and `apply` builds each request again
+/// from them and finds it is what was reviewed.
+#[tokio::test]
+async fn a_saved_plan_with_member_details_applies() {
+    let mock = AdminUserGroupApi::start().await;
+    let env = setup(&mock, GROUPS, "");
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    let changed: &[(&str, &[u64])] = &[("eng", &[1, 2, 3, 5]), ("ops", &[2, 4]), ("empty", &[])];
+    env.write("groups.csv", &groups_csv(changed));
+    let plan = env.path("plan.json").display().to_string();
+    env.run(&["sync", "--dry-run", "--out", &plan], GOOD)
+        .await
+        .expect_code(0);
+    let run = env.run(&["apply", &plan], GOOD).await;
+    run.expect_code(0);
+    assert_eq!(mock.request_count().await, GROUPS.len() + 1, "{}", run.stderr);
+    assert_eq!(mock.lock().members(), expected_state(changed));
+    assert_eq!(
+        mock.lock().groups[&group_uuid(0)].users[&uuid(5)]["userName"],
+        "user5"
+    );
+    mock.assert_no_violations();
+}

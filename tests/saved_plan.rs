@@ -115,6 +115,24 @@ async fn a_stale_plan_is_refused_with_what_changed_and_sends_nothing() {
         run.stderr
     );
 
+    // A target the config no longer has.
+    env.write("dirsync.toml", &config);
+    dirsync(&env, &["sync", "--dry-run", "--out", &plan])
+        .await
+        .expect_code(0);
+    env.write("dirsync.toml", &config.replace("targets.office", "targets.other"));
+    let run = dirsync(&env, &["apply", &plan]).await;
+    run.expect_code(4);
+    assert!(
+        run.stderr.contains(
+            "the saved plan no longer applies to target `office`: the config has no target of that name any more"
+        ),
+        "{}",
+        run.stderr
+    );
+    env.write("dirsync.toml", &config);
+    assert_eq!(mock.request_count().await, before, "nothing sent");
+
     // Not a plan at all: a usage error naming the file.
     env.write("plan.json", "{}");
     let run = dirsync(&env, &["apply", &plan]).await;
@@ -213,4 +231,38 @@ async fn an_apply_killed_during_its_push_is_undone_by_the_next_sync() {
         next.stderr
     );
     mock.assert_no_violations();
+}
+
+/// A plan edited after it was made (a member taken out of a group's list) is not
+/// what its own data builds: `apply` refuses it, naming the operation, and sends
+/// nothing.
+#[tokio::test]
+async fn an_edited_plan_is_refused_naming_the_operation() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock).await;
+    let plan = env.path("plan.json").display().to_string();
+    env.write("groups.csv", &csv(&groups(&[1, 2, 4])));
+    dirsync(&env, &["sync", "--dry-run", "--out", &plan])
+        .await
+        .expect_code(0);
+    let text = std::fs::read_to_string(env.path("plan.json")).expect("plan.json");
+    let mut saved: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let members = saved["targets"][0]["operations"][0]["group"]["members"]
+        .as_array_mut()
+        .expect("members");
+    members.pop();
+    env.write("plan.json", &saved.to_string());
+
+    let before = mock.request_count().await;
+    let run = dirsync(&env, &["apply", &plan]).await;
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(&format!(
+            "plan.json: target `office`: replace_members {} is not what the plan's own data builds",
+            group_uuid(0)
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.request_count().await, before, "nothing sent");
 }

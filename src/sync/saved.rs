@@ -22,6 +22,7 @@ use crate::mapping::DesiredUser;
 use crate::plan::{Operation, Plan, Snapshot};
 use crate::store::Store;
 use crate::target::HttpTarget;
+use crate::target::request::{self, Secrets};
 
 /// The format version `apply` reads.
 const FORMAT: u32 = 1;
@@ -49,6 +50,10 @@ struct SavedTarget {
     /// target's requests only name member ids).
     #[serde(default)]
     users: BTreeMap<String, DesiredUser>,
+    /// Why the dry run refused the target's plan (an empty source): `apply` refuses
+    /// it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +95,13 @@ impl Fingerprints {
 
 /// The plan of every prepared target, as `apply` reads it back, with the snapshot
 /// each was planned from.
-pub(super) fn save(prepared: &[Prepared<'_>], snapshots: Vec<Fingerprints>, mode: &str) -> SavedPlan {
+/// `refused` is each target's refusal, in the order of `prepared`.
+pub(super) fn save(
+    prepared: &[Prepared<'_>],
+    snapshots: Vec<Fingerprints>,
+    refused: Vec<Option<String>>,
+    mode: &str,
+) -> SavedPlan {
     SavedPlan {
         format: FORMAT,
         created_at: crate::store::now(),
@@ -98,7 +109,8 @@ pub(super) fn save(prepared: &[Prepared<'_>], snapshots: Vec<Fingerprints>, mode
         targets: prepared
             .iter()
             .zip(snapshots)
-            .map(|(p, snapshot)| {
+            .zip(refused)
+            .map(|((p, snapshot), refused)| {
                 let members: BTreeSet<&String> = p.plan.group_ops().flat_map(|g| &g.group.members).collect();
                 SavedTarget {
                     name: p.config.name.clone(),
@@ -111,10 +123,53 @@ pub(super) fn save(prepared: &[Prepared<'_>], snapshots: Vec<Fingerprints>, mode
                         .filter(|(id, _)| members.contains(id))
                         .map(|(id, u)| (id.clone(), u.clone()))
                         .collect(),
+                    refused,
                 }
             })
             .collect(),
     }
+}
+
+/// The first operation of a saved target that is not what the plan's own data
+/// builds: a group or user update whose request, built again (secrets masked),
+/// has another fingerprint than the one saved with it, or a deletion of a user the
+/// snapshot does not hold as saved. A plan edited by hand would otherwise send
+/// something else than what was reviewed (a member list without the members whose
+/// details were removed, say), and the snapshot would record it as confirmed.
+fn unrendered(target: &HttpTarget, t: &SavedTarget, snapshot: &Snapshot) -> Option<String> {
+    let what = |op: &Operation| format!("{} {}", op.kind(), crate::text::visible(op.entity_id()));
+    t.operations.iter().find_map(|op| {
+        let fingerprint = match op {
+            Operation::ReplaceMembers(g) => target
+                .group_request(&g.group, &t.users, Secrets::Masked)
+                .map(|req| (request::fingerprint(&req), &g.fingerprint)),
+            Operation::UpdateUser(u) => target
+                .user_request(&u.user, Secrets::Masked)
+                .map(|req| (request::fingerprint(&req), &u.fingerprint)),
+            Operation::DeleteUser(u) => {
+                let kept = snapshot.users.get(&u.user.id).is_some_and(|s| {
+                    s.fingerprint == u.fingerprint
+                        && s.user
+                            .as_ref()
+                            .map_or(s.name == u.user.user.username, |kept| *kept == u.user.user)
+                });
+                return (!kept).then(|| {
+                    format!(
+                        "{} deletes a user the snapshot does not hold as the plan says",
+                        what(op)
+                    )
+                });
+            }
+        };
+        match fingerprint {
+            Ok((built, saved)) if built == *saved => None,
+            Ok(_) => Some(format!(
+                "{} is not what the plan's own data builds (edited since it was made?)",
+                what(op)
+            )),
+            Err(e) => Some(format!("{} cannot be built: {}", what(op), target.redact(&e.0))),
+        }
+    })
 }
 
 /// Writes a saved plan as pretty JSON.
@@ -161,15 +216,18 @@ pub async fn apply(
     // Every check first: a plan applies whole or not at all.
     let mut prepared = Vec::new();
     for t in &saved.targets {
-        let tc = config
-            .targets
-            .iter()
-            .find(|tc| tc.name == t.name)
-            .ok_or_else(|| SyncError::UnknownTarget(t.name.clone()))?;
         let stale = |why: String| SyncError::StalePlan {
             target: t.name.clone(),
             why,
         };
+        if let Some(why) = &t.refused {
+            return Err(stale(format!("the plan was refused when it was made ({why})")));
+        }
+        let tc = config
+            .targets
+            .iter()
+            .find(|tc| tc.name == t.name)
+            .ok_or_else(|| stale("the config has no target of that name any more".into()))?;
         if tc.config_hash != t.config_hash {
             return Err(stale(
                 "the target's config changed since the plan was made".into(),
@@ -183,9 +241,16 @@ pub async fn apply(
                 crate::text::first_few(&changed)
             )));
         }
+        let target = HttpTarget::new(tc)?.stops_with(cancel);
+        if let Some(why) = unrendered(&target, t, &snapshot) {
+            return Err(plan_error(format!(
+                "target `{}`: {why}; nothing was sent",
+                t.name
+            )));
+        }
         prepared.push(Prepared {
             config: tc,
-            target: HttpTarget::new(tc)?.stops_with(cancel),
+            target,
             plan: Plan {
                 ops: t.operations.clone(),
                 ..Plan::default()
