@@ -1,5 +1,5 @@
 -- For a target whose group request gives each member's details, the details of the
--- members as the group was last confirmed (a JSON object: source user id → user), so
+-- members as the group was last confirmed (a JSON object: target user id → user), so
 -- that a member the removal policy keeps after they left the source can still be
 -- listed. NULL when the target's request lists ids only.
 ALTER TABLE snapshot_groups ADD COLUMN member_users TEXT;

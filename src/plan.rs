@@ -36,7 +36,7 @@ pub(crate) struct SnapshotGroup {
     pub(crate) members: Members,
     pub(crate) fingerprint: String,
     /// For a target whose request gives each member's details: those details as the
-    /// group was last confirmed, a JSON object of source user id → user, parsed only
+    /// group was last confirmed, a JSON object of target user id → user, parsed only
     /// when a kept member needs describing.
     pub(crate) member_users: Option<String>,
 }

@@ -1114,7 +1114,7 @@ fn describe_kept(
 }
 
 /// The details of a confirmed group's members, as kept beside its snapshot row: a
-/// JSON object of source user id → user. Pure.
+/// JSON object of target user id → user. Pure.
 fn member_details(members: &BTreeSet<String>, users: &BTreeMap<String, DesiredUser>) -> String {
     let described: BTreeMap<&str, &User> = members
         .iter()
