@@ -768,11 +768,23 @@ pub async fn run(
                 by: a.by.clone(),
             });
             tracing::info!(held = row.id, by = a.by, "Approved the held set.");
-        } else {
-            store.hold_again(&row.id).await?;
+        } else if store.hold_again(&row.id).await? {
             tracing::warn!(
                 held = row.id,
                 "The approved removals were not all sent; the set stays held: approve it again."
+            );
+        } else {
+            let replaced_by = report
+                .targets
+                .iter()
+                .find(|t| t.name == row.target)
+                .and_then(|t| t.held.as_ref())
+                .and_then(|h| h.id.clone())
+                .unwrap_or_default();
+            tracing::warn!(
+                held = row.id,
+                replaced_by,
+                "The approved removals were not all sent, and this run held other removals as a new set, which replaced this one: the next run holds what was not sent together with those, as one set to approve."
             );
         }
     }

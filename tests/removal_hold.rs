@@ -416,6 +416,40 @@ async fn an_approval_the_target_fails_leaves_the_set_held() {
     assert!(held(&env).await.is_empty());
 }
 
+/// An approval the target fails, in a run that holds other removals as well: the
+/// new set replaces the approved one, and the run says so rather than that the
+/// approved set stays held.
+#[tokio::test]
+async fn an_approval_the_target_fails_while_other_removals_are_held_says_what_holds_them() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    let mut shrunk = with_eng(vec![1, 2, 3]);
+    env.write("groups.csv", &groups_csv(&as_refs(&shrunk)));
+    dirsync(&env, &["sync"]).await.expect_code(4);
+    let id = held(&env).await[0]["id"].as_str().expect("id").to_owned();
+
+    // Another group loses most of its members before the approval runs.
+    let other = shrunk
+        .iter()
+        .position(|(name, _)| name != "eng")
+        .expect("another group");
+    shrunk[other].1.truncate(1);
+    env.write("groups.csv", &groups_csv(&as_refs(&shrunk)));
+    mock.lock().fail.insert(common::group_uuid(0));
+    let run = dirsync(&env, &["approve", &id]).await;
+    assert!(!run.stderr.contains("the set stays held"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("this run held other removals as a new set, which replaced this one"),
+        "{}",
+        run.stderr
+    );
+    let now = held(&env).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0]["id"], id.as_str());
+}
+
 /// A source drop approved but not sent whole stays the drop it was: the read is not
 /// the new baseline, and the next sync holds the removals again.
 #[tokio::test]

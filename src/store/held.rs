@@ -166,13 +166,17 @@ impl Store {
         Ok(())
     }
 
-    /// Holds again a set an approval run cleared without sending it whole.
-    pub(crate) async fn hold_again(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE held_changes SET status = 'held' WHERE id = ? AND status = 'cleared'")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Holds again a set an approval run cleared without sending it whole. False
+    /// when the run replaced it instead (it held other removals too): the new set
+    /// holds what is left of it.
+    pub(crate) async fn hold_again(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE held_changes SET status = 'held' WHERE id = ? AND status IN ('held', 'cleared')",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// The last read `target` trusted with removals: (users, memberships); for a
