@@ -15,6 +15,30 @@ use dirsync::store::{AuditQuery, Store};
 use dirsync::sync;
 use dirsync::text::visible;
 
+/// Appends one line of a command's output to `$out` (a `String`), printed whole by
+/// [`emit`].
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Prints a command's output. A reader that stopped reading (`| head`) is not an
+/// error: the command has said what was wanted.
+fn emit(out: &str) -> u8 {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => exit::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing the output: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
 /// Keep SaaS admin API users and groups in step with a company directory.
 #[derive(Debug, Parser)]
 #[command(name = "dirsync", version, about, long_about = None)]
@@ -408,10 +432,18 @@ async fn verify(config: &Config, opts: dirsync::verify::Options, json: bool) -> 
             };
         }
     };
+    let mut out = String::new();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        say!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
-        print_verify(&report);
+        print_verify(&mut out, &report);
+    }
+    if emit(&out) != exit::SUCCESS {
+        return exit::FAILURE;
     }
     if !report.marked {
         return if report.clean() {
@@ -433,7 +465,7 @@ async fn verify(config: &Config, opts: dirsync::verify::Options, json: bool) -> 
     }
 }
 
-fn print_verify(report: &dirsync::verify::Report) {
+fn print_verify(out: &mut String, report: &dirsync::verify::Report) {
     let shown = |ids: &std::collections::BTreeSet<String>| {
         ids.iter()
             .map(|i| i.escape_debug().to_string())
@@ -441,10 +473,11 @@ fn print_verify(report: &dirsync::verify::Report) {
             .join(", ")
     };
     for t in &report.not_verifiable {
-        println!("target {}: not verified: {}", t.target, t.reason);
+        say!(out, "target {}: not verified: {}", t.target, t.reason);
     }
     for u in &report.unreadable {
-        println!(
+        say!(
+            out,
             "target {}: group {:?} ({}): cannot read its members: {}",
             u.target,
             u.name,
@@ -454,7 +487,8 @@ fn print_verify(report: &dirsync::verify::Report) {
     }
     for d in &report.drift {
         if d.missing {
-            println!(
+            say!(
+                out,
                 "target {}: group {:?} ({}): not in the target",
                 d.target,
                 d.name,
@@ -462,7 +496,8 @@ fn print_verify(report: &dirsync::verify::Report) {
             );
             continue;
         }
-        println!(
+        say!(
+            out,
             "target {}: group {:?} ({}): +{} -{} member(s) differ from what dirsync confirmed",
             d.target,
             d.name,
@@ -471,10 +506,10 @@ fn print_verify(report: &dirsync::verify::Report) {
             d.removed.len()
         );
         if !d.added.is_empty() {
-            println!("    added in the target: {}", shown(&d.added));
+            say!(out, "    added in the target: {}", shown(&d.added));
         }
         if !d.removed.is_empty() {
-            println!("    removed in the target: {}", shown(&d.removed));
+            say!(out, "    removed in the target: {}", shown(&d.removed));
         }
     }
     let mut summary = format!(
@@ -492,9 +527,9 @@ fn print_verify(report: &dirsync::verify::Report) {
             report.not_verifiable.len()
         ));
     }
-    println!("{summary}");
+    say!(out, "{summary}");
     if report.marked {
-        println!("marked the drifted groups; syncing to correct them");
+        say!(out, "marked the drifted groups; syncing to correct them");
     }
 }
 
@@ -1252,6 +1287,7 @@ fn held_json(r: &dirsync::store::HeldRow) -> serde_json::Value {
 const HELD_SHOWN: usize = 10;
 
 async fn held(state_db: &Path, json: bool) -> u8 {
+    let mut out = String::new();
     let store = match open_existing(state_db).await {
         Ok(s) => s,
         Err(code) => return code,
@@ -1265,15 +1301,16 @@ async fn held(state_db: &Path, json: bool) -> u8 {
     };
     if json {
         let v: Vec<serde_json::Value> = rows.iter().map(held_json).collect();
-        println!("{:#}", serde_json::Value::from(v));
-        return exit::SUCCESS;
+        say!(out, "{:#}", serde_json::Value::from(v));
+        return emit(&out);
     }
     if rows.is_empty() {
-        println!("no removals are held");
+        say!(out, "no removals are held");
     }
     for r in &rows {
         let held = r.held();
-        println!(
+        say!(
+            out,
             "{} target {}: {}; held since {} (last {})",
             r.id,
             r.target,
@@ -1282,7 +1319,7 @@ async fn held(state_db: &Path, json: bool) -> u8 {
             r.last_held_at
         );
         for why in &held.reasons {
-            println!("  why: {}", visible(why));
+            say!(out, "  why: {}", visible(why));
         }
         for (id, g) in &held.groups {
             let shown: Vec<String> = g
@@ -1297,7 +1334,8 @@ async fn held(state_db: &Path, json: bool) -> u8 {
             } else {
                 String::new()
             };
-            println!(
+            say!(
+                out,
                 "  group {:?} ({}) keeps {}{more}",
                 visible(&g.name),
                 visible(id),
@@ -1310,14 +1348,16 @@ async fn held(state_db: &Path, json: bool) -> u8 {
             } else {
                 "stays enabled"
             };
-            println!("  user {:?} ({}) {stays}", visible(name), visible(id));
+            say!(out, "  user {:?} ({}) {stays}", visible(name), visible(id));
         }
-        println!(
+        say!(
+            out,
             "  `dirsync approve {}` sends them; `dirsync discard {}` drops them",
-            r.id, r.id
+            r.id,
+            r.id
         );
     }
-    exit::SUCCESS
+    emit(&out)
 }
 
 async fn discard(state_db: &Path, id: &str) -> u8 {
@@ -1361,6 +1401,7 @@ async fn discard(state_db: &Path, id: &str) -> u8 {
 }
 
 async fn status(state_db: &Path, json: bool) -> u8 {
+    let mut out = String::new();
     let store = match open_existing(state_db).await {
         Ok(s) => s,
         Err(code) => return code,
@@ -1394,10 +1435,10 @@ async fn status(state_db: &Path, json: bool) -> u8 {
             "runs": runs, "pending": pending, "snapshot": counts, "invalid": invalid, "paused": pauses,
             "source": source, "held": held.iter().map(held_json).collect::<Vec<_>>(), "waiting_removals": waiting,
         });
-        println!("{v:#}");
-        return exit::SUCCESS;
+        say!(out, "{v:#}");
+        return emit(&out);
     }
-    println!("last runs:");
+    say!(out, "last runs:");
     for r in &runs {
         let counts = r
             .summary
@@ -1417,7 +1458,8 @@ async fn status(state_db: &Path, json: bool) -> u8 {
                     sum("not_started")
                 )
             });
-        println!(
+        say!(
+            out,
             "  {} {:<6} {:<24} {:<8} {}",
             r.id,
             r.command,
@@ -1426,38 +1468,44 @@ async fn status(state_db: &Path, json: bool) -> u8 {
             counts.unwrap_or_default()
         );
     }
-    print_propagation(&runs);
-    println!("source:");
+    print_propagation(&mut out, &runs);
+    say!(out, "source:");
     match &source {
-        None => println!("  not read yet"),
+        None => say!(out, "  not read yet"),
         Some(s) => {
             let token_age = age(&s.token_at)
                 .and_then(|a| a.to_std().ok())
                 .map(|a| humantime::format_duration(std::time::Duration::from_secs(a.as_secs())).to_string())
                 .unwrap_or_else(|| "unknown".into());
-            println!(
+            say!(
+                out,
                 "  {}: last read {} at {} ({})",
                 s.kind,
                 s.last_mode,
                 s.last_read_at,
                 visible(&s.last_reason)
             );
-            println!("  token written {} (age {token_age})", s.token_at);
-            println!(
+            say!(out, "  token written {} (age {token_age})", s.token_at);
+            say!(
+                out,
                 "  last full read {}",
                 s.last_full_at.as_deref().unwrap_or("never")
             );
             if let Some(why) = &s.force_full {
-                println!("  the next read is full: {}", visible(why));
+                say!(out, "  the next read is full: {}", visible(why));
             }
         }
     }
-    println!("held removals (`dirsync held` lists them, `dirsync approve ID` sends them):");
+    say!(
+        out,
+        "held removals (`dirsync held` lists them, `dirsync approve ID` sends them):"
+    );
     if held.is_empty() {
-        println!("  none");
+        say!(out, "  none");
     }
     for h in &held {
-        println!(
+        say!(
+            out,
             "  {} {}: {} since {}",
             h.id,
             h.target,
@@ -1466,10 +1514,14 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         );
     }
     if !waiting.is_empty() {
-        println!("removals waiting out the removal delay (a member who comes back is not removed):");
+        say!(
+            out,
+            "removals waiting out the removal delay (a member who comes back is not removed):"
+        );
     }
     for w in &waiting {
-        println!(
+        say!(
+            out,
             "  {} group {}: {} absent since {}, removed after {}",
             w.target,
             visible(&w.group_id),
@@ -1478,16 +1530,17 @@ async fn status(state_db: &Path, json: bool) -> u8 {
             w.due
         );
     }
-    println!("snapshot:");
+    say!(out, "snapshot:");
     for (target, (groups, users)) in &counts {
-        println!("  {target}: {groups} group(s), {users} user(s) confirmed");
+        say!(out, "  {target}: {groups} group(s), {users} user(s) confirmed");
     }
-    println!("pending (last attempt failed):");
+    say!(out, "pending (last attempt failed):");
     if pending.is_empty() {
-        println!("  none");
+        say!(out, "  none");
     }
     for p in &pending {
-        println!(
+        say!(
+            out,
             "  {} {} {:?} ({}) since {}: {}",
             p.target,
             p.entity_kind,
@@ -1497,12 +1550,13 @@ async fn status(state_db: &Path, json: bool) -> u8 {
             cut(&visible(p.error.as_deref().unwrap_or("")), DETAIL)
         );
     }
-    println!("invalid source data (not sent until the source is fixed):");
+    say!(out, "invalid source data (not sent until the source is fixed):");
     if invalid.is_empty() {
-        println!("  none");
+        say!(out, "  none");
     }
     for i in &invalid {
-        println!(
+        say!(
+            out,
             "  {} {} {} ({}) since {}: {}",
             i.target,
             i.entity_kind,
@@ -1513,10 +1567,14 @@ async fn status(state_db: &Path, json: bool) -> u8 {
         );
     }
     if !pauses.is_empty() {
-        println!("paused (the target's Retry-After; nothing is sent before then):");
+        say!(
+            out,
+            "paused (the target's Retry-After; nothing is sent before then):"
+        );
     }
     for w in &pauses {
-        println!(
+        say!(
+            out,
             "  {} {} until {}{}",
             w.target,
             w.endpoint.as_deref().unwrap_or("every endpoint"),
@@ -1524,12 +1582,12 @@ async fn status(state_db: &Path, json: bool) -> u8 {
             w.http_status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
         );
     }
-    exit::SUCCESS
+    emit(&out)
 }
 
 /// Each target's propagation latency in the newest run that measured one: the time
 /// from a directory change to the target's confirmation.
-fn print_propagation(runs: &[dirsync::store::RunRow]) {
+fn print_propagation(out: &mut String, runs: &[dirsync::store::RunRow]) {
     let mut shown = std::collections::BTreeMap::new();
     for r in runs {
         let targets = r
@@ -1558,12 +1616,15 @@ fn print_propagation(runs: &[dirsync::store::RunRow]) {
             }
         }
     }
-    println!("propagation (directory change to target confirmation, newest run that measured it):");
+    say!(
+        out,
+        "propagation (directory change to target confirmation, newest run that measured it):"
+    );
     if shown.is_empty() {
-        println!("  none measured");
+        say!(out, "  none measured");
     }
     for (target, line) in &shown {
-        println!("  {target}: {line}");
+        say!(out, "  {target}: {line}");
     }
 }
 

@@ -176,3 +176,29 @@ async fn a_targets_error_text_cannot_forge_rows_or_restyle_the_terminal() {
         status.stdout
     );
 }
+
+/// A reader that stops reading (`dirsync status | head -1`) is not an error: each
+/// command that prints a report exits 0, as `audit` does, instead of panicking.
+#[tokio::test]
+async fn a_closed_pipe_ends_each_report_quietly() {
+    let mock = GroupMembersApi::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users_csv(3));
+    env.write("groups.csv", &groups_csv_quoted(&GROUPS[..2], None));
+    env.write("dirsync.toml", &config_group_members(&mock.uri(), ""));
+    run(&env, &["sync"]).await.expect_code(0);
+    for args in [&["status"][..], &["held"], &["audit"]] {
+        let mut child = env
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // The reader is gone before the command writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
