@@ -131,6 +131,9 @@ enum Command {
     Discard {
         /// The held set's id, from `dirsync held`.
         id: String,
+        /// Wait for a running sync to finish instead of exiting with code 7.
+        #[arg(long)]
+        wait: bool,
     },
     /// Write a commented starting config for a source and a target; refuses to
     /// overwrite an existing file.
@@ -358,9 +361,9 @@ async fn dispatch(cli: Cli) -> u8 {
                 Err(code) => code,
             };
         }
-        Command::Discard { id } => {
+        Command::Discard { id, wait } => {
             return match state_db() {
-                Ok(state_db) => discard(&state_db, &id).await,
+                Ok(state_db) => discard(&state_db, &id, wait).await,
                 Err(code) => code,
             };
         }
@@ -1360,10 +1363,21 @@ async fn held(state_db: &Path, json: bool) -> u8 {
     emit(&out)
 }
 
-async fn discard(state_db: &Path, id: &str) -> u8 {
+async fn discard(state_db: &Path, id: &str, wait: bool) -> u8 {
     let store = match open_existing(state_db).await {
         Ok(s) => s,
         Err(code) => return code,
+    };
+    // Under the run lock: an approval run of the same set decides it at its end.
+    let _lock = match dirsync::lock::RunLock::acquire(state_db, wait).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            report_error(&e);
+            return match e {
+                dirsync::lock::LockError::Held { .. } => exit::LOCKED,
+                dirsync::lock::LockError::Io { .. } => exit::FAILURE,
+            };
+        }
     };
     match store.held_set(id).await {
         Ok(Some(row)) if row.status == "held" => {

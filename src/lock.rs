@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Held while a run works; dropping it releases the lock.
 #[derive(Debug)]
-pub(crate) struct RunLock {
+pub struct RunLock {
     _file: File,
 }
 
@@ -25,7 +25,7 @@ pub enum LockError {
 impl RunLock {
     /// Takes the lock, or fails at once with `LockError::Held`, or (with `wait`) blocks
     /// until the other run is done.
-    pub(crate) async fn acquire(state_db: &Path, wait: bool) -> Result<RunLock, LockError> {
+    pub async fn acquire(state_db: &Path, wait: bool) -> Result<RunLock, LockError> {
         let mut name = state_db.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);

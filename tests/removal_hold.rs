@@ -159,6 +159,22 @@ async fn a_discarded_set_is_held_again_and_allow_removals_sends_it_once() {
     env.write("groups.csv", &groups_csv(&as_refs(&with_eng(vec![1, 2]))));
     dirsync(&env, &["sync"]).await.expect_code(4);
     let id = held(&env).await[0]["id"].as_str().expect("id").to_owned();
+    // Not while a run holds the lock: an approval run decides the set at its end.
+    {
+        let mut lock_path = env.db().into_os_string();
+        lock_path.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .expect("open the lock file");
+        lock.try_lock().expect("take the lock");
+        let run = dirsync(&env, &["discard", &id]).await;
+        run.expect_code(7);
+        assert!(run.stderr.contains("another sync is running"), "{}", run.stderr);
+        assert_eq!(held(&env).await[0]["id"], id.as_str());
+    }
     dirsync(&env, &["discard", &id]).await.expect_code(0);
     assert!(held(&env).await.is_empty());
     dirsync(&env, &["sync"]).await.expect_code(4);
