@@ -786,6 +786,18 @@ async fn check(config: &Config) -> u8 {
                 .get_or_insert_default()
                 .push(format!("cannot read the server's root DSE: {e}")),
         }
+        match dirsync::source::ldap::probe_deleted_objects(ldap).await {
+            Ok(None) => {}
+            Ok(Some((true, _))) => {
+                println!("source: deleted objects readable: a read of what changed sees deletions")
+            }
+            Ok(Some((false, naming_context))) => problems
+                .get_or_insert_default()
+                .insert(0, dirsync::source::ldap::deletions_unseen(&naming_context)),
+            Err(e) => problems
+                .get_or_insert_default()
+                .push(format!("cannot read the domain controller's state: {e}")),
+        }
     }
     match problems {
         Some(p) if p.is_empty() => println!("source: no problems found"),

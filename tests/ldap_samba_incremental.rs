@@ -740,3 +740,84 @@ fn a_watched_domain_controller_change_reaches_the_target_without_a_schedule() {
         },
     );
 }
+
+/// A bind identity that is not an administrator cannot read the Deleted Objects
+/// container (Microsoft KB 892806), so a search for what changed returns no
+/// tombstone: every read that finds a change is full, with a warning naming the
+/// container and the grant, and a deleted user leaves the cache as a full read
+/// would.
+#[test]
+fn a_bind_identity_that_cannot_see_deletions_reads_everything() {
+    with_dc(
+        "a_bind_identity_that_cannot_see_deletions_reads_everything",
+        |dc| async move {
+            let dir = dc
+                .password_file()
+                .parent()
+                .expect("the DC's directory")
+                .to_owned();
+            common::samba::run(
+                std::process::Command::new("samba-tool")
+                    .args(["user", "create", "reader", "Reader-Pass-1", "-H"])
+                    .arg(dir.join("dc/private/sam.ldb"))
+                    .arg("-s")
+                    .arg(dir.join("dc/etc/smb.conf")),
+            );
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            env.write("reader.pw", "Reader-Pass-1");
+            let reader = config(&dc, &mock, "")
+                .replace(
+                    &format!("bind_dn = \"{ADMIN_DN}\""),
+                    "bind_dn = \"reader@corp.example.com\"",
+                )
+                .replace(
+                    &format!("bind_password_file = \"{}\"", dc.password_file().display()),
+                    &format!("bind_password_file = \"{}\"", env.path("reader.pw").display()),
+                );
+            assert!(reader.contains("reader@corp"), "{reader}");
+            env.write("dirsync.toml", &reader);
+            let mut ldap = admin().await;
+            let lone = staff("Lone Example");
+            add_user(&mut ldap, &lone, "lone").await;
+            dirsync(&env, &["sync"]).await.expect_code(0);
+            let check = dirsync(&env, &["check"]).await;
+            assert!(
+                check.stdout.contains(&format!(
+                    "source problem: the bind identity cannot read `CN=Deleted Objects,{DOMAIN}`"
+                )),
+                "{}\n{}",
+                check.stdout,
+                check.stderr
+            );
+
+            ok("delete", ldap.delete(&lone).await).await;
+            ldap.unbind().await.expect("unbind");
+            let run = dirsync(&env, &["sync"]).await;
+            run.expect_code(0);
+            assert!(run.stderr.contains(FULL_READ), "{}", run.stderr);
+            assert!(
+                run.stderr.contains(&format!(
+                    "the bind identity cannot read `CN=Deleted Objects,{DOMAIN}`"
+                )),
+                "{}",
+                run.stderr
+            );
+            let (groups, entries) = oracle(&dc).await;
+            assert_eq!(mock.groups(), groups);
+            assert_eq!(cache(&env).await, entries, "the deleted user left the cache");
+
+            // The Administrator reads them: `check` says so.
+            env.write("dirsync.toml", &config(&dc, &mock, ""));
+            let check = dirsync(&env, &["check"]).await;
+            assert!(
+                check
+                    .stdout
+                    .contains("source: deleted objects readable: a read of what changed sees deletions"),
+                "{}\n{}",
+                check.stdout,
+                check.stderr
+            );
+        },
+    );
+}

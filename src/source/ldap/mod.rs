@@ -48,6 +48,7 @@ use cache::Cache;
 use conn::{Conn, SearchMode};
 pub use conn::{Refresh, Synced};
 pub use entry::Entry;
+pub use usn::{deletions_unseen, probe_deleted_objects};
 
 impl LdapError {
     fn data(url: &str, e: DataError) -> LdapError {

@@ -25,6 +25,37 @@ use super::entry::Entry;
 use super::error::{DataProblem, LdapError, RangeStop, SearchFailure};
 use super::{ad, dn};
 
+/// The DN of the domain's Deleted Objects container.
+fn deleted_objects(naming_context: &str) -> String {
+    format!("CN=Deleted Objects,{naming_context}")
+}
+
+/// Why every read is full for a bind identity that cannot read the Deleted Objects
+/// container of `naming_context`, and what to grant.
+pub fn deletions_unseen(naming_context: &str) -> String {
+    let container = crate::text::visible(&deleted_objects(naming_context)).into_owned();
+    format!(
+        "the bind identity cannot read `{container}`, so a read of what changed would not see \
+         deletions, and every read is full; grant it List Contents and Read Property there \
+         (`dsacls \"{container}\" /takeownership`, then `dsacls \"{container}\" /G <account>:LCRP`) \
+         to read only what changed"
+    )
+}
+
+/// Whether the bind identity of an Active Directory source sees deleted objects
+/// (`Controller::sees_deleted_objects`), for `dirsync check`: with the naming
+/// context, so that the caller can say what to grant. `None` for another server.
+pub async fn probe_deleted_objects(config: &LdapConfig) -> Result<Option<(bool, String)>, LdapError> {
+    if !config.domain_scope {
+        return Ok(None);
+    }
+    let mut controller = Controller::open(config).await?;
+    let seen = controller.sees_deleted_objects().await;
+    let naming_context = controller.dc.naming_context.clone();
+    controller.close().await;
+    Ok(Some((seen?, naming_context)))
+}
+
 /// Object GUIDs per re-read search: short enough for any server's filter limits.
 const GUIDS_PER_SEARCH: usize = 100;
 
@@ -114,6 +145,55 @@ impl Controller {
             users: users.into_iter().collect(),
             groups: groups.into_iter().collect(),
         })
+    }
+
+    /// Whether the bind identity sees deleted objects: the Deleted Objects
+    /// container, read with the show-deleted control, shows it `isDeleted: TRUE`. By
+    /// default only administrators may read it (Microsoft KB 892806); for any other
+    /// account a search for what changed returns no tombstone and no error, and
+    /// deletions would go unseen.
+    pub async fn sees_deleted_objects(&mut self) -> Result<bool, LdapError> {
+        let search = Search {
+            base_dn: deleted_objects(&self.dc.naming_context),
+            scope: Scope::Base,
+            filter: "(isDeleted=TRUE)".to_owned(),
+        };
+        let mode = SearchMode {
+            page_size: 0,
+            domain_scope: true,
+        };
+        let show_deleted = RawControl {
+            ctype: SHOW_DELETED_OID.to_owned(),
+            crit: true,
+            val: None,
+        };
+        let mut seen = false;
+        let read = self
+            .conn
+            .search_with(
+                &search,
+                &["isDeleted".to_owned()],
+                mode,
+                vec![show_deleted],
+                |e| {
+                    // Without the right to read it, the container comes back with no
+                    // attribute at all (Samba matches the filter all the same).
+                    seen |= e
+                        .values("isDeleted")
+                        .and_then(|v| v.first())
+                        .is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"));
+                    Ok(())
+                },
+            )
+            .await;
+        match read {
+            Ok(_) => Ok(seen),
+            Err(LdapError::Search {
+                reason: SearchFailure::NoSuchBase { .. } | SearchFailure::AccessDenied { .. },
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The users and groups (of the whole domain) whose `uSNChanged` is above

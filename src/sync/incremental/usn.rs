@@ -79,6 +79,15 @@ async fn read_on(
         let reason = format!("`{key}` names memberOf, whose changes do not move the users' USN");
         return full(controller, config, token, reason).await;
     }
+    if !controller
+        .sees_deleted_objects()
+        .await
+        .map_err(SourceError::from)?
+    {
+        let reason = usn::deletions_unseen(&controller.dc.naming_context);
+        tracing::warn!("Reading the whole directory: {reason}.");
+        return full(controller, config, token, reason).await;
+    }
     let found = controller
         .changed_since(config, since)
         .await
