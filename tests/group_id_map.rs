@@ -71,4 +71,30 @@ async fn a_bad_group_id_map_names_the_key_file_and_line() {
         run.stderr
     );
     assert_eq!(mock.request_count().await, 0);
+
+    // An empty or blank target id would name no group (`/group//members`).
+    for (map, line) in [
+        ("source,target\ng0,a\ng2,\n", 3),
+        ("source,target\ng0,\" \"\n", 2),
+    ] {
+        env.write("group-ids.csv", map);
+        let run = env.run(&["sync"], &[("TEST_OFFICE_KEY", KEY)]).await;
+        run.expect_code(5);
+        assert!(
+            run.stderr
+                .contains(&format!("line {line}: the second column is empty")),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(mock.request_count().await, 0);
+    }
+    // Spaces around an id are not part of it.
+    env.write(
+        "group-ids.csv",
+        &format!("source,target\n g0 , {} \n", group_uuid(0)),
+    );
+    env.run(&["sync"], &[("TEST_OFFICE_KEY", KEY)])
+        .await
+        .expect_code(0);
+    assert!(mock.groups().contains_key(&group_uuid(0)), "{:?}", mock.groups());
 }

@@ -1257,18 +1257,27 @@ impl Ctx {
         Ok(())
     }
 
-    /// An id map: CSV with a header, first column the key, second the target id.
+    /// An id map: CSV with a header, first column the key, second the target id;
+    /// both trimmed, neither empty.
     fn id_map(&self, key: &str, path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
         let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
             .from_path(path)
             .map_err(|e| self.invalid(key, format!("{}: {e}", path.display())))?;
         let mut map = BTreeMap::new();
         for (i, row) in reader.records().enumerate() {
-            let line = i + 2;
-            let row = row.map_err(|e| self.invalid(key, format!("{}: line {line}: {e}", path.display())))?;
+            let row = row.map_err(|e| self.invalid(key, format!("{}: {e}", path.display())))?;
+            let line = row.position().map_or(i as u64 + 2, csv::Position::line);
             let (Some(from), Some(to)) = (row.get(0), row.get(1)) else {
                 return Err(self.invalid(key, format!("{}: line {line}: needs two columns", path.display())));
             };
+            if from.is_empty() || to.is_empty() {
+                let column = if from.is_empty() { "first" } else { "second" };
+                return Err(self.invalid(
+                    key,
+                    format!("{}: line {line}: the {column} column is empty", path.display()),
+                ));
+            }
             if map.insert(from.to_owned(), to.to_owned()).is_some() {
                 return Err(self.invalid(
                     key,
