@@ -349,7 +349,65 @@ async fn memberships_file_and_bom() {
     );
     env.write("members.csv", "group,user\ng0,u1\ng0,u2\ng1,u3\n");
     env.sync(&["sync"]).await.expect_code(0);
-    assert_eq!(mock.groups(), expected_state(&[("eng", &[1, 2]), ("ops", &[3])]));
+    let state = expected_state(&[("eng", &[1, 2]), ("ops", &[3])]);
+    assert_eq!(mock.groups(), state);
+
+    // A memberships file with only its header is refused, as the other files are:
+    // it would take every member out of every group.
+    let requests = mock.request_count().await;
+    env.write("members.csv", "group,user\n");
+    let run = env.sync(&["sync"]).await;
+    assert_eq!(run.code, 6, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("members.csv: no memberships: the file has only a header"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.request_count().await, requests);
+
+    // A `members` column in the groups file is not read as members: said so.
+    env.write("members.csv", "group,user\ng0,u1\ng0,u2\ng1,u3\n");
+    env.write(
+        "groups.csv",
+        &format!(
+            "id,name,members,tid\ng0,eng,u3,{}\ng1,ops,,{}\n",
+            group_uuid(0),
+            group_uuid(1)
+        ),
+    );
+    let run = env.sync(&["sync"]).await;
+    run.expect_code(0);
+    assert!(
+        run.stderr
+            .contains("has a `members` column, which is read as an attribute"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.groups(), state);
+}
+
+/// A column the config names for an optional field (`user_columns.email`) must be
+/// in the header: a misspelt one would leave every email empty without a word.
+#[tokio::test]
+async fn a_configured_column_missing_from_the_header_is_an_error() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock, "");
+    let config = std::fs::read_to_string(env.config()).expect("config").replacen(
+        "[targets.office]",
+        "[source.user_columns]\nemail = \"E-Mail\"\n\n[targets.office]",
+        1,
+    );
+    env.write("dirsync.toml", &config);
+    let run = env.sync(&["sync"]).await;
+    assert_eq!(run.code, 6, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("users.csv: line 1: missing column `E-Mail` (set `source.user_columns.email`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.request_count().await, 0);
 }
 
 /// Each bad input: its message (file, line, column), exit 6, no request, snapshot kept.

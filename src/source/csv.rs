@@ -171,6 +171,15 @@ impl Table {
         self.header.iter().position(|h| h == name)
     }
 
+    /// The column of an optional field: absent is fine under the field's own name
+    /// (`default`), an error under a name the config gave it.
+    fn optional(&self, name: &str, default: &str, key: &str) -> Result<Option<usize>, CsvError> {
+        match self.column(name) {
+            None if name != default => self.required(name, key).map(Some),
+            found => Ok(found),
+        }
+    }
+
     fn required(&self, name: &str, key: &str) -> Result<usize, CsvError> {
         self.column(name).ok_or_else(|| {
             self.error(
@@ -209,7 +218,17 @@ pub fn read(config: &CsvConfig) -> Result<(Directory, Vec<String>), CsvError> {
     let id_col = groups.required(&c.id, "group_columns.id")?;
     let name_col = groups.required(&c.name, "group_columns.name")?;
     let members_col = match &config.memberships {
-        Some(_) => None,
+        Some(path) => {
+            if groups.column(&c.members).is_some() {
+                tracing::warn!(
+                    "The groups file {} has a `{}` column, which is read as an attribute: members come from {} (`source.memberships`).",
+                    config.groups.display(),
+                    crate::text::visible(&c.members),
+                    path.display()
+                );
+            }
+            None
+        }
         None => Some(groups.required(&c.members, "group_columns.members")?),
     };
     let mut first_line: BTreeMap<String, u64> = BTreeMap::new();
@@ -255,6 +274,9 @@ pub fn read(config: &CsvConfig) -> Result<(Directory, Vec<String>), CsvError> {
             group: gname,
             user: uname,
         } = &config.membership_columns;
+        if table.rows.is_empty() {
+            return Err(table.error(None, None, "no memberships: the file has only a header"));
+        }
         let gcol = table.required(gname, "membership_columns.group")?;
         let ucol = table.required(uname, "membership_columns.user")?;
         for (line, row) in &table.rows {
@@ -292,12 +314,12 @@ fn add_member(
 fn read_users(table: &Table, c: &UserColumns, dir: &mut Directory) -> Result<(), CsvError> {
     let id_col = table.required(&c.id, "user_columns.id")?;
     let username_col = table.required(&c.username, "user_columns.username")?;
-    let email = table.column(&c.email);
-    let display_name = table.column(&c.display_name);
-    let first_name = table.column(&c.first_name);
-    let last_name = table.column(&c.last_name);
-    let phone = table.column(&c.phone);
-    let enabled = table.column(&c.enabled);
+    let email = table.optional(&c.email, "email", "user_columns.email")?;
+    let display_name = table.optional(&c.display_name, "display_name", "user_columns.display_name")?;
+    let first_name = table.optional(&c.first_name, "first_name", "user_columns.first_name")?;
+    let last_name = table.optional(&c.last_name, "last_name", "user_columns.last_name")?;
+    let phone = table.optional(&c.phone, "phone", "user_columns.phone")?;
+    let enabled = table.optional(&c.enabled, "enabled", "user_columns.enabled")?;
     // Every other column is kept as an extra attribute.
     let known: BTreeSet<usize> = [email, display_name, first_name, last_name, phone, enabled]
         .into_iter()
