@@ -372,6 +372,9 @@ impl Ctx {
             return Err(self.invalid(key("base_url"), "must start with http:// or https://"));
         }
         let timeout = self.duration(&key("timeout"), raw.timeout.as_deref(), Duration::from_secs(30))?;
+        if timeout.is_zero() {
+            return Err(self.invalid(key("timeout"), "must be above 0"));
+        }
         let concurrency = raw.concurrency.unwrap_or(4);
         if concurrency == 0 {
             return Err(self.invalid(key("concurrency"), "must be at least 1"));
@@ -819,19 +822,30 @@ impl Ctx {
         if timeout.is_zero() {
             return Err(self.invalid("notify.timeout", "must be above 0"));
         }
+        if timeout > Duration::from_secs(600) {
+            return Err(self.invalid(
+                "notify.timeout",
+                "must be at most 10m: a run waits for its notifications before it ends",
+            ));
+        }
         Ok(NotifyConfig { webhook_url, timeout })
     }
 
+    /// A duration of at most ten years: none of the config's needs more, and a
+    /// longer one would overflow the clock it is added to.
     fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(v) => humantime::parse_duration(v).map_err(|e| {
-                self.invalid(
-                    key,
-                    format!("`{v}` is not a duration like \"30s\" or \"2m\": {e}"),
-                )
-            }),
+        const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+        let Some(v) = value else { return Ok(default) };
+        let d = humantime::parse_duration(v).map_err(|e| {
+            self.invalid(
+                key,
+                format!("`{v}` is not a duration like \"30s\" or \"2m\": {e}"),
+            )
+        })?;
+        if d > LONGEST {
+            return Err(self.invalid(key, format!("`{v}` is longer than ten years")));
         }
+        Ok(d)
     }
 
     fn retry(&self, key: &str, raw: raw::RawRetry) -> Result<Retry, ConfigError> {
@@ -1315,6 +1329,27 @@ groups.rules = [{{ match = ".*", target_id = "x" }}]
         parse(&text, Path::new("/etc/dirsync/dirsync.toml"))
     }
 
+    /// A target timeout of zero fails every request; one beyond ten years overflows
+    /// the clock: both name the key.
+    #[test]
+    fn a_target_timeout_is_above_zero_and_at_most_ten_years() {
+        let text = |timeout: &str| {
+            format!(
+                "[source]\nkind = \"csv\"\nusers = \"u.csv\"\ngroups = \"g.csv\"\n\n\
+                 [targets.t]\npreset = \"onlyoffice-group-members\"\nbase_url = \"http://127.0.0.1:1\"\n\
+                 timeout = \"{timeout}\"\nauth = {{ value = \"k\" }}\n\
+                 groups.rules = [{{ match = \".*\", target_id = \"x\" }}]\n"
+            )
+        };
+        let path = Path::new("/etc/dirsync/dirsync.toml");
+        for (timeout, message) in [("0s", "must be above 0"), ("11years", "longer than ten years")] {
+            let err = parse(&text(timeout), path).expect_err(timeout).to_string();
+            assert!(err.contains("`targets.t.timeout`"), "{timeout}: {err}");
+            assert!(err.contains(message), "{timeout}: {err}");
+        }
+        assert!(parse(&text("1h"), path).is_ok());
+    }
+
     /// `users.removed = "delete"` on a target with a `delete_user` endpoint (the
     /// scim2 preset), and on one without: an error that names the key and the target.
     #[test]
@@ -1417,6 +1452,16 @@ users.removed = "delete"
                 "webhook_url = \"https://h/x\"\ntimeout = \"0s\"".to_owned(),
                 "notify.timeout",
                 "above 0",
+            ),
+            (
+                "webhook_url = \"https://h/x\"\ntimeout = \"11m\"".to_owned(),
+                "notify.timeout",
+                "at most 10m",
+            ),
+            (
+                "webhook_url = \"https://h/x\"\ntimeout = \"300000000000years\"".to_owned(),
+                "notify.timeout",
+                "longer than ten years",
             ),
         ];
         for (table, key, message) in cases {
