@@ -231,7 +231,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 fn parse_raw(text: &str, path: &Path) -> Result<(RawConfig, Ctx), ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
+        message: parse_message(text, &e),
     })?;
     let ctx = Ctx {
         path: path.to_owned(),
@@ -239,6 +239,43 @@ fn parse_raw(text: &str, path: &Path) -> Result<(RawConfig, Ctx), ConfigError> {
         warnings: Default::default(),
     };
     Ok((raw, ctx))
+}
+
+/// Where a TOML error is and what it says, without quoting the file: the line it
+/// is on, or a string value in the message, may be an inline secret.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = without_strings(e.message().trim_end());
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// `message` with each quoted string value (serde's `string "…"`) left out.
+fn without_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at + "string".len()]);
+        let quoted = &rest[at + "string \"".len()..];
+        let mut escaped = false;
+        let end = quoted.char_indices().find_map(|(i, c)| {
+            let closes = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            closes.then_some(i + 1)
+        });
+        rest = match end {
+            Some(end) => &quoted[end..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Validation state: where relative paths start, and warnings collected on the way.
@@ -1327,6 +1364,30 @@ groups.rules = [{{ match = ".*", target_id = "x" }}]
 "#
         );
         parse(&text, Path::new("/etc/dirsync/dirsync.toml"))
+    }
+
+    /// A TOML error says where it is and what, never the text of the line: an inline
+    /// secret on it, or in a value of the wrong type, stays out of the message.
+    #[test]
+    fn a_toml_error_quotes_no_value() {
+        let path = Path::new("/etc/dirsync/dirsync.toml");
+        for (text, place) in [
+            (
+                "[source]\nkind = \"csv\"\nusers = \"u\"\ngroups = \"g\"\n[targets.t]\n\
+                 auth = { value = \"S3CRET\", vaule_env = \"X\" }\n",
+                "line 6",
+            ),
+            ("[notify]\nwebhook_url = \"https://h/S3CRET\n", "line 2"),
+            (
+                "state_db = \"state.db\"\n[targets.t]\nconcurrency = \"S3CRET \\\" quoted\"\n",
+                "line 3",
+            ),
+        ] {
+            let err = parse(text, path).expect_err(text).to_string();
+            assert!(!err.contains("S3CRET"), "{err}");
+            assert!(!err.contains("quoted"), "{err}");
+            assert!(err.contains(place), "{text}: {err}");
+        }
     }
 
     /// A target timeout of zero fails every request; one beyond ten years overflows
