@@ -980,21 +980,60 @@ impl Ctx {
                 )
             })
         };
+        // What goes into a header must be able to: checked here, not on every request.
+        let header_value = |f: &str, secret: Secret| -> Result<Secret, ConfigError> {
+            match reqwest::header::HeaderValue::from_str(secret.expose()) {
+                Ok(_) => Ok(secret),
+                Err(_) => Err(self.invalid(
+                    k(f),
+                    "holds a character a header cannot carry (a line break or another control character)",
+                )),
+            }
+        };
+        // RFC 6265 cookie-name (a token) and cookie-octets.
+        let cookie_safe = |c: char| c.is_ascii_graphic() && !matches!(c, '"' | ',' | ';' | '\\');
+        let token_safe = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
         Ok(match kind {
-            "bearer" => Auth::Bearer(need(token, "token")?),
-            "basic" => Auth::Basic {
-                username: raw
+            "bearer" => Auth::Bearer(header_value("token", need(token, "token")?)?),
+            "basic" => {
+                let username = raw
                     .username
-                    .ok_or_else(|| self.invalid(k("username"), "missing"))?,
-                password: need(password, "password")?,
-            },
+                    .filter(|u| !u.is_empty())
+                    .ok_or_else(|| self.invalid(k("username"), "missing"))?;
+                if username.contains(':') || username.chars().any(char::is_control) {
+                    return Err(self.invalid(k("username"), "must not hold a `:` or a control character"));
+                }
+                Auth::Basic {
+                    username,
+                    password: need(password, "password")?,
+                }
+            }
             "header" | "cookie" | "query" => {
                 let name = raw.name.filter(|n| !n.is_empty());
                 let name = name.ok_or_else(|| self.invalid(k("name"), "missing"))?;
                 let value = need(value, "value")?;
                 match kind {
-                    "header" => Auth::Header { name, value },
-                    "cookie" => Auth::Cookie { name, value },
+                    "header" => {
+                        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                            return Err(self.invalid(k("name"), format!("`{name}` is not a header name")));
+                        }
+                        Auth::Header {
+                            name,
+                            value: header_value("value", value)?,
+                        }
+                    }
+                    "cookie" => {
+                        if !name.chars().all(token_safe) {
+                            return Err(self.invalid(k("name"), format!("`{name}` is not a cookie name")));
+                        }
+                        if !value.expose().chars().all(cookie_safe) {
+                            return Err(self.invalid(
+                                k("value"),
+                                "holds a character a cookie value cannot carry (a space, `;`, `,`, `\"`, `\\` or a control character)",
+                            ));
+                        }
+                        Auth::Cookie { name, value }
+                    }
                     _ => Auth::Query { name, value },
                 }
             }
@@ -1388,6 +1427,65 @@ groups.rules = [{{ match = ".*", target_id = "x" }}]
             assert!(!err.contains("quoted"), "{err}");
             assert!(err.contains(place), "{text}: {err}");
         }
+    }
+
+    /// An auth that no request could carry is refused at load, naming the key and
+    /// never the secret: a header or cookie name that is not one, a value with a
+    /// line break, a cookie value that would end the cookie, a Basic user with `:`.
+    #[test]
+    fn an_auth_no_request_could_carry_is_refused_naming_the_key() {
+        let text = |auth: &str| {
+            format!(
+                "[source]\nkind = \"csv\"\nusers = \"u.csv\"\ngroups = \"g.csv\"\n\n\
+                 [targets.t]\npreset = \"onlyoffice-group-members\"\nbase_url = \"http://127.0.0.1:1\"\n\
+                 auth = {auth}\ngroups.rules = [{{ match = \".*\", target_id = \"x\" }}]\n"
+            )
+        };
+        let path = Path::new("/etc/dirsync/dirsync.toml");
+        for (auth, key, message) in [
+            (
+                r#"{ kind = "header", name = "X Api Key", value = "S3CRET" }"#,
+                "name",
+                "is not a header name",
+            ),
+            (
+                r#"{ kind = "header", name = "X-Api-Key", value = "S3CRET\nX: y" }"#,
+                "value",
+                "cannot carry",
+            ),
+            (
+                r#"{ kind = "bearer", token = "S3CRET\nX" }"#,
+                "token",
+                "cannot carry",
+            ),
+            (
+                r#"{ kind = "cookie", name = "a=b;c", value = "S3CRET" }"#,
+                "name",
+                "is not a cookie name",
+            ),
+            (
+                r#"{ kind = "cookie", name = "key", value = "S3CRET; admin=1" }"#,
+                "value",
+                "cookie value cannot carry",
+            ),
+            (
+                r#"{ kind = "basic", username = "", password = "S3CRET" }"#,
+                "username",
+                "missing",
+            ),
+            (
+                r#"{ kind = "basic", username = "a:b", password = "S3CRET" }"#,
+                "username",
+                "`:`",
+            ),
+        ] {
+            let err = parse(&text(auth), path).expect_err(auth).to_string();
+            assert!(err.contains(&format!("`targets.t.auth.{key}`")), "{auth}: {err}");
+            assert!(err.contains(message), "{auth}: {err}");
+            assert!(!err.contains("S3CRET"), "{auth}: {err}");
+        }
+        let good = r#"{ kind = "cookie", name = "asc_auth_key", value = "AbC/+=:123" }"#;
+        assert!(parse(&text(good), path).is_ok());
     }
 
     /// A target timeout of zero fails every request; one beyond ten years overflows
