@@ -350,8 +350,8 @@ async fn an_echoed_credential_is_scrubbed_in_every_form() {
 }
 
 /// A header value the source data gives with a line break makes the entity invalid
-/// source data; a credential no header can carry fails the operation at once: no
-/// attempt could ever send either, so neither is retried.
+/// source data, never sent nor retried; a credential no header can carry is refused
+/// when the config loads, naming the key and not the value.
 #[tokio::test]
 async fn a_request_that_cannot_be_built_is_not_sent_nor_retried() {
     use wiremock::matchers::any;
@@ -385,7 +385,13 @@ async fn a_request_that_cannot_be_built_is_not_sent_nor_retried() {
     );
     let env = custom_env(&target);
     let run = env.run(&["sync"], &[("TEST_SECRET", "two\nlines")]).await;
-    assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(run.stderr.contains("attempts=1"), "{}", run.stderr);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("auth.value`: holds a character a header cannot carry"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("two\nlines"), "{}", run.stderr);
     assert_eq!(server.received_requests().await.map(|r| r.len()), Some(0));
 }
