@@ -602,24 +602,33 @@ impl Ctx {
             }
         };
 
-        let safety = raw.safety.unwrap_or_default().or(safety);
-        for (k, v) in [
-            (
-                "max_removed_memberships_percent",
-                safety.max_removed_memberships_percent,
-            ),
-            ("max_disabled_users_percent", safety.max_disabled_users_percent),
-            ("max_unmapped_users_percent", safety.max_unmapped_users_percent),
-            (
-                "max_removed_members_per_group_percent",
-                safety.max_removed_members_per_group_percent,
-            ),
-            ("max_source_drop_percent", safety.max_source_drop_percent),
-        ] {
+        let own = raw.safety.unwrap_or_default();
+        let percentages = |s: &raw::RawSafety| {
+            [
+                (
+                    "max_removed_memberships_percent",
+                    s.max_removed_memberships_percent,
+                ),
+                ("max_disabled_users_percent", s.max_disabled_users_percent),
+                ("max_unmapped_users_percent", s.max_unmapped_users_percent),
+                (
+                    "max_removed_members_per_group_percent",
+                    s.max_removed_members_per_group_percent,
+                ),
+                ("max_source_drop_percent", s.max_source_drop_percent),
+            ]
+        };
+        // The key named is the target's own when it sets the value, else `[safety]`'s.
+        for ((k, mine), (_, global)) in percentages(&own).into_iter().zip(percentages(safety)) {
+            let (place, v) = match mine {
+                Some(v) => (key(&format!("safety.{k}")), Some(v)),
+                None => (format!("safety.{k}"), global),
+            };
             if v.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
-                return Err(self.invalid(format!("safety.{k}"), "a percentage between 0 and 100"));
+                return Err(self.invalid(place, "a percentage between 0 and 100"));
             }
         }
+        let safety = own.or(safety);
         // A limit not given keeps its default; `0` turns it off.
         let d = Limits::DEFAULTS;
         let count = |given: Option<usize>, default| given.or(default).filter(|n| *n != 0);
@@ -1486,6 +1495,42 @@ groups.rules = [{{ match = ".*", target_id = "x" }}]
         }
         let good = r#"{ kind = "cookie", name = "asc_auth_key", value = "AbC/+=:123" }"#;
         assert!(parse(&text(good), path).is_ok());
+    }
+
+    /// A percentage out of range names the table that set it: the target's own
+    /// `[targets.NAME.safety]`, or the shared `[safety]`.
+    #[test]
+    fn a_bad_percentage_names_the_table_that_set_it() {
+        let text = |global: &str, own: &str| {
+            format!(
+                "[source]\nkind = \"csv\"\nusers = \"u.csv\"\ngroups = \"g.csv\"\n\n[safety]\n{global}\n\n\
+                 [targets.t]\npreset = \"onlyoffice-group-members\"\nbase_url = \"http://127.0.0.1:1\"\n\
+                 auth = {{ value = \"k\" }}\ngroups.rules = [{{ match = \".*\", target_id = \"x\" }}]\n\n\
+                 [targets.t.safety]\n{own}\n"
+            )
+        };
+        let path = Path::new("/etc/dirsync/dirsync.toml");
+        for (global, own, key) in [
+            (
+                "",
+                "max_source_drop_percent = 300",
+                "`targets.t.safety.max_source_drop_percent`",
+            ),
+            (
+                "max_source_drop_percent = 300",
+                "",
+                "`safety.max_source_drop_percent`",
+            ),
+            (
+                "max_source_drop_percent = 300",
+                "max_disabled_users_percent = -1",
+                "`targets.t.safety.max_disabled_users_percent`",
+            ),
+        ] {
+            let err = parse(&text(global, own), path).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+            assert!(err.contains("a percentage between 0 and 100"), "{err}");
+        }
     }
 
     /// A target timeout of zero fails every request; one beyond ten years overflows
