@@ -966,8 +966,15 @@ fn init(config_path: &Path, args: InitArgs) -> u8 {
         InitSource::ActiveDirectory => dirsync::init::Source::ActiveDirectory,
     };
     let out = args.out.unwrap_or_else(|| config_path.to_owned());
-    let starter = match dirsync::init::render(source, &args.target, &out, &args.secrets_dir, args.credentials)
-    {
+    // The config reads a relative path from its own directory, not from here.
+    let secrets_dir = match std::path::absolute(&args.secrets_dir) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: --secrets-dir {}: {e}", args.secrets_dir.display());
+            return exit::USAGE;
+        }
+    };
+    let starter = match dirsync::init::render(source, &args.target, &out, &secrets_dir, args.credentials) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -1005,7 +1012,7 @@ fn init(config_path: &Path, args: InitArgs) -> u8 {
     // for the one systemd makes.
     let env = match starter.credentials.is_empty() {
         true => String::new(),
-        false => format!("CREDENTIALS_DIRECTORY={} ", args.secrets_dir.display()),
+        false => format!("CREDENTIALS_DIRECTORY={} ", secrets_dir.display()),
     };
     println!("  {env}dirsync {config} check --offline");
     println!("  {env}dirsync {config} check");

@@ -60,6 +60,11 @@ pub enum InitError {
     Preset { name: String, source: toml::de::Error },
     #[error("template: {0}")]
     Template(#[from] minijinja::Error),
+    #[error(
+        "--secrets-dir `{0}`: choose a directory whose path has no quote, backslash or control \
+         character (it goes into the config's strings)"
+    )]
+    SecretsDir(String),
 }
 
 const EXAMPLE_CSV: &str = include_str!("../config/example/dirsync.toml");
@@ -86,6 +91,11 @@ pub fn render(
     credentials: bool,
 ) -> Result<Starter, InitError> {
     let dir_text = format!("{}/", dir.display().to_string().trim_end_matches('/'));
+    if dir_text.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        return Err(InitError::SecretsDir(
+            crate::text::visible(&dir_text).into_owned(),
+        ));
+    }
     let mut files = Vec::new();
     let source_section = match source {
         Source::Csv => {
@@ -210,7 +220,7 @@ fn preset_section(name: &str, text: &str, dir: &str, files: &mut Vec<PathBuf>) -
     let mut secret = |key: &str, file: &str| {
         let path = format!("{dir}{TARGET}.{file}");
         files.push(PathBuf::from(&path));
-        format!("{key}_file = {path:?}\n")
+        format!("{key}_file = {}\n", toml::Value::String(path))
     };
     let kind = table("auth")
         .and_then(|a| a.get("kind"))

@@ -174,3 +174,65 @@ fn an_existing_file_is_never_overwritten() {
         "the presets are offered: {stderr}"
     );
 }
+
+/// A relative `--secrets-dir` is taken from where `init` runs, as the printed steps
+/// say, not from the config's directory; a directory name with a combining accent
+/// goes into the config as valid TOML; one with a quote is refused, naming it.
+#[test]
+fn secrets_dirs_relative_accented_or_quoted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let here = dir.path().join("here");
+    let cfg = dir.path().join("cfg");
+    for d in [&here, &cfg] {
+        std::fs::create_dir(d).expect("dir");
+    }
+    let accented = "se\u{301}crets";
+    for secrets in ["sec", accented] {
+        std::fs::create_dir(here.join(secrets)).expect("secrets dir");
+        let out = Command::new(env!("CARGO_BIN_EXE_dirsync"))
+            .current_dir(&here)
+            .args([
+                "init",
+                "--source",
+                "openldap",
+                "--target",
+                "adminuser-group",
+                "--out",
+            ])
+            .arg(format!("../cfg/{secrets}.toml"))
+            .args(["--secrets-dir", secrets])
+            .env_remove("DIRSYNC_CONFIG")
+            .output()
+            .expect("run dirsync");
+        assert_eq!(out.status.code(), Some(0), "{secrets}: {}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("  write {}", here.join(secrets).display())),
+            "{stdout}"
+        );
+        assert!(write_named_files(&stdout) >= 1, "{stdout}");
+        let config = cfg.join(format!("{secrets}.toml"));
+        let check = dirsync(&["--config", config.to_str().expect("utf-8"), "check", "--offline"]);
+        assert_eq!(check.status.code(), Some(0), "{secrets}: {}", text(&check));
+    }
+
+    let quoted = dir.path().join("my\"secrets");
+    let out = dirsync(&[
+        "init",
+        "--source",
+        "openldap",
+        "--target",
+        "adminuser-group",
+        "--out",
+        cfg.join("quoted.toml").to_str().expect("utf-8"),
+        "--secrets-dir",
+        quoted.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("choose a directory whose path has no quote"),
+        "{}",
+        text(&out)
+    );
+    assert!(!cfg.join("quoted.toml").exists());
+}
