@@ -705,6 +705,54 @@ async fn a_group_renamed_with_a_group_under_it_reads_everything() {
     );
 }
 
+/// A group entry holding another group entry, moved out of the groups' base: the
+/// server names the moved group as gone and not the one under it, which left with
+/// it, so the read is full.
+#[tokio::test]
+async fn a_group_moved_out_of_the_base_with_a_group_under_it_reads_everything() {
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());
+    let mock = GroupMembersApi::start().await;
+    let groups_base = format!("\n[source.groups]\nbase_dn = \"ou=groups,{BASE}\"\n");
+    let env = setup(&server, &mock, &groups_base);
+    let mut admin = admin(&server).await;
+    let parent = group("parent");
+    add(
+        &mut admin,
+        &parent,
+        "groupOfNames",
+        &[("cn", "parent"), ("member", &person("alice"))],
+    )
+    .await;
+    let child = format!("cn=child,{parent}");
+    add(
+        &mut admin,
+        &child,
+        "groupOfNames",
+        &[("cn", "child"), ("member", &person("frank"))],
+    )
+    .await;
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    admin
+        .modifydn(&parent, "cn=parent", true, Some(BASE))
+        .await
+        .and_then(|r| r.success())
+        .expect("move parent out of the groups' base");
+    admin.unbind().await.expect("unbind");
+    let run = dirsync(&env, &["sync", "--allow-removals"]).await;
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("is named as gone with kept entries under it"),
+        "{}",
+        run.stderr
+    );
+    // Both left the source; the target keeps them (`removed_groups = "keep"`).
+    assert!(run.stderr.contains("groups=8 "), "{}", run.stderr);
+    let (_, entries) = oracle_of(&server, &groups_base).await;
+    assert_eq!(cache(&env).await, entries, "the group under it left the cache");
+    mock.assert_no_violations();
+}
+
 #[tokio::test]
 async fn a_restarted_server_names_what_is_still_there_and_the_deletion_comes_out_right() {
     let mut server = Slapd::start(&fixture("ldap-groups.ldif"), syncprov());

@@ -317,6 +317,14 @@ async fn moved_unnamed(
             crate::text::visible(&dn)
         )));
     }
+    // An entry with entries under it cannot be deleted alone: named as gone, it
+    // moved out of the searches (a subtree move) with them, unnamed.
+    if let Some(dn) = renamed_holder(cache, &moved.gone, |id| !named(id)) {
+        return Ok(Some(format!(
+            "`{}` is named as gone with kept entries under it, which the server does not name",
+            crate::text::visible(&dn)
+        )));
+    }
     let unknown: Vec<String> = users
         .deleted
         .iter()
@@ -461,6 +469,8 @@ struct Moved {
     arrived: Vec<String>,
     /// The old DNs (normalized) of the kept entries the refresh names under new ones.
     renamed: Vec<String>,
+    /// The DNs (normalized) of the kept entries the refresh names as gone.
+    gone: Vec<String>,
 }
 
 impl Moved {
@@ -471,6 +481,7 @@ impl Moved {
             new: BTreeSet::new(),
             arrived: Vec::new(),
             renamed: Vec::new(),
+            gone: Vec::new(),
         };
         for (cached, refresh) in [(&cache.users, users), (&cache.groups, groups)] {
             for (id, e) in &refresh.changed {
@@ -494,7 +505,11 @@ impl Moved {
                     && (refresh.deleted.contains(*id)
                         || refresh.present.as_ref().is_some_and(|p| !p.contains(*id)))
             });
-            moved.old.extend(gone.map(|(_, e)| normalize(&e.dn)));
+            for (_, e) in gone {
+                let dn = normalize(&e.dn);
+                moved.old.insert(dn.clone());
+                moved.gone.push(dn);
+            }
         }
         moved
     }
