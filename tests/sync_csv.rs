@@ -429,6 +429,12 @@ async fn bad_csv_is_a_clear_error_and_pushes_nothing() {
             "users.csv: line 5, column `id`: duplicate user id `u2` (first on line 3)",
         ),
         (
+            "duplicate user, lines ending in a carriage return alone",
+            format!("{good_users}u2,again,a@x,{}\n", uuid(9)).replace('\n', "\r"),
+            good_groups.clone(),
+            "users.csv: line 5, column `id`: duplicate user id `u2` (first on line 3)",
+        ),
+        (
             "duplicate group",
             good_users.clone(),
             format!("{good_groups}g0,other,u1,{}\n", uuid(7)),

@@ -406,6 +406,18 @@ fn parse(path: &Path, delimiter: u8) -> Result<Table, CsvError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(empty());
     }
+    // Lines that end in a carriage return alone (a spreadsheet's "CSV (Macintosh)"):
+    // read as line feeds, so that every error names its line, not line 1.
+    let lf: Vec<u8>;
+    let bytes = if bytes.contains(&b'\r') && !bytes.contains(&b'\n') {
+        lf = bytes
+            .iter()
+            .map(|&b| if b == b'\r' { b'\n' } else { b })
+            .collect();
+        &lf[..]
+    } else {
+        bytes
+    };
     if let Err(bad) = check_quoting(bytes, delimiter) {
         // The header names the column, unless the header itself is the broken record.
         let column = match bad.record {
