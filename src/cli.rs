@@ -816,6 +816,13 @@ async fn check(config: &Config) -> u8 {
             all_users: false,
             member_details: true,
         };
+        for source in dirsync::mapping::unmatched_explicit(&dir, &t.groups) {
+            println!(
+                "target {}: `groups.map` names `{}`, which is no group of the source (by id or name): it is not synced",
+                t.name,
+                visible(source)
+            );
+        }
         match dirsync::mapping::desired_state(&dir, &t.groups, &t.users, &t.templates, options) {
             Ok(d) => println!(
                 "target {}: {} mapped group(s), {} mapped user(s), {} unmapped; {}",

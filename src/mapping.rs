@@ -142,6 +142,17 @@ pub struct MapOptions {
 /// `all_users`, the rest then follow in key order): the first of two clashing ids is
 /// the one a mapped group names first, and only users mapped here are checked for
 /// clashes or reported unmapped.
+/// The `groups.map` sources that name no group of `dir`, by id or by name: such a
+/// group is not synced (a typo, or a group gone from the source). Pure.
+pub fn unmatched_explicit<'m>(dir: &Directory, groups: &'m GroupMapping) -> Vec<&'m str> {
+    groups
+        .explicit
+        .iter()
+        .map(|e| e.source.as_str())
+        .filter(|source| !dir.groups.contains_key(*source) && !dir.groups.values().any(|g| g.name == *source))
+        .collect()
+}
+
 pub fn desired_state(
     dir: &Directory,
     groups: &GroupMapping,

@@ -878,6 +878,14 @@ fn prepare<'c>(
         all_users: updates_users || deletes_users,
         member_details: needs_member_users,
     };
+    let unmatched = mapping::unmatched_explicit(dir, &config.groups);
+    if !unmatched.is_empty() {
+        tracing::warn!(
+            target_name = %config.name,
+            groups = %crate::text::first_few(&unmatched),
+            "`groups.map` names groups the source does not have (by id or name); they are not synced."
+        );
+    }
     let mut desired = mapping::desired_state(dir, &config.groups, &config.users, &config.templates, options)
         .map_err(|source| SyncError::Mapping {
             target: config.name.clone(),

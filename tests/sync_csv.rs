@@ -691,3 +691,35 @@ async fn unknown_members_can_be_skipped_with_a_warning() {
     assert!(run.stderr.contains("unknown user `u99`"), "{}", run.stderr);
     assert_eq!(mock.groups(), expected_state(GROUPS));
 }
+
+/// A `groups.map` entry that names no group of the source (a typo, or a group gone)
+/// is not synced, and both `check` and the run say so, naming it.
+#[tokio::test]
+async fn a_group_map_entry_that_matches_no_group_is_named() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock, "");
+    let config = std::fs::read_to_string(env.config()).expect("config").replacen(
+        "[[targets.office.groups.rules]]",
+        "[[targets.office.groups.map]]\nsource = \"engineerign\"\ntarget_id = \"x\"\n\n[[targets.office.groups.rules]]",
+        1,
+    );
+    env.write("dirsync.toml", &config);
+    let check = env.sync(&["check"]).await;
+    assert!(
+        check.stdout.contains(
+            "target office: `groups.map` names `engineerign`, which is no group of the source (by id or name)"
+        ),
+        "{}\n{}",
+        check.stdout,
+        check.stderr
+    );
+    let run = env.sync(&["sync"]).await;
+    run.expect_code(0);
+    assert!(
+        run.stderr
+            .contains("`groups.map` names groups the source does not have")
+            && run.stderr.contains("engineerign"),
+        "{}",
+        run.stderr
+    );
+}
