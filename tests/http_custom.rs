@@ -349,6 +349,40 @@ async fn an_echoed_credential_is_scrubbed_in_every_form() {
     }
 }
 
+/// A password in the base URL (`http://user:password@host`) is sent as Basic auth:
+/// echoed back, as itself or as that header's value, it is scrubbed like any secret.
+#[tokio::test]
+async fn a_password_in_the_base_url_is_scrubbed_when_echoed() {
+    use base64::Engine as _;
+    use wiremock::matchers::any;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let password = "PW-url-999";
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("svc:{password}"));
+    let server = MockServer::start().await;
+    let echoed = format!("auth=Basic {basic} password {password}");
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({ "message": echoed })))
+        .mount(&server)
+        .await;
+    let with_user = server
+        .uri()
+        .replace("http://", &format!("http://svc:{password}@"));
+    let body = r#"{"members": {{ members }}}"#;
+    let env = custom_env(&custom_target(&with_user, body, "kind = \"none\""));
+    let run = env.run(&["sync"], &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("auth=Basic *** password ***"),
+        "{}",
+        run.stderr
+    );
+    let visible = env.everything_visible(&[]).await;
+    for form in [password, basic.as_str()] {
+        assert_no_leak(form, &visible);
+    }
+}
+
 /// A header value the source data gives with a line break makes the entity invalid
 /// source data, never sent nor retried; a credential no header can carry is refused
 /// when the config loads, naming the key and not the value.

@@ -518,10 +518,26 @@ fn secret_forms_of(spec: &Spec) -> Vec<String> {
     for s in secrets {
         forms.extend(secret_forms(s));
     }
+    use base64::Engine as _;
+    let basic = |username: &str, password: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+    };
     if let Auth::Basic { username, password } = &spec.auth {
-        use base64::Engine as _;
-        let basic = format!("{username}:{}", password.expose());
-        forms.insert(base64::engine::general_purpose::STANDARD.encode(basic));
+        forms.insert(basic(username, password.expose()));
+    }
+    // A password in the base URL (`https://user:password@host`) is sent as Basic
+    // auth: it, and that header's value, are secrets too.
+    if let Some(password) = spec.base_url.password() {
+        let decoded = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let (user, password) = (decoded(spec.base_url.username()), decoded(password));
+        if !password.is_empty() {
+            forms.insert(basic(&user, &password));
+            forms.extend(secret_forms(&password));
+        }
     }
     let mut forms: Vec<String> = forms.into_iter().collect();
     forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
