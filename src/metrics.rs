@@ -219,6 +219,8 @@ impl Metrics {
             t.propagation_seconds.iter().for_each(|s| histogram.observe(*s));
             self.retries.get_or_create(&target).inc_by(t.retries as u64);
             self.throttled.get_or_create(&target).inc_by(t.throttled as u64);
+            // Each run starts from the configured window: one that sent nothing (or
+            // was not planned) reports it, so a past 429 does not hold the gauge low.
             if t.concurrency_limit > 0 {
                 self.concurrency_limit
                     .get_or_create(&target)

@@ -529,6 +529,7 @@ pub async fn run(
         not_planned.push(TargetReport {
             name: tc.name.clone(),
             invalid,
+            concurrency_limit: tc.spec.concurrency,
             ..TargetReport::default()
         });
     }
@@ -1198,6 +1199,8 @@ fn summarize(p: &Prepared<'_>) -> TargetReport {
         protected: p.hold.kept.len(),
         waiting: p.hold.waiting.len(),
         withheld_groups: p.withheld,
+        // Each run starts from the configured window; a push may lower it.
+        concurrency_limit: p.target.spec().concurrency,
         ..TargetReport::default()
     }
 }
