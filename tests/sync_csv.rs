@@ -723,3 +723,19 @@ async fn a_group_map_entry_that_matches_no_group_is_named() {
         run.stderr
     );
 }
+
+/// Each run starts from the configured window of requests in flight: a run that
+/// plans nothing reports that window, so the gauge a 429 lowered comes back up.
+#[tokio::test]
+async fn a_run_with_nothing_to_plan_reports_the_configured_window() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock, "");
+    env.sync(&["sync"]).await.expect_code(0);
+    env.sync(&["sync"]).await.expect_code(0);
+    let status = env.sync(&["status", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    let last = &v["runs"][0]["summary"]["targets"][0];
+    assert_eq!(last["name"], "office", "{v:#}");
+    assert_eq!(last["planned"], 0, "{v:#}");
+    assert_eq!(last["concurrency_limit"], 4, "{v:#}");
+}
