@@ -304,3 +304,49 @@ async fn a_saved_plan_of_deltas_applies() {
     assert_eq!(api.lock().groups, want);
     assert_eq!(snapshot(&env).await, want);
 }
+
+/// A saved plan whose add or remove operation was edited (other members, or the
+/// other direction) is refused by `apply`: the list saved with the operation still
+/// builds, but the members it sends would not take the group there.
+#[tokio::test]
+async fn an_edited_delta_in_a_saved_plan_is_refused() {
+    let api = Api::start().await;
+    let (big, small) = (range(1, 20), range(1, 5));
+    let env = setup(&api, &[("big", &big), ("small", &small)]);
+    env.dirsync(&["sync"]).await.expect_code(0);
+    api.take_applied();
+    env.write(
+        "groups.csv",
+        &groups_csv(&[("big", &range(5, 27)), ("small", &small)]),
+    );
+    let plan = env.path("plan.json").display().to_string();
+    env.dirsync(&["sync", "--dry-run", "--out", &plan])
+        .await
+        .expect_code(0);
+    let text = std::fs::read_to_string(&plan).expect("plan");
+    let saved: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let remove = saved["targets"][0]["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .position(|op| op["delta"] == "remove")
+        .expect("a remove operation");
+    let edits: [(&str, serde_json::Value); 2] = [
+        ("removed", serde_json::json!([uuid(5), uuid(6)])),
+        ("delta", serde_json::json!("add")),
+    ];
+    for (field, value) in edits {
+        let mut edited = saved.clone();
+        edited["targets"][0]["operations"][remove][field] = value;
+        env.write("plan.json", &edited.to_string());
+        let run = env.dirsync(&["apply", &plan]).await;
+        run.expect_code(2);
+        assert!(
+            run.stderr
+                .contains("does not take the group's list from what it holds"),
+            "{field}: {}",
+            run.stderr
+        );
+        assert_eq!(api.take_applied(), [], "{field}: nothing sent");
+    }
+}

@@ -138,7 +138,33 @@ pub(super) fn save(
 /// details were removed, say), and the snapshot would record it as confirmed.
 fn unrendered(target: &HttpTarget, t: &SavedTarget, snapshot: &Snapshot) -> Option<String> {
     let what = |op: &Operation| format!("{} {}", op.kind(), crate::text::visible(op.entity_id()));
+    // Each group's list before its next operation: as confirmed, then as each of its
+    // operations leaves it. An add or remove sends only its members, which must be
+    // exactly what takes the list from one to the next.
+    let mut before: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     t.operations.iter().find_map(|op| {
+        if let Operation::ReplaceMembers(g) = op {
+            let prev = before
+                .remove(g.group.id.as_str())
+                .unwrap_or_else(|| snapshot.groups.get(&g.group.id).map(|s| s.members.ids()).unwrap_or_default());
+            let now = &g.group.members;
+            let consistent = match g.delta {
+                None => true,
+                Some(crate::plan::Delta::Add) => {
+                    prev.is_subset(now) && now.difference(&prev).eq(g.added.iter()) && g.removed.is_empty()
+                }
+                Some(crate::plan::Delta::Remove) => {
+                    now.is_subset(&prev) && prev.difference(now).eq(g.removed.iter()) && g.added.is_empty()
+                }
+            };
+            if !consistent {
+                return Some(format!(
+                    "{} does not take the group's list from what it holds to the list saved with it (edited since it was made?)",
+                    what(op)
+                ));
+            }
+            before.insert(g.group.id.as_str(), now.clone());
+        }
         let fingerprint = match op {
             Operation::ReplaceMembers(g) => target
                 .group_request(&g.group, &t.users, Secrets::Masked)
