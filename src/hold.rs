@@ -531,6 +531,7 @@ mod tests {
                     members: Members::from(before.clone()),
                     fingerprint: "old".into(),
                     member_users: None,
+                    confirmed_at: String::new(),
                 },
             )]
             .into(),

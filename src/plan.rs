@@ -39,6 +39,9 @@ pub(crate) struct SnapshotGroup {
     /// group was last confirmed, a JSON object of target user id → user, parsed only
     /// when a kept member needs describing.
     pub(crate) member_users: Option<String>,
+    /// When the target last confirmed the group (RFC 3339, UTC): of two groups'
+    /// details of one member, the later ones are what the source said last.
+    pub(crate) confirmed_at: String,
 }
 
 /// A confirmed member list as the store keeps it, a JSON array of ids, parsed only for
@@ -603,6 +606,7 @@ mod tests {
                     fingerprint: fp(&g),
                     members: g.members.into(),
                     member_users: None,
+                    confirmed_at: String::new(),
                 },
             );
         }

@@ -204,6 +204,7 @@ mod tests {
                 members: ids(base).into(),
                 fingerprint: String::new(),
                 member_users: None,
+                confirmed_at: String::new(),
             },
         );
         let group = DesiredGroup {

@@ -1081,7 +1081,9 @@ fn describe_kept(
                 .or_insert_with(|| DesiredUser { id: id.clone(), user });
         }
     }
-    // Then as the group that keeps them was last confirmed.
+    // Then as the groups that keep them were last confirmed: of two groups' details
+    // of one member, the later confirmed (an earlier group's push may have failed).
+    let mut last: BTreeMap<String, (&str, User)> = BTreeMap::new();
     for op in &plan.ops {
         let Some(g) = kept_in(op, hold) else {
             continue;
@@ -1089,20 +1091,28 @@ fn describe_kept(
         if g.group.members.iter().all(|id| users.contains_key(id)) {
             continue;
         }
-        let Some(json) = snapshot
-            .groups
-            .get(&g.group.id)
-            .and_then(|s| s.member_users.as_deref())
-        else {
+        let Some(kept) = snapshot.groups.get(&g.group.id) else {
+            continue;
+        };
+        let Some(json) = kept.member_users.as_deref() else {
             continue;
         };
         // Text that is not such an object describes no one: the group is withheld.
-        let last: BTreeMap<String, User> = serde_json::from_str(json).unwrap_or_default();
-        for (id, user) in last {
-            if missing.contains(&id) && !users.contains_key(&id) {
-                users.insert(id.clone(), DesiredUser { id, user });
+        let described: BTreeMap<String, User> = serde_json::from_str(json).unwrap_or_default();
+        for (id, user) in described {
+            if !missing.contains(&id) || users.contains_key(&id) {
+                continue;
+            }
+            match last.get(&id) {
+                Some((at, _)) if *at >= kept.confirmed_at.as_str() => {}
+                _ => {
+                    last.insert(id, (kept.confirmed_at.as_str(), user));
+                }
             }
         }
+    }
+    for (id, (_, user)) in last {
+        users.insert(id.clone(), DesiredUser { id, user });
     }
     let mut unsendable = Vec::new();
     plan.ops.retain(|op| {

@@ -360,3 +360,47 @@ async fn a_saved_plan_with_member_details_applies() {
     );
     mock.assert_no_violations();
 }
+
+/// A kept member who left the source is described as last confirmed: when two
+/// groups were last confirmed with different details of them (one group's push
+/// failed after the details changed), the later confirmed details describe both.
+#[tokio::test]
+async fn a_kept_member_is_described_by_the_latest_confirmed_details() {
+    let mock = AdminUserGroupApi::start().await;
+    let protect = format!(
+        "[targets.platform.safety]\nprotected_members = [\"{}\"]\n",
+        uuid(1)
+    );
+    let groups: &[(&str, &[u64])] = &[("ga", &[1, 2]), ("gb", &[1, 3])];
+    let env = setup(&mock, groups, &protect);
+    env.write("users.csv", &users_csv(3));
+    env.run(&["sync"], GOOD).await.expect_code(0);
+
+    // user1's email changes; ga's push fails, gb confirms the new email.
+    let changed = users_csv(3).replace("user1@example.com", "new1@example.com");
+    assert_ne!(changed, users_csv(3));
+    env.write("users.csv", &changed);
+    mock.lock().fail.insert(group_uuid(0));
+    env.run(&["sync"], GOOD).await.expect_code(3);
+    mock.lock().fail.clear();
+    assert_eq!(
+        mock.lock().groups[&group_uuid(1)].users[&uuid(1)]["emailAddress"],
+        "new1@example.com"
+    );
+
+    // user1 leaves the source; protected, they stay in both groups, described by
+    // gb's later details: ga gets them, gb is not sent back to the old ones.
+    env.write("users.csv", &users_csv_only(3, &[2, 3]));
+    env.write("groups.csv", &groups_csv(&[("ga", &[2]), ("gb", &[3])]));
+    env.run(&["sync"], GOOD).await.expect_code(0);
+    let state = mock.lock();
+    for g in [0, 1] {
+        assert_eq!(
+            state.groups[&group_uuid(g)].users[&uuid(1)]["emailAddress"],
+            "new1@example.com",
+            "group {g}"
+        );
+    }
+    drop(state);
+    mock.assert_no_violations();
+}

@@ -284,7 +284,7 @@ impl Store {
     /// What `target` last confirmed.
     pub(crate) async fn load_snapshot(&self, target: &str) -> Result<Snapshot, StoreError> {
         let mut snapshot = Snapshot::default();
-        let rows = sqlx::query("SELECT id, name, members, json_array_length(members) AS n, fingerprint, member_users FROM snapshot_groups WHERE target = ?")
+        let rows = sqlx::query("SELECT id, name, members, json_array_length(members) AS n, fingerprint, member_users, updated_at FROM snapshot_groups WHERE target = ?")
             .bind(target)
             .fetch_all(&self.pool)
             .await?;
@@ -305,6 +305,7 @@ impl Store {
                     members: Members { json: text, count },
                     fingerprint: row.try_get("fingerprint")?,
                     member_users: row.try_get("member_users")?,
+                    confirmed_at: row.try_get("updated_at")?,
                 },
             );
         }
