@@ -960,7 +960,9 @@ fn prepare<'c>(
         withheld = unsendable.len();
         invalid.extend(unsendable);
     }
-    rebuild_kept_groups(&target, &snapshot, &mut plan, &users, &hold);
+    let unbuilt = rebuild_kept_groups(&target, &snapshot, &mut plan, &users, &hold);
+    withheld += unbuilt.len();
+    invalid.extend(unbuilt);
     // After the removal policy: a delta carries the members it let through.
     let rules = plan::DeltaRules {
         add: target.offers(EndpointKind::AddMembers),
@@ -1162,8 +1164,9 @@ fn rebuild_kept_groups(
     plan: &mut Plan,
     users: &BTreeMap<String, DesiredUser>,
     outcome: &hold::Outcome,
-) {
+) -> Vec<Skipped> {
     let mut unchanged = 0;
+    let mut unbuilt = Vec::new();
     plan.ops.retain_mut(|op| {
         let Operation::ReplaceMembers(g) = op else {
             return true;
@@ -1171,9 +1174,22 @@ fn rebuild_kept_groups(
         if !outcome.changed_groups.contains(&g.group.id) {
             return true;
         }
-        // The list only grew back towards what was confirmed: it still builds.
-        if let Ok(req) = target.group_request(&g.group, users, Secrets::Masked) {
-            g.fingerprint = request::fingerprint(&req);
+        // The list grew back towards what was confirmed, but a kept member may fail
+        // a check the list without them passed (a validation of their details).
+        match target.group_request(&g.group, users, Secrets::Masked) {
+            Ok(req) => g.fingerprint = request::fingerprint(&req),
+            Err(e) => {
+                unbuilt.push(Skipped {
+                    kind: "group",
+                    id: g.group.id.clone(),
+                    name: g.group.name.clone(),
+                    reason: format!(
+                        "not sent: with the members the removal policy keeps, {}",
+                        target.redact(&e.0)
+                    ),
+                });
+                return false;
+            }
         }
         let same = g.reason != plan::Reason::Resync
             && snapshot
@@ -1184,6 +1200,7 @@ fn rebuild_kept_groups(
         !same
     });
     plan.unchanged_groups += unchanged;
+    unbuilt
 }
 
 fn summarize(p: &Prepared<'_>) -> TargetReport {

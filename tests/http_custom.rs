@@ -429,3 +429,52 @@ async fn a_request_that_cannot_be_built_is_not_sent_nor_retried() {
     assert!(!run.stderr.contains("two\nlines"), "{}", run.stderr);
     assert_eq!(server.received_requests().await.map(|r| r.len()), Some(0));
 }
+
+/// A group whose list the removal policy keeps a member in, when that member's
+/// details fail a check of the request (here: every member needs an email), is not
+/// sent, and is reported as invalid source data, instead of planned with a request
+/// that can never be built.
+#[tokio::test]
+async fn a_kept_member_who_fails_a_check_withholds_the_group() {
+    use wiremock::matchers::any;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let body = r#"[{% for u in member_users %}{% if not loop.first %},{% endif %}{"id": {{ u.id }}, "email": {{ u.email }}}{% endfor %}]"#;
+    let target = custom_target(&server.uri(), body, "kind = \"none\"")
+        + &format!(
+            "[[targets.t.endpoints.group_members.validate]]\npointer = \"/0/email\"\npattern = \"@\"\n\
+             [targets.t.safety]\nprotected_members = [\"{}\"]\n",
+            uuid(2)
+        );
+    let env = custom_env(&target);
+    env.write("groups.csv", "id,name,members\ng0,one,u2;u3\n");
+    env.run(&["sync"], &[]).await.expect_code(0);
+    let sent = server.received_requests().await.map_or(0, |r| r.len());
+    assert_eq!(sent, 1);
+
+    // bob loses his email and leaves the group; protected, he stays first in its
+    // list, and the list with him cannot be built.
+    env.write("users.csv", &USERS.replace("bob@example.com", ""));
+    env.write("groups.csv", "id,name,members\ng0,one,u3\n");
+    let run = env.run(&["sync"], &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("with the members the removal policy keeps"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.received_requests().await.map_or(0, |r| r.len()), sent);
+    assert!(
+        env.audit()
+            .await
+            .iter()
+            .all(|(_, _, outcome)| outcome != "failed"),
+        "{:?}",
+        env.audit().await
+    );
+}
