@@ -216,7 +216,7 @@ enum InitSource {
 
 #[derive(Debug, Args)]
 struct AuditArgs {
-    /// Only this run id.
+    /// Only this run: its id, or the end of it (the table's `run` column).
     #[arg(long)]
     run: Option<String>,
     /// Only this target.
@@ -1215,7 +1215,13 @@ fn audit_table(out: &mut impl Write, rows: &[dirsync::store::AuditRow]) -> std::
         };
         let cells = [
             cell(&r.at, AT),
-            cell(r.run_id.get(..8).unwrap_or(&r.run_id), RUN),
+            // The end of the id: its start is a timestamp, alike for runs a minute apart.
+            cell(
+                r.run_id
+                    .get(r.run_id.len().saturating_sub(RUN)..)
+                    .unwrap_or(&r.run_id),
+                RUN,
+            ),
             cell(&r.target, TARGET),
             cell(&r.operation, OPERATION),
             entity_cell(&r.entity_name, &r.entity_id, ENTITY),

@@ -171,3 +171,43 @@ async fn a_range_that_ends_before_it_starts_is_refused() {
     let both = dirsync(&env, &["audit", "--json", "--format", "csv"]).await;
     both.expect_code(2);
 }
+
+/// Two runs a moment apart show apart in the table's `run` column (the end of the
+/// id; its start is a timestamp), and `--run` takes that column's value.
+#[tokio::test]
+async fn the_run_column_tells_runs_apart_and_filters_by_it() {
+    let mock = GroupMembersApi::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users_csv(8));
+    env.write("groups.csv", &groups(&[1, 2, 3]));
+    env.write("dirsync.toml", &config_group_members(&mock.uri(), ""));
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    env.write("groups.csv", &groups(&[1, 2, 3, 4]));
+    dirsync(&env, &["sync"]).await.expect_code(0);
+
+    let lines = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let json = dirsync(&env, &["audit", "--json"]).await;
+    let rows = lines(&json.stdout);
+    let newest = rows[0]["run_id"].as_str().expect("a run id").to_owned();
+    let oldest = rows[rows.len() - 1]["run_id"]
+        .as_str()
+        .expect("a run id")
+        .to_owned();
+    assert_ne!(newest, oldest);
+    let (new_tail, old_tail) = (&newest[newest.len() - 8..], &oldest[oldest.len() - 8..]);
+    assert_ne!(new_tail, old_tail);
+    let table = dirsync(&env, &["audit"]).await;
+    assert!(table.stdout.contains(new_tail), "{}", table.stdout);
+    assert!(table.stdout.contains(old_tail), "{}", table.stdout);
+
+    let only = dirsync(&env, &["audit", "--json", "--run", new_tail]).await;
+    let rows = lines(&only.stdout);
+    assert_eq!(rows.len(), 1, "{}", only.stdout);
+    assert_eq!(rows[0]["run_id"], newest.as_str());
+    let whole = dirsync(&env, &["audit", "--json", "--run", &newest]).await;
+    assert_eq!(whole.stdout, only.stdout);
+}

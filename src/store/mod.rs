@@ -674,7 +674,7 @@ impl Store {
             "SELECT id, run_id, at, target, operation, entity_kind, entity_id, entity_name, outcome,
                     http_status, attempts, summary, drift, error, warning
              FROM audit
-             WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR target = ?2)
+             WHERE (?1 IS NULL OR substr(run_id, -length(?1)) = ?1) AND (?2 IS NULL OR target = ?2)
                AND (?3 IS NULL OR entity_id = ?3 OR entity_name = ?3) AND (?4 IS NULL OR at >= ?4)
                AND (?5 IS NULL OR at < ?5)
              ORDER BY id DESC LIMIT ?6",
