@@ -1396,6 +1396,11 @@ async fn held(state_db: &Path, json: bool) -> u8 {
 }
 
 async fn discard(state_db: &Path, id: &str, wait: bool) -> u8 {
+    // No run has held anything yet: the id names no set.
+    if !state_db.exists() {
+        report_error(&sync::SyncError::UnknownHeld(id.to_owned()));
+        return exit::USAGE;
+    }
     let store = match open_existing(state_db).await {
         Ok(s) => s,
         Err(code) => return code,

@@ -155,6 +155,10 @@ async fn removals_over_a_limit_wait_for_approval_while_additions_go_out() {
 async fn a_discarded_set_is_held_again_and_allow_removals_sends_it_once() {
     let mock = GroupMembersApi::start().await;
     let env = setup(&mock, "");
+    // Before any run, no id names a held set.
+    let run = dirsync(&env, &["discard", "hdeadbeef00"]).await;
+    run.expect_code(2);
+    assert!(run.stderr.contains("hdeadbeef00"), "{}", run.stderr);
     dirsync(&env, &["sync"]).await.expect_code(0);
     env.write("groups.csv", &groups_csv(&as_refs(&with_eng(vec![1, 2]))));
     dirsync(&env, &["sync"]).await.expect_code(4);
