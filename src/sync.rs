@@ -953,11 +953,21 @@ fn prepare<'c>(
         plan::add_deletions(&mut plan, &snapshot, &left);
     }
     let hold = hold_removals(config, dir, &snapshot, &mut plan, policy, absent);
-    let mut withheld = 0;
+    // An approved removal in a group, or of a user, the source data cannot build a
+    // request for is not sent: the approval is not done.
+    let mut withheld = policy.approved.map_or(0, |set| {
+        invalid
+            .iter()
+            .filter(|s| match s.kind {
+                "group" => set.groups.contains_key(&s.id),
+                _ => set.users.contains_key(&s.id),
+            })
+            .count()
+    });
     if needs_member_users {
         let users = Arc::get_mut(&mut users).expect("the users are not shared before the plan is built");
         let unsendable = describe_kept(config, dir, &snapshot, &mut plan, users, &hold);
-        withheld = unsendable.len();
+        withheld += unsendable.len();
         invalid.extend(unsendable);
     }
     let unbuilt = rebuild_kept_groups(&target, &snapshot, &mut plan, &users, &hold);

@@ -478,3 +478,41 @@ async fn a_kept_member_who_fails_a_check_withholds_the_group() {
         env.audit().await
     );
 }
+
+/// An approval whose group the source data can no longer build a request for (its
+/// name now holds a line break, which its header cannot carry) sends nothing, and
+/// the set stays held instead of being marked approved.
+#[tokio::test]
+async fn an_approval_of_a_group_that_cannot_be_built_stays_held() {
+    use wiremock::matchers::any;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let body = r#"{"members": {{ members }}}"#;
+    let target = custom_target(&server.uri(), body, "kind = \"none\"").replace(
+        "error_message = [\"/message\"]",
+        "error_message = [\"/message\"]\nheaders = { \"X-Group\" = \"{{ group.name }}\" }",
+    ) + "[targets.t.safety]\nmax_removed_members_per_group_percent = 50\nper_group_min_members = 1\n";
+    let env = custom_env(&target);
+    env.write("groups.csv", "id,name,members\ng0,one,u1;u2;u3\n");
+    env.run(&["sync"], &[]).await.expect_code(0);
+    env.write("groups.csv", "id,name,members\ng0,one,u1\n");
+    let run = env.run(&["sync"], &[]).await;
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let held = env.run(&["held", "--json"], &[]).await;
+    let sets: serde_json::Value = serde_json::from_str(&held.stdout).expect("JSON");
+    let id = sets[0]["id"].as_str().expect("a held set").to_owned();
+
+    env.write("groups.csv", "id,name,members\ng0,\"two\nlines\",u1\n");
+    let sent = server.received_requests().await.map_or(0, |r| r.len());
+    let run = env.run(&["approve", &id], &[]).await;
+    assert!(run.stderr.contains("the set stays held"), "{}", run.stderr);
+    assert_eq!(server.received_requests().await.map_or(0, |r| r.len()), sent);
+    let held = env.run(&["held", "--json"], &[]).await;
+    let sets: serde_json::Value = serde_json::from_str(&held.stdout).expect("JSON");
+    assert_eq!(sets[0]["id"], id.as_str(), "{sets}");
+}
