@@ -349,38 +349,54 @@ async fn an_echoed_credential_is_scrubbed_in_every_form() {
     }
 }
 
-/// A password in the base URL (`http://user:password@host`) is sent as Basic auth:
-/// echoed back, as itself or as that header's value, it is scrubbed like any secret.
+/// Credentials in the base URL (`http://user:password@host`, or a token as the user
+/// alone) are sent as Basic auth: echoed back, as themselves or as that header's
+/// value, they are scrubbed like any secret. A password too short to tell from
+/// ordinary text is not, so that it cannot change what an answer says.
 #[tokio::test]
-async fn a_password_in_the_base_url_is_scrubbed_when_echoed() {
+async fn credentials_in_the_base_url_are_scrubbed_when_echoed() {
     use base64::Engine as _;
     use wiremock::matchers::any;
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    let password = "PW-url-999";
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("svc:{password}"));
+    for (userinfo, secret, basic) in [
+        ("svc:PW-url-999", "PW-url-999", "svc:PW-url-999"),
+        ("TOKEN-as-user-42", "TOKEN-as-user-42", "TOKEN-as-user-42:"),
+    ] {
+        let basic = base64::engine::general_purpose::STANDARD.encode(basic);
+        let server = MockServer::start().await;
+        let echoed = format!("auth=Basic {basic} secret {secret}");
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({ "message": echoed })))
+            .mount(&server)
+            .await;
+        let with_user = server.uri().replace("http://", &format!("http://{userinfo}@"));
+        let body = r#"{"members": {{ members }}}"#;
+        let env = custom_env(&custom_target(&with_user, body, "kind = \"none\""));
+        let run = env.run(&["sync"], &[]).await;
+        assert_eq!(run.code, 3, "{}", run.stderr);
+        assert!(run.stderr.contains("auth=Basic *** secret ***"), "{}", run.stderr);
+        let visible = env.everything_visible(&[]).await;
+        for form in [secret, basic.as_str()] {
+            assert_no_leak(form, &visible);
+        }
+    }
+
+    // A password of two letters is left in answers: the confirmation reads as sent.
     let server = MockServer::start().await;
-    let echoed = format!("auth=Basic {basic} password {password}");
     Mock::given(any())
-        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({ "message": echoed })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "ok": true })))
         .mount(&server)
         .await;
-    let with_user = server
-        .uri()
-        .replace("http://", &format!("http://svc:{password}@"));
+    let with_user = server.uri().replace("http://", "http://u:ok@");
     let body = r#"{"members": {{ members }}}"#;
-    let env = custom_env(&custom_target(&with_user, body, "kind = \"none\""));
-    let run = env.run(&["sync"], &[]).await;
-    assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("auth=Basic *** password ***"),
-        "{}",
-        run.stderr
+    let target = custom_target(&with_user, body, "kind = \"none\"").replace(
+        "error_message = [\"/message\"]",
+        "error_message = [\"/message\"]\nsuccess = { json = [{ pointer = \"/ok\", equals = true }] }",
     );
-    let visible = env.everything_visible(&[]).await;
-    for form in [password, basic.as_str()] {
-        assert_no_leak(form, &visible);
-    }
+    let env = custom_env(&target);
+    let run = env.run(&["sync"], &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
 }
 
 /// A header value the source data gives with a line break makes the entity invalid

@@ -502,6 +502,9 @@ impl HttpTarget {
     }
 }
 
+/// The shortest secret form scrubbed from answers.
+const MIN_SCRUBBED: usize = 6;
+
 /// Every form of the target's secrets an answer may echo: each as sent in a query
 /// (form-encoded) or a path (percent-encoded), escaped in JSON or XML, and a Basic
 /// credential as its header carries it. Longest first, so that a form holding
@@ -525,20 +528,26 @@ fn secret_forms_of(spec: &Spec) -> Vec<String> {
     if let Auth::Basic { username, password } = &spec.auth {
         forms.insert(basic(username, password.expose()));
     }
-    // A password in the base URL (`https://user:password@host`) is sent as Basic
-    // auth: it, and that header's value, are secrets too.
-    if let Some(password) = spec.base_url.password() {
-        let decoded = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let (user, password) = (decoded(spec.base_url.username()), decoded(password));
-        if !password.is_empty() {
-            forms.insert(basic(&user, &password));
-            forms.extend(secret_forms(&password));
-        }
+    // Credentials in the base URL (`https://user:password@host`, or a token as the
+    // user alone) are sent as Basic auth: they, and that header's value, are
+    // secrets too (the user only when there is no password).
+    let decoded = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let (user, password) = (
+        decoded(spec.base_url.username()),
+        decoded(spec.base_url.password().unwrap_or_default()),
+    );
+    if !user.is_empty() || !password.is_empty() {
+        forms.insert(basic(&user, &password));
+        let secret = if password.is_empty() { &user } else { &password };
+        forms.extend(secret_forms(secret));
     }
+    // Answers are scrubbed before they are judged: a form this short would match
+    // ordinary text (`ok`, a letter) and change what the answer says.
+    forms.retain(|f| f.chars().count() >= MIN_SCRUBBED);
     let mut forms: Vec<String> = forms.into_iter().collect();
     forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
     forms
