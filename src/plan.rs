@@ -39,8 +39,8 @@ pub(crate) struct SnapshotGroup {
     /// group was last confirmed, a JSON object of target user id → user, parsed only
     /// when a kept member needs describing.
     pub(crate) member_users: Option<String>,
-    /// When the target last confirmed the group (RFC 3339, UTC): of two groups'
-    /// details of one member, the later ones are what the source said last.
+    /// When the target confirmed `member_users` (RFC 3339, UTC; empty when none):
+    /// of two groups' details of one member, the later are what the source said last.
     pub(crate) confirmed_at: String,
 }
 

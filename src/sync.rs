@@ -1093,22 +1093,22 @@ fn describe_kept(
                 .or_insert_with(|| DesiredUser { id: id.clone(), user });
         }
     }
-    // Then as the groups that keep them were last confirmed: of two groups' details
-    // of one member, the later confirmed (an earlier group's push may have failed).
+    // Then as the target last confirmed them in any group: of two groups' details of
+    // one member, the later confirmed (an earlier group's push may have failed).
+    let undescribed: Vec<&String> = missing.iter().filter(|id| !users.contains_key(*id)).collect();
     let mut last: BTreeMap<String, (&str, User)> = BTreeMap::new();
-    for op in &plan.ops {
-        let Some(g) = kept_in(op, hold) else {
-            continue;
-        };
-        if g.group.members.iter().all(|id| users.contains_key(id)) {
-            continue;
-        }
-        let Some(kept) = snapshot.groups.get(&g.group.id) else {
-            continue;
-        };
+    for kept in snapshot.groups.values() {
         let Some(json) = kept.member_users.as_deref() else {
             continue;
         };
+        // Parsed only for a group that lists one of them.
+        if !undescribed.iter().any(|id| {
+            kept.members
+                .json
+                .contains(&serde_json::to_string(id).unwrap_or_default())
+        }) {
+            continue;
+        }
         // Text that is not such an object describes no one: the group is withheld.
         let described: BTreeMap<String, User> = serde_json::from_str(json).unwrap_or_default();
         for (id, user) in described {

@@ -388,6 +388,10 @@ async fn a_kept_member_is_described_by_the_latest_confirmed_details() {
         "new1@example.com"
     );
 
+    // A verify marking ga as drifted later does not make ga's details newer.
+    env.alter_db("UPDATE snapshot_groups SET updated_at = '2999-01-01T00:00:00.000Z'")
+        .await;
+
     // user1 leaves the source; protected, they stay in both groups, described by
     // gb's later details: ga gets them, gb is not sent back to the old ones.
     env.write("users.csv", &users_csv_only(3, &[2, 3]));

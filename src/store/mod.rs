@@ -284,7 +284,7 @@ impl Store {
     /// What `target` last confirmed.
     pub(crate) async fn load_snapshot(&self, target: &str) -> Result<Snapshot, StoreError> {
         let mut snapshot = Snapshot::default();
-        let rows = sqlx::query("SELECT id, name, members, json_array_length(members) AS n, fingerprint, member_users, updated_at FROM snapshot_groups WHERE target = ?")
+        let rows = sqlx::query("SELECT id, name, members, json_array_length(members) AS n, fingerprint, member_users, member_users_at FROM snapshot_groups WHERE target = ?")
             .bind(target)
             .fetch_all(&self.pool)
             .await?;
@@ -305,7 +305,9 @@ impl Store {
                     members: Members { json: text, count },
                     fingerprint: row.try_get("fingerprint")?,
                     member_users: row.try_get("member_users")?,
-                    confirmed_at: row.try_get("updated_at")?,
+                    confirmed_at: row
+                        .try_get::<Option<String>, _>("member_users_at")?
+                        .unwrap_or_default(),
                 },
             );
         }
@@ -379,10 +381,12 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
             Operation::ReplaceMembers(g) => {
                 let members = serde_json::to_string(&g.group.members).unwrap_or_default();
                 sqlx::query(
-                        "INSERT INTO snapshot_groups (target, id, name, members, fingerprint, member_users, run_id, updated_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        "INSERT INTO snapshot_groups (target, id, name, members, fingerprint, member_users,
+                           member_users_at, run_id, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                          ON CONFLICT (target, id) DO UPDATE SET name = excluded.name, members = excluded.members,
                            fingerprint = excluded.fingerprint, member_users = excluded.member_users,
+                           member_users_at = excluded.member_users_at,
                            run_id = excluded.run_id, updated_at = excluded.updated_at",
                     )
                     .bind(rec.target)
@@ -391,6 +395,7 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
                     .bind(members)
                     .bind(&g.fingerprint)
                     .bind(rec.member_users.as_deref())
+                    .bind(rec.member_users.as_ref().map(|_| at))
                     .bind(rec.run_id)
                     .bind(at)
                     .execute(&mut *tx)
