@@ -1035,6 +1035,10 @@ fn init(config_path: &Path, args: InitArgs) -> u8 {
 }
 
 async fn audit(state_db: &Path, args: AuditArgs) -> u8 {
+    if args.run.as_deref().is_some_and(str::is_empty) {
+        eprintln!("error: --run: empty; give a run id or the end of one (the table's `run` column)");
+        return exit::USAGE;
+    }
     let (since, until) = match audit_range(args.since.as_deref(), args.until.as_deref(), chrono::Utc::now()) {
         Ok(r) => r,
         Err(msg) => {

@@ -210,4 +210,5 @@ async fn the_run_column_tells_runs_apart_and_filters_by_it() {
     assert_eq!(rows[0]["run_id"], newest.as_str());
     let whole = dirsync(&env, &["audit", "--json", "--run", &newest]).await;
     assert_eq!(whole.stdout, only.stdout);
+    dirsync(&env, &["audit", "--run", ""]).await.expect_code(2);
 }
