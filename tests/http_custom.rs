@@ -175,6 +175,27 @@ id_attribute = "tid"
     )
 }
 
+/// A server that takes every request (204).
+async fn accepting_server() -> wiremock::MockServer {
+    use wiremock::matchers::any;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A custom target at `base_url` without auth whose request carries the group's
+/// name in a header (`X-Group`), which a line break in the name cannot go into.
+fn group_name_header_target(base_url: &str) -> String {
+    custom_target(base_url, r#"{"members": {{ members }}}"#, "kind = \"none\"").replace(
+        "error_message = [\"/message\"]",
+        "error_message = [\"/message\"]\nheaders = { \"X-Group\" = \"{{ group.name }}\" }",
+    )
+}
+
 /// An env with `USERS`, the group `one` of user 1, and `target`.
 fn custom_env(target: &str) -> Env {
     let env = Env::new();
@@ -404,19 +425,8 @@ async fn credentials_in_the_base_url_are_scrubbed_when_echoed() {
 /// when the config loads, naming the key and not the value.
 #[tokio::test]
 async fn a_request_that_cannot_be_built_is_not_sent_nor_retried() {
-    use wiremock::matchers::any;
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-
-    let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&server)
-        .await;
-    let body = r#"{"members": {{ members }}}"#;
-    let target = custom_target(&server.uri(), body, "kind = \"none\"").replace(
-        "error_message = [\"/message\"]",
-        "error_message = [\"/message\"]\nheaders = { \"X-Group\" = \"{{ group.name }}\" }",
-    );
+    let server = accepting_server().await;
+    let target = group_name_header_target(&server.uri());
     let env = custom_env(&target);
     env.write("groups.csv", "id,name,members\ng0,\"two\nlines\",u1\n");
     let run = env.run(&["sync"], &[]).await;
@@ -430,7 +440,7 @@ async fn a_request_that_cannot_be_built_is_not_sent_nor_retried() {
 
     let target = custom_target(
         &server.uri(),
-        body,
+        r#"{"members": {{ members }}}"#,
         "kind = \"header\"\nname = \"X-Api-Key\"\nvalue_env = \"TEST_SECRET\"",
     );
     let env = custom_env(&target);
@@ -500,19 +510,9 @@ async fn a_kept_member_who_fails_a_check_withholds_the_group() {
 /// the set stays held instead of being marked approved.
 #[tokio::test]
 async fn an_approval_of_a_group_that_cannot_be_built_stays_held() {
-    use wiremock::matchers::any;
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-
-    let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&server)
-        .await;
-    let body = r#"{"members": {{ members }}}"#;
-    let target = custom_target(&server.uri(), body, "kind = \"none\"").replace(
-        "error_message = [\"/message\"]",
-        "error_message = [\"/message\"]\nheaders = { \"X-Group\" = \"{{ group.name }}\" }",
-    ) + "[targets.t.safety]\nmax_removed_members_per_group_percent = 50\nper_group_min_members = 1\n";
+    let server = accepting_server().await;
+    let target = group_name_header_target(&server.uri())
+        + "[targets.t.safety]\nmax_removed_members_per_group_percent = 50\nper_group_min_members = 1\n";
     let env = custom_env(&target);
     env.write("groups.csv", "id,name,members\ng0,one,u1;u2;u3\n");
     env.run(&["sync"], &[]).await.expect_code(0);

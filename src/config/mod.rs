@@ -1447,13 +1447,7 @@ groups.rules = [{{ match = ".*", target_id = "x" }}]
     /// line break, a cookie value that would end the cookie, a Basic user with `:`.
     #[test]
     fn an_auth_no_request_could_carry_is_refused_naming_the_key() {
-        let text = |auth: &str| {
-            format!(
-                "[source]\nkind = \"csv\"\nusers = \"u.csv\"\ngroups = \"g.csv\"\n\n\
-                 [targets.t]\npreset = \"onlyoffice-group-members\"\nbase_url = \"http://127.0.0.1:1\"\n\
-                 auth = {auth}\ngroups.rules = [{{ match = \".*\", target_id = \"x\" }}]\n"
-            )
-        };
+        let text = |auth: &str| one_target(&format!("auth = {auth}"));
         let path = Path::new("/etc/dirsync/dirsync.toml");
         for (auth, key, message) in [
             (
@@ -1506,12 +1500,8 @@ groups.rules = [{{ match = ".*", target_id = "x" }}]
     #[test]
     fn a_bad_percentage_names_the_table_that_set_it() {
         let text = |global: &str, own: &str| {
-            format!(
-                "[source]\nkind = \"csv\"\nusers = \"u.csv\"\ngroups = \"g.csv\"\n\n[safety]\n{global}\n\n\
-                 [targets.t]\npreset = \"onlyoffice-group-members\"\nbase_url = \"http://127.0.0.1:1\"\n\
-                 auth = {{ value = \"k\" }}\ngroups.rules = [{{ match = \".*\", target_id = \"x\" }}]\n\n\
-                 [targets.t.safety]\n{own}\n"
-            )
+            one_target("auth = { value = \"k\" }")
+                + &format!("\n[safety]\n{global}\n\n[targets.t.safety]\n{own}\n")
         };
         let path = Path::new("/etc/dirsync/dirsync.toml");
         for (global, own, key) in [
@@ -1541,14 +1531,8 @@ groups.rules = [{{ match = ".*", target_id = "x" }}]
     /// the clock: both name the key.
     #[test]
     fn a_target_timeout_is_above_zero_and_at_most_ten_years() {
-        let text = |timeout: &str| {
-            format!(
-                "[source]\nkind = \"csv\"\nusers = \"u.csv\"\ngroups = \"g.csv\"\n\n\
-                 [targets.t]\npreset = \"onlyoffice-group-members\"\nbase_url = \"http://127.0.0.1:1\"\n\
-                 timeout = \"{timeout}\"\nauth = {{ value = \"k\" }}\n\
-                 groups.rules = [{{ match = \".*\", target_id = \"x\" }}]\n"
-            )
-        };
+        let text =
+            |timeout: &str| one_target(&format!("timeout = \"{timeout}\"\nauth = {{ value = \"k\" }}"));
         let path = Path::new("/etc/dirsync/dirsync.toml");
         for (timeout, message) in [("0s", "must be above 0"), ("11years", "longer than ten years")] {
             let err = parse(&text(timeout), path).expect_err(timeout).to_string();
@@ -1556,6 +1540,16 @@ groups.rules = [{{ match = ".*", target_id = "x" }}]
             assert!(err.contains(message), "{timeout}: {err}");
         }
         assert!(parse(&text("1h"), path).is_ok());
+    }
+
+    /// A minimal valid config of a CSV source and one target `t` of the
+    /// group-members preset, with `keys` in the target's table (an auth among them).
+    fn one_target(keys: &str) -> String {
+        format!(
+            "[source]\nkind = \"csv\"\nusers = \"u.csv\"\ngroups = \"g.csv\"\n\n\
+             [targets.t]\npreset = \"onlyoffice-group-members\"\nbase_url = \"http://127.0.0.1:1\"\n\
+             {keys}\ngroups.rules = [{{ match = \".*\", target_id = \"x\" }}]\n"
+        )
     }
 
     /// `users.removed = "delete"` on a target with a `delete_user` endpoint (the
