@@ -104,6 +104,15 @@ impl Templates {
         });
         env.add_filter("guid", guid);
         env.add_filter("field", field);
+        // A missing value stays missing through the string filters, instead of
+        // becoming the text `none` (an id of `none`, a body's `"none"`).
+        env.add_filter("lower", missing_stays::lower);
+        env.add_filter("upper", missing_stays::upper);
+        env.add_filter("capitalize", missing_stays::capitalize);
+        env.add_filter("title", missing_stays::title);
+        env.add_filter("trim", missing_stays::trim);
+        env.add_filter("replace", missing_stays::replace);
+        env.add_filter("string", missing_stays::string);
         Templates { env }
     }
 
@@ -183,6 +192,51 @@ fn guid(value: Value) -> Result<String, minijinja::Error> {
     uuid::Uuid::parse_str(text.trim())
         .map(|u| u.hyphenated().to_string())
         .map_err(|_| minijinja::Error::new(ErrorKind::InvalidOperation, format!("`{text}` is not a GUID")))
+}
+
+/// minijinja's string filters, with none (a missing value) passed through as none.
+mod missing_stays {
+    use std::borrow::Cow;
+
+    use minijinja::filters;
+    use minijinja::value::{StringInput, Value};
+    use minijinja::{Error, State};
+
+    pub(super) fn lower(v: Option<StringInput<'_>>) -> Option<Value> {
+        v.map(filters::lower)
+    }
+
+    pub(super) fn upper(v: Option<StringInput<'_>>) -> Option<Value> {
+        v.map(filters::upper)
+    }
+
+    pub(super) fn capitalize(v: Option<StringInput<'_>>) -> Option<Value> {
+        v.map(filters::capitalize)
+    }
+
+    pub(super) fn title(v: Option<Cow<'_, str>>) -> Option<String> {
+        v.map(filters::title)
+    }
+
+    pub(super) fn trim(v: Option<StringInput<'_>>, chars: Option<Cow<'_, str>>) -> Option<Value> {
+        v.map(|v| filters::trim(v, chars))
+    }
+
+    pub(super) fn replace(
+        state: &mut State,
+        v: Option<StringInput<'_>>,
+        from: StringInput<'_>,
+        to: StringInput<'_>,
+    ) -> Result<Option<Value>, Error> {
+        v.map(|v| filters::replace(state, v, from, to)).transpose()
+    }
+
+    pub(super) fn string(state: &State, v: &Value) -> Result<Value, Error> {
+        if v.is_none() {
+            return Ok(v.clone());
+        }
+        filters::string(state, v)
+    }
 }
 
 /// The `field(name)` filter: `value.name` if set, else `value.attrs.name`, else none.
@@ -267,6 +321,44 @@ mod tests {
             json!({"name": "a \"q\" <b> & c\nd", "members": ["x", "y"], "on": true}),
             r#"{"name": "a \"q\" <b> & c\nd", "members": ["x","y"], "on": true}"#,
         );
+    }
+
+    /// A missing value stays missing through the string filters: nothing in text,
+    /// `null` in JSON, never the text `none`; a present one is filtered as usual.
+    #[test]
+    fn string_filters_keep_a_missing_value_missing() {
+        for filter in [
+            "lower",
+            "upper",
+            "capitalize",
+            "title",
+            "trim",
+            "trim(\"x\")",
+            "replace(\"a\", \"b\")",
+            "string",
+        ] {
+            let source = format!("{{{{ a | {filter} }}}}");
+            check(Kind::Text, &source, json!({"a": null}), "");
+            check(Kind::Json, &source, json!({"a": null}), "null");
+        }
+        check(Kind::Text, "{{ a | lower }}", json!({"a": "Ann@X"}), "ann@x");
+        check(Kind::Text, "{{ a | upper }}", json!({"a": "ops"}), "OPS");
+        check(Kind::Text, "{{ a | trim }}", json!({"a": " x "}), "x");
+        check(Kind::Text, "{{ a | trim(\"-\") }}", json!({"a": "-x-"}), "x");
+        check(
+            Kind::Text,
+            "{{ a | title }}",
+            json!({"a": "big team"}),
+            "Big Team",
+        );
+        check(Kind::Text, "{{ a | capitalize }}", json!({"a": "big"}), "Big");
+        check(
+            Kind::Text,
+            "{{ a | replace(\"a\", \"b\") }}",
+            json!({"a": "aa"}),
+            "bb",
+        );
+        check(Kind::Json, "{{ a | string }}", json!({"a": 5}), "\"5\"");
     }
 
     #[test]

@@ -739,3 +739,22 @@ async fn a_run_with_nothing_to_plan_reports_the_configured_window() {
     assert_eq!(last["planned"], 0, "{v:#}");
     assert_eq!(last["concurrency_limit"], 4, "{v:#}");
 }
+
+/// A user id made by a filter over a missing value (`{{ user.email | lower }}` for
+/// a user without an email) is no id: the user is unmapped, not mapped to `none`.
+#[tokio::test]
+async fn a_filtered_missing_value_is_no_user_id() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock, "");
+    let config = std::fs::read_to_string(env.config()).expect("config").replace(
+        "id_attribute = \"tid\"",
+        "id_template = \"{{ user.email | lower }}\"",
+    );
+    assert!(config.contains("id_template"), "{config}");
+    env.write("dirsync.toml", &config);
+    env.write("users.csv", &users_csv(5).replace("user1@example.com", ""));
+    let run = env.sync(&["sync", "--dry-run"]).await;
+    assert!(!run.stdout.contains("none"), "{}", run.stdout);
+    assert!(run.stdout.contains("user2@example.com"), "{}", run.stdout);
+    assert!(run.stdout.contains("unmapped"), "{}", run.stdout);
+}
