@@ -112,6 +112,45 @@ async fn no_request_inside_a_retry_after_window() {
     assert_eq!(mock.groups(), expected_state(&as_refs(&groups)));
 }
 
+/// Requests that wait for a place in flight (the window narrowed by earlier 429s)
+/// while another is answered 429 do not start inside its Retry-After window: the
+/// pause holds them when they get their place.
+#[tokio::test]
+async fn requests_waiting_for_a_place_in_flight_honour_a_retry_after() {
+    let mock = GroupMembersApi::start().await;
+    let groups = many_groups(12);
+    let env = setup(&mock.uri(), &groups, "");
+    mock.lock().delay = Duration::from_millis(300);
+    // Two 429s narrow the window to one request in flight (the other two of the
+    // first four are answered as usual); the next request, the first after their
+    // pause, gets a 429 with a pause of 2 s while others wait for their place.
+    mock.lock().faults.extend([
+        Fault::RetryAfter(1),
+        Fault::RetryAfter(1),
+        Fault::None,
+        Fault::None,
+        Fault::RetryAfter(2),
+    ]);
+    // The request that met two 429s is out of its two attempts: the run is partial.
+    sync(&env, &["sync"]).await.expect_code(3);
+    let inside: Vec<Duration> = {
+        let state = mock.lock();
+        let last = *state.throttled_at.iter().max().expect("throttled");
+        state
+            .arrivals
+            .iter()
+            .filter(|a| **a > last + Duration::from_millis(50) && **a < last + Duration::from_millis(1900))
+            .map(|a| *a - last)
+            .collect()
+    };
+    assert!(
+        inside.is_empty(),
+        "requests inside the Retry-After window: {inside:?}"
+    );
+    sync(&env, &["sync"]).await.expect_code(0);
+    assert_eq!(mock.groups(), expected_state(&as_refs(&groups)));
+}
+
 #[tokio::test]
 async fn a_retry_after_over_the_cap_leaves_the_target_until_it_has_passed() {
     let mock = GroupMembersApi::start().await;

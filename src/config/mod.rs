@@ -422,8 +422,11 @@ impl Ctx {
         }
         let rate_limit = match raw.rate_limit {
             None => None,
-            Some(r) if r.is_finite() && r > 0.0 => Some(r),
-            Some(_) => return Err(self.invalid(key("rate_limit"), "requests per second, above 0")),
+            // At least one request a thousand seconds: a slower one is no rate.
+            Some(r) if r.is_finite() && r >= 0.001 => Some(r),
+            Some(_) => {
+                return Err(self.invalid(key("rate_limit"), "requests per second, at least 0.001"));
+            }
         };
         let max_consecutive_failures = raw.max_consecutive_failures.unwrap_or(10);
         if max_consecutive_failures == 0 {
@@ -1534,6 +1537,12 @@ groups.rules = [{{ match = ".*", target_id = "x" }}]
         let text =
             |timeout: &str| one_target(&format!("timeout = \"{timeout}\"\nauth = {{ value = \"k\" }}"));
         let path = Path::new("/etc/dirsync/dirsync.toml");
+        let rate = one_target("auth = { value = \"k\" }\nrate_limit = 1e-20");
+        let err = parse(&rate, path).expect_err("rate").to_string();
+        assert!(
+            err.contains("`targets.t.rate_limit`: requests per second, at least 0.001"),
+            "{err}"
+        );
         for (timeout, message) in [("0s", "must be above 0"), ("11years", "longer than ten years")] {
             let err = parse(&text(timeout), path).expect_err(timeout).to_string();
             assert!(err.contains("`targets.t.timeout`"), "{timeout}: {err}");

@@ -328,9 +328,13 @@ impl HttpTarget {
         let retry = &self.spec.retry;
         let mut outcome = PushOutcome::with(Ok(None));
         loop {
+            // A place in flight first, then the pacer's turn: the rate and any
+            // Retry-After pause are checked just before the request goes out, not
+            // before a wait for a place that may outlast them.
             let turn = async {
+                let slot = self.window.enter().await;
                 self.pacer.wait_turn().await;
-                self.window.enter().await
+                slot
             };
             let slot = tokio::select! {
                 biased;
@@ -342,7 +346,6 @@ impl HttpTarget {
             };
             outcome.attempts += 1;
             let answer = self.send_once(req).await;
-            drop(slot);
             let (verdict, retry_after) = match answer {
                 Ok((code, headers, body)) => {
                     outcome.status = Some(code);
@@ -416,15 +419,19 @@ impl HttpTarget {
                     });
                     return outcome;
                 }
-                // Every request to this target waits, not only this one.
+                // Every request to this target waits, not only this one: paused
+                // before this place in flight is given up to one waiting for it.
                 self.pacer.pause(after).await;
             }
+            drop(slot);
             if kind != Failure::Retryable || outcome.attempts >= max_attempts {
                 outcome.result = Err(error);
                 return outcome;
             }
             let attempts = outcome.attempts;
-            if retry_after.is_none() {
+            // A Retry-After of zero (or a date already past) asks for no wait: the
+            // backoff still spaces the attempts.
+            if retry_after.is_none_or(|after| after.is_zero()) {
                 let delay = backoff(retry, attempts, rand::random::<f64>());
                 tracing::debug!(target_name = %self.name, attempts, delay_ms = delay.as_millis() as u64, %error, "Retrying after a transient failure.");
                 // A stop ends the wait; the next turn sees it.

@@ -65,6 +65,8 @@ pub enum Fault {
     },
     /// 400 with this body (text an API may send back in an error).
     Reject(String),
+    /// No fault: answered as usual (to place a later fault after some requests).
+    None,
 }
 
 impl State {
@@ -188,8 +190,9 @@ impl Respond for Responder {
                 _ => return refuse(400, format!("member {m} is not a uuid string")),
             }
         }
-        if let Some(fault) = state.faults.pop_front() {
+        if let Some(fault) = state.faults.pop_front().filter(|f| !matches!(f, Fault::None)) {
             return match fault {
+                Fault::None => unreachable!("filtered out above"),
                 Fault::Status(s) => ResponseTemplate::new(s).set_body_string("fault injected"),
                 Fault::RetryAfter(secs) => {
                     state.throttled_at.push(Instant::now());
