@@ -289,6 +289,13 @@ fn invalid(key: &str, message: impl Into<String>) -> Invalid {
 }
 
 impl LdapConfig {
+    /// Whether the URL is `ldaps://` (TLS from the first byte), in any case.
+    pub(crate) fn ldaps(&self) -> bool {
+        self.url
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("ldaps://"))
+    }
+
     /// Validates the raw table; errors are `(key, message)` with the key relative to
     /// `source.`, for the config layer to prefix and name the file.
     pub fn from_raw(raw: RawLdap, base: &Path) -> Result<LdapConfig, Invalid> {
@@ -453,7 +460,7 @@ impl LdapConfig {
                 self.url
             ));
         }
-        let tls = self.url.starts_with("ldaps://") || self.starttls;
+        let tls = self.ldaps() || self.starttls;
         if !tls && matches!(self.bind, Bind::Simple { .. }) {
             w.push(format!(
                 "the bind password goes to {} unencrypted: use ldaps:// or `starttls = true`",
@@ -865,5 +872,16 @@ mod tests {
         assert!(warnings.contains("inline"), "{warnings}");
         assert!(warnings.contains("unencrypted"), "{warnings}");
         assert!(!format!("{c:?} {warnings}").contains("hunter2"));
+
+        // A scheme in capitals is TLS all the same: no warning of a plain bind.
+        let raw: RawLdap = toml::from_str(
+            &format!("{base}\nbind_dn = \"cn=r,dc=x\"\nbind_password = \"hunter2\"")
+                .replace("ldap://", "LDAPS://"),
+        )
+        .expect("toml");
+        let c = LdapConfig::from_raw(raw, Path::new("/")).expect("valid");
+        assert!(c.ldaps());
+        let warnings = c.warnings().join("\n");
+        assert!(!warnings.contains("unencrypted"), "{warnings}");
     }
 }

@@ -90,7 +90,7 @@ impl Conn {
             // system's store reports any error, so every handshake would fail with a
             // misleading "unknown issuer". Unparsable system certificates are skipped,
             // as the HTTP client skips them.
-            TlsVerify::System if !(c.starttls || c.url.to_ascii_lowercase().starts_with("ldaps://")) => {}
+            TlsVerify::System if !(c.starttls || c.ldaps()) => {}
             TlsVerify::System => {
                 let (added, _) =
                     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
@@ -736,7 +736,7 @@ fn open_error(c: &LdapConfig, e: ldap3::LdapError) -> LdapError {
         url: c.url.clone(),
         reason,
     };
-    let encrypted = c.starttls || c.url.starts_with("ldaps://");
+    let encrypted = c.starttls || c.ldaps();
     match e {
         ldap3::LdapError::Timeout { .. } => connect(ConnectFailure::Timeout {
             after: c.connect_timeout,

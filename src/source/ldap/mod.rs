@@ -188,7 +188,7 @@ pub async fn read_with_report(config: &LdapConfig) -> Result<(Directory, ReadRep
             Bind::Anonymous => "(anonymous)".to_owned(),
             Bind::Simple { dn, .. } => dn.clone(),
         },
-        transport: if config.url.starts_with("ldaps://") {
+        transport: if config.ldaps() {
             "ldaps"
         } else if config.starttls {
             "StartTLS"
