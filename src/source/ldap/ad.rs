@@ -4,7 +4,7 @@
 //! Pure functions over attribute names and values; the read in `mod.rs` asks for
 //! the next range.
 
-use super::error::DataProblem;
+use super::error::{DataProblem, RangeStop};
 
 /// Attributes whose values are binary and get a text form instead of a UTF-8 check.
 pub fn binary_kind(attribute: &str) -> Option<Binary> {
@@ -123,6 +123,18 @@ pub struct Range {
 }
 
 impl Range {
+    /// That an answer to `request` (`member;range=1500-*`) holds the range asked
+    /// for: a server that answers another could be asked the same forever.
+    pub fn answers(&self, request: &str, attribute: &str) -> Result<(), RangeStop> {
+        match parse_range(request, attribute) {
+            Some(asked) if asked.start != self.start => Err(RangeStop::OtherRange {
+                asked: asked.start,
+                got: self.start,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The attribute description that asks for what follows this range.
     pub fn next_request(&self, attribute: &str) -> Option<String> {
         self.end.map(|end| format!("{attribute};range={}-*", end + 1))
@@ -217,6 +229,21 @@ mod tests {
             assert_eq!(uac_enabled(value), want, "{value}");
         }
         assert!(uac_enabled("disabled").is_err());
+    }
+
+    /// An answer to `member;range=1500-*` must start at 1500: a server answering
+    /// `0-1499` again would be asked for the next range forever.
+    #[test]
+    fn an_answer_holds_the_range_asked_for() {
+        let answered = |start| Range {
+            start,
+            end: Some(start + 1499),
+        };
+        assert_eq!(answered(1500).answers("member;range=1500-*", "member"), Ok(()));
+        assert_eq!(
+            answered(0).answers("member;range=1500-*", "member"),
+            Err(RangeStop::OtherRange { asked: 1500, got: 0 })
+        );
     }
 
     #[test]

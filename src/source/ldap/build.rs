@@ -324,6 +324,9 @@ impl<'c> Groups<'c> {
             .find_map(|(desc, values)| ad::parse_range(desc, &pending.attribute).map(|r| ((desc, r), values)))
             .ok_or_else(|| missing(RangeStop::NoValues))?;
         let (desc, range) = desc;
+        range
+            .answers(&pending.request, &pending.attribute)
+            .map_err(missing)?;
         self.add_members(pending.group, &e, desc, values, users)?;
         Ok(range
             .next_request(&pending.attribute)

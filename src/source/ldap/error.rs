@@ -365,6 +365,10 @@ pub enum RangeStop {
     /// followed.
     #[error("a synchronised entry holds ranged values")]
     Synchronised,
+    /// Asked for the values from `asked` on, the server answered another range:
+    /// following it could ask for the same values forever.
+    #[error("asked for the values from {asked} on, the server answered the range from {got}")]
+    OtherRange { asked: u64, got: u64 },
 }
 
 #[cfg(test)]

@@ -439,6 +439,7 @@ impl Controller {
                 .into_iter()
                 .find_map(|(desc, v)| ad::parse_range(&desc, attribute).map(|r| (r, v)))
                 .ok_or_else(|| stopped(RangeStop::NoValues))?;
+            range.answers(&request, attribute).map_err(stopped)?;
             values.extend(more);
             next = range.next_request(attribute);
         }
