@@ -401,10 +401,16 @@ fn target_user_id<'a>(
             .attr(attr)
             .map(Cow::Borrowed)
             .ok_or_else(|| format!("no `{attr}` attribute"))?,
-        UserIdSource::Template(name) => templates
-            .render(name, Kind::Text, &serde_json::json!({ "user": user }))
-            .map(Cow::Owned)
-            .map_err(|e| e.message)?,
+        UserIdSource::Template(name) => {
+            // `user.id` is the source id here; `source_id` names it as the request
+            // templates do.
+            let mut ctx = serde_json::json!({ "user": user });
+            ctx["user"]["source_id"] = serde_json::Value::String(user.id.clone());
+            templates
+                .render(name, Kind::Text, &ctx)
+                .map(Cow::Owned)
+                .map_err(|e| e.message)?
+        }
         UserIdSource::IdMap { key_attribute, map } => {
             let key = user
                 .attr(key_attribute)

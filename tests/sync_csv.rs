@@ -758,3 +758,19 @@ async fn a_filtered_missing_value_is_no_user_id() {
     assert!(run.stdout.contains("user2@example.com"), "{}", run.stdout);
     assert!(run.stdout.contains("unmapped"), "{}", run.stdout);
 }
+
+/// A user id template reads the source id as `user.source_id`, as the request
+/// templates name it (the scim2 preset suggests it for `externalId`).
+#[tokio::test]
+async fn a_user_id_template_reads_the_source_id() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock, "");
+    let config = std::fs::read_to_string(env.config()).expect("config").replace(
+        "id_attribute = \"tid\"",
+        "id_template = \"ext-{{ user.source_id }}\"",
+    );
+    env.write("dirsync.toml", &config);
+    let run = env.sync(&["sync", "--dry-run"]).await;
+    assert!(run.stdout.contains("ext-u1"), "{}", run.stdout);
+    assert!(run.stdout.contains("0 unmapped user(s)"), "{}", run.stdout);
+}
