@@ -153,6 +153,16 @@ pub fn unmatched_explicit<'m>(dir: &Directory, groups: &'m GroupMapping) -> Vec<
         .collect()
 }
 
+/// A target id as the target tells entities apart: a GUID in any spelling (case,
+/// braces) is the one GUID the presets send (`| guid`), so two spellings of it name
+/// one entity; any other id as it is.
+fn same_entity(id: &str) -> Cow<'_, str> {
+    match uuid::Uuid::parse_str(id.trim()) {
+        Ok(guid) => Cow::Owned(guid.hyphenated().to_string()),
+        Err(_) => Cow::Borrowed(id),
+    }
+}
+
 pub fn desired_state(
     dir: &Directory,
     groups: &GroupMapping,
@@ -171,7 +181,7 @@ pub fn desired_state(
     let index: HashMap<&str, usize> = keyed.iter().enumerate().map(|(i, &(key, _))| (key, i)).collect();
 
     let mut state = DesiredState::default();
-    let mut taken: HashMap<&str, &str> = HashMap::with_capacity(keyed.len());
+    let mut taken: HashMap<Cow<'_, str>, &str> = HashMap::with_capacity(keyed.len());
     let mut seen = vec![false; keyed.len()];
     let mut take = |i: usize, state: &mut DesiredState| -> Result<(), MappingError> {
         if std::mem::replace(&mut seen[i], true) {
@@ -180,7 +190,7 @@ pub fn desired_state(
         let user = keyed[i].1;
         match &resolved[i] {
             Ok(id) => {
-                if let Some(first) = taken.insert(id, &user.id) {
+                if let Some(first) = taken.insert(same_entity(id), &user.id) {
                     return Err(MappingError::DuplicateUser {
                         target_id: id.to_string(),
                         first: first.to_owned(),
@@ -206,11 +216,12 @@ pub fn desired_state(
         }
         Ok(())
     };
+    let mut groups_taken: HashMap<Cow<'_, str>, &str> = HashMap::with_capacity(mapped.len());
     for m in mapped {
-        if let Some(first) = state.groups.get(&m.target_id) {
+        if let Some(first) = groups_taken.insert(same_entity(&m.target_id).into_owned().into(), &m.group.id) {
             return Err(MappingError::DuplicateTarget {
                 target_id: m.target_id,
-                first: first.source_id.clone(),
+                first: first.to_owned(),
                 second: m.group.id.clone(),
             });
         }
@@ -718,6 +729,44 @@ unmapped: u2",
                 "error: source groups `g1` and `g4` both map to target group `SAME`",
             );
         }
+    }
+
+    /// Two spellings of one GUID (case, braces) name one entity once the presets send
+    /// it (`| guid`): two groups or two users on them clash.
+    #[test]
+    fn two_spellings_of_one_guid_clash() {
+        check(
+            mapping(
+                &[
+                    "g1=4a6008e9-c171-4dcb-bb8d-9912de902dc3",
+                    "g4={4A6008E9-C171-4DCB-BB8D-9912DE902DC3}",
+                ],
+                &[],
+            ),
+            attribute("id"),
+            GROUPS_ONLY,
+            "error: source groups `g1` and `g4` both map to target group `{4A6008E9-C171-4DCB-BB8D-9912DE902DC3}`",
+        );
+        let mut d = Directory::default();
+        for (id, guid) in [
+            ("a", "75a5f745-0000-4000-8000-000000000001"),
+            ("b", "75A5F745-0000-4000-8000-000000000001"),
+        ] {
+            let mut user = User::new(id, format!("user{id}"));
+            user.attrs.insert("guid".into(), guid.into());
+            d.users.insert(id.into(), user);
+        }
+        let mut group = Group::new("g", "team-g");
+        group.attrs.insert("code".into(), "T-g".into());
+        group.members = ["a".to_owned(), "b".to_owned()].into();
+        d.groups.insert("g".into(), group);
+        check_in(
+            &d,
+            mapping(&[], &["^team-"]),
+            attribute("guid"),
+            GROUPS_ONLY,
+            "error: source users `a` and `b` both map to target user `75A5F745-0000-4000-8000-000000000001`",
+        );
     }
 
     /// One source group under two target ids: each gets the members and attributes.
