@@ -403,7 +403,25 @@ async fn credentials_in_the_base_url_are_scrubbed_when_echoed() {
         }
     }
 
-    // A password of two letters is left in answers: the confirmation reads as sent.
+    // A short password is scrubbed from what is kept and printed, as any secret.
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({ "message": "echo Pw5x" })))
+        .mount(&server)
+        .await;
+    let with_user = server.uri().replace("http://", "http://u:Pw5x@");
+    let env = custom_env(&custom_target(
+        &with_user,
+        r#"{"members": {{ members }}}"#,
+        "kind = \"none\"",
+    ));
+    let run = env.run(&["sync"], &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("echo ***"), "{}", run.stderr);
+    assert_no_leak("Pw5x", &env.everything_visible(&[]).await);
+
+    // But it is left in an answer while the answer is judged: a password of two
+    // letters does not turn `{"ok": true}` into a failure.
     let server = MockServer::start().await;
     Mock::given(any())
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "ok": true })))

@@ -116,6 +116,9 @@ pub struct HttpTarget {
     stopping: CancellationToken,
     /// Every form of every secret an answer may echo, longest first (`redact`).
     secret_forms: Arc<[String]>,
+    /// Of those, the ones scrubbed from an answer before it is judged: a shorter
+    /// one would match ordinary text (`ok`) and change what the answer says.
+    answer_forms: Arc<[String]>,
 }
 
 impl HttpTarget {
@@ -145,6 +148,10 @@ impl HttpTarget {
             )),
             scim: config.spec.scim.clone().map(|s| Arc::new(scim::Ids::new(s))),
             stopping: CancellationToken::new(),
+            answer_forms: secret_forms_of(&config.spec)
+                .into_iter()
+                .filter(|f| f.chars().count() >= MIN_SCRUBBED)
+                .collect(),
             secret_forms: secret_forms_of(&config.spec).into(),
         })
     }
@@ -356,7 +363,7 @@ impl HttpTarget {
                         .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
                     // Redacted before anything reads it, so that no excerpt, message or
                     // drift value can hold a secret the target echoed, whole or cut.
-                    let body = self.redact_secrets(&body);
+                    let body = scrubbed(&body, &self.answer_forms);
                     let judged = request::Answer {
                         status: code,
                         content_type: headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()),
@@ -501,15 +508,21 @@ impl HttpTarget {
     /// Replaces every configured secret in `text` with `***`, in each form a target
     /// may echo it (`secret_forms_of`).
     fn redact_secrets(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for form in self.secret_forms.iter() {
-            out = out.replace(form.as_str(), "***");
-        }
-        out
+        scrubbed(text, &self.secret_forms)
     }
 }
 
-/// The shortest secret form scrubbed from answers.
+/// `text` with each of `forms` replaced by `***`.
+fn scrubbed(text: &str, forms: &[String]) -> String {
+    let mut out = text.to_owned();
+    for form in forms {
+        out = out.replace(form.as_str(), "***");
+    }
+    out
+}
+
+/// The shortest secret form scrubbed from an answer before it is judged; messages
+/// are scrubbed of every form.
 const MIN_SCRUBBED: usize = 6;
 
 /// Every form of the target's secrets an answer may echo: each as sent in a query
@@ -552,9 +565,6 @@ fn secret_forms_of(spec: &Spec) -> Vec<String> {
         let secret = if password.is_empty() { &user } else { &password };
         forms.extend(secret_forms(secret));
     }
-    // Answers are scrubbed before they are judged: a form this short would match
-    // ordinary text (`ok`, a letter) and change what the answer says.
-    forms.retain(|f| f.chars().count() >= MIN_SCRUBBED);
     let mut forms: Vec<String> = forms.into_iter().collect();
     forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
     forms
