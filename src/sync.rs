@@ -1095,18 +1095,22 @@ fn describe_kept(
     }
     // Then as the target last confirmed them in any group: of two groups' details of
     // one member, the later confirmed (an earlier group's push may have failed).
-    let undescribed: Vec<&String> = missing.iter().filter(|id| !users.contains_key(*id)).collect();
+    // As each appears in a stored member list (a JSON array of ids).
+    let undescribed: Vec<String> = missing
+        .iter()
+        .filter(|id| !users.contains_key(*id))
+        .map(|id| serde_json::to_string(id).unwrap_or_default())
+        .collect();
     let mut last: BTreeMap<String, (&str, User)> = BTreeMap::new();
     for kept in snapshot.groups.values() {
         let Some(json) = kept.member_users.as_deref() else {
             continue;
         };
         // Parsed only for a group that lists one of them.
-        if !undescribed.iter().any(|id| {
-            kept.members
-                .json
-                .contains(&serde_json::to_string(id).unwrap_or_default())
-        }) {
+        if !undescribed
+            .iter()
+            .any(|id| kept.members.json.contains(id.as_str()))
+        {
             continue;
         }
         // Text that is not such an object describes no one: the group is withheld.

@@ -123,6 +123,7 @@ pub struct HttpTarget {
 
 impl HttpTarget {
     pub fn new(config: &TargetConfig) -> Result<HttpTarget, TargetError> {
+        let secret_forms = secret_forms_of(&config.spec);
         let client = reqwest::Client::builder()
             .timeout(config.spec.timeout)
             .connect_timeout(config.spec.timeout.min(Duration::from_secs(10)))
@@ -148,11 +149,12 @@ impl HttpTarget {
             )),
             scim: config.spec.scim.clone().map(|s| Arc::new(scim::Ids::new(s))),
             stopping: CancellationToken::new(),
-            answer_forms: secret_forms_of(&config.spec)
-                .into_iter()
+            answer_forms: secret_forms
+                .iter()
                 .filter(|f| f.chars().count() >= MIN_SCRUBBED)
+                .cloned()
                 .collect(),
-            secret_forms: secret_forms_of(&config.spec).into(),
+            secret_forms: secret_forms.into(),
         })
     }
 
