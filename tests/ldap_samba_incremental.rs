@@ -113,9 +113,14 @@ fn sorted_attrs(stored: &str) -> String {
 /// What a `resync` from an empty state database pushes for the directory as it is,
 /// and the entry cache it keeps.
 async fn oracle(dc: &Dc) -> (Groups, Entries) {
+    oracle_of(&|mock| config(dc, mock, "")).await
+}
+
+/// [`oracle`] for the config `config_for` writes for a mock.
+async fn oracle_of(config_for: &dyn Fn(&GroupMembersApi) -> String) -> (Groups, Entries) {
     let mock = GroupMembersApi::start().await;
     let env = Env::new();
-    env.write("dirsync.toml", &config(dc, &mock, ""));
+    env.write("dirsync.toml", &config_for(&mock));
     let run = dirsync(&env, &["resync"]).await;
     run.expect_code(0);
     assert!(run.stderr.contains(FULL_READ), "{}", run.stderr);
@@ -125,6 +130,16 @@ async fn oracle(dc: &Dc) -> (Groups, Entries) {
 
 /// An incremental sync, then the target and the cache compared with the oracle's.
 async fn sync_and_compare(env: &Env, mock: &GroupMembersApi, dc: &Dc, what: &str) {
+    sync_and_compare_of(env, mock, &|mock| config(dc, mock, ""), what).await;
+}
+
+/// [`sync_and_compare`] for the config `config_for` writes for a mock.
+async fn sync_and_compare_of(
+    env: &Env,
+    mock: &GroupMembersApi,
+    config_for: &dyn Fn(&GroupMembersApi) -> String,
+    what: &str,
+) {
     let run = dirsync(env, &["sync"]).await;
     run.expect_code(0);
     assert!(
@@ -132,7 +147,7 @@ async fn sync_and_compare(env: &Env, mock: &GroupMembersApi, dc: &Dc, what: &str
         "{what}: not incremental:\n{}",
         run.stderr
     );
-    let (groups, entries) = oracle(dc).await;
+    let (groups, entries) = oracle_of(config_for).await;
     assert_eq!(
         mock.groups(),
         groups,
@@ -532,6 +547,81 @@ fn an_organizational_unit_renamed_or_moved_out_reads_everything() {
             )
             .await;
             sync_and_compare(&env, &mock, &dc, "Tom deleted out there").await;
+
+            // Two OUs swap names: each still has cached entries under its DN, but
+            // they are the other's, and a user named alike in both would resolve to
+            // the other. The entry under each tells.
+            let ou = |name: &str| format!("OU={name},{STAFF}");
+            for (name, sam) in [("Left", "sam-left"), ("Right", "sam-right")] {
+                let attrs = vec![
+                    ("objectClass", HashSet::from(["organizationalUnit"])),
+                    ("ou", HashSet::from([name])),
+                ];
+                ok(&format!("add OU {name}"), ldap.add(&ou(name), attrs).await).await;
+                add_user(&mut ldap, &format!("CN=Sam Example,{}", ou(name)), sam).await;
+            }
+            let left_sam = format!("CN=Sam Example,{}", ou("Left"));
+            set_members(&mut ldap, &staff("SRE"), true, &left_sam).await;
+            sync_and_compare(&env, &mock, &dc, "two OUs added").await;
+            move_to(&mut ldap, &ou("Left"), "OU=Swap", STAFF).await;
+            move_to(&mut ldap, &ou("Right"), "OU=Left", STAFF).await;
+            move_to(&mut ldap, &ou("Swap"), "OU=Right", STAFF).await;
+            let run = dirsync(&env, &["sync"]).await;
+            run.expect_code(0);
+            assert!(run.stderr.contains(FULL_READ), "{}", run.stderr);
+            assert!(
+                run.stderr.contains("is now"),
+                "the reason names the moved entry:\n{}",
+                run.stderr
+            );
+            let (groups, entries) = oracle(&dc).await;
+            assert_eq!(mock.groups(), groups, "after two OUs swapped names");
+            assert_eq!(cache(&env).await, entries, "after two OUs swapped names");
+            // The Sam under OU=Left now is the one that was under OU=Right: he joins.
+            set_members(&mut ldap, &staff("SRE"), true, &left_sam).await;
+            sync_and_compare(&env, &mock, &dc, "a member added after the swap").await;
+            ldap.unbind().await.expect("unbind");
+        },
+    );
+}
+
+/// A users filter that also takes contacts: a contact added, edited and deleted is
+/// read by USN like a user, and its group pushes what a resync would.
+#[test]
+fn contacts_the_users_filter_takes_are_read_by_their_usn() {
+    with_dc(
+        "contacts_the_users_filter_takes_are_read_by_their_usn",
+        |dc| async move {
+            let with_contacts = |mock: &GroupMembersApi| {
+                let users = format!("[source.users]\nbase_dn = \"{STAFF}\"");
+                config(&dc, mock, "").replace(
+                    &users,
+                    &format!(
+                        "{users}\nfilter = \"(|(&(objectCategory=person)(objectClass=user))(objectClass=contact))\"\n\
+                         username = \"cn\""
+                    ),
+                )
+            };
+            let mock = GroupMembersApi::start().await;
+            let env = Env::new();
+            env.write("dirsync.toml", &with_contacts(&mock));
+            dirsync(&env, &["sync"]).await.expect_code(0);
+
+            let mut ldap = admin().await;
+            let carl = staff("Carl Contact");
+            let attrs = vec![
+                ("objectClass", HashSet::from(["contact"])),
+                ("mail", HashSet::from(["carl@partner.example"])),
+            ];
+            ok("add a contact", ldap.add(&carl, attrs).await).await;
+            sync_and_compare_of(&env, &mock, &with_contacts, "a contact added").await;
+            set_members(&mut ldap, &staff("SRE"), true, &carl).await;
+            sync_and_compare_of(&env, &mock, &with_contacts, "a contact joined a group").await;
+            let m = Mod::Replace("mail", HashSet::from(["carl@elsewhere.example"]));
+            ok("edit the contact", ldap.modify(&carl, vec![m]).await).await;
+            sync_and_compare_of(&env, &mock, &with_contacts, "a contact edited").await;
+            ok("delete the contact", ldap.delete(&carl).await).await;
+            sync_and_compare_of(&env, &mock, &with_contacts, "a contact deleted").await;
             ldap.unbind().await.expect("unbind");
         },
     );

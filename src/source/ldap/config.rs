@@ -560,6 +560,13 @@ fn search(
             format!("`{filter}` is not an LDAP filter (RFC 4515), e.g. `(objectClass=person)`"),
         ));
     }
+    // A bare item (`objectClass=user`) is a filter too; parenthesized, it can be
+    // combined with others.
+    let filter = if filter.starts_with('(') {
+        filter
+    } else {
+        format!("({filter})")
+    };
     Ok(Search {
         base_dn,
         scope,
@@ -699,6 +706,19 @@ mod tests {
         let err = toml::from_str::<crate::config::RawConfig>(&format!("{text}\nbogus = 1"))
             .expect_err("unknown key");
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    /// A bare item is a filter; it is kept parenthesized, so that a read by id
+    /// or a change search can combine it with others.
+    #[test]
+    fn a_bare_filter_is_parenthesized() {
+        let c = load(&format!("{MINIMAL}\n[users]\nfilter = \"objectClass=person\"")).expect("valid");
+        assert_eq!(c.users.search.filter, "(objectClass=person)");
+        assert!(filter::is_valid(&format!("(&{}(uid=a))", c.users.search.filter)));
+        let err =
+            load(&format!("{MINIMAL}\n[users]\nfilter = \"objectClass=person)\"")).expect_err("unbalanced");
+        assert_eq!(err.0, "users.filter");
+        assert!(err.1.contains("not an LDAP filter"), "{err:?}");
     }
 
     #[test]

@@ -196,8 +196,10 @@ impl Controller {
         }
     }
 
-    /// The users and groups (of the whole domain) whose `uSNChanged` is above
-    /// `since`, the USN stored by the last read, tombstones included; and the
+    /// The users, contacts and groups (of the whole domain), and whatever else the
+    /// configured searches take, whose `uSNChanged` is above `since`, the USN
+    /// stored by the last read; every deleted object (a tombstone keeps few
+    /// attributes, so the configured filters may no longer match it); and the
     /// organizational units and containers whose own `uSNChanged` is: renaming or
     /// moving one moves the entries under it without changing theirs.
     pub async fn changed_since(&mut self, config: &LdapConfig, since: u64) -> Result<Found, LdapError> {
@@ -205,9 +207,11 @@ impl Controller {
             base_dn: self.dc.naming_context.clone(),
             scope: Scope::Sub,
             filter: format!(
-                "(&(|(objectClass=user)(objectClass=group)(objectClass=organizationalUnit)(objectClass=container))\
-                 (uSNChanged>={}))",
-                since.saturating_add(1)
+                "(&(uSNChanged>={})(|(isDeleted=TRUE)(objectClass=user)(objectClass=contact)(objectClass=group)\
+                 (objectClass=organizationalUnit)(objectClass=container){}{}))",
+                since.saturating_add(1),
+                config.users.search.filter,
+                config.groups.search.filter,
             ),
         };
         let attrs = ["objectGUID", "isDeleted", "memberOf", "objectClass"].map(str::to_owned);
@@ -302,6 +306,30 @@ impl Controller {
         Ok(super::cache::moved_with(cache, &under, |guid| {
             changed.contains(guid)
         }))
+    }
+
+    /// The DN of the object `guid` now (not deleted), anywhere in the domain.
+    pub async fn dn_of(&mut self, config: &LdapConfig, guid: &str) -> Result<Option<String>, LdapError> {
+        let Some(bytes) = ad::guid_bytes(guid) else {
+            return Ok(None);
+        };
+        let search = Search {
+            base_dn: self.dc.naming_context.clone(),
+            scope: Scope::Sub,
+            filter: ad::guid_filter(&bytes),
+        };
+        let mode = SearchMode {
+            page_size: config.page_size,
+            domain_scope: true,
+        };
+        let mut found = None;
+        self.conn
+            .search(&search, &["1.1".to_owned()], mode, |e| {
+                found = Some(e.dn.clone());
+                Ok(())
+            })
+            .await?;
+        Ok(found)
     }
 
     /// What `found` changed against the entries of `cache`: each object read again
@@ -480,31 +508,39 @@ impl Found {
         !self.containers.is_empty()
     }
 
-    /// The changed organizational units and containers that no cached entry is
-    /// under: renamed or moved (the entries under it kept their `uSNChanged` and
-    /// their cached DNs are stale), or new, or holding nothing the searches return
-    /// (a Group Policy container, an OU of computers). A container edited in place
-    /// still has its cached entries under it.
-    pub fn unheld_containers(&self, cache: &Cache) -> Vec<&str> {
-        let under: Vec<(String, &str)> = self
+    /// The changed organizational units and containers, each with a cached entry
+    /// under it that did not change itself, or none. A container with none was
+    /// renamed or moved (the entries under it kept their `uSNChanged` and their
+    /// cached DNs are stale), or is new, or holds nothing the searches return (a
+    /// Group Policy container, an OU of computers). A container with one was edited
+    /// in place, or took the name of another that moved (two OUs that swapped
+    /// names): the entry's DN on the server tells which.
+    pub fn containers<'f>(&'f self, cache: &'f Cache) -> Vec<(&'f str, Option<Held<'f>>)> {
+        let under: Vec<String> = self
             .containers
             .iter()
-            .map(|c| (format!(",{}", dn::normalize(c)), c.as_str()))
+            .map(|c| format!(",{}", dn::normalize(c)))
             .collect();
-        let mut held = vec![false; under.len()];
-        for e in cache.users.values().chain(cache.groups.values()) {
+        let changed: BTreeSet<&str> = self.live.iter().map(|c| c.guid.as_str()).collect();
+        let mut held: Vec<Option<Held<'f>>> = vec![None; under.len()];
+        let entries = cache.users.iter().chain(&cache.groups);
+        for (guid, e) in entries.filter(|(guid, _)| !changed.contains(guid.as_str())) {
             let entry = dn::normalize(&e.dn);
-            for (i, (suffix, _)) in under.iter().enumerate() {
-                held[i] |= entry.ends_with(suffix.as_str());
+            for (i, suffix) in under.iter().enumerate() {
+                if held[i].is_none() && entry.ends_with(suffix.as_str()) {
+                    held[i] = Some(Held { guid, dn: &e.dn });
+                }
             }
         }
-        under
-            .iter()
-            .zip(held)
-            .filter(|(_, held)| !held)
-            .map(|((_, dn), _)| *dn)
-            .collect()
+        self.containers.iter().map(String::as_str).zip(held).collect()
     }
+}
+
+/// A cached entry under a changed container, with the DN it was cached under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held<'c> {
+    pub guid: &'c str,
+    pub dn: &'c str,
 }
 
 /// The first configured search base that is not under `naming_context`, the
@@ -704,30 +740,42 @@ mod tests {
         );
     }
 
-    /// A changed container with a cached entry under it was edited in place; one
-    /// without was renamed, moved or holds nothing read, and the read is full.
+    /// A changed container is checked through a cached entry under it that did not
+    /// change itself (edited in place, or swapped names with another); one without
+    /// such an entry was renamed, moved or holds nothing read.
     #[test]
-    fn a_container_no_cached_entry_is_under_was_moved() {
+    fn a_changed_container_is_checked_through_an_unchanged_entry_under_it() {
         let mut cache = Cache::default();
-        cache
-            .users
-            .insert("u".into(), entry("CN=Tom,OU=Team,OU=Staff,DC=x", &[]));
+        let tom = "CN=Tom,OU=Team,OU=Staff,DC=x";
+        cache.users.insert("u".into(), entry(tom, &[]));
         let found = |dn: &str| Found {
             containers: vec![dn.to_owned()],
             ..Found::default()
         };
-        let none: Vec<&str> = Vec::new();
-        assert_eq!(found("ou=team, ou=staff,dc=x").unheld_containers(&cache), none);
-        assert_eq!(found("OU=Staff,DC=x").unheld_containers(&cache), none);
+        let held = Some((String::from("u"), String::from(tom)));
+        let checks = |f: &Found| -> Vec<Option<(String, String)>> {
+            let held = |h: Held<'_>| (h.guid.to_owned(), h.dn.to_owned());
+            f.containers(&cache)
+                .into_iter()
+                .map(|(_, h)| h.map(held))
+                .collect()
+        };
         assert_eq!(
-            found("OU=Crew,OU=Staff,DC=x").unheld_containers(&cache),
-            ["OU=Crew,OU=Staff,DC=x"]
+            checks(&found("ou=team, ou=staff,dc=x")),
+            std::slice::from_ref(&held)
         );
+        assert_eq!(checks(&found("OU=Staff,DC=x")), [held]);
+        assert_eq!(checks(&found("OU=Crew,OU=Staff,DC=x")), [None]);
         // A container named like the tail of another is not above it.
-        assert_eq!(
-            found("OU=eam,OU=Staff,DC=x").unheld_containers(&cache),
-            ["OU=eam,OU=Staff,DC=x"]
-        );
+        assert_eq!(checks(&found("OU=eam,OU=Staff,DC=x")), [None]);
+        // An entry that changed itself is read again: it tells nothing of its container.
+        let mut changed = found("OU=Team,OU=Staff,DC=x");
+        changed.live.push(Changed {
+            guid: "u".into(),
+            dn: tom.into(),
+            member_of: Vec::new(),
+        });
+        assert_eq!(checks(&changed), [None]);
         assert!(!Found::default().has_containers());
     }
 

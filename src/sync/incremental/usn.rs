@@ -5,7 +5,7 @@
 
 use crate::source::SourceError;
 use crate::source::ldap::cache::{Delta, Kind};
-use crate::source::ldap::{LdapConfig, usn};
+use crate::source::ldap::{LdapConfig, dn, usn};
 use crate::source::token::{self, Decision, Facts, ReadMode, Token, UsnPoint, UsnRead};
 use crate::store::Store;
 
@@ -103,17 +103,43 @@ async fn read_on(
         });
     }
     let mut cache = super::kept(store, warm, stored).await?;
-    for dn in found.unheld_containers(&cache) {
-        let moved = controller
-            .moved_with(config, dn, &cache, &found)
-            .await
-            .map_err(SourceError::from)?;
-        if moved {
-            let reason = format!(
-                "the organizational unit or container `{}` changed and moved with entries the \
-                 searches return, which keep their USN",
-                crate::text::visible(dn)
-            );
+    for (dn, held) in found.containers(&cache) {
+        let container = crate::text::visible(dn);
+        let reason = match held {
+            None => controller
+                .moved_with(config, dn, &cache, &found)
+                .await
+                .map_err(SourceError::from)?
+                .then(|| {
+                    format!(
+                        "the organizational unit or container `{container}` changed and moved with \
+                         entries the searches return, which keep their USN"
+                    )
+                }),
+            // Edited in place, or it took the name of one that moved: the entry
+            // under it says which.
+            Some(held) => {
+                let now = controller
+                    .dn_of(config, held.guid)
+                    .await
+                    .map_err(SourceError::from)?;
+                let was = crate::text::visible(held.dn);
+                match now {
+                    Some(now) if dn::normalize(&now) == dn::normalize(held.dn) => None,
+                    Some(now) => Some(format!(
+                        "the organizational unit or container `{container}` changed and `{was}` is \
+                         now `{}`: containers renamed, moved or swapped move the entries under \
+                         them, which keep their USN",
+                        crate::text::visible(&now)
+                    )),
+                    None => Some(format!(
+                        "the organizational unit or container `{container}` changed and `{was}` \
+                         is no longer found"
+                    )),
+                }
+            }
+        };
+        if let Some(reason) = reason {
             return full(controller, config, token, reason).await;
         }
     }
