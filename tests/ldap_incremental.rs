@@ -310,6 +310,68 @@ async fn sync_and_compare(env: &Env, mock: &GroupMembersApi, server: &Slapd, wha
     run
 }
 
+/// A users filter on memberOf: the memberof overlay writes a user's memberOf without
+/// changing the user's entryCSN, so a refresh never names the user who joined the
+/// group. Every refresh that finds a change reads everything, and the user comes
+/// into the source as a resync would bring them.
+#[tokio::test]
+async fn a_search_that_names_member_of_reads_everything_when_anything_changed() {
+    let opts = Options {
+        syncprov: true,
+        memberof: true,
+        ..Options::default()
+    };
+    let server = Slapd::start(&fixture("ldap-groups.ldif"), opts);
+    let mut admin = admin(&server).await;
+    let alice = person("alice");
+    let attrs = [("cn", "filtered"), ("member", alice.as_str())];
+    add(&mut admin, &group("filtered"), "groupOfNames", &attrs).await;
+    let filtered = |mock: &GroupMembersApi| {
+        let env = setup(&server, mock, "");
+        let users = format!("[source.users]\nbase_dn = \"ou=people,{BASE}\"");
+        let text = std::fs::read_to_string(env.path("dirsync.toml")).expect("config");
+        let filter = format!("(&(objectClass=inetOrgPerson)(memberOf={}))", group("filtered"));
+        env.write(
+            "dirsync.toml",
+            &text.replace(&users, &format!("{users}\nfilter = \"{filter}\"")),
+        );
+        env
+    };
+    let mock = GroupMembersApi::start().await;
+    let env = filtered(&mock);
+    let first = dirsync(&env, &["sync"]).await;
+    first.expect_code(0);
+    assert!(
+        first.stderr.contains("names memberOf"),
+        "the warning:\n{}",
+        first.stderr
+    );
+    let quiet = dirsync(&env, &["sync"]).await;
+    quiet.expect_code(0);
+    assert!(quiet.stderr.contains("mode=\"unchanged\""), "{}", quiet.stderr);
+
+    add_member(&mut admin, &group("filtered"), &person("bob")).await;
+    let run = dirsync(&env, &["sync"]).await;
+    run.expect_code(0);
+    let oracle = GroupMembersApi::start().await;
+    let fresh = filtered(&oracle);
+    dirsync(&fresh, &["resync"]).await.expect_code(0);
+    let entries = cache(&fresh).await;
+    assert!(
+        entries.values().any(|(dn, _)| *dn == person("bob")),
+        "bob joined the source: {entries:?}"
+    );
+    assert_eq!(cache(&env).await, entries, "the cache differs from a full read's");
+    assert_eq!(
+        mock.groups(),
+        oracle.groups(),
+        "the target differs from a resync's"
+    );
+    assert!(run.stderr.contains(FULL_REFRESH), "{}", run.stderr);
+    assert!(run.stderr.contains("names memberOf"), "{}", run.stderr);
+    mock.assert_no_violations();
+}
+
 /// An organizational unit moved out of the users' base takes its users out of the
 /// source, and moved back in brings them back: the server names only the unit as
 /// gone, so the read is full. Edited in place, it moves nothing.

@@ -196,6 +196,9 @@ pub(super) async fn read(
             delta: Delta::default(),
         });
     }
+    if let Some(reason) = config.back_link_reason() {
+        return full_refresh(config, reason).await;
+    }
     let mut cache = kept(store, warm, stored).await?;
     let moved = Moved::by(&cache, &users, &groups);
     if let Some(reason) = moved_unnamed(config, &cache, &users, &groups, &moved).await? {

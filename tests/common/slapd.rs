@@ -43,6 +43,10 @@ pub struct Options {
     /// changing the groups' entryCSN; a group it leaves without members names
     /// [`NOBODY`].
     pub refint: bool,
+    /// The `memberof` overlay: a group's `member` values kept as `memberOf` on the
+    /// entries they name, written without changing their entryCSN. Entries loaded
+    /// before the server starts get none.
+    pub memberof: bool,
     /// Everyone but the root DN reads only the root DSE, `ou=people` and `ou=groups`.
     pub confined: bool,
     /// With `confined`: the suffix entry is disclosed (a search of it is refused
@@ -58,6 +62,7 @@ impl Default for Options {
             tls: false,
             syncprov: false,
             refint: false,
+            memberof: false,
             confined: false,
             disclose_suffix: false,
         }
@@ -237,6 +242,15 @@ impl Slapd {
         } else {
             ("", "")
         };
+        let (memberof_module, memberof) = if opts.memberof {
+            (
+                "moduleload memberof\n",
+                "overlay memberof\nmemberof-group-oc groupOfNames\nmemberof-member-ad member\n\
+                 memberof-memberof-ad memberOf\nmemberof-refint TRUE\n",
+            )
+        } else {
+            ("", "")
+        };
         let prtotal = if opts.paging { "unlimited" } else { "disabled" };
         let suffix = if opts.disclose_suffix { "disclose" } else { "none" };
         let access = if opts.confined {
@@ -261,6 +275,7 @@ impl Slapd {
              moduleload back_mdb\n\
              {syncprov_module}\
              {refint_module}\
+             {memberof_module}\
              {tls}\
              sizelimit {limit}\n\
              database mdb\n\
@@ -272,6 +287,7 @@ impl Slapd {
              limits dn.exact=\"{READER_DN}\" size.soft={limit} size.hard={limit} size.prtotal={prtotal}\n\
              access to attrs=userPassword by anonymous auth by * none\n\
              {access}\
+             {memberof}\
              {syncprov}\
              {refint}",
             dir = d.display(),

@@ -469,20 +469,26 @@ impl LdapConfig {
         }
         if let Some(key) = self.back_link_key() {
             w.push(format!(
-                "`{key}` names memberOf, which Active Directory keeps on the user without moving \
-                 its uSNChanged: every read that finds a change is a full one"
+                "`{key}` names memberOf, which the server keeps on the user without changing the \
+                 user's entry (Active Directory's uSNChanged, OpenLDAP's entryCSN): every read \
+                 that finds a change is a full one"
             ));
         }
         w
     }
 
-    /// The key of an Active Directory search that names `memberOf` (its filter or
-    /// extra attributes): a group's member change moves the group's USN, not the
-    /// users', so reading the changed objects cannot tell what such a search returns.
+    /// Why every read that finds a change is full: [`LdapConfig::back_link_key`].
+    pub(crate) fn back_link_reason(&self) -> Option<String> {
+        self.back_link_key()
+            .map(|key| format!("`{key}` names memberOf, whose changes do not change the users' entries"))
+    }
+
+    /// The key of a search that names `memberOf` (its filter or extra attributes):
+    /// a group's member change moves the group's USN or entryCSN, not the users'
+    /// (OpenLDAP's memberof overlay writes `memberOf` without one, and dynlist
+    /// computes it), so reading the changed entries cannot tell what such a search
+    /// returns.
     pub(crate) fn back_link_key(&self) -> Option<&'static str> {
-        if !self.domain_scope {
-            return None;
-        }
         let names = |text: &str| text.to_ascii_lowercase().contains("memberof");
         let extra = |attrs: &[String]| attrs.iter().any(|a| a.eq_ignore_ascii_case("memberOf"));
         if names(&self.users.search.filter) {

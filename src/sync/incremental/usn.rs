@@ -75,8 +75,7 @@ async fn read_on(
         );
         return full(controller, config, token, reason).await;
     }
-    if let Some(key) = config.back_link_key() {
-        let reason = format!("`{key}` names memberOf, whose changes do not move the users' USN");
+    if let Some(reason) = config.back_link_reason() {
         return full(controller, config, token, reason).await;
     }
     if !controller
