@@ -696,25 +696,7 @@ pub async fn run(
         if let Some(next) = p.hold.waiting.iter().map(|w| w.due).min() {
             tracing::info!(target_name = %p.config.name, waiting = p.hold.waiting.len(), next_due = %next, "Removals wait out the removal delay; members who come back before then are not removed.");
         }
-        // Whether an earlier run held this same set already (it keeps its id).
-        let earlier: Vec<String> = if p.hold.held.is_empty() {
-            Vec::new()
-        } else {
-            let rows = store.held().await?.into_iter();
-            rows.filter(|r| r.target == p.config.name).map(|r| r.id).collect()
-        };
-        let held_id = store.record_held(&run_id, &p.config.name, &p.hold.held).await?;
-        if let Some(h) = tr.held.as_mut() {
-            h.id.clone_from(&held_id);
-            h.held_before = held_id.as_ref().is_some_and(|id| earlier.contains(id));
-            let id = held_id.as_deref().unwrap_or_default();
-            tracing::error!(
-                target_name = %p.config.name, held = id, removed_memberships = h.removed_memberships,
-                disabled_users = h.disabled_users, deleted_users = h.deleted_users,
-                "Held removals back, the rest of the plan goes ahead: {}; `dirsync held` lists them, `dirsync approve {id}` sends them, --allow-removals allows them for one run",
-                h.reasons.join("; ")
-            );
-        }
+        record_held(&store, &run_id, &p, &mut tr).await?;
         store
             .record_unmapped(&run_id, &p.config.name, &p.plan.unmapped)
             .await?;
@@ -805,6 +787,36 @@ pub async fn run(
 
 /// Whether `target` took its plan whole: not refused, nothing failed or left unsent,
 /// no group withheld.
+/// Records the removals `p` holds back (or none, which releases the target's earlier
+/// set), and says so in `tr` and the log.
+async fn record_held(
+    store: &Store,
+    run_id: &str,
+    p: &Prepared<'_>,
+    tr: &mut TargetReport,
+) -> Result<(), SyncError> {
+    // Whether an earlier run held this same set already (it keeps its id).
+    let earlier: Vec<String> = if p.hold.held.is_empty() {
+        Vec::new()
+    } else {
+        let rows = store.held().await?.into_iter();
+        rows.filter(|r| r.target == p.config.name).map(|r| r.id).collect()
+    };
+    let held_id = store.record_held(run_id, &p.config.name, &p.hold.held).await?;
+    if let Some(h) = tr.held.as_mut() {
+        h.id.clone_from(&held_id);
+        h.held_before = held_id.as_ref().is_some_and(|id| earlier.contains(id));
+        let id = held_id.as_deref().unwrap_or_default();
+        tracing::error!(
+            target_name = %p.config.name, held = id, removed_memberships = h.removed_memberships,
+            disabled_users = h.disabled_users, deleted_users = h.deleted_users,
+            "Held removals back, the rest of the plan goes ahead: {}; `dirsync held` lists them, `dirsync approve {id}` sends them, --allow-removals allows them for one run",
+            h.reasons.join("; ")
+        );
+    }
+    Ok(())
+}
+
 fn took_whole(report: &Report, target: &str) -> bool {
     report
         .targets

@@ -266,3 +266,45 @@ async fn an_edited_plan_is_refused_naming_the_operation() {
     );
     assert_eq!(mock.request_count().await, before, "nothing sent");
 }
+
+/// A plan whose dry run held removals back: `apply` holds them too, exits 4 as the
+/// sync would, and records the set, which `dirsync approve` then sends.
+#[tokio::test]
+async fn removals_a_saved_plan_held_are_held_by_apply_and_can_be_approved() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock).await;
+    let plan = env.path("plan.json").display().to_string();
+    // eng gains user 4; ops loses 11 of its 13 members, over the default limits.
+    let next = vec![("eng", vec![1, 2, 3, 4]), ("ops", vec![8, 9])];
+    env.write("groups.csv", &csv(&next));
+    let dry = dirsync(&env, &["sync", "--dry-run", "--out", &plan]).await;
+    dry.expect_code(4);
+
+    let applied = dirsync(&env, &["apply", &plan]).await;
+    applied.expect_code(4);
+    assert!(
+        applied.stderr.contains("Held removals back"),
+        "{}",
+        applied.stderr
+    );
+    let added = vec![("eng", vec![1, 2, 3, 4]), ("ops", (8..=20).collect())];
+    assert_eq!(
+        mock.groups(),
+        state(&added),
+        "the addition went out, the removals did not"
+    );
+    let held = dirsync(&env, &["held", "--json"]).await;
+    held.expect_code(0);
+    let sets: Vec<serde_json::Value> = serde_json::from_str(&held.stdout).expect("held --json");
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    assert_eq!(sets[0]["removed_memberships"], 11, "{sets:?}");
+    let id = sets[0]["id"].as_str().expect("id").to_owned();
+
+    env.run(
+        &["approve", &id],
+        &[("TEST_OFFICE_KEY", KEY), ("USER", "alice"), ("SUDO_USER", "")],
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(mock.groups(), state(&next));
+}

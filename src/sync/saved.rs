@@ -15,8 +15,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{Prepared, Progress, Report, SyncError, TargetReport, deliver, summarize};
+use super::{Prepared, Progress, Report, SyncError, TargetReport, deliver, record_held, summarize};
 use crate::config::Config;
+use crate::hold::{self, Held};
 use crate::lock::RunLock;
 use crate::mapping::DesiredUser;
 use crate::plan::{Operation, Plan, Snapshot};
@@ -54,6 +55,10 @@ struct SavedTarget {
     /// it too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refused: Option<String>,
+    /// The removals the dry run held back: `apply` holds them too, records them for
+    /// `dirsync approve` and ends as a sync that held them does.
+    #[serde(default, skip_serializing_if = "Held::is_empty")]
+    held: Held,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +129,7 @@ pub(super) fn save(
                         .map(|(id, u)| (id.clone(), u.clone()))
                         .collect(),
                     refused,
+                    held: p.hold.held.clone(),
                 }
             })
             .collect(),
@@ -284,7 +290,10 @@ pub async fn apply(
             users: Arc::new(t.users.clone()),
             desired_ids: Default::default(),
             invalid: Vec::new(),
-            hold: Default::default(),
+            hold: hold::Outcome {
+                held: t.held.clone(),
+                ..Default::default()
+            },
             withheld: 0,
             approval: None,
             // A saved plan keeps no change times: `apply` measures no latency.
@@ -309,6 +318,7 @@ pub async fn apply(
     };
     for p in &prepared {
         let mut tr: TargetReport = summarize(p);
+        record_held(&store, &run_id, p, &mut tr).await?;
         let push_ms = deliver(&store, &run_id, p, cancel, progress, &mut tr).await?;
         tracing::info!(
             target_name = %tr.name, succeeded = tr.succeeded, failed = tr.failed, not_started = tr.not_started,
