@@ -624,8 +624,16 @@ async fn run(config: &Config, mode: Mode, args: RunArgs, extra: Extra) -> u8 {
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         if shutdown_signal().await.is_ok() {
-            tracing::warn!("Stopping: no new operations start; those under way finish and are recorded.");
+            tracing::warn!(
+                "Stopping: no new operations start; those under way finish and are recorded. A second signal stops at once."
+            );
             on_signal.cancel();
+            if shutdown_signal().await.is_ok() {
+                tracing::error!(
+                    "Stopped at once by a second signal: what was under way is not recorded, and the next run sends it again."
+                );
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
         }
     });
     let mut stdout = std::io::stdout();

@@ -19,6 +19,9 @@ pub const CONFIG: u8 = 5;
 pub const SOURCE: u8 = 6;
 /// Another sync holds the lock on the state database.
 pub const LOCKED: u8 = 7;
+/// A second interrupt or stop signal ended the command at once (128 + SIGINT, as a
+/// shell reports it): operations under way were not recorded.
+pub const INTERRUPTED: u8 = 130;
 
 /// The code a run's outcome ends with.
 pub fn of_outcome(outcome: crate::sync::Outcome) -> u8 {

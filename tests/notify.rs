@@ -330,6 +330,60 @@ async fn a_hanging_receiver_holds_the_run_no_longer_than_the_timeout() {
     out.assert_no_url();
 }
 
+/// The first stop signal lets the message under way go out; a second one ends the
+/// command at once, with its own exit code.
+#[tokio::test]
+async fn a_second_stop_signal_ends_the_wait_for_a_hanging_receiver() {
+    let mock = GroupMembersApi::start().await;
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
+        .mount(&hook)
+        .await;
+    let url = format!("{}{}", hook.uri(), hook_path());
+    let env = setup(&mock, "60s");
+    env.write("groups.csv", "id,name\ng0,eng\n");
+    let mut cmd = env.command(&["sync"]);
+    cmd.env("TEST_OFFICE_KEY", KEY).env("TEST_HOOK_URL", &url);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("start dirsync");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hook.received_requests().await.unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "no message from the run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let term = || {
+        let pid = child.id().expect("pid").to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    };
+    term();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    term();
+    let started = Instant::now();
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("the second signal ends the command")
+        .expect("dirsync output");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let run = Run::from(output);
+    run.expect_code(130);
+    assert!(
+        run.stderr.contains("A second signal stops at once"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Stopped at once by a second signal"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[tokio::test]
 async fn the_service_sends_what_its_runs_call_for() {
     let mock = GroupMembersApi::start().await;
