@@ -785,8 +785,6 @@ pub async fn run(
     Ok(report)
 }
 
-/// Whether `target` took its plan whole: not refused, nothing failed or left unsent,
-/// no group withheld.
 /// Records the removals `p` holds back (or none, which releases the target's earlier
 /// set), and says so in `tr` and the log.
 async fn record_held(
@@ -817,6 +815,8 @@ async fn record_held(
     Ok(())
 }
 
+/// Whether `target` took its plan whole: not refused, nothing failed or left unsent,
+/// no group withheld.
 fn took_whole(report: &Report, target: &str) -> bool {
     report
         .targets

@@ -308,3 +308,37 @@ async fn removals_a_saved_plan_held_are_held_by_apply_and_can_be_approved() {
     .expect_code(0);
     assert_eq!(mock.groups(), state(&next));
 }
+
+/// A plan that lists no held removals (its dry run held none, or it was written
+/// before plans listed them) leaves the target's held set as it is.
+#[tokio::test]
+async fn a_plan_without_held_removals_leaves_the_held_set_alone() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock).await;
+    let plan = env.path("plan.json").display().to_string();
+    env.write(
+        "groups.csv",
+        &csv(&[("eng", vec![1, 2, 3]), ("ops", vec![8, 9])]),
+    );
+    dirsync(&env, &["sync"]).await.expect_code(4);
+    let held = || async {
+        let run = dirsync(&env, &["held", "--json"]).await;
+        run.expect_code(0);
+        serde_json::from_str::<Vec<serde_json::Value>>(&run.stdout).expect("held --json")
+    };
+    let before = held().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    env.write(
+        "groups.csv",
+        &csv(&[("eng", vec![1, 2, 3, 4]), ("ops", vec![8, 9])]),
+    );
+    dirsync(&env, &["sync", "--dry-run", "--out", &plan]).await.expect_code(4);
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).expect("plan")).expect("json");
+    let target = saved["targets"][0].as_object_mut().expect("a target");
+    assert!(target.remove("held").is_some(), "the plan lists its held removals");
+    std::fs::write(&plan, saved.to_string()).expect("write the plan");
+    dirsync(&env, &["apply", &plan]).await.expect_code(0);
+    assert_eq!(held().await, before, "the held set is untouched");
+}

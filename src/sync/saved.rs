@@ -56,9 +56,10 @@ struct SavedTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refused: Option<String>,
     /// The removals the dry run held back: `apply` holds them too, records them for
-    /// `dirsync approve` and ends as a sync that held them does.
-    #[serde(default, skip_serializing_if = "Held::is_empty")]
-    held: Held,
+    /// `dirsync approve` and ends as a sync that held them does. Absent when it held
+    /// none: `apply` then leaves the target's held set as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held: Option<Held>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,7 +130,7 @@ pub(super) fn save(
                         .map(|(id, u)| (id.clone(), u.clone()))
                         .collect(),
                     refused,
-                    held: p.hold.held.clone(),
+                    held: (!p.hold.held.is_empty()).then(|| p.hold.held.clone()),
                 }
             })
             .collect(),
@@ -291,7 +292,7 @@ pub async fn apply(
             desired_ids: Default::default(),
             invalid: Vec::new(),
             hold: hold::Outcome {
-                held: t.held.clone(),
+                held: t.held.clone().unwrap_or_default(),
                 ..Default::default()
             },
             withheld: 0,
@@ -318,7 +319,9 @@ pub async fn apply(
     };
     for p in &prepared {
         let mut tr: TargetReport = summarize(p);
-        record_held(&store, &run_id, p, &mut tr).await?;
+        if !p.hold.held.is_empty() {
+            record_held(&store, &run_id, p, &mut tr).await?;
+        }
         let push_ms = deliver(&store, &run_id, p, cancel, progress, &mut tr).await?;
         tracing::info!(
             target_name = %tr.name, succeeded = tr.succeeded, failed = tr.failed, not_started = tr.not_started,

@@ -468,10 +468,18 @@ impl LdapConfig {
             ));
         }
         if let Some(key) = self.back_link_key() {
+            // A content synchronisation refresh names changes to the searches' own
+            // entries only; a controller's USN moves for the whole domain.
+            let seen = if self.domain_scope {
+                ""
+            } else {
+                "; a change to a group the groups search does not return is seen only at the \
+                 next full read (`full_read_every`)"
+            };
             w.push(format!(
                 "`{key}` names memberOf, which the server keeps on the user without changing the \
                  user's entry (Active Directory's uSNChanged, OpenLDAP's entryCSN): every read \
-                 that finds a change is a full one"
+                 that finds a change is a full one{seen}"
             ));
         }
         w
@@ -489,8 +497,8 @@ impl LdapConfig {
     /// computes it), so reading the changed entries cannot tell what such a search
     /// returns.
     pub(crate) fn back_link_key(&self) -> Option<&'static str> {
-        let names = |text: &str| text.to_ascii_lowercase().contains("memberof");
-        let extra = |attrs: &[String]| attrs.iter().any(|a| a.eq_ignore_ascii_case("memberOf"));
+        let names = |filter: &str| filter_attributes(filter).any(is_member_of);
+        let extra = |attrs: &[String]| attrs.iter().any(|a| is_member_of(a));
         if names(&self.users.search.filter) {
             Some("source.users.filter")
         } else if names(&self.groups.search.filter) {
@@ -503,6 +511,23 @@ impl LdapConfig {
             None
         }
     }
+}
+
+/// `memberOf` by name or OID, with or without options (`memberOf;binary`).
+fn is_member_of(description: &str) -> bool {
+    let attr = description.split(';').next().unwrap_or_default().trim();
+    attr.eq_ignore_ascii_case("memberOf") || attr == "1.2.840.113556.1.2.102"
+}
+
+/// The attribute descriptions a filter tests (`(memberOf=…)`, `(cn>=…)`,
+/// `(memberOf:1.2.840.113556.1.4.1941:=…)`), not the values: a value cannot hold
+/// a parenthesis unescaped (RFC 4515), so each one opens a component.
+fn filter_attributes(filter: &str) -> impl Iterator<Item = &str> {
+    filter.split('(').skip(1).filter_map(|component| {
+        let end = component.find(['=', '~', '<', '>', ':', ')'])?;
+        let attr = component[..end].trim();
+        (!attr.is_empty() && !attr.starts_with(['&', '|', '!'])).then_some(attr)
+    })
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -712,6 +737,47 @@ mod tests {
         let err = toml::from_str::<crate::config::RawConfig>(&format!("{text}\nbogus = 1"))
             .expect_err("unknown key");
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    /// memberOf is found where a filter tests it (by name or OID, in an
+    /// extensible match too) or among the extra attributes, not in values or other
+    /// attribute names.
+    #[test]
+    fn a_search_names_member_of_where_it_tests_the_attribute() {
+        let with = |section: &str, key: &str, value: &str| {
+            load(&format!("{MINIMAL}\n[{section}]\n{key} = {value}")).expect("valid")
+        };
+        let users_filter = |f: &str| with("users", "filter", &format!("\"{f}\"")).back_link_key();
+        assert_eq!(
+            users_filter("(&(objectClass=person)(memberOf=cn=vpn,dc=x))"),
+            Some("source.users.filter")
+        );
+        assert_eq!(
+            users_filter("(MEMBEROF:1.2.840.113556.1.4.1941:=cn=vpn,dc=x)"),
+            Some("source.users.filter")
+        );
+        assert_eq!(
+            users_filter("(1.2.840.113556.1.2.102=cn=vpn,dc=x)"),
+            Some("source.users.filter")
+        );
+        assert_eq!(
+            users_filter("(!(memberOf;binary=*))"),
+            Some("source.users.filter")
+        );
+        assert_eq!(users_filter("(cn=memberof-admins)"), None);
+        assert_eq!(users_filter("(description=*memberOf*)"), None);
+        assert_eq!(users_filter("(memberOfTeam=a)"), None);
+        let groups = with(
+            "groups",
+            "filter",
+            "\"(&(objectClass=group)(memberOf=cn=all,dc=x))\"",
+        );
+        assert_eq!(groups.back_link_key(), Some("source.groups.filter"));
+        assert_eq!(
+            with("users", "extra", "[\"memberof\"]").back_link_key(),
+            Some("source.users.extra")
+        );
+        assert_eq!(with("users", "extra", "[\"memberOfTeam\"]").back_link_key(), None);
     }
 
     /// A bare item is a filter; it is kept parenthesized, so that a read by id

@@ -198,16 +198,16 @@ impl Controller {
 
     /// The users, contacts and groups (of the whole domain), and whatever else the
     /// configured searches take, whose `uSNChanged` is above `since`, the USN
-    /// stored by the last read; every deleted object (a tombstone keeps few
-    /// attributes, so the configured filters may no longer match it); and the
-    /// organizational units and containers whose own `uSNChanged` is: renaming or
-    /// moving one moves the entries under it without changing theirs.
+    /// stored by the last read, tombstones included (a tombstone keeps its
+    /// objectClass); and the organizational units and containers whose own
+    /// `uSNChanged` is: renaming or moving one moves the entries under it without
+    /// changing theirs.
     pub async fn changed_since(&mut self, config: &LdapConfig, since: u64) -> Result<Found, LdapError> {
         let search = Search {
             base_dn: self.dc.naming_context.clone(),
             scope: Scope::Sub,
             filter: format!(
-                "(&(uSNChanged>={})(|(isDeleted=TRUE)(objectClass=user)(objectClass=contact)(objectClass=group)\
+                "(&(uSNChanged>={})(|(objectClass=user)(objectClass=contact)(objectClass=group)\
                  (objectClass=organizationalUnit)(objectClass=container){}{}))",
                 since.saturating_add(1),
                 config.users.search.filter,
@@ -509,7 +509,7 @@ impl Found {
     }
 
     /// The changed organizational units and containers, each with a cached entry
-    /// under it that did not change itself, or none. A container with none was
+    /// under it that did not change itself (nor was deleted), or none. A container with none was
     /// renamed or moved (the entries under it kept their `uSNChanged` and their
     /// cached DNs are stale), or is new, or holds nothing the searches return (a
     /// Group Policy container, an OU of computers). A container with one was edited
@@ -521,7 +521,12 @@ impl Found {
             .iter()
             .map(|c| format!(",{}", dn::normalize(c)))
             .collect();
-        let changed: BTreeSet<&str> = self.live.iter().map(|c| c.guid.as_str()).collect();
+        let changed: BTreeSet<&str> = self
+            .live
+            .iter()
+            .map(|c| c.guid.as_str())
+            .chain(self.tombstones.iter().map(String::as_str))
+            .collect();
         let mut held: Vec<Option<Held<'f>>> = vec![None; under.len()];
         let entries = cache.users.iter().chain(&cache.groups);
         for (guid, e) in entries.filter(|(guid, _)| !changed.contains(guid.as_str())) {
