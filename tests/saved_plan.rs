@@ -316,10 +316,7 @@ async fn a_plan_without_held_removals_leaves_the_held_set_alone() {
     let mock = GroupMembersApi::start().await;
     let env = setup(&mock).await;
     let plan = env.path("plan.json").display().to_string();
-    env.write(
-        "groups.csv",
-        &csv(&[("eng", vec![1, 2, 3]), ("ops", vec![8, 9])]),
-    );
+    env.write("groups.csv", &csv(&[("eng", vec![1, 2, 3]), ("ops", vec![8, 9])]));
     dirsync(&env, &["sync"]).await.expect_code(4);
     let held = || async {
         let run = dirsync(&env, &["held", "--json"]).await;
@@ -333,11 +330,16 @@ async fn a_plan_without_held_removals_leaves_the_held_set_alone() {
         "groups.csv",
         &csv(&[("eng", vec![1, 2, 3, 4]), ("ops", vec![8, 9])]),
     );
-    dirsync(&env, &["sync", "--dry-run", "--out", &plan]).await.expect_code(4);
+    dirsync(&env, &["sync", "--dry-run", "--out", &plan])
+        .await
+        .expect_code(4);
     let mut saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&plan).expect("plan")).expect("json");
     let target = saved["targets"][0].as_object_mut().expect("a target");
-    assert!(target.remove("held").is_some(), "the plan lists its held removals");
+    assert!(
+        target.remove("held").is_some(),
+        "the plan lists its held removals"
+    );
     std::fs::write(&plan, saved.to_string()).expect("write the plan");
     dirsync(&env, &["apply", &plan]).await.expect_code(0);
     assert_eq!(held().await, before, "the held set is untouched");

@@ -868,11 +868,18 @@ impl PageCheck {
     }
 }
 
-/// The cookie of a paged results response control, if the value parses.
+/// The cookie of a paged results response control, if the value parses as ldap3's
+/// `PagedResults` parser, which panics otherwise, expects it: a sequence of an
+/// INTEGER and a primitive.
 fn paged_cookie(control: &RawControl) -> Option<Vec<u8>> {
+    use ldap3::asn1::{TagClass, Types};
     let (_, tag) = ldap3::asn1::parse_tag(control.val.as_deref()?).ok()?;
     let mut parts = tag.expect_constructed()?.into_iter();
-    parts.next()?.expect_primitive()?;
+    parts
+        .next()?
+        .match_class(TagClass::Universal)
+        .and_then(|t| t.match_id(Types::Integer as u64))?
+        .expect_primitive()?;
     parts.next()?.expect_primitive()
 }
 
@@ -991,10 +998,14 @@ pub(crate) mod tests {
 
     /// A paged results response control with `cookie`; `None`: a value that is not one.
     fn paged(cookie: Option<&[u8]>) -> Vec<u8> {
-        let value = match cookie {
+        paged_value(match cookie {
             Some(c) => tlv(0x30, &[tlv(0x02, &[0]), octets(c)].concat()),
             None => vec![1, 2, 3],
-        };
+        })
+    }
+
+    /// A paged results response control with this value.
+    fn paged_value(value: Vec<u8>) -> Vec<u8> {
         tlv(
             0x30,
             &[octets(b"1.2.840.113556.1.4.319"), octets(&value)].concat(),
@@ -1283,6 +1294,29 @@ pub(crate) mod tests {
         let err = reason(search(&config, 1).await.expect_err("bad control"));
         assert!(matches!(err, SearchFailure::BadPagedControl), "{err:?}");
         assert!(err.to_string().contains("cannot be parsed"), "{err}");
+
+        // Values that parse as BER but not as ldap3's parser expects (it panics on
+        // them): a size that is not an INTEGER, a constructed cookie, no cookie.
+        let malformed = [
+            tlv(0x30, &[octets(b"\0"), octets(b"c")].concat()),
+            tlv(0x30, &[tlv(0x80, &[0]), octets(b"c")].concat()),
+            tlv(0x30, &[tlv(0x02, &[0]), tlv(0x30, &[])].concat()),
+            tlv(0x30, &tlv(0x02, &[0])),
+        ];
+        for value in malformed {
+            let control = paged_value(value.clone());
+            let last: Answer = Box::new(move |id| {
+                let mut out = entry(id, b"uid=b,dc=x");
+                out.extend(done(id, 0, std::slice::from_ref(&control)));
+                out
+            });
+            let config = scripted(vec![page(&["uid=a,dc=x"], 0, Some(Some(b"p2"))), last], true).await;
+            let err = reason(search(&config, 1).await.expect_err("bad control"));
+            assert!(
+                matches!(err, SearchFailure::BadPagedControl),
+                "{value:?}: {err:?}"
+            );
+        }
     }
 
     /// A server that closes the connection mid-message, one that stays silent, and
