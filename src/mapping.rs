@@ -5,7 +5,7 @@
 //! that could not be mapped. No I/O; id-map files are loaded by the config layer.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -156,11 +156,22 @@ pub fn unmatched_explicit<'m>(dir: &Directory, groups: &'m GroupMapping) -> Vec<
 /// A target id as the target tells entities apart: a GUID in any spelling (case,
 /// braces) is the one GUID the presets send (`| guid`), so two spellings of it name
 /// one entity; any other id as it is.
-fn same_entity(id: &str) -> Cow<'_, str> {
+pub(crate) fn same_entity(id: &str) -> Cow<'_, str> {
     match uuid::Uuid::parse_str(id.trim()) {
         Ok(guid) => Cow::Owned(guid.hyphenated().to_string()),
         Err(_) => Cow::Borrowed(id),
     }
+}
+
+/// The ids of `ids` that name no entity of `others` ([`same_entity`]): a target that
+/// answers a GUID in another spelling than the one sent (case, braces) holds it.
+pub(crate) fn entities_not_in<'a>(
+    ids: &'a BTreeSet<String>,
+    others: &BTreeSet<String>,
+) -> impl Iterator<Item = &'a String> {
+    let others: HashSet<String> = others.iter().map(|id| same_entity(id).into_owned()).collect();
+    ids.iter()
+        .filter(move |id| !others.contains(same_entity(id).as_ref()))
 }
 
 pub fn desired_state(

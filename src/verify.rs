@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::config::{Config, TargetConfig};
 use crate::lock::{LockError, RunLock};
+use crate::mapping::entities_not_in;
 use crate::store::{Store, StoreError};
 use crate::target::{HttpTarget, ReadError, TargetError};
 
@@ -223,8 +224,8 @@ async fn check_target(
             group: id.clone(),
             name: group.name.clone(),
             missing: read.is_none(),
-            added: held.difference(&confirmed).cloned().collect(),
-            removed: confirmed.difference(&held).cloned().collect(),
+            added: entities_not_in(&held, &confirmed).cloned().collect(),
+            removed: entities_not_in(&confirmed, &held).cloned().collect(),
             held,
         };
         if drift.missing || !drift.added.is_empty() || !drift.removed.is_empty() {

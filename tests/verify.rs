@@ -505,3 +505,24 @@ async fn the_service_verifies_on_its_schedule_and_exports_the_drift() {
     child.start_kill().expect("kill");
     let _ = child.wait().await;
 }
+
+/// A target that holds a member's GUID in another spelling (braces, upper case)
+/// holds that member: no drift, and nothing for `--repair` to send again.
+#[tokio::test]
+async fn a_guid_held_in_another_spelling_is_no_drift() {
+    let api = Api::start().await;
+    let env = synced(&api).await;
+    for members in api.lock().groups.values_mut() {
+        *members = members
+            .iter()
+            .map(|m| format!("{{{}}}", m.to_uppercase()))
+            .collect();
+    }
+    let run = env.dirsync(&["verify"]).await;
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("2 group(s) checked, 0 with drift"),
+        "{}",
+        run.stdout
+    );
+}

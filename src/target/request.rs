@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::mapping::{DesiredGroup, DesiredUser};
+use crate::mapping::{DesiredGroup, DesiredUser, entities_not_in};
 use crate::model::{Attrs, User};
 use crate::target::spec::{
     BodyFormat, Condition, Endpoint, MemberId, ResponseEcho, ResponseMembers, Spec, SuccessRule, Validation,
@@ -495,8 +495,10 @@ pub fn judge(ep: &Endpoint, answer: &Answer<'_>, sent: Sent<'_>) -> Verdict {
     if let (Some(rm), Some(sent)) = (&ep.response_members, sent.members) {
         match parsed.as_ref().and_then(|doc| answered_members(rm, doc)) {
             Some(got) => {
-                drift.missing = sent.difference(&got).cloned().collect();
-                drift.unexpected = got.difference(sent).map(|id| untrusted(id, MAX_ID_LEN)).collect();
+                drift.missing = entities_not_in(sent, &got).cloned().collect();
+                drift.unexpected = entities_not_in(&got, sent)
+                    .map(|id| untrusted(id, MAX_ID_LEN))
+                    .collect();
             }
             None if echoes => missing.push(format!("`{}` (the members)", rm.pointers.join("` or `"))),
             None => {}
@@ -1194,6 +1196,43 @@ mod tests {
             200,
             r#"{"name":"no members echoed"}"#,
             "ok (warning: the answer confirmed but has no `/members` (the members), so drift cannot be checked: {\"name\":\"no members echoed\"})",
+        );
+    }
+
+    /// A GUID echoed in another spelling (case, braces) is the member sent; any
+    /// other id compares as it is.
+    #[test]
+    fn a_guid_echoed_in_another_spelling_is_no_drift() {
+        let ep = endpoint(vec![], &[]);
+        let sent: BTreeSet<String> = ["75A5F745-F697-4418-B38D-0FE0D277E258", "u1"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let drift = |body: &str| {
+            let answer = Answer {
+                status: 200,
+                content_type: Some("application/json"),
+                body,
+            };
+            let sent = Sent {
+                members: Some(&sent),
+                body: None,
+            };
+            match judge(&ep, &answer, sent) {
+                Verdict::Success { drift, .. } => drift.map(|d| (d.missing, d.unexpected)),
+                Verdict::Failure { message, .. } => panic!("{message}"),
+            }
+        };
+        let echoed = |a: &str, b: &str| format!(r#"{{"members":[{{"id":"{a}"}},{{"id":"{b}"}}]}}"#);
+        assert_eq!(drift(&echoed("75a5f745-f697-4418-b38d-0fe0d277e258", "u1")), None);
+        assert_eq!(
+            drift(&echoed("{75A5F745-F697-4418-B38D-0FE0D277E258}", "u1")),
+            None
+        );
+        let set = |id: &str| BTreeSet::from([id.to_owned()]);
+        assert_eq!(
+            drift(&echoed("75a5f745-f697-4418-b38d-0fe0d277e258", "U1")),
+            Some((set("u1"), set("U1")))
         );
     }
 
