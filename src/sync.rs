@@ -696,7 +696,12 @@ pub async fn run(
         if let Some(next) = p.hold.waiting.iter().map(|w| w.due).min() {
             tracing::info!(target_name = %p.config.name, waiting = p.hold.waiting.len(), next_due = %next, "Removals wait out the removal delay; members who come back before then are not removed.");
         }
-        record_held(&store, &run_id, &p, &mut tr).await?;
+        // The set being approved stays held until its removals are confirmed (below):
+        // an approval run killed part way leaves it to approve again.
+        let approving = approval.as_ref().is_some_and(|row| row.target == p.config.name);
+        if !(approving && p.hold.held.is_empty()) {
+            record_held(&store, &run_id, &p, &mut tr).await?;
+        }
         store
             .record_unmapped(&run_id, &p.config.name, &p.plan.unmapped)
             .await?;
@@ -1392,6 +1397,17 @@ async fn push<'p>(
     let consecutive_forbidden = AtomicUsize::new(0);
     let max_failures = p.target.spec().max_consecutive_failures;
     let lists_details = p.target.spec().lists_member_details();
+    // Before the first request: a run killed with requests under way leaves their
+    // entities to be planned again, whatever the source says by then.
+    let (mut groups, mut users) = (Vec::new(), Vec::new());
+    for op in &p.plan.ops {
+        match op {
+            Operation::ReplaceMembers(g) => groups.push(g.group.id.as_str()),
+            Operation::UpdateUser(u) | Operation::DeleteUser(u) => users.push(u.user.id.as_str()),
+        }
+    }
+    groups.dedup();
+    store.mark_sending(&p.config.name, &groups, &users).await?;
     let name = p.config.name.as_str();
     // Outcomes go to one writer that commits them in batches, so a request slot is
     // free again as soon as its answer is in, not after a database commit. The queue
@@ -1424,7 +1440,11 @@ async fn push<'p>(
         cancel.is_cancelled() || stop.load(Ordering::Relaxed) || held.contains(&endpoint_of(op))
     };
     // An operation's outcome: counted, logged, recorded.
-    let settle = move |op: &'p Operation, outcome: crate::target::PushOutcome| {
+    // `before`: the group delta confirmed just before `op`, in the same unit.
+    let settle = move |op: &'p Operation,
+                       outcome: crate::target::PushOutcome,
+                       settles: bool,
+                       before: Option<&'p Operation>| {
         let records = records.clone();
         async move {
             let latency = outcome
@@ -1502,6 +1522,19 @@ async fn push<'p>(
                     }
                     _ => None,
                 },
+                settles,
+                // Refused, or never sent: the target applied nothing of it.
+                restores: match (&outcome.result, before) {
+                    (
+                        Err(
+                            crate::target::http::PushError::Rejected(_)
+                            | crate::target::http::PushError::Auth { .. }
+                            | crate::target::http::PushError::Build(_),
+                        ),
+                        Some(Operation::ReplaceMembers(g)),
+                    ) => Some(g.fingerprint.as_str()),
+                    _ => None,
+                },
             };
             // A closed channel means the writer failed; its error is returned below.
             let _ = records.send(record).await;
@@ -1512,14 +1545,14 @@ async fn push<'p>(
         }
     };
     let settle_one = settle.clone();
-    let push_one = move |op: &'p Operation| {
+    let push_one = move |op: &'p Operation, settles: bool, before: Option<&'p Operation>| {
         let settle = settle_one.clone();
         async move {
             if skipped(op) {
                 progress.advance();
                 return (op.kind(), None);
             }
-            settle(op, p.target.push(op, users).await).await
+            settle(op, p.target.push(op, users).await, settles, before).await
         }
     };
     // Group member operations sent together, in one bulk request (SCIM).
@@ -1534,7 +1567,7 @@ async fn push<'p>(
             }
             let outcomes = p.target.push_bulk(&go, users).await;
             for (op, outcome) in go.into_iter().zip(outcomes) {
-                out.push(settle(op, outcome).await);
+                out.push(settle(op, outcome, true, None).await);
             }
             out
         }
@@ -1558,11 +1591,12 @@ async fn push<'p>(
                     out.push((op.kind(), None));
                     continue;
                 }
-                let (kind, outcome) = push_one(op).await;
-                blocked = outcome.as_ref().is_none_or(|(o, _)| o.result.is_err());
                 // A group split into several requests has its change confirmed
                 // by the last of them.
                 let last = i + 1 == unit.len();
+                let before = i.checked_sub(1).map(|b| &unit[b]);
+                let (kind, outcome) = push_one(op, last, before).await;
+                blocked = outcome.as_ref().is_none_or(|(o, _)| o.result.is_err());
                 out.push((kind, outcome.map(|(o, latency)| (o, latency.filter(|_| last)))));
             }
             out

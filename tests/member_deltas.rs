@@ -23,6 +23,9 @@ struct State {
     violations: Vec<String>,
     /// Statuses for the next delta requests, one each (`None`: serve it).
     faults: VecDeque<Option<u16>>,
+    /// Once this many requests were applied, each is applied but its answer held
+    /// back for a minute (a run killed meanwhile never hears of it).
+    hang_after: Option<usize>,
 }
 
 struct Api {
@@ -97,6 +100,9 @@ impl Respond for Responder {
             _ => group.retain(|m| !ids.contains(m)),
         }
         state.applied.push((op, id, ids.len()));
+        if state.hang_after.is_some_and(|n| state.applied.len() > n) {
+            return ResponseTemplate::new(204).set_delay(std::time::Duration::from_secs(60));
+        }
         ResponseTemplate::new(204)
     }
 }
@@ -232,6 +238,38 @@ async fn a_change_larger_than_the_group_and_a_resync_send_the_whole_list() {
     env.dirsync(&["resync"]).await.expect_code(0);
     assert_eq!(api.take_applied(), [("replace", group_uuid(0), 8)]);
     assert!(api.lock().violations.is_empty(), "{:?}", api.lock().violations);
+}
+
+/// A run killed while the second of a group's delta requests is under way (applied,
+/// its answer not heard): the next run sends the group's whole list, even though the
+/// source went back to what it was, since the target may hold either part.
+#[tokio::test]
+async fn a_run_killed_between_a_groups_delta_requests_leaves_the_group_to_send_whole() {
+    let api = Api::start().await;
+    let env = setup(&api, &[("g", &range(1, 20))]);
+    env.dirsync(&["sync"]).await.expect_code(0);
+    api.take_applied();
+
+    env.write("groups.csv", &groups_csv(&[("g", &range(1, 28))]));
+    api.lock().hang_after = Some(1);
+    let mut child = env.command(&["sync"]).spawn().expect("spawn");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while api.lock().applied.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second request never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+    assert_eq!(api.take_applied().len(), 2, "two of the three requests applied");
+
+    api.lock().hang_after = None;
+    env.write("groups.csv", &groups_csv(&[("g", &range(1, 20))]));
+    env.dirsync(&["sync"]).await.expect_code(0);
+    assert_eq!(api.take_applied(), [("replace", group_uuid(0), 20)]);
+    assert_eq!(api.lock().groups, expected_state(&[("g", &range(1, 20))]));
 }
 
 #[tokio::test]

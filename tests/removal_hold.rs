@@ -562,3 +562,43 @@ async fn a_drop_whose_removals_the_group_limit_holds_is_still_a_drop() {
     // The next run still judges the read against the 20 users before the drop.
     sync_held_for_the_drop(&env, 20).await;
 }
+
+/// An approval run killed while its removals are under way leaves the set held,
+/// to approve again; the approval then sends what the target still needs.
+#[tokio::test]
+async fn an_approval_killed_part_way_leaves_the_set_to_approve_again() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock, "");
+    dirsync(&env, &["sync"]).await.expect_code(0);
+    env.write("groups.csv", &groups_csv(&as_refs(&with_eng(vec![1, 2, 3]))));
+    dirsync(&env, &["sync"]).await.expect_code(4);
+    let id = held(&env).await[0]["id"].as_str().expect("id").to_owned();
+
+    mock.lock().delay = std::time::Duration::from_secs(30);
+    let before = mock.request_count().await;
+    let mut child = env
+        .command(&["approve", &id])
+        .env("TEST_OFFICE_KEY", KEY)
+        .env("USER", "alice")
+        .env("SUDO_USER", "")
+        .spawn()
+        .expect("spawn");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while mock.request_count().await == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the approval sent nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+
+    mock.lock().delay = std::time::Duration::ZERO;
+    let sets = held(&env).await;
+    assert_eq!(sets.len(), 1, "the set is still held: {sets:?}");
+    assert_eq!(sets[0]["id"], id.as_str());
+    dirsync(&env, &["approve", &id]).await.expect_code(0);
+    assert_eq!(mock.groups(), state(&with_eng(vec![1, 2, 3])));
+    assert!(held(&env).await.is_empty());
+}

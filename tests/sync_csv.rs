@@ -152,6 +152,55 @@ async fn sigkill_during_a_run_loses_nothing() {
     );
 }
 
+/// A run killed after the target applied a request but before its answer came
+/// back: the next run sends the group again, even though the source went back to
+/// what the snapshot holds (the target holds the killed run's list).
+#[tokio::test]
+async fn a_request_under_way_when_the_run_is_killed_is_sent_again_after_the_source_goes_back() {
+    let mock = GroupMembersApi::start().await;
+    let env = setup(&mock, "");
+    env.sync(&["sync"]).await.expect_code(0);
+    let changed: Vec<(&str, &[u64])> = vec![
+        ("eng", &[1, 2, 4]),
+        ("ops", &[2, 4]),
+        ("empty", &[]),
+        ("all", &[1, 2, 3, 4, 5]),
+    ];
+    env.write("groups.csv", &groups_csv(&changed));
+    mock.lock().delay = Duration::from_secs(30);
+    let mut child = env
+        .command(&["sync"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .spawn()
+        .expect("spawn");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while mock.groups() != expected_state(&changed) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the target never got the change"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+
+    mock.lock().delay = Duration::ZERO;
+    env.write("groups.csv", &groups_csv(GROUPS));
+    env.sync(&["sync"]).await.expect_code(0);
+    assert_eq!(
+        mock.groups(),
+        expected_state(GROUPS),
+        "the target is back to the source"
+    );
+    let again = mock.request_count().await;
+    env.sync(&["sync"]).await.expect_code(0);
+    assert_eq!(
+        mock.request_count().await,
+        again,
+        "and nothing is sent after that"
+    );
+}
+
 #[tokio::test]
 async fn dry_run_sends_nothing_and_writes_nothing() {
     let mock = GroupMembersApi::start().await;

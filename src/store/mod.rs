@@ -80,7 +80,21 @@ pub(crate) struct Record<'a> {
     /// A confirmed group's members with their details (JSON), for a target whose
     /// request gives them.
     pub(crate) member_users: Option<String>,
+    /// Whether a confirmed operation leaves its entity as planned: not so for a
+    /// group delta another one of the same group follows, whose row keeps
+    /// [`SENDING`] until the last is confirmed.
+    pub(crate) settles: bool,
+    /// For a group delta the target refused (so it applied nothing), the
+    /// fingerprint of the one confirmed before it: the row holds that one's list,
+    /// and takes its fingerprint back from [`SENDING`].
+    pub(crate) restores: Option<&'a str>,
 }
+
+/// The fingerprint of a snapshot row whose entity has a request under way, which no
+/// request has: until its confirmation is recorded, the next run plans the entity
+/// again, even when the source went back to what the row holds (the target may
+/// have applied the request of a run killed before it recorded the answer).
+pub(crate) const SENDING: &str = "sending";
 
 /// An entity left out of a run because its request cannot be built (a template
 /// error, or a value the endpoint's validations refuse). Reported, never sent.
@@ -359,6 +373,34 @@ impl Store {
         Ok(())
     }
 
+    /// Marks the snapshot rows of `groups` and `users` of `target` as [`SENDING`],
+    /// before their requests go out.
+    pub(crate) async fn mark_sending(
+        &self,
+        target: &str,
+        groups: &[&str],
+        users: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (table, ids) in [("snapshot_groups", groups), ("snapshot_users", users)] {
+            for chunk in ids.chunks(500) {
+                let mut q = sqlx::QueryBuilder::new(format!("UPDATE {table} SET fingerprint = "));
+                q.push_bind(SENDING)
+                    .push(" WHERE target = ")
+                    .push_bind(target)
+                    .push(" AND id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records several pushed operations in one transaction: for each, on success its
     /// snapshot row and audit row; on failure the audit row alone. One commit per
     /// batch instead of per operation keeps the push at the target's pace. A batch is
@@ -393,7 +435,7 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
                     .bind(&g.group.id)
                     .bind(&g.group.name)
                     .bind(members)
-                    .bind(&g.fingerprint)
+                    .bind(if rec.settles { g.fingerprint.as_str() } else { SENDING })
                     .bind(rec.member_users.as_deref())
                     .bind(rec.member_users.as_ref().map(|_| at))
                     .bind(rec.run_id)
@@ -436,6 +478,17 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
                     .await?;
             }
         }
+    }
+    if let (false, Some(fingerprint), Operation::ReplaceMembers(g)) = (rec.success, rec.restores, rec.op) {
+        sqlx::query(
+            "UPDATE snapshot_groups SET fingerprint = ? WHERE target = ? AND id = ? AND fingerprint = ?",
+        )
+        .bind(fingerprint)
+        .bind(rec.target)
+        .bind(&g.group.id)
+        .bind(SENDING)
+        .execute(&mut *tx)
+        .await?;
     }
     let (kind, mut summary) = match rec.op {
         Operation::ReplaceMembers(g) => (
