@@ -1573,3 +1573,90 @@ async fn a_failed_listing_is_read_once_and_fails_the_lookups_that_need_it() {
         run.stderr
     );
 }
+
+/// A disabled source user in a group is created disabled (`active: false`) and
+/// named by the group: before, the group failed on every run for want of him.
+#[tokio::test]
+async fn a_disabled_member_is_created_inactive_and_the_group_goes_out() {
+    let server = ScimServer::start().await;
+    let env = Env::new();
+    env.write(
+        "users.csv",
+        "id,username,email,enabled\nu1,user1,user1@example.com,true\nu2,user2,user2@example.com,false\n",
+    );
+    env.write("groups.csv", &groups(&[("ops", vec![1, 2])]));
+    env.write("dirsync.toml", &config_csv(&scim_target(&server.url)));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&[("ops", vec![1, 2])]));
+    let active = server.active().await;
+    assert_eq!(active.get("user2"), Some(&false), "{active:?}");
+    assert_eq!(active.get("user1"), Some(&true), "{active:?}");
+}
+
+/// A userName changed only in case names the same user in the service (SCIM
+/// compares it without case): the old key is neither deleted nor taken out of its
+/// groups.
+#[tokio::test]
+async fn a_user_name_changed_only_in_case_is_neither_deleted_nor_taken_out_of_groups() {
+    let server = ScimServer::start().await;
+    let proxy = Proxy::start(&server.url).await;
+    let env = Env::new();
+    let now = vec![("eng", vec![1, 2, 3])];
+    env.write("users.csv", &users(3));
+    env.write("groups.csv", &groups(&now));
+    env.write(
+        "dirsync.toml",
+        &config_csv(&scim_target_with(&proxy.url, "delete", 100)),
+    );
+    env.run(&["sync"], VARS).await.expect_code(0);
+    proxy.take();
+
+    env.write("users.csv", &users(3).replace("u2,user2,", "u2,User2,"));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    let sent = proxy.take();
+    assert!(!sent.iter().any(|(m, _)| m == "DELETE"), "{sent:?}");
+    assert_eq!(server.active().await.len(), 3);
+    let members = &server.memberships().await["eng"];
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members.iter().any(|m| m.eq_ignore_ascii_case("user2")),
+        "{members:?}"
+    );
+}
+
+/// A group deleted and made again by hand (empty) answers 404 for the id kept: it is
+/// found again and gets the whole list, not only the change.
+#[tokio::test]
+async fn a_group_found_again_after_a_404_gets_its_whole_list() {
+    let server = ScimServer::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users(3));
+    env.write("groups.csv", &groups(&[("devs", vec![1, 2])]));
+    env.write("dirsync.toml", &config_csv(&scim_target(&server.url)));
+    env.run(&["sync"], VARS).await.expect_code(0);
+
+    let client = reqwest::Client::new();
+    let old = s(&server.all("/Groups").await[0]["id"]);
+    let deleted = client
+        .delete(format!("{}/Groups/{old}", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let made = client
+        .post(format!("{}/Groups", server.url))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "devs"
+        }))
+        .send()
+        .await
+        .expect("POST");
+    assert!(made.status().is_success(), "{}", made.status());
+
+    env.write("groups.csv", &groups(&[("devs", vec![1, 2, 3])]));
+    env.run(&["sync"], VARS).await.expect_code(0);
+    assert_eq!(server.memberships().await, expected(&[("devs", vec![1, 2, 3])]));
+}

@@ -82,8 +82,22 @@ impl Kind {
 fn pick<'a>(found: impl Iterator<Item = (&'a str, &'a str)> + Clone, key: &str) -> Option<String> {
     let exact = found.clone().find(|(k, _)| *k == key);
     exact
-        .or_else(|| found.into_iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
+        .or_else(|| found.into_iter().find(|(k, _)| fold(k) == fold(key)))
         .map(|(_, id)| id.to_owned())
+}
+
+/// A key as a service that compares without case sees it (any script, not only
+/// ASCII: `Ünal` is `ünal`).
+fn fold(key: &str) -> String {
+    key.to_lowercase()
+}
+
+/// Whether `key`, which the run no longer wants, names in the service an entity
+/// that one of the `wanted` keys still names: a key that differs only in case,
+/// where the service compares without case (a userName renamed `carl` → `Carl`).
+/// Deleting, disabling or removing it would take the wanted one.
+fn lives_on_as<'k>(ids: &Ids, kind: Kind, key: &str, mut wanted: impl Iterator<Item = &'k String>) -> bool {
+    !kind.case_exact(ids) && wanted.any(|k| k != key && fold(k) == fold(key))
 }
 
 /// What a search of a service without filters has listed of one kind so far.
@@ -219,7 +233,8 @@ impl HttpTarget {
     ) -> PushOutcome {
         let mut requests = 0;
         for attempt in 0..2 {
-            let resolved = match self.resolve(ids, op, users).await {
+            // After a 404 the entity is found again in no known state.
+            let resolved = match self.resolve(ids, op, users, attempt > 0).await {
                 Ok(r) => r,
                 Err(e) => return PushOutcome::with(Err(e)),
             };
@@ -266,14 +281,23 @@ impl HttpTarget {
         PushOutcome::with(Err(PushError::Rejected("the target answered 404 twice".into())))
     }
 
-    /// The operation with the service's ids in place of the keys.
+    /// The operation with the service's ids in place of the keys; with `found_again`
+    /// (after a 404 for the id kept), a group change goes as the whole list.
     async fn resolve(
         &self,
         ids: &Ids,
         op: &Operation,
         users: &BTreeMap<String, DesiredUser>,
+        found_again: bool,
     ) -> Result<Resolved, PushError> {
         match op {
+            Operation::UpdateUser(u)
+                if !u.user.user.enabled
+                    && !users.contains_key(&u.user.id)
+                    && lives_on_as(ids, Kind::User, &u.user.id, users.keys()) =>
+            {
+                Ok(Resolved::Done(nothing_sent()))
+            }
             Operation::UpdateUser(u) if !u.user.user.enabled => {
                 // A user being disabled is never created: one the service does not
                 // have (deleted by hand, or never created) has nothing to disable.
@@ -304,6 +328,9 @@ impl HttpTarget {
                 sent.user.id = id;
                 Ok(Resolved::Send(Operation::UpdateUser(sent)))
             }
+            Operation::DeleteUser(u) if lives_on_as(ids, Kind::User, &u.user.id, users.keys()) => {
+                Ok(Resolved::Done(nothing_sent()))
+            }
             Operation::DeleteUser(u) => match self.find_or_create(ids, Kind::User, &u.user.id, None).await? {
                 Some((id, _)) => {
                     let mut sent = u.clone();
@@ -328,17 +355,26 @@ impl HttpTarget {
                 });
                 let (id, created) = self.id_of(ids, Kind::Group, &g.group.id, create).await?;
                 sent.group.id = id;
-                if created {
-                    // A group created just now is empty: a delta would leave it
-                    // without the members confirmed before; it gets the whole list.
+                if created || found_again {
+                    // A group created just now is empty, and one found again after a
+                    // 404 (deleted and made again by hand, say) holds who knows
+                    // what: a delta would leave either without the members confirmed
+                    // before; it gets the whole list.
                     sent.delta = None;
                 }
                 match sent.delta {
                     None => sent.group.members = self.member_ids(ids, &g.group.members, users, true).await?,
                     Some(Delta::Add) => sent.added = self.member_ids(ids, &g.added, users, true).await?,
                     Some(Delta::Remove) => {
-                        // A member the service does not have is already not in the group.
-                        sent.removed = self.member_ids(ids, &g.removed, users, false).await?;
+                        // A member the service does not have is already not in the group;
+                        // one the group still names by another case is still in it.
+                        let removed: BTreeSet<String> = g
+                            .removed
+                            .iter()
+                            .filter(|k| !lives_on_as(ids, Kind::User, k, g.group.members.iter()))
+                            .cloned()
+                            .collect();
+                        sent.removed = self.member_ids(ids, &removed, users, false).await?;
                         if sent.removed.is_empty() {
                             return Ok(Resolved::Done(nothing_sent()));
                         }
@@ -409,10 +445,10 @@ impl HttpTarget {
         let mut out = BTreeSet::new();
         let mut missing = Vec::new();
         for key in keys {
+            // A disabled member is created disabled (`active: false`): the group
+            // names it, and a member the service lacks fails the whole group.
             let create = match users.get(key) {
-                Some(u) if required && ids.settings.create_users && u.user.enabled => {
-                    Some(self.user_body(u)?)
-                }
+                Some(u) if required && ids.settings.create_users => Some(self.user_body(u)?),
                 _ => None,
             };
             match self.find_or_create(ids, Kind::User, key, create).await? {
@@ -573,7 +609,7 @@ impl HttpTarget {
             .and_then(|b| b.get(attr).and_then(Value::as_str).map(str::to_owned));
         let found = made
             .as_deref()
-            .is_some_and(|v| v == key || (!kind.case_exact(ids) && v.eq_ignore_ascii_case(key)));
+            .is_some_and(|v| v == key || (!kind.case_exact(ids) && fold(v) == fold(key)));
         if found {
             return Ok(());
         }
@@ -647,7 +683,7 @@ impl HttpTarget {
         if let Some(why) = &listing.failed {
             return Err(PushError::Transient(why.clone()));
         }
-        let folded = key.to_ascii_lowercase();
+        let folded = fold(key);
         loop {
             let same = listing.seen.get(&folded).map_or(&[][..], Vec::as_slice);
             // The exact key wins, however far on it is listed.
@@ -676,7 +712,7 @@ impl HttpTarget {
                     }
                 };
                 for (k, id) in resources.iter().filter_map(|r| kind.id_by_key(ids, r)) {
-                    let same = listing.seen.entry(k.to_ascii_lowercase()).or_default();
+                    let same = listing.seen.entry(fold(k)).or_default();
                     same.push((k.to_owned(), id.to_owned()));
                 }
                 listing.next = next;

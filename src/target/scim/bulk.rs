@@ -163,7 +163,7 @@ impl HttpTarget {
         op: &Operation,
         users: &BTreeMap<String, DesiredUser>,
     ) -> Result<Entry, PushOutcome> {
-        let sent = match self.resolve(ids, op, users).await {
+        let sent = match self.resolve(ids, op, users, false).await {
             Ok(Resolved::Send(sent)) => sent,
             Ok(Resolved::Done(outcome)) => return Err(outcome),
             Err(e) => return Err(PushOutcome::with(Err(e))),
