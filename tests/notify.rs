@@ -305,14 +305,20 @@ async fn a_dead_receiver_costs_one_warning_and_leaves_the_exit_code() {
     out.assert_no_url();
 }
 
-#[tokio::test]
-async fn a_hanging_receiver_holds_the_run_no_longer_than_the_timeout() {
-    let mock = GroupMembersApi::start().await;
+/// A receiver that takes every message and answers none within a minute.
+async fn hanging_receiver() -> MockServer {
     let hook = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
         .mount(&hook)
         .await;
+    hook
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_holds_the_run_no_longer_than_the_timeout() {
+    let mock = GroupMembersApi::start().await;
+    let hook = hanging_receiver().await;
     let url = format!("{}{}", hook.uri(), hook_path());
     let env = setup(&mock, "2s");
     env.write("groups.csv", "id,name\ng0,eng\n");
@@ -335,11 +341,7 @@ async fn a_hanging_receiver_holds_the_run_no_longer_than_the_timeout() {
 #[tokio::test]
 async fn a_second_stop_signal_ends_the_wait_for_a_hanging_receiver() {
     let mock = GroupMembersApi::start().await;
-    let hook = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
-        .mount(&hook)
-        .await;
+    let hook = hanging_receiver().await;
     let url = format!("{}{}", hook.uri(), hook_path());
     let env = setup(&mock, "60s");
     env.write("groups.csv", "id,name\ng0,eng\n");

@@ -100,6 +100,23 @@ async fn a_failing_group_is_the_only_one_pushed_next_run() {
     assert_eq!(mock.groups(), expected_state(GROUPS));
 }
 
+/// Starts `dirsync sync` and SIGKILLs it once `ready` holds (failing with `stuck`
+/// after 20 s).
+async fn kill_sync_once(env: &Env, ready: impl Fn() -> bool, stuck: &str) {
+    let mut child = env
+        .command(&["sync"])
+        .env("TEST_OFFICE_KEY", KEY)
+        .spawn()
+        .expect("spawn");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(tokio::time::Instant::now() < deadline, "{stuck}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+}
+
 #[tokio::test]
 async fn sigkill_during_a_run_loses_nothing() {
     let mock = GroupMembersApi::start().await;
@@ -113,19 +130,8 @@ async fn sigkill_during_a_run_loses_nothing() {
     env.write("dirsync.toml", &config_group_members(&mock.uri(), ""));
     mock.lock().delay = Duration::from_millis(40);
 
-    let mut child = env
-        .command(&["sync"])
-        .env("TEST_OFFICE_KEY", KEY)
-        .spawn()
-        .expect("spawn");
     // Kill once some, but not all, groups were confirmed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while mock.accepted().len() < 20 {
-        assert!(tokio::time::Instant::now() < deadline, "the run made no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    child.start_kill().expect("SIGKILL");
-    child.wait().await.expect("reaped");
+    kill_sync_once(&env, || mock.accepted().len() >= 20, "the run made no progress").await;
     let done_at_kill = mock.accepted().len();
     assert!(done_at_kill < groups.len(), "killed before the end");
 
@@ -168,21 +174,12 @@ async fn a_request_under_way_when_the_run_is_killed_is_sent_again_after_the_sour
     ];
     env.write("groups.csv", &groups_csv(&changed));
     mock.lock().delay = Duration::from_secs(30);
-    let mut child = env
-        .command(&["sync"])
-        .env("TEST_OFFICE_KEY", KEY)
-        .spawn()
-        .expect("spawn");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while mock.groups() != expected_state(&changed) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the target never got the change"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    child.start_kill().expect("SIGKILL");
-    child.wait().await.expect("reaped");
+    kill_sync_once(
+        &env,
+        || mock.groups() == expected_state(&changed),
+        "the target never got the change",
+    )
+    .await;
 
     mock.lock().delay = Duration::ZERO;
     env.write("groups.csv", &groups_csv(GROUPS));
