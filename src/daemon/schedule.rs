@@ -6,14 +6,25 @@ use chrono::{DateTime, TimeZone};
 
 use crate::plan::Mode;
 
-/// Parses a cron expression. The usual 5-field form (`*/15 * * * *`) is accepted and
-/// read with seconds = 0; 6 and 7 fields are the cron crate's own (with seconds, and
-/// an optional year).
+/// Parses a cron expression. The usual 5-field form (`*/15 * * * *`) is read as
+/// cron reads it, with seconds = 0: weekdays 0-7 with 0 and 7 Sunday (the cron crate
+/// counts 1-7 from Sunday). 6 and 7 fields are the cron crate's own (with seconds,
+/// and an optional year).
 pub fn parse(expr: &str) -> Result<cron::Schedule, String> {
-    let fields = expr.split_whitespace().count();
-    let full = match fields {
-        5 => format!("0 {expr}"),
-        6 | 7 => expr.to_owned(),
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let full = match fields.as_slice() {
+        [minute, hour, day, month, weekday] => {
+            // cron runs when either day field matches, the crate when both do.
+            if *day != "*" && *day != "?" && *weekday != "*" && *weekday != "?" {
+                return Err(format!(
+                    "`{expr}` restricts both the day of the month and the day of the week, which \
+                     cron reads as either and this schedule as both: leave one of them `*`"
+                ));
+            }
+            let weekday = crate_weekdays(weekday).map_err(|e| format!("`{expr}`: {e}"))?;
+            format!("0 {minute} {hour} {day} {month} {weekday}")
+        }
+        [_, _, _, _, _, _] | [_, _, _, _, _, _, _] => expr.to_owned(),
         _ => {
             return Err(format!(
                 "`{expr}`: a cron expression has 5 fields (min hour day month weekday), or 6-7 with seconds"
@@ -21,6 +32,50 @@ pub fn parse(expr: &str) -> Result<cron::Schedule, String> {
         }
     };
     cron::Schedule::from_str(&full).map_err(|e| format!("`{expr}`: {e}"))
+}
+
+/// A 5-field expression's weekday field (0-7, 0 and 7 Sunday) as the cron crate
+/// counts weekdays (1-7, 1 Sunday). Numbers, ranges and steps of numbers become the
+/// list of days they name; `*`, `*/n` (both count from Sunday) and names stay.
+fn crate_weekdays(field: &str) -> Result<String, String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (item, None),
+        };
+        let day = |d: &str| -> Option<u32> { d.parse::<u32>().ok() };
+        let (first, last) = match range.split_once('-') {
+            Some((a, b)) => (day(a), day(b)),
+            // `n/step`: from n to the end of the week.
+            None if step.is_some() => (day(range), Some(6)),
+            None => (day(range), day(range)),
+        };
+        let (Some(first), Some(last)) = (first, last) else {
+            out.push(item.to_owned());
+            continue;
+        };
+        if first > 7 || last > 7 || first > last {
+            return Err(format!(
+                "`{item}` is not a weekday or range of weekdays (0-7, 0 and 7 Sunday)"
+            ));
+        }
+        let step = match step {
+            None => 1,
+            Some(s) => s
+                .parse::<usize>()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| format!("`{item}`: the step is not a number above 0"))?,
+        };
+        for d in (first..=last).step_by(step) {
+            let day = (d % 7 + 1).to_string();
+            if !out.contains(&day) {
+                out.push(day);
+            }
+        }
+    }
+    Ok(out.join(","))
 }
 
 /// The service's schedules (`[daemon]`), each optional.
@@ -126,6 +181,38 @@ mod tests {
                 "{expr}"
             );
         }
+    }
+
+    /// Weekdays as cron counts them: 0 and 7 Sunday, 1 Monday … 6 Saturday; a
+    /// schedule that restricts both day fields is refused.
+    #[test]
+    fn five_field_weekdays_are_crons() {
+        // 2026-11-28 is a Saturday, 2026-11-29 a Sunday, 2026-11-30 a Monday.
+        let cases = [
+            ("0 3 * * 1-5", "2026-11-28T04:00:00Z", "2026-11-30T03:00:00Z"),
+            ("0 3 * * 1-5", "2026-11-30T04:00:00Z", "2026-12-01T03:00:00Z"),
+            ("0 3 * * 6", "2026-11-27T04:00:00Z", "2026-11-28T03:00:00Z"),
+            ("0 3 * * 0", "2026-11-28T04:00:00Z", "2026-11-29T03:00:00Z"),
+            ("0 3 * * 7", "2026-11-28T04:00:00Z", "2026-11-29T03:00:00Z"),
+            ("0 3 * * 5-7", "2026-11-29T04:00:00Z", "2026-12-04T03:00:00Z"),
+            ("0 3 * * 0,6", "2026-11-27T04:00:00Z", "2026-11-28T03:00:00Z"),
+            ("0 3 * * 1-5/2", "2026-11-30T04:00:00Z", "2026-12-02T03:00:00Z"),
+            ("0 3 * * */2", "2026-11-28T04:00:00Z", "2026-11-29T03:00:00Z"),
+            ("0 3 * * MON", "2026-11-28T04:00:00Z", "2026-11-30T03:00:00Z"),
+            ("0 3 1 * *", "2026-11-28T04:00:00Z", "2026-12-01T03:00:00Z"),
+        ];
+        for (expr, now, want) in cases {
+            let s = parse(expr).expect(expr);
+            assert_eq!(
+                next(runs(Some(&s), None), &at(now)).map(|(t, _)| t),
+                Some(at(want)),
+                "{expr} after {now}"
+            );
+        }
+        let both = parse("0 3 1 * 2").expect_err("both day fields");
+        assert!(both.contains("leave one of them `*`"), "{both}");
+        assert!(parse("0 3 * * 8").is_err());
+        assert!(parse("0 3 * * 5-2").is_err());
     }
 
     #[test]
