@@ -193,19 +193,24 @@ async fn service_syncs_on_schedule_reloads_and_stops_cleanly() {
         !env.path("other.db").exists(),
         "the state database stays until a restart"
     );
-    // An invalid config on SIGHUP is refused and the old one stays.
+    // An invalid config on SIGHUP is refused and the old one stays; systemd's
+    // status says so.
     env.write("dirsync.toml", "this is not toml = = =");
     kill(pid, "-HUP");
-    wait_for("RELOADING=1 twice", || {
+    wait_for("a status after the refused reload", || {
         messages
             .lock()
             .expect("lock")
             .iter()
-            .filter(|s| s.contains("RELOADING=1"))
-            .count()
-            >= 2
+            .any(|s| s.contains("STATUS=configuration not reloaded"))
     })
     .await;
+    let sent = messages.lock().expect("lock").clone();
+    assert_eq!(
+        sent.iter().filter(|s| s.contains("RELOADING=1")).count(),
+        2,
+        "{sent:?}"
+    );
 
     // SIGTERM in the middle of a run: in-flight requests finish and are recorded.
     env.write("dirsync.toml", &config(&mock, port, ".*"));
@@ -426,6 +431,47 @@ async fn a_reloaded_healthy_within_applies() {
     }
     let stderr = common::stop_service(child).await;
     assert!(stderr.contains("Reloaded the configuration"), "{stderr}");
+}
+
+/// The last success before a restart counts for /healthz: a service restarted while
+/// its runs fail stays healthy within `healthy_within` of that success, as its
+/// metrics say.
+#[tokio::test]
+async fn a_restarted_service_is_healthy_within_the_last_success_before_it() {
+    let mock = GroupMembersApi::start().await;
+    let env = Env::new();
+    env.write("users.csv", &users_csv(5));
+    env.write("groups.csv", &groups_csv(GROUPS));
+    let port = free_port();
+    let text = config(&mock, port, ".*") + "healthy_within = \"1h\"\nrun_at_start = true\n";
+    env.write("dirsync.toml", &text);
+    env.run(&["sync"], &[("TEST_OFFICE_KEY", KEY)])
+        .await
+        .expect_code(0);
+
+    // The source breaks, then the service starts: its runs fail.
+    std::fs::remove_file(env.path("groups.csv")).expect("remove");
+    let child = start_service(&env);
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let answer = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await;
+        if let Ok(answer) = answer {
+            let status = answer.status().as_u16();
+            let body = answer.text().await.unwrap_or_default();
+            if body.contains("last success") || status != 200 {
+                break (status, body);
+            }
+        }
+        assert!(Instant::now() < deadline, "no run ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stderr = common::stop_service(child).await;
+    assert_eq!(body.0, 200, "{}\n{stderr}", body.1);
+    assert!(body.1.contains("ok: the last success was"), "{}", body.1);
 }
 
 /// A stop while the target asked to wait (`Retry-After`) sends nothing more: the

@@ -427,3 +427,45 @@ async fn the_service_sends_what_its_runs_call_for() {
         ],
     );
 }
+
+/// A stopped service waits for a hanging receiver no longer than its
+/// `shutdown_grace`, not the message's own `notify.timeout`.
+#[tokio::test]
+async fn a_stopped_service_waits_for_a_hanging_receiver_only_its_grace() {
+    let mock = GroupMembersApi::start().await;
+    let hook = hanging_receiver().await;
+    let url = format!("{}{}", hook.uri(), hook_path());
+    let env = setup(&mock, "60s");
+    env.write("groups.csv", "id,name\ng0,eng\n");
+    let config = std::fs::read_to_string(env.config()).expect("config")
+        + "\n[daemon]\nrun_at_start = true\nshutdown_grace = \"1s\"\n";
+    env.write("dirsync.toml", &config);
+    let mut cmd = env.command(&["run"]);
+    cmd.env("TEST_OFFICE_KEY", KEY).env("TEST_HOOK_URL", &url);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("start the service");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hook.received_requests().await.unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "no message from the service");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().expect("pid").to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("stopped within the grace, not the webhook's timeout")
+        .expect("service output");
+    let run = Run::from(output);
+    run.expect_code(0);
+    assert!(
+        run.stderr
+            .contains("Stopped before the webhook receiver answered"),
+        "{}",
+        run.stderr
+    );
+}

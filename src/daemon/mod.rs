@@ -63,8 +63,8 @@ pub(crate) struct Health {
 }
 
 impl Health {
-    /// Healthy while the last run succeeded, or the last success (or the start, before
-    /// any success) is recent enough.
+    /// Healthy while the last run succeeded, or the last success (kept from before a
+    /// restart too) or the start, before any run, is recent enough.
     pub(crate) fn check(&self, now: Instant) -> Result<String, String> {
         let recent = |t: Instant| now.saturating_duration_since(t) <= self.healthy_within;
         match (&self.last_run, self.last_success) {
@@ -73,7 +73,7 @@ impl Health {
                 "ok: the last success was {}s ago",
                 now.duration_since(t).as_secs()
             )),
-            (None, None) if recent(self.started) => Ok("ok: starting, no run yet".into()),
+            (None, _) if recent(self.started) => Ok("ok: starting, no run yet".into()),
             (Some((_, outcome)), _) => Err(format!(
                 "unhealthy: the last run ended `{outcome}` and no run succeeded recently"
             )),
@@ -99,11 +99,20 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
     let store = Store::open(&config.state_db).await?;
     let last_success = store.last_success().await?;
     store.close().await;
+    // The last success of an earlier start counts: a restart while runs fail does
+    // not make the service look healthy or unhealthy for it.
+    let last_success_at = last_success.and_then(|at| {
+        let at = std::time::UNIX_EPOCH + Duration::try_from_secs_f64(at).ok()?;
+        let age = std::time::SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default();
+        Instant::now().checked_sub(age)
+    });
     let shared = Arc::new(Shared {
         health: Mutex::new(Health {
             started: Instant::now(),
             last_run: None,
-            last_success: None,
+            last_success: last_success_at,
             healthy_within: config.daemon.healthy_within,
         }),
         metrics: Metrics::new(),
@@ -271,8 +280,16 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
     if let Some(w) = watcher {
         w.abort();
     }
-    outbox.drain().await;
     notify::stopping();
+    // Messages under way get the grace period, not their own (up to ten minutes)
+    // timeout: systemd stops the service for good soon after.
+    let grace = config.daemon.shutdown_grace;
+    if tokio::time::timeout(grace, outbox.drain()).await.is_err() {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "Stopped before the webhook receiver answered: the message under way may not have been delivered."
+        );
+    }
     tracing::info!("The daemon stopped.");
     Ok(())
 }
@@ -506,7 +523,10 @@ fn reload(path: &Path, old: Arc<Config>) -> Arc<Config> {
         }
         Err(e) => {
             tracing::error!("Kept the running configuration; the new one is invalid: {e}");
-            old
+            notify::ready(
+                "configuration not reloaded: the new one is invalid (see the log); running the previous one",
+            );
+            return old;
         }
     };
     notify::ready("configuration reloaded");
