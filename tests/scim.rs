@@ -1660,3 +1660,39 @@ async fn a_group_found_again_after_a_404_gets_its_whole_list() {
     env.run(&["sync"], VARS).await.expect_code(0);
     assert_eq!(server.memberships().await, expected(&[("devs", vec![1, 2, 3])]));
 }
+
+/// A 429 on a lookup that asks for longer than the run waits stops the target's run
+/// and is kept, as one on a push is: nothing more goes out, in this run or the next.
+#[tokio::test]
+async fn a_lookup_answered_429_for_an_hour_stops_the_run_and_is_kept() {
+    let server = MockServer::start().await;
+    mount_config(&server, true, true).await;
+    for resources in ["/Users", "/Groups"] {
+        Mock::given(method("GET"))
+            .and(path(resources))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "3600"))
+            .mount(&server)
+            .await;
+    }
+    let env = Env::new();
+    env.write("users.csv", &users(6));
+    env.write(
+        "groups.csv",
+        &groups(&[("a", vec![1, 2]), ("b", vec![3, 4]), ("c", vec![5, 6])]),
+    );
+    let target = scim_target(&server.uri()).replace("concurrency = 2", "concurrency = 1");
+    env.write("dirsync.toml", &config_csv(&target));
+    let run = env.run(&["sync"], VARS).await;
+    run.expect_code(3);
+    let lookups = |requests: &[wiremock::Request]| {
+        requests
+            .iter()
+            .filter(|r| r.url.path() != "/ServiceProviderConfig")
+            .count()
+    };
+    let first = server.received_requests().await.unwrap_or_default();
+    assert_eq!(lookups(&first), 1, "one lookup, then nothing: {first:?}");
+    env.run(&["sync"], VARS).await.expect_code(3);
+    let second = server.received_requests().await.unwrap_or_default();
+    assert_eq!(lookups(&second), 1, "nothing while the target waits");
+}

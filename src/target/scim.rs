@@ -18,7 +18,7 @@
 //! filters gets.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 
 mod bulk;
 
@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use crate::mapping::DesiredUser;
 use crate::plan::{Delta, Operation};
 use crate::store::Store;
-use crate::target::http::{HttpTarget, PushError, PushOutcome};
+use crate::target::http::{HttpTarget, Pause, PushError, PushOutcome};
 use crate::target::request::{self, Request, Secrets};
 use crate::target::spec::{BodyFormat, Endpoint, EndpointKind, Scim, SuccessRule};
 
@@ -136,6 +136,11 @@ pub(crate) struct Ids {
     resolving: std::sync::Mutex<BTreeMap<(&'static str, String), OneAtATime>>,
     /// How searches, creates and the configuration read are judged.
     endpoint: Endpoint,
+    /// A search, create or configuration read the service asked to wait after for
+    /// longer than the run waits (its pause, if it named one): every operation that
+    /// fails from then on stops the target's run and keeps the pause, as one whose
+    /// own request got that answer does.
+    asked_to_stop: std::sync::Mutex<Option<Option<Pause>>>,
 }
 
 impl Ids {
@@ -148,6 +153,7 @@ impl Ids {
             listed: tokio::sync::Mutex::new(BTreeMap::new()),
             listing: tokio::sync::RwLock::new(()),
             resolving: std::sync::Mutex::new(BTreeMap::new()),
+            asked_to_stop: std::sync::Mutex::new(None),
             endpoint: Endpoint {
                 kind: EndpointKind::UpdateUser,
                 method: reqwest::Method::GET,
@@ -212,6 +218,19 @@ enum Resolved {
     Done(PushOutcome),
 }
 
+impl Ids {
+    /// The outcome of an operation that failed before or without its own request:
+    /// after a lookup the service asked to wait after, it stops the target's run.
+    pub(super) fn failed(&self, e: PushError) -> PushOutcome {
+        let mut outcome = PushOutcome::with(Err(e));
+        if let Some(pause) = *self.asked_to_stop.lock().unwrap_or_else(PoisonError::into_inner) {
+            outcome.stop_target = true;
+            outcome.pause = pause;
+        }
+        outcome
+    }
+}
+
 impl HttpTarget {
     /// Whether `read_members` can read this target's groups back.
     pub(crate) fn reads_groups(&self) -> bool {
@@ -236,7 +255,7 @@ impl HttpTarget {
             // After a 404 the entity is found again in no known state.
             let resolved = match self.resolve(ids, op, users, attempt > 0).await {
                 Ok(r) => r,
-                Err(e) => return PushOutcome::with(Err(e)),
+                Err(e) => return ids.failed(e),
             };
             let sent = match resolved {
                 Resolved::Done(mut outcome) => {
@@ -833,6 +852,11 @@ impl HttpTarget {
                 max_attempts,
             )
             .await;
+        if outcome.stop_target {
+            // Every operation looks entities up first: the pause holds the whole target.
+            let pause = outcome.pause.map(|p| Pause { endpoint: None, ..p });
+            *ids.asked_to_stop.lock().unwrap_or_else(PoisonError::into_inner) = Some(pause);
+        }
         (outcome, serde_json::from_str(&answer).ok())
     }
 }

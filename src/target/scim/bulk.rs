@@ -166,7 +166,7 @@ impl HttpTarget {
         let sent = match self.resolve(ids, op, users, false).await {
             Ok(Resolved::Send(sent)) => sent,
             Ok(Resolved::Done(outcome)) => return Err(outcome),
-            Err(e) => return Err(PushOutcome::with(Err(e))),
+            Err(e) => return Err(ids.failed(e)),
         };
         let req = self
             .op_request(&sent, users, Secrets::Real)
