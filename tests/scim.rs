@@ -1696,3 +1696,80 @@ async fn a_lookup_answered_429_for_an_hour_stops_the_run_and_is_kept() {
     let second = server.received_requests().await.unwrap_or_default();
     assert_eq!(lookups(&second), 1, "nothing while the target waits");
 }
+
+/// A group change too big for one bulk request within the service's
+/// `maxPayloadSize` goes as a plain request; the others still go in bulk.
+#[tokio::test]
+async fn an_operation_over_the_bulk_payload_limit_goes_alone_as_a_plain_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ServiceProviderConfig"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "patch": {"supported": true}, "filter": {"supported": true, "maxResults": 100},
+            "bulk": {"supported": true, "maxOperations": 10, "maxPayloadSize": 600}
+        })))
+        .mount(&server)
+        .await;
+    let mut users = String::from("id,username,email\n");
+    for i in 1..=40 {
+        users.push_str(&format!("u{i},user{i},user{i}@example.com\n"));
+        Mock::given(method("GET"))
+            .and(path("/Users"))
+            .and(query_param("filter", format!("userName eq \"user{i}\"")))
+            .respond_with(page(
+                1,
+                1,
+                serde_json::json!([{"id": format!("a{i}"), "userName": format!("user{i}")}]),
+            ))
+            .mount(&server)
+            .await;
+    }
+    for (name, id) in [("big", "g1"), ("small", "g2"), ("tiny", "g3")] {
+        Mock::given(method("GET"))
+            .and(path("/Groups"))
+            .and(query_param("filter", format!("displayName eq \"{name}\"")))
+            .respond_with(page(1, 1, serde_json::json!([{"id": id, "displayName": name}])))
+            .mount(&server)
+            .await;
+    }
+    mount_group_put(&server, "g1", "big").await;
+    Mock::given(method("POST"))
+        .and(path("/Bulk"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkResponse"],
+            "Operations": [
+                {"method": "PUT", "bulkId": "0", "status": "200"},
+                {"method": "PUT", "bulkId": "1", "status": "200"}
+            ]
+        })))
+        .mount(&server)
+        .await;
+    let env = Env::new();
+    env.write("users.csv", &users);
+    let all: Vec<String> = (1..=40).map(|i| format!("u{i}")).collect();
+    env.write(
+        "groups.csv",
+        &format!(
+            "id,name,members\ng1,big,{}\ng2,small,u1\ng3,tiny,u2\n",
+            all.join(";")
+        ),
+    );
+    let target = groups_only_target(&server.uri()) + "\n[targets.scim.scim]\nbulk = true\n";
+    env.write("dirsync.toml", &config_csv(&target));
+    env.run(&["sync"], VARS).await.expect_code(0);
+
+    let received = server.received_requests().await.unwrap_or_default();
+    let bulks: Vec<&wiremock::Request> = received
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == "/Bulk")
+        .collect();
+    assert_eq!(bulks.len(), 1, "{received:?}");
+    assert!(bulks[0].body.len() <= 600, "{} bytes", bulks[0].body.len());
+    let puts: Vec<&str> = received
+        .iter()
+        .filter(|r| r.method.as_str() == "PUT")
+        .map(|r| r.url.path())
+        .collect();
+    assert_eq!(puts, ["/Groups/g1"]);
+}

@@ -129,12 +129,26 @@ impl HttpTarget {
             }
         }
         let mut rest = entries.as_slice();
-        while !rest.is_empty() {
+        while let Some(first) = rest.first() {
+            let stops = |o: &PushOutcome| o.stop_target || matches!(&o.result, Err(e) if e.is_auth());
+            // One the service's bulk limit cannot carry goes as a plain request, which
+            // that limit does not bound (RFC 7644 §3.7.4).
+            if batch_bytes(first.operation.to_string().len()) > limits.bytes {
+                let mut outcome = self.push_as_planned(&first.sent, users).await;
+                outcome.sent_as = first.sent_as;
+                let stop = stops(&outcome);
+                outcomes[first.index] = Some(outcome);
+                if stop {
+                    break;
+                }
+                rest = &rest[1..];
+                continue;
+            }
             let take = batch_len(rest.iter().map(|e| e.operation.to_string().len()), limits);
             let (batch, tail) = rest.split_at(take);
             let mut stop = false;
             for (entry, outcome) in batch.iter().zip(self.send_bulk(ids, batch).await) {
-                stop |= outcome.stop_target || matches!(&outcome.result, Err(e) if e.is_auth());
+                stop |= stops(&outcome);
                 outcomes[entry.index] = Some(outcome);
             }
             if stop {
@@ -324,17 +338,25 @@ fn answer_for(answered: &[Value], n: usize) -> Option<&Value> {
 /// carries: at most the service's operations, and no more bytes than it takes (but
 /// always one).
 fn batch_len(sizes: impl Iterator<Item = usize>, limits: Limits) -> usize {
-    // The envelope and a bulkId per operation, generously.
-    let mut bytes = 200;
+    let mut bytes = ENVELOPE;
     let mut n = 0;
     for size in sizes.take(limits.operations) {
-        bytes += size + 32;
+        bytes += size + PER_OPERATION;
         if n > 0 && bytes > limits.bytes {
             break;
         }
         n += 1;
     }
     n.max(1)
+}
+
+/// The envelope of a bulk request and the bulkId of each operation, generously.
+const ENVELOPE: usize = 200;
+const PER_OPERATION: usize = 32;
+
+/// The bytes of a bulk request carrying one operation of `size` bytes.
+fn batch_bytes(size: usize) -> usize {
+    ENVELOPE + size + PER_OPERATION
 }
 
 #[cfg(test)]
