@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, TimeZone};
+use chrono::{DateTime, LocalResult, TimeZone};
 
 use crate::plan::Mode;
 
@@ -97,7 +97,7 @@ pub struct Due {
 /// The next time strictly after `after` that something is due, and what. When a sync
 /// and a resync fall at the same time, the resync wins: it does everything a sync does.
 pub fn next<Tz: TimeZone>(schedules: Schedules<'_>, after: &DateTime<Tz>) -> Option<(DateTime<Tz>, Due)> {
-    let first = |s: Option<&cron::Schedule>| s.and_then(|s| s.after(after).next());
+    let first = |s: Option<&cron::Schedule>| s.and_then(|s| first_after(s, after));
     let s = first(schedules.sync).map(|t| (t, Mode::Sync));
     let r = first(schedules.resync).map(|t| (t, Mode::Resync));
     let run = match (s, r) {
@@ -118,6 +118,21 @@ pub fn next<Tz: TimeZone>(schedules: Schedules<'_>, after: &DateTime<Tz>) -> Opt
     Some((at, due))
 }
 
+/// The first tick of `schedule` after `after`. A tick at a local time that comes
+/// twice (the hour repeated when the clocks go back) falls at its first instant still
+/// to come: chrono gives a local zone's later instant first, and taking it would skip
+/// the repeated hour's first pass, and every tick in it.
+fn first_after<Tz: TimeZone>(schedule: &cron::Schedule, after: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+    let t = schedule.after(after).next()?;
+    match t.timezone().from_local_datetime(&t.naive_local()) {
+        LocalResult::Ambiguous(a, b) => {
+            let earlier = if a < b { a } else { b };
+            Some(if earlier > *after { earlier } else { t })
+        }
+        _ => Some(t),
+    }
+}
+
 /// What fell due in `(from, to]` that `done`, the work the service did in that time,
 /// does not cover: a resync tick when no resync ran, a verify tick when no verify
 /// ran, and a sync tick when no run at all (a verify alone). A tick of a kind that
@@ -129,7 +144,7 @@ pub fn owed<Tz: TimeZone>(
     to: &DateTime<Tz>,
     done: Due,
 ) -> Due {
-    let fell = |s: Option<&cron::Schedule>| s.is_some_and(|s| s.after(from).next().is_some_and(|t| t <= *to));
+    let fell = |s: Option<&cron::Schedule>| s.is_some_and(|s| first_after(s, from).is_some_and(|t| t <= *to));
     let run = if fell(schedules.resync) && done.run != Some(Mode::Resync) {
         Some(Mode::Resync)
     } else if fell(schedules.sync) && done.run.is_none() {
@@ -213,6 +228,71 @@ mod tests {
         assert!(both.contains("leave one of them `*`"), "{both}");
         assert!(parse("0 3 * * 8").is_err());
         assert!(parse("0 3 * * 5-2").is_err());
+    }
+
+    /// A zone that leaves summer time (+02:00 → +01:00) at 2026-10-25T01:00:00Z, and
+    /// gives an ambiguous local time's later instant first, as chrono's `Local` does.
+    #[derive(Debug, Clone, Copy)]
+    struct Autumn;
+
+    impl Autumn {
+        fn change() -> chrono::NaiveDateTime {
+            at("2026-10-25T01:00:00Z").naive_utc()
+        }
+        fn offset(hours: i32) -> chrono::FixedOffset {
+            chrono::FixedOffset::east_opt(hours * 3600).expect("offset")
+        }
+    }
+
+    impl TimeZone for Autumn {
+        type Offset = chrono::FixedOffset;
+        fn from_offset(_: &chrono::FixedOffset) -> Self {
+            Autumn
+        }
+        fn offset_from_local_date(&self, local: &chrono::NaiveDate) -> LocalResult<chrono::FixedOffset> {
+            self.offset_from_local_datetime(&local.and_hms_opt(12, 0, 0).expect("noon"))
+        }
+        fn offset_from_local_datetime(
+            &self,
+            local: &chrono::NaiveDateTime,
+        ) -> LocalResult<chrono::FixedOffset> {
+            let summer = *local - chrono::Duration::hours(2) < Self::change();
+            let winter = *local - chrono::Duration::hours(1) >= Self::change();
+            match (summer, winter) {
+                (true, true) => LocalResult::Ambiguous(Self::offset(1), Self::offset(2)),
+                (true, false) => LocalResult::Single(Self::offset(2)),
+                (false, true) => LocalResult::Single(Self::offset(1)),
+                (false, false) => LocalResult::None,
+            }
+        }
+        fn offset_from_utc_date(&self, utc: &chrono::NaiveDate) -> chrono::FixedOffset {
+            self.offset_from_utc_datetime(&utc.and_hms_opt(12, 0, 0).expect("noon"))
+        }
+        fn offset_from_utc_datetime(&self, utc: &chrono::NaiveDateTime) -> chrono::FixedOffset {
+            Self::offset(if *utc < Self::change() { 2 } else { 1 })
+        }
+    }
+
+    /// In the hour the clocks go back, a tick falls at its first instant still to
+    /// come: the repeated hour is run through, not slept over.
+    #[test]
+    fn the_hour_repeated_when_the_clocks_go_back_is_not_skipped() {
+        let every_minute = parse("* * * * *").expect("parses");
+        let half_past_two = parse("30 2 * * *").expect("parses");
+        let local = |s: &str| at(s).with_timezone(&Autumn);
+        // 02:20+02:00, the first pass through 02:20.
+        let cases = [
+            (&every_minute, "2026-10-25T00:20:00Z", "2026-10-25T00:21:00Z"),
+            (&half_past_two, "2026-10-25T00:20:00Z", "2026-10-25T00:30:00Z"),
+            // The second pass (02:20+01:00): its own instants.
+            (&every_minute, "2026-10-25T01:20:00Z", "2026-10-25T01:21:00Z"),
+            // The day before: 02:30+02:00 the next day is the first 02:30.
+            (&half_past_two, "2026-10-24T01:00:00Z", "2026-10-25T00:30:00Z"),
+        ];
+        for (schedule, now, want) in cases {
+            let got = next(runs(Some(schedule), None), &local(now)).map(|(t, _)| t.with_timezone(&Utc));
+            assert_eq!(got, Some(at(want)), "after {now}");
+        }
     }
 
     #[test]
