@@ -355,17 +355,9 @@ async fn a_second_stop_signal_ends_the_wait_for_a_hanging_receiver() {
         assert!(Instant::now() < deadline, "no message from the run");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let term = || {
-        let pid = child.id().expect("pid").to_string();
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-    };
-    term();
+    sigterm(&child);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    term();
+    sigterm(&child);
     let started = Instant::now();
     let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
@@ -386,6 +378,39 @@ async fn a_second_stop_signal_ends_the_wait_for_a_hanging_receiver() {
     );
 }
 
+/// `dirsync run` with `run_at_start` and `shutdown_grace = grace`, sending to `url`,
+/// once `hook` has received its first message.
+async fn service_after_its_first_message(
+    env: &Env,
+    hook: &MockServer,
+    url: &str,
+    grace: &str,
+) -> tokio::process::Child {
+    let config = std::fs::read_to_string(env.config()).expect("config")
+        + &format!("\n[daemon]\nrun_at_start = true\nshutdown_grace = \"{grace}\"\n");
+    env.write("dirsync.toml", &config);
+    let mut cmd = env.command(&["run"]);
+    cmd.env("TEST_OFFICE_KEY", KEY).env("TEST_HOOK_URL", url);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("start the service");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hook.received_requests().await.unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "no message from the service");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("pid").to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
 #[tokio::test]
 async fn the_service_sends_what_its_runs_call_for() {
     let mock = GroupMembersApi::start().await;
@@ -393,25 +418,8 @@ async fn the_service_sends_what_its_runs_call_for() {
     let url = format!("{}{}", hook.uri(), hook_path());
     let env = setup(&mock, "5s");
     env.write("groups.csv", "id,name\ng0,eng\n");
-    let config = std::fs::read_to_string(env.config()).expect("config")
-        + "\n[daemon]\nrun_at_start = true\nshutdown_grace = \"2s\"\n";
-    env.write("dirsync.toml", &config);
-    let mut cmd = env.command(&["run"]);
-    cmd.env("TEST_OFFICE_KEY", KEY).env("TEST_HOOK_URL", &url);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("start the service");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while messages(&hook).await.is_empty() {
-        assert!(Instant::now() < deadline, "no message from the service");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pid = child.id().expect("pid");
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
+    let child = service_after_its_first_message(&env, &hook, &url, "2s").await;
+    sigterm(&child);
     let output = child.wait_with_output().await.expect("service output");
     let run = Run::from(output);
     run.expect_code(0);
@@ -437,25 +445,8 @@ async fn a_stopped_service_waits_for_a_hanging_receiver_only_its_grace() {
     let url = format!("{}{}", hook.uri(), hook_path());
     let env = setup(&mock, "60s");
     env.write("groups.csv", "id,name\ng0,eng\n");
-    let config = std::fs::read_to_string(env.config()).expect("config")
-        + "\n[daemon]\nrun_at_start = true\nshutdown_grace = \"1s\"\n";
-    env.write("dirsync.toml", &config);
-    let mut cmd = env.command(&["run"]);
-    cmd.env("TEST_OFFICE_KEY", KEY).env("TEST_HOOK_URL", &url);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("start the service");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while hook.received_requests().await.unwrap_or_default().is_empty() {
-        assert!(Instant::now() < deadline, "no message from the service");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = child.id().expect("pid").to_string();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
+    let child = service_after_its_first_message(&env, &hook, &url, "1s").await;
+    sigterm(&child);
     let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
         .expect("stopped within the grace, not the webhook's timeout")
