@@ -1594,34 +1594,37 @@ async fn a_disabled_member_is_created_inactive_and_the_group_goes_out() {
 }
 
 /// A userName changed only in case names the same user in the service (SCIM
-/// compares it without case): the old key is neither deleted nor taken out of its
-/// groups.
+/// compares it without case): the old key is neither deleted (or disabled) nor
+/// taken out of its groups.
 #[tokio::test]
 async fn a_user_name_changed_only_in_case_is_neither_deleted_nor_taken_out_of_groups() {
-    let server = ScimServer::start().await;
-    let proxy = Proxy::start(&server.url).await;
-    let env = Env::new();
-    let now = vec![("eng", vec![1, 2, 3])];
-    env.write("users.csv", &users(3));
-    env.write("groups.csv", &groups(&now));
-    env.write(
-        "dirsync.toml",
-        &config_csv(&scim_target_with(&proxy.url, "delete", 100)),
-    );
-    env.run(&["sync"], VARS).await.expect_code(0);
-    proxy.take();
+    for removed in ["delete", "disable"] {
+        let server = ScimServer::start().await;
+        let proxy = Proxy::start(&server.url).await;
+        let env = Env::new();
+        env.write("users.csv", &users(3));
+        env.write("groups.csv", &groups(&[("eng", vec![1, 2, 3])]));
+        env.write(
+            "dirsync.toml",
+            &config_csv(&scim_target_with(&proxy.url, removed, 100)),
+        );
+        env.run(&["sync"], VARS).await.expect_code(0);
+        proxy.take();
 
-    env.write("users.csv", &users(3).replace("u2,user2,", "u2,User2,"));
-    env.run(&["sync"], VARS).await.expect_code(0);
-    let sent = proxy.take();
-    assert!(!sent.iter().any(|(m, _)| m == "DELETE"), "{sent:?}");
-    assert_eq!(server.active().await.len(), 3);
-    let members = &server.memberships().await["eng"];
-    assert_eq!(members.len(), 3, "{members:?}");
-    assert!(
-        members.iter().any(|m| m.eq_ignore_ascii_case("user2")),
-        "{members:?}"
-    );
+        env.write("users.csv", &users(3).replace("u2,user2,", "u2,User2,"));
+        env.run(&["sync"], VARS).await.expect_code(0);
+        let sent = proxy.take();
+        assert!(!sent.iter().any(|(m, _)| m == "DELETE"), "{removed}: {sent:?}");
+        let active = server.active().await;
+        assert_eq!(active.len(), 3, "{removed}: {active:?}");
+        assert!(active.values().all(|a| *a), "{removed}: {active:?}");
+        let members = &server.memberships().await["eng"];
+        assert_eq!(members.len(), 3, "{removed}: {members:?}");
+        assert!(
+            members.iter().any(|m| m.eq_ignore_ascii_case("user2")),
+            "{removed}: {members:?}"
+        );
+    }
 }
 
 /// A group deleted and made again by hand (empty) answers 404 for the id kept: it is

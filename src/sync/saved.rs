@@ -288,7 +288,20 @@ pub async fn apply(
                 ops: t.operations.clone(),
                 ..Plan::default()
             },
-            users: Arc::new(t.users.clone()),
+            // The users updated too: a SCIM target tells by them which removed key
+            // is the same user under another case.
+            users: Arc::new(
+                t.users
+                    .clone()
+                    .into_iter()
+                    .chain(t.operations.iter().filter_map(|op| match op {
+                        Operation::UpdateUser(u) if u.user.user.enabled => {
+                            Some((u.user.id.clone(), u.user.clone()))
+                        }
+                        _ => None,
+                    }))
+                    .collect(),
+            ),
             desired_ids: Default::default(),
             invalid: Vec::new(),
             hold: hold::Outcome {

@@ -17,7 +17,7 @@
 //! was lost, or after a 429 (which made nothing), the only retry a service without
 //! filters gets.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock, PoisonError};
 
 mod bulk;
@@ -92,12 +92,33 @@ fn fold(key: &str) -> String {
     key.to_lowercase()
 }
 
-/// Whether `key`, which the run no longer wants, names in the service an entity
-/// that one of the `wanted` keys still names: a key that differs only in case,
-/// where the service compares without case (a userName renamed `carl` → `Carl`).
-/// Deleting, disabling or removing it would take the wanted one.
-fn lives_on_as<'k>(ids: &Ids, kind: Kind, key: &str, mut wanted: impl Iterator<Item = &'k String>) -> bool {
-    !kind.case_exact(ids) && wanted.any(|k| k != key && fold(k) == fold(key))
+/// Keys by how a service that compares without case sees them.
+#[derive(Debug, Default)]
+struct Spellings(HashMap<String, Vec<String>>);
+
+impl Spellings {
+    fn of<'k>(keys: impl Iterator<Item = &'k String>) -> Spellings {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for key in keys {
+            out.entry(fold(key)).or_default().push(key.clone());
+        }
+        Spellings(out)
+    }
+
+    /// Whether a key other than `key` differs from it only in case.
+    fn other_than(&self, key: &str) -> bool {
+        self.0
+            .get(&fold(key))
+            .is_some_and(|keys| keys.iter().any(|k| k != key))
+    }
+}
+
+/// Whether `key`, which the run no longer wants (or wants disabled), names in the
+/// service an entity that another `wanted` key still names: a key that differs only
+/// in case, where the service compares without case (a userName renamed `carl` →
+/// `Carl`). Deleting, disabling or removing it would take the wanted one.
+fn lives_on_as(ids: &Ids, kind: Kind, key: &str, wanted: &Spellings) -> bool {
+    !kind.case_exact(ids) && wanted.other_than(key)
 }
 
 /// What a search of a service without filters has listed of one kind so far.
@@ -141,6 +162,9 @@ pub(crate) struct Ids {
     /// fails from then on stops the target's run and keeps the pause, as one whose
     /// own request got that answer does.
     asked_to_stop: std::sync::Mutex<Option<Option<Pause>>>,
+    /// The keys of the users this run wants, as the service compares them (one
+    /// users map a run).
+    wanted_users: OnceLock<Spellings>,
 }
 
 impl Ids {
@@ -154,6 +178,7 @@ impl Ids {
             listing: tokio::sync::RwLock::new(()),
             resolving: std::sync::Mutex::new(BTreeMap::new()),
             asked_to_stop: std::sync::Mutex::new(None),
+            wanted_users: OnceLock::new(),
             endpoint: Endpoint {
                 kind: EndpointKind::UpdateUser,
                 method: reqwest::Method::GET,
@@ -219,6 +244,11 @@ enum Resolved {
 }
 
 impl Ids {
+    /// [`Ids::wanted_users`], made from `users` the first time.
+    fn wanted(&self, users: &BTreeMap<String, DesiredUser>) -> &Spellings {
+        self.wanted_users.get_or_init(|| Spellings::of(users.keys()))
+    }
+
     /// The outcome of an operation that failed before or without its own request:
     /// after a lookup the service asked to wait after, it stops the target's run.
     pub(super) fn failed(&self, e: PushError) -> PushOutcome {
@@ -311,9 +341,7 @@ impl HttpTarget {
     ) -> Result<Resolved, PushError> {
         match op {
             Operation::UpdateUser(u)
-                if !u.user.user.enabled
-                    && !users.contains_key(&u.user.id)
-                    && lives_on_as(ids, Kind::User, &u.user.id, users.keys()) =>
+                if !u.user.user.enabled && lives_on_as(ids, Kind::User, &u.user.id, ids.wanted(users)) =>
             {
                 Ok(Resolved::Done(nothing_sent()))
             }
@@ -347,7 +375,7 @@ impl HttpTarget {
                 sent.user.id = id;
                 Ok(Resolved::Send(Operation::UpdateUser(sent)))
             }
-            Operation::DeleteUser(u) if lives_on_as(ids, Kind::User, &u.user.id, users.keys()) => {
+            Operation::DeleteUser(u) if lives_on_as(ids, Kind::User, &u.user.id, ids.wanted(users)) => {
                 Ok(Resolved::Done(nothing_sent()))
             }
             Operation::DeleteUser(u) => match self.find_or_create(ids, Kind::User, &u.user.id, None).await? {
@@ -387,10 +415,11 @@ impl HttpTarget {
                     Some(Delta::Remove) => {
                         // A member the service does not have is already not in the group;
                         // one the group still names by another case is still in it.
+                        let kept = Spellings::of(g.group.members.iter());
                         let removed: BTreeSet<String> = g
                             .removed
                             .iter()
-                            .filter(|k| !lives_on_as(ids, Kind::User, k, g.group.members.iter()))
+                            .filter(|k| !lives_on_as(ids, Kind::User, k, &kept))
                             .cloned()
                             .collect();
                         sent.removed = self.member_ids(ids, &removed, users, false).await?;

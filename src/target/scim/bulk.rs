@@ -132,10 +132,10 @@ impl HttpTarget {
         while let Some(first) = rest.first() {
             let stops = |o: &PushOutcome| o.stop_target || matches!(&o.result, Err(e) if e.is_auth());
             // One the service's bulk limit cannot carry goes as a plain request, which
-            // that limit does not bound (RFC 7644 §3.7.4).
+            // that limit does not bound (RFC 7644 §3.7.4), found again after a 404 as
+            // any plain request is.
             if batch_bytes(first.operation.to_string().len()) > limits.bytes {
-                let mut outcome = self.push_as_planned(&first.sent, users).await;
-                outcome.sent_as = first.sent_as;
+                let outcome = self.push(ops[first.index], users).await;
                 let stop = stops(&outcome);
                 outcomes[first.index] = Some(outcome);
                 if stop {
