@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
@@ -1407,7 +1407,10 @@ async fn push<'p>(
         }
     }
     groups.dedup();
-    store.mark_sending(&p.config.name, &groups, &users).await?;
+    let marked = store.mark_sending(&p.config.name, &groups, &users).await?;
+    // The entities a request went out for; the others get their rows back.
+    let attempted: std::sync::Mutex<BTreeSet<&str>> = Default::default();
+    let (marked, tried) = (&marked, &attempted);
     let name = p.config.name.as_str();
     // Outcomes go to one writer that commits them in batches, so a request slot is
     // free again as soon as its answer is in, not after a database commit. The queue
@@ -1531,8 +1534,11 @@ async fn push<'p>(
                             | crate::target::http::PushError::Auth { .. }
                             | crate::target::http::PushError::Build(_),
                         ),
-                        Some(Operation::ReplaceMembers(g)),
-                    ) => Some(g.fingerprint.as_str()),
+                        before,
+                    ) => match before {
+                        Some(Operation::ReplaceMembers(g)) => Some(g.fingerprint.as_str()),
+                        _ => marked.before(op),
+                    },
                     _ => None,
                 },
             };
@@ -1552,6 +1558,10 @@ async fn push<'p>(
                 progress.advance();
                 return (op.kind(), None);
             }
+            tried
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(op.entity_id());
             settle(op, p.target.push(op, users).await, settles, before).await
         }
     };
@@ -1565,6 +1575,10 @@ async fn push<'p>(
                 progress.advance();
                 out.push((op.kind(), None));
             }
+            tried
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(go.iter().map(|op| op.entity_id()));
             let outcomes = p.target.push_bulk(&go, users).await;
             for (op, outcome) in go.into_iter().zip(outcomes) {
                 out.push(settle(op, outcome, true, None).await);
@@ -1629,6 +1643,19 @@ async fn push<'p>(
     // The stream owns the last sender: once every push is done, the writer drains and ends.
     let (results, written) = tokio::join!(pushes, writer);
     written?;
+    let attempted = attempted.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let (unsent_groups, unsent_users): (Vec<&Operation>, Vec<&Operation>) = p
+        .plan
+        .ops
+        .iter()
+        .filter(|op| !attempted.contains(op.entity_id()))
+        .partition(|op| matches!(op, Operation::ReplaceMembers(_)));
+    if !unsent_groups.is_empty() || !unsent_users.is_empty() {
+        let ids = |ops: Vec<&'p Operation>| ops.into_iter().map(|op| op.entity_id()).collect::<Vec<_>>();
+        store
+            .unmark(name, marked, &ids(unsent_groups), &ids(unsent_users))
+            .await?;
+    }
     let mut pauses = Vec::new();
     let mut unechoed = Vec::new();
     for (kind, outcome) in results {

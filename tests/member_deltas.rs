@@ -272,6 +272,37 @@ async fn a_run_killed_between_a_groups_delta_requests_leaves_the_group_to_send_w
     assert_eq!(api.lock().groups, expected_state(&[("g", &range(1, 20))]));
 }
 
+/// A group change the target refused, and one never sent because the run stopped,
+/// keep their rows as confirmed: the next run sends them as deltas again, not as
+/// whole lists.
+#[tokio::test]
+async fn a_refused_or_unsent_delta_goes_as_a_delta_next_time() {
+    let api = Api::start().await;
+    let env = setup(&api, &[("a", &range(1, 20)), ("b", &range(1, 20))]);
+    let one_at_a_time = std::fs::read_to_string(env.config())
+        .expect("config")
+        .replace("concurrency = 4", "concurrency = 1");
+    env.write("dirsync.toml", &one_at_a_time);
+    env.dirsync(&["sync"]).await.expect_code(0);
+    api.take_applied();
+
+    // Each group gains one member; the first request is refused with 401, which
+    // stops the run before the second is sent.
+    env.write(
+        "groups.csv",
+        &groups_csv(&[("a", &range(1, 21)), ("b", &range(1, 21))]),
+    );
+    api.lock().faults = VecDeque::from([Some(401)]);
+    env.dirsync(&["sync"]).await.expect_code(3);
+    assert_eq!(api.take_applied(), []);
+
+    env.dirsync(&["sync"]).await.expect_code(0);
+    assert_eq!(
+        api.take_applied(),
+        [("add", group_uuid(0), 1), ("add", group_uuid(1), 1)]
+    );
+}
+
 #[tokio::test]
 async fn a_refused_delta_keeps_the_confirmed_ones_and_the_next_run_sends_the_rest() {
     let api = Api::start().await;

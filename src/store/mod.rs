@@ -84,10 +84,35 @@ pub(crate) struct Record<'a> {
     /// group delta another one of the same group follows, whose row keeps
     /// [`SENDING`] until the last is confirmed.
     pub(crate) settles: bool,
-    /// For a group delta the target refused (so it applied nothing), the
-    /// fingerprint of the one confirmed before it: the row holds that one's list,
-    /// and takes its fingerprint back from [`SENDING`].
+    /// For an operation the target refused (so it applied nothing), the fingerprint
+    /// its row takes back from [`SENDING`]: the one it had before the run marked it,
+    /// or for a group delta, that of the delta confirmed just before it (whose list
+    /// the row holds).
     pub(crate) restores: Option<&'a str>,
+}
+
+/// A marked row's fingerprint given back: (fingerprint, target, id).
+const UNMARK_GROUP: &str =
+    "UPDATE snapshot_groups SET fingerprint = ? WHERE target = ? AND id = ? AND fingerprint = 'sending'";
+const UNMARK_USER: &str =
+    "UPDATE snapshot_users SET fingerprint = ? WHERE target = ? AND id = ? AND fingerprint = 'sending'";
+
+/// The fingerprints snapshot rows had before [`Store::mark_sending`], by id.
+#[derive(Debug, Default)]
+pub(crate) struct Marked {
+    pub(crate) groups: std::collections::HashMap<String, String>,
+    pub(crate) users: std::collections::HashMap<String, String>,
+}
+
+impl Marked {
+    /// The fingerprint `op`'s entity had before it was marked.
+    pub(crate) fn before(&self, op: &Operation) -> Option<&str> {
+        match op {
+            Operation::ReplaceMembers(g) => self.groups.get(&g.group.id),
+            Operation::UpdateUser(u) | Operation::DeleteUser(u) => self.users.get(&u.user.id),
+        }
+        .map(String::as_str)
+    }
 }
 
 /// The fingerprint of a snapshot row whose entity has a request under way, which no
@@ -374,16 +399,33 @@ impl Store {
     }
 
     /// Marks the snapshot rows of `groups` and `users` of `target` as [`SENDING`],
-    /// before their requests go out.
+    /// before their requests go out; returns the fingerprints they had.
     pub(crate) async fn mark_sending(
         &self,
         target: &str,
         groups: &[&str],
         users: &[&str],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Marked, StoreError> {
+        let mut marked = Marked::default();
         let mut tx = self.pool.begin().await?;
-        for (table, ids) in [("snapshot_groups", groups), ("snapshot_users", users)] {
+        for (table, ids, before) in [
+            ("snapshot_groups", groups, &mut marked.groups),
+            ("snapshot_users", users, &mut marked.users),
+        ] {
             for chunk in ids.chunks(500) {
+                let rows: Vec<(String, String)> = {
+                    let mut q = sqlx::QueryBuilder::new(format!(
+                        "SELECT id, fingerprint FROM {table} WHERE target = "
+                    ));
+                    q.push_bind(target).push(" AND id IN (");
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    q.push(")");
+                    q.build_query_as().fetch_all(&mut *tx).await?
+                };
+                before.extend(rows);
                 let mut q = sqlx::QueryBuilder::new(format!("UPDATE {table} SET fingerprint = "));
                 q.push_bind(SENDING)
                     .push(" WHERE target = ")
@@ -395,6 +437,36 @@ impl Store {
                 }
                 q.push(")");
                 q.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(marked)
+    }
+
+    /// Gives the rows of entities `marked` that no request went out for (the run
+    /// stopped, or their endpoint waits out a pause) their fingerprints back.
+    pub(crate) async fn unmark(
+        &self,
+        target: &str,
+        marked: &Marked,
+        groups: &[&str],
+        users: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (unmark, ids, before) in [
+            (UNMARK_GROUP, groups, &marked.groups),
+            (UNMARK_USER, users, &marked.users),
+        ] {
+            for id in ids {
+                let Some(fingerprint) = before.get(*id) else {
+                    continue;
+                };
+                sqlx::query(unmark)
+                    .bind(fingerprint)
+                    .bind(target)
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -479,16 +551,17 @@ async fn record_in(tx: &mut sqlx::SqliteConnection, rec: &Record<'_>, at: &str) 
             }
         }
     }
-    if let (false, Some(fingerprint), Operation::ReplaceMembers(g)) = (rec.success, rec.restores, rec.op) {
-        sqlx::query(
-            "UPDATE snapshot_groups SET fingerprint = ? WHERE target = ? AND id = ? AND fingerprint = ?",
-        )
-        .bind(fingerprint)
-        .bind(rec.target)
-        .bind(&g.group.id)
-        .bind(SENDING)
-        .execute(&mut *tx)
-        .await?;
+    if let (false, Some(fingerprint)) = (rec.success, rec.restores) {
+        let (unmark, id) = match rec.op {
+            Operation::ReplaceMembers(g) => (UNMARK_GROUP, &g.group.id),
+            Operation::UpdateUser(u) | Operation::DeleteUser(u) => (UNMARK_USER, &u.user.id),
+        };
+        sqlx::query(unmark)
+            .bind(fingerprint)
+            .bind(rec.target)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     }
     let (kind, mut summary) = match rec.op {
         Operation::ReplaceMembers(g) => (
