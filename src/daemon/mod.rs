@@ -132,6 +132,15 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
             signals.shutdown.clone(),
         ));
     }
+    // When the stop came: the run under way and the webhook messages share one grace.
+    let stopped_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    {
+        let (stopped_at, stop) = (Arc::clone(&stopped_at), signals.shutdown.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            let _ = stopped_at.set(Instant::now());
+        });
+    }
     if let Some(every) = notify::watchdog_interval() {
         let stop = signals.shutdown.clone();
         tokio::spawn(async move {
@@ -281,10 +290,11 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
         w.abort();
     }
     notify::stopping();
-    // Messages under way get the grace period, not their own (up to ten minutes)
-    // timeout: systemd stops the service for good soon after.
+    // Messages under way get what is left of the grace period, not their own (up to
+    // ten minutes) timeout: systemd stops the service for good soon after.
     let grace = config.daemon.shutdown_grace;
-    if tokio::time::timeout(grace, outbox.drain()).await.is_err() {
+    let left = stopped_at.get().map_or(grace, |at| grace.saturating_sub(at.elapsed()));
+    if tokio::time::timeout(left, outbox.drain()).await.is_err() {
         tracing::warn!(
             grace_s = grace.as_secs(),
             "Stopped before the webhook receiver answered: the message under way may not have been delivered."
