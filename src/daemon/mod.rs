@@ -293,7 +293,9 @@ pub async fn run(config_path: &Path, config: Config, mut signals: Signals) -> Re
     // Messages under way get what is left of the grace period, not their own (up to
     // ten minutes) timeout: systemd stops the service for good soon after.
     let grace = config.daemon.shutdown_grace;
-    let left = stopped_at.get().map_or(grace, |at| grace.saturating_sub(at.elapsed()));
+    let left = stopped_at
+        .get()
+        .map_or(grace, |at| grace.saturating_sub(at.elapsed()));
     if tokio::time::timeout(left, outbox.drain()).await.is_err() {
         tracing::warn!(
             grace_s = grace.as_secs(),

@@ -14,8 +14,10 @@ pub fn parse(expr: &str) -> Result<cron::Schedule, String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     let full = match fields.as_slice() {
         [minute, hour, day, month, weekday] => {
-            // cron runs when either day field matches, the crate when both do.
-            if *day != "*" && *day != "?" && *weekday != "*" && *weekday != "?" {
+            // cron runs when either day field matches (unless one starts with `*`),
+            // the crate when both do.
+            let open = |f: &str| f.starts_with('*') || f == "?";
+            if !open(day) && !open(weekday) {
                 return Err(format!(
                     "`{expr}` restricts both the day of the month and the day of the week, which \
                      cron reads as either and this schedule as both: leave one of them `*`"
@@ -47,8 +49,8 @@ fn crate_weekdays(field: &str) -> Result<String, String> {
         let day = |d: &str| -> Option<u32> { d.parse::<u32>().ok() };
         let (first, last) = match range.split_once('-') {
             Some((a, b)) => (day(a), day(b)),
-            // `n/step`: from n to the end of the week.
-            None if step.is_some() => (day(range), Some(6)),
+            // `n/step`: from n to the end of the week, 7 (Sunday) included.
+            None if step.is_some() => (day(range), Some(7)),
             None => (day(range), day(range)),
         };
         let (Some(first), Some(last)) = (first, last) else {
@@ -226,6 +228,18 @@ mod tests {
         }
         let both = parse("0 3 1 * 2").expect_err("both day fields");
         assert!(both.contains("leave one of them `*`"), "{both}");
+        // A field that starts with `*` makes cron match both, as the crate does.
+        let every_other_monday = parse("0 3 */2 * 1").expect("a day field with *");
+        assert_eq!(
+            next(runs(Some(&every_other_monday), None), &at("2026-11-28T04:00:00Z")).map(|(t, _)| t),
+            Some(at("2026-12-07T03:00:00Z")),
+        );
+        // `1/2`: Monday, Wednesday, Friday and Sunday (7).
+        let odd = parse("0 3 * * 1/2").expect("a step from a day");
+        assert_eq!(
+            next(runs(Some(&odd), None), &at("2026-11-28T04:00:00Z")).map(|(t, _)| t),
+            Some(at("2026-11-29T03:00:00Z")),
+        );
         assert!(parse("0 3 * * 8").is_err());
         assert!(parse("0 3 * * 5-2").is_err());
     }
