@@ -781,6 +781,10 @@ mod tests {
             member_of: Vec::new(),
         });
         assert_eq!(checks(&changed), [None]);
+        // Nor does one deleted since: it is found nowhere.
+        let mut deleted = found("OU=Team,OU=Staff,DC=x");
+        deleted.tombstones.insert("u".into());
+        assert_eq!(checks(&deleted), [None]);
         assert!(!Found::default().has_containers());
     }
 
