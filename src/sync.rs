@@ -32,7 +32,7 @@ use crate::plan::{self, Mode, Operation, Plan, Snapshot};
 use crate::source::token::{self, Decision, Facts, ReadMode};
 use crate::source::{self, SourceError};
 use crate::store::{EntryWrite, Record, Skipped, SourceRead, SourceState, Store, StoreError};
-use crate::target::http::endpoint_of;
+use crate::target::http::{PushError, endpoint_of};
 use crate::target::request::{self, Secrets};
 use crate::target::spec::EndpointKind;
 use crate::target::{HttpTarget, TargetError};
@@ -1527,18 +1527,13 @@ async fn push<'p>(
                 },
                 settles,
                 // Refused, or never sent: the target applied nothing of it.
-                restores: match (&outcome.result, before) {
-                    (
-                        Err(
-                            crate::target::http::PushError::Rejected(_)
-                            | crate::target::http::PushError::Auth { .. }
-                            | crate::target::http::PushError::Build(_),
-                        ),
-                        before,
-                    ) => match before {
-                        Some(Operation::ReplaceMembers(g)) => Some(g.fingerprint.as_str()),
-                        _ => marked.before(op),
-                    },
+                restores: match &outcome.result {
+                    Err(PushError::Rejected(_) | PushError::Auth { .. } | PushError::Build(_)) => {
+                        match before {
+                            Some(Operation::ReplaceMembers(g)) => Some(g.fingerprint.as_str()),
+                            _ => marked.before(op),
+                        }
+                    }
                     _ => None,
                 },
             };

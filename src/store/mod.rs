@@ -91,6 +91,18 @@ pub(crate) struct Record<'a> {
     pub(crate) restores: Option<&'a str>,
 }
 
+/// `head` (ending in `target = `) for `target` and the rows whose id is one of `ids`.
+fn in_ids<'q>(head: String, target: &'q str, ids: &[&'q str]) -> sqlx::QueryBuilder<sqlx::Sqlite> {
+    let mut q = sqlx::QueryBuilder::new(head);
+    q.push_bind(target).push(" AND id IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    list.push_unseparated(")");
+    q
+}
+
 /// A marked row's fingerprint given back: (fingerprint, target, id).
 const UNMARK_GROUP: &str =
     "UPDATE snapshot_groups SET fingerprint = ? WHERE target = ? AND id = ? AND fingerprint = 'sending'";
@@ -413,30 +425,23 @@ impl Store {
             ("snapshot_users", users, &mut marked.users),
         ] {
             for chunk in ids.chunks(500) {
-                let rows: Vec<(String, String)> = {
-                    let mut q = sqlx::QueryBuilder::new(format!(
-                        "SELECT id, fingerprint FROM {table} WHERE target = "
-                    ));
-                    q.push_bind(target).push(" AND id IN (");
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    q.push(")");
-                    q.build_query_as().fetch_all(&mut *tx).await?
-                };
+                let rows: Vec<(String, String)> = in_ids(
+                    format!("SELECT id, fingerprint FROM {table} WHERE target = "),
+                    target,
+                    chunk,
+                )
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await?;
                 before.extend(rows);
-                let mut q = sqlx::QueryBuilder::new(format!("UPDATE {table} SET fingerprint = "));
-                q.push_bind(SENDING)
-                    .push(" WHERE target = ")
-                    .push_bind(target)
-                    .push(" AND id IN (");
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                q.push(")");
-                q.build().execute(&mut *tx).await?;
+                in_ids(
+                    format!("UPDATE {table} SET fingerprint = '{SENDING}' WHERE target = "),
+                    target,
+                    chunk,
+                )
+                .build()
+                .execute(&mut *tx)
+                .await?;
             }
         }
         tx.commit().await?;
